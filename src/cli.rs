@@ -1,0 +1,128 @@
+//! The command line (clap derive): every subcommand, flag, help text and environment variable.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bookferry",
+    version,
+    about = "Move large ebook collections into the server or folder where they will live: fast, resumable, auditable.",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The state DB (SQLite): every file's state, hashes, metadata and history.
+    /// Default: bookferry.db in the current folder.
+    #[arg(long, global = true, env = "BOOKFERRY_STATE", value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Print nothing but errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Also write the log (at debug level) to this file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Record the source's files in the state DB (incremental: new, changed and vanished files).
+    Scan(ScanArgs),
+    /// Scan, then move every file to the target; without --from/--to, resume the recorded
+    /// migration.
+    Run(RunArgs),
+    /// Counts and bytes per state, failures by kind, rate and ETA. Safe while a run is going.
+    Status(StatusArgs),
+    /// Put failed rows back where they failed and run them again.
+    RetryFailed(RetryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// The library: a folder (or dir:PATH), or a calibre library (calibre:PATH, or a folder
+    /// holding metadata.db).
+    #[arg(long, value_name = "SOURCE")]
+    pub from: String,
+    /// Formats to record, comma-separated (e.g. epub,pdf), or `all` for every file.
+    /// Default: common ebook formats.
+    #[arg(long, value_name = "LIST")]
+    pub formats: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The library to migrate (see `scan --from`). Default: the recorded source.
+    #[arg(long, value_name = "SOURCE")]
+    pub from: Option<String>,
+    /// Where the files go: a folder (dir:PATH or a plain path). Default: the recorded target.
+    #[arg(long, value_name = "TARGET")]
+    pub to: Option<String>,
+    /// Formats to migrate (see `scan --formats`).
+    #[arg(long, value_name = "LIST")]
+    pub formats: Option<String>,
+    /// Hash every file, even those the target already has by name and size.
+    #[arg(long)]
+    pub checksum: bool,
+    /// Scan, check and hash, but write nothing to the target; report what would be sent.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct TuningArgs {
+    /// Transfers in flight at once.
+    #[arg(long, value_name = "N")]
+    pub transfers: Option<usize>,
+    /// Files hashed and parsed at once (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub checkers: Option<usize>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct TargetArgs {
+    /// How files get into a target folder: copy (default), hardlink, symlink or reflink.
+    /// Hardlinks share the file with the source: editing the copy in the target (e.g. a
+    /// server that writes metadata into books) changes the source file too.
+    #[arg(long, value_name = "MODE")]
+    pub link: Option<String>,
+    /// Where files go inside a target folder. Fields: {author} {authors} {title} {series}
+    /// {series_index} {language} {publisher} {year} {ext} {name} {source_path}.
+    /// Default: {author}/{title}/{title} - {author}.{ext}
+    #[arg(long, value_name = "TEMPLATE")]
+    pub layout: Option<String>,
+    /// Copy content duplicates too, instead of skipping them.
+    #[arg(long)]
+    pub keep_duplicates: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output (see README for the keys).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Only failures of this kind (repeatable), e.g. --kind target_write.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Vec<String>,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}

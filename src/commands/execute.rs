@@ -1,0 +1,341 @@
+//! What `run` and `retry-failed` share: resolving the migration's options (recorded ones, with
+//! the command line's overrides), checking the target, scanning, driving the pipeline with
+//! signal handling and progress, and turning the outcome into an exit code.
+
+use super::scan::scan_source;
+use super::{CommandError, Session};
+use crate::cli::{TargetArgs, TuningArgs};
+use crate::exit;
+use crate::failure::FailureKind;
+use crate::pipeline::progress::{human_bytes, Progress, Reporter};
+use crate::pipeline::{self, Ctx, PipelineConfig};
+use crate::source::formats::FormatSet;
+use crate::source::SourceSpec;
+use crate::state::runs::active_list;
+use crate::state::writer::Writer;
+use crate::target::folder::LinkMode;
+use crate::target::layout::{Layout, DEFAULT_LAYOUT};
+use crate::target::{PlacementOptions, Target, TargetSpec};
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The options a migration is recorded with.
+#[derive(Debug, Clone)]
+pub struct MigrationOptions {
+    pub formats: FormatSet,
+    pub placement: PlacementOptions,
+    pub keep_duplicates: bool,
+}
+
+impl MigrationOptions {
+    /// Recorded options, overridden by what the command line gives again.
+    pub fn resolve(
+        recorded: Option<&serde_json::Value>,
+        formats: Option<&str>,
+        target: &TargetArgs,
+    ) -> Result<MigrationOptions, CommandError> {
+        let rec = |k: &str| {
+            recorded
+                .and_then(|v| v.get(k))
+                .and_then(|v| v.as_str().map(str::to_string))
+        };
+        let formats = match formats.map(str::to_string).or_else(|| rec("formats")) {
+            Some(f) => FormatSet::parse(&f).map_err(CommandError::usage)?,
+            None => FormatSet::default(),
+        };
+        let layout_src = target.layout.clone().or_else(|| rec("layout"));
+        if let (Some(given), Some(old)) = (&target.layout, rec("layout")) {
+            if *given != old {
+                tracing::warn!(
+                    "--layout changed from {old:?}: files already placed stay where they are"
+                );
+            }
+        }
+        let layout = Layout::parse(layout_src.as_deref().unwrap_or(DEFAULT_LAYOUT))
+            .map_err(CommandError::usage)?;
+        let link = LinkMode::parse(
+            &target
+                .link
+                .clone()
+                .or_else(|| rec("link"))
+                .unwrap_or_else(|| "copy".into()),
+        )
+        .map_err(CommandError::usage)?;
+        let keep_duplicates = target.keep_duplicates
+            || recorded
+                .and_then(|v| v.get("keep_duplicates"))
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+        Ok(MigrationOptions {
+            formats,
+            placement: PlacementOptions { layout, link },
+            keep_duplicates,
+        })
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "formats": self.formats.to_spec(),
+            "layout": self.placement.layout.template(),
+            "link": self.placement.link.as_str(),
+            "keep_duplicates": self.keep_duplicates,
+        })
+    }
+}
+
+/// One execution of a migration.
+pub struct Execution<'a> {
+    pub session: &'a Session,
+    pub source: SourceSpec,
+    pub target: TargetSpec,
+    pub options: MigrationOptions,
+    pub tuning: TuningArgs,
+    pub checksum: bool,
+    pub dry_run: bool,
+    pub quiet: bool,
+}
+
+impl Execution<'_> {
+    /// Run to the end (or to a stop) and return the exit code; the run record is closed.
+    pub fn execute(self) -> Result<i32, CommandError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .worker_threads(2)
+            .max_blocking_threads(64)
+            .build()
+            .map_err(|e| CommandError::usage(format!("starting the runtime: {e}")))?;
+        let res = rt.block_on(self.execute_async());
+        rt.shutdown_timeout(Duration::from_secs(1));
+        res
+    }
+
+    async fn execute_async(self) -> Result<i32, CommandError> {
+        let session = self.session;
+        let started = Instant::now();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let signalled = Arc::new(AtomicBool::new(false));
+        tokio::spawn(watch_signals(cancel.clone(), signalled.clone()));
+
+        let target = match Target::open(
+            &self.target,
+            self.source.root(),
+            &self.options.placement,
+            self.dry_run,
+        ) {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                session.end(exit::NOTHING_DONE, "target unusable");
+                return Err(CommandError::usage(e.0));
+            }
+        };
+
+        let (db, run) = (session.db.clone(), session.run);
+        let (source, formats, cancel2) = (
+            self.source.clone(),
+            self.options.formats.clone(),
+            cancel.clone(),
+        );
+        let scan =
+            tokio::task::spawn_blocking(move || scan_source(&db, run, &source, &formats, &cancel2))
+                .await
+                .map_err(|e| CommandError::usage(format!("internal: scan task: {e}")))?;
+        let scan = match scan {
+            Ok(s) => s,
+            Err(e) => {
+                session.end(e.code, "scan failed");
+                return Err(e);
+            }
+        };
+        if !self.quiet {
+            tracing::info!("{}", scan.describe());
+        }
+        if signalled.load(Ordering::SeqCst) {
+            session.end(exit::INTERRUPTED, "interrupted");
+            return Ok(exit::INTERRUPTED);
+        }
+
+        let progress = Arc::new(Progress::default());
+        let (total, total_bytes) = active_totals(session)?;
+        progress.total.set(total);
+        progress.total_bytes.set(total_bytes);
+
+        let flush = if self.dry_run {
+            None
+        } else {
+            target.flush_hook()
+        };
+        let writer = Writer::start(&session.db, session.run, flush)?;
+        let mut cfg = PipelineConfig {
+            checksum: self.checksum,
+            dry_run: self.dry_run,
+            keep_duplicates: self.options.keep_duplicates,
+            ..Default::default()
+        };
+        if let Some(n) = self.tuning.transfers {
+            cfg.transfers = n.max(1);
+        }
+        if let Some(n) = self.tuning.checkers {
+            cfg.checkers = n.max(1);
+        }
+        let ctx = Arc::new(Ctx::new(
+            session.db.clone(),
+            writer.handle(),
+            target,
+            cfg,
+            progress.clone(),
+            cancel.clone(),
+        ));
+        let reporter = Reporter::start(progress.clone(), self.quiet, Duration::from_secs(5));
+        let mut pipeline = tokio::spawn(pipeline::run(ctx.clone()));
+        tokio::select! {
+            _ = &mut pipeline => {}
+            _ = grace_after_cancel(cancel.clone()) => {
+                tracing::warn!("in-flight work did not finish within 10 s; the next run takes it up");
+            }
+        }
+        reporter.stop();
+        let stopped_by = ctx.stopped_by();
+        drop(ctx);
+        let (wstats, writer_fatal) = writer.finish();
+        if wstats.conflicts > 0 {
+            tracing::warn!("{} state move(s) were refused as stale", wstats.conflicts);
+        }
+
+        let (code, outcome, message) = if let Some(e) = writer_fatal {
+            (
+                exit::STOPPED,
+                "state_db_error",
+                Some(format!("stopped: the state DB could not be written: {e}")),
+            )
+        } else if let Some(f) = stopped_by {
+            let code = if f.kind == FailureKind::Auth {
+                exit::AUTH
+            } else {
+                exit::STOPPED
+            };
+            (
+                code,
+                f.kind.as_str(),
+                Some(format!("stopped: {}", f.message)),
+            )
+        } else if signalled.load(Ordering::SeqCst) {
+            (
+                exit::INTERRUPTED,
+                "interrupted",
+                Some("interrupted; run `bookferry run` again to continue".to_string()),
+            )
+        } else {
+            let failed = count(session, "state = 'failed'")?;
+            let left = count(session, &format!("state IN ({})", active_list()))?;
+            if failed > 0 {
+                (exit::FAILED_ROWS, "failed_rows", Some(format!("{failed} file(s) failed; see `bookferry status` and retry with `bookferry retry-failed`")))
+            } else if left > 0 && !self.dry_run {
+                (
+                    exit::FAILED_ROWS,
+                    "unfinished",
+                    Some(format!("{left} file(s) were not finished; run again")),
+                )
+            } else {
+                (exit::OK, "finished", None)
+            }
+        };
+        session.end(code, outcome);
+        if !self.quiet {
+            let secs = started.elapsed().as_secs_f64();
+            let p = &progress;
+            if self.dry_run {
+                tracing::info!(
+                    "dry run: would send {} file(s) ({}), {} skipped, {} failed; nothing was written to the target",
+                    p.would_send.get(),
+                    human_bytes(p.would_send_bytes.get()),
+                    p.skipped.get(),
+                    p.failed.get()
+                );
+            } else {
+                tracing::info!(
+                    "done in {secs:.1}s: {} uploaded ({}), {} skipped, {} failed; {} hashed, {} read from the source; state DB {}",
+                    p.uploaded.get(),
+                    human_bytes(p.uploaded_bytes.get()),
+                    p.skipped.get(),
+                    p.failed.get(),
+                    p.hashed.get(),
+                    human_bytes(wstats.counters.bytes_read.max(0) as u64),
+                    session.db.path().display()
+                );
+            }
+        }
+        match message {
+            Some(m)
+                if code != exit::OK && code != exit::FAILED_ROWS && code != exit::INTERRUPTED =>
+            {
+                Err(CommandError { code, message: m })
+            }
+            Some(m) => {
+                tracing::warn!("{m}");
+                Ok(code)
+            }
+            None => Ok(code),
+        }
+    }
+}
+
+fn active_totals(session: &Session) -> Result<(u64, u64), CommandError> {
+    let conn = session.db.conn()?;
+    let (n, b): (i64, i64) = conn
+        .query_row(
+            &format!(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE state IN ({})",
+                active_list()
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(crate::state::StateError::from)?;
+    Ok((n as u64, b as u64))
+}
+
+fn count(session: &Session, cond: &str) -> Result<u64, CommandError> {
+    let conn = session.db.conn()?;
+    let n: i64 = conn
+        .query_row(
+            &format!("SELECT COUNT(*) FROM files WHERE {cond}"),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(crate::state::StateError::from)?;
+    Ok(n as u64)
+}
+
+/// Resolves 10 s after the run was asked to stop.
+async fn grace_after_cancel(cancel: Arc<AtomicBool>) {
+    while !cancel.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+}
+
+/// First Ctrl-C / SIGTERM: stop claiming, let in-flight work finish. Second: exit at once.
+async fn watch_signals(cancel: Arc<AtomicBool>, signalled: Arc<AtomicBool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    signalled.store(true, Ordering::SeqCst);
+    cancel.store(true, Ordering::SeqCst);
+    eprintln!("bookferry: stopping; finishing in-flight files (interrupt again to exit at once)");
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("bookferry: exiting now; the next run recovers");
+    std::process::exit(exit::INTERRUPTED);
+}

@@ -1,0 +1,60 @@
+//! `bookferry run`: check the target, scan (incrementally), and move every row to a final
+//! state. Without `--from/--to` it resumes the migration recorded in the state DB.
+
+use super::execute::{Execution, MigrationOptions};
+use super::{
+    check_same_migration, check_state_location, recorded_migration, CmdResult, CommandError,
+    Session,
+};
+use crate::cli::{GlobalArgs, RunArgs};
+use crate::source::SourceSpec;
+use crate::state::migration::{self, MigrationRecord};
+use crate::target::TargetSpec;
+
+pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
+    let state = super::state_path(global)?;
+    let rec = recorded_migration(&state)?;
+    let source = match (&args.from, &rec) {
+        (Some(s), _) => SourceSpec::parse(s),
+        (None, Some(r)) => SourceSpec::parse(&r.source),
+        (None, None) => Err(format!(
+            "no migration recorded in {}: give --from SOURCE --to TARGET",
+            state.display()
+        )),
+    }
+    .map_err(CommandError::usage)?;
+    let target = match (&args.to, rec.as_ref().and_then(|r| r.target.as_ref())) {
+        (Some(t), _) | (None, Some(t)) => TargetSpec::parse(t),
+        (None, None) => Err("no target recorded: give --to TARGET".to_string()),
+    }
+    .map_err(CommandError::usage)?;
+    if let Some(rec) = &rec {
+        check_same_migration(&state, rec, &source.to_spec(), Some(&target.to_spec()))?;
+    }
+    let options = MigrationOptions::resolve(
+        rec.as_ref().map(|r| &r.options),
+        args.formats.as_deref(),
+        &args.target,
+    )?;
+    check_state_location(&state, source.root(), target.local_root())?;
+    let session = Session::open(&state, "run")?;
+    migration::save(
+        &*session.db.conn()?,
+        &MigrationRecord {
+            source: source.to_spec(),
+            target: Some(target.to_spec()),
+            options: options.to_json(),
+        },
+    )?;
+    Execution {
+        session: &session,
+        source,
+        target,
+        options,
+        tuning: args.tuning.clone(),
+        checksum: args.checksum,
+        dry_run: args.dry_run,
+        quiet: global.quiet,
+    }
+    .execute()
+}

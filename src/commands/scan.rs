@@ -1,0 +1,264 @@
+//! `bookferry scan`: record the source's files in the state DB. Incremental: new files are
+//! added, changed ones go back to `pending`, vanished ones are noted; an interrupted scan of a
+//! folder resumes by skipping the folders it had finished.
+
+use super::{
+    check_same_migration, check_state_location, recorded_migration, CmdResult, CommandError,
+    Session,
+};
+use crate::cli::{GlobalArgs, ScanArgs};
+use crate::exit;
+use crate::metadata::Origin;
+use crate::source::folder::{WalkEvent, Walker};
+use crate::source::formats::FormatSet;
+use crate::source::{calibre, SourceSpec};
+use crate::state::migration::{self, MigrationRecord};
+use crate::state::rows::{ScannedFile, SourceKind};
+use crate::state::scan_store::{self, Known, ScanBatch};
+use crate::state::Db;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const BATCH: usize = 2000;
+
+pub fn command(global: &GlobalArgs, args: &ScanArgs) -> CmdResult {
+    let state = super::state_path(global)?;
+    let source = SourceSpec::parse(&args.from).map_err(CommandError::usage)?;
+    let formats = match &args.formats {
+        Some(f) => FormatSet::parse(f).map_err(CommandError::usage)?,
+        None => FormatSet::default(),
+    };
+    let rec = recorded_migration(&state)?;
+    if let Some(rec) = &rec {
+        check_same_migration(&state, rec, &source.to_spec(), None)?;
+    }
+    check_state_location(&state, source.root(), None)?;
+    let session = Session::open(&state, "scan")?;
+    let record = MigrationRecord {
+        source: source.to_spec(),
+        target: rec.as_ref().and_then(|r| r.target.clone()),
+        options: rec
+            .map(|r| r.options)
+            .unwrap_or_else(|| serde_json::json!({ "formats": formats.to_spec() })),
+    };
+    migration::save(&*session.db.conn()?, &record)?;
+    let cancel = AtomicBool::new(false);
+    match scan_source(&session.db, session.run, &source, &formats, &cancel) {
+        Ok(s) => {
+            tracing::info!("{}", s.describe());
+            session.end(exit::OK, "finished");
+            Ok(exit::OK)
+        }
+        Err(e) => {
+            session.end(e.code, "error");
+            Err(e)
+        }
+    }
+}
+
+/// What a scan found.
+#[derive(Debug, Default)]
+pub struct ScanSummary {
+    pub seen: usize,
+    pub new: usize,
+    pub changed: usize,
+    pub vanished_failed: usize,
+    pub vanished_after_migration: usize,
+    pub skipped_entries: usize,
+    pub resumed_dirs: usize,
+    pub complete: bool,
+}
+
+impl ScanSummary {
+    pub fn describe(&self) -> String {
+        format!(
+            "scan: {} files seen, {} new, {} changed, {} vanished before migration, {} vanished after{}{}",
+            self.seen,
+            self.new,
+            self.changed,
+            self.vanished_failed,
+            self.vanished_after_migration,
+            if self.resumed_dirs > 0 {
+                format!(", resumed past {} finished folder(s)", self.resumed_dirs)
+            } else {
+                String::new()
+            },
+            if self.complete { "" } else { " (interrupted)" }
+        )
+    }
+}
+
+/// Scan a source into the state DB. Blocking. Stops early (complete = false) when `cancel` is set.
+pub fn scan_source(
+    db: &Db,
+    run: i64,
+    source: &SourceSpec,
+    formats: &FormatSet,
+    cancel: &AtomicBool,
+) -> Result<ScanSummary, CommandError> {
+    let mut conn = db.conn()?;
+    let index = scan_store::load_index(&conn)?;
+    let mut summary = ScanSummary::default();
+    let mut seen: HashSet<String> = HashSet::with_capacity(index.len());
+    let mut batch = ScanBatch::default();
+    let mut write_err = None;
+    let flush = |batch: &mut ScanBatch, conn: &mut crate::state::Conn| {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let r = scan_store::write_batch(conn, run, batch);
+        *batch = ScanBatch::default();
+        r
+    };
+    let mut already_walked = Vec::new();
+    match source {
+        SourceSpec::Dir(root) => {
+            let walked = scan_store::walked_dirs(&conn)?;
+            let exclude = state_files(db);
+            let mut walker = Walker::new(root.clone(), formats, exclude, &walked);
+            let complete = walker
+                .walk(&mut |ev| {
+                    match ev {
+                        WalkEvent::File(f) => consider(
+                            &index,
+                            &mut summary,
+                            ScannedFile {
+                                source_kind: SourceKind::Dir,
+                                source_ref: f.rel,
+                                path: f.abs,
+                                size: f.size,
+                                mtime_ns: f.mtime_ns,
+                                format: f.format,
+                                metadata: None,
+                            },
+                            &mut batch,
+                            &mut seen,
+                        ),
+                        WalkEvent::DirDone(d) => batch.dirs_done.push(d),
+                        WalkEvent::AlreadyWalked(d) => {
+                            summary.resumed_dirs += 1;
+                            already_walked.push(d);
+                        }
+                        WalkEvent::Skipped(msg) => {
+                            summary.skipped_entries += 1;
+                            tracing::warn!("{msg}");
+                        }
+                    }
+                    if batch.len() >= BATCH {
+                        if let Err(e) = flush(&mut batch, &mut conn) {
+                            write_err = Some(e);
+                            return false;
+                        }
+                    }
+                    !cancel.load(Ordering::SeqCst)
+                })
+                .map_err(|e| CommandError::usage(format!("source {}: {e}", root.display())))?;
+            if let Some(e) = write_err {
+                return Err(CommandError {
+                    code: exit::STOPPED,
+                    message: format!("scan: writing the state DB: {e}"),
+                });
+            }
+            summary.complete = complete;
+        }
+        SourceSpec::Calibre(root) => {
+            let formats_in_library = calibre::read_library(root).map_err(|e| CommandError {
+                code: exit::NOTHING_DONE,
+                message: e.to_string(),
+            })?;
+            for cf in formats_in_library {
+                if cf.format.starts_with("original_")
+                    || formats.format_of(&format!("x.{}", cf.format)).is_none()
+                {
+                    continue;
+                }
+                let path = cf.abs_path(root);
+                let (size, mtime_ns) = match std::fs::metadata(&path) {
+                    Ok(m) => (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+                    Err(_) => (cf.size, 0),
+                };
+                consider(
+                    &index,
+                    &mut summary,
+                    ScannedFile {
+                        source_kind: SourceKind::Calibre,
+                        source_ref: cf.source_ref(),
+                        path,
+                        size,
+                        mtime_ns,
+                        format: cf.format.clone(),
+                        metadata: Some((cf.metadata.clone(), Origin::Calibre)),
+                    },
+                    &mut batch,
+                    &mut seen,
+                );
+                if batch.len() >= BATCH {
+                    flush(&mut batch, &mut conn)?;
+                }
+            }
+            summary.complete = !cancel.load(Ordering::SeqCst);
+        }
+    }
+    flush(&mut batch, &mut conn)?;
+    if summary.complete {
+        // Rows under folders a resumed scan did not re-enter were seen by the earlier pass.
+        if !already_walked.is_empty() {
+            let walked: HashSet<&str> = already_walked.iter().map(String::as_str).collect();
+            for key in index.keys() {
+                let mut dir = key.as_str();
+                while let Some((parent, _)) = dir.rsplit_once('/') {
+                    if walked.contains(parent) {
+                        seen.insert(key.clone());
+                        break;
+                    }
+                    dir = parent;
+                }
+            }
+        }
+        let v = scan_store::finish(&mut conn, run, &index, &seen)?;
+        summary.vanished_failed = v.failed;
+        summary.vanished_after_migration = v.gone_after_migration;
+    }
+    Ok(summary)
+}
+
+/// Compare one found file with what the DB knows and queue what must change.
+fn consider(
+    index: &HashMap<String, Known>,
+    summary: &mut ScanSummary,
+    f: ScannedFile,
+    batch: &mut ScanBatch,
+    seen: &mut HashSet<String>,
+) {
+    summary.seen += 1;
+    seen.insert(f.source_ref.clone());
+    match index.get(&f.source_ref) {
+        None => {
+            summary.new += 1;
+            batch.new.push(f);
+        }
+        Some(k) if k.size != f.size || k.mtime_ns != f.mtime_ns => {
+            summary.changed += 1;
+            batch.changed.push((k.id, k.state, f));
+        }
+        Some(k) if k.source_gone => batch.returned.push(k.id),
+        Some(_) => {}
+    }
+}
+
+/// The state DB and its companions, never to be recorded as books.
+fn state_files(db: &Db) -> HashSet<(u64, u64)> {
+    let p = db.path();
+    let mut names = vec![p.to_path_buf()];
+    for suffix in ["-wal", "-shm", ".lock"] {
+        let mut s = p.as_os_str().to_os_string();
+        s.push(suffix);
+        names.push(s.into());
+    }
+    names
+        .iter()
+        .filter_map(|n| std::fs::metadata(n).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect()
+}

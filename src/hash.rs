@@ -1,0 +1,109 @@
+//! SHA-1 and BLAKE3 computed together in one pass, over a buffer already in memory or over a
+//! reader. Knows nothing of files' meaning, the DB or the network.
+
+use sha1::{Digest, Sha1};
+use std::io::{self, Read};
+
+/// Both digests of the same bytes, as lowercase hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    pub sha1: String,
+    pub blake3: String,
+}
+
+/// Incremental hasher feeding both digests from the same bytes.
+#[derive(Default, Clone)]
+pub struct DualHasher {
+    sha1: Sha1,
+    blake3: blake3::Hasher,
+    len: u64,
+}
+
+impl DualHasher {
+    pub fn new() -> DualHasher {
+        DualHasher::default()
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.sha1.update(bytes);
+        self.blake3.update(bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn finish(self) -> Digests {
+        Digests {
+            sha1: hex(&self.sha1.finalize()),
+            blake3: self.blake3.finalize().to_hex().to_string(),
+        }
+    }
+}
+
+pub fn hash_bytes(bytes: &[u8]) -> Digests {
+    let mut h = DualHasher::new();
+    h.update(bytes);
+    h.finish()
+}
+
+/// Hash everything a reader yields; returns the digests and the byte count.
+pub fn hash_reader(mut r: impl Read) -> io::Result<(Digests, u64)> {
+    let mut h = DualHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+    }
+    let len = h.len();
+    Ok((h.finish(), len))
+}
+
+/// SHA-1 alone, for checking bytes about to be sent or already at a destination.
+pub fn sha1_hex(bytes: &[u8]) -> String {
+    hex(&Sha1::digest(bytes))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_vectors() {
+        let d = hash_bytes(b"abc");
+        assert_eq!(d.sha1, "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(
+            d.blake3,
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        );
+    }
+
+    #[test]
+    fn reader_and_buffer_agree_across_chunk_boundaries() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let (d, n) = hash_reader(&data[..]).unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(d, hash_bytes(&data));
+        assert_eq!(sha1_hex(&data), d.sha1);
+    }
+}

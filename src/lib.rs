@@ -1,0 +1,14 @@
+//! bookferry: move large ebook collections into the server or folder where they will live —
+//! fast, resumably and auditably. The binary (`main.rs`) parses the command line and calls
+//! `commands`; everything else is a library so tests and benchmarks can reach it.
+
+pub mod cli;
+pub mod commands;
+pub mod exit;
+pub mod failure;
+pub mod hash;
+pub mod metadata;
+pub mod pipeline;
+pub mod source;
+pub mod state;
+pub mod target;

@@ -1,0 +1,137 @@
+//! The content check, by SHA-1 and in batches: is this content already placed by this migration
+//! (another row, possibly from an earlier run — the row becomes a `skipped` duplicate of it), or
+//! already on the target? Rows left in flight by a run that died (`metadata_cached`) are checked
+//! here too, so a transfer whose reply was lost in a crash is not sent a second time.
+
+use super::batch::next_batch;
+use super::{Ctx, Item};
+use crate::state::FileState;
+use crate::target::ContentQuery;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const BATCH: usize = 1000;
+const WAIT: Duration = Duration::from_millis(50);
+
+pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sender<Item>) {
+    while let Some(batch) = next_batch(&mut rx, BATCH, WAIT).await {
+        if ctx.cancelled() {
+            continue;
+        }
+        for item in check_batch(&ctx, batch).await {
+            if out.send(item).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
+    let sha1s: Vec<String> = batch
+        .iter()
+        .filter(|i| matches!(i.row.state, FileState::Hashed | FileState::MetadataCached))
+        .filter_map(|i| i.row.sha1.clone())
+        .collect();
+    if sha1s.is_empty() {
+        return batch;
+    }
+    let placed = if ctx.cfg.keep_duplicates {
+        HashMap::new()
+    } else {
+        let db = ctx.db.clone();
+        tokio::task::spawn_blocking(move || uploaded_with_sha1(&db, &sha1s))
+            .await
+            .ok()
+            .and_then(|r| {
+                r.map_err(|e| tracing::warn!("content check in the state DB: {e}"))
+                    .ok()
+            })
+            .unwrap_or_default()
+    };
+    let mut rest = Vec::with_capacity(batch.len());
+    let mut queries = Vec::new();
+    for item in batch {
+        let sha1 = item.row.sha1.clone().unwrap_or_default();
+        let checkable = matches!(
+            item.row.state,
+            FileState::Hashed | FileState::MetadataCached
+        );
+        if checkable {
+            if let Some((first, first_ref)) = placed.get(&sha1).filter(|(id, _)| *id != item.row.id)
+            {
+                ctx.skip(
+                    &item,
+                    "duplicate",
+                    format!("same content as file #{first} ({first_ref})"),
+                    Some(*first),
+                );
+                continue;
+            }
+            queries.push(ContentQuery {
+                key: item.row.id,
+                sha1,
+                file_name: item.row.file_name(),
+                size: item.row.size,
+            });
+        }
+        rest.push(item);
+    }
+    if queries.is_empty() {
+        return rest;
+    }
+    let exists = match ctx.target.check_content(queries).await {
+        Ok(e) => e,
+        Err(f) => {
+            for item in &rest {
+                ctx.fail(item, f.clone(), 0);
+            }
+            return Vec::new();
+        }
+    };
+    let mut forward = Vec::with_capacity(rest.len());
+    for item in rest {
+        if !exists.contains(&item.row.id) {
+            forward.push(item);
+        } else if item.row.state == FileState::MetadataCached {
+            // Sent by a run that died before recording it: the target has it, so it is ours.
+            let mut t = item.to(FileState::Uploaded);
+            t.detail = Some("found on the target after an interrupted transfer".into());
+            ctx.writer.send(t);
+            ctx.progress.uploaded.add(1);
+            ctx.progress.uploaded_bytes.add(item.row.size);
+        } else {
+            ctx.skip(
+                &item,
+                "target_has_content",
+                "target already has this content (same SHA-1)".into(),
+                None,
+            );
+        }
+    }
+    forward
+}
+
+/// Rows already `uploaded` with one of these SHA-1s: sha1 → (id, where it went).
+fn uploaded_with_sha1(
+    db: &crate::state::Db,
+    sha1s: &[String],
+) -> crate::state::Result<HashMap<String, (i64, String)>> {
+    let conn = db.conn()?;
+    let mut out = HashMap::new();
+    let mut st = conn.prepare_cached(
+        "SELECT id, COALESCE(target_ref, source_ref) FROM files
+         WHERE sha1 = ?1 AND state = 'uploaded' ORDER BY id LIMIT 1",
+    )?;
+    for sha1 in sha1s {
+        if out.contains_key(sha1) {
+            continue;
+        }
+        let mut rows = st.query([sha1])?;
+        if let Some(r) = rows.next()? {
+            out.insert(sha1.clone(), (r.get(0)?, r.get(1)?));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,74 @@
+//! The metadata stage: what the source already knows (calibre) is kept as it is; otherwise the
+//! file's own metadata is extracted in-process from the buffer the hash stage read (or from the
+//! file, for large ones), and cached in the row (`metadata_cached`).
+
+use super::{Ctx, Item};
+use crate::metadata::{self, Origin};
+use crate::state::FileState;
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
+
+pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sender<Item>) {
+    let slots = Arc::new(Semaphore::new(ctx.cfg.checkers.max(1)));
+    while let Some(item) = rx.recv().await {
+        if ctx.cancelled() {
+            continue;
+        }
+        if item.row.state != FileState::Hashed {
+            if out.send(item).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let ctx = ctx.clone();
+        let out = out.clone();
+        tokio::spawn(async move {
+            let item = match tokio::task::spawn_blocking(move || with_metadata(item)).await {
+                Ok(item) => item,
+                Err(e) => {
+                    tracing::error!("internal: metadata task failed: {e}");
+                    return;
+                }
+            };
+            drop(slot);
+            let mut t = item.to(FileState::MetadataCached);
+            if let (Some(md), Some(origin)) = (&item.row.metadata, item.row.metadata_origin) {
+                t.metadata = Some((md.clone(), origin));
+            }
+            if !item.warnings.is_empty() {
+                t.warnings = Some(item.warnings.join("\n"));
+            }
+            ctx.writer.send(t);
+            ctx.progress.metadata.add(1);
+            let mut item = item;
+            item.row.state = FileState::MetadataCached;
+            let _ = out.send(item).await;
+        });
+    }
+}
+
+/// Fill the item's metadata (unless the source provided it). Blocking.
+fn with_metadata(mut item: Item) -> Item {
+    if item.row.metadata.is_some() && item.row.metadata_origin == Some(Origin::Calibre) {
+        return item;
+    }
+    let extracted = match &item.data {
+        Some(data) => metadata::extract(&item.row.format, data, &item.row.source_ref),
+        None => metadata::extract_from_file(
+            &item.row.format,
+            &item.row.path,
+            item.row.size,
+            &item.row.source_ref,
+        ),
+    };
+    for w in &extracted.warnings {
+        tracing::warn!("{}: {w}", item.row.path.display());
+    }
+    item.warnings.extend(extracted.warnings);
+    item.row.metadata = Some(extracted.metadata);
+    item.row.metadata_origin = Some(extracted.origin);
+    item
+}

@@ -1,0 +1,211 @@
+//! The coordinator: claims rows in batches and moves them through the stages (check → hash →
+//! content check → metadata → transfer), each a task joined to the next by a bounded channel so
+//! the stages run at once as a pipeline. Stages report every move to the single state writer;
+//! a failure that concerns every file (auth, target full, target gone) stops the whole run.
+
+mod batch;
+mod check;
+mod content;
+mod hash_stage;
+mod metadata_stage;
+pub mod progress;
+mod transfer;
+
+use crate::failure::Failure;
+use crate::state::rows::FileRow;
+use crate::state::writer::{Transition, WriterHandle};
+use crate::state::{Db, FileState};
+use crate::target::Target;
+use progress::Progress;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+/// How the pipeline runs.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Files hashed (and parsed) at once, on blocking threads.
+    pub checkers: usize,
+    /// Transfers in flight at once.
+    pub transfers: usize,
+    /// Hash every file, even when the target has its name and size.
+    pub checksum: bool,
+    /// Hash and check, but write nothing to the target.
+    pub dry_run: bool,
+    /// Place content duplicates too, instead of skipping them.
+    pub keep_duplicates: bool,
+    /// Files up to this size are read into memory once: hashed, parsed and sent from the buffer.
+    pub buffer_limit: u64,
+    /// Bytes of such buffers alive at once.
+    pub buffer_budget: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> PipelineConfig {
+        PipelineConfig {
+            checkers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            transfers: 8,
+            checksum: false,
+            dry_run: false,
+            keep_duplicates: false,
+            buffer_limit: 8 << 20,
+            buffer_budget: 256 << 20,
+        }
+    }
+}
+
+/// A claimed row on its way through the stages.
+pub struct Item {
+    pub row: FileRow,
+    /// The file's bytes, when small enough to keep from the hash stage to the transfer.
+    pub data: Option<Arc<Vec<u8>>>,
+    pub warnings: Vec<String>,
+    /// The share of the buffer budget this item's bytes hold.
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Item {
+    fn new(row: FileRow) -> Item {
+        Item {
+            row,
+            data: None,
+            warnings: Vec::new(),
+            _budget: None,
+        }
+    }
+
+    /// A transition of this row from its current state.
+    fn to(&self, to: FileState) -> Transition {
+        Transition::new(self.row.id, self.row.state, to)
+    }
+}
+
+/// What every stage shares.
+pub struct Ctx {
+    pub db: Db,
+    pub writer: WriterHandle,
+    pub target: Arc<Target>,
+    pub cfg: PipelineConfig,
+    pub progress: Arc<Progress>,
+    cancel: Arc<AtomicBool>,
+    stop: Mutex<Option<Failure>>,
+    buffers: Arc<Semaphore>,
+}
+
+impl Ctx {
+    pub fn new(
+        db: Db,
+        writer: WriterHandle,
+        target: Arc<Target>,
+        cfg: PipelineConfig,
+        progress: Arc<Progress>,
+        cancel: Arc<AtomicBool>,
+    ) -> Ctx {
+        let kib = (cfg.buffer_budget / 1024).clamp(1, Semaphore::MAX_PERMITS as u64) as usize;
+        Ctx {
+            db,
+            writer,
+            target,
+            cfg,
+            progress,
+            cancel,
+            stop: Mutex::new(None),
+            buffers: Arc::new(Semaphore::new(kib)),
+        }
+    }
+
+    /// True once a signal or a run-wide failure asked the run to stop: no new work starts.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst) || self.writer.fatal().is_some()
+    }
+
+    /// Stop the run for a failure that concerns every file; rows stay where they are.
+    pub fn stop_run(&self, f: Failure) {
+        if let Ok(mut g) = self.stop.lock() {
+            if g.is_none() {
+                tracing::error!("{f}");
+                *g = Some(f);
+            }
+        }
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    pub fn stopped_by(&self) -> Option<Failure> {
+        self.stop.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Record a failure for one row (or stop the run, for a run-wide one).
+    fn fail(&self, item: &Item, f: Failure, attempts: i64) {
+        if f.kind.stops_run() {
+            self.stop_run(f);
+            return;
+        }
+        tracing::warn!("{}", f.message);
+        let mut t = item.to(FileState::Failed);
+        t.attempts = attempts;
+        t.error = Some((f.kind.as_str().to_string(), f.message));
+        self.writer.send(t);
+        self.progress.failed.add(1);
+    }
+
+    fn skip(&self, item: &Item, reason: &'static str, detail: String, duplicate_of: Option<i64>) {
+        let mut t = item.to(FileState::Skipped);
+        t.skip_reason = Some(reason);
+        t.detail = Some(detail);
+        t.duplicate_of = duplicate_of;
+        self.writer.send(t);
+        self.progress.skipped.add(1);
+        self.progress.skipped_bytes.add(item.row.size);
+    }
+}
+
+/// Move every active row of the state DB as far as it goes. Returns when all are done, or when
+/// the run was stopped (then the rows not finished stay in their last committed state).
+pub async fn run(ctx: Arc<Ctx>) {
+    let (to_check, check_in) = mpsc::channel::<Item>(2048);
+    let (to_hash, hash_in) = mpsc::channel::<Item>(2048);
+    let (to_content, content_in) = mpsc::channel::<Item>(512);
+    let (to_meta, meta_in) = mpsc::channel::<Item>(512);
+    let (to_transfer, transfer_in) = mpsc::channel::<Item>(512);
+    let tasks = [
+        tokio::spawn(claim_loop(ctx.clone(), to_check)),
+        tokio::spawn(check::stage(ctx.clone(), check_in, to_hash)),
+        tokio::spawn(hash_stage::stage(ctx.clone(), hash_in, to_content)),
+        tokio::spawn(content::stage(ctx.clone(), content_in, to_meta)),
+        tokio::spawn(metadata_stage::stage(ctx.clone(), meta_in, to_transfer)),
+        tokio::spawn(transfer::stage(ctx.clone(), transfer_in)),
+    ];
+    for t in tasks {
+        if let Err(e) = t.await {
+            tracing::error!("internal: a pipeline stage failed: {e}");
+            ctx.cancel.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Claim batches of active rows (in id order) and feed them to the first stage.
+async fn claim_loop(ctx: Arc<Ctx>, out: mpsc::Sender<Item>) {
+    const CLAIM_BATCH: usize = 512;
+    let mut after = 0i64;
+    loop {
+        if ctx.cancelled() {
+            return;
+        }
+        let rows = match ctx.writer.claim(after, CLAIM_BATCH).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!("claiming rows: {e}");
+                ctx.cancel.store(true, Ordering::SeqCst);
+                return;
+            }
+        };
+        let Some(last) = rows.last() else { return };
+        after = last.id;
+        for row in rows {
+            ctx.progress.claimed.add(1);
+            if out.send(Item::new(row)).await.is_err() {
+                return;
+            }
+        }
+    }
+}

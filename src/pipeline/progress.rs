@@ -1,0 +1,174 @@
+//! Live progress of a run: counters the stages bump, and a reporter that shows them as bars on a
+//! terminal or as a plain line every few seconds otherwise.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+}
+
+/// What the stages have done in this run.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Active rows at the start (files this run has to finish) and their bytes.
+    pub total: Counter,
+    pub total_bytes: Counter,
+    pub claimed: Counter,
+    pub checked: Counter,
+    pub hashed: Counter,
+    pub hashed_bytes: Counter,
+    pub metadata: Counter,
+    pub uploaded: Counter,
+    pub uploaded_bytes: Counter,
+    pub skipped: Counter,
+    pub skipped_bytes: Counter,
+    pub failed: Counter,
+    pub in_flight: Counter,
+    pub would_send: Counter,
+    pub would_send_bytes: Counter,
+    /// Bytes read from source files (hashing, streaming, comparing).
+    pub bytes_read: Counter,
+}
+
+impl Progress {
+    pub fn finished(&self) -> u64 {
+        self.uploaded.get() + self.skipped.get() + self.failed.get() + self.would_send.get()
+    }
+}
+
+/// Shows progress until stopped.
+pub struct Reporter {
+    stop: Arc<AtomicBool>,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reporter {
+    /// `quiet`: show nothing. On a terminal: bars; otherwise a line every `interval`.
+    pub fn start(progress: Arc<Progress>, quiet: bool, interval: Duration) -> Reporter {
+        let stop = Arc::new(AtomicBool::new(false));
+        if quiet {
+            return Reporter { stop, join: None };
+        }
+        let stop2 = stop.clone();
+        let tty = std::io::stderr().is_terminal();
+        let join = std::thread::Builder::new()
+            .name("progress".into())
+            .spawn(move || {
+                if tty {
+                    bars(&progress, &stop2)
+                } else {
+                    lines(&progress, &stop2, interval)
+                }
+            })
+            .ok();
+        Reporter { stop, join }
+    }
+
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+fn bars(p: &Progress, stop: &AtomicBool) {
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
+    let style = ProgressStyle::with_template(
+        "{prefix:>9} [{bar:30}] {pos}/{len} files {msg} ({per_sec}, eta {eta})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let make = |name: &str| {
+        let b = multi.add(ProgressBar::new(0));
+        b.set_style(style.clone());
+        b.set_prefix(name.to_string());
+        b
+    };
+    let check = make("check");
+    let hash = make("hash");
+    let transfer = make("transfer");
+    while !stop.load(Ordering::SeqCst) {
+        let total = p.total.get();
+        for b in [&check, &hash, &transfer] {
+            b.set_length(total);
+        }
+        check.set_position(p.checked.get() + p.skipped.get());
+        hash.set_position(p.hashed.get());
+        hash.set_message(format!("{}", human_bytes(p.hashed_bytes.get())));
+        transfer.set_position(p.finished());
+        transfer.set_message(format!(
+            "{} sent, {} skipped, {} failed, {} in flight",
+            human_bytes(p.uploaded_bytes.get()),
+            p.skipped.get(),
+            p.failed.get(),
+            p.in_flight.get()
+        ));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for b in [&check, &hash, &transfer] {
+        b.finish();
+    }
+}
+
+fn lines(p: &Progress, stop: &AtomicBool, interval: Duration) {
+    let started = Instant::now();
+    let mut last = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+        if last.elapsed() < interval {
+            continue;
+        }
+        last = Instant::now();
+        let done = p.finished();
+        let total = p.total.get();
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let rate = done as f64 / secs;
+        let eta = if rate > 0.0 && total > done {
+            format!("{:.0}s", (total - done) as f64 / rate)
+        } else {
+            "-".into()
+        };
+        tracing::info!(
+            "progress: {done}/{total} files done ({} uploaded, {} skipped, {} failed), {} hashed, {:.1} files/s, eta {eta}",
+            p.uploaded.get(),
+            p.skipped.get(),
+            p.failed.get(),
+            human_bytes(p.hashed_bytes.get()),
+            rate
+        );
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,176 @@
+//! The transfer stage: sends rows to the target with a bounded number in flight, and never two
+//! rows with the same content side by side — a second row with a SHA-1 already in flight waits,
+//! and becomes a `skipped` duplicate once the first lands (or goes in its place if it fails).
+
+use super::{Ctx, Item};
+use crate::failure::{Failure, FailureKind};
+use crate::hash::Digests;
+use crate::state::FileState;
+use crate::target::Payload;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
+
+/// A finished transfer, reported back to the dispatcher.
+struct Done {
+    sha1: String,
+    id: Option<i64>,
+}
+
+pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
+    let slots = Arc::new(Semaphore::new(ctx.cfg.transfers.max(1)));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    // SHA-1 → rows waiting for the one in flight.
+    let mut in_flight: HashMap<String, VecDeque<Item>> = HashMap::new();
+    // SHA-1 → the row that landed it in this run.
+    let mut landed: HashMap<String, i64> = HashMap::new();
+    let mut running = 0usize;
+    let mut input_open = true;
+    let spawn = |item: Item, running: &mut usize| {
+        *running += 1;
+        let ctx = ctx.clone();
+        let slots = slots.clone();
+        let done_tx = done_tx.clone();
+        tokio::spawn(async move {
+            let sha1 = item.row.sha1.clone().unwrap_or_default();
+            let id = match slots.acquire_owned().await {
+                Ok(_slot) if !ctx.cancelled() => transfer_one(&ctx, item).await,
+                _ => None,
+            };
+            let _ = done_tx.send(Done { sha1, id });
+        });
+    };
+    loop {
+        if !input_open && running == 0 {
+            break;
+        }
+        tokio::select! {
+            next = rx.recv(), if input_open => {
+                let Some(item) = next else {
+                    input_open = false;
+                    continue;
+                };
+                if ctx.cancelled() || item.row.state != FileState::MetadataCached {
+                    continue;
+                }
+                let sha1 = item.row.sha1.clone().unwrap_or_default();
+                if ctx.cfg.keep_duplicates || sha1.is_empty() {
+                    spawn(item, &mut running);
+                } else if let Some(first) = landed.get(&sha1) {
+                    skip_duplicate(&ctx, &item, *first);
+                } else if let Some(waiting) = in_flight.get_mut(&sha1) {
+                    waiting.push_back(item);
+                } else {
+                    in_flight.insert(sha1, VecDeque::new());
+                    spawn(item, &mut running);
+                }
+            }
+            Some(done) = done_rx.recv(), if running > 0 => {
+                running -= 1;
+                if ctx.cfg.keep_duplicates || done.sha1.is_empty() {
+                    continue;
+                }
+                match done.id {
+                    Some(id) => {
+                        landed.insert(done.sha1.clone(), id);
+                        for item in in_flight.remove(&done.sha1).unwrap_or_default() {
+                            skip_duplicate(&ctx, &item, id);
+                        }
+                    }
+                    None => {
+                        let next = in_flight.get_mut(&done.sha1).and_then(|q| q.pop_front());
+                        match next {
+                            Some(item) => spawn(item, &mut running),
+                            None => {
+                                in_flight.remove(&done.sha1);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn skip_duplicate(ctx: &Ctx, item: &Item, first: i64) {
+    ctx.skip(
+        item,
+        "duplicate",
+        format!("same content as file #{first}, migrated in this run"),
+        Some(first),
+    );
+}
+
+/// Send one row; returns its id when it landed.
+async fn transfer_one(ctx: &Ctx, item: Item) -> Option<i64> {
+    let Some(payload) = payload_of(&item) else {
+        ctx.fail(
+            &item,
+            Failure::new(
+                FailureKind::Unreadable,
+                format!("{}: no hash recorded", item.row.path.display()),
+            ),
+            0,
+        );
+        return None;
+    };
+    if ctx.cfg.dry_run {
+        tracing::info!(
+            "would send {} → {}",
+            item.row.source_ref,
+            ctx.target.describe(&payload)
+        );
+        ctx.progress.would_send.add(1);
+        ctx.progress.would_send_bytes.add(item.row.size);
+        return Some(item.row.id);
+    }
+    ctx.progress.in_flight.add(1);
+    let res = ctx.target.transfer(payload).await;
+    ctx.progress.in_flight.sub(1);
+    match res {
+        Ok(placed) => {
+            let mut t = item.to(FileState::Uploaded);
+            t.attempts = 1;
+            t.needs_flush = true;
+            t.bytes_sent = placed.bytes_sent;
+            t.bytes_read = placed.bytes_read;
+            t.target_ref = Some(placed.target_ref.clone());
+            t.detail = placed
+                .detail
+                .clone()
+                .or_else(|| Some(format!("→ {}", placed.target_ref)));
+            if let Some(Digests { sha1, blake3 }) = placed.new_digests {
+                t.sha1 = Some(sha1);
+                t.blake3 = Some(blake3);
+            }
+            ctx.writer.send(t);
+            ctx.progress.uploaded.add(1);
+            ctx.progress.uploaded_bytes.add(item.row.size);
+            ctx.progress.bytes_read.add(placed.bytes_read);
+            Some(item.row.id)
+        }
+        Err(f) => {
+            ctx.fail(&item, f, 1);
+            None
+        }
+    }
+}
+
+fn payload_of(item: &Item) -> Option<Payload> {
+    Some(Payload {
+        row_id: item.row.id,
+        source_path: item.row.path.clone(),
+        source_rel: item.row.source_ref.clone(),
+        file_name: item.row.file_name(),
+        size: item.row.size,
+        format: item.row.format.clone(),
+        digests: Digests {
+            sha1: item.row.sha1.clone()?,
+            blake3: item.row.blake3.clone().unwrap_or_default(),
+        },
+        metadata: item.row.metadata.clone(),
+        origin: item.row.metadata_origin,
+        data: item.data.clone(),
+        previous_ref: item.row.target_ref.clone(),
+    })
+}

@@ -1,0 +1,45 @@
+//! Schema migrations by `PRAGMA user_version`, in the manner of cargo's `util/sqlite.rs`: a list
+//! of migrations applied in order, each in its own transaction; an old one is never edited.
+
+use super::{Result, StateError};
+use rusqlite::{Connection, TransactionBehavior};
+use std::path::Path;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("../../schema.sql")];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn user_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+}
+
+/// Refuse a DB from a newer bookferry.
+pub fn check_version(conn: &Connection, path: &Path) -> Result<i64> {
+    let found = user_version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(StateError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(found)
+}
+
+/// Bring the DB up to `SCHEMA_VERSION`.
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let found = check_version(conn, path)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process may have migrated while we waited for the lock.
+        if user_version(&tx)? > i as i64 {
+            continue;
+        }
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

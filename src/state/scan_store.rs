@@ -1,0 +1,224 @@
+//! What a scan writes: new rows, rows reset because their file changed, rows whose file
+//! vanished, and the folders already walked by a scan that has not finished (so an interrupted
+//! scan resumes instead of walking everything again). Each batch is one transaction.
+
+use super::rows::{path_to_sql, ScannedFile};
+use super::runs::{self, RunCounters};
+use super::{now_ms, FileState, Result};
+use rusqlite::{params, Connection, TransactionBehavior};
+use std::collections::{HashMap, HashSet};
+
+/// What the DB already knows of a source file.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub id: i64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub state: FileState,
+    pub source_gone: bool,
+}
+
+/// Every recorded row by source reference: one query, held in memory for the scan.
+pub fn load_index(conn: &Connection) -> Result<HashMap<String, Known>> {
+    let mut st =
+        conn.prepare("SELECT source_ref, id, size, mtime_ns, state, source_gone FROM files")?;
+    let rows = st.query_map([], |r| {
+        let state: String = r.get(4)?;
+        Ok((
+            r.get::<_, String>(0)?,
+            Known {
+                id: r.get(1)?,
+                size: r.get::<_, i64>(2)? as u64,
+                mtime_ns: r.get(3)?,
+                state: FileState::parse(&state).unwrap_or(FileState::Pending),
+                source_gone: r.get::<_, i64>(5)? != 0,
+            },
+        ))
+    })?;
+    let mut index = HashMap::new();
+    for row in rows {
+        let (k, v) = row?;
+        index.insert(k, v);
+    }
+    Ok(index)
+}
+
+/// Folders fully walked by the unfinished scan, if one was interrupted.
+pub fn walked_dirs(conn: &Connection) -> Result<HashSet<String>> {
+    let mut st = conn.prepare("SELECT dir FROM scan_progress")?;
+    let dirs = st
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<HashSet<String>>>()?;
+    Ok(dirs)
+}
+
+/// One batch of scan results, written in one transaction.
+#[derive(Debug, Default)]
+pub struct ScanBatch {
+    pub new: Vec<ScannedFile>,
+    /// Rows whose file changed (size or mtime): back to `pending`, hashes and metadata cleared.
+    pub changed: Vec<(i64, FileState, ScannedFile)>,
+    /// Rows marked `source_gone` earlier whose file is back.
+    pub returned: Vec<i64>,
+    /// Folders whose whole subtree is in this or an earlier batch.
+    pub dirs_done: Vec<String>,
+}
+
+impl ScanBatch {
+    pub fn len(&self) -> usize {
+        self.new.len() + self.changed.len() + self.dirs_done.len() + self.returned.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub fn write_batch(conn: &mut Connection, run: i64, batch: &ScanBatch) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO files (source_kind, source_ref, path, size, mtime_ns, format, state,
+                 metadata, metadata_origin, run_id, created_at, updated_at, state_changed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, NULL, ?10, ?10, ?10)",
+        )?;
+        let mut event = tx.prepare_cached(
+            "INSERT INTO events (file_id, run_id, at, from_state, to_state, detail)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+        )?;
+        for f in &batch.new {
+            let (md, origin) = metadata_columns(f);
+            insert.execute(params![
+                f.source_kind.as_str(),
+                f.source_ref,
+                path_to_sql(&f.path),
+                f.size as i64,
+                f.mtime_ns,
+                f.format,
+                md,
+                origin,
+                None::<i64>,
+                now
+            ])?;
+            let id = tx.last_insert_rowid();
+            event.execute(params![id, run, now, None::<String>, "scanned"])?;
+        }
+        let mut reset = tx.prepare_cached(
+            "UPDATE files SET state = 'pending', path = ?2, size = ?3, mtime_ns = ?4,
+                 sha1 = NULL, blake3 = NULL, metadata = ?5, metadata_origin = ?6, warnings = NULL,
+                 duplicate_of = NULL, skip_reason = NULL, error = NULL, error_kind = NULL,
+                 failed_from = NULL, source_gone = 0, run_id = NULL, updated_at = ?8,
+                 state_changed_at = ?8
+             WHERE id = ?1",
+        )?;
+        for (id, old_state, f) in &batch.changed {
+            let (md, origin) = metadata_columns(f);
+            reset.execute(params![
+                id,
+                path_to_sql(&f.path),
+                f.size as i64,
+                f.mtime_ns,
+                md,
+                origin,
+                None::<i64>,
+                now
+            ])?;
+            event.execute(params![
+                id,
+                run,
+                now,
+                old_state.as_str(),
+                "source file changed (size or mtime); migrating it again"
+            ])?;
+        }
+        let mut back =
+            tx.prepare_cached("UPDATE files SET source_gone = 0, updated_at = ?2 WHERE id = ?1")?;
+        for id in &batch.returned {
+            back.execute(params![id, now])?;
+        }
+        let mut dir = tx.prepare_cached("INSERT OR IGNORE INTO scan_progress (dir) VALUES (?1)")?;
+        for d in &batch.dirs_done {
+            dir.execute([d])?;
+        }
+    }
+    runs::add_counters(
+        &tx,
+        run,
+        &RunCounters {
+            files_scanned: (batch.new.len() + batch.changed.len()) as i64,
+            ..Default::default()
+        },
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn metadata_columns(f: &ScannedFile) -> (Option<String>, Option<&'static str>) {
+    match &f.metadata {
+        Some((md, origin)) => (serde_json::to_string(md).ok(), Some(origin.as_str())),
+        None => (None, None),
+    }
+}
+
+/// What a finished scan found missing.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Vanished {
+    /// Not yet migrated: now `failed` with kind `source_missing`.
+    pub failed: usize,
+    /// Already migrated: stay done, noted `source_gone`.
+    pub gone_after_migration: usize,
+}
+
+/// Close a complete scan: rows whose file was not seen are handled as vanished, and the
+/// scan's folder progress is cleared so the next scan walks everything again.
+pub fn finish(
+    conn: &mut Connection,
+    run: i64,
+    index: &HashMap<String, Known>,
+    seen: &HashSet<String>,
+) -> Result<Vanished> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    let mut out = Vanished::default();
+    {
+        let mut fail = tx.prepare_cached(
+            "UPDATE files SET state = 'failed', failed_from = state, error_kind = 'source_missing',
+                 error = ?2, run_id = ?3, updated_at = ?4, state_changed_at = ?4
+             WHERE id = ?1 AND state = ?5",
+        )?;
+        let mut event = tx.prepare_cached(
+            "INSERT INTO events (file_id, run_id, at, from_state, to_state, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut gone = tx.prepare_cached(
+            "UPDATE files SET source_gone = 1, updated_at = ?2 WHERE id = ?1 AND source_gone = 0",
+        )?;
+        for (source_ref, known) in index {
+            if seen.contains(source_ref) {
+                continue;
+            }
+            if known.state.is_final() && known.state != FileState::Failed {
+                if !known.source_gone && gone.execute(params![known.id, now])? > 0 {
+                    out.gone_after_migration += 1;
+                }
+            } else if known.state != FileState::Failed {
+                let msg = format!("{source_ref}: source file vanished before it was migrated");
+                if fail.execute(params![known.id, msg, run, now, known.state.as_str()])? > 0 {
+                    event.execute(params![
+                        known.id,
+                        run,
+                        now,
+                        known.state.as_str(),
+                        "failed",
+                        msg
+                    ])?;
+                    out.failed += 1;
+                }
+            }
+        }
+    }
+    tx.execute("DELETE FROM scan_progress", [])?;
+    tx.commit()?;
+    Ok(out)
+}

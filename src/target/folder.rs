@@ -1,0 +1,438 @@
+//! The folder target: books placed under a root folder by the layout template, by copy (temp
+//! name, then an atomic no-replace link), hardlink, symlink or reflink. Never overwrites a file it
+//! did not place, never writes outside the root (not even through a symlink planted in it), and
+//! makes its writes durable in batches (`syncfs`) rather than per file.
+
+use super::{NameQuery, Payload, Placed, PlacementOptions, Unusable};
+use crate::failure::{Failure, FailureKind};
+use crate::hash::{self, DualHasher};
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Prefix of bookferry's temporary files; a run removes any it finds left by a killed one.
+pub const TEMP_PREFIX: &str = ".bookferry-tmp-";
+
+/// How a file gets into the target folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkMode {
+    Copy,
+    Hardlink,
+    Symlink,
+    Reflink,
+}
+
+impl LinkMode {
+    pub fn parse(s: &str) -> Result<LinkMode, String> {
+        match s {
+            "copy" => Ok(LinkMode::Copy),
+            "hardlink" => Ok(LinkMode::Hardlink),
+            "symlink" => Ok(LinkMode::Symlink),
+            "reflink" => Ok(LinkMode::Reflink),
+            _ => Err(format!(
+                "--link {s:?}: expected copy, hardlink, symlink or reflink"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkMode::Copy => "copy",
+            LinkMode::Hardlink => "hardlink",
+            LinkMode::Symlink => "symlink",
+            LinkMode::Reflink => "reflink",
+        }
+    }
+}
+
+pub struct FolderTarget {
+    root: PathBuf,
+    opts: PlacementOptions,
+    /// (base name, size) of every file in the target when the run started.
+    index: HashMap<(String, u64), String>,
+    root_dir: Option<File>,
+    temp_counter: AtomicU64,
+}
+
+impl FolderTarget {
+    pub fn open(
+        root: &Path,
+        source_root: &Path,
+        opts: PlacementOptions,
+        dry_run: bool,
+    ) -> Result<FolderTarget, Unusable> {
+        let unusable = |what: &str, e: &dyn std::fmt::Display| {
+            Unusable(format!("target folder {}: {what}: {e}", root.display()))
+        };
+        if !dry_run {
+            fs::create_dir_all(root).map_err(|e| unusable("cannot create it", &e))?;
+        }
+        let meta = match fs::metadata(root) {
+            Ok(m) => Some(m),
+            Err(e) if dry_run && e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(unusable("cannot read it", &e)),
+        };
+        if meta.as_ref().is_some_and(|m| !m.is_dir()) {
+            return Err(Unusable(format!(
+                "target folder {}: exists and is not a folder",
+                root.display()
+            )));
+        }
+        let mut target = FolderTarget {
+            root: root.to_path_buf(),
+            opts,
+            index: HashMap::new(),
+            root_dir: None,
+            temp_counter: AtomicU64::new(0),
+        };
+        let Some(meta) = meta else {
+            return Ok(target);
+        };
+        if !dry_run {
+            let probe = root.join(format!("{TEMP_PREFIX}probe-{}", std::process::id()));
+            File::create(&probe)
+                .and_then(|mut f| f.write_all(b"probe"))
+                .map_err(|e| unusable("not writable", &e))?;
+            let linked = target.probe_link_mode(&probe, source_root, &meta);
+            let _ = fs::remove_file(&probe);
+            linked?;
+            target.root_dir = Some(File::open(root).map_err(|e| unusable("cannot open", &e))?);
+        }
+        target.index = index_tree(root, !dry_run);
+        Ok(target)
+    }
+
+    fn probe_link_mode(
+        &self,
+        probe: &Path,
+        source_root: &Path,
+        target_meta: &fs::Metadata,
+    ) -> Result<(), Unusable> {
+        let mode = self.opts.link;
+        if matches!(mode, LinkMode::Hardlink | LinkMode::Reflink) {
+            let src = fs::metadata(source_root)
+                .map_err(|e| Unusable(format!("source {}: {e}", source_root.display())))?;
+            if src.dev() != target_meta.dev() {
+                return Err(Unusable(format!(
+                    "--link {}: source {} and target {} are on different filesystems; use --link copy or symlink",
+                    mode.as_str(),
+                    source_root.display(),
+                    self.root.display()
+                )));
+            }
+        }
+        if mode == LinkMode::Reflink {
+            let clone = probe.with_extension("clone");
+            let res = File::open(probe)
+                .and_then(|src| Ok((src, File::create(&clone)?)))
+                .and_then(|(src, dst)| reflink(&src, &dst));
+            let _ = fs::remove_file(&clone);
+            res.map_err(|e| {
+                Unusable(format!(
+                    "--link reflink: the target filesystem at {} cannot clone files ({e}); use --link copy",
+                    self.root.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn check_names(&self, q: &[NameQuery]) -> std::collections::HashSet<i64> {
+        q.iter()
+            .filter(|n| self.index.contains_key(&(n.file_name.clone(), n.size)))
+            .map(|n| n.key)
+            .collect()
+    }
+
+    /// The relative destination of a payload (before any ` (2)` suffix).
+    pub fn destination_of(&self, p: &Payload) -> String {
+        if let Some(prev) = &p.previous_ref {
+            if self.root.join(prev).is_file() {
+                return prev.clone();
+            }
+        }
+        self.opts
+            .layout
+            .render(p.metadata.as_ref(), &p.source_rel, &p.format)
+    }
+
+    /// Place one file. Blocking: called on a blocking thread.
+    pub fn place(&self, p: &Payload) -> Result<Placed, Failure> {
+        let rel = self.destination_of(p);
+        let replacing = p.previous_ref.as_deref() == Some(rel.as_str());
+        let write_err = |what: &str, path: &Path, e: io::Error| {
+            Failure::new(
+                FailureKind::of_target_io(&e),
+                format!("{}: {what} {}: {e}", p.source_rel, path.display()),
+            )
+        };
+        let parent_rel = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        let parent = self
+            .ensure_dir_inside(parent_rel)
+            .map_err(|(path, e)| write_err("cannot create target folder", &path, e))?;
+        let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
+        for n in 1..=1000u32 {
+            let candidate_name = if n == 1 {
+                name.clone()
+            } else {
+                with_suffix(&name, n)
+            };
+            let candidate = parent.join(&candidate_name);
+            let candidate_rel = if parent_rel.is_empty() {
+                candidate_name.clone()
+            } else {
+                format!("{parent_rel}/{candidate_name}")
+            };
+            if !replacing || n > 1 {
+                match fs::symlink_metadata(&candidate) {
+                    Ok(m) => {
+                        if m.is_file() && m.len() == p.size && self.same_content(&candidate, p) {
+                            return Ok(Placed {
+                                target_ref: candidate_rel,
+                                already_present: true,
+                                bytes_read: m.len(),
+                                detail: Some("identical file already at the destination".into()),
+                                ..Default::default()
+                            });
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(write_err("cannot inspect", &candidate, e)),
+                }
+            }
+            match self.put(p, &parent, &candidate, replacing && n == 1) {
+                Ok(mut placed) => {
+                    placed.target_ref = candidate_rel;
+                    return Ok(placed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(write_err("cannot write", &candidate, e)),
+            }
+        }
+        Err(Failure::new(
+            FailureKind::TargetWrite,
+            format!(
+                "{}: 1000 files already named {rel} in the target",
+                p.source_rel
+            ),
+        ))
+    }
+
+    /// Create the folders of `rel` under the root, refusing to pass through a symlink (a link
+    /// planted in the target must not lead a write outside it).
+    fn ensure_dir_inside(&self, rel: &str) -> Result<PathBuf, (PathBuf, io::Error)> {
+        let mut dir = self.root.clone();
+        for comp in rel.split('/').filter(|c| !c.is_empty()) {
+            dir.push(comp);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err((
+                        dir,
+                        io::Error::other("is a symlink; bookferry does not write through links"),
+                    ));
+                }
+                Ok(_) => {
+                    return Err((
+                        dir,
+                        io::Error::other("a file stands where a folder must go"),
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                    Err(e) => return Err((dir, e)),
+                },
+                Err(e) => return Err((dir, e)),
+            }
+        }
+        Ok(dir)
+    }
+
+    fn same_content(&self, existing: &Path, p: &Payload) -> bool {
+        File::open(existing)
+            .and_then(hash::hash_reader)
+            .map(|(d, _)| d.sha1 == p.digests.sha1)
+            .unwrap_or(false)
+    }
+
+    /// Put the file at `dest`, failing with `AlreadyExists` if something appeared there (unless
+    /// `replace`, for a file this migration placed itself).
+    fn put(&self, p: &Payload, parent: &Path, dest: &Path, replace: bool) -> io::Result<Placed> {
+        match self.opts.link {
+            LinkMode::Hardlink => {
+                if replace {
+                    fs::remove_file(dest)?;
+                }
+                fs::hard_link(&p.source_path, dest)?;
+                Ok(Placed::default())
+            }
+            LinkMode::Symlink => {
+                if replace {
+                    fs::remove_file(dest)?;
+                }
+                std::os::unix::fs::symlink(&p.source_path, dest)?;
+                Ok(Placed::default())
+            }
+            LinkMode::Copy | LinkMode::Reflink => {
+                let temp = parent.join(format!(
+                    "{TEMP_PREFIX}{}-{}-{}",
+                    std::process::id(),
+                    p.row_id,
+                    self.temp_counter.fetch_add(1, Ordering::Relaxed)
+                ));
+                let res = self.write_temp(p, &temp).and_then(|placed| {
+                    commit_temp(&temp, dest, replace)?;
+                    Ok(placed)
+                });
+                if res.is_err() {
+                    let _ = fs::remove_file(&temp);
+                }
+                res
+            }
+        }
+    }
+
+    fn write_temp(&self, p: &Payload, temp: &Path) -> io::Result<Placed> {
+        let mut out = OpenOptions::new().write(true).create_new(true).open(temp)?;
+        let mut placed = Placed::default();
+        if self.opts.link == LinkMode::Reflink {
+            let src = File::open(&p.source_path)?;
+            reflink(&src, &out)?;
+            placed.bytes_sent = p.size;
+            return Ok(placed);
+        }
+        if let Some(data) = &p.data {
+            out.write_all(data)?;
+            placed.bytes_sent = data.len() as u64;
+            return Ok(placed);
+        }
+        // Large file: stream it, hashing what is actually written.
+        let mut src = File::open(&p.source_path)?;
+        let mut h = DualHasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            h.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+        }
+        placed.bytes_read = h.len();
+        placed.bytes_sent = h.len();
+        let actual = h.finish();
+        if actual.sha1 != p.digests.sha1 {
+            placed.detail = Some(
+                "source changed since hashing; recorded the hashes of the bytes copied".into(),
+            );
+            placed.new_digests = Some(actual);
+        }
+        Ok(placed)
+    }
+
+    /// Make everything written so far durable: one `syncfs` of the target's filesystem.
+    pub fn flush(&self) -> io::Result<()> {
+        if let Some(dir) = &self.root_dir {
+            // SAFETY: syncfs takes a valid open file descriptor and touches no memory of ours.
+            let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Move a finished temp file to its final name without replacing anything (a hard link fails
+/// if the name exists), or over our own earlier copy when `replace`.
+fn commit_temp(temp: &Path, dest: &Path, replace: bool) -> io::Result<()> {
+    if replace {
+        return fs::rename(temp, dest);
+    }
+    match fs::hard_link(temp, dest) {
+        Ok(()) => fs::remove_file(temp),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) => {
+            // Filesystems without hard links: rename, after checking the name is free.
+            if fs::symlink_metadata(dest).is_ok() {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            fs::rename(temp, dest)
+        }
+    }
+}
+
+/// `Title - Author.epub` → `Title - Author (2).epub`.
+fn with_suffix(name: &str, n: u32) -> String {
+    let lower = name.to_ascii_lowercase();
+    let split = if lower.ends_with(".fb2.zip") {
+        Some(name.len() - ".fb2.zip".len())
+    } else {
+        name.rfind('.').filter(|&i| i > 0)
+    };
+    match split {
+        Some(i) => format!("{} ({n}){}", &name[..i], &name[i..]),
+        None => format!("{name} ({n})"),
+    }
+}
+
+/// Clone `src`'s extents into `dst` (FICLONE): a copy that shares blocks until written.
+fn reflink(src: &File, dst: &File) -> io::Result<()> {
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    // SAFETY: FICLONE takes the destination fd and the source fd as its argument.
+    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Index the target tree by (base name, size), removing temp files a killed run left.
+fn index_tree(root: &Path, clean: bool) -> HashMap<(String, u64), String> {
+    let mut index = HashMap::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for entry in rd.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(ft) = entry.file_type() else { continue };
+            let child_rel = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if ft.is_dir() {
+                stack.push((entry.path(), child_rel));
+            } else if name.starts_with(TEMP_PREFIX) {
+                if clean {
+                    let _ = fs::remove_file(entry.path());
+                }
+            } else if ft.is_file() || ft.is_symlink() {
+                if let Ok(m) = fs::metadata(entry.path()) {
+                    index.insert((name, m.len()), child_rel);
+                }
+            }
+        }
+    }
+    index
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suffixes_keep_extension() {
+        assert_eq!(with_suffix("A - B.epub", 2), "A - B (2).epub");
+        assert_eq!(with_suffix("A.fb2.zip", 3), "A (3).fb2.zip");
+        assert_eq!(with_suffix("noext", 2), "noext (2)");
+    }
+}

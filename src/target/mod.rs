@@ -1,0 +1,227 @@
+//! Where files go. One enum over the targets (a folder now; HTTP and calibre later), each in its
+//! own file, all answering the same questions: which of these does the target already have (by
+//! name+size, by content), place this file, make what was placed durable. A target never touches
+//! the state DB: it returns outcomes and the pipeline records them.
+
+pub mod folder;
+pub mod layout;
+
+use crate::failure::Failure;
+use crate::hash::Digests;
+use crate::metadata::{Metadata, Origin};
+use crate::state::writer::FlushHook;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The target as the user named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// A folder (`dir:PATH` or a plain path).
+    Dir(PathBuf),
+}
+
+impl TargetSpec {
+    /// Parse and canonicalize (a folder that does not exist yet is resolved through its nearest
+    /// existing ancestor).
+    pub fn parse(s: &str) -> Result<TargetSpec, String> {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            return Err(format!(
+                "target {s}: the HTTP target is not available in this version"
+            ));
+        }
+        if let Some(rest) = s.strip_prefix("calibre:") {
+            return Err(format!(
+                "target calibre:{rest}: the calibre target is not available in this version"
+            ));
+        }
+        let raw = s.strip_prefix("dir:").unwrap_or(s);
+        if raw.is_empty() {
+            return Err("target: empty path".into());
+        }
+        Ok(TargetSpec::Dir(canonicalize_lenient(Path::new(raw))?))
+    }
+
+    /// The canonical form recorded in the state DB.
+    pub fn to_spec(&self) -> String {
+        match self {
+            TargetSpec::Dir(p) => format!("dir:{}", p.display()),
+        }
+    }
+
+    /// The local folder this target writes under, if any.
+    pub fn local_root(&self) -> Option<&Path> {
+        match self {
+            TargetSpec::Dir(p) => Some(p),
+        }
+    }
+}
+
+/// Canonicalize a path that may not exist yet: the existing ancestor is canonicalized and the
+/// rest appended (with `.`/`..` refused).
+pub fn canonicalize_lenient(p: &Path) -> Result<PathBuf, String> {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("current folder: {e}"))?
+            .join(p)
+    };
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match existing.canonicalize() {
+            Ok(c) => {
+                let mut out = c;
+                for comp in rest.iter().rev() {
+                    out.push(comp);
+                }
+                return Ok(out);
+            }
+            Err(_) => {
+                let Some(name) = existing.file_name() else {
+                    return Err(format!("{}: cannot resolve this path", p.display()));
+                };
+                rest.push(name.to_os_string());
+                existing = existing
+                    .parent()
+                    .ok_or_else(|| format!("{}: cannot resolve this path", p.display()))?;
+            }
+        }
+    }
+}
+
+/// A question for the cheap check: does the target hold a file of this name and size?
+#[derive(Debug, Clone)]
+pub struct NameQuery {
+    pub key: i64,
+    pub file_name: String,
+    pub size: u64,
+}
+
+/// A question for the content check: does the target hold these bytes?
+#[derive(Debug, Clone)]
+pub struct ContentQuery {
+    pub key: i64,
+    pub sha1: String,
+    pub file_name: String,
+    pub size: u64,
+}
+
+/// One file to place or send.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub row_id: i64,
+    pub source_path: PathBuf,
+    pub source_rel: String,
+    pub file_name: String,
+    pub size: u64,
+    pub format: String,
+    pub digests: Digests,
+    pub metadata: Option<Metadata>,
+    pub origin: Option<Origin>,
+    /// The file's bytes when the hash stage kept them (small files): sent without a second read.
+    pub data: Option<Arc<Vec<u8>>>,
+    /// Where this migration placed an earlier version of this file (rescan found it changed).
+    pub previous_ref: Option<String>,
+}
+
+/// What a transfer did.
+#[derive(Debug, Clone, Default)]
+pub struct Placed {
+    pub target_ref: String,
+    pub bytes_sent: u64,
+    pub bytes_read: u64,
+    /// The target already held exactly these bytes (nothing new was written).
+    pub already_present: bool,
+    /// Set when the file changed since it was hashed: the digests of the bytes actually sent.
+    pub new_digests: Option<Digests>,
+    pub detail: Option<String>,
+}
+
+/// Why a target cannot be used at all (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unusable(pub String);
+
+/// Options shared by folder-like targets.
+#[derive(Debug, Clone)]
+pub struct PlacementOptions {
+    pub layout: layout::Layout,
+    pub link: folder::LinkMode,
+}
+
+pub enum Target {
+    Folder(Arc<folder::FolderTarget>),
+}
+
+impl Target {
+    /// Check the target is usable and open it (exit 2 if not).
+    pub fn open(
+        spec: &TargetSpec,
+        source_root: &Path,
+        opts: &PlacementOptions,
+        dry_run: bool,
+    ) -> Result<Target, Unusable> {
+        match spec {
+            TargetSpec::Dir(root) => Ok(Target::Folder(Arc::new(folder::FolderTarget::open(
+                root,
+                source_root,
+                opts.clone(),
+                dry_run,
+            )?))),
+        }
+    }
+
+    /// Keys of the queries whose name and size the target already holds.
+    pub async fn check_names(&self, q: Vec<NameQuery>) -> Result<HashSet<i64>, Failure> {
+        match self {
+            Target::Folder(f) => Ok(f.check_names(&q)),
+        }
+    }
+
+    /// Keys of the queries whose content the target already holds.
+    pub async fn check_content(&self, q: Vec<ContentQuery>) -> Result<HashSet<i64>, Failure> {
+        match self {
+            // A folder has no content index: content already placed by this migration is found
+            // in the state DB, and a copy at the destination path is found when placing.
+            Target::Folder(_) => {
+                let _ = q;
+                Ok(HashSet::new())
+            }
+        }
+    }
+
+    pub async fn transfer(&self, p: Payload) -> Result<Placed, Failure> {
+        match self {
+            Target::Folder(f) => {
+                let f = f.clone();
+                tokio::task::spawn_blocking(move || f.place(&p))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Failure::new(
+                            crate::failure::FailureKind::TargetWrite,
+                            format!("internal: transfer task failed: {e}"),
+                        ))
+                    })
+            }
+        }
+    }
+
+    /// Where the file would go (for `--dry-run`).
+    pub fn describe(&self, p: &Payload) -> String {
+        match self {
+            Target::Folder(f) => f.destination_of(p),
+        }
+    }
+
+    /// Whether transfers must be flushed before they are recorded.
+    pub fn flush_hook(&self) -> Option<FlushHook> {
+        match self {
+            Target::Folder(f) => {
+                let f = f.clone();
+                Some(Box::new(move || f.flush()))
+            }
+        }
+    }
+}
