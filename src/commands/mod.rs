@@ -76,7 +76,15 @@ pub fn recorded_migration(state: &Path) -> Result<Option<MigrationRecord>, Comma
         return Ok(None);
     }
     let db = Db::open_read_only(state)?;
-    Ok(migration::load(&*db.conn()?)?)
+    let conn = db.conn()?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(StateError::from)?;
+    if version == 0 {
+        // Created a moment ago by another process that has not set it up yet.
+        return Ok(None);
+    }
+    Ok(migration::load(&conn)?)
 }
 
 /// An open state DB with its lock held and this invocation's run record started.

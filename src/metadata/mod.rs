@@ -2,10 +2,31 @@
 //! (`Origin`), and the pure extractors that turn bytes into it. Nothing here knows the state DB,
 //! the network or the CLI: bytes (or a file to range-read) in, `Extracted` out.
 
+mod archive;
+mod cbz;
+mod charset;
+mod docx;
+mod epub;
+mod fb2;
 pub mod filename;
+mod ids;
+mod mobi;
+pub mod normalize;
+mod pdf;
+mod pdfobj;
+mod source;
+mod xml;
+mod xmp;
+
+#[cfg(test)]
+mod tests;
 
 use serde::{Deserialize, Serialize};
+use source::{Counting, FileSource, SliceSource, Source};
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, Cursor, Read, Seek};
+use std::path::Path;
 
 /// What we know about a book. Field names match the upload protocol's metadata JSON, so the
 /// serialized form can be sent as it is; extra keys (author_sort, languages, uuid, …) are ignored
@@ -108,30 +129,186 @@ pub struct Extracted {
     /// Problems met on the way (malformed container, entity limits, …): recorded on the row,
     /// never fatal.
     pub warnings: Vec<String>,
+    /// Bytes of the file the extractor actually read (for `extract`, the bytes it looked at
+    /// in the given slice), so a benchmark can show a large file is not read whole.
+    pub bytes_read: u64,
+}
+
+/// Files up to this size are read whole by `extract_from_file` (non-PDF, non-MOBI formats).
+pub const WHOLE_FILE_LIMIT: u64 = 64 << 20;
+
+/// The formats with an embedded-metadata extractor, as lowercase format strings.
+pub const FORMATS: &[&str] = &[
+    "epub", "kepub", "pdf", "mobi", "azw", "azw3", "prc", "fb2", "fb2.zip", "cbz", "docx",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Epub,
+    Pdf,
+    Mobi,
+    Fb2,
+    Fb2Zip,
+    Cbz,
+    Docx,
+    Other,
+}
+
+fn kind(format: &str) -> Kind {
+    match format
+        .trim()
+        .trim_start_matches('.')
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "epub" | "kepub" | "kepub.epub" => Kind::Epub,
+        "pdf" => Kind::Pdf,
+        "mobi" | "azw" | "azw3" | "prc" | "azw4" => Kind::Mobi,
+        "fb2" => Kind::Fb2,
+        "fb2.zip" | "fbz" => Kind::Fb2Zip,
+        "cbz" => Kind::Cbz,
+        "docx" => Kind::Docx,
+        _ => Kind::Other,
+    }
+}
+
+/// Run a ZIP-based extractor over any seekable reader.
+fn read_zip<R: Read + Seek>(k: Kind, r: R, md: &mut Metadata, w: &mut Vec<String>) -> Option<R> {
+    let mut ar = match archive::open(r) {
+        Ok(a) => a,
+        Err(e) => {
+            w.push(e);
+            return None;
+        }
+    };
+    match k {
+        Kind::Epub => epub::read(&mut ar, md, w),
+        Kind::Cbz => cbz::read(&mut ar, md, w),
+        Kind::Docx => docx::read(&mut ar, md, w),
+        Kind::Fb2Zip => fb2::read_zip(&mut ar, md, w),
+        _ => {}
+    }
+    Some(ar.into_inner())
 }
 
 /// Extract what can be known of a file from its bytes (the whole file, already read by the hash
 /// stage) and its path relative to the source root. Never panics; never fails: a broken file
 /// yields what the file name tells plus a warning.
-pub fn extract(_format: &str, _data: &[u8], rel_path: &str) -> Extracted {
-    Extracted {
-        metadata: filename::guess(rel_path),
-        origin: Origin::Filename,
-        warnings: Vec::new(),
-    }
+pub fn extract(format: &str, data: &[u8], rel_path: &str) -> Extracted {
+    let k = kind(format);
+    let mut md = Metadata::default();
+    let mut w = Vec::new();
+    let bytes_read = match k {
+        Kind::Pdf | Kind::Mobi => {
+            let mut src = SliceSource::new(data);
+            if k == Kind::Pdf {
+                pdf::read(&mut src, &mut md, &mut w);
+            } else {
+                mobi::read(&mut src, &mut md, &mut w);
+            }
+            src.bytes_read()
+        }
+        Kind::Fb2 => {
+            fb2::read(data, &mut md, &mut w);
+            data.len().min(fb2::DESCRIPTION_CAP) as u64
+        }
+        Kind::Epub | Kind::Cbz | Kind::Docx | Kind::Fb2Zip => {
+            read_zip(k, Counting::new(Cursor::new(data)), &mut md, &mut w).map_or(0, |c| c.read)
+        }
+        Kind::Other => 0,
+    };
+    finish(k, md, w, rel_path, bytes_read)
 }
 
-/// Extract from a file on disk (files too large for the hash stage's buffer): reads only what
-/// the format needs.
-pub fn extract_from_file(
-    _format: &str,
-    _path: &std::path::Path,
-    _size: u64,
+/// Like `extract`, but reading the file at `path` (of `size` bytes) only as far as needed:
+/// PDF and MOBI by range (tail, xref, the Info/XMP objects; header and record 0), ZIP-based
+/// formats over their central directory when larger than `WHOLE_FILE_LIMIT`, everything else
+/// whole when not larger than that.
+pub fn extract_from_file(format: &str, path: &Path, size: u64, rel_path: &str) -> Extracted {
+    let k = kind(format);
+    let mut md = Metadata::default();
+    let mut w = Vec::new();
+    if k == Kind::Other {
+        return finish(k, md, w, rel_path, 0);
+    }
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            w.push(format!("cannot open {}: {e}", path.display()));
+            return finish(k, md, w, rel_path, 0);
+        }
+    };
+    let bytes_read = match k {
+        Kind::Pdf | Kind::Mobi => {
+            let mut src = FileSource::new(file, size);
+            if k == Kind::Pdf {
+                pdf::read(&mut src, &mut md, &mut w);
+            } else {
+                mobi::read(&mut src, &mut md, &mut w);
+            }
+            src.bytes_read()
+        }
+        Kind::Fb2 => {
+            // Only the head holds the <description>.
+            let mut src = FileSource::new(file, size);
+            match src.read_at(0, fb2::DESCRIPTION_CAP) {
+                Ok(head) => fb2::read(&head, &mut md, &mut w),
+                Err(e) => w.push(format!("read error: {e}")),
+            }
+            src.bytes_read()
+        }
+        _ if size <= WHOLE_FILE_LIMIT => {
+            let mut data = Vec::new();
+            match file.take(WHOLE_FILE_LIMIT).read_to_end(&mut data) {
+                Ok(_) => {
+                    let mut e = extract(format, &data, rel_path);
+                    e.bytes_read = data.len() as u64;
+                    return e;
+                }
+                Err(e) => {
+                    w.push(format!("read error: {e}"));
+                    0
+                }
+            }
+        }
+        _ => {
+            let r = BufReader::with_capacity(64 * 1024, Counting::new(file));
+            read_zip(k, r, &mut md, &mut w).map_or(0, |b| b.into_inner().read)
+        }
+    };
+    finish(k, md, w, rel_path, bytes_read)
+}
+
+/// Normalize, and fall back to the file name when the file gave no title.
+fn finish(
+    k: Kind,
+    mut md: Metadata,
+    mut warnings: Vec<String>,
     rel_path: &str,
+    bytes_read: u64,
 ) -> Extracted {
+    let has_extractor = k != Kind::Other;
+    normalize::finish(&mut md);
+    let origin = if md.title.is_some() {
+        Origin::Embedded
+    } else {
+        let guess = filename::guess(rel_path);
+        md.title = guess.title;
+        if md.authors.is_empty() {
+            md.authors = guess.authors;
+        }
+        normalize::finish(&mut md);
+        if has_extractor {
+            warnings.push("no embedded title: title guessed from the file name".into());
+        }
+        Origin::Filename
+    };
+    warnings.dedup();
+    warnings.truncate(32);
     Extracted {
-        metadata: filename::guess(rel_path),
-        origin: Origin::Filename,
-        warnings: Vec::new(),
+        metadata: md,
+        origin,
+        warnings,
+        bytes_read,
     }
 }

@@ -113,7 +113,7 @@ fn bars(p: &Progress, stop: &AtomicBool) {
         }
         check.set_position(p.checked.get() + p.skipped.get());
         hash.set_position(p.hashed.get());
-        hash.set_message(format!("{}", human_bytes(p.hashed_bytes.get())));
+        hash.set_message(human_bytes(p.hashed_bytes.get()));
         transfer.set_position(p.finished());
         transfer.set_message(format!(
             "{} sent, {} skipped, {} failed, {} in flight",

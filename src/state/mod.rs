@@ -90,17 +90,23 @@ pub struct Db {
 impl Db {
     /// Open (creating if needed) and migrate the state DB for writing.
     pub fn open(path: &Path) -> Result<Db> {
+        // Switch to WAL and migrate on one connection before the pool opens others, so no two
+        // connections race to change the journal mode of a new file.
+        {
+            let mut conn = Connection::open(path)?;
+            Pragmas { read_only: false }.on_acquire(&mut conn)?;
+            migrate::migrate(&mut conn, path)?;
+        }
         let manager = SqliteConnectionManager::file(path);
         let pool = Pool::builder()
             .max_size(8)
+            .min_idle(Some(1))
             .connection_customizer(Box::new(Pragmas { read_only: false }))
             .build(manager)?;
-        let db = Db {
+        Ok(Db {
             pool,
             path: path.to_path_buf(),
-        };
-        migrate::migrate(&mut *db.conn()?, path)?;
-        Ok(db)
+        })
     }
 
     /// Open an existing state DB read-only (for `status`, while a run may be writing).
@@ -114,6 +120,7 @@ impl Db {
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX);
         let pool = Pool::builder()
             .max_size(2)
+            .min_idle(Some(1))
             .connection_customizer(Box::new(Pragmas { read_only: true }))
             .build(manager)?;
         let db = Db {

@@ -168,7 +168,7 @@ struct LoopState {
 }
 
 impl LoopState {
-    fn commit(&mut self, pending: &mut Vec<Box<Transition>>) {
+    fn commit(&mut self, pending: &mut Vec<Transition>) {
         if !pending.is_empty() && !self.dead {
             if let Err(e) = commit_batch(
                 &mut self.conn,
@@ -203,7 +203,7 @@ fn writer_loop(
         stats: WriterStats::default(),
         dead: false,
     };
-    let mut pending: Vec<Box<Transition>> = Vec::new();
+    let mut pending: Vec<Transition> = Vec::new();
     let mut first_at = Instant::now();
     let mut last_beat = Instant::now();
     loop {
@@ -217,7 +217,7 @@ fn writer_loop(
                 if pending.is_empty() {
                     first_at = Instant::now();
                 }
-                pending.push(t);
+                pending.push(*t);
                 if pending.len() >= MAX_BATCH {
                     st.commit(&mut pending);
                 }
@@ -259,7 +259,7 @@ fn writer_loop(
 fn commit_batch(
     conn: &mut rusqlite::Connection,
     run: i64,
-    batch: &[Box<Transition>],
+    batch: &[Transition],
     flush: &mut Option<FlushHook>,
     stats: &mut WriterStats,
 ) -> std::result::Result<(), String> {

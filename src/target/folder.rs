@@ -68,6 +68,12 @@ impl FolderTarget {
         let unusable = |what: &str, e: &dyn std::fmt::Display| {
             Unusable(format!("target folder {}: {what}: {e}", root.display()))
         };
+        if root.exists() && !root.is_dir() {
+            return Err(Unusable(format!(
+                "target folder {}: exists and is not a folder",
+                root.display()
+            )));
+        }
         if !dry_run {
             fs::create_dir_all(root).map_err(|e| unusable("cannot create it", &e))?;
         }

@@ -1,0 +1,262 @@
+//! MOBI / AZW / AZW3 (KF8) / PRC: the PalmDB header, record 0's MOBI header (full name,
+//! locale, text encoding) and its EXTH records (title, authors, publisher, description, ISBN,
+//! subjects, date, language, ASIN). Reads only the header and record 0, by range.
+
+use super::source::Source;
+use super::{charset, ids, Metadata};
+
+const PALMDB_HEADER: usize = 78;
+/// Most of record 0 (MOBI header + EXTH) we read.
+const RECORD0_CAP: usize = 1 << 20;
+const MAX_EXTH_RECORDS: u32 = 10_000;
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    let s = b.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([s[0], s[1]]))
+}
+
+/// Windows primary language ids (the MOBI locale's low byte) → ISO 639-1.
+fn locale_language(locale: u32) -> Option<&'static str> {
+    Some(match locale & 0xFF {
+        0x01 => "ar",
+        0x02 => "bg",
+        0x03 => "ca",
+        0x04 => "zh",
+        0x05 => "cs",
+        0x06 => "da",
+        0x07 => "de",
+        0x08 => "el",
+        0x09 => "en",
+        0x0A => "es",
+        0x0B => "fi",
+        0x0C => "fr",
+        0x0D => "he",
+        0x0E => "hu",
+        0x0F => "is",
+        0x10 => "it",
+        0x11 => "ja",
+        0x12 => "ko",
+        0x13 => "nl",
+        0x14 => "no",
+        0x15 => "pl",
+        0x16 => "pt",
+        0x18 => "ro",
+        0x19 => "ru",
+        0x1A => "hr",
+        0x1B => "sk",
+        0x1D => "sv",
+        0x1F => "tr",
+        0x22 => "uk",
+        0x24 => "sl",
+        0x25 => "et",
+        0x26 => "lv",
+        0x27 => "lt",
+        0x2A => "vi",
+        0x39 => "hi",
+        _ => return None,
+    })
+}
+
+pub fn read(src: &mut dyn Source, md: &mut Metadata, warnings: &mut Vec<String>) {
+    if let Err(e) = read_inner(src, md) {
+        warnings.push(format!("MOBI: {e}"));
+    }
+}
+
+fn read_inner(src: &mut dyn Source, md: &mut Metadata) -> Result<(), String> {
+    let head = src.read_at(0, PALMDB_HEADER).map_err(|e| e.to_string())?;
+    if head.len() < PALMDB_HEADER {
+        return Err("file too short for a PalmDB header".into());
+    }
+    let kind = &head[60..68];
+    if kind != b"BOOKMOBI" && kind != b"TEXtREAd" {
+        return Err(format!(
+            "not a MOBI/PalmDOC file (type {:?})",
+            String::from_utf8_lossy(kind)
+        ));
+    }
+    let n = usize::from(be16(&head, 76).unwrap_or(0));
+    if n == 0 {
+        return Err("no records".into());
+    }
+    let list = src
+        .read_at(PALMDB_HEADER as u64, 16)
+        .map_err(|e| e.to_string())?;
+    let r0 = u64::from(be32(&list, 0).ok_or("truncated record list")?);
+    let r1 = if n > 1 {
+        be32(&list, 8).map(u64::from)
+    } else {
+        None
+    };
+    let end = r1.filter(|e| *e > r0).unwrap_or(src.len()).min(src.len());
+    let len = usize::try_from(end.saturating_sub(r0))
+        .unwrap_or(RECORD0_CAP)
+        .min(RECORD0_CAP);
+    let rec = src.read_at(r0, len).map_err(|e| e.to_string())?;
+    if rec.get(16..20) != Some(b"MOBI".as_slice()) {
+        if kind == b"BOOKMOBI" {
+            return Err("record 0 has no MOBI header".into());
+        }
+        return Ok(()); // plain PalmDOC: no metadata
+    }
+    let header_len = be32(&rec, 20).ok_or("truncated MOBI header")? as usize;
+    let utf8 = be32(&rec, 28) != Some(1252);
+    let decode = |b: &[u8]| {
+        if utf8 {
+            String::from_utf8_lossy(b).into_owned()
+        } else {
+            charset::cp1252(b)
+        }
+    };
+    if let (Some(off), Some(l)) = (be32(&rec, 84), be32(&rec, 88)) {
+        let (off, l) = (off as usize, l as usize);
+        if let Some(name) = rec.get(off..off.saturating_add(l)) {
+            md.title = Some(decode(name));
+        }
+    }
+    let locale_lang = be32(&rec, 92).and_then(locale_language);
+    let exth_flags = be32(&rec, 128).unwrap_or(0);
+    let exth_at = 16usize.saturating_add(header_len);
+    if exth_flags & 0x40 != 0 && rec.get(exth_at..exth_at + 4) == Some(b"EXTH".as_slice()) {
+        read_exth(&rec, exth_at, &decode, md);
+    }
+    if md.languages.is_empty() {
+        md.languages.extend(locale_lang.map(str::to_string));
+    }
+    Ok(())
+}
+
+fn read_exth(rec: &[u8], at: usize, decode: &dyn Fn(&[u8]) -> String, md: &mut Metadata) {
+    let count = be32(rec, at + 8).unwrap_or(0).min(MAX_EXTH_RECORDS);
+    let mut p = at + 12;
+    let mut warnings = Vec::new();
+    let mut title = None;
+    for _ in 0..count {
+        let (Some(kind), Some(len)) = (be32(rec, p), be32(rec, p + 4)) else {
+            break;
+        };
+        let len = len as usize;
+        let Some(data) = rec.get(p + 8..p.saturating_add(len)) else {
+            break;
+        };
+        if len < 8 {
+            break;
+        }
+        p += len;
+        let v = decode(data);
+        match kind {
+            100 => md.authors.push(v),
+            101 => md.publisher = Some(v),
+            103 => md.description = Some(v),
+            104 => ids::add(md, "isbn", &v, &mut warnings),
+            105 => md.tags.push(v),
+            106 => md.pubdate = Some(v),
+            112 => {
+                if let Some(u) = v.strip_prefix("calibre:").filter(|u| ids::is_uuid(u)) {
+                    ids::add(md, "uuid", u, &mut warnings);
+                }
+            }
+            113 | 504 => {
+                if ids::is_uuid(&v) {
+                    ids::add(md, "uuid", &v, &mut warnings);
+                } else {
+                    ids::add(md, "mobi-asin", &v, &mut warnings);
+                }
+            }
+            503 => title = Some(v),
+            524 => md.languages.push(v),
+            _ => {}
+        }
+    }
+    if title.is_some() {
+        md.title = title;
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use crate::metadata::source::SliceSource;
+
+    /// A minimal BOOKMOBI file with the given EXTH records.
+    pub fn build(full_name: &str, exth: &[(u32, &str)]) -> Vec<u8> {
+        let mut ex = Vec::new();
+        for (k, v) in exth {
+            ex.extend_from_slice(&k.to_be_bytes());
+            ex.extend_from_slice(&(v.len() as u32 + 8).to_be_bytes());
+            ex.extend_from_slice(v.as_bytes());
+        }
+        let mut exth_block = b"EXTH".to_vec();
+        exth_block.extend_from_slice(&(ex.len() as u32 + 12).to_be_bytes());
+        exth_block.extend_from_slice(&(exth.len() as u32).to_be_bytes());
+        exth_block.extend_from_slice(&ex);
+        let header_len = 232u32;
+        let mut rec = vec![0u8; 16 + header_len as usize];
+        rec[16..20].copy_from_slice(b"MOBI");
+        rec[20..24].copy_from_slice(&header_len.to_be_bytes());
+        rec[28..32].copy_from_slice(&65001u32.to_be_bytes());
+        rec[92..96].copy_from_slice(&0x0Cu32.to_be_bytes());
+        rec[128..132].copy_from_slice(&0x40u32.to_be_bytes());
+        rec.extend_from_slice(&exth_block);
+        let name_off = rec.len() as u32;
+        rec[84..88].copy_from_slice(&name_off.to_be_bytes());
+        rec[88..92].copy_from_slice(&(full_name.len() as u32).to_be_bytes());
+        rec.extend_from_slice(full_name.as_bytes());
+        let mut f = vec![0u8; 78];
+        f[60..68].copy_from_slice(b"BOOKMOBI");
+        f[76..78].copy_from_slice(&2u16.to_be_bytes());
+        let r0 = 78 + 16 + 2;
+        f.extend_from_slice(&(r0 as u32).to_be_bytes());
+        f.extend_from_slice(&[0; 4]);
+        f.extend_from_slice(&((r0 + rec.len()) as u32).to_be_bytes());
+        f.extend_from_slice(&[0; 4]);
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(&rec);
+        f.extend_from_slice(b"text record");
+        f
+    }
+
+    #[test]
+    fn exth_records() {
+        let f = build(
+            "Full Name",
+            &[
+                (503, "Real Title"),
+                (100, "A One"),
+                (100, "B Two"),
+                (101, "Pub"),
+                (104, "9780306406157"),
+                (105, "t1"),
+                (106, "2001-02-03"),
+                (113, "B000FC0SIM"),
+            ],
+        );
+        let (mut md, mut w) = (Metadata::default(), Vec::new());
+        read(&mut SliceSource::new(&f), &mut md, &mut w);
+        assert_eq!(md.title.as_deref(), Some("Real Title"));
+        assert_eq!(md.authors, vec!["A One", "B Two"]);
+        assert_eq!(md.isbn.as_deref(), Some("9780306406157"));
+        assert_eq!(
+            md.identifiers.get("mobi-asin").map(String::as_str),
+            Some("B000FC0SIM")
+        );
+        assert_eq!(md.languages, vec!["fr"]); // from the locale
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn full_name_when_no_503_and_garbage_is_an_error() {
+        let f = build("Full Name", &[]);
+        let (mut md, mut w) = (Metadata::default(), Vec::new());
+        read(&mut SliceSource::new(&f), &mut md, &mut w);
+        assert_eq!(md.title.as_deref(), Some("Full Name"));
+        let (mut md, mut w) = (Metadata::default(), Vec::new());
+        read(&mut SliceSource::new(b"junk"), &mut md, &mut w);
+        assert_eq!(w.len(), 1);
+    }
+}

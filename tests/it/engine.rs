@@ -1,0 +1,262 @@
+//! The main job end to end: a generated library migrated to a folder, byte-identical, each
+//! content once, the source untouched, the state DB consistent; dry runs, link modes, the cheap
+//! name+size check, layout collisions, and a target that cannot be used.
+
+use crate::util::*;
+use std::collections::BTreeMap;
+
+/// state, target_ref, sha1, duplicate_of
+type RowFacts = (String, Option<String>, Option<String>, Option<i64>);
+
+#[test]
+fn migrates_a_generated_library_byte_identical_and_each_content_once() {
+    let ws = Workspace::with_corpus(320, 11);
+    let before = tree_snapshot(&ws.lib());
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // Every source file's row is final and its content is at its target path.
+    let db = ws.db();
+    let mut rows: BTreeMap<String, RowFacts> = BTreeMap::new();
+    let mut st = db
+        .prepare("SELECT source_ref, state, target_ref, sha1, duplicate_of FROM files")
+        .unwrap();
+    for r in st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
+            ))
+        })
+        .unwrap()
+    {
+        let (k, v) = r.unwrap();
+        rows.insert(k, v);
+    }
+    assert_eq!(rows.len(), ws.manifest.len());
+    let mut uploaded = 0;
+    for e in &ws.manifest {
+        let (state, target_ref, sha1, dup) = &rows[&e.path];
+        assert_eq!(
+            sha1.as_deref(),
+            Some(e.sha1.as_str()),
+            "{}: recorded SHA-1",
+            e.path
+        );
+        match state.as_str() {
+            "uploaded" => {
+                uploaded += 1;
+                let t = ws.out().join(target_ref.as_ref().unwrap());
+                assert_eq!(
+                    sha1_file(&t),
+                    e.sha1,
+                    "{}: bytes at {}",
+                    e.path,
+                    t.display()
+                );
+            }
+            "skipped" => assert!(dup.is_some(), "{}: skipped without duplicate_of", e.path),
+            s => panic!("{}: ended in {s}", e.path),
+        }
+    }
+    // The target holds each distinct content exactly once, and nothing else.
+    let target = ws.target_files();
+    assert_eq!(target.len(), uploaded);
+    let mut per_sha: BTreeMap<&str, usize> = BTreeMap::new();
+    for sha in target.values() {
+        *per_sha.entry(sha).or_default() += 1;
+    }
+    assert!(per_sha.values().all(|&n| n == 1), "a content placed twice");
+    assert_eq!(per_sha.len(), ws.unique_sha1s().len());
+    assert!(
+        ws.unique_sha1s().len() < ws.manifest.len(),
+        "the corpus has duplicates"
+    );
+    assert!(!target.keys().any(|k| k.contains(".bookferry-tmp")));
+
+    // The source is untouched; the layout came from metadata.
+    assert_eq!(tree_snapshot(&ws.lib()), before);
+    assert!(
+        target.keys().any(|k| k.matches('/').count() == 2),
+        "{{author}}/{{title}}/file"
+    );
+
+    let s = ws.status();
+    assert_status_adds_up(&s);
+    assert_eq!(s["total"], ws.manifest.len());
+    assert_eq!(s["states"]["failed"], 0);
+    assert_event_histories_valid(&ws);
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM events WHERE to_state = 'hashed'"),
+        ws.manifest.len() as i64
+    );
+    assert_eq!(
+        ws.count("SELECT SUM(files_hashed) FROM runs"),
+        ws.manifest.len() as i64
+    );
+
+    // Run again: nothing is hashed or sent.
+    let again = ws.run(&["run"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(
+        ws.count("SELECT files_hashed + files_uploaded FROM runs ORDER BY id DESC LIMIT 1"),
+        0
+    );
+    assert_eq!(ws.target_files(), target);
+}
+
+#[test]
+fn each_source_byte_is_read_once_for_small_files() {
+    let ws = Workspace::with_corpus(60, 12);
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let total: i64 = ws.manifest.iter().map(|e| e.size as i64).sum();
+    let read = ws.count("SELECT bytes_read FROM runs WHERE command = 'run'");
+    assert_eq!(
+        read, total,
+        "bytes read from the source = the library's size"
+    );
+}
+
+#[test]
+fn dry_run_writes_nothing_and_keeps_its_hashes() {
+    let ws = Workspace::with_corpus(40, 13);
+    let out = ws.migrate(&["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!ws.out().exists(), "dry run created the target");
+    assert!(stderr(&out).contains("would send"), "{}", stderr(&out));
+    let s = ws.status();
+    assert_eq!(s["states"]["uploaded"], 0);
+    assert!(s["states"]["metadata_cached"].as_u64().unwrap() > 0);
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        ws.count("SELECT files_hashed FROM runs ORDER BY id DESC LIMIT 1"),
+        0
+    );
+    assert_eq!(ws.target_files().len(), ws.unique_sha1s().len());
+}
+
+#[test]
+fn hardlink_mode_shares_inodes_with_the_source() {
+    use std::os::unix::fs::MetadataExt;
+    let ws = Workspace::with_corpus(30, 14);
+    let out = ws.migrate(&["--link", "hardlink"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let db = ws.db();
+    let mut st = db
+        .prepare("SELECT path, target_ref FROM files WHERE state = 'uploaded'")
+        .unwrap();
+    let pairs: Vec<(String, String)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!pairs.is_empty());
+    for (src, tref) in pairs {
+        let a = std::fs::metadata(&src).unwrap();
+        let b = std::fs::metadata(ws.out().join(&tref)).unwrap();
+        assert_eq!(
+            (a.dev(), a.ino()),
+            (b.dev(), b.ino()),
+            "{tref} is not a hardlink of {src}"
+        );
+    }
+}
+
+#[test]
+fn name_and_size_already_on_target_are_skipped_without_hashing() {
+    let ws = Workspace::with_corpus(20, 15);
+    let e = ws
+        .manifest
+        .iter()
+        .find(|e| !e.path.starts_with("duplicates"))
+        .unwrap()
+        .clone();
+    let name = e.path.rsplit('/').next().unwrap();
+    let there = ws.out().join("already").join(name);
+    std::fs::create_dir_all(there.parent().unwrap()).unwrap();
+    std::fs::copy(ws.lib().join(&e.path), &there).unwrap();
+
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (state, reason, sha1): (String, String, Option<String>) = ws
+        .db()
+        .query_row(
+            "SELECT state, skip_reason, sha1 FROM files WHERE source_ref = ?1",
+            [&e.path],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), reason.as_str()),
+        ("skipped", "target_has_name_size")
+    );
+    assert_eq!(sha1, None, "a file the target has was hashed anyway");
+
+    // --checksum hashes it even so (a fresh state DB over the same target).
+    let out = ws
+        .cmd_with_state(
+            &ws.path().join("second.db"),
+            &[
+                "run",
+                "--from",
+                ws.lib().to_str().unwrap(),
+                "--to",
+                ws.out().to_str().unwrap(),
+                "--checksum",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let db2 = rusqlite::Connection::open(ws.path().join("second.db")).unwrap();
+    let sha1: Option<String> = db2
+        .query_row(
+            "SELECT sha1 FROM files WHERE source_ref = ?1",
+            [&e.path],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(sha1.as_deref(), Some(e.sha1.as_str()));
+}
+
+#[test]
+fn colliding_layout_paths_get_a_suffix_never_an_overwrite() {
+    let ws = Workspace::empty();
+    for (dir, body) in [("a", "first book"), ("b", "second book, other bytes")] {
+        let d = ws.lib().join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("Same Title - Same Author.txt"), body).unwrap();
+    }
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let t = ws.target_files();
+    assert_eq!(t.len(), 2, "{t:?}");
+    assert!(
+        t.contains_key("Same Author/Same Title/Same Title - Same Author.txt"),
+        "{t:?}"
+    );
+    assert!(
+        t.contains_key("Same Author/Same Title/Same Title - Same Author (2).txt"),
+        "{t:?}"
+    );
+}
+
+#[test]
+fn a_target_that_cannot_be_used_stops_before_any_work_with_exit_2() {
+    let ws = Workspace::with_corpus(5, 16);
+    std::fs::write(ws.out(), "a file where the target folder should be").unwrap();
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(ws.out().to_str().unwrap()) && err.contains("not a folder"),
+        "{err}"
+    );
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files"),
+        0,
+        "nothing was scanned"
+    );
+}

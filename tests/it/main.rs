@@ -1,0 +1,10 @@
+//! bookferry's integration tests: one test binary, the real `bookferry` binary run as a
+//! subprocess on real files in temp folders, a real SQLite state DB, real kills.
+
+mod util;
+
+mod engine;
+mod kill;
+mod rescan;
+mod retry;
+mod safety;

@@ -1,0 +1,100 @@
+//! Incremental scans: new files are added, changed files migrate again (replacing the copy this
+//! migration placed), vanished files fail (`source_missing`) or, if already migrated, stay done
+//! with `source_gone` noted.
+
+use crate::util::*;
+
+#[test]
+fn rescan_after_modifying_adding_and_deleting_source_files() {
+    let ws = Workspace::with_corpus(40, 31);
+    // A file recorded by a scan, then deleted before it is migrated.
+    std::fs::write(ws.lib().join("Early Bird - Ann Author.txt"), "soon gone").unwrap();
+    let out = ws.run(&["scan", "--from", ws.lib().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::remove_file(ws.lib().join("Early Bird - Ann Author.txt")).unwrap();
+    let out = ws.migrate(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a vanished file fails the run: {}",
+        stderr(&out)
+    );
+    let (state, kind, err): (String, String, String) = ws
+        .db()
+        .query_row(
+            "SELECT state, error_kind, error FROM files WHERE source_ref = 'Early Bird - Ann Author.txt'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), kind.as_str()),
+        ("failed", "source_missing")
+    );
+    assert!(err.contains("Early Bird - Ann Author.txt"), "{err}");
+
+    // Modify one migrated file, delete another, add a new one.
+    let pick = |i: usize| {
+        ws.manifest
+            .iter()
+            .filter(|e| !e.path.starts_with("duplicates"))
+            .nth(i)
+            .unwrap()
+            .clone()
+    };
+    let (modified, deleted) = (pick(0), pick(1));
+    let target_of = |p: &str| -> String {
+        ws.db()
+            .query_row(
+                "SELECT target_ref FROM files WHERE source_ref = ?1",
+                [p],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let modified_target = target_of(&modified.path);
+    let deleted_target = target_of(&deleted.path);
+    let mut bytes = std::fs::read(ws.lib().join(&modified.path)).unwrap();
+    bytes.extend_from_slice(b"\nan appended chapter\n");
+    std::fs::write(ws.lib().join(&modified.path), &bytes).unwrap();
+    std::fs::remove_file(ws.lib().join(&deleted.path)).unwrap();
+    std::fs::write(ws.lib().join("Late Arrival - Bo Writer.txt"), "new book").unwrap();
+
+    let out = ws.run(&["run"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "still the one failure: {}",
+        stderr(&out)
+    );
+    // The changed file migrated again, replacing our own copy in place.
+    assert_eq!(target_of(&modified.path), modified_target);
+    assert_eq!(
+        sha1_file(&ws.out().join(&modified_target)),
+        hex(&sha1_of(&bytes))
+    );
+    assert_eq!(ws.count(&format!("SELECT COUNT(*) FROM events e JOIN files f ON f.id = e.file_id WHERE f.source_ref = '{}' AND e.to_state = 'hashed'", modified.path.replace('\'', "''"))), 2);
+    // The deleted, already migrated file stays done, noted gone; its copy stays.
+    let (state, gone): (String, i64) = ws
+        .db()
+        .query_row(
+            "SELECT state, source_gone FROM files WHERE source_ref = ?1",
+            [&deleted.path],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((state.as_str(), gone), ("uploaded", 1));
+    assert!(ws.out().join(&deleted_target).is_file());
+    // The new file arrived.
+    assert!(ws
+        .out()
+        .join("Bo Writer/Late Arrival/Late Arrival - Bo Writer.txt")
+        .is_file());
+    assert_event_histories_valid(&ws);
+    assert_status_adds_up(&ws.status());
+}
+
+fn sha1_of(b: &[u8]) -> Vec<u8> {
+    use sha1::{Digest, Sha1};
+    Sha1::digest(b).to_vec()
+}

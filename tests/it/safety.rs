@@ -1,0 +1,163 @@
+//! The state DB's guard rails: one process at a time, one migration per DB, never inside the
+//! source or target, never one from a newer bookferry.
+
+use crate::util::*;
+use std::io::Write;
+
+#[test]
+fn a_second_process_is_refused_naming_the_holder() {
+    let ws = Workspace::with_corpus(5, 51);
+    let mut lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(ws.path().join("state.db.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    writeln!(lock, "4242 otherhost").unwrap();
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("pid 4242") && err.contains("otherhost"),
+        "{err}"
+    );
+    drop(lock);
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn two_real_processes_on_one_state_db() {
+    let ws = Workspace::with_corpus(400, 52);
+    let lib = ws.lib();
+    let out_dir = ws.out();
+    let mut first = ws
+        .cmd(&[
+            "run",
+            "--from",
+            lib.to_str().unwrap(),
+            "--to",
+            out_dir.to_str().unwrap(),
+            "--transfers",
+            "1",
+            "-q",
+        ])
+        .spawn()
+        .unwrap();
+    // Wait until the first holds the lock (its run record exists), then start a second.
+    let t0 = std::time::Instant::now();
+    while t0.elapsed().as_secs() < 30 && first.try_wait().unwrap().is_none() {
+        if rusqlite::Connection::open_with_flags(
+            ws.state(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0)))
+        .unwrap_or(0)
+            > 0
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let second = ws.migrate(&[]);
+    let first_status = first.wait().unwrap();
+    assert_eq!(first_status.code(), Some(0));
+    if second.status.code() == Some(0) {
+        // The first finished before the second started: nothing to prove this time, but nothing
+        // may have gone wrong either.
+        assert_eq!(ws.target_files().len(), ws.unique_sha1s().len());
+        return;
+    }
+    assert_eq!(second.status.code(), Some(2), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains(&format!("pid {}", first.id())),
+        "{}",
+        stderr(&second)
+    );
+}
+
+#[test]
+fn a_state_db_inside_the_source_or_target_is_refused() {
+    let ws = Workspace::with_corpus(5, 53);
+    let inside = ws.lib().join("state.db");
+    let out = ws
+        .cmd_with_state(
+            &inside,
+            &[
+                "run",
+                "--from",
+                ws.lib().to_str().unwrap(),
+                "--to",
+                ws.out().to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("inside the source"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !inside.exists(),
+        "the refused state DB was created in the source"
+    );
+    let inside = ws.out().join("x/state.db");
+    let out = ws
+        .cmd_with_state(
+            &inside,
+            &[
+                "run",
+                "--from",
+                ws.lib().to_str().unwrap(),
+                "--to",
+                ws.out().to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("inside the target"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_state_db_belongs_to_one_migration() {
+    let ws = Workspace::with_corpus(5, 54);
+    assert_eq!(ws.migrate(&[]).status.code(), Some(0));
+    let other = ws.path().join("elsewhere");
+    let out = ws.run(&[
+        "run",
+        "--from",
+        ws.lib().to_str().unwrap(),
+        "--to",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("belongs to the migration") && err.contains("--state"),
+        "{err}"
+    );
+    assert!(!other.exists());
+}
+
+#[test]
+fn a_state_db_from_a_newer_bookferry_is_refused() {
+    let ws = Workspace::with_corpus(5, 55);
+    assert_eq!(ws.migrate(&[]).status.code(), Some(0));
+    rusqlite::Connection::open(ws.state())
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    for args in [vec!["run"], vec!["status"]] {
+        let out = ws.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains("newer bookferry"), "{}", stderr(&out));
+    }
+}
