@@ -80,13 +80,17 @@ pub struct RunArgs {
     pub tuning: TuningArgs,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct TuningArgs {
-    /// Transfers in flight at once.
-    #[arg(long, value_name = "N")]
-    pub transfers: Option<usize>,
+    /// Transfers in flight at once: a number, or `auto` (default) to start small and adapt to
+    /// the server (raised while throughput rises and latency holds, cut on 429/503/timeouts).
+    /// Folder targets use 8 for `auto`.
+    #[arg(long, value_name = "N|auto")]
+    pub transfers: Option<String>,
     /// Files hashed and parsed at once (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub checkers: Option<usize>,
@@ -109,6 +113,33 @@ pub struct TargetArgs {
     pub keep_duplicates: bool,
 }
 
+/// Options of the HTTP target. The token is read from $BOOKFERRY_TOKEN or --token-file, never
+/// from the command line.
+#[derive(Debug, Args, Clone, Default)]
+pub struct HttpArgs {
+    /// File holding the server's bearer token (should be mode 0600). Or set $BOOKFERRY_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Extra PEM CA certificate to trust (a self-signed home server).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Do not verify the server's TLS certificate (dangerous: prefer --ca-cert).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Retries per file per run for transient errors (5xx, timeouts, resets, 429/503).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+    /// Upload bandwidth limit, e.g. 500K, 20M, 1G (bytes per second).
+    #[arg(long, value_name = "RATE")]
+    pub bwlimit: Option<String>,
+    /// At most N requests per second.
+    #[arg(long, value_name = "N")]
+    pub tpslimit: Option<f64>,
+    /// Give up on a request when its upload makes no progress (and no reply comes) for this long.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub stall_timeout: u64,
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Machine-readable output (see README for the keys).
@@ -125,4 +156,6 @@ pub struct RetryArgs {
     pub tuning: TuningArgs,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
 }

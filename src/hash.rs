@@ -1,8 +1,11 @@
-//! SHA-1 and BLAKE3 computed together in one pass, over a buffer already in memory or over a
-//! reader. Knows nothing of files' meaning, the DB or the network.
+//! SHA-1 and BLAKE3 computed together in one pass, over a buffer already in memory, a reader, or
+//! a file read once (kept in memory when small). Knows nothing of the DB or the network.
 
+use crate::failure::{Failure, FailureKind};
 use sha1::{Digest, Sha1};
+use std::fs::File;
 use std::io::{self, Read};
+use std::path::Path;
 
 /// Both digests of the same bytes, as lowercase hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +85,65 @@ pub fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[(b & 15) as usize] as char);
     }
     s
+}
+
+/// What one read of a file gave.
+pub struct Hashed {
+    pub digests: Digests,
+    pub size: u64,
+    pub bytes_read: u64,
+    /// The bytes, when the file fits the buffer limit.
+    pub data: Option<Vec<u8>>,
+}
+
+/// Read a file once: hash it, and keep its bytes if it is small.
+pub fn hash_file(path: &Path, buffer_limit: u64) -> Result<Hashed, Failure> {
+    let io_fail = |what: &str, e: std::io::Error| {
+        Failure::new(
+            FailureKind::of_source_io(&e),
+            format!("{}: {what}: {e}", path.display()),
+        )
+    };
+    let mut file = File::open(path).map_err(|e| io_fail("cannot open", e))?;
+    let meta = file.metadata().map_err(|e| io_fail("cannot stat", e))?;
+    if !meta.is_file() {
+        return Err(Failure::new(
+            FailureKind::Unreadable,
+            format!("{}: not a regular file", path.display()),
+        ));
+    }
+    let size = meta.len();
+    if size == 0 {
+        return Err(Failure::new(
+            FailureKind::EmptyFile,
+            format!("{}: the file is empty (0 bytes)", path.display()),
+        ));
+    }
+    if size <= buffer_limit {
+        let mut data = Vec::with_capacity(size as usize + 1);
+        file.read_to_end(&mut data)
+            .map_err(|e| io_fail("cannot read", e))?;
+        if data.is_empty() {
+            return Err(Failure::new(
+                FailureKind::EmptyFile,
+                format!("{}: the file is empty (0 bytes)", path.display()),
+            ));
+        }
+        let n = data.len() as u64;
+        return Ok(Hashed {
+            digests: hash_bytes(&data),
+            size: n,
+            bytes_read: n,
+            data: Some(data),
+        });
+    }
+    let (digests, n) = hash_reader(file).map_err(|e| io_fail("cannot read", e))?;
+    Ok(Hashed {
+        digests,
+        size: n,
+        bytes_read: n,
+        data: None,
+    })
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use super::scan::scan_source;
 use super::{CommandError, Session};
-use crate::cli::{TargetArgs, TuningArgs};
+use crate::cli::{HttpArgs, TargetArgs, TuningArgs};
 use crate::exit;
 use crate::failure::FailureKind;
 use crate::pipeline::progress::{human_bytes, Progress, Reporter};
@@ -14,8 +14,10 @@ use crate::source::SourceSpec;
 use crate::state::runs::active_list;
 use crate::state::writer::Writer;
 use crate::target::folder::LinkMode;
+use crate::target::http::{HttpOptions, Token, Transfers};
 use crate::target::layout::{Layout, DEFAULT_LAYOUT};
-use crate::target::{PlacementOptions, Target, TargetSpec};
+use crate::target::limit::parse_rate;
+use crate::target::{OpenError, PlacementOptions, Target, TargetSpec};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -92,6 +94,7 @@ pub struct Execution<'a> {
     pub target: TargetSpec,
     pub options: MigrationOptions,
     pub tuning: TuningArgs,
+    pub http: HttpArgs,
     pub checksum: bool,
     pub dry_run: bool,
     pub quiet: bool,
@@ -118,16 +121,33 @@ impl Execution<'_> {
         let signalled = Arc::new(AtomicBool::new(false));
         tokio::spawn(watch_signals(cancel.clone(), signalled.clone()));
 
+        let http_opts = match http_options(&self.http, &self.tuning) {
+            Ok(o) => o,
+            Err(e) => {
+                session.end(e.code, "usage");
+                return Err(e);
+            }
+        };
         let target = match Target::open(
             &self.target,
             self.source.root(),
             &self.options.placement,
+            &http_opts,
             self.dry_run,
-        ) {
+        )
+        .await
+        {
             Ok(t) => Arc::new(t),
-            Err(e) => {
+            Err(OpenError::Unusable(m)) => {
                 session.end(exit::NOTHING_DONE, "target unusable");
-                return Err(CommandError::usage(e.0));
+                return Err(CommandError::usage(m));
+            }
+            Err(OpenError::Auth(m)) => {
+                session.end(exit::AUTH, "auth");
+                return Err(CommandError {
+                    code: exit::AUTH,
+                    message: m,
+                });
             }
         };
 
@@ -173,9 +193,6 @@ impl Execution<'_> {
             keep_duplicates: self.options.keep_duplicates,
             ..Default::default()
         };
-        if let Some(n) = self.tuning.transfers {
-            cfg.transfers = n.max(1);
-        }
         if let Some(n) = self.tuning.checkers {
             cfg.checkers = n.max(1);
         }
@@ -279,6 +296,70 @@ impl Execution<'_> {
             None => Ok(code),
         }
     }
+}
+
+/// The HTTP target's options from the command line and the environment.
+pub fn http_options(http: &HttpArgs, tuning: &TuningArgs) -> Result<HttpOptions, CommandError> {
+    let transfers = match tuning.transfers.as_deref() {
+        None | Some("auto") => Transfers::Auto,
+        Some(n) => {
+            Transfers::Fixed(n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                CommandError::usage(format!("--transfers {n:?}: a number above 0, or auto"))
+            })?)
+        }
+    };
+    let bwlimit = match &http.bwlimit {
+        Some(r) => Some(parse_rate(r).map_err(CommandError::usage)?),
+        None => None,
+    };
+    if http.tpslimit.is_some_and(|t| t <= 0.0) {
+        return Err(CommandError::usage("--tpslimit must be more than 0"));
+    }
+    Ok(HttpOptions {
+        token: load_token(http)?,
+        ca_cert: http.ca_cert.clone(),
+        insecure: http.insecure,
+        retries: http.retries,
+        stall_timeout: Duration::from_secs(http.stall_timeout.max(1)),
+        bwlimit,
+        tpslimit: http.tpslimit,
+        transfers,
+        ..HttpOptions::default()
+    })
+}
+
+/// The token from `$BOOKFERRY_TOKEN`, else `--token-file` (warning if others can read it).
+fn load_token(http: &HttpArgs) -> Result<Option<Token>, CommandError> {
+    if let Ok(t) = std::env::var("BOOKFERRY_TOKEN") {
+        if !t.trim().is_empty() {
+            return Ok(Some(Token::new(t.trim().to_string())));
+        }
+    }
+    let Some(path) = &http.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CommandError::usage(format!("--token-file {}: {e}", path.display())))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    "--token-file {}: readable by others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    m.permissions().mode() & 0o777
+                );
+            }
+        }
+    }
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(CommandError::usage(format!(
+            "--token-file {}: the file is empty",
+            path.display()
+        )));
+    }
+    Ok(Some(Token::new(token.to_string())))
 }
 
 fn active_totals(session: &Session) -> Result<(u64, u64), CommandError> {

@@ -52,6 +52,7 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
         target,
         options,
         tuning: args.tuning.clone(),
+        http: args.http.clone(),
         checksum: false,
         dry_run: false,
         quiet: global.quiet,

@@ -52,6 +52,7 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
         target,
         options,
         tuning: args.tuning.clone(),
+        http: args.http.clone(),
         checksum: args.checksum,
         dry_run: args.dry_run,
         quiet: global.quiet,

@@ -4,11 +4,8 @@
 
 use super::{Ctx, Item};
 use crate::failure::{Failure, FailureKind};
-use crate::hash::{self, Digests};
+use crate::hash;
 use crate::state::FileState;
-use std::fs::File;
-use std::io::Read;
-use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -39,7 +36,7 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
         tokio::spawn(async move {
             let path = item.row.path.clone();
             let limit = ctx.cfg.buffer_limit;
-            let res = tokio::task::spawn_blocking(move || hash_file(&path, limit))
+            let res = tokio::task::spawn_blocking(move || hash::hash_file(&path, limit))
                 .await
                 .unwrap_or_else(|e| {
                     Err(Failure::new(
@@ -79,63 +76,4 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
             }
         });
     }
-}
-
-/// What one read of a file gave.
-pub struct Hashed {
-    pub digests: Digests,
-    pub size: u64,
-    pub bytes_read: u64,
-    /// The bytes, when the file fits the buffer limit.
-    pub data: Option<Vec<u8>>,
-}
-
-/// Read a file once: hash it, and keep its bytes if it is small.
-pub fn hash_file(path: &Path, buffer_limit: u64) -> Result<Hashed, Failure> {
-    let io_fail = |what: &str, e: std::io::Error| {
-        Failure::new(
-            FailureKind::of_source_io(&e),
-            format!("{}: {what}: {e}", path.display()),
-        )
-    };
-    let mut file = File::open(path).map_err(|e| io_fail("cannot open", e))?;
-    let meta = file.metadata().map_err(|e| io_fail("cannot stat", e))?;
-    if !meta.is_file() {
-        return Err(Failure::new(
-            FailureKind::Unreadable,
-            format!("{}: not a regular file", path.display()),
-        ));
-    }
-    let size = meta.len();
-    if size == 0 {
-        return Err(Failure::new(
-            FailureKind::EmptyFile,
-            format!("{}: the file is empty (0 bytes)", path.display()),
-        ));
-    }
-    if size <= buffer_limit {
-        let mut data = Vec::with_capacity(size as usize + 1);
-        file.read_to_end(&mut data)
-            .map_err(|e| io_fail("cannot read", e))?;
-        if data.is_empty() {
-            return Err(Failure::new(
-                FailureKind::EmptyFile,
-                format!("{}: the file is empty (0 bytes)", path.display()),
-            ));
-        }
-        let n = data.len() as u64;
-        return Ok(Hashed {
-            digests: hash::hash_bytes(&data),
-            size: n,
-            bytes_read: n,
-            data: Some(data),
-        });
-    }
-    let (digests, n) = hash::hash_reader(file).map_err(|e| io_fail("cannot read", e))?;
-    Ok(Hashed {
-        digests,
-        size: n,
-        bytes_read: n,
-        data: None,
-    })
 }

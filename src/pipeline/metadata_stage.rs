@@ -65,7 +65,7 @@ fn with_metadata(mut item: Item) -> Item {
         ),
     };
     for w in &extracted.warnings {
-        tracing::warn!("{}: {w}", item.row.path.display());
+        tracing::debug!("{}: {w}", item.row.path.display());
     }
     item.warnings.extend(extracted.warnings);
     item.row.metadata = Some(extracted.metadata);

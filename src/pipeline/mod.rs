@@ -26,8 +26,6 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 pub struct PipelineConfig {
     /// Files hashed (and parsed) at once, on blocking threads.
     pub checkers: usize,
-    /// Transfers in flight at once.
-    pub transfers: usize,
     /// Hash every file, even when the target has its name and size.
     pub checksum: bool,
     /// Hash and check, but write nothing to the target.
@@ -44,7 +42,6 @@ impl Default for PipelineConfig {
     fn default() -> PipelineConfig {
         PipelineConfig {
             checkers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            transfers: 8,
             checksum: false,
             dry_run: false,
             keep_duplicates: false,

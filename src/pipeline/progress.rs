@@ -42,6 +42,8 @@ pub struct Progress {
     pub skipped_bytes: Counter,
     pub failed: Counter,
     pub in_flight: Counter,
+    /// The current limit on transfers in flight.
+    pub limit: Counter,
     pub would_send: Counter,
     pub would_send_bytes: Counter,
     /// Bytes read from source files (hashing, streaming, comparing).
@@ -116,11 +118,12 @@ fn bars(p: &Progress, stop: &AtomicBool) {
         hash.set_message(human_bytes(p.hashed_bytes.get()));
         transfer.set_position(p.finished());
         transfer.set_message(format!(
-            "{} sent, {} skipped, {} failed, {} in flight",
+            "{} sent, {} skipped, {} failed, {}/{} in flight",
             human_bytes(p.uploaded_bytes.get()),
             p.skipped.get(),
             p.failed.get(),
-            p.in_flight.get()
+            p.in_flight.get(),
+            p.limit.get()
         ));
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -148,12 +151,14 @@ fn lines(p: &Progress, stop: &AtomicBool, interval: Duration) {
             "-".into()
         };
         tracing::info!(
-            "progress: {done}/{total} files done ({} uploaded, {} skipped, {} failed), {} hashed, {:.1} files/s, eta {eta}",
+            "progress: {done}/{total} files done ({} uploaded, {} skipped, {} failed), {} hashed, {:.1} files/s, {}/{} transfers in flight, eta {eta}",
             p.uploaded.get(),
             p.skipped.get(),
             p.failed.get(),
             human_bytes(p.hashed_bytes.get()),
-            rate
+            rate,
+            p.in_flight.get(),
+            p.limit.get()
         );
     }
 }

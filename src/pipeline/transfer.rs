@@ -9,7 +9,7 @@ use crate::state::FileState;
 use crate::target::Payload;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 /// A finished transfer, reported back to the dispatcher.
 struct Done {
@@ -18,7 +18,7 @@ struct Done {
 }
 
 pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
-    let slots = Arc::new(Semaphore::new(ctx.cfg.transfers.max(1)));
+    let limiter = ctx.target.limiter();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     // SHA-1 → rows waiting for the one in flight.
     let mut in_flight: HashMap<String, VecDeque<Item>> = HashMap::new();
@@ -29,14 +29,18 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
     let spawn = |item: Item, running: &mut usize| {
         *running += 1;
         let ctx = ctx.clone();
-        let slots = slots.clone();
+        let limiter = limiter.clone();
         let done_tx = done_tx.clone();
         tokio::spawn(async move {
             let sha1 = item.row.sha1.clone().unwrap_or_default();
-            let id = match slots.acquire_owned().await {
-                Ok(_slot) if !ctx.cancelled() => transfer_one(&ctx, item).await,
-                _ => None,
+            let slot = limiter.acquire().await;
+            ctx.progress.limit.set(limiter.current() as u64);
+            let id = if ctx.cancelled() {
+                None
+            } else {
+                transfer_one(&ctx, item).await
             };
+            drop(slot);
             let _ = done_tx.send(Done { sha1, id });
         });
     };

@@ -4,7 +4,9 @@
 //! the state DB: it returns outcomes and the pipeline records them.
 
 pub mod folder;
+pub mod http;
 pub mod layout;
+pub mod limit;
 
 use crate::failure::Failure;
 use crate::hash::Digests;
@@ -19,6 +21,9 @@ use std::sync::Arc;
 pub enum TargetSpec {
     /// A folder (`dir:PATH` or a plain path).
     Dir(PathBuf),
+    /// A server speaking the upload protocol (`http://…` or `https://…`, with an optional path
+    /// prefix).
+    Http(String),
 }
 
 impl TargetSpec {
@@ -26,8 +31,18 @@ impl TargetSpec {
     /// existing ancestor).
     pub fn parse(s: &str) -> Result<TargetSpec, String> {
         if s.starts_with("http://") || s.starts_with("https://") {
-            return Err(format!(
-                "target {s}: the HTTP target is not available in this version"
+            let url = reqwest::Url::parse(s).map_err(|e| format!("target {s}: {e}"))?;
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(
+                    "target: put no credentials in the URL; use BOOKFERRY_TOKEN or --token-file"
+                        .into(),
+                );
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(format!("target {s}: no query or fragment, please"));
+            }
+            return Ok(TargetSpec::Http(
+                url.as_str().trim_end_matches('/').to_string(),
             ));
         }
         if let Some(rest) = s.strip_prefix("calibre:") {
@@ -46,6 +61,7 @@ impl TargetSpec {
     pub fn to_spec(&self) -> String {
         match self {
             TargetSpec::Dir(p) => format!("dir:{}", p.display()),
+            TargetSpec::Http(u) => u.clone(),
         }
     }
 
@@ -53,6 +69,7 @@ impl TargetSpec {
     pub fn local_root(&self) -> Option<&Path> {
         match self {
             TargetSpec::Dir(p) => Some(p),
+            TargetSpec::Http(_) => None,
         }
     }
 }
@@ -144,6 +161,14 @@ pub struct Placed {
 #[error("{0}")]
 pub struct Unusable(pub String);
 
+/// Why a target cannot be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Unreachable, not writable, misconfigured: exit 2.
+    Unusable(String),
+    /// The server refused our credentials: exit 4.
+    Auth(String),
+}
 /// Options shared by folder-like targets.
 #[derive(Debug, Clone)]
 pub struct PlacementOptions {
@@ -152,31 +177,55 @@ pub struct PlacementOptions {
 }
 
 pub enum Target {
-    Folder(Arc<folder::FolderTarget>),
+    Folder(Arc<folder::FolderTarget>, Arc<limit::Limiter>),
+    Http(Arc<http::HttpTarget>),
 }
 
 impl Target {
-    /// Check the target is usable and open it (exit 2 if not).
-    pub fn open(
+    /// Check the target is usable and open it.
+    pub async fn open(
         spec: &TargetSpec,
         source_root: &Path,
         opts: &PlacementOptions,
+        http_opts: &http::HttpOptions,
         dry_run: bool,
-    ) -> Result<Target, Unusable> {
+    ) -> Result<Target, OpenError> {
         match spec {
-            TargetSpec::Dir(root) => Ok(Target::Folder(Arc::new(folder::FolderTarget::open(
-                root,
-                source_root,
-                opts.clone(),
-                dry_run,
-            )?))),
+            TargetSpec::Dir(root) => {
+                let f = folder::FolderTarget::open(root, source_root, opts.clone(), dry_run)
+                    .map_err(|e| OpenError::Unusable(e.0))?;
+                let n = match http_opts.transfers {
+                    http::Transfers::Fixed(n) => n,
+                    // Local disks gain little past a few writers at once.
+                    http::Transfers::Auto => 8,
+                };
+                Ok(Target::Folder(Arc::new(f), limit::Limiter::fixed(n)))
+            }
+            TargetSpec::Http(base) => Ok(Target::Http(Arc::new(
+                http::HttpTarget::open(base, http_opts).await?,
+            ))),
+        }
+    }
+
+    /// The limit on transfers in flight.
+    pub fn limiter(&self) -> Arc<limit::Limiter> {
+        match self {
+            Target::Folder(_, l) => l.clone(),
+            Target::Http(h) => h.limiter(),
         }
     }
 
     /// Keys of the queries whose name and size the target already holds.
     pub async fn check_names(&self, q: Vec<NameQuery>) -> Result<HashSet<i64>, Failure> {
         match self {
-            Target::Folder(f) => Ok(f.check_names(&q)),
+            Target::Folder(f, _) => Ok(f.check_names(&q)),
+            Target::Http(h) => {
+                let items: Vec<_> = q
+                    .into_iter()
+                    .map(|n| (n.key, n.file_name, n.size, None))
+                    .collect();
+                h.check(&items).await
+            }
         }
     }
 
@@ -185,16 +234,24 @@ impl Target {
         match self {
             // A folder has no content index: content already placed by this migration is found
             // in the state DB, and a copy at the destination path is found when placing.
-            Target::Folder(_) => {
+            Target::Folder(..) => {
                 let _ = q;
                 Ok(HashSet::new())
+            }
+            Target::Http(h) => {
+                let items: Vec<_> = q
+                    .into_iter()
+                    .map(|c| (c.key, c.file_name, c.size, Some(c.sha1)))
+                    .collect();
+                h.check(&items).await
             }
         }
     }
 
     pub async fn transfer(&self, p: Payload) -> Result<Placed, Failure> {
         match self {
-            Target::Folder(f) => {
+            Target::Http(h) => h.upload(p).await,
+            Target::Folder(f, _) => {
                 let f = f.clone();
                 tokio::task::spawn_blocking(move || f.place(&p))
                     .await
@@ -211,17 +268,19 @@ impl Target {
     /// Where the file would go (for `--dry-run`).
     pub fn describe(&self, p: &Payload) -> String {
         match self {
-            Target::Folder(f) => f.destination_of(p),
+            Target::Folder(f, _) => f.destination_of(p),
+            Target::Http(h) => format!("{}/api/upload as {:?}", h.base(), p.file_name),
         }
     }
 
     /// Whether transfers must be flushed before they are recorded.
     pub fn flush_hook(&self) -> Option<FlushHook> {
         match self {
-            Target::Folder(f) => {
+            Target::Folder(f, _) => {
                 let f = f.clone();
                 Some(Box::new(move || f.flush()))
             }
+            Target::Http(_) => None,
         }
     }
 }

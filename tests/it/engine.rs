@@ -260,3 +260,60 @@ fn a_target_that_cannot_be_used_stops_before_any_work_with_exit_2() {
         "nothing was scanned"
     );
 }
+
+#[test]
+fn formats_narrow_what_is_recorded() {
+    let ws = Workspace::with_corpus(40, 17);
+    let out = ws.migrate(&["--formats", "epub,pdf"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let want = ws
+        .manifest
+        .iter()
+        .filter(|e| e.format == "epub" || e.format == "pdf")
+        .count() as i64;
+    assert!(want > 0 && (want as usize) < ws.manifest.len());
+    assert_eq!(ws.count("SELECT COUNT(*) FROM files"), want);
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE format NOT IN ('epub', 'pdf')"),
+        0
+    );
+    // The recorded set is kept by a resumed run.
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(ws.count("SELECT COUNT(*) FROM files"), want);
+}
+
+#[test]
+fn hidden_temp_and_special_files_and_symlink_loops_are_not_recorded() {
+    let ws = Workspace::empty();
+    let lib = ws.lib();
+    std::fs::write(
+        lib.join("Real Book - Some One.epub"),
+        "not really an epub, still a book",
+    )
+    .unwrap();
+    std::fs::write(lib.join(".hidden.epub"), "hidden").unwrap();
+    std::fs::write(lib.join("download.epub.part"), "partial").unwrap();
+    std::fs::write(lib.join("~$lock.docx"), "office lock").unwrap();
+    std::fs::create_dir_all(lib.join("loop")).unwrap();
+    std::os::unix::fs::symlink(&lib, lib.join("loop/back-to-top")).unwrap();
+    std::os::unix::fs::symlink(lib.join("nowhere.epub"), lib.join("dangling.epub")).unwrap();
+    let fifo = lib.join("pipe.epub");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let refs: Vec<String> = {
+        let db = ws.db();
+        let mut st = db.prepare("SELECT source_ref FROM files").unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(refs, ["Real Book - Some One.epub"]);
+    let err = stderr(&out);
+    assert!(err.contains("pipe.epub") && err.contains("FIFO"), "{err}");
+    assert!(err.contains("dangling.epub"), "{err}");
+}

@@ -3,8 +3,11 @@
 
 mod util;
 
+mod calibre_source;
 mod engine;
+mod http;
 mod kill;
 mod rescan;
 mod retry;
 mod safety;
+mod signals;

@@ -98,3 +98,61 @@ fn sha1_of(b: &[u8]) -> Vec<u8> {
     use sha1::{Digest, Sha1};
     Sha1::digest(b).to_vec()
 }
+
+#[test]
+fn a_scan_killed_half_way_resumes_past_the_folders_it_finished() {
+    let ws = Workspace::with_corpus_sized(3000, 32, 4);
+    let lib = ws.lib();
+    let mut resumed = false;
+    for _ in 0..5 {
+        let mut child = ws
+            .cmd(&["scan", "--from", lib.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let walked = |ws: &Workspace| {
+            rusqlite::Connection::open_with_flags(
+                ws.state(),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .and_then(|c| {
+                c.query_row("SELECT COUNT(*) FROM scan_progress", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .unwrap_or(0)
+        };
+        while walked(&ws) < 3 && t0.elapsed().as_secs() < 30 && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let killed = child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        child.wait().unwrap();
+        if killed && walked(&ws) > 0 {
+            let out = ws.run(&["scan", "--from", lib.to_str().unwrap()]);
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            assert!(stderr(&out).contains("resumed past"), "{}", stderr(&out));
+            resumed = true;
+            break;
+        }
+        std::fs::remove_file(ws.state()).ok();
+    }
+    assert!(resumed, "no kill landed during the scan in 5 tries");
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files"),
+        ws.manifest.len() as i64
+    );
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM scan_progress"),
+        0,
+        "a finished scan clears its progress"
+    );
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE state = 'failed'"),
+        0,
+        "resumed folders counted as seen"
+    );
+}

@@ -1,0 +1,622 @@
+//! The HTTP target: the upload protocol of `shared/upload-protocol.md` (v1). Batched existence
+//! checks (by name+size, then by SHA-1), multipart uploads with the parts in protocol order and
+//! the file streamed from disk or sent from the hash stage's buffer, error classification with
+//! retries (exponential backoff with jitter, `Retry-After` honoured), 422 → re-hash, a stall
+//! timeout on upload progress, and pacing (`--bwlimit`, `--tpslimit`, adaptive concurrency).
+//! The token lives only in memory and is never printed.
+
+use super::limit::{Limiter, TokenBucket};
+use super::{OpenError, Payload, Placed};
+use crate::failure::{Failure, FailureKind};
+use crate::hash::Digests;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::{multipart, Client, StatusCode};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Items per check call (the protocol's maximum).
+pub const CHECK_BATCH: usize = 1000;
+const CHUNK: usize = 256 * 1024;
+
+/// A bearer token that never shows itself in `Debug` or `Display`.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(s: String) -> Token {
+        Token(s)
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// How many transfers may be in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfers {
+    Fixed(usize),
+    Auto,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub token: Option<Token>,
+    pub ca_cert: Option<PathBuf>,
+    pub insecure: bool,
+    pub retries: u32,
+    pub stall_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub bwlimit: Option<u64>,
+    pub tpslimit: Option<f64>,
+    pub transfers: Transfers,
+}
+
+impl Default for HttpOptions {
+    fn default() -> HttpOptions {
+        HttpOptions {
+            token: None,
+            ca_cert: None,
+            insecure: false,
+            retries: 5,
+            stall_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            bwlimit: None,
+            tpslimit: None,
+            transfers: Transfers::Auto,
+        }
+    }
+}
+
+pub struct HttpTarget {
+    base: String,
+    client: Client,
+    token: Option<Token>,
+    retries: u32,
+    stall: Duration,
+    bw: Option<Arc<TokenBucket>>,
+    tps: Option<Arc<TokenBucket>>,
+    limiter: Arc<Limiter>,
+    /// Rows in a row that ran out of retries because the server could not be reached.
+    unreachable_streak: AtomicU32,
+    /// Source bytes streamed from disk (files not in the hash stage's buffer).
+    pub bytes_streamed: AtomicU64,
+}
+
+/// One try's outcome, before retries.
+enum Attempt<T> {
+    Done(T),
+    Permanent(Failure),
+    Auth(String),
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+        overload: bool,
+        unreachable: bool,
+    },
+}
+
+impl HttpTarget {
+    /// Build the client and make the pre-flight check call: reachable, token accepted.
+    pub async fn open(base: &str, opts: &HttpOptions) -> Result<HttpTarget, OpenError> {
+        let mut builder = Client::builder()
+            .connect_timeout(opts.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .user_agent(concat!("bookferry/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &opts.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| OpenError::Unusable(format!("--ca-cert {}: {e}", path.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                OpenError::Unusable(format!(
+                    "--ca-cert {}: not a PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        if opts.insecure {
+            tracing::warn!("--insecure: the server's TLS certificate is NOT verified; anyone on the path can read the token and the books");
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| OpenError::Unusable(format!("HTTP client: {e}")))?;
+        let limiter = match opts.transfers {
+            Transfers::Fixed(n) => Limiter::fixed(n),
+            Transfers::Auto => Limiter::adaptive(2, 64),
+        };
+        let target = HttpTarget {
+            base: base.trim_end_matches('/').to_string(),
+            client,
+            token: opts.token.clone(),
+            retries: opts.retries,
+            stall: opts.stall_timeout,
+            bw: opts.bwlimit.map(|r| TokenBucket::new(r as f64)),
+            tps: opts.tpslimit.map(TokenBucket::new),
+            limiter,
+            unreachable_streak: AtomicU32::new(0),
+            bytes_streamed: AtomicU64::new(0),
+        };
+        match target.check_once(&[]).await {
+            Attempt::Done(_) => Ok(target),
+            Attempt::Auth(m) => Err(OpenError::Auth(m)),
+            Attempt::Permanent(f) => Err(OpenError::Unusable(f.message)),
+            Attempt::Transient { message, .. } => Err(OpenError::Unusable(message)),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn limiter(&self) -> Arc<Limiter> {
+        self.limiter.clone()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(&t.0),
+            None => req,
+        }
+    }
+
+    /// Keys of the items the server says exist. Items are (key, filename, size, sha1).
+    pub async fn check(
+        &self,
+        items: &[(i64, String, u64, Option<String>)],
+    ) -> Result<HashSet<i64>, Failure> {
+        let mut exists = HashSet::new();
+        for chunk in items.chunks(CHECK_BATCH) {
+            let found = self
+                .with_retries("check call", || self.check_once(chunk))
+                .await?;
+            exists.extend(found);
+        }
+        Ok(exists)
+    }
+
+    async fn check_once(
+        &self,
+        items: &[(i64, String, u64, Option<String>)],
+    ) -> Attempt<HashSet<i64>> {
+        let files: Vec<Value> = items
+            .iter()
+            .map(|(key, name, size, sha1)| {
+                let mut v = json!({"key": key.to_string(), "filename": name, "size": size});
+                if let Some(s) = sha1 {
+                    v["sha1"] = json!(s);
+                }
+                v
+            })
+            .collect();
+        if let Some(tps) = &self.tps {
+            tps.take(1.0).await;
+        }
+        let req = self
+            .authorize(self.client.post(self.url("/api/upload/check")))
+            .timeout(self.stall)
+            .json(&json!({ "files": files }));
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return transient_of(&self.base, "check call", e),
+        };
+        let status = resp.status();
+        if status != StatusCode::OK {
+            return classify_status(&self.base, "check call", status, resp, "").await;
+        }
+        let body: Value = match resp.json().await {
+            Ok(v) => v,
+            Err(e) => return transient_of(&self.base, "check call", e),
+        };
+        let mut exists = HashSet::new();
+        if let Some(list) = body.get("files").and_then(Value::as_array) {
+            for f in list {
+                let key = f.get("key").and_then(|k| {
+                    k.as_str()
+                        .map(str::to_string)
+                        .or_else(|| k.as_i64().map(|i| i.to_string()))
+                });
+                if f.get("status").and_then(Value::as_str) == Some("exists") {
+                    if let Some(k) = key.and_then(|k| k.parse::<i64>().ok()) {
+                        exists.insert(k);
+                    }
+                }
+            }
+        }
+        Attempt::Done(exists)
+    }
+
+    /// Upload one file (retrying what is transient, re-hashing on 422).
+    pub async fn upload(&self, p: Payload) -> Result<Placed, Failure> {
+        let mut p = p;
+        let mut new_digests: Option<Digests> = None;
+        let mut rehashes = 0;
+        let name = p.file_name.clone();
+        let mut tries = 0u32;
+        loop {
+            let started = Instant::now();
+            match self.upload_once(&p).await {
+                Attempt::Done(mut placed) => {
+                    self.limiter.on_success(started.elapsed());
+                    self.unreachable_streak.store(0, Ordering::SeqCst);
+                    placed.new_digests = new_digests;
+                    if placed.new_digests.is_some() {
+                        placed.detail = Some(format!(
+                            "source changed since hashing; re-hashed and sent as {}",
+                            placed.target_ref
+                        ));
+                    }
+                    return Ok(placed);
+                }
+                Attempt::Permanent(f) if f.message == REHASH && rehashes < 2 => {
+                    rehashes += 1;
+                    let path = p.source_path.clone();
+                    let fresh =
+                        tokio::task::spawn_blocking(move || crate::hash::hash_file(&path, 8 << 20))
+                            .await
+                            .map_err(|e| {
+                                Failure::new(
+                                    FailureKind::Unreadable,
+                                    format!("{name}: re-hash failed: {e}"),
+                                )
+                            })??;
+                    tracing::info!(
+                        "{}: the server saw other bytes than we hashed; re-hashed",
+                        p.source_path.display()
+                    );
+                    p.size = fresh.size;
+                    p.data = fresh.data.map(Arc::new);
+                    if fresh.digests != p.digests {
+                        p.digests = fresh.digests.clone();
+                        new_digests = Some(fresh.digests);
+                    }
+                }
+                Attempt::Permanent(f) if f.message == REHASH => {
+                    return Err(Failure::new(
+                        FailureKind::TransientExhausted,
+                        format!("{name}: the server kept seeing other bytes than we sent (422), even after re-hashing"),
+                    ));
+                }
+                Attempt::Permanent(f) => return Err(f),
+                Attempt::Auth(m) => return Err(Failure::new(FailureKind::Auth, m)),
+                Attempt::Transient {
+                    message,
+                    retry_after,
+                    overload,
+                    unreachable,
+                } => {
+                    if overload {
+                        self.limiter.on_overload();
+                    }
+                    tries += 1;
+                    if tries > self.retries {
+                        return Err(self.exhausted(&name, tries, &message, unreachable));
+                    }
+                    tracing::debug!("{name}: {message}; retry {tries}/{}", self.retries);
+                    tokio::time::sleep(retry_after.unwrap_or_else(|| backoff(tries))).await;
+                }
+            }
+        }
+    }
+
+    fn exhausted(&self, what: &str, tries: u32, message: &str, unreachable: bool) -> Failure {
+        if unreachable {
+            // Several rows in a row could not reach the server at all: it is gone, not flaky.
+            let streak = self.unreachable_streak.fetch_add(1, Ordering::SeqCst) + 1;
+            if streak >= 3 {
+                return Failure::new(
+                    FailureKind::TargetGone,
+                    format!("{}: the server cannot be reached ({message}); stopped after {tries} tries for several files", self.base),
+                );
+            }
+        }
+        Failure::new(
+            FailureKind::TransientExhausted,
+            format!("{what}: gave up after {tries} tries: {message}"),
+        )
+    }
+
+    async fn with_retries<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
+        let mut tries = 0u32;
+        loop {
+            match attempt().await {
+                Attempt::Done(v) => {
+                    self.unreachable_streak.store(0, Ordering::SeqCst);
+                    return Ok(v);
+                }
+                Attempt::Permanent(f) => return Err(f),
+                Attempt::Auth(m) => return Err(Failure::new(FailureKind::Auth, m)),
+                Attempt::Transient {
+                    message,
+                    retry_after,
+                    overload,
+                    unreachable,
+                } => {
+                    if overload {
+                        self.limiter.on_overload();
+                    }
+                    tries += 1;
+                    if tries > self.retries {
+                        return Err(self.exhausted(what, tries, &message, unreachable));
+                    }
+                    tokio::time::sleep(retry_after.unwrap_or_else(|| backoff(tries))).await;
+                }
+            }
+        }
+    }
+
+    async fn upload_once(&self, p: &Payload) -> Attempt<Placed> {
+        if let Some(tps) = &self.tps {
+            tps.take(1.0).await;
+        }
+        let progress = Arc::new(AtomicU64::new(now_ms()));
+        let (body, streamed) = match self.file_body(p, progress.clone()).await {
+            Ok(b) => b,
+            Err(f) => return Attempt::Permanent(f),
+        };
+        let mut form = multipart::Form::new().text("sha1", p.digests.sha1.clone());
+        if let Some(md) = &p.metadata {
+            let json = serde_json::to_string(md).unwrap_or_else(|_| "{}".into());
+            let part = multipart::Part::text(json)
+                .mime_str("application/json")
+                .expect("static mime type");
+            form = form.part("metadata", part);
+            if p.origin.is_some_and(|o| o.is_trusted()) && md.has_title_and_author() {
+                form = form.text("skip_extraction", "true");
+            }
+        }
+        let file_part = multipart::Part::stream_with_length(body, p.size)
+            .file_name(p.file_name.clone())
+            .mime_str("application/octet-stream")
+            .expect("static mime type");
+        form = form.part("file", file_part);
+        let req = self
+            .authorize(self.client.post(self.url("/api/upload")))
+            .multipart(form);
+        let send = req.send();
+        let resp = tokio::select! {
+            r = send => r,
+            _ = stall_watch(progress, self.stall) => {
+                return Attempt::Transient {
+                    message: format!("upload of {} stalled for {}s", p.file_name, self.stall.as_secs()),
+                    retry_after: None,
+                    overload: true,
+                    unreachable: false,
+                };
+            }
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return transient_of(&self.base, &format!("upload of {}", p.file_name), e),
+        };
+        let status = resp.status();
+        if status == StatusCode::OK || status == StatusCode::CREATED {
+            let body: Value = match resp.json().await {
+                Ok(v) => v,
+                Err(e) => return transient_of(&self.base, "upload reply", e),
+            };
+            let Some(id) = body.get("id").map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            }) else {
+                return Attempt::Transient {
+                    message: format!("upload of {}: reply without an id", p.file_name),
+                    retry_after: None,
+                    overload: false,
+                    unreachable: false,
+                };
+            };
+            if streamed {
+                self.bytes_streamed.fetch_add(p.size, Ordering::Relaxed);
+            }
+            let duplicate = body
+                .get("duplicate")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            return Attempt::Done(Placed {
+                target_ref: id.clone(),
+                bytes_sent: p.size,
+                bytes_read: if streamed { p.size } else { 0 },
+                already_present: duplicate,
+                new_digests: None,
+                detail: Some(if duplicate {
+                    format!("server already held it as {id}")
+                } else {
+                    format!("stored as {id}")
+                }),
+            });
+        }
+        if status == StatusCode::UNPROCESSABLE_ENTITY {
+            return Attempt::Permanent(Failure::new(FailureKind::Rejected, REHASH));
+        }
+        classify_status(
+            &self.base,
+            &format!("upload of {}", p.file_name),
+            status,
+            resp,
+            &p.source_path.display().to_string(),
+        )
+        .await
+    }
+
+    /// The file part's body: the hash stage's buffer, or the file streamed from disk; in chunks
+    /// that honour `--bwlimit` and mark progress for the stall timeout.
+    async fn file_body(
+        &self,
+        p: &Payload,
+        progress: Arc<AtomicU64>,
+    ) -> Result<(reqwest::Body, bool), Failure> {
+        let bw = self.bw.clone();
+        let pace = move |chunk: Bytes| {
+            let bw = bw.clone();
+            let progress = progress.clone();
+            async move {
+                if let Some(bw) = bw {
+                    bw.take(chunk.len() as f64).await;
+                }
+                progress.store(now_ms(), Ordering::Relaxed);
+                Ok::<Bytes, std::io::Error>(chunk)
+            }
+        };
+        if let Some(data) = &p.data {
+            let bytes = Bytes::from_owner(Shared(data.clone()));
+            let chunks: Vec<Bytes> = (0..bytes.len())
+                .step_by(CHUNK)
+                .map(|i| bytes.slice(i..(i + CHUNK).min(bytes.len())))
+                .collect();
+            let stream = futures_util::stream::iter(chunks).then(pace);
+            return Ok((reqwest::Body::wrap_stream(stream), false));
+        }
+        let file = tokio::fs::File::open(&p.source_path).await.map_err(|e| {
+            Failure::new(
+                FailureKind::of_source_io(&e),
+                format!("{}: cannot open: {e}", p.source_path.display()),
+            )
+        })?;
+        let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        if len != p.size {
+            // Changed since hashing: let the 422 path re-hash it rather than send a wrong length.
+            return Err(Failure::new(FailureKind::Rejected, REHASH));
+        }
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, CHUNK).then(move |r| {
+            let pace = pace.clone();
+            async move {
+                match r {
+                    Ok(b) => pace(b).await,
+                    Err(e) => Err(e),
+                }
+            }
+        });
+        Ok((reqwest::Body::wrap_stream(stream), true))
+    }
+}
+
+/// Marker message: the bytes on disk differ from what was hashed; re-hash and retry.
+const REHASH: &str = "\u{0}rehash";
+
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Resolves when nothing moved (no body chunk sent, no reply) for `stall`.
+async fn stall_watch(progress: Arc<AtomicU64>, stall: Duration) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let idle = now_ms().saturating_sub(progress.load(Ordering::Relaxed));
+        if idle >= stall.as_millis() as u64 {
+            return;
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: up to 0.5 s, 1 s, 2 s, … capped at 30 s.
+fn backoff(try_no: u32) -> Duration {
+    let cap = (500u64 << try_no.min(6).saturating_sub(1)).min(30_000);
+    let jitter = rand::random_range(cap / 2..=cap);
+    Duration::from_millis(jitter)
+}
+
+fn transient_of<T>(base: &str, what: &str, e: reqwest::Error) -> Attempt<T> {
+    let unreachable = e.is_connect();
+    let timeout = e.is_timeout();
+    // reqwest's error text names the URL, never the headers: no token in it.
+    let cause = std::error::Error::source(&e)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| e.to_string());
+    let message = if unreachable {
+        format!("{what}: cannot connect to {base}: {cause}")
+    } else if timeout {
+        format!("{what}: timed out")
+    } else {
+        format!("{what}: {cause}")
+    };
+    Attempt::Transient {
+        message,
+        retry_after: None,
+        overload: timeout,
+        unreachable,
+    }
+}
+
+async fn classify_status<T>(
+    base: &str,
+    what: &str,
+    status: StatusCode,
+    resp: reqwest::Response,
+    file: &str,
+) -> Attempt<T> {
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(600)));
+    let text = resp.text().await.unwrap_or_default();
+    let server_error = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| text.chars().take(200).collect());
+    let who = if file.is_empty() {
+        what.to_string()
+    } else {
+        file.to_string()
+    };
+    match status.as_u16() {
+        401 | 403 => Attempt::Auth(format!(
+            "{base} refused our credentials ({status}): set the right token in BOOKFERRY_TOKEN or --token-file"
+        )),
+        400 => Attempt::Permanent(Failure::new(
+            FailureKind::Rejected,
+            format!("{who}: the server rejected it (400): {server_error}"),
+        )),
+        413 => Attempt::Permanent(Failure::new(
+            FailureKind::Rejected,
+            format!("{who}: too large for this server (413): {server_error}"),
+        )),
+        429 | 503 => Attempt::Transient {
+            message: format!("{what}: server overloaded ({status})"),
+            retry_after,
+            overload: true,
+            unreachable: false,
+        },
+        s if s >= 500 => Attempt::Transient {
+            message: format!("{what}: server error {status}: {server_error}"),
+            retry_after,
+            overload: false,
+            unreachable: false,
+        },
+        _ => Attempt::Permanent(Failure::new(
+            FailureKind::Rejected,
+            format!("{who}: unexpected answer {status}: {server_error}"),
+        )),
+    }
+}

@@ -1,0 +1,233 @@
+//! Pacing for a target: the concurrency limit on transfers (fixed, or adaptive: additive increase
+//! while latency holds, multiplicative decrease on overload — 429/503/timeouts), and token
+//! buckets for `--bwlimit` (bytes/s) and `--tpslimit` (requests/s).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// How many transfers may be in flight.
+pub struct Limiter {
+    adaptive: bool,
+    max: usize,
+    state: Mutex<LimitState>,
+    in_flight: AtomicUsize,
+    released: Notify,
+}
+
+struct LimitState {
+    limit: f64,
+    /// The best latency seen lately (slowly forgotten), the yardstick for "latency holds".
+    base_latency: Option<Duration>,
+    last_cut: Instant,
+}
+
+/// A transfer slot; given back on drop.
+pub struct Slot {
+    limiter: Arc<Limiter>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.limiter.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.limiter.released.notify_waiters();
+    }
+}
+
+impl Limiter {
+    pub fn fixed(n: usize) -> Arc<Limiter> {
+        Limiter::new(false, n.max(1) as f64, n.max(1))
+    }
+
+    /// Start small and adapt to the server, up to `max`.
+    pub fn adaptive(start: usize, max: usize) -> Arc<Limiter> {
+        Limiter::new(true, start.max(1) as f64, max.max(1))
+    }
+
+    fn new(adaptive: bool, limit: f64, max: usize) -> Arc<Limiter> {
+        Arc::new(Limiter {
+            adaptive,
+            max,
+            state: Mutex::new(LimitState {
+                limit,
+                base_latency: None,
+                last_cut: Instant::now() - Duration::from_secs(60),
+            }),
+            in_flight: AtomicUsize::new(0),
+            released: Notify::new(),
+        })
+    }
+
+    pub fn current(&self) -> usize {
+        self.state
+            .lock()
+            .map(|s| s.limit as usize)
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Wait for a slot under the current limit.
+    pub async fn acquire(self: &Arc<Self>) -> Slot {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let limit = self.current();
+            let n = self.in_flight.load(Ordering::SeqCst);
+            if n < limit
+                && self
+                    .in_flight
+                    .compare_exchange(n, n + 1, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                return Slot {
+                    limiter: self.clone(),
+                };
+            }
+            if n < limit {
+                continue;
+            }
+            // Also wake now and then: a limit raised by another task notifies nobody.
+            let _ = tokio::time::timeout(Duration::from_millis(200), released).await;
+        }
+    }
+
+    /// A request succeeded after `latency`: raise the limit by about one per round of requests,
+    /// unless latency has grown well past the best seen (the server is queueing).
+    pub fn on_success(&self, latency: Duration) {
+        if !self.adaptive {
+            return;
+        }
+        let Ok(mut s) = self.state.lock() else { return };
+        let base = match s.base_latency {
+            Some(b) if latency < b => latency,
+            // Forget slowly, so a permanently slower server becomes the new normal.
+            Some(b) => b.mul_f64(1.01).min(latency),
+            None => latency,
+        };
+        s.base_latency = Some(base);
+        if latency <= base.mul_f64(2.0) + Duration::from_millis(20) {
+            s.limit = (s.limit + 1.0 / s.limit.max(1.0)).min(self.max as f64);
+        }
+    }
+
+    /// The server said it is overloaded (429/503) or timed out: cut the limit, at most once a
+    /// second so one burst of refusals is one cut.
+    pub fn on_overload(&self) {
+        if !self.adaptive {
+            return;
+        }
+        let Ok(mut s) = self.state.lock() else { return };
+        if s.last_cut.elapsed() >= Duration::from_secs(1) {
+            s.limit = (s.limit * 0.7).max(1.0);
+            s.last_cut = Instant::now();
+        }
+    }
+}
+
+/// A token bucket: `take(n)` waits until `n` tokens are available at `rate` per second.
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    pub fn new(rate: f64) -> Arc<TokenBucket> {
+        let burst = rate.max(1.0);
+        Arc::new(TokenBucket {
+            rate: rate.max(0.001),
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        })
+    }
+
+    pub async fn take(&self, n: f64) {
+        let wait = {
+            let Ok(mut s) = self.state.lock() else { return };
+            let now = Instant::now();
+            let refill = now.duration_since(s.1).as_secs_f64() * self.rate;
+            s.0 = (s.0 + refill).min(self.burst);
+            s.1 = now;
+            s.0 -= n;
+            if s.0 >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-s.0 / self.rate)
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// `20M` → 20 MiB/s; suffixes B, K, M, G (powers of 1024), as rclone's `--bwlimit`.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('B') => (&t[..t.len() - 1], 1u64),
+        Some('K') => (&t[..t.len() - 1], 1 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1 << 10),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("--bwlimit {s:?}: expected a rate like 500K, 20M or 1G"))?;
+    if v <= 0.0 {
+        return Err(format!("--bwlimit {s:?}: must be more than 0"));
+    }
+    Ok((v * mult as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("20M").unwrap(), 20 << 20);
+        assert_eq!(parse_rate("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_rate("100").unwrap(), 100 << 10);
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("0").is_err());
+    }
+
+    #[test]
+    fn adaptive_limit_grows_on_success_and_shrinks_on_overload() {
+        let l = Limiter::adaptive(2, 16);
+        for _ in 0..100 {
+            l.on_success(Duration::from_millis(10));
+        }
+        let grown = l.current();
+        assert!(grown > 2, "{grown}");
+        l.on_overload();
+        assert!(l.current() < grown);
+        let f = Limiter::fixed(4);
+        f.on_overload();
+        f.on_success(Duration::from_millis(1));
+        assert_eq!(f.current(), 4);
+    }
+
+    #[tokio::test]
+    async fn slots_are_bounded_by_the_limit() {
+        let l = Limiter::fixed(2);
+        let a = l.acquire().await;
+        let _b = l.acquire().await;
+        assert_eq!(l.in_flight(), 2);
+        let l2 = l.clone();
+        let waiter = tokio::spawn(async move { l2.acquire().await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(a);
+        let _c = waiter.await.unwrap();
+        assert_eq!(l.in_flight(), 2);
+    }
+}
