@@ -221,9 +221,8 @@ pub fn extract(format: &str, data: &[u8], rel_path: &str) -> Extracted {
 }
 
 /// Like `extract`, but reading the file at `path` (of `size` bytes) only as far as needed:
-/// PDF and MOBI by range (tail, xref, the Info/XMP objects; header and record 0), ZIP-based
-/// formats over their central directory when larger than `WHOLE_FILE_LIMIT`, everything else
-/// whole when not larger than that.
+/// PDF and MOBI by range (tail, xref, the Info/XMP objects; header and record 0), FB2 by its
+/// head, ZIP-based formats over their central directory and the few entries they need.
 pub fn extract_from_file(format: &str, path: &Path, size: u64, rel_path: &str) -> Extracted {
     let k = kind(format);
     let mut md = Metadata::default();
@@ -250,29 +249,32 @@ pub fn extract_from_file(format: &str, path: &Path, size: u64, rel_path: &str) -
         }
         Kind::Fb2 => {
             // Only the head holds the <description>.
+            // Read a growing head until it holds `</description>` (usually within 64 KiB).
             let mut src = FileSource::new(file, size);
-            match src.read_at(0, fb2::DESCRIPTION_CAP) {
-                Ok(head) => fb2::read(&head, &mut md, &mut w),
-                Err(e) => w.push(format!("read error: {e}")),
+            let mut head: Vec<u8> = Vec::new();
+            let mut want = 64 * 1024;
+            loop {
+                match src.read_at(head.len() as u64, want - head.len()) {
+                    Ok(chunk) => {
+                        let at_end = chunk.len() < want - head.len();
+                        head.extend_from_slice(&chunk);
+                        let found = head.windows(14).any(|w| w == b"</description>");
+                        if at_end || found || head.len() >= fb2::DESCRIPTION_CAP {
+                            break;
+                        }
+                        want = (want * 4).min(fb2::DESCRIPTION_CAP);
+                    }
+                    Err(e) => {
+                        w.push(format!("read error: {e}"));
+                        break;
+                    }
+                }
             }
+            fb2::read(&head, &mut md, &mut w);
             src.bytes_read()
         }
-        _ if size <= WHOLE_FILE_LIMIT => {
-            let mut data = Vec::new();
-            match file.take(WHOLE_FILE_LIMIT).read_to_end(&mut data) {
-                Ok(_) => {
-                    let mut e = extract(format, &data, rel_path);
-                    e.bytes_read = data.len() as u64;
-                    return e;
-                }
-                Err(e) => {
-                    w.push(format!("read error: {e}"));
-                    0
-                }
-            }
-        }
         _ => {
-            let r = BufReader::with_capacity(64 * 1024, Counting::new(file));
+            let r = BufReader::with_capacity(16 * 1024, Counting::new(file));
             read_zip(k, r, &mut md, &mut w).map_or(0, |b| b.into_inner().read)
         }
     };
