@@ -63,12 +63,16 @@ fn locale_language(locale: u32) -> Option<&'static str> {
 }
 
 pub fn read(src: &mut dyn Source, md: &mut Metadata, warnings: &mut Vec<String>) {
-    if let Err(e) = read_inner(src, md) {
+    if let Err(e) = read_inner(src, md, warnings) {
         warnings.push(format!("MOBI: {e}"));
     }
 }
 
-fn read_inner(src: &mut dyn Source, md: &mut Metadata) -> Result<(), String> {
+fn read_inner(
+    src: &mut dyn Source,
+    md: &mut Metadata,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
     let head = src.read_at(0, PALMDB_HEADER).map_err(|e| e.to_string())?;
     if head.len() < PALMDB_HEADER {
         return Err("file too short for a PalmDB header".into());
@@ -123,7 +127,7 @@ fn read_inner(src: &mut dyn Source, md: &mut Metadata) -> Result<(), String> {
     let exth_flags = be32(&rec, 128).unwrap_or(0);
     let exth_at = 16usize.saturating_add(header_len);
     if exth_flags & 0x40 != 0 && rec.get(exth_at..exth_at + 4) == Some(b"EXTH".as_slice()) {
-        read_exth(&rec, exth_at, &decode, md);
+        read_exth(&rec, exth_at, &decode, md, warnings);
     }
     if md.languages.is_empty() {
         md.languages.extend(locale_lang.map(str::to_string));
@@ -131,41 +135,53 @@ fn read_inner(src: &mut dyn Source, md: &mut Metadata) -> Result<(), String> {
     Ok(())
 }
 
-fn read_exth(rec: &[u8], at: usize, decode: &dyn Fn(&[u8]) -> String, md: &mut Metadata) {
+fn read_exth(
+    rec: &[u8],
+    at: usize,
+    decode: &dyn Fn(&[u8]) -> String,
+    md: &mut Metadata,
+    warnings: &mut Vec<String>,
+) {
     let count = be32(rec, at + 8).unwrap_or(0).min(MAX_EXTH_RECORDS);
     let mut p = at + 12;
-    let mut warnings = Vec::new();
     let mut title = None;
-    for _ in 0..count {
+    for i in 0..count {
         let (Some(kind), Some(len)) = (be32(rec, p), be32(rec, p + 4)) else {
+            warnings.push(format!(
+                "MOBI: EXTH record {i} of {count} is cut off; the rest is ignored"
+            ));
             break;
         };
         let len = len as usize;
-        let Some(data) = rec.get(p + 8..p.saturating_add(len)) else {
-            break;
-        };
         if len < 8 {
+            warnings.push(format!(
+                "MOBI: EXTH record {i} has a bad length ({len}); the rest is ignored"
+            ));
             break;
         }
+        let Some(data) = rec.get(p + 8..p.saturating_add(len)) else {
+            warnings.push(format!("MOBI: EXTH record {i} has a bad length ({len}: past the end of record 0); the rest is ignored"));
+            break;
+        };
         p += len;
         let v = decode(data);
         match kind {
             100 => md.authors.push(v),
             101 => md.publisher = Some(v),
             103 => md.description = Some(v),
-            104 => ids::add(md, "isbn", &v, &mut warnings),
+            104 => ids::add(md, "isbn", &v, warnings),
             105 => md.tags.push(v),
             106 => md.pubdate = Some(v),
             112 => {
                 if let Some(u) = v.strip_prefix("calibre:").filter(|u| ids::is_uuid(u)) {
-                    ids::add(md, "uuid", u, &mut warnings);
+                    ids::add(md, "uuid", u, warnings);
                 }
             }
             113 | 504 => {
                 if ids::is_uuid(&v) {
-                    ids::add(md, "uuid", &v, &mut warnings);
+                    ids::add(md, "uuid", &v, warnings);
                 } else {
-                    ids::add(md, "mobi-asin", &v, &mut warnings);
+                    ids::add(md, "mobi-asin", &v, warnings);
                 }
             }
             503 => title = Some(v),

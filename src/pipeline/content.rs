@@ -69,6 +69,18 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
                 );
                 continue;
             }
+            // A content another row of this run already went on to transfer with is not asked
+            // about: the transfer stage makes it a duplicate of that row (or sends it, if that
+            // row fails).
+            let forwarded_by = ctx
+                .seen_sha1
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&sha1).copied());
+            if forwarded_by.is_some_and(|id| id != item.row.id) && !ctx.cfg.keep_duplicates {
+                rest.push(item);
+                continue;
+            }
             queries.push(ContentQuery {
                 key: item.row.id,
                 sha1,
@@ -93,6 +105,9 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
     let mut forward = Vec::with_capacity(rest.len());
     for item in rest {
         if !exists.contains(&item.row.id) {
+            if let (Some(sha1), Ok(mut seen)) = (&item.row.sha1, ctx.seen_sha1.lock()) {
+                seen.entry(sha1.clone()).or_insert(item.row.id);
+            }
             forward.push(item);
         } else if item.row.state == FileState::MetadataCached {
             // Sent by a run that died before recording it: the target has it, so it is ours.

@@ -26,8 +26,9 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
         let ctx = ctx.clone();
         let out = out.clone();
         tokio::spawn(async move {
-            let item = match tokio::task::spawn_blocking(move || with_metadata(item)).await {
-                Ok(item) => item,
+            let (item, read) = match tokio::task::spawn_blocking(move || with_metadata(item)).await
+            {
+                Ok(done) => done,
                 Err(e) => {
                     tracing::error!("internal: metadata task failed: {e}");
                     return;
@@ -35,6 +36,8 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
             };
             drop(slot);
             let mut t = item.to(FileState::MetadataCached);
+            t.bytes_read = read;
+            ctx.progress.bytes_read.add(read);
             if let (Some(md), Some(origin)) = (&item.row.metadata, item.row.metadata_origin) {
                 t.metadata = Some((md.clone(), origin));
             }
@@ -50,10 +53,18 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
     }
 }
 
-/// Fill the item's metadata (unless the source provided it). Blocking.
-fn with_metadata(mut item: Item) -> Item {
+/// Fill the item's metadata (unless the source provided it); also returns the bytes read from
+/// disk for it (none when parsed from the hash stage's buffer). Blocking.
+fn with_metadata(mut item: Item) -> (Item, u64) {
     if item.row.metadata.is_some() && item.row.metadata_origin == Some(Origin::Calibre) {
-        return item;
+        return (item, 0);
+    }
+    let from_disk = item.data.is_none();
+    if !item.row.name_is_utf8() {
+        item.warnings.push(format!(
+            "file name is not valid UTF-8; targets see it as {:?}",
+            item.row.file_name()
+        ));
     }
     let extracted = match &item.data {
         Some(data) => metadata::extract(&item.row.format, data, &item.row.source_ref),
@@ -70,5 +81,6 @@ fn with_metadata(mut item: Item) -> Item {
     item.warnings.extend(extracted.warnings);
     item.row.metadata = Some(extracted.metadata);
     item.row.metadata_origin = Some(extracted.origin);
-    item
+    let read = if from_disk { extracted.bytes_read } else { 0 };
+    (item, read)
 }

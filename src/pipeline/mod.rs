@@ -87,6 +87,8 @@ pub struct Ctx {
     cancel: Arc<AtomicBool>,
     stop: Mutex<Option<Failure>>,
     buffers: Arc<Semaphore>,
+    /// SHA-1 → the first row of this run that went on to transfer with it.
+    seen_sha1: Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl Ctx {
@@ -108,6 +110,7 @@ impl Ctx {
             cancel,
             stop: Mutex::new(None),
             buffers: Arc::new(Semaphore::new(kib)),
+            seen_sha1: Mutex::new(Default::default()),
         }
     }
 

@@ -9,7 +9,10 @@ use crate::state::FileState;
 use crate::target::Payload;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
+
+/// Transfers handed to the target at once (each waits there for a slot under its limit).
+const MAX_QUEUED: usize = 128;
 
 /// A finished transfer, reported back to the dispatcher.
 struct Done {
@@ -18,6 +21,9 @@ struct Done {
 }
 
 pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
+    // Transfers waiting for (or holding) a target slot; the target's limiter decides how many
+    // are really in flight.
+    let queued = Arc::new(Semaphore::new(MAX_QUEUED));
     let limiter = ctx.target.limiter();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     // SHA-1 → rows waiting for the one in flight.
@@ -30,17 +36,18 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
         *running += 1;
         let ctx = ctx.clone();
         let limiter = limiter.clone();
+        let queued = queued.clone();
         let done_tx = done_tx.clone();
         tokio::spawn(async move {
             let sha1 = item.row.sha1.clone().unwrap_or_default();
-            let slot = limiter.acquire().await;
-            ctx.progress.limit.set(limiter.current() as u64);
-            let id = if ctx.cancelled() {
+            let permit = queued.acquire_owned().await;
+            let id = if ctx.cancelled() || permit.is_err() {
                 None
             } else {
                 transfer_one(&ctx, item).await
             };
-            drop(slot);
+            ctx.progress.limit.set(limiter.current() as u64);
+            ctx.progress.in_flight.set(limiter.in_flight() as u64);
             let _ = done_tx.send(Done { sha1, id });
         });
     };
@@ -128,9 +135,7 @@ async fn transfer_one(ctx: &Ctx, item: Item) -> Option<i64> {
         ctx.progress.would_send_bytes.add(item.row.size);
         return Some(item.row.id);
     }
-    ctx.progress.in_flight.add(1);
     let res = ctx.target.transfer(payload).await;
-    ctx.progress.in_flight.sub(1);
     match res {
         Ok(placed) => {
             let mut t = item.to(FileState::Uploaded);

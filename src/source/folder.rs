@@ -88,7 +88,7 @@ impl<'a> Walker<'a> {
             .collect();
         names.sort();
         for name in names {
-            let name_lossy = name.to_string_lossy();
+            let name_lossy = name_for_ref(&name);
             if is_ignored_name(&name_lossy) {
                 continue;
             }
@@ -171,6 +171,23 @@ impl<'a> Walker<'a> {
     }
 }
 
+/// A file name as it goes into a source reference: as it is when it is UTF-8; otherwise each
+/// byte that is not UTF-8 written `\xFF`, so two names that differ only there stay apart.
+pub fn name_for_ref(name: &std::ffi::OsStr) -> std::borrow::Cow<'_, str> {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(s) = name.to_str() {
+        return s.into();
+    }
+    let mut out = String::new();
+    for chunk in name.as_bytes().utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out.into()
+}
+
 /// Hidden files, editors' and downloaders' temporary files, bookferry's own temp files.
 pub fn is_ignored_name(name: &str) -> bool {
     let lower = name.to_lowercase();
@@ -186,6 +203,16 @@ pub fn is_ignored_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_are_not_utf8_stay_apart() {
+        use std::os::unix::ffi::OsStrExt;
+        let a = name_for_ref(std::ffi::OsStr::from_bytes(b"Twin\xfe.epub"));
+        let b = name_for_ref(std::ffi::OsStr::from_bytes(b"Twin\xff.epub"));
+        assert_eq!(a, "Twin\\xFE.epub");
+        assert_ne!(a, b);
+        assert_eq!(name_for_ref(std::ffi::OsStr::new("Dune.epub")), "Dune.epub");
+    }
 
     #[test]
     fn ignores_hidden_and_temp() {

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Messages queued for the writer before senders wait (bounds memory if the state DB is slow).
+const QUEUE: usize = 16_384;
 /// The most transitions in one transaction.
 const MAX_BATCH: usize = 2000;
 /// The longest a transition waits for its commit.
@@ -86,7 +88,7 @@ pub struct WriterStats {
 /// Cheap to clone; every clone sends to the same writer thread.
 #[derive(Clone)]
 pub struct WriterHandle {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::SyncSender<Msg>,
     fatal: Arc<Mutex<Option<String>>>,
 }
 
@@ -98,7 +100,7 @@ pub struct Writer {
 impl Writer {
     pub fn start(db: &Db, run: i64, flush: Option<FlushHook>) -> Result<Writer> {
         let conn = db.conn()?;
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
         let fatal = Arc::new(Mutex::new(None));
         let fatal2 = fatal.clone();
         let join = std::thread::Builder::new()

@@ -6,13 +6,14 @@
 use super::{NameQuery, Payload, Placed, PlacementOptions, Unusable};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::{self, DualHasher};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Prefix of bookferry's temporary files; a run removes any it finds left by a killed one.
 pub const TEMP_PREFIX: &str = ".bookferry-tmp-";
@@ -56,6 +57,8 @@ pub struct FolderTarget {
     index: HashMap<(String, u64), String>,
     root_dir: Option<File>,
     temp_counter: AtomicU64,
+    /// Folders (relative) already checked or created by this run: not checked again per file.
+    known_dirs: Mutex<HashSet<String>>,
 }
 
 impl FolderTarget {
@@ -94,6 +97,7 @@ impl FolderTarget {
             index: HashMap::new(),
             root_dir: None,
             temp_counter: AtomicU64::new(0),
+            known_dirs: Mutex::new(HashSet::new()),
         };
         let Some(meta) = meta else {
             return Ok(target);
@@ -232,9 +236,20 @@ impl FolderTarget {
     /// Create the folders of `rel` under the root, refusing to pass through a symlink (a link
     /// planted in the target must not lead a write outside it).
     fn ensure_dir_inside(&self, rel: &str) -> Result<PathBuf, (PathBuf, io::Error)> {
+        if self.known_dirs.lock().is_ok_and(|k| k.contains(rel)) {
+            return Ok(self.root.join(rel));
+        }
         let mut dir = self.root.clone();
+        let mut done = String::new();
         for comp in rel.split('/').filter(|c| !c.is_empty()) {
             dir.push(comp);
+            if !done.is_empty() {
+                done.push('/');
+            }
+            done.push_str(comp);
+            if self.known_dirs.lock().is_ok_and(|k| k.contains(&done)) {
+                continue;
+            }
             match fs::symlink_metadata(&dir) {
                 Ok(m) if m.is_dir() => {}
                 Ok(m) if m.file_type().is_symlink() => {
@@ -255,6 +270,9 @@ impl FolderTarget {
                     Err(e) => return Err((dir, e)),
                 },
                 Err(e) => return Err((dir, e)),
+            }
+            if let Ok(mut k) = self.known_dirs.lock() {
+                k.insert(done.clone());
             }
         }
         Ok(dir)

@@ -123,6 +123,10 @@ impl HttpTarget {
             })?;
             builder = builder.add_root_certificate(cert);
         }
+        if base.starts_with("http://") {
+            // Plain HTTP: no need to load the system's CA store.
+            builder = builder.tls_certs_only(Vec::new());
+        }
         if opts.insecure {
             tracing::warn!("--insecure: the server's TLS certificate is NOT verified; anyone on the path can read the token and the books");
             builder = builder.danger_accept_invalid_certs(true);
@@ -146,11 +150,27 @@ impl HttpTarget {
             unreachable_streak: AtomicU32::new(0),
             bytes_streamed: AtomicU64::new(0),
         };
-        match target.check_once(&[]).await {
-            Attempt::Done(_) => Ok(target),
-            Attempt::Auth(m) => Err(OpenError::Auth(m)),
-            Attempt::Permanent(f) => Err(OpenError::Unusable(f.message)),
-            Attempt::Transient { message, .. } => Err(OpenError::Unusable(message)),
+        // Pre-flight: one check call. A server that cannot be reached at all is reported at
+        // once; other transient answers (5xx, 503, resets) get the usual retries.
+        let mut tries = 0;
+        loop {
+            match target.check_once(&[]).await {
+                Attempt::Done(_) => return Ok(target),
+                Attempt::Auth(m) => return Err(OpenError::Auth(m)),
+                Attempt::Permanent(f) => return Err(OpenError::Unusable(f.message)),
+                Attempt::Transient {
+                    message,
+                    retry_after,
+                    unreachable,
+                    ..
+                } => {
+                    tries += 1;
+                    if unreachable || tries > target.retries {
+                        return Err(OpenError::Unusable(message));
+                    }
+                    tokio::time::sleep(retry_after.unwrap_or_else(|| backoff(tries))).await;
+                }
+            }
         }
     }
 
@@ -247,8 +267,13 @@ impl HttpTarget {
         let name = p.file_name.clone();
         let mut tries = 0u32;
         loop {
+            // A slot per attempt: a refused upload gives its slot back before it waits.
+            let slot = self.limiter.acquire().await;
             let started = Instant::now();
-            match self.upload_once(&p).await {
+            let outcome = self.upload_once(&p).await;
+            let in_flight = self.limiter.in_flight();
+            drop(slot);
+            match outcome {
                 Attempt::Done(mut placed) => {
                     self.limiter.on_success(started.elapsed());
                     self.unreachable_streak.store(0, Ordering::SeqCst);
@@ -299,7 +324,7 @@ impl HttpTarget {
                     unreachable,
                 } => {
                     if overload {
-                        self.limiter.on_overload();
+                        self.limiter.on_overload(in_flight);
                     }
                     tries += 1;
                     if tries > self.retries {
@@ -350,7 +375,7 @@ impl HttpTarget {
                     unreachable,
                 } => {
                     if overload {
-                        self.limiter.on_overload();
+                        self.limiter.on_overload(self.limiter.in_flight() + 1);
                     }
                     tries += 1;
                     if tries > self.retries {

@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// How many transfers may be in flight.
+///
+/// Adaptive mode: slow start (one more slot per success) until the first sign of overload or
+/// until latency grows past twice the best seen, then one more slot per round of successes.
+/// An overload answer (429/503/timeout) sets the limit to the requests in flight that were not
+/// refused — the server's real capacity — and remembers it as a ceiling, probed again by one
+/// slot only after a quiet spell, so a server that refuses rather than queues is not knocked
+/// over again and again.
 pub struct Limiter {
     adaptive: bool,
     max: usize,
@@ -20,8 +27,17 @@ struct LimitState {
     limit: f64,
     /// The best latency seen lately (slowly forgotten), the yardstick for "latency holds".
     base_latency: Option<Duration>,
-    last_cut: Instant,
+    /// Still doubling: no overload or latency growth seen yet.
+    slow_start: bool,
+    /// The capacity the server showed at its last overload answer.
+    ceiling: Option<f64>,
+    last_overload: Instant,
+    successes_since_overload: u64,
 }
+
+/// A quiet spell after which one more slot above the ceiling is tried.
+const PROBE_AFTER: Duration = Duration::from_secs(10);
+const PROBE_AFTER_SUCCESSES: u64 = 500;
 
 /// A transfer slot; given back on drop.
 pub struct Slot {
@@ -52,7 +68,10 @@ impl Limiter {
             state: Mutex::new(LimitState {
                 limit,
                 base_latency: None,
-                last_cut: Instant::now() - Duration::from_secs(60),
+                slow_start: true,
+                ceiling: None,
+                last_overload: Instant::now(),
+                successes_since_overload: 0,
             }),
             in_flight: AtomicUsize::new(0),
             released: Notify::new(),
@@ -93,12 +112,11 @@ impl Limiter {
                 continue;
             }
             // Also wake now and then: a limit raised by another task notifies nobody.
-            let _ = tokio::time::timeout(Duration::from_millis(200), released).await;
+            let _ = tokio::time::timeout(Duration::from_millis(100), released).await;
         }
     }
 
-    /// A request succeeded after `latency`: raise the limit by about one per round of requests,
-    /// unless latency has grown well past the best seen (the server is queueing).
+    /// A request succeeded after `latency`.
     pub fn on_success(&self, latency: Duration) {
         if !self.adaptive {
             return;
@@ -111,22 +129,44 @@ impl Limiter {
             None => latency,
         };
         s.base_latency = Some(base);
-        if latency <= base.mul_f64(2.0) + Duration::from_millis(20) {
-            s.limit = (s.limit + 1.0 / s.limit.max(1.0)).min(self.max as f64);
+        s.successes_since_overload += 1;
+        let latency_holds = latency <= base.mul_f64(2.0) + Duration::from_millis(20);
+        if !latency_holds {
+            s.slow_start = false;
+            return;
         }
+        if let Some(c) = s.ceiling {
+            let quiet = s.last_overload.elapsed() >= PROBE_AFTER
+                || s.successes_since_overload >= PROBE_AFTER_SUCCESSES;
+            if quiet {
+                // Try one more slot than the server took last time.
+                s.ceiling = Some((c + 1.0).min(self.max as f64));
+                s.successes_since_overload = 0;
+                s.last_overload = Instant::now();
+            }
+        }
+        let step = if s.slow_start {
+            1.0
+        } else {
+            1.0 / s.limit.max(1.0)
+        };
+        let cap = s.ceiling.unwrap_or(self.max as f64).min(self.max as f64);
+        s.limit = (s.limit + step).min(cap);
     }
 
-    /// The server said it is overloaded (429/503) or timed out: cut the limit, at most once a
-    /// second so one burst of refusals is one cut.
-    pub fn on_overload(&self) {
+    /// The server refused for overload (429/503) or timed out, with `in_flight` requests of ours
+    /// in flight when it answered (this one included): the others are what it could take.
+    pub fn on_overload(&self, in_flight: usize) {
         if !self.adaptive {
             return;
         }
         let Ok(mut s) = self.state.lock() else { return };
-        if s.last_cut.elapsed() >= Duration::from_secs(1) {
-            s.limit = (s.limit * 0.7).max(1.0);
-            s.last_cut = Instant::now();
-        }
+        let took = (in_flight.saturating_sub(1)).max(1) as f64;
+        s.limit = s.limit.min(took).max(1.0);
+        s.ceiling = Some(s.limit);
+        s.slow_start = false;
+        s.last_overload = Instant::now();
+        s.successes_since_overload = 0;
     }
 }
 
@@ -208,10 +248,31 @@ mod tests {
         }
         let grown = l.current();
         assert!(grown > 2, "{grown}");
-        l.on_overload();
-        assert!(l.current() < grown);
+        // The server refused with 5 of ours in flight: it took 4, and 4 becomes the ceiling.
+        l.on_overload(5);
+        assert_eq!(l.current(), 4);
+        for _ in 0..100 {
+            l.on_success(Duration::from_millis(10));
+        }
+        assert_eq!(
+            l.current(),
+            4,
+            "no climbing past the ceiling without a quiet spell"
+        );
+        for _ in 0..PROBE_AFTER_SUCCESSES {
+            l.on_success(Duration::from_millis(10));
+        }
+        assert_eq!(l.current(), 5, "one probe slot after a quiet spell");
+        // Latency growing past twice the best seen stops the growth.
+        let q = Limiter::adaptive(2, 64);
+        q.on_success(Duration::from_millis(10));
+        let before = q.current();
+        for _ in 0..50 {
+            q.on_success(Duration::from_millis(100));
+        }
+        assert_eq!(q.current(), before);
         let f = Limiter::fixed(4);
-        f.on_overload();
+        f.on_overload(9);
         f.on_success(Duration::from_millis(1));
         assert_eq!(f.current(), 4);
     }

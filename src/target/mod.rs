@@ -3,6 +3,7 @@
 //! name+size, by content), place this file, make what was placed durable. A target never touches
 //! the state DB: it returns outcomes and the pipeline records them.
 
+pub mod calibre;
 pub mod folder;
 pub mod http;
 pub mod layout;
@@ -248,10 +249,13 @@ impl Target {
         }
     }
 
+    /// Place or send one file. Waits for a slot under the target's concurrency limit (per
+    /// attempt, for HTTP).
     pub async fn transfer(&self, p: Payload) -> Result<Placed, Failure> {
         match self {
             Target::Http(h) => h.upload(p).await,
-            Target::Folder(f, _) => {
+            Target::Folder(f, limiter) => {
+                let _slot = limiter.acquire().await;
                 let f = f.clone();
                 tokio::task::spawn_blocking(move || f.place(&p))
                     .await

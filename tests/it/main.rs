@@ -3,6 +3,7 @@
 
 mod util;
 
+mod bad_input;
 mod calibre_source;
 mod engine;
 mod http;

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# bench/engine.sh — bookferry engine benchmark. Run from the repo root: `bash bench/engine.sh`.
+#
+# Prints figures and ratios; asserts nothing about time. It measures:
+#   1. scan: `bookferry scan` of trees of 1-byte .txt files in 1000 folders (10%, 30% and 100%
+#      of BENCH_SCAN_FILES): rows/s of the first scan, time of a second (incremental, nothing
+#      changed) scan, and peak RSS (/usr/bin/time "Maximum resident set size") of each;
+#   2. state DB: `cargo bench --bench state_db` (benches/state_db.rs): scan inserts, claims and
+#      pending→checked→hashed→metadata_cached→uploaded transitions/s through the writer;
+#   3. copy: on a make-corpus.py library (BENCH_COPY_FILES files, ~256 KiB each), page cache
+#      warm, median of BENCH_REPEAT interleaved runs, each into a fresh folder, of
+#        cp -r SRC DST && sync -f DST                        (the reference)
+#        bookferry run --from SRC --to DST --keep-duplicates (copy mode: it also hashes every
+#                                                             byte, parses metadata and syncs)
+#        the same with --layout '{source_path}.{ext}'        (the same tree as cp makes)
+#        rclone copy SRC DST && sync -f DST                  (skipped if rclone is missing)
+#        cp -al SRC DST && sync -f DST, and bookferry run --link hardlink  (files/s)
+#   4. a summary table.
+#
+# Environment (defaults): BENCH_SCAN_FILES=100000 BENCH_STATE_ROWS=$BENCH_SCAN_FILES
+#   BENCH_COPY_FILES=2000 BENCH_REPEAT=3 BENCH_DIR=${TMPDIR:-/tmp} (where temp files go; the
+#   copy runs need about (4 x BENCH_REPEAT + 1) x 0.5 GB there, all removed at exit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCAN_FILES=${BENCH_SCAN_FILES:-100000}
+STATE_ROWS=${BENCH_STATE_ROWS:-$SCAN_FILES}
+COPY_FILES=${BENCH_COPY_FILES:-2000}
+REPEAT=${BENCH_REPEAT:-3}
+WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/bookferry-bench.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+SUMMARY=()
+
+say() { printf '%s\n' "$*"; }
+row() { SUMMARY+=("$(printf '%-48s %s' "$1" "$2")"); }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+secs() { awk -v ms="$1" 'BEGIN { printf "%.2f", ms / 1000 }'; }
+per_s() { awk -v n="$1" -v ms="$2" 'BEGIN { printf "%.0f", n * 1000 / (ms > 0 ? ms : 1) }'; }
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# Run a command with its output discarded, leaving its wall time (ms) in $MS and its peak RSS
+# (KiB, /usr/bin/time's "Maximum resident set size") in $RSS.
+measure() {
+    local start
+    start=$(now_ms)
+    /usr/bin/time -f '%M' -o "$WORK/rss" "$@" >/dev/null || { say "FAILED: $*"; exit 1; }
+    MS=$(($(now_ms) - start))
+    RSS=$(tail -n 1 "$WORK/rss")
+}
+
+# ---------------------------------------------------------------------------------- setup
+if [ ! -x /usr/bin/time ]; then
+    say "installing GNU time (for peak RSS)…"
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq time; else sudo apt-get install -y -qq time; fi
+fi
+say "building release…"
+cargo build --release --quiet
+BIN=${CARGO_TARGET_DIR:-target}/release/bookferry
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+say "temp dir $WORK ($(df -h --output=avail "$WORK" | tail -n 1 | tr -d ' ') free); $(nproc) CPUs; load average $(load)"
+say "(other processes on the machine skew every figure below: run it on an idle machine)"
+
+# ---------------------------------------------------------------------------------- 1. scan
+say ""
+say "== 1. scan: trees of 1-byte .txt files in 1000 folders"
+for n in $((SCAN_FILES / 10)) $((SCAN_FILES * 3 / 10)) "$SCAN_FILES"; do
+    tree=$WORK/tree$n
+    python3 - "$tree" "$n" <<'EOF'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for d in range(1000):
+    os.makedirs(os.path.join(root, "d%04d" % d))
+for i in range(n):
+    with open(os.path.join(root, "d%04d" % (i % 1000), "book%07d.txt" % i), "wb") as f:
+        f.write(b"x")
+EOF
+    db=$WORK/scan$n.db
+    measure "$BIN" --state "$db" scan --from "$tree" -q
+    first_ms=$MS first_rss=$RSS
+    measure "$BIN" --state "$db" scan --from "$tree" -q
+    say "$n files: first scan $(secs "$first_ms") s = $(per_s "$n" "$first_ms") rows/s, peak RSS $((first_rss / 1024)) MiB;" \
+        "second scan (no change) $(secs "$MS") s = $(per_s "$n" "$MS") rows/s, peak RSS $((RSS / 1024)) MiB"
+    row "scan $n files: first scan" "$(per_s "$n" "$first_ms") rows/s ($(secs "$first_ms") s, RSS $((first_rss / 1024)) MiB)"
+    row "scan $n files: second scan, no change" "$(secs "$MS") s (RSS $((RSS / 1024)) MiB)"
+done
+
+# ---------------------------------------------------------------------------------- 2. state DB
+say ""
+say "== 2. state DB: cargo bench --bench state_db ($STATE_ROWS rows)"
+BENCH_STATE_ROWS=$STATE_ROWS cargo bench --quiet --bench state_db | tee "$WORK/state_db.out"
+summary=$(grep '^SUMMARY' "$WORK/state_db.out" || true)
+field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$summary"; }
+row "state DB: scan_store::write_batch" "$(field scan_rows_per_s) rows/s"
+row "state DB: claims through the writer" "$(field claim_rows_per_s) rows/s"
+row "state DB: transitions through the writer" "$(field transitions_per_s) transitions/s (goal >= 20000)"
+row "state DB: peak RSS ($STATE_ROWS rows)" "$(($(field peak_rss_kib) / 1024)) MiB"
+
+# ---------------------------------------------------------------------------------- 3. copy
+# Every run writes to a fresh folder and nothing is deleted before the end: on ext4, files
+# created within a minute of deleting many others are slow to create (the inode allocator
+# skips "recently deleted" inodes), which would punish whichever tool runs after a cleanup.
+say ""
+say "== 3. copy: $COPY_FILES-file corpus, median of $REPEAT interleaved runs, page cache warm"
+SRC=$WORK/corpus
+python3 tools/make-corpus.py "$SRC" --files "$COPY_FILES" --avg-kib 256 --seed 3 >/dev/null
+corpus_kib=$(du -sk "$SRC" | cut -f1)
+say "corpus: $((corpus_kib / 1024)) MiB in $(find "$SRC" -type f | wc -l) files"
+find "$SRC" -type f -exec cat {} + >/dev/null
+
+copy_cp() { cp -r "$SRC" "$1" && sync -f "$1"; }
+copy_bookferry() { "$BIN" --state "$1.db" run --from "$SRC" --to "$1" --keep-duplicates -q; }
+# The same tree as cp makes (default layout: a folder per book, ~1 mkdir per file).
+copy_bookferry_srcpath() {
+    "$BIN" --state "$1.db" run --from "$SRC" --to "$1" --keep-duplicates -q --layout '{source_path}.{ext}'
+}
+copy_rclone() { rclone copy -q "$SRC" "$1" && sync -f "$1"; }
+copy_cp_al() { cp -al "$SRC" "$1" && sync -f "$1"; }
+copy_bookferry_hardlink() {
+    "$BIN" --state "$1.db" run --from "$SRC" --to "$1" --keep-duplicates -q --link hardlink
+}
+TOOLS=(cp bookferry bookferry_srcpath rclone cp_al bookferry_hardlink)
+if ! command -v rclone >/dev/null; then
+    say "rclone not installed: skipped"
+    TOOLS=(cp bookferry bookferry_srcpath cp_al bookferry_hardlink)
+fi
+need_kib=$((corpus_kib * (REPEAT * 4 + 1)))
+avail_kib=$(df -k --output=avail "$WORK" | tail -n 1)
+if [ "$avail_kib" -lt "$need_kib" ]; then
+    say "need $((need_kib / 1048576)) GiB free in $WORK, have $((avail_kib / 1048576)) GiB: set BENCH_DIR or lower BENCH_REPEAT"
+    exit 1
+fi
+
+declare -A TIMES CPU PLACED MED MEDCPU
+export SRC BIN
+export -f copy_cp copy_bookferry copy_bookferry_srcpath copy_rclone copy_cp_al copy_bookferry_hardlink
+mkdir "$WORK/out"
+for rep in $(seq "$REPEAT"); do
+    for t in "${TOOLS[@]}"; do
+        out=$WORK/out/$t-$rep
+        sync
+        start=$(now_ms)
+        /usr/bin/time -f '%U %S' -o "$WORK/cpu" bash -c "copy_$t \"\$1\"" _ "$out" >/dev/null ||
+            { say "FAILED: copy_$t $out"; exit 1; }
+        TIMES[$t]+="$(($(now_ms) - start)) "
+        CPU[$t]+="$(awk '{ printf "%.0f", ($1 + $2) * 1000 }' "$WORK/cpu") "
+        PLACED[$t]=$(find "$out" -type f | wc -l)
+    done
+done
+for t in "${TOOLS[@]}"; do
+    # shellcheck disable=SC2086 # word splitting of the list of times is intended
+    MED[$t]=$(median ${TIMES[$t]})
+    # shellcheck disable=SC2086
+    MEDCPU[$t]=$(median ${CPU[$t]})
+    say "$t: $(secs "${MED[$t]}") s median wall (runs, ms: ${TIMES[$t]}), $(secs "${MEDCPU[$t]}") CPU-s (user+sys)," \
+        "${PLACED[$t]} files in the target"
+done
+# Wall-time ratio, then CPU-time ratio (steadier when other processes share the machine).
+vs_cp() {
+    awk -v a="${MED[$1]}" -v b="${MED[cp]}" -v c="${MEDCPU[$1]}" -v d="${MEDCPU[cp]}" \
+        'BEGIN { printf "%.2f (CPU %.2f s, %.1fx cp)", a / b, c / 1000, c / (d > 0 ? d : 1) }'
+}
+row "cp -r + sync -f" "$(secs "${MED[cp]}") s (CPU $(secs "${MEDCPU[cp]}") s)"
+row "bookferry run (copy, default layout)" "$(secs "${MED[bookferry]}") s; /cp = $(vs_cp bookferry) (goal <= 1.1)"
+row "bookferry run (copy, --layout {source_path})" "$(secs "${MED[bookferry_srcpath]}") s; /cp = $(vs_cp bookferry_srcpath)"
+if [ -n "${MED[rclone]:-}" ]; then
+    row "rclone copy + sync -f" "$(secs "${MED[rclone]}") s; /cp = $(vs_cp rclone)"
+else
+    row "rclone copy" "skipped (rclone not installed)"
+fi
+row "cp -al + sync -f (hardlinks)" "$(per_s "$COPY_FILES" "${MED[cp_al]}") files/s ($(secs "${MED[cp_al]}") s)"
+row "bookferry run --link hardlink" "$(per_s "$COPY_FILES" "${MED[bookferry_hardlink]}") files/s ($(secs "${MED[bookferry_hardlink]}") s)"
+
+# ---------------------------------------------------------------------------------- 4. summary
+say ""
+say "== summary (bookferry $("$BIN" --version | cut -d' ' -f2), $(nproc) CPUs, load average now $(load))"
+printf '%s\n' "${SUMMARY[@]}"

@@ -1,0 +1,117 @@
+//! Dates as calibre stores them: `2026-11-28 22:10:32.292116+00:00` in `metadata.db` (Python's
+//! `isoformat(' ')` of a UTC datetime), the same with `T` in `metadata.opf`, and
+//! `0101-01-01 00:00:00+00:00` for "no date".
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// calibre's "undefined" date, stored when a book has no publication date.
+pub const UNDEFINED_DATE: &str = "0101-01-01 00:00:00+00:00";
+
+/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's civil_from_days).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// A UTC instant in calibre's database form.
+pub fn db_timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (y, mo, da) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    let micros = d.subsec_micros();
+    let frac = if micros == 0 {
+        String::new()
+    } else {
+        format!(".{micros:06}")
+    };
+    format!(
+        "{y:04}-{mo:02}-{da:02} {:02}:{:02}:{:02}{frac}+00:00",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
+/// Now, in calibre's database form.
+pub fn now() -> String {
+    db_timestamp(SystemTime::now())
+}
+
+/// A `Metadata::pubdate` (`YYYY-MM-DD`, `YYYY-MM` or `YYYY`) in calibre's database form. A
+/// partial date gets day 2 of its first month, as calibre's `fix_only_date` keeps the month
+/// and year right in every timezone; anything unparseable is calibre's undefined date.
+pub fn pubdate(raw: Option<&str>) -> String {
+    let Some(raw) = raw.map(str::trim) else {
+        return UNDEFINED_DATE.into();
+    };
+    let mut parts = raw.get(..10.min(raw.len())).unwrap_or("").split('-');
+    let num = |p: Option<&str>, len: usize| {
+        p.filter(|p| p.len() == len && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u32>().ok())
+    };
+    let Some(year) = num(parts.next(), 4).filter(|y| *y > 101) else {
+        return UNDEFINED_DATE.into();
+    };
+    let (month, day) = match (parts.next(), parts.next()) {
+        (None, _) => (1, 2),
+        (Some(m), None) => match num(Some(m), 2).filter(|m| (1..=12).contains(m)) {
+            Some(m) => (m, 2),
+            None => return UNDEFINED_DATE.into(),
+        },
+        (Some(m), Some(d)) => match (
+            num(Some(m), 2).filter(|m| (1..=12).contains(m)),
+            num(Some(d), 2).filter(|d| (1..=31).contains(d)),
+        ) {
+            (Some(m), Some(d)) => (m, d),
+            _ => return UNDEFINED_DATE.into(),
+        },
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if day > days_in_month {
+        return UNDEFINED_DATE.into();
+    }
+    format!("{year:04}-{month:02}-{day:02} 00:00:00+00:00")
+}
+
+/// The database form as calibre writes it in `metadata.opf` (`T` between date and time).
+pub fn opf_form(db: &str) -> String {
+    db.replacen(' ', "T", 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_like_python() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_817_432_292_116);
+        assert_eq!(db_timestamp(t), "2026-11-27 22:10:32.292116+00:00");
+        assert_eq!(db_timestamp(UNIX_EPOCH), "1970-01-01 00:00:00+00:00");
+        assert_eq!(pubdate(Some("1940-05-03")), "1940-05-03 00:00:00+00:00");
+        assert_eq!(pubdate(Some("1999")), "1999-01-02 00:00:00+00:00");
+        assert_eq!(pubdate(Some("1999-07")), "1999-07-02 00:00:00+00:00");
+        assert_eq!(
+            pubdate(Some("2001-02-28T10:00:00Z")),
+            "2001-02-28 00:00:00+00:00"
+        );
+        assert_eq!(pubdate(Some("2001-02-30")), UNDEFINED_DATE);
+        assert_eq!(pubdate(Some("junk")), UNDEFINED_DATE);
+        assert_eq!(pubdate(None), UNDEFINED_DATE);
+        assert_eq!(opf_form(UNDEFINED_DATE), "0101-01-01T00:00:00+00:00");
+    }
+}

@@ -1,0 +1,106 @@
+//! calibre's machine-wide writer lock. On Linux every calibre program that may write a library
+//! (the GUI, `calibredb`, `calibre-server`) first binds the abstract Unix socket
+//! `\0calibre-singleinstance-<euid>-db` (calibre's `utils/lock.py`, `singleinstance('db')`) and
+//! refuses to start when it is taken. Binding the same name keeps them out while we write, and
+//! tells us when one of them is running.
+
+use std::io;
+
+/// The abstract socket name calibre binds (without the leading NUL).
+pub fn lock_name() -> String {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    format!("calibre-singleinstance-{euid}-db")
+}
+
+/// Holds calibre's writer lock until dropped: no calibre program can open a library for
+/// writing meanwhile (they exit with "Another calibre program … is running").
+#[derive(Debug)]
+pub struct CalibreLock {
+    fd: libc::c_int,
+}
+
+impl CalibreLock {
+    /// Take the lock. `Ok(None)` when a calibre program (or another holder) has it.
+    pub fn try_acquire() -> io::Result<Option<CalibreLock>> {
+        // SAFETY: plain socket(2) call; the fd is owned by the returned guard or closed below.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let name = lock_name();
+        // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        // Abstract namespace: sun_path[0] = 0, then the name, no terminating NUL (the length
+        // says where it ends, as Python passes it).
+        let bytes = name.as_bytes();
+        if bytes.len() + 1 > addr.sun_path.len() {
+            // SAFETY: fd is ours and open.
+            unsafe { libc::close(fd) };
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "lock name too long",
+            ));
+        }
+        for (i, b) in bytes.iter().enumerate() {
+            addr.sun_path[i + 1] = *b as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sa_family_t>() + 1 + bytes.len();
+        loop {
+            // SAFETY: addr is a valid sockaddr_un and len does not exceed its size.
+            let rc = unsafe {
+                libc::bind(
+                    fd,
+                    &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+                    len as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                return Ok(Some(CalibreLock { fd }));
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // SAFETY: fd is ours and open.
+            unsafe { libc::close(fd) };
+            return if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+    }
+}
+
+impl Drop for CalibreLock {
+    fn drop(&mut self) {
+        // SAFETY: fd is owned by this guard and closed exactly once.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// True when a calibre program holds its writer lock right now (the GUI, `calibredb`,
+/// `calibre-server`, or a bookferry writer). Takes the lock and releases it at once. A lock
+/// that cannot even be tried (no Unix sockets) counts as held: writing is then not safe.
+pub fn calibre_is_writing() -> bool {
+    !matches!(CalibreLock::try_acquire(), Ok(Some(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_is_exclusive_and_released_on_drop() {
+        let _serial = super::super::tests::serial();
+        let held = CalibreLock::try_acquire()
+            .expect("bind")
+            .expect("free at first");
+        assert!(calibre_is_writing());
+        assert!(CalibreLock::try_acquire().expect("bind").is_none());
+        drop(held);
+        assert!(!calibre_is_writing());
+    }
+}

@@ -1,0 +1,924 @@
+//! Writing books into a calibre library, in three steps a crash cannot tear apart:
+//!
+//! 1. [`CalibreLibrary::plan`] gives a book its id and folder (`Author/Title (id)`), creates the
+//!    folder and puts a `.bookferry-pending` marker in it;
+//! 2. [`CalibreLibrary::write_format`] / [`CalibreLibrary::write_cover`] put files in it (no
+//!    fsync per file);
+//! 3. [`CalibreLibrary::commit`] writes each book's `metadata.opf`, makes every file durable with
+//!    one `syncfs`, records all the books in one transaction, then removes their markers.
+//!
+//! A folder with a marker is bookferry's until its row is committed: [`CalibreLibrary::cleanup_orphans`]
+//! (run by `open` too) removes marked folders that have no `books` row, and only the marker of
+//! one that has (a crash between the commit and the marker's removal). Folders without a marker
+//! are calibre's and never touched. Nothing foreign goes into `metadata.db`.
+//!
+//! The whole time a library is open we hold calibre's writer lock, so no calibre program writes
+//! it meanwhile and the ids we hand out stay free.
+
+use super::dates;
+use super::existing::{ExistingIndex, Key};
+use super::functions::{self, author_to_author_sort, title_sort, uuid4};
+use super::langs;
+use super::lock::CalibreLock;
+use super::opf::{self, OpfBook};
+use super::paths;
+use super::schema;
+use super::CalibreError;
+use crate::metadata::Metadata;
+use rusqlite::{Connection, OptionalExtension, Transaction};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The marker that makes a book folder bookferry's until its row is committed.
+pub const PENDING_MARKER: &str = ".bookferry-pending";
+
+/// The database file of a calibre library.
+pub const METADATA_DB: &str = "metadata.db";
+
+/// A book given an id and a folder, not yet recorded in `metadata.db`.
+#[derive(Debug)]
+pub struct PlannedBook {
+    /// The `books.id` it will have.
+    pub book_id: i64,
+    /// `books.path`: `Author/Title (id)`, relative to the library.
+    pub rel_dir: String,
+    /// `data.name`: every format file is `{file_stem}.{ext}`.
+    pub file_stem: String,
+    /// (FORMAT, size) of the files written so far.
+    pub formats: Vec<(String, u64)>,
+    pub has_cover: bool,
+    fields: Fields,
+}
+
+/// A book's values after calibre's own cleaning (`db/write.py` adapters).
+#[derive(Debug, Clone)]
+struct Fields {
+    title: String,
+    authors: Vec<String>,
+    author_sort: Option<String>,
+    series: Option<String>,
+    series_index: Option<f64>,
+    publisher: Option<String>,
+    pubdate: String,
+    languages: Vec<String>,
+    identifiers: Vec<(String, String)>,
+    tags: Vec<String>,
+    comments: Option<String>,
+    rating: Option<i64>,
+    uuid: String,
+    timestamp: String,
+}
+
+fn strip(s: &str) -> &str {
+    functions::py_strip(s)
+}
+
+/// Case-insensitive de-duplication keeping the first spelling.
+fn uniq(items: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    items
+        .into_iter()
+        .filter(|s| !s.is_empty() && seen.insert(s.to_lowercase()))
+        .collect()
+}
+
+fn looks_like_uuid(u: &str) -> bool {
+    u.len() == 36
+        && u.char_indices().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+impl Fields {
+    fn from_metadata(md: &Metadata) -> Fields {
+        let title = md
+            .title
+            .as_deref()
+            .map(strip)
+            .filter(|t| !t.is_empty())
+            .unwrap_or("Unknown");
+        let mut authors = uniq(md.authors.iter().map(|a| strip(a).replace('&', ";")));
+        if authors.is_empty() {
+            authors.push("Unknown".into());
+        }
+        let mut languages: Vec<String> = md.languages.clone();
+        if languages.is_empty() {
+            languages.extend(md.language.clone());
+        }
+        let mut identifiers: Vec<(String, String)> = Vec::new();
+        let mut push_id = |typ: &str, val: &str| {
+            let typ = strip(typ).to_lowercase().replace([':', ','], "");
+            let val = strip(val).replace(',', "|");
+            if !typ.is_empty() && !val.is_empty() && !identifiers.iter().any(|(t, _)| *t == typ) {
+                identifiers.push((typ, val));
+            }
+        };
+        for (t, v) in &md.identifiers {
+            push_id(t, v);
+        }
+        if let Some(isbn) = &md.isbn {
+            push_id("isbn", isbn);
+        }
+        Fields {
+            title: title.to_string(),
+            authors,
+            author_sort: md
+                .author_sort
+                .as_deref()
+                .map(strip)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+            series: md
+                .series
+                .as_deref()
+                .map(strip)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+            series_index: md.series_index.filter(|i| i.is_finite()),
+            publisher: md
+                .publisher
+                .as_deref()
+                .map(strip)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+            pubdate: dates::pubdate(md.pubdate.as_deref()),
+            languages: uniq(languages.iter().filter_map(|l| langs::canonicalize(l))),
+            identifiers,
+            tags: uniq(md.tags.iter().map(|t| strip(t).replace(',', ";"))),
+            comments: md
+                .description
+                .as_deref()
+                .filter(|d| !strip(d).is_empty())
+                .map(String::from),
+            rating: md
+                .rating
+                .filter(|r| r.is_finite())
+                .map(|r| (r * 2.0).round().clamp(0.0, 10.0) as i64)
+                .filter(|r| *r > 0),
+            uuid: md
+                .uuid
+                .as_deref()
+                .map(|u| u.trim().to_lowercase())
+                .filter(|u| looks_like_uuid(u))
+                .unwrap_or_else(uuid4),
+            timestamp: dates::now(),
+        }
+    }
+
+    fn key(&self) -> Key<'_> {
+        Key {
+            title: &self.title,
+            authors: &self.authors,
+            languages: &self.languages,
+            identifiers: &self.identifiers,
+            uuid: Some(&self.uuid),
+        }
+    }
+}
+
+/// Name → (id, extra) of a calibre item table, keyed by lowercased name.
+type ItemMap = HashMap<String, (i64, String)>;
+
+/// An open calibre library, locked against calibre's own writers while it is open.
+pub struct CalibreLibrary {
+    root: PathBuf,
+    db_path: PathBuf,
+    conn: Connection,
+    root_dir: File,
+    next_id: i64,
+    /// Books planned and not yet committed, with what identifies them.
+    planned: HashMap<i64, Fields>,
+    existing: ExistingIndex,
+    authors: ItemMap,
+    series: ItemMap,
+    tags: ItemMap,
+    publishers: ItemMap,
+    languages: ItemMap,
+    created: bool,
+    _lock: CalibreLock,
+}
+
+impl std::fmt::Debug for CalibreLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CalibreLibrary")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CalibreLibrary {
+    /// Open the library at `root` for writing, creating a new one when `root` is missing or an
+    /// empty folder. Takes calibre's writer lock (fails with [`CalibreError::CalibreRunning`]
+    /// when a calibre program has it) and removes what an interrupted run left
+    /// ([`CalibreLibrary::cleanup_orphans`]).
+    pub fn open(root: &Path) -> Result<CalibreLibrary, CalibreError> {
+        let io_err = |what: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source: io::Error| CalibreError::Io { path, what, source }
+        };
+        let lock = CalibreLock::try_acquire()
+            .map_err(io_err("cannot try calibre's writer lock", root))?
+            .ok_or_else(|| CalibreError::CalibreRunning {
+                path: root.to_path_buf(),
+            })?;
+        fs::create_dir_all(root).map_err(io_err("cannot create the library folder", root))?;
+        let db_path = root.join(METADATA_DB);
+        let created = if db_path.exists() {
+            false
+        } else {
+            let mut entries = fs::read_dir(root).map_err(io_err("cannot list the folder", root))?;
+            if let Some(entry) = entries.next() {
+                let name = entry
+                    .map(|e| e.file_name())
+                    .map_err(io_err("cannot list the folder", root))?;
+                return Err(CalibreError::NotCalibre {
+                    path: root.to_path_buf(),
+                    cause: format!(
+                        "the folder holds files ({:?}, …) but no {METADATA_DB}; give an empty or new folder to create a library",
+                        name
+                    ),
+                });
+            }
+            create_database(root, &db_path)?;
+            true
+        };
+        let db_err = |what: &'static str| {
+            let path = db_path.clone();
+            move |source: rusqlite::Error| CalibreError::Db { path, what, source }
+        };
+        let conn = Connection::open(&db_path).map_err(db_err("cannot open"))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(db_err("setting the busy timeout"))?;
+        functions::register(&conn).map_err(db_err("registering calibre's SQL functions"))?;
+        schema::check(&conn, &db_path)?;
+        // calibre's own temporary triggers (backend.py): author sort filled in on insert.
+        conn.execute_batch(
+            "DROP TRIGGER IF EXISTS temp.author_insert_trg;
+             CREATE TEMP TRIGGER author_insert_trg AFTER INSERT ON authors
+             BEGIN
+                 UPDATE authors SET sort=author_to_author_sort(NEW.name) WHERE id=NEW.id;
+             END;",
+        )
+        .map_err(db_err("creating calibre's temporary triggers"))?;
+        let next_id: i64 = conn
+            .query_row(
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'books'), 0),
+                            COALESCE((SELECT MAX(id) FROM books), 0)) + 1",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db_err("reading the next book id"))?;
+        let root_dir = File::open(root).map_err(io_err("cannot open the library folder", root))?;
+        let mut lib = CalibreLibrary {
+            root: root.to_path_buf(),
+            db_path,
+            conn,
+            root_dir,
+            next_id,
+            planned: HashMap::new(),
+            existing: ExistingIndex::default(),
+            authors: HashMap::new(),
+            series: HashMap::new(),
+            tags: HashMap::new(),
+            publishers: HashMap::new(),
+            languages: HashMap::new(),
+            created,
+            _lock: lock,
+        };
+        lib.load_caches()?;
+        lib.cleanup_orphans()?;
+        Ok(lib)
+    }
+
+    /// The library folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// True when `open` created this library.
+    pub fn was_created(&self) -> bool {
+        self.created
+    }
+
+    /// The library's `library_id.uuid`.
+    pub fn library_id(&self) -> Result<String, CalibreError> {
+        self.conn
+            .query_row("SELECT uuid FROM library_id", [], |r| r.get(0))
+            .map_err(|e| self.db_error("reading library_id", e))
+    }
+
+    fn db_error(&self, what: &'static str, source: rusqlite::Error) -> CalibreError {
+        CalibreError::Db {
+            path: self.db_path.clone(),
+            what,
+            source,
+        }
+    }
+
+    fn io_error(&self, what: &'static str, path: &Path, source: io::Error) -> CalibreError {
+        CalibreError::Io {
+            path: path.to_path_buf(),
+            what,
+            source,
+        }
+    }
+
+    fn load_caches(&mut self) -> Result<(), CalibreError> {
+        let load = |conn: &Connection, sql: &str| -> rusqlite::Result<ItemMap> {
+            let mut stmt = conn.prepare(sql)?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })?;
+            let mut map = HashMap::new();
+            for row in rows {
+                let (id, name, extra) = row?;
+                map.entry(name.replace('|', ",").to_lowercase())
+                    .or_insert((id, extra.unwrap_or_default()));
+            }
+            Ok(map)
+        };
+        let c = &self.conn;
+        let res = (|| {
+            Ok::<_, rusqlite::Error>((
+                load(c, "SELECT id, name, sort FROM authors")?,
+                load(c, "SELECT id, name, NULL FROM series")?,
+                load(c, "SELECT id, name, NULL FROM tags")?,
+                load(c, "SELECT id, name, NULL FROM publishers")?,
+                load(c, "SELECT id, lang_code, NULL FROM languages")?,
+                ExistingIndex::load(c)?,
+            ))
+        })();
+        let (a, s, t, p, l, e) = res.map_err(|e| self.db_error("reading the library", e))?;
+        (
+            self.authors,
+            self.series,
+            self.tags,
+            self.publishers,
+            self.languages,
+            self.existing,
+        ) = (a, s, t, p, l, e);
+        Ok(())
+    }
+
+    /// The id of a book already in the library (or planned in this session) that is the same
+    /// as `md` by calibre's rule, if any.
+    pub fn find_existing(&self, md: &Metadata) -> Option<i64> {
+        let mut f = Fields::from_metadata(md);
+        if md.authors.iter().all(|a| strip(a).is_empty()) {
+            // calibre matches on the given authors; "Unknown" is not one to match on.
+            f.authors.clear();
+        }
+        let given_uuid = md
+            .uuid
+            .as_deref()
+            .map(|u| u.trim().to_lowercase())
+            .filter(|u| looks_like_uuid(u));
+        self.existing.find(&Key {
+            uuid: given_uuid.as_deref(),
+            ..f.key()
+        })
+    }
+
+    /// Give a book its id and folder: the folder is created with the pending marker in it.
+    pub fn plan(&mut self, md: &Metadata) -> Result<PlannedBook, CalibreError> {
+        let mut fields = Fields::from_metadata(md);
+        if self
+            .existing
+            .find(&Key {
+                title: "",
+                authors: &[],
+                languages: &[],
+                identifiers: &[],
+                uuid: Some(&fields.uuid),
+            })
+            .is_some()
+        {
+            fields.uuid = uuid4();
+        }
+        let book_id = self.next_id;
+        let rel_dir = paths::book_dir(book_id, &fields.title, &fields.authors[0]);
+        let file_stem = paths::file_stem(&fields.title, &fields.authors[0]);
+        let (author_rel, _) = rel_dir.split_once('/').unwrap_or((&rel_dir, ""));
+        let author_dir = self.root.join(author_rel);
+        match fs::symlink_metadata(&author_dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(CalibreError::Invalid {
+                    path: author_dir,
+                    cause: "exists and is not a folder (or is a symlink)".into(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&author_dir)
+                    .or_else(|e| {
+                        if e.kind() == io::ErrorKind::AlreadyExists {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(|e| {
+                        self.io_error("cannot create the author folder", &author_dir, e)
+                    })?;
+            }
+            Err(e) => return Err(self.io_error("cannot stat the author folder", &author_dir, e)),
+        }
+        let dir = self.root.join(&rel_dir);
+        if let Err(e) = fs::create_dir(&dir) {
+            return Err(if e.kind() == io::ErrorKind::AlreadyExists {
+                CalibreError::Invalid {
+                    path: dir,
+                    cause: format!(
+                        "book {book_id}'s folder already exists and is not bookferry's to reuse"
+                    ),
+                }
+            } else {
+                self.io_error("cannot create the book folder", &dir, e)
+            });
+        }
+        let marker = dir.join(PENDING_MARKER);
+        File::create(&marker)
+            .map_err(|e| self.io_error("cannot create the pending marker", &marker, e))?;
+        self.next_id += 1;
+        self.planned.insert(book_id, fields.clone());
+        self.existing.add(book_id, &fields.key());
+        Ok(PlannedBook {
+            book_id,
+            rel_dir,
+            file_stem,
+            formats: Vec::new(),
+            has_cover: false,
+            fields,
+        })
+    }
+
+    /// The absolute folder of a planned book.
+    pub fn dir_of(&self, book: &PlannedBook) -> PathBuf {
+        self.root.join(&book.rel_dir)
+    }
+
+    /// Write one format of a planned book (`{file_stem}.{format lowercased}`), copying `src`.
+    /// Returns the bytes written. Not synced: `commit` syncs all files at once.
+    pub fn write_format(
+        &self,
+        book: &mut PlannedBook,
+        format: &str,
+        src: &mut dyn Read,
+    ) -> Result<u64, CalibreError> {
+        let fmt = format.trim().trim_start_matches('.').to_uppercase();
+        let path = self
+            .dir_of(book)
+            .join(format!("{}.{}", book.file_stem, fmt.to_lowercase()));
+        if fmt.is_empty()
+            || !fmt
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            || fmt.contains("..")
+        {
+            return Err(CalibreError::Invalid {
+                path,
+                cause: format!("format {format:?} is not a file extension calibre can store"),
+            });
+        }
+        if book.formats.iter().any(|(f, _)| *f == fmt) {
+            return Err(CalibreError::Invalid {
+                path,
+                cause: format!("book {} already has a {fmt} file", book.book_id),
+            });
+        }
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| self.io_error("cannot create", &path, e))?;
+        let size = io::copy(src, &mut out).map_err(|e| self.io_error("cannot write", &path, e))?;
+        book.formats.push((fmt, size));
+        Ok(size)
+    }
+
+    /// Write the book's `cover.jpg` (the bytes as given: pass a JPEG, as calibre stores).
+    pub fn write_cover(&self, book: &mut PlannedBook, jpeg: &[u8]) -> Result<(), CalibreError> {
+        let path = self.dir_of(book).join("cover.jpg");
+        let mut f = File::create(&path).map_err(|e| self.io_error("cannot create", &path, e))?;
+        f.write_all(jpeg)
+            .map_err(|e| self.io_error("cannot write", &path, e))?;
+        book.has_cover = true;
+        Ok(())
+    }
+
+    /// Drop a planned book: its folder (and its author folder, if left empty) is removed.
+    pub fn abandon(&mut self, book: PlannedBook) -> Result<(), CalibreError> {
+        self.planned.remove(&book.book_id);
+        self.existing.remove(book.book_id);
+        let dir = self.dir_of(&book);
+        self.remove_book_dir(&dir)
+    }
+
+    fn remove_book_dir(&self, dir: &Path) -> Result<(), CalibreError> {
+        match fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.io_error("cannot remove", dir, e)),
+        }
+        if let Some(parent) = dir.parent().filter(|p| *p != self.root) {
+            // Only when empty: remove_dir fails on a folder with other books in it.
+            let _ = fs::remove_dir(parent);
+        }
+        Ok(())
+    }
+
+    /// Make every file written so far durable (one `syncfs` of the library's filesystem).
+    pub fn flush(&self) -> Result<(), CalibreError> {
+        // SAFETY: the fd is open for as long as `self.root_dir` lives.
+        if unsafe { libc::syncfs(self.root_dir.as_raw_fd()) } != 0 {
+            return Err(self.io_error("syncfs failed", &self.root, io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Record planned books whose files are written: their `metadata.opf` is written, all files
+    /// are synced, then every row goes in one transaction; last, their markers are removed.
+    /// On error nothing is recorded and the books stay planned (commit again, or `abandon`).
+    pub fn commit(&mut self, books: &[PlannedBook]) -> Result<(), CalibreError> {
+        let mut resolved = Vec::with_capacity(books.len());
+        let mut series_max: HashMap<String, f64> = HashMap::new();
+        for b in books {
+            if !self.planned.contains_key(&b.book_id) {
+                return Err(CalibreError::Invalid {
+                    path: self.dir_of(b),
+                    cause: format!(
+                        "book {} is not planned in this library (committed already?)",
+                        b.book_id
+                    ),
+                });
+            }
+            let r = self.resolve(b, &mut series_max)?;
+            let path = self.dir_of(b).join("metadata.opf");
+            fs::write(&path, opf::render(&r))
+                .map_err(|e| self.io_error("cannot write", &path, e))?;
+            resolved.push(r);
+        }
+        self.flush()?;
+        let result = (|| {
+            let tx = self.conn.transaction()?;
+            let mut caches = Caches {
+                authors: &mut self.authors,
+                series: &mut self.series,
+                tags: &mut self.tags,
+                publishers: &mut self.publishers,
+                languages: &mut self.languages,
+            };
+            for (b, r) in books.iter().zip(&resolved) {
+                insert_book(&tx, &mut caches, b, r)?;
+            }
+            tx.commit()
+        })();
+        if let Err(e) = result {
+            // The caches may name rows the rollback removed.
+            self.load_caches()?;
+            for (id, f) in &self.planned {
+                self.existing.add(*id, &f.key());
+            }
+            return Err(self.db_error("recording the books", e));
+        }
+        for b in books {
+            self.planned.remove(&b.book_id);
+            let marker = self.dir_of(b).join(PENDING_MARKER);
+            // A marker left behind is harmless: the next cleanup_orphans sees the row and
+            // removes it.
+            let _ = fs::remove_file(marker);
+        }
+        Ok(())
+    }
+
+    /// Every value of a planned book as it will be stored.
+    fn resolve(
+        &self,
+        b: &PlannedBook,
+        series_max: &mut HashMap<String, f64>,
+    ) -> Result<OpfBook, CalibreError> {
+        let f = &b.fields;
+        let author_sort = match &f.author_sort {
+            Some(s) => s.clone(),
+            None => f
+                .authors
+                .iter()
+                .map(|a| match self.authors.get(&a.to_lowercase()) {
+                    Some((_, sort)) if !sort.is_empty() => sort.clone(),
+                    _ => author_to_author_sort(a),
+                })
+                .collect::<Vec<_>>()
+                .join(" & "),
+        };
+        let series_index = match (&f.series, f.series_index) {
+            (_, Some(i)) => i,
+            (None, None) => 1.0,
+            (Some(s), None) => {
+                // calibre's default (`series_index_auto_increment = 'next'`): one past the
+                // highest index in the series.
+                let key = s.to_lowercase();
+                let db_max: Option<f64> = match self.series.get(&key) {
+                    Some((id, _)) => self
+                        .conn
+                        .query_row(
+                            "SELECT MAX(b.series_index) FROM books b JOIN books_series_link l
+                             ON l.book = b.id WHERE l.series = ?1",
+                            [id],
+                            |r| r.get(0),
+                        )
+                        .map_err(|e| self.db_error("reading series indexes", e))?,
+                    None => None,
+                };
+                let max = db_max
+                    .into_iter()
+                    .chain(series_max.get(&key).copied())
+                    .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+                max.map_or(1.0, |m| m.floor() + 1.0)
+            }
+        };
+        if let Some(s) = &f.series {
+            let e = series_max.entry(s.to_lowercase()).or_insert(series_index);
+            *e = e.max(series_index);
+        }
+        Ok(OpfBook {
+            book_id: b.book_id,
+            uuid: f.uuid.clone(),
+            title: f.title.clone(),
+            title_sort: title_sort(&f.title),
+            authors: f.authors.clone(),
+            author_sort,
+            pubdate: dates::opf_form(&f.pubdate),
+            timestamp: dates::opf_form(&f.timestamp),
+            description: f.comments.clone(),
+            publisher: f.publisher.clone(),
+            identifiers: f.identifiers.clone(),
+            languages: f.languages.clone(),
+            tags: f.tags.clone(),
+            series: f.series.clone(),
+            series_index,
+            rating: f.rating,
+        })
+    }
+
+    /// Remove what an interrupted run left: marked book folders with no `books` row (and their
+    /// author folder when it is left empty), and empty `Title (id)` folders with no row (a
+    /// crash between creating a folder and marking it). A marked folder whose row exists only
+    /// loses its marker. Books planned in this session are left alone. Returns the folders
+    /// removed.
+    pub fn cleanup_orphans(&mut self) -> Result<usize, CalibreError> {
+        let mut removed = 0;
+        let entries =
+            fs::read_dir(&self.root).map_err(|e| self.io_error("cannot list", &self.root, e))?;
+        for author in entries.flatten() {
+            let is_dir = author.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if !is_dir || author.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Ok(books) = fs::read_dir(author.path()) else {
+                continue;
+            };
+            for book in books.flatten() {
+                if !book.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    continue;
+                }
+                let name = book.file_name().to_string_lossy().into_owned();
+                let Some(id) = book_id_of(&name) else {
+                    continue;
+                };
+                if self.planned.contains_key(&id) {
+                    continue;
+                }
+                let dir = book.path();
+                let marked = dir.join(PENDING_MARKER).exists();
+                let empty = fs::read_dir(&dir)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false);
+                if !marked && !empty {
+                    continue;
+                }
+                let rel = format!("{}/{}", author.file_name().to_string_lossy(), name);
+                let row_path: Option<String> = self
+                    .conn
+                    .query_row("SELECT path FROM books WHERE id = ?1", [id], |r| r.get(0))
+                    .optional()
+                    .map_err(|e| self.db_error("looking up a book folder", e))?;
+                match row_path {
+                    Some(p) if p == rel => {
+                        if marked {
+                            let marker = dir.join(PENDING_MARKER);
+                            fs::remove_file(&marker)
+                                .map_err(|e| self.io_error("cannot remove", &marker, e))?;
+                        }
+                    }
+                    _ => {
+                        self.remove_book_dir(&dir)?;
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The id in a calibre book folder name `Title (id)`.
+fn book_id_of(name: &str) -> Option<i64> {
+    let inner = name.strip_suffix(')')?;
+    let (_, id) = inner.rsplit_once(" (")?;
+    id.parse().ok().filter(|id: &i64| *id > 0)
+}
+
+/// Create a new library's `metadata.db` under a temporary name and move it into place, so a
+/// crash never leaves a half-made database.
+fn create_database(root: &Path, db_path: &Path) -> Result<(), CalibreError> {
+    let tmp = root.join(format!(".bookferry-new-{}.db", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let db_err = |what: &'static str| {
+        let path = tmp.clone();
+        move |source: rusqlite::Error| CalibreError::Db { path, what, source }
+    };
+    {
+        let mut conn = Connection::open(&tmp).map_err(db_err("cannot create"))?;
+        functions::register(&conn).map_err(db_err("registering calibre's SQL functions"))?;
+        schema::create(&mut conn, &tmp, &uuid4())?;
+        conn.close().map_err(|(_, e)| db_err("closing")(e))?;
+    }
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| CalibreError::Io {
+            path: tmp.clone(),
+            what: "cannot sync",
+            source,
+        })?;
+    fs::rename(&tmp, db_path).map_err(|source| CalibreError::Io {
+        path: db_path.to_path_buf(),
+        what: "cannot move the new database into place",
+        source,
+    })?;
+    File::open(root)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| CalibreError::Io {
+            path: root.to_path_buf(),
+            what: "cannot sync",
+            source,
+        })
+}
+
+struct Caches<'a> {
+    authors: &'a mut ItemMap,
+    series: &'a mut ItemMap,
+    tags: &'a mut ItemMap,
+    publishers: &'a mut ItemMap,
+    languages: &'a mut ItemMap,
+}
+
+/// The id of the item `name` in `table` (matched case-insensitively), inserting it if new.
+fn item_id(
+    tx: &Transaction<'_>,
+    map: &mut ItemMap,
+    table: &str,
+    column: &str,
+    name: &str,
+    stored: &str,
+) -> rusqlite::Result<i64> {
+    let key = name.to_lowercase();
+    if let Some((id, _)) = map.get(&key) {
+        return Ok(*id);
+    }
+    tx.execute(
+        &format!("INSERT INTO {table} ({column}) VALUES (?1)"),
+        [stored],
+    )?;
+    let id = tx.last_insert_rowid();
+    let extra = if table == "authors" {
+        tx.query_row("SELECT sort FROM authors WHERE id = ?1", [id], |r| {
+            r.get::<_, Option<String>>(0)
+        })?
+        .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    map.insert(key, (id, extra));
+    Ok(id)
+}
+
+/// All rows of one book, as calibre's `create_book_entry` + `set_metadata` + `add_format`.
+fn insert_book(
+    tx: &Transaction<'_>,
+    c: &mut Caches<'_>,
+    b: &PlannedBook,
+    r: &OpfBook,
+) -> rusqlite::Result<()> {
+    let f = &b.fields;
+    let id = b.book_id;
+    tx.execute(
+        "INSERT INTO books (id, title, series_index, author_sort) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![id, f.title, r.series_index, r.author_sort],
+    )?;
+    tx.execute(
+        "UPDATE books SET timestamp = ?1, pubdate = ?2, path = ?3, has_cover = ?4, uuid = ?5,
+                          last_modified = ?6 WHERE id = ?7",
+        rusqlite::params![
+            f.timestamp,
+            f.pubdate,
+            b.rel_dir,
+            b.has_cover,
+            f.uuid,
+            dates::now(),
+            id
+        ],
+    )?;
+    for a in &f.authors {
+        let aid = item_id(tx, c.authors, "authors", "name", a, &a.replace(',', "|"))?;
+        tx.execute(
+            "INSERT OR IGNORE INTO books_authors_link (book, author) VALUES (?1, ?2)",
+            [id, aid],
+        )?;
+    }
+    if let Some(s) = &f.series {
+        let sid = item_id(tx, c.series, "series", "name", s, s)?;
+        tx.execute(
+            "INSERT INTO books_series_link (book, series) VALUES (?1, ?2)",
+            [id, sid],
+        )?;
+    }
+    for t in &f.tags {
+        let tid = item_id(tx, c.tags, "tags", "name", t, t)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO books_tags_link (book, tag) VALUES (?1, ?2)",
+            [id, tid],
+        )?;
+    }
+    if let Some(p) = &f.publisher {
+        let pid = item_id(tx, c.publishers, "publishers", "name", p, p)?;
+        tx.execute(
+            "INSERT INTO books_publishers_link (book, publisher) VALUES (?1, ?2)",
+            [id, pid],
+        )?;
+    }
+    for (order, l) in f.languages.iter().enumerate() {
+        let lid = item_id(tx, c.languages, "languages", "lang_code", l, l)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO books_languages_link (book, lang_code, item_order) VALUES (?1, ?2, ?3)",
+            [id, lid, order as i64],
+        )?;
+    }
+    for (typ, val) in &f.identifiers {
+        tx.execute(
+            "INSERT INTO identifiers (book, type, val) VALUES (?1, ?2, ?3)",
+            rusqlite::params![id, typ, val],
+        )?;
+    }
+    if let Some(text) = &f.comments {
+        tx.execute(
+            "INSERT INTO comments (book, text) VALUES (?1, ?2)",
+            rusqlite::params![id, text],
+        )?;
+    }
+    if let Some(rating) = f.rating {
+        tx.execute(
+            "INSERT OR IGNORE INTO ratings (rating) VALUES (?1)",
+            [rating],
+        )?;
+        let rid: i64 = tx.query_row("SELECT id FROM ratings WHERE rating = ?1", [rating], |r| {
+            r.get(0)
+        })?;
+        tx.execute(
+            "INSERT INTO books_ratings_link (book, rating) VALUES (?1, ?2)",
+            [id, rid],
+        )?;
+    }
+    for (fmt, size) in &b.formats {
+        tx.execute(
+            "INSERT INTO data (book, format, uncompressed_size, name) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![id, fmt, *size as i64, b.file_stem],
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::book_id_of;
+
+    #[test]
+    fn book_ids_from_folder_names() {
+        assert_eq!(book_id_of("Title (12)"), Some(12));
+        assert_eq!(book_id_of("A (b) (3)"), Some(3));
+        assert_eq!(book_id_of("Title"), None);
+        assert_eq!(book_id_of("Title (x)"), None);
+        assert_eq!(book_id_of("Title (0)"), None);
+    }
+}
