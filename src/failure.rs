@@ -24,10 +24,12 @@ pub enum FailureKind {
     Auth,
     /// The target cannot be reached any more. Stops the run.
     TargetGone,
+    /// The state DB cannot be written (disk full, I/O error). Stops the run; never a row's kind.
+    StateDb,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 9] = [
+    pub const ALL: [FailureKind; 10] = [
         FailureKind::SourceMissing,
         FailureKind::Unreadable,
         FailureKind::EmptyFile,
@@ -37,6 +39,7 @@ impl FailureKind {
         FailureKind::TransientExhausted,
         FailureKind::Auth,
         FailureKind::TargetGone,
+        FailureKind::StateDb,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +53,7 @@ impl FailureKind {
             FailureKind::TransientExhausted => "transient_exhausted",
             FailureKind::Auth => "auth",
             FailureKind::TargetGone => "target_gone",
+            FailureKind::StateDb => "state_db",
         }
     }
 
@@ -61,7 +65,10 @@ impl FailureKind {
     pub fn stops_run(self) -> bool {
         matches!(
             self,
-            FailureKind::TargetFull | FailureKind::Auth | FailureKind::TargetGone
+            FailureKind::TargetFull
+                | FailureKind::Auth
+                | FailureKind::TargetGone
+                | FailureKind::StateDb
         )
     }
 

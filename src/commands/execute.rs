@@ -271,14 +271,15 @@ impl Execution<'_> {
                     p.failed.get()
                 );
             } else {
+                let c = &wstats.counters;
                 tracing::info!(
-                    "done in {secs:.1}s: {} uploaded ({}), {} skipped, {} failed; {} hashed, {} read from the source; state DB {}",
-                    p.uploaded.get(),
-                    human_bytes(p.uploaded_bytes.get()),
-                    p.skipped.get(),
-                    p.failed.get(),
-                    p.hashed.get(),
-                    human_bytes(wstats.counters.bytes_read.max(0) as u64),
+                    "done in {secs:.1}s: {} uploaded ({} sent), {} skipped, {} failed; {} hashed, {} read from the source; state DB {}",
+                    c.files_uploaded,
+                    human_bytes(c.bytes_sent.max(0) as u64),
+                    c.files_skipped,
+                    c.files_failed,
+                    c.files_hashed,
+                    human_bytes(c.bytes_read.max(0) as u64),
                     session.db.path().display()
                 );
             }

@@ -104,23 +104,30 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
     };
     let mut forward = Vec::with_capacity(rest.len());
     for item in rest {
-        if !exists.contains(&item.row.id) {
+        let Some(found_at) = exists.get(&item.row.id) else {
             if let (Some(sha1), Ok(mut seen)) = (&item.row.sha1, ctx.seen_sha1.lock()) {
                 seen.entry(sha1.clone()).or_insert(item.row.id);
             }
             forward.push(item);
-        } else if item.row.state == FileState::MetadataCached {
+            continue;
+        };
+        if item.row.state == FileState::MetadataCached {
             // Sent by a run that died before recording it: the target has it, so it is ours.
             let mut t = item.to(FileState::Uploaded);
+            t.target_ref = found_at.clone();
             t.detail = Some("found on the target after an interrupted transfer".into());
             ctx.writer.send(t);
             ctx.progress.uploaded.add(1);
             ctx.progress.uploaded_bytes.add(item.row.size);
         } else {
+            let at = found_at
+                .as_deref()
+                .map(|p| format!(" at {p}"))
+                .unwrap_or_default();
             ctx.skip(
                 &item,
                 "target_has_content",
-                "target already has this content (same SHA-1)".into(),
+                format!("target already has this content (same SHA-1){at}"),
                 None,
             );
         }

@@ -194,8 +194,10 @@ async fn claim_loop(ctx: Arc<Ctx>, out: mpsc::Sender<Item>) {
         let rows = match ctx.writer.claim(after, CLAIM_BATCH).await {
             Ok(rows) => rows,
             Err(e) => {
-                tracing::error!("claiming rows: {e}");
-                ctx.cancel.store(true, Ordering::SeqCst);
+                ctx.stop_run(Failure::new(
+                    crate::failure::FailureKind::StateDb,
+                    format!("the state DB could not be written while claiming rows: {e}"),
+                ));
                 return;
             }
         };

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub enum StateError {
     #[error("state DB: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("state DB pool: {0}")]
+    #[error("state DB: cannot open a connection ({0}); is its disk full or unwritable?")]
     Pool(#[from] r2d2::Error),
     #[error("state DB {path}: written by a newer bookferry (schema version {found}; this binary knows up to {supported}); upgrade bookferry or use another --state")]
     TooNew {
@@ -59,6 +59,20 @@ pub type Conn = PooledConnection<SqliteConnectionManager>;
 
 /// How long a connection waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long to wait for a pooled connection before giving up with the underlying error.
+const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// r2d2 retries failing connections in the background; log those at debug level only (the
+/// error reaches the user once, through the caller).
+#[derive(Debug)]
+struct QuietErrors;
+
+impl r2d2::HandleError<rusqlite::Error> for QuietErrors {
+    fn handle_error(&self, e: rusqlite::Error) {
+        tracing::debug!("state DB connection: {e}");
+    }
+}
 
 /// Per-connection setup, applied by r2d2 to every connection it opens (the one place pragmas
 /// are set).
@@ -101,6 +115,8 @@ impl Db {
         let pool = Pool::builder()
             .max_size(8)
             .min_idle(Some(1))
+            .connection_timeout(POOL_TIMEOUT)
+            .error_handler(Box::new(QuietErrors))
             .connection_customizer(Box::new(Pragmas { read_only: false }))
             .build(manager)?;
         Ok(Db {
@@ -121,6 +137,8 @@ impl Db {
         let pool = Pool::builder()
             .max_size(2)
             .min_idle(Some(1))
+            .connection_timeout(POOL_TIMEOUT)
+            .error_handler(Box::new(QuietErrors))
             .connection_customizer(Box::new(Pragmas { read_only: true }))
             .build(manager)?;
         let db = Db {

@@ -3,7 +3,7 @@
 //! did not place, never writes outside the root (not even through a symlink planted in it), and
 //! makes its writes durable in batches (`syncfs`) rather than per file.
 
-use super::{NameQuery, Payload, Placed, PlacementOptions, Unusable};
+use super::{ContentQuery, NameQuery, Payload, Placed, PlacementOptions, Unusable};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::{self, DualHasher};
 use std::collections::{HashMap, HashSet};
@@ -55,6 +55,10 @@ pub struct FolderTarget {
     opts: PlacementOptions,
     /// (base name, size) of every file in the target when the run started.
     index: HashMap<(String, u64), String>,
+    /// The same files by size, for the content check.
+    by_size: HashMap<u64, Vec<String>>,
+    /// SHA-1 of target files hashed for the content check (each read at most once).
+    sha1_of: Mutex<HashMap<String, Option<String>>>,
     root_dir: Option<File>,
     temp_counter: AtomicU64,
     /// Folders (relative) already checked or created by this run: not checked again per file.
@@ -95,6 +99,8 @@ impl FolderTarget {
             root: root.to_path_buf(),
             opts,
             index: HashMap::new(),
+            by_size: HashMap::new(),
+            sha1_of: Mutex::new(HashMap::new()),
             root_dir: None,
             temp_counter: AtomicU64::new(0),
             known_dirs: Mutex::new(HashSet::new()),
@@ -113,6 +119,9 @@ impl FolderTarget {
             target.root_dir = Some(File::open(root).map_err(|e| unusable("cannot open", &e))?);
         }
         target.index = index_tree(root, !dry_run);
+        for ((_, size), rel) in &target.index {
+            target.by_size.entry(*size).or_default().push(rel.clone());
+        }
         Ok(target)
     }
 
@@ -156,6 +165,38 @@ impl FolderTarget {
             .filter(|n| self.index.contains_key(&(n.file_name.clone(), n.size)))
             .map(|n| n.key)
             .collect()
+    }
+
+    /// Which queried contents already sit in the target (a file of the same size and SHA-1 that
+    /// was there when the run started), and where. Blocking: reads those files once each.
+    pub fn check_content(&self, q: &[ContentQuery]) -> HashMap<i64, Option<String>> {
+        let mut found = HashMap::new();
+        for c in q {
+            let Some(candidates) = self.by_size.get(&c.size) else {
+                continue;
+            };
+            for rel in candidates {
+                let known = self.sha1_of.lock().ok().and_then(|m| m.get(rel).cloned());
+                let sha1 = match known {
+                    Some(s) => s,
+                    None => {
+                        let s = File::open(self.root.join(rel))
+                            .and_then(hash::hash_reader)
+                            .map(|(d, _)| d.sha1)
+                            .ok();
+                        if let Ok(mut m) = self.sha1_of.lock() {
+                            m.insert(rel.clone(), s.clone());
+                        }
+                        s
+                    }
+                };
+                if sha1.as_deref() == Some(c.sha1.as_str()) {
+                    found.insert(c.key, Some(rel.clone()));
+                    break;
+                }
+            }
+        }
+        found
     }
 
     /// The relative destination of a payload (before any ` (2)` suffix).

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,8 +85,6 @@ pub struct HttpTarget {
     bw: Option<Arc<TokenBucket>>,
     tps: Option<Arc<TokenBucket>>,
     limiter: Arc<Limiter>,
-    /// Rows in a row that ran out of retries because the server could not be reached.
-    unreachable_streak: AtomicU32,
     /// Source bytes streamed from disk (files not in the hash stage's buffer).
     pub bytes_streamed: AtomicU64,
 }
@@ -147,7 +145,6 @@ impl HttpTarget {
             bw: opts.bwlimit.map(|r| TokenBucket::new(r as f64)),
             tps: opts.tpslimit.map(TokenBucket::new),
             limiter,
-            unreachable_streak: AtomicU32::new(0),
             bytes_streamed: AtomicU64::new(0),
         };
         // Pre-flight: one check call. A server that cannot be reached at all is reported at
@@ -276,7 +273,6 @@ impl HttpTarget {
             match outcome {
                 Attempt::Done(mut placed) => {
                     self.limiter.on_success(started.elapsed());
-                    self.unreachable_streak.store(0, Ordering::SeqCst);
                     placed.new_digests = new_digests;
                     if placed.new_digests.is_some() {
                         placed.detail = Some(format!(
@@ -339,14 +335,15 @@ impl HttpTarget {
 
     fn exhausted(&self, what: &str, tries: u32, message: &str, unreachable: bool) -> Failure {
         if unreachable {
-            // Several rows in a row could not reach the server at all: it is gone, not flaky.
-            let streak = self.unreachable_streak.fetch_add(1, Ordering::SeqCst) + 1;
-            if streak >= 3 {
-                return Failure::new(
-                    FailureKind::TargetGone,
-                    format!("{}: the server cannot be reached ({message}); stopped after {tries} tries for several files", self.base),
-                );
-            }
+            // A whole retry budget without reaching the server at all: it is gone, not flaky.
+            // Stop the run (rows stay where they are) rather than fail file after file.
+            return Failure::new(
+                FailureKind::TargetGone,
+                format!(
+                    "{}: the server cannot be reached ({message}); stopped after {tries} tries",
+                    self.base
+                ),
+            );
         }
         Failure::new(
             FailureKind::TransientExhausted,
@@ -363,7 +360,6 @@ impl HttpTarget {
         loop {
             match attempt().await {
                 Attempt::Done(v) => {
-                    self.unreachable_streak.store(0, Ordering::SeqCst);
                     return Ok(v);
                 }
                 Attempt::Permanent(f) => return Err(f),
@@ -573,16 +569,32 @@ fn backoff(try_no: u32) -> Duration {
 fn transient_of<T>(base: &str, what: &str, e: reqwest::Error) -> Attempt<T> {
     let unreachable = e.is_connect();
     let timeout = e.is_timeout();
-    // reqwest's error text names the URL, never the headers: no token in it.
-    let cause = std::error::Error::source(&e)
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| e.to_string());
+    // The whole chain of causes (reqwest's text names the URL, never the headers: no token).
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !causes.contains(&text) {
+            causes.push(text);
+        }
+        source = s.source();
+    }
+    let cause = if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    };
+    let hint = if cause.to_lowercase().contains("certificate") {
+        " (a self-signed server? trust its CA with --ca-cert FILE)"
+    } else {
+        ""
+    };
     let message = if unreachable {
-        format!("{what}: cannot connect to {base}: {cause}")
+        format!("{what}: cannot connect to {base}: {cause}{hint}")
     } else if timeout {
         format!("{what}: timed out")
     } else {
-        format!("{what}: {cause}")
+        format!("{what}: {cause}{hint}")
     };
     Attempt::Transient {
         message,

@@ -13,7 +13,7 @@ use crate::failure::Failure;
 use crate::hash::Digests;
 use crate::metadata::{Metadata, Origin};
 use crate::state::writer::FlushHook;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -230,21 +230,30 @@ impl Target {
         }
     }
 
-    /// Keys of the queries whose content the target already holds.
-    pub async fn check_content(&self, q: Vec<ContentQuery>) -> Result<HashSet<i64>, Failure> {
+    /// The queries whose content the target already holds, with where it is when known.
+    pub async fn check_content(
+        &self,
+        q: Vec<ContentQuery>,
+    ) -> Result<HashMap<i64, Option<String>>, Failure> {
         match self {
-            // A folder has no content index: content already placed by this migration is found
-            // in the state DB, and a copy at the destination path is found when placing.
-            Target::Folder(..) => {
-                let _ = q;
-                Ok(HashSet::new())
+            // Content this migration placed is found in the state DB; here, files that were in
+            // the folder before the run (placed by something else, or by a run that died).
+            Target::Folder(f, _) => {
+                let f = f.clone();
+                Ok(tokio::task::spawn_blocking(move || f.check_content(&q))
+                    .await
+                    .unwrap_or_default())
             }
             Target::Http(h) => {
                 let items: Vec<_> = q
                     .into_iter()
                     .map(|c| (c.key, c.file_name, c.size, Some(c.sha1)))
                     .collect();
-                h.check(&items).await
+                Ok(h.check(&items)
+                    .await?
+                    .into_iter()
+                    .map(|k| (k, None))
+                    .collect())
             }
         }
     }

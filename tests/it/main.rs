@@ -6,6 +6,7 @@ mod util;
 mod bad_input;
 mod calibre_source;
 mod engine;
+mod faults;
 mod http;
 mod kill;
 mod rescan;

@@ -4,7 +4,8 @@
 //! This module owns the server side only: `POST {base}/api/upload/check` and
 //! `POST {base}/api/upload`, strict validation of what the client sends, SHA-1
 //! dedup, seeded fault injection (500, connection reset, reply lost after
-//! storing, stalls, the whole server going down), `503 + Retry-After` above a
+//! storing, stalls, the whole server going down), optional TLS (HTTPS with a
+//! given certificate, e.g. a self-signed one), `503 + Retry-After` above a
 //! concurrency limit, simulated server-side extraction, and counters a test can
 //! assert on. It listens on 127.0.0.1 (port 0 unless told otherwise) and runs on
 //! its own thread with its own tokio runtime, so it works from sync and async
@@ -39,7 +40,7 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
 
@@ -78,6 +79,10 @@ pub struct ServerConfig {
     pub strict_part_order: bool,
     /// Address to listen on. Default 127.0.0.1:0.
     pub addr: Option<SocketAddr>,
+    /// Serve HTTPS with this (certificate chain PEM, private key PEM); `base_url` is then
+    /// `https://…`. A client that refuses the certificate is counted in
+    /// `Stats::tls_handshake_failures` and never reaches a handler.
+    pub tls: Option<(String, String)>,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +98,7 @@ impl Default for ServerConfig {
             max_upload_bytes: None,
             strict_part_order: true,
             addr: None,
+            tls: None,
         }
     }
 }
@@ -160,6 +166,10 @@ pub struct Stats {
     pub down_resets: u64,
     /// Requests that matched no route (404/405).
     pub unrouted: u64,
+    /// TLS connections whose handshake failed (e.g. the client did not trust the certificate).
+    pub tls_handshake_failures: u64,
+    /// TLS connections whose handshake succeeded.
+    pub tls_handshakes: u64,
 }
 
 /// What the server holds for one SHA-1.
@@ -192,6 +202,10 @@ impl TestServer {
             .addr
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let prefix = normalize_prefix(cfg.path_prefix.as_deref());
+        let tls = cfg.tls.as_ref().map(|(cert, key)| {
+            tls_acceptor(cert, key).unwrap_or_else(|e| panic!("test server TLS: {e}"))
+        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let (down_tx, _) = watch::channel(cfg.faults.down);
         let shared = Arc::new(Shared {
             token: cfg.token.clone(),
@@ -202,6 +216,7 @@ impl TestServer {
             prefix: prefix.clone(),
             max_upload_bytes: cfg.max_upload_bytes,
             strict_part_order: cfg.strict_part_order,
+            tls,
             faults: Mutex::new(cfg.faults.clone()),
             rng: Mutex::new(StdRng::seed_from_u64(cfg.faults.seed)),
             down_tx,
@@ -261,7 +276,7 @@ impl TestServer {
             Err(_) => panic!("test server thread died before listening"),
         };
         TestServer {
-            base_url: format!("http://{local}{prefix}"),
+            base_url: format!("{scheme}://{local}{prefix}"),
             addr: local,
             shared,
             shutdown_tx,
@@ -269,9 +284,14 @@ impl TestServer {
         }
     }
 
-    /// `http://127.0.0.1:PORT` without the prefix.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS) without the prefix.
     pub fn root_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.shared.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Replace the faults (reseeds the RNG with `f.seed`; `f.down` applies too).
@@ -407,6 +427,7 @@ struct Shared {
     prefix: String,
     max_upload_bytes: Option<u64>,
     strict_part_order: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     faults: Mutex<Faults>,
     rng: Mutex<StdRng>,
     down_tx: watch::Sender<bool>,
@@ -539,17 +560,75 @@ impl ConnCtx {
     }
 }
 
+/// A TLS acceptor for a certificate chain and key given as PEM (aws-lc-rs, like the client).
+fn tls_acceptor(cert_pem: &str, key_pem: &str) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in the PEM".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("private key PEM: {e}"))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate/key: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A connection's byte stream (plain TCP, or TLS over TCP) and the TCP socket under it, so a
+/// fault can reset it.
+trait ConnIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn into_tcp(self) -> TcpStream;
+}
+
+impl ConnIo for TcpStream {
+    fn into_tcp(self) -> TcpStream {
+        self
+    }
+}
+
+impl ConnIo for tokio_rustls::server::TlsStream<TcpStream> {
+    fn into_tcp(self) -> TcpStream {
+        self.into_inner().0
+    }
+}
+
 async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    let down_rx = {
+        let mut rx = shared.down_tx.subscribe();
+        if *rx.borrow_and_update() {
+            shared.with_stats(|s| s.down_resets += 1);
+            reset(stream);
+            return;
+        }
+        rx
+    };
+    match shared.tls.clone() {
+        None => serve_io(shared, stream, down_rx).await,
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(tls) => {
+                shared.with_stats(|s| s.tls_handshakes += 1);
+                serve_io(shared, tls, down_rx).await
+            }
+            // The client refused our certificate (or spoke no TLS): nothing to serve.
+            Err(_) => shared.with_stats(|s| s.tls_handshake_failures += 1),
+        },
+    }
+}
+
+async fn serve_io<S: ConnIo>(shared: Arc<Shared>, stream: S, mut down_rx: watch::Receiver<bool>) {
     let ctx = ConnCtx {
         abort: Arc::new(Notify::new()),
     };
-    let mut down_rx = shared.down_tx.subscribe();
-    if *down_rx.borrow_and_update() {
-        shared.with_stats(|s| s.down_resets += 1);
-        reset(stream);
-        return;
-    }
     let handler_shared = shared.clone();
     let handler_ctx = ctx.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -573,11 +652,11 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
     tokio::select! {
         _ = &mut conn => {}
         _ = ctx.abort.notified() => {
-            reset(conn.into_parts().io.into_inner());
+            reset(conn.into_parts().io.into_inner().into_tcp());
         }
         _ = went_down => {
             shared.with_stats(|s| s.down_resets += 1);
-            reset(conn.into_parts().io.into_inner());
+            reset(conn.into_parts().io.into_inner().into_tcp());
         }
     }
 }
