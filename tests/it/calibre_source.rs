@@ -139,3 +139,40 @@ fn a_missing_format_file_fails_as_source_missing_and_the_rest_goes_on() {
         ws.count("SELECT COUNT(*) FROM files") - 1
     );
 }
+
+#[test]
+fn a_calibre_library_locked_by_a_writer_or_corrupt_is_refused_clearly() {
+    // A writer (calibre adding books) holds an exclusive lock: we wait, then say so.
+    let ws = library_workspace();
+    let writer = rusqlite::Connection::open(ws.lib().join("metadata.db")).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("metadata.db") && err.to_lowercase().contains("lock"),
+        "{err}"
+    );
+    writer.execute_batch("ROLLBACK").unwrap();
+    drop(writer);
+    let out = ws.migrate(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "once the writer is done: {}",
+        stderr(&out)
+    );
+
+    // A corrupt metadata.db: a clear error naming it, nothing migrated.
+    let ws = library_workspace();
+    std::fs::write(
+        ws.lib().join("metadata.db"),
+        b"this is not a database at all, just bytes",
+    )
+    .unwrap();
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("metadata.db"), "{err}");
+    assert!(!ws.out().exists() || ws.target_files().is_empty());
+}

@@ -11,6 +11,7 @@ use crate::util::*;
 use protocol_server::{Faults, ServerConfig, Stats, StoredFile, TestServer};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
+use sha1::{Digest, Sha1};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -1233,4 +1234,81 @@ fn http_files_too_large_for_the_server_fail_as_rejected_with_its_message() {
         ws.manifest.iter().filter(|e| e.size > max).count() as u64
     );
     assert_event_histories_valid(&ws);
+}
+
+/// A 1 GiB sparse file goes to the server streamed from disk (after one hashing read), with the
+/// client's memory flat: its peak RSS stays far below the file's size.
+#[test]
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also reports its peak RSS
+fn http_a_1_gib_sparse_file_is_streamed_with_flat_memory() {
+    const GIB: u64 = 1 << 30;
+    let ws = Workspace::empty();
+    let big = ws.lib().join("Huge Scan - Big Author.pdf");
+    std::fs::File::create(&big).unwrap().set_len(GIB).unwrap();
+    std::fs::write(
+        ws.lib().join("Small Book - Some Author.txt"),
+        "a small book",
+    )
+    .unwrap();
+    let srv = server(ServerConfig::default());
+    let lib = ws.lib();
+    let child = ws
+        .cmd(&[
+            "run",
+            "--from",
+            lib.to_str().unwrap(),
+            "--to",
+            &srv.base_url,
+            "-q",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut status = 0;
+    // SAFETY: wait4 on our own child with valid out-pointers; it reaps the child and reports
+    // its own resource use (not that of other tests' processes).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "exit status {status}"
+    );
+    let peak_mib = usage.ru_maxrss / 1024;
+    assert!(
+        peak_mib < 200,
+        "peak RSS {peak_mib} MiB while sending a 1 GiB file"
+    );
+
+    let mut h = Sha1::new();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..1024 {
+        h.update(&zeros);
+    }
+    let want: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let stored = srv.stored();
+    let got = stored
+        .get(&want)
+        .expect("the 1 GiB file is stored under its SHA-1");
+    assert_eq!(got.size, GIB);
+    // Read twice (hash, then stream) plus the bounded prefix/suffix the PDF parser scans; sent
+    // once.
+    let (read, sent): (i64, i64) = ws
+        .db()
+        .query_row(
+            "SELECT bytes_read, bytes_sent FROM runs WHERE command = 'run'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let small = "a small book".len() as i64;
+    assert_eq!(sent, GIB as i64 + small);
+    let extra = read - (2 * GIB as i64 + small);
+    assert!(
+        (0..=32 << 20).contains(&extra),
+        "read {read} bytes: {extra} beyond two reads"
+    );
 }
