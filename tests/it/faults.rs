@@ -8,13 +8,8 @@
 //! they say so and pass without doing anything. `BOOKFERRY_LONG_TESTS=1` makes the mid-run
 //! outage last 30 s instead of 3 s.
 
-// The same server as http.rs uses (its module there is private to http.rs).
-#[allow(clippy::duplicate_mod)]
-#[path = "../support/protocol_server.rs"]
-mod protocol_server;
-
+use crate::protocol_server::{Faults, ServerConfig, TestServer};
 use crate::util::*;
-use protocol_server::{Faults, ServerConfig, TestServer};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
@@ -25,22 +20,6 @@ use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// What one invocation printed and how it ended.
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn both(&self) -> String {
-        format!(
-            "exit {:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
-            self.code, self.stderr, self.stdout
-        )
-    }
-}
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 

@@ -4,11 +4,8 @@
 //! the bearer token (refused, accepted, never written anywhere), an unreachable server,
 //! `kill -9` mid-upload, retry exhaustion and `retry-failed`, and files the server rejects.
 
-#[path = "../support/protocol_server.rs"]
-mod protocol_server;
-
+use crate::protocol_server::{Faults, ServerConfig, Stats, StoredFile, TestServer};
 use crate::util::*;
-use protocol_server::{Faults, ServerConfig, Stats, StoredFile, TestServer};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 use sha1::{Digest, Sha1};
@@ -20,22 +17,6 @@ use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// What one invocation of the binary printed and how it ended.
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn both(&self) -> String {
-        format!(
-            "exit {:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
-            self.code, self.stderr, self.stdout
-        )
-    }
-}
 
 static OUTPUT_SEQ: AtomicUsize = AtomicUsize::new(0);
 
@@ -145,16 +126,6 @@ fn rows_of(db: &Path) -> BTreeMap<String, Row> {
         .map(Result::unwrap)
         .collect();
     rows
-}
-
-/// `SELECT` one integer from a state DB that may not exist (or have no tables) yet: 0 then.
-fn count_or_zero(db: &Path, sql: &str) -> i64 {
-    if !db.exists() {
-        return 0;
-    }
-    Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .and_then(|c| c.query_row(sql, [], |r| r.get(0)))
-        .unwrap_or(0)
 }
 
 fn basename(source_ref: &str) -> &str {

@@ -20,16 +20,10 @@ impl Lcg {
 }
 
 fn uploaded_now(ws: &Workspace) -> i64 {
-    // The state DB may not exist yet, or be mid-migration: treat errors as "nothing yet".
-    rusqlite::Connection::open_with_flags(ws.state(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .and_then(|c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM files WHERE state IN ('uploaded','skipped')",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .unwrap_or(0)
+    count_or_zero(
+        &ws.state(),
+        "SELECT COUNT(*) FROM files WHERE state IN ('uploaded','skipped')",
+    )
 }
 
 #[test]

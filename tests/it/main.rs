@@ -3,6 +3,10 @@
 
 mod util;
 
+/// The upload-protocol test server (also used by the benchmarks).
+#[path = "../support/protocol_server.rs"]
+mod protocol_server;
+
 mod bad_input;
 mod calibre_source;
 mod engine;

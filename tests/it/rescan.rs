@@ -112,18 +112,8 @@ fn a_scan_killed_half_way_resumes_past_the_folders_it_finished() {
             .spawn()
             .unwrap();
         let t0 = std::time::Instant::now();
-        let walked = |ws: &Workspace| {
-            rusqlite::Connection::open_with_flags(
-                ws.state(),
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )
-            .and_then(|c| {
-                c.query_row("SELECT COUNT(*) FROM scan_progress", [], |r| {
-                    r.get::<_, i64>(0)
-                })
-            })
-            .unwrap_or(0)
-        };
+        let walked =
+            |ws: &Workspace| count_or_zero(&ws.state(), "SELECT COUNT(*) FROM scan_progress");
         while walked(&ws) < 3 && t0.elapsed().as_secs() < 30 && child.try_wait().unwrap().is_none()
         {
             std::thread::sleep(std::time::Duration::from_millis(2));

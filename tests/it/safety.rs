@@ -48,14 +48,7 @@ fn two_real_processes_on_one_state_db() {
     // Wait until the first holds the lock (its run record exists), then start a second.
     let t0 = std::time::Instant::now();
     while t0.elapsed().as_secs() < 30 && first.try_wait().unwrap().is_none() {
-        if rusqlite::Connection::open_with_flags(
-            ws.state(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .and_then(|c| c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0)))
-        .unwrap_or(0)
-            > 0
-        {
+        if count_or_zero(&ws.state(), "SELECT COUNT(*) FROM runs") > 0 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));

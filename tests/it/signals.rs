@@ -6,15 +6,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn landed(ws: &Workspace) -> i64 {
-    rusqlite::Connection::open_with_flags(ws.state(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .and_then(|c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM files WHERE state IN ('uploaded', 'skipped')",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .unwrap_or(0)
+    count_or_zero(
+        &ws.state(),
+        "SELECT COUNT(*) FROM files WHERE state IN ('uploaded', 'skipped')",
+    )
 }
 
 fn interrupt_mid_run(signal: i32) {

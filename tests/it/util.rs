@@ -164,6 +164,33 @@ impl Workspace {
     }
 }
 
+/// What one invocation of the binary printed and how it ended.
+pub struct Out {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn both(&self) -> String {
+        format!(
+            "exit {:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+            self.code, self.stderr, self.stdout
+        )
+    }
+}
+
+/// `SELECT` one integer from a state DB that may not exist (or have no tables) yet: 0 then.
+/// For watching a run from outside while it writes.
+pub fn count_or_zero(db: &Path, sql: &str) -> i64 {
+    if !db.exists() {
+        return 0;
+    }
+    Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row(sql, [], |r| r.get(0)))
+        .unwrap_or(0)
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
