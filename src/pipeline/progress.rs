@@ -94,11 +94,10 @@ impl Reporter {
 
 fn bars(p: &Progress, stop: &AtomicBool) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
-    let style = ProgressStyle::with_template(
-        "{prefix:>9} [{bar:30}] {pos}/{len} files {msg} ({per_sec}, eta {eta})",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} files {msg} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     let make = |name: &str| {
         let b = multi.add(ProgressBar::new(0));
         b.set_style(style.clone());
@@ -108,17 +107,24 @@ fn bars(p: &Progress, stop: &AtomicBool) {
     let check = make("check");
     let hash = make("hash");
     let transfer = make("transfer");
+    let started = Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        let secs = started.elapsed().as_secs_f64().max(0.001);
         let total = p.total.get();
         for b in [&check, &hash, &transfer] {
             b.set_length(total);
         }
         check.set_position(p.checked.get() + p.skipped.get());
         hash.set_position(p.hashed.get());
-        hash.set_message(human_bytes(p.hashed_bytes.get()));
+        hash.set_message(format!(
+            "{}, {}/s",
+            human_bytes(p.hashed_bytes.get()),
+            human_bytes((p.hashed_bytes.get() as f64 / secs) as u64)
+        ));
         transfer.set_position(p.finished());
         transfer.set_message(format!(
-            "{} sent, {} skipped, {} failed, {}/{} in flight",
+            "{:.0} files/s, {} sent, {} skipped, {} failed, {}/{} in flight",
+            p.finished() as f64 / secs,
             human_bytes(p.uploaded_bytes.get()),
             p.skipped.get(),
             p.failed.get(),
