@@ -30,7 +30,11 @@ fn uploaded_now(ws: &Workspace) -> i64 {
 fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     let long = std::env::var_os("BOOKFERRY_LONG_TESTS").is_some();
     let kills_wanted = if long { 100 } else { 20 };
-    let ws = Workspace::with_corpus_sized(if long { 6000 } else { 2500 }, 21, 16);
+    let ws = Workspace::with_corpus_sized(
+        if long { 20000 } else { 2500 },
+        21,
+        if long { 8 } else { 16 },
+    );
     let mut rng = Lcg(0x5eed);
     let mut kills = 0;
     let mut attempts = 0;
@@ -61,7 +65,7 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
         } else {
             // By progress: wait until k more files have landed, then kill mid-transfer.
             let base = uploaded_now(&ws);
-            let k = 1 + rng.next(10) as i64;
+            let k = 1 + rng.next(if long { 3 } else { 10 }) as i64;
             let t0 = Instant::now();
             while uploaded_now(&ws) < base + k && t0.elapsed() < Duration::from_secs(30) {
                 if child.try_wait().unwrap().is_some() {
