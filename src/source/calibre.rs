@@ -29,7 +29,7 @@ pub const METADATA_DB: &str = "metadata.db";
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The tables read here; a database without them is not a calibre library.
-const REQUIRED_TABLES: &[&str] = &[
+pub const REQUIRED_TABLES: &[&str] = &[
     "books",
     "data",
     "authors",

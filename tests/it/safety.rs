@@ -73,50 +73,28 @@ fn two_real_processes_on_one_state_db() {
 #[test]
 fn a_state_db_inside_the_source_or_target_is_refused() {
     let ws = Workspace::with_corpus(5, 53);
-    let inside = ws.lib().join("state.db");
-    let out = ws
-        .cmd_with_state(
-            &inside,
-            &[
-                "run",
-                "--from",
-                ws.lib().to_str().unwrap(),
-                "--to",
-                ws.out().to_str().unwrap(),
-            ],
-        )
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("inside the source"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        !inside.exists(),
-        "the refused state DB was created in the source"
-    );
-    let inside = ws.out().join("x/state.db");
-    let out = ws
-        .cmd_with_state(
-            &inside,
-            &[
-                "run",
-                "--from",
-                ws.lib().to_str().unwrap(),
-                "--to",
-                ws.out().to_str().unwrap(),
-            ],
-        )
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("inside the target"),
-        "{}",
-        stderr(&out)
-    );
+    let (lib, out_dir) = (ws.lib(), ws.out());
+    for (inside, what) in [
+        (lib.join("state.db"), "inside the source"),
+        (out_dir.join("x/state.db"), "inside the target"),
+    ] {
+        let out = ws
+            .cmd_with_state(
+                &inside,
+                &[
+                    "run",
+                    "--from",
+                    lib.to_str().unwrap(),
+                    "--to",
+                    out_dir.to_str().unwrap(),
+                ],
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains(what), "{}", stderr(&out));
+        assert!(!inside.exists(), "the refused state DB was created {what}");
+    }
 }
 
 #[test]

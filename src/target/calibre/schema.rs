@@ -27,27 +27,9 @@ pub const FRESH_PREFERENCES: &[(&str, &str)] = &[
     ("grouped_search_terms", "{}"),
 ];
 
-/// Tables written or read by this module; a database without them is not a library we can fill.
-pub const REQUIRED_TABLES: &[&str] = &[
-    "books",
-    "data",
-    "authors",
-    "books_authors_link",
-    "series",
-    "books_series_link",
-    "tags",
-    "books_tags_link",
-    "identifiers",
-    "publishers",
-    "books_publishers_link",
-    "languages",
-    "books_languages_link",
-    "comments",
-    "ratings",
-    "books_ratings_link",
-    "library_id",
-    "preferences",
-];
+/// Tables this module writes beyond those every calibre library has (the reader's list, in
+/// `source::calibre::REQUIRED_TABLES`); a database without them is not a library we can fill.
+pub const REQUIRED_WRITE_TABLES: &[&str] = &["library_id", "preferences"];
 
 /// Create calibre's schema and the rows of a fresh library in an empty database, in one
 /// transaction. `library_uuid` becomes `library_id.uuid`.
@@ -96,8 +78,9 @@ pub fn check(conn: &Connection, db: &Path) -> Result<i64, CalibreError> {
         .query_map([], |r| r.get::<_, String>(0))
         .and_then(|rows| rows.collect::<Result<std::collections::HashSet<String>, _>>())
         .map_err(|e| corrupt(format!("cannot list tables: {e}")))?;
-    let missing: Vec<&str> = REQUIRED_TABLES
+    let missing: Vec<&str> = crate::source::calibre::REQUIRED_TABLES
         .iter()
+        .chain(REQUIRED_WRITE_TABLES)
         .copied()
         .filter(|t| !names.contains(*t))
         .collect();
