@@ -91,7 +91,7 @@ pub struct TuningArgs {
     /// Folder targets use 8 for `auto`.
     #[arg(long, value_name = "N|auto")]
     pub transfers: Option<String>,
-    /// Files hashed and parsed at once (default: one per CPU).
+    /// Files hashed and parsed at once (default: one per CPU, plus one).
     #[arg(long, value_name = "N")]
     pub checkers: Option<usize>,
 }

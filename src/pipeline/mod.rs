@@ -41,7 +41,9 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> PipelineConfig {
         PipelineConfig {
-            checkers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            // One more than the cores: a file's read waits on I/O while another's hash runs
+            // (measured: 2 cores, 2,000 files / 505 MB, copy mode 0.66 s → 0.61 s).
+            checkers: std::thread::available_parallelism().map_or(2, |n| n.get()) + 1,
             checksum: false,
             dry_run: false,
             keep_duplicates: false,
