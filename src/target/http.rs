@@ -94,12 +94,18 @@ enum Attempt<T> {
     Done(T),
     Permanent(Failure),
     Auth(String),
-    Transient {
-        message: String,
-        retry_after: Option<Duration>,
-        overload: bool,
-        unreachable: bool,
-    },
+    Transient(Transient),
+}
+
+/// A failure worth another try.
+struct Transient {
+    message: String,
+    /// The server's `Retry-After`, if it gave one.
+    retry_after: Option<Duration>,
+    /// 429/503/timeout: the server is overloaded (the limiter cuts).
+    overload: bool,
+    /// The server could not be reached at all.
+    unreachable: bool,
 }
 
 impl HttpTarget {
@@ -155,17 +161,12 @@ impl HttpTarget {
                 Attempt::Done(_) => return Ok(target),
                 Attempt::Auth(m) => return Err(OpenError::Auth(m)),
                 Attempt::Permanent(f) => return Err(OpenError::Unusable(f.message)),
-                Attempt::Transient {
-                    message,
-                    retry_after,
-                    unreachable,
-                    ..
-                } => {
+                Attempt::Transient(t) => {
                     tries += 1;
-                    if unreachable || tries > target.retries {
-                        return Err(OpenError::Unusable(message));
+                    if t.unreachable || tries > target.retries {
+                        return Err(OpenError::Unusable(t.message));
                     }
-                    tokio::time::sleep(retry_after.unwrap_or_else(|| backoff(tries))).await;
+                    tokio::time::sleep(t.retry_after.unwrap_or_else(|| backoff(tries))).await;
                 }
             }
         }
@@ -313,24 +314,31 @@ impl HttpTarget {
                 }
                 Attempt::Permanent(f) => return Err(f),
                 Attempt::Auth(m) => return Err(Failure::new(FailureKind::Auth, m)),
-                Attempt::Transient {
-                    message,
-                    retry_after,
-                    overload,
-                    unreachable,
-                } => {
-                    if overload {
-                        self.limiter.on_overload(in_flight);
-                    }
-                    tries += 1;
-                    if tries > self.retries {
-                        return Err(self.exhausted(&name, tries, &message, unreachable));
-                    }
-                    tracing::debug!("{name}: {message}; retry {tries}/{}", self.retries);
-                    tokio::time::sleep(retry_after.unwrap_or_else(|| backoff(tries))).await;
-                }
+                Attempt::Transient(t) => self.retry_later(&name, &mut tries, t, in_flight).await?,
             }
         }
+    }
+
+    /// One more try after a transient failure: tell the limiter about overload, wait (the
+    /// server's `Retry-After`, or jittered backoff), or give up once `--retries` are spent.
+    /// `in_flight` counts our requests in flight when the answer came, this one included.
+    async fn retry_later(
+        &self,
+        what: &str,
+        tries: &mut u32,
+        t: Transient,
+        in_flight: usize,
+    ) -> Result<(), Failure> {
+        if t.overload {
+            self.limiter.on_overload(in_flight);
+        }
+        *tries += 1;
+        if *tries > self.retries {
+            return Err(self.exhausted(what, *tries, &t.message, t.unreachable));
+        }
+        tracing::debug!("{what}: {}; retry {tries}/{}", t.message, self.retries);
+        tokio::time::sleep(t.retry_after.unwrap_or_else(|| backoff(*tries))).await;
+        Ok(())
     }
 
     fn exhausted(&self, what: &str, tries: u32, message: &str, unreachable: bool) -> Failure {
@@ -364,20 +372,9 @@ impl HttpTarget {
                 }
                 Attempt::Permanent(f) => return Err(f),
                 Attempt::Auth(m) => return Err(Failure::new(FailureKind::Auth, m)),
-                Attempt::Transient {
-                    message,
-                    retry_after,
-                    overload,
-                    unreachable,
-                } => {
-                    if overload {
-                        self.limiter.on_overload(self.limiter.in_flight() + 1);
-                    }
-                    tries += 1;
-                    if tries > self.retries {
-                        return Err(self.exhausted(what, tries, &message, unreachable));
-                    }
-                    tokio::time::sleep(retry_after.unwrap_or_else(|| backoff(tries))).await;
+                Attempt::Transient(t) => {
+                    let in_flight = self.limiter.in_flight() + 1;
+                    self.retry_later(what, &mut tries, t, in_flight).await?
                 }
             }
         }
@@ -415,12 +412,12 @@ impl HttpTarget {
         let resp = tokio::select! {
             r = send => r,
             _ = stall_watch(progress, self.stall) => {
-                return Attempt::Transient {
+                return Attempt::Transient(Transient {
                     message: format!("upload of {} stalled for {}s", p.file_name, self.stall.as_secs()),
                     retry_after: None,
                     overload: true,
                     unreachable: false,
-                };
+                });
             }
         };
         let resp = match resp {
@@ -438,12 +435,12 @@ impl HttpTarget {
                     .map(str::to_string)
                     .unwrap_or_else(|| v.to_string())
             }) else {
-                return Attempt::Transient {
+                return Attempt::Transient(Transient {
                     message: format!("upload of {}: reply without an id", p.file_name),
                     retry_after: None,
                     overload: false,
                     unreachable: false,
-                };
+                });
             };
             if streamed {
                 self.bytes_streamed.fetch_add(p.size, Ordering::Relaxed);
@@ -596,12 +593,12 @@ fn transient_of<T>(base: &str, what: &str, e: reqwest::Error) -> Attempt<T> {
     } else {
         format!("{what}: {cause}{hint}")
     };
-    Attempt::Transient {
+    Attempt::Transient(Transient {
         message,
         retry_after: None,
         overload: timeout,
         unreachable,
-    }
+    })
 }
 
 async fn classify_status<T>(
@@ -639,18 +636,18 @@ async fn classify_status<T>(
             FailureKind::Rejected,
             format!("{who}: too large for this server (413): {server_error}"),
         )),
-        429 | 503 => Attempt::Transient {
+        429 | 503 => Attempt::Transient(Transient {
             message: format!("{what}: server overloaded ({status})"),
             retry_after,
             overload: true,
             unreachable: false,
-        },
-        s if s >= 500 => Attempt::Transient {
+        }),
+        s if s >= 500 => Attempt::Transient(Transient {
             message: format!("{what}: server error {status}: {server_error}"),
             retry_after,
             overload: false,
             unreachable: false,
-        },
+        }),
         _ => Attempt::Permanent(Failure::new(
             FailureKind::Rejected,
             format!("{who}: unexpected answer {status}: {server_error}"),
