@@ -64,7 +64,8 @@ pub struct RunArgs {
     /// The library to migrate (see `scan --from`). Default: the recorded source.
     #[arg(long, value_name = "SOURCE")]
     pub from: Option<String>,
-    /// Where the files go: a folder (dir:PATH or a plain path). Default: the recorded target.
+    /// Where the files go: a folder (dir:PATH or a plain path), or a server speaking the upload
+    /// protocol (http(s)://HOST[:PORT][/PREFIX]). Default: the recorded target.
     #[arg(long, value_name = "TARGET")]
     pub to: Option<String>,
     /// Formats to migrate (see `scan --formats`).
