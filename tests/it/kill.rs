@@ -38,23 +38,10 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     let mut rng = Lcg(0x5eed);
     let mut kills = 0;
     let mut attempts = 0;
-    let lib = ws.lib();
-    let out_dir = ws.out();
     while kills < kills_wanted && attempts < kills_wanted * 3 {
         attempts += 1;
         let mut child = ws
-            .cmd(&[
-                "run",
-                "--from",
-                lib.to_str().unwrap(),
-                "--to",
-                out_dir.to_str().unwrap(),
-                "--transfers",
-                "2",
-                "--checkers",
-                "1",
-                "-q",
-            ])
+            .migrate_cmd(&["--transfers", "2", "--checkers", "1", "-q"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

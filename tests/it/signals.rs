@@ -14,19 +14,8 @@ fn landed(ws: &Workspace) -> i64 {
 
 fn interrupt_mid_run(signal: i32) {
     let ws = Workspace::with_corpus_sized(2500, 61, 16);
-    let (lib, out) = (ws.lib(), ws.out());
     let mut child = ws
-        .cmd(&[
-            "run",
-            "--from",
-            lib.to_str().unwrap(),
-            "--to",
-            out.to_str().unwrap(),
-            "--transfers",
-            "1",
-            "--checkers",
-            "1",
-        ])
+        .migrate_cmd(&["--transfers", "1", "--checkers", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -118,10 +118,9 @@ impl Workspace {
         self.cmd(args).output().expect("bookferry runs")
     }
 
-    /// `run --from lib --to out` plus `extra`.
-    pub fn migrate(&self, extra: &[&str]) -> Output {
-        let lib = self.lib();
-        let out = self.out();
+    /// The command `run --from lib --to out` plus `extra`, to spawn.
+    pub fn migrate_cmd(&self, extra: &[&str]) -> Command {
+        let (lib, out) = (self.lib(), self.out());
         let mut args = vec![
             "run",
             "--from",
@@ -130,7 +129,12 @@ impl Workspace {
             out.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        self.run(&args)
+        self.cmd(&args)
+    }
+
+    /// `run --from lib --to out` plus `extra`, to completion.
+    pub fn migrate(&self, extra: &[&str]) -> Output {
+        self.migrate_cmd(extra).output().expect("bookferry runs")
     }
 
     pub fn status(&self) -> Value {
