@@ -140,19 +140,25 @@ fn uploaded_with_sha1(
     db: &crate::state::Db,
     sha1s: &[String],
 ) -> crate::state::Result<HashMap<String, (i64, String)>> {
+    // One query per chunk of SHA-1s (not one per row); the lowest id wins, as it landed first.
+    const CHUNK: usize = 500;
     let conn = db.conn()?;
-    let mut out = HashMap::new();
-    let mut st = conn.prepare_cached(
-        "SELECT id, COALESCE(target_ref, source_ref) FROM files
-         WHERE sha1 = ?1 AND state = 'uploaded' ORDER BY id LIMIT 1",
-    )?;
-    for sha1 in sha1s {
-        if out.contains_key(sha1) {
-            continue;
-        }
-        let mut rows = st.query([sha1])?;
-        if let Some(r) = rows.next()? {
-            out.insert(sha1.clone(), (r.get(0)?, r.get(1)?));
+    let mut out: HashMap<String, (i64, String)> = HashMap::new();
+    let unique: std::collections::BTreeSet<&String> = sha1s.iter().collect();
+    let unique: Vec<&String> = unique.into_iter().collect();
+    for chunk in unique.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT sha1, id, COALESCE(target_ref, source_ref) FROM files
+             WHERE state = 'uploaded' AND sha1 IN ({}) ORDER BY id",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut st = conn.prepare(&sql)?;
+        let mut rows = st.query(rusqlite::params_from_iter(chunk.iter()))?;
+        while let Some(r) = rows.next()? {
+            let sha1: String = r.get(0)?;
+            if let std::collections::hash_map::Entry::Vacant(e) = out.entry(sha1) {
+                e.insert((r.get(1)?, r.get(2)?));
+            }
         }
     }
     Ok(out)

@@ -443,14 +443,7 @@ fn http_migrates_a_library_each_content_sent_once_with_trusted_metadata() {
     let total: i64 = ws.manifest.iter().map(|e| e.size as i64).sum();
     let unique_bytes: u64 = stored.values().map(|f| f.size).sum();
     assert_eq!(s.bytes_received, unique_bytes);
-    let (read, sent): (i64, i64) = ws
-        .db()
-        .query_row(
-            "SELECT bytes_read, bytes_sent FROM runs WHERE command = 'run' ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (read, sent) = ws.run_bytes();
     assert_eq!(read, total, "runs.bytes_read = the library's size");
     assert!(
         sent >= unique_bytes as i64,
@@ -1267,14 +1260,7 @@ fn http_a_1_gib_sparse_file_is_streamed_with_flat_memory() {
     assert_eq!(got.size, GIB);
     // Read twice (hash, then stream) plus the bounded prefix/suffix the PDF parser scans; sent
     // once.
-    let (read, sent): (i64, i64) = ws
-        .db()
-        .query_row(
-            "SELECT bytes_read, bytes_sent FROM runs WHERE command = 'run'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (read, sent) = ws.run_bytes();
     let small = "a small book".len() as i64;
     assert_eq!(sent, GIB as i64 + small);
     let extra = read - (2 * GIB as i64 + small);

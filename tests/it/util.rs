@@ -157,6 +157,17 @@ impl Workspace {
         self.db().query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
+    /// (bytes_read, bytes_sent) of the newest `run` record.
+    pub fn run_bytes(&self) -> (i64, i64) {
+        self.db()
+            .query_row(
+                "SELECT bytes_read, bytes_sent FROM runs WHERE command = 'run' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    }
+
     /// Every file under `out/`: relative path → SHA-1.
     pub fn target_files(&self) -> BTreeMap<String, String> {
         tree_sha1(&self.out())
