@@ -112,6 +112,14 @@ pub struct TargetArgs {
     /// Copy content duplicates too, instead of skipping them.
     #[arg(long)]
     pub keep_duplicates: bool,
+    /// calibre target: when the library already has a book (calibre's rule: same authors and
+    /// title, or a shared identifier), add the formats it lacks instead of skipping the file.
+    #[arg(long)]
+    pub merge_formats: bool,
+    /// calibre target: write even while a calibre program (calibre, calibre-server,
+    /// calibredb) holds calibre's writer lock. Only when it surely does not use this library.
+    #[arg(long)]
+    pub ignore_calibre_lock: bool,
 }
 
 /// Options of the HTTP target. The token is read from $BOOKFERRY_TOKEN or --token-file, never

@@ -65,14 +65,22 @@ impl MigrationOptions {
                 .unwrap_or_else(|| "copy".into()),
         )
         .map_err(CommandError::usage)?;
-        let keep_duplicates = target.keep_duplicates
-            || recorded
-                .and_then(|v| v.get("keep_duplicates"))
+        let recorded_flag = |k: &str| {
+            recorded
+                .and_then(|v| v.get(k))
                 .and_then(|v| v.as_bool())
-                .unwrap_or(false);
+                .unwrap_or(false)
+        };
+        let keep_duplicates = target.keep_duplicates || recorded_flag("keep_duplicates");
+        let merge_formats = target.merge_formats || recorded_flag("merge_formats");
         Ok(MigrationOptions {
             formats,
-            placement: PlacementOptions { layout, link },
+            placement: PlacementOptions {
+                layout,
+                link,
+                merge_formats,
+                ignore_calibre_lock: target.ignore_calibre_lock,
+            },
             keep_duplicates,
         })
     }
@@ -83,6 +91,7 @@ impl MigrationOptions {
             "layout": self.placement.layout.template(),
             "link": self.placement.link.as_str(),
             "keep_duplicates": self.keep_duplicates,
+            "merge_formats": self.placement.merge_formats,
         })
     }
 }
@@ -190,7 +199,7 @@ impl Execution<'_> {
         let mut cfg = PipelineConfig {
             checksum: self.checksum,
             dry_run: self.dry_run,
-            keep_duplicates: self.options.keep_duplicates,
+            keep_duplicates: self.options.keep_duplicates || target.dedups_by_book(),
             ..Default::default()
         };
         if let Some(n) = self.tuning.checkers {

@@ -6,7 +6,7 @@ use super::{Ctx, Item};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::Digests;
 use crate::state::FileState;
-use crate::target::Payload;
+use crate::target::{Payload, Transferred};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
@@ -137,7 +137,11 @@ async fn transfer_one(ctx: &Ctx, item: Item) -> Option<i64> {
     }
     let res = ctx.target.transfer(payload).await;
     match res {
-        Ok(placed) => {
+        Ok(Transferred::AlreadyThere { reason, detail }) => {
+            ctx.skip(&item, reason, detail, None);
+            None
+        }
+        Ok(Transferred::Placed(placed)) => {
             let mut t = item.to(FileState::Uploaded);
             t.attempts = 1;
             t.needs_flush = true;

@@ -364,43 +364,7 @@ impl FolderTarget {
     }
 
     fn write_temp(&self, p: &Payload, temp: &Path) -> io::Result<Placed> {
-        let mut out = OpenOptions::new().write(true).create_new(true).open(temp)?;
-        let mut placed = Placed::default();
-        if self.opts.link == LinkMode::Reflink {
-            let src = File::open(&p.source_path)?;
-            reflink(&src, &out)?;
-            placed.bytes_sent = p.size;
-            return Ok(placed);
-        }
-        if let Some(data) = &p.data {
-            out.write_all(data)?;
-            placed.bytes_sent = data.len() as u64;
-            return Ok(placed);
-        }
-        // Large file: stream it, hashing what is actually written.
-        let mut src = File::open(&p.source_path)?;
-        let mut h = DualHasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = match src.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            h.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
-        }
-        placed.bytes_read = h.len();
-        placed.bytes_sent = h.len();
-        let actual = h.finish();
-        if actual.sha1 != p.digests.sha1 {
-            placed.detail = Some(
-                "source changed since hashing; recorded the hashes of the bytes copied".into(),
-            );
-            placed.new_digests = Some(actual);
-        }
-        Ok(placed)
+        write_new_file(p, temp, self.opts.link == LinkMode::Reflink)
     }
 
     /// Make everything written so far durable: one `syncfs` of the target's filesystem.
@@ -414,6 +378,48 @@ impl FolderTarget {
         }
         Ok(())
     }
+}
+
+/// Write a payload to a new file `dest` (never replacing one): its kept bytes, a clone of the
+/// source (`reflink_it`), or a streamed copy hashed on the way (recording new digests when the
+/// source changed since it was hashed).
+pub(crate) fn write_new_file(p: &Payload, dest: &Path, reflink_it: bool) -> io::Result<Placed> {
+    let mut out = OpenOptions::new().write(true).create_new(true).open(dest)?;
+    let mut placed = Placed::default();
+    if reflink_it {
+        let src = File::open(&p.source_path)?;
+        reflink(&src, &out)?;
+        placed.bytes_sent = p.size;
+        return Ok(placed);
+    }
+    if let Some(data) = &p.data {
+        out.write_all(data)?;
+        placed.bytes_sent = data.len() as u64;
+        return Ok(placed);
+    }
+    // Large file: stream it, hashing what is actually written.
+    let mut src = File::open(&p.source_path)?;
+    let mut h = DualHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+    }
+    placed.bytes_read = h.len();
+    placed.bytes_sent = h.len();
+    let actual = h.finish();
+    if actual.sha1 != p.digests.sha1 {
+        placed.detail =
+            Some("source changed since hashing; recorded the hashes of the bytes copied".into());
+        placed.new_digests = Some(actual);
+    }
+    Ok(placed)
 }
 
 /// Move a finished temp file to its final name without replacing anything (a hard link fails

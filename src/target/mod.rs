@@ -1,5 +1,5 @@
-//! Where files go. One enum over the targets (a folder now; HTTP and calibre later), each in its
-//! own file, all answering the same questions: which of these does the target already have (by
+//! Where files go. One enum over the targets (a folder, an HTTP server, a calibre library),
+//! each in its own module, all answering the same questions: which of these does the target already have (by
 //! name+size, by content), place this file, make what was placed durable. A target never touches
 //! the state DB: it returns outcomes and the pipeline records them.
 
@@ -25,6 +25,8 @@ pub enum TargetSpec {
     /// A server speaking the upload protocol (`http://…` or `https://…`, with an optional path
     /// prefix).
     Http(String),
+    /// A calibre library (`calibre:PATH`), created when PATH is missing or empty.
+    Calibre(PathBuf),
 }
 
 impl TargetSpec {
@@ -47,9 +49,13 @@ impl TargetSpec {
             ));
         }
         if let Some(rest) = s.strip_prefix("calibre:") {
-            return Err(format!(
-                "target calibre:{rest}: the calibre target is not available in this version"
-            ));
+            if rest.is_empty() {
+                return Err(
+                    "target calibre: needs the library's folder, e.g. calibre:~/Calibre Library"
+                        .into(),
+                );
+            }
+            return Ok(TargetSpec::Calibre(canonicalize_lenient(Path::new(rest))?));
         }
         let raw = s.strip_prefix("dir:").unwrap_or(s);
         if raw.is_empty() {
@@ -63,13 +69,14 @@ impl TargetSpec {
         match self {
             TargetSpec::Dir(p) => format!("dir:{}", p.display()),
             TargetSpec::Http(u) => u.clone(),
+            TargetSpec::Calibre(p) => format!("calibre:{}", p.display()),
         }
     }
 
     /// The local folder this target writes under, if any.
     pub fn local_root(&self) -> Option<&Path> {
         match self {
-            TargetSpec::Dir(p) => Some(p),
+            TargetSpec::Dir(p) | TargetSpec::Calibre(p) => Some(p),
             TargetSpec::Http(_) => None,
         }
     }
@@ -157,6 +164,19 @@ pub struct Placed {
     pub detail: Option<String>,
 }
 
+/// What a transfer ended in.
+#[derive(Debug, Clone)]
+pub enum Transferred {
+    /// Placed or sent (or found there already, byte for byte).
+    Placed(Placed),
+    /// Not written: the target holds this book already in another form (`reason` is the
+    /// row's `skip_reason`).
+    AlreadyThere {
+        reason: &'static str,
+        detail: String,
+    },
+}
+
 /// Why a target cannot be used at all (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -175,11 +195,24 @@ pub enum OpenError {
 pub struct PlacementOptions {
     pub layout: layout::Layout,
     pub link: folder::LinkMode,
+    /// calibre target: add missing formats to books the library already has.
+    pub merge_formats: bool,
+    /// calibre target: write even while a calibre program holds its writer lock.
+    pub ignore_calibre_lock: bool,
 }
 
 pub enum Target {
     Folder(Arc<folder::FolderTarget>, Arc<limit::Limiter>),
     Http(Arc<http::HttpTarget>),
+    Calibre(Arc<calibre::CalibreTarget>, Arc<limit::Limiter>),
+}
+
+/// Local disks gain little past a few writers at once.
+fn local_transfers(t: http::Transfers) -> usize {
+    match t {
+        http::Transfers::Fixed(n) => n,
+        http::Transfers::Auto => 8,
+    }
 }
 
 impl Target {
@@ -195,12 +228,24 @@ impl Target {
             TargetSpec::Dir(root) => {
                 let f = folder::FolderTarget::open(root, source_root, opts.clone(), dry_run)
                     .map_err(|e| OpenError::Unusable(e.0))?;
-                let n = match http_opts.transfers {
-                    http::Transfers::Fixed(n) => n,
-                    // Local disks gain little past a few writers at once.
-                    http::Transfers::Auto => 8,
-                };
+                let n = local_transfers(http_opts.transfers);
                 Ok(Target::Folder(Arc::new(f), limit::Limiter::fixed(n)))
+            }
+            TargetSpec::Calibre(root) => {
+                let copts = calibre::CalibreOptions {
+                    link: opts.link,
+                    merge_formats: opts.merge_formats,
+                    ignore_calibre_lock: opts.ignore_calibre_lock,
+                };
+                let (root, source_root) = (root.clone(), source_root.to_path_buf());
+                let c = tokio::task::spawn_blocking(move || {
+                    calibre::CalibreTarget::open(&root, &source_root, copts, dry_run)
+                })
+                .await
+                .map_err(|e| OpenError::Unusable(format!("internal: opening the library: {e}")))?
+                .map_err(|e| OpenError::Unusable(e.0))?;
+                let n = local_transfers(http_opts.transfers);
+                Ok(Target::Calibre(Arc::new(c), limit::Limiter::fixed(n)))
             }
             TargetSpec::Http(base) => Ok(Target::Http(Arc::new(
                 http::HttpTarget::open(base, http_opts).await?,
@@ -211,7 +256,7 @@ impl Target {
     /// The limit on transfers in flight.
     pub fn limiter(&self) -> Arc<limit::Limiter> {
         match self {
-            Target::Folder(_, l) => l.clone(),
+            Target::Folder(_, l) | Target::Calibre(_, l) => l.clone(),
             Target::Http(h) => h.limiter(),
         }
     }
@@ -220,6 +265,7 @@ impl Target {
     pub async fn check_names(&self, q: Vec<NameQuery>) -> Result<HashSet<i64>, Failure> {
         match self {
             Target::Folder(f, _) => Ok(f.check_names(&q)),
+            Target::Calibre(c, _) => Ok(c.check_names(&q)),
             Target::Http(h) => {
                 let items: Vec<_> = q
                     .into_iter()
@@ -244,6 +290,9 @@ impl Target {
                     .await
                     .unwrap_or_default())
             }
+            // A calibre library's unit is the book: two books may hold the same bytes. The
+            // transfer finds a file already in its own book (see `calibre/target.rs`).
+            Target::Calibre(..) => Ok(HashMap::new()),
             Target::Http(h) => {
                 let items: Vec<_> = q
                     .into_iter()
@@ -260,22 +309,36 @@ impl Target {
 
     /// Place or send one file. Waits for a slot under the target's concurrency limit (per
     /// attempt, for HTTP).
-    pub async fn transfer(&self, p: Payload) -> Result<Placed, Failure> {
+    pub async fn transfer(&self, p: Payload) -> Result<Transferred, Failure> {
+        let internal = |e: tokio::task::JoinError| {
+            Err(Failure::new(
+                crate::failure::FailureKind::TargetWrite,
+                format!("internal: transfer task failed: {e}"),
+            ))
+        };
         match self {
-            Target::Http(h) => h.upload(p).await,
+            Target::Http(h) => h.upload(p).await.map(Transferred::Placed),
             Target::Folder(f, limiter) => {
                 let _slot = limiter.acquire().await;
                 let f = f.clone();
-                tokio::task::spawn_blocking(move || f.place(&p))
+                tokio::task::spawn_blocking(move || f.place(&p).map(Transferred::Placed))
                     .await
-                    .unwrap_or_else(|e| {
-                        Err(Failure::new(
-                            crate::failure::FailureKind::TargetWrite,
-                            format!("internal: transfer task failed: {e}"),
-                        ))
-                    })
+                    .unwrap_or_else(internal)
+            }
+            Target::Calibre(c, limiter) => {
+                let _slot = limiter.acquire().await;
+                let c = c.clone();
+                tokio::task::spawn_blocking(move || c.transfer(&p))
+                    .await
+                    .unwrap_or_else(internal)
             }
         }
+    }
+
+    /// Whether content duplicates are kept apart by the target itself (the calibre target
+    /// decides per book), so the pipeline must not skip them by SHA-1.
+    pub fn dedups_by_book(&self) -> bool {
+        matches!(self, Target::Calibre(..))
     }
 
     /// Where the file would go (for `--dry-run`).
@@ -283,6 +346,7 @@ impl Target {
         match self {
             Target::Folder(f, _) => f.destination_of(p),
             Target::Http(h) => format!("{}/api/upload as {:?}", h.base(), p.file_name),
+            Target::Calibre(c, _) => c.describe(p),
         }
     }
 
@@ -292,6 +356,11 @@ impl Target {
             Target::Folder(f, _) => {
                 let f = f.clone();
                 Some(Box::new(move || f.flush()))
+            }
+            // The library's commit syncs the files, then records their books.
+            Target::Calibre(c, _) => {
+                let c = c.clone();
+                Some(Box::new(move || c.commit()))
             }
             Target::Http(_) => None,
         }

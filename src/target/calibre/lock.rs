@@ -88,6 +88,63 @@ pub fn calibre_is_writing() -> bool {
     !matches!(CalibreLock::try_acquire(), Ok(Some(_)))
 }
 
+/// calibre programs of this user that are running now, as "name (pid N)": what to tell the user
+/// to close when the writer lock is held. Read from `/proc`; empty when none is found.
+pub fn running_calibre_programs() -> Vec<String> {
+    const PROGRAMS: &[&str] = &[
+        "calibre",
+        "calibre-server",
+        "calibredb",
+        "calibre-debug",
+        "calibre-smtp",
+        "ebook-edit",
+        "ebook-viewer",
+        "lrfviewer",
+    ];
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let mut found = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let owned = std::fs::read_to_string(p.path().join("status"))
+            .ok()
+            .and_then(|st| {
+                st.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|u| u.split_whitespace().nth(1))
+                    .and_then(|u| u.parse::<u32>().ok())
+            })
+            == Some(euid);
+        if !owned {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            continue;
+        };
+        // calibre's launchers are Python scripts: the program is argv[0], or argv[1] after
+        // the interpreter.
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .take(2)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let name = args.iter().find_map(|a| {
+            let base = a.rsplit('/').next().unwrap_or(a);
+            PROGRAMS.contains(&base).then(|| base.to_string())
+        });
+        if let Some(name) = name {
+            found.push(format!("{name} (pid {pid})"));
+        }
+    }
+    found.sort();
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,9 @@
 //! and `cover.jpg`. calibre's triggers run unchanged on our connection, which registers
 //! calibre's SQL functions; calibre's writer lock is held while the library is open.
 //!
-//! Not wired into the pipeline yet: [`CalibreLibrary`] is the whole API (see `writer.rs` for the
-//! plan → write files → commit protocol and what a crash leaves).
+//! [`CalibreLibrary`] (`writer.rs`) is the library API: the plan → write files → commit protocol
+//! and what a crash leaves. [`CalibreTarget`] (`target.rs`) is the pipeline's view: which book a
+//! file goes to, and the commit run from the state writer's flush hook.
 
 mod dates;
 mod existing;
@@ -17,13 +18,17 @@ pub mod lock;
 pub mod opf;
 pub mod paths;
 pub mod schema;
+mod target;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
-pub use lock::{calibre_is_writing, CalibreLock};
-pub use writer::{CalibreLibrary, PlannedBook, METADATA_DB, PENDING_MARKER};
+pub use lock::{calibre_is_writing, running_calibre_programs, CalibreLock};
+pub use target::{CalibreOptions, CalibreTarget};
+pub use writer::{
+    AddedFormat, CalibreLibrary, CommittedBook, PlannedBook, METADATA_DB, PENDING_MARKER,
+};
 
 use std::path::PathBuf;
 
@@ -31,11 +36,16 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum CalibreError {
     #[error(
-        "{}: a calibre program (calibre, calibre-server or calibredb) is running and holds \
-         calibre's writer lock; close it and run again",
-        .path.display()
+        "{}: {} holds calibre's writer lock, so calibre may be writing a library right now; \
+         close it (or add books through the calibre-server it runs) and run again, or pass \
+         --ignore-calibre-lock if it surely does not write to this library",
+        .path.display(),
+        if .programs.is_empty() { "a calibre program (calibre, calibre-server or calibredb)".to_string() } else { .programs.join(", ") }
     )]
-    CalibreRunning { path: PathBuf },
+    CalibreRunning {
+        path: PathBuf,
+        programs: Vec<String>,
+    },
 
     #[error("{}: {what}: {source}", .path.display())]
     Io {

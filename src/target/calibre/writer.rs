@@ -184,6 +184,27 @@ impl Fields {
     }
 }
 
+/// A book already recorded in `metadata.db` (calibre's or committed by us).
+#[derive(Debug, Clone)]
+pub struct CommittedBook {
+    pub book_id: i64,
+    /// `books.path`.
+    pub rel_dir: String,
+    /// `data.name` of its formats (of its first one; or the name calibre would give a first).
+    pub file_stem: String,
+    /// Its formats, upper case.
+    pub formats: Vec<String>,
+}
+
+/// A format file written into a committed book, to be recorded in `data` by the next commit.
+#[derive(Debug, Clone)]
+pub struct AddedFormat {
+    pub book_id: i64,
+    pub format: String,
+    pub file_stem: String,
+    pub size: u64,
+}
+
 /// Name → (id, extra) of a calibre item table, keyed by lowercased name.
 type ItemMap = HashMap<String, (i64, String)>;
 
@@ -203,7 +224,8 @@ pub struct CalibreLibrary {
     publishers: ItemMap,
     languages: ItemMap,
     created: bool,
-    _lock: CalibreLock,
+    /// None only with `--ignore-calibre-lock` while a calibre program holds it.
+    _lock: Option<CalibreLock>,
 }
 
 impl std::fmt::Debug for CalibreLibrary {
@@ -220,15 +242,27 @@ impl CalibreLibrary {
     /// when a calibre program has it) and removes what an interrupted run left
     /// ([`CalibreLibrary::cleanup_orphans`]).
     pub fn open(root: &Path) -> Result<CalibreLibrary, CalibreError> {
+        CalibreLibrary::open_with(root, false)
+    }
+
+    /// [`CalibreLibrary::open`], going on without calibre's writer lock when a calibre program
+    /// holds it and `ignore_calibre_lock` (the user's `--ignore-calibre-lock`).
+    pub fn open_with(
+        root: &Path,
+        ignore_calibre_lock: bool,
+    ) -> Result<CalibreLibrary, CalibreError> {
         let io_err = |what: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source: io::Error| CalibreError::Io { path, what, source }
         };
-        let lock = CalibreLock::try_acquire()
-            .map_err(io_err("cannot try calibre's writer lock", root))?
-            .ok_or_else(|| CalibreError::CalibreRunning {
+        let lock =
+            CalibreLock::try_acquire().map_err(io_err("cannot try calibre's writer lock", root))?;
+        if lock.is_none() && !ignore_calibre_lock {
+            return Err(CalibreError::CalibreRunning {
                 path: root.to_path_buf(),
-            })?;
+                programs: super::lock::running_calibre_programs(),
+            });
+        }
         fs::create_dir_all(root).map_err(io_err("cannot create the library folder", root))?;
         let db_path = root.join(METADATA_DB);
         let created = if db_path.exists() {
@@ -469,6 +503,149 @@ impl CalibreLibrary {
         self.root.join(&book.rel_dir)
     }
 
+    /// The folder-relative file name calibre gives format `format` of a book named `stem`, with
+    /// the format upper-cased as `data.format` holds it.
+    pub fn format_file(&self, stem: &str, format: &str) -> Result<(String, String), CalibreError> {
+        let fmt = format.trim().trim_start_matches('.').to_uppercase();
+        if fmt.is_empty()
+            || !fmt
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            || fmt.contains("..")
+        {
+            return Err(CalibreError::Invalid {
+                path: self.root.clone(),
+                cause: format!("format {format:?} is not a file extension calibre can store"),
+            });
+        }
+        let name = format!("{stem}.{}", fmt.to_lowercase());
+        Ok((fmt, name))
+    }
+
+    /// The id of the book (recorded, or planned in this session) with this calibre uuid.
+    pub fn find_by_uuid(&self, uuid: &str) -> Option<i64> {
+        self.existing.find(&Key {
+            title: "",
+            authors: &[],
+            languages: &[],
+            identifiers: &[],
+            uuid: Some(uuid),
+        })
+    }
+
+    /// True while `book_id` is planned and not yet committed.
+    pub fn is_planned(&self, book_id: i64) -> bool {
+        self.planned.contains_key(&book_id)
+    }
+
+    /// A recorded book's folder, file name and formats; `None` when there is no such row.
+    pub fn committed_book(&self, book_id: i64) -> Result<Option<CommittedBook>, CalibreError> {
+        let row: Option<(String, String, Option<String>)> = self
+            .conn
+            .query_row(
+                "SELECT path, title, (SELECT a.name FROM books_authors_link l
+                     JOIN authors a ON a.id = l.author WHERE l.book = books.id
+                     ORDER BY l.id LIMIT 1) FROM books WHERE id = ?1",
+                [book_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.db_error("reading a book", e))?;
+        let Some((rel_dir, title, author)) = row else {
+            return Ok(None);
+        };
+        // We write into this folder: it must be a real folder inside the library, reached
+        // through no symlink, whatever `books.path` says.
+        let mut dir = self.root.clone();
+        for comp in rel_dir.split('/') {
+            if comp.is_empty() || comp == "." || comp == ".." || comp.contains('\\') {
+                return Err(CalibreError::Invalid {
+                    path: self.root.join(&rel_dir),
+                    cause: format!(
+                        "book #{book_id}'s path {rel_dir:?} does not stay inside the library"
+                    ),
+                });
+            }
+            dir.push(comp);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(CalibreError::Invalid {
+                        path: dir,
+                        cause: format!(
+                            "book #{book_id}'s folder is a symlink or a file; bookferry does not write through links"
+                        ),
+                    })
+                }
+                Err(e) => return Err(self.io_error("cannot stat the book folder", &dir, e)),
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT format, name FROM data WHERE book = ?1 ORDER BY id")
+            .map_err(|e| self.db_error("reading a book's formats", e))?;
+        let formats: Vec<(String, String)> = stmt
+            .query_map([book_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.db_error("reading a book's formats", e))?;
+        let author = author.unwrap_or_else(|| "Unknown".into()).replace('|', ",");
+        let file_stem = formats
+            .first()
+            .map(|(_, n)| n.clone())
+            .unwrap_or_else(|| paths::file_stem(&title, &author));
+        Ok(Some(CommittedBook {
+            book_id,
+            rel_dir,
+            file_stem,
+            formats: formats.into_iter().map(|(f, _)| f.to_uppercase()).collect(),
+        }))
+    }
+
+    /// Every format file the library records: (path relative to the library, `data` size).
+    pub fn format_files(&self) -> Result<Vec<(String, u64)>, CalibreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT b.path, d.name, d.format, d.uncompressed_size FROM data d
+                 JOIN books b ON b.id = d.book",
+            )
+            .map_err(|e| self.db_error("reading the formats", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.db_error("reading the formats", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(dir, name, fmt, size)| {
+                (
+                    format!("{dir}/{name}.{}", fmt.to_lowercase()),
+                    size.max(0) as u64,
+                )
+            })
+            .collect())
+    }
+
+    /// Put the pending marker in a book folder, naming the files in it that are not recorded
+    /// yet: if the run dies, `cleanup_orphans` removes those (or the whole folder of a book
+    /// with no row). Not synced: a marker matters after a crash of the process, and the files
+    /// it names are made durable with it by the next `flush`.
+    pub fn mark_pending(&self, rel_dir: &str, names: &[String]) -> Result<(), CalibreError> {
+        let path = self.root.join(rel_dir).join(PENDING_MARKER);
+        let mut text = String::new();
+        for n in names {
+            text.push_str(n);
+            text.push('\n');
+        }
+        fs::write(&path, text).map_err(|e| self.io_error("cannot write", &path, e))
+    }
+
     /// Write one format of a planned book (`{file_stem}.{format lowercased}`), copying `src`.
     /// Returns the bytes written. Not synced: `commit` syncs all files at once.
     pub fn write_format(
@@ -552,6 +729,18 @@ impl CalibreLibrary {
     /// are synced, then every row goes in one transaction; last, their markers are removed.
     /// On error nothing is recorded and the books stay planned (commit again, or `abandon`).
     pub fn commit(&mut self, books: &[PlannedBook]) -> Result<(), CalibreError> {
+        self.commit_all(books, &[], &HashSet::new())
+    }
+
+    /// [`CalibreLibrary::commit`], also recording formats added to committed books (`data`
+    /// rows, and the book marked for calibre to rewrite its `metadata.opf`). The markers of
+    /// books in `still_pending` are left as they are (the caller keeps writing into them).
+    pub fn commit_all(
+        &mut self,
+        books: &[PlannedBook],
+        added: &[AddedFormat],
+        still_pending: &HashSet<i64>,
+    ) -> Result<(), CalibreError> {
         let mut resolved = Vec::with_capacity(books.len());
         let mut series_max: HashMap<String, f64> = HashMap::new();
         for b in books {
@@ -583,6 +772,16 @@ impl CalibreLibrary {
             for (b, r) in books.iter().zip(&resolved) {
                 insert_book(&tx, &mut caches, b, r)?;
             }
+            for a in added {
+                tx.execute(
+                    "INSERT INTO data (book, format, uncompressed_size, name) VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![a.book_id, a.format, a.size as i64, a.file_stem],
+                )?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO metadata_dirtied (book) VALUES (?1)",
+                    [a.book_id],
+                )?;
+            }
             tx.commit()
         })();
         if let Err(e) = result {
@@ -593,12 +792,29 @@ impl CalibreLibrary {
             }
             return Err(self.db_error("recording the books", e));
         }
+        let mut done_dirs = Vec::new();
         for b in books {
             self.planned.remove(&b.book_id);
-            let marker = self.dir_of(b).join(PENDING_MARKER);
-            // A marker left behind is harmless: the next cleanup_orphans sees the row and
+            if !still_pending.contains(&b.book_id) {
+                done_dirs.push(self.dir_of(b));
+            }
+        }
+        for a in added {
+            if !still_pending.contains(&a.book_id) {
+                let dir: Option<String> = self
+                    .conn
+                    .query_row("SELECT path FROM books WHERE id = ?1", [a.book_id], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                    .map_err(|e| self.db_error("reading a book", e))?;
+                done_dirs.extend(dir.map(|d| self.root.join(d)));
+            }
+        }
+        for dir in done_dirs {
+            // A marker left behind is harmless: the next cleanup_orphans sees the rows and
             // removes it.
-            let _ = fs::remove_file(marker);
+            let _ = fs::remove_file(dir.join(PENDING_MARKER));
         }
         Ok(())
     }
@@ -717,9 +933,7 @@ impl CalibreLibrary {
                 match row_path {
                     Some(p) if p == rel => {
                         if marked {
-                            let marker = dir.join(PENDING_MARKER);
-                            fs::remove_file(&marker)
-                                .map_err(|e| self.io_error("cannot remove", &marker, e))?;
+                            self.remove_unrecorded(id, &dir)?;
                         }
                     }
                     _ => {
@@ -730,6 +944,41 @@ impl CalibreLibrary {
             }
         }
         Ok(removed)
+    }
+}
+
+impl CalibreLibrary {
+    /// In a recorded book's folder: remove the files its marker names that `data` does not
+    /// record (written by a run that died before recording them), then the marker.
+    fn remove_unrecorded(&self, book_id: i64, dir: &Path) -> Result<(), CalibreError> {
+        let marker = dir.join(PENDING_MARKER);
+        let listed = fs::read_to_string(&marker).unwrap_or_default();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, format FROM data WHERE book = ?1")
+            .map_err(|e| self.db_error("reading a book's formats", e))?;
+        let recorded: HashSet<String> = stmt
+            .query_map([book_id], |r| {
+                Ok(format!(
+                    "{}.{}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?.to_lowercase()
+                ))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.db_error("reading a book's formats", e))?;
+        for name in listed.lines().map(str::trim).filter(|n| !n.is_empty()) {
+            if recorded.contains(name) || name.contains('/') || name.starts_with('.') {
+                continue;
+            }
+            let file = dir.join(name);
+            match fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io_error("cannot remove", &file, e)),
+            }
+        }
+        fs::remove_file(&marker).map_err(|e| self.io_error("cannot remove", &marker, e))
     }
 }
 

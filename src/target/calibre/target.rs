@@ -1,0 +1,703 @@
+//! The calibre library as a pipeline target: decides which calibre book each file belongs to,
+//! writes its format file (outside the lock, so several copy at once), and records written
+//! books in `metadata.db` from the state writer's flush hook — so a file is never `uploaded` in
+//! the state DB before its book and `data` row are committed in the library.
+//!
+//! Which book a file goes to:
+//! - a calibre source book keeps its uuid: every format of it goes to the book with that uuid;
+//! - any other file is grouped by calibre's fuzzy title + authors, and its book gets a uuid
+//!   derived from that group and the library's id, so a rerun after a crash finds the book the
+//!   earlier run committed and adds the missing formats to it;
+//! - a book the library held before (calibre's duplicate rule: same authors and fuzzy title,
+//!   language when known, or a shared identifier) is `skipped`, unless `--merge-formats`,
+//!   which adds the formats it lacks.
+//!
+//! Every file in a book folder that is not recorded yet is named in the folder's
+//! `.bookferry-pending` marker, so a killed run leaves nothing a rerun does not clean.
+
+use super::functions::fuzzy_title;
+use super::{AddedFormat, CalibreError, CalibreLibrary, CommittedBook, PlannedBook, METADATA_DB};
+use crate::failure::{Failure, FailureKind};
+use crate::hash;
+use crate::metadata::{Metadata, Origin};
+use crate::target::folder::{write_new_file, LinkMode};
+use crate::target::{NameQuery, Payload, Placed, Transferred, Unusable};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// How the calibre target places books.
+#[derive(Debug, Clone, Copy)]
+pub struct CalibreOptions {
+    pub link: LinkMode,
+    /// Add the formats a book already in the library lacks, instead of skipping the file.
+    pub merge_formats: bool,
+    /// Write even while a calibre program holds calibre's writer lock.
+    pub ignore_calibre_lock: bool,
+}
+
+/// A calibre library being filled by one run.
+pub struct CalibreTarget {
+    root: PathBuf,
+    opts: CalibreOptions,
+    /// `None` in a dry run: nothing is opened for writing.
+    books: Option<Mutex<Books>>,
+    /// (lowercased file name, size) → path of a format file the library held at open.
+    by_name: HashMap<(String, u64), String>,
+}
+
+/// The books this run is writing, behind one lock.
+struct Books {
+    lib: CalibreLibrary,
+    library_id: String,
+    /// Group key → the book its files go to.
+    groups: HashMap<String, i64>,
+    /// Books this run created (planned or committed).
+    created: HashSet<i64>,
+    /// Created books not committed yet; `formats` holds the files written in full.
+    planned: HashMap<i64, PlannedBook>,
+    /// Committed books this run added to (or looked at).
+    committed: HashMap<i64, CommittedBook>,
+    /// book → (FORMAT, file name) being written now.
+    writing: HashMap<i64, Vec<(String, String)>>,
+    /// Formats written into committed books, not recorded yet.
+    added: Vec<AddedFormat>,
+}
+
+/// Where one file goes.
+struct Slot {
+    book_id: i64,
+    format: String,
+    path: PathBuf,
+    rel_path: String,
+    /// The book is new in this run and has no cover yet: this file may bring one.
+    wants_cover: bool,
+    new_book: bool,
+}
+
+enum Decision {
+    Write(Slot),
+    /// The book has this format already, recorded: the same bytes or not?
+    Recorded {
+        book_id: i64,
+        rel_path: String,
+    },
+    Skip(&'static str, String),
+}
+
+impl CalibreTarget {
+    /// Open (or, when `root` is missing or empty, create) the library for writing.
+    pub fn open(
+        root: &Path,
+        source_root: &Path,
+        opts: CalibreOptions,
+        dry_run: bool,
+    ) -> Result<CalibreTarget, Unusable> {
+        let unusable = |e: CalibreError| Unusable(format!("calibre library {e}"));
+        let mut target = CalibreTarget {
+            root: root.to_path_buf(),
+            opts,
+            books: None,
+            by_name: HashMap::new(),
+        };
+        if dry_run {
+            if root.join(METADATA_DB).is_file() {
+                tracing::info!(
+                    "dry run: {} is not opened; every file is shown as going to the library",
+                    root.display()
+                );
+            }
+            return Ok(target);
+        }
+        let held_by_calibre = super::calibre_is_writing();
+        let lib = CalibreLibrary::open_with(root, opts.ignore_calibre_lock).map_err(unusable)?;
+        if held_by_calibre && opts.ignore_calibre_lock {
+            tracing::warn!(
+                "--ignore-calibre-lock: writing {} while a calibre program holds its writer lock",
+                root.display()
+            );
+        }
+        if matches!(opts.link, LinkMode::Hardlink | LinkMode::Reflink) {
+            let dev = |p: &Path| fs::metadata(p).map(|m| m.dev());
+            let (src, dst) = (dev(source_root), dev(root));
+            if let (Ok(s), Ok(d)) = (src, dst) {
+                if s != d {
+                    return Err(Unusable(format!(
+                        "--link {}: source {} and calibre library {} are on different filesystems; use --link copy or symlink",
+                        opts.link.as_str(),
+                        source_root.display(),
+                        root.display()
+                    )));
+                }
+            }
+        }
+        for (rel, size) in lib.format_files().map_err(unusable)? {
+            let name = rel.rsplit('/').next().unwrap_or(&rel).to_lowercase();
+            target.by_name.insert((name, size), rel);
+        }
+        let library_id = lib.library_id().map_err(unusable)?;
+        target.books = Some(Mutex::new(Books {
+            lib,
+            library_id,
+            groups: HashMap::new(),
+            created: HashSet::new(),
+            planned: HashMap::new(),
+            committed: HashMap::new(),
+            writing: HashMap::new(),
+            added: Vec::new(),
+        }));
+        Ok(target)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn books(&self) -> Option<MutexGuard<'_, Books>> {
+        self.books
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Keys whose file name and size a format file in the library has (a calibre source's
+    /// files are named as calibre names them, so a rerun skips them without hashing).
+    pub fn check_names(&self, q: &[NameQuery]) -> HashSet<i64> {
+        q.iter()
+            .filter(|n| {
+                self.by_name
+                    .contains_key(&(n.file_name.to_lowercase(), n.size))
+            })
+            .map(|n| n.key)
+            .collect()
+    }
+
+    /// Where a file would go (for `--dry-run`).
+    pub fn describe(&self, p: &Payload) -> String {
+        let md = p.metadata.clone().unwrap_or_default();
+        format!(
+            "calibre library {}: {:?} by {} ({})",
+            self.root.display(),
+            md.title.as_deref().unwrap_or("Unknown"),
+            if md.authors.is_empty() {
+                "Unknown".to_string()
+            } else {
+                md.authors.join(" & ")
+            },
+            p.format.to_uppercase()
+        )
+    }
+
+    /// Put one file into its book. Blocking: called on a blocking thread.
+    pub fn transfer(&self, p: &Payload) -> Result<Transferred, Failure> {
+        let fail = |e: CalibreError| {
+            let kind = match &e {
+                CalibreError::Io { source, .. } => FailureKind::of_target_io(source),
+                _ => FailureKind::TargetWrite,
+            };
+            Failure::new(kind, format!("{}: {e}", p.source_rel))
+        };
+        let slot = {
+            let Some(mut books) = self.books() else {
+                return Err(Failure::new(
+                    FailureKind::TargetWrite,
+                    "internal: the calibre library is not open",
+                ));
+            };
+            match books.decide(p, &self.opts).map_err(fail)? {
+                Decision::Skip(reason, detail) => {
+                    return Ok(Transferred::AlreadyThere { reason, detail })
+                }
+                Decision::Recorded { book_id, rel_path } => {
+                    return Ok(self.compare_recorded(p, book_id, rel_path))
+                }
+                Decision::Write(slot) => slot,
+            }
+        };
+        let written = self.write_format(p, &slot.path);
+        let cover = match (&written, slot.wants_cover) {
+            (Ok(_), true) => cover_of(p),
+            _ => None,
+        };
+        let mut books = self.books().expect("open: checked above");
+        match written {
+            Ok(mut placed) => {
+                if let Some(jpeg) = cover {
+                    if let Err(e) = books.put_cover(slot.book_id, &jpeg) {
+                        tracing::warn!("{}: cover not stored: {e}", p.source_rel);
+                    }
+                }
+                books.written(&slot, p.size);
+                placed.target_ref = slot.rel_path.clone();
+                placed.detail = Some(format!(
+                    "→ calibre book #{}{}: {}",
+                    slot.book_id,
+                    if slot.new_book { " (new)" } else { "" },
+                    slot.rel_path
+                ));
+                Ok(Transferred::Placed(placed))
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&slot.path);
+                books.not_written(&slot);
+                Err(Failure::new(
+                    FailureKind::of_target_io(&e),
+                    format!(
+                        "{}: cannot write {}: {e}",
+                        p.source_rel,
+                        slot.path.display()
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The book already has a recorded file of this format: the same bytes (written by a run
+    /// that died before recording it in the state DB, or there before) count as placed.
+    fn compare_recorded(&self, p: &Payload, book_id: i64, rel_path: String) -> Transferred {
+        let existing = File::open(self.root.join(&rel_path)).and_then(hash::hash_reader);
+        match existing {
+            Ok((d, n)) if d.sha1 == p.digests.sha1 => Transferred::Placed(Placed {
+                target_ref: rel_path.clone(),
+                already_present: true,
+                bytes_read: n,
+                detail: Some(format!(
+                    "identical file already in calibre book #{book_id}: {rel_path}"
+                )),
+                ..Default::default()
+            }),
+            _ => Transferred::AlreadyThere {
+                reason: "book_has_format",
+                detail: format!(
+                    "calibre book #{book_id} already has a {} file ({rel_path}) with other content",
+                    p.format.to_uppercase()
+                ),
+            },
+        }
+    }
+
+    fn write_format(&self, p: &Payload, dest: &Path) -> io::Result<Placed> {
+        match self.opts.link {
+            LinkMode::Hardlink => {
+                fs::hard_link(&p.source_path, dest)?;
+                Ok(Placed::default())
+            }
+            LinkMode::Symlink => {
+                std::os::unix::fs::symlink(&p.source_path, dest)?;
+                Ok(Placed::default())
+            }
+            LinkMode::Copy | LinkMode::Reflink => {
+                write_new_file(p, dest, self.opts.link == LinkMode::Reflink)
+            }
+        }
+    }
+
+    /// Record every book and format written so far (files synced first). The state writer
+    /// calls this before it commits moves to `uploaded`.
+    pub fn commit(&self) -> io::Result<()> {
+        match self.books() {
+            Some(mut books) => books.commit().map_err(io::Error::other),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for CalibreTarget {
+    fn drop(&mut self) {
+        // Books planned for files that all failed: their folders go now, not at the next run.
+        if let Some(mut books) = self.books() {
+            books.abandon_empty();
+        }
+    }
+}
+
+impl Books {
+    /// Which book the file goes to and the file's path there, or why it is not written.
+    fn decide(&mut self, p: &Payload, opts: &CalibreOptions) -> Result<Decision, CalibreError> {
+        let mut md = p.metadata.clone().unwrap_or_default();
+        if md.title.as_deref().is_none_or(|t| t.trim().is_empty()) {
+            md.title = Some(file_title(&p.file_name));
+        }
+        let (group, uuid, distinct) = identity(p, &md, &self.library_id);
+        md.uuid = Some(uuid.clone());
+        let book_id = if let Some(id) = self.groups.get(&group) {
+            *id
+        } else if let Some(id) = self.lib.find_by_uuid(&uuid) {
+            // This book's own uuid: committed by an earlier (interrupted) run, or the very
+            // calibre book this one was copied from.
+            id
+        } else {
+            match self.lib.find_existing(&md) {
+                Some(id) if self.created.contains(&id) && !distinct => id,
+                Some(id) if !self.created.contains(&id) && !opts.merge_formats => {
+                    return Ok(Decision::Skip(
+                        "target_has_book",
+                        format!(
+                            "calibre already has this book as #{id} (same authors and title, or a shared identifier); --merge-formats adds missing formats to it"
+                        ),
+                    ));
+                }
+                Some(id) if !self.created.contains(&id) => id,
+                _ => {
+                    let book = self.lib.plan(&md)?;
+                    let id = book.book_id;
+                    self.created.insert(id);
+                    self.planned.insert(id, book);
+                    id
+                }
+            }
+        };
+        self.groups.insert(group, book_id);
+        self.slot_in(book_id, &p.format)
+    }
+
+    /// Reserve the file of `format` in book `book_id`.
+    fn slot_in(&mut self, book_id: i64, format: &str) -> Result<Decision, CalibreError> {
+        let (rel_dir, stem, has, wants_cover, new_book) = match self.planned.get(&book_id) {
+            Some(b) => (
+                b.rel_dir.clone(),
+                b.file_stem.clone(),
+                b.formats.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
+                !b.has_cover,
+                true,
+            ),
+            None => {
+                let book = match self.committed.get(&book_id) {
+                    Some(b) => b.clone(),
+                    None => {
+                        let Some(b) = self.lib.committed_book(book_id)? else {
+                            return Err(CalibreError::Invalid {
+                                path: self.lib.root().to_path_buf(),
+                                cause: format!("book #{book_id} vanished from the library"),
+                            });
+                        };
+                        self.committed.insert(book_id, b.clone());
+                        b
+                    }
+                };
+                (book.rel_dir, book.file_stem, book.formats, false, false)
+            }
+        };
+        let (fmt, name) = self.lib.format_file(&stem, format)?;
+        let writing = self.writing.entry(book_id).or_default();
+        let being_written = writing.iter().any(|(f, _)| *f == fmt);
+        if writing.is_empty() {
+            self.writing.remove(&book_id);
+        }
+        if has.contains(&fmt) && !new_book && !being_written {
+            let recorded_name = format!("{stem}.{}", fmt.to_lowercase());
+            return Ok(Decision::Recorded {
+                book_id,
+                rel_path: format!("{rel_dir}/{recorded_name}"),
+            });
+        }
+        if has.contains(&fmt) || being_written {
+            return Ok(Decision::Skip(
+                "book_has_format",
+                format!(
+                    "calibre book #{book_id} already has a {fmt} file (from another source file)"
+                ),
+            ));
+        }
+        let writing = self.writing.entry(book_id).or_default();
+        writing.push((fmt.clone(), name.clone()));
+        let wants_cover = wants_cover && writing.len() == 1;
+        if !new_book {
+            // A committed folder: name the new file in its marker before it exists.
+            let pending = self.pending_names(book_id);
+            self.lib.mark_pending(&rel_dir, &pending)?;
+        }
+        Ok(Decision::Write(Slot {
+            book_id,
+            format: fmt,
+            path: self.lib.root().join(&rel_dir).join(&name),
+            rel_path: format!("{rel_dir}/{name}"),
+            wants_cover,
+            new_book,
+        }))
+    }
+
+    /// Files of a book not recorded yet: being written, or written and awaiting the commit.
+    fn pending_names(&self, book_id: i64) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .writing
+            .get(&book_id)
+            .map(|w| w.iter().map(|(_, n)| n.clone()).collect())
+            .unwrap_or_default();
+        names.extend(
+            self.added
+                .iter()
+                .filter(|a| a.book_id == book_id)
+                .map(|a| format!("{}.{}", a.file_stem, a.format.to_lowercase())),
+        );
+        names
+    }
+
+    fn put_cover(&mut self, book_id: i64, jpeg: &[u8]) -> Result<(), CalibreError> {
+        // Only into a book not committed yet: `has_cover` goes in with its row.
+        if let Some(book) = self.planned.get_mut(&book_id) {
+            if !book.has_cover {
+                self.lib.write_cover(book, jpeg)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn written(&mut self, slot: &Slot, size: u64) {
+        self.stop_writing(slot);
+        if let Some(book) = self.planned.get_mut(&slot.book_id) {
+            book.formats.push((slot.format.clone(), size));
+            return;
+        }
+        let stem = match self.committed.get_mut(&slot.book_id) {
+            Some(b) => {
+                b.formats.push(slot.format.clone());
+                b.file_stem.clone()
+            }
+            None => return,
+        };
+        self.added.push(AddedFormat {
+            book_id: slot.book_id,
+            format: slot.format.clone(),
+            file_stem: stem,
+            size,
+        });
+    }
+
+    fn not_written(&mut self, slot: &Slot) {
+        self.stop_writing(slot);
+        let empty = self
+            .planned
+            .get(&slot.book_id)
+            .is_some_and(|b| b.formats.is_empty())
+            && !self.writing.contains_key(&slot.book_id);
+        if empty {
+            self.abandon(slot.book_id);
+        }
+    }
+
+    fn stop_writing(&mut self, slot: &Slot) {
+        if let Some(w) = self.writing.get_mut(&slot.book_id) {
+            w.retain(|(f, _)| *f != slot.format);
+            if w.is_empty() {
+                self.writing.remove(&slot.book_id);
+            }
+        }
+    }
+
+    fn abandon(&mut self, book_id: i64) {
+        if let Some(book) = self.planned.remove(&book_id) {
+            self.created.remove(&book_id);
+            self.groups.retain(|_, b| *b != book_id);
+            if let Err(e) = self.lib.abandon(book) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+
+    fn abandon_empty(&mut self) {
+        let empty: Vec<i64> = self
+            .planned
+            .iter()
+            .filter(|(id, b)| b.formats.is_empty() && !self.writing.contains_key(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in empty {
+            self.abandon(id);
+        }
+    }
+
+    /// Record every book with a written format, and every format added to a committed book.
+    fn commit(&mut self) -> Result<(), CalibreError> {
+        let ready: Vec<i64> = self
+            .planned
+            .iter()
+            .filter(|(_, b)| !b.formats.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        if ready.is_empty() && self.added.is_empty() {
+            return Ok(());
+        }
+        let still_writing: HashSet<i64> = self.writing.keys().copied().collect();
+        for id in &ready {
+            if still_writing.contains(id) {
+                // Its marker must outlive the commit, naming the files still on their way.
+                let rel_dir = self.planned[id].rel_dir.clone();
+                let pending = self.pending_names(*id);
+                self.lib.mark_pending(&rel_dir, &pending)?;
+            }
+        }
+        let books: Vec<PlannedBook> = ready
+            .iter()
+            .filter_map(|id| self.planned.remove(id))
+            .collect();
+        match self.lib.commit_all(&books, &self.added, &still_writing) {
+            Ok(()) => {
+                for b in books {
+                    self.committed.insert(
+                        b.book_id,
+                        CommittedBook {
+                            book_id: b.book_id,
+                            rel_dir: b.rel_dir.clone(),
+                            file_stem: b.file_stem.clone(),
+                            formats: b.formats.iter().map(|(f, _)| f.clone()).collect(),
+                        },
+                    );
+                }
+                self.added.clear();
+                Ok(())
+            }
+            Err(e) => {
+                for b in books {
+                    self.planned.insert(b.book_id, b);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A file's group key, its book's uuid, and whether the source says it is a book of its own
+/// (a calibre source book: two of them stay two books even when calibre would call them
+/// duplicates).
+fn identity(p: &Payload, md: &Metadata, library_id: &str) -> (String, String, bool) {
+    if p.origin == Some(Origin::Calibre) {
+        if let Some(u) = md.uuid.as_deref().map(|u| u.trim().to_lowercase()) {
+            if u.len() == 36 {
+                return (format!("uuid:{u}"), u, true);
+            }
+        }
+    }
+    let mut authors: Vec<String> = md
+        .authors
+        .iter()
+        .map(|a| a.trim().to_lowercase())
+        .filter(|a| !a.is_empty())
+        .collect();
+    authors.sort();
+    let title = fuzzy_title(md.title.as_deref().unwrap_or(""));
+    let group = if title.is_empty() {
+        format!("file:{}", p.source_rel)
+    } else {
+        format!("book:{title}\u{1f}{}", authors.join("\u{1e}"))
+    };
+    let uuid = derived_uuid(library_id, &group);
+    (group, uuid, false)
+}
+
+/// A version-4-shaped uuid that is the same for the same library and group, so the book a
+/// killed run committed is found again by the rerun.
+fn derived_uuid(library_id: &str, group: &str) -> String {
+    let h = blake3::hash(format!("bookferry-book\0{library_id}\0{group}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h.as_bytes()[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// A title from a file name when the file gave none: the name without its extension.
+fn file_title(file_name: &str) -> String {
+    let stem = file_name
+        .strip_suffix(".fb2.zip")
+        .or_else(|| file_name.rsplit_once('.').map(|(s, _)| s))
+        .unwrap_or(file_name);
+    if stem.trim().is_empty() {
+        "Unknown".into()
+    } else {
+        stem.to_string()
+    }
+}
+
+/// The cover a file brings, as JPEG bytes: a calibre source book's `cover.jpg`, or an EPUB's
+/// cover image (converted to JPEG as calibre stores it). `None` when there is none or it
+/// cannot be read.
+fn cover_of(p: &Payload) -> Option<Vec<u8>> {
+    let md = p.metadata.as_ref()?;
+    let cover = md.cover.as_deref()?;
+    if p.origin == Some(Origin::Calibre) {
+        let path = p.source_path.parent()?.join("cover.jpg");
+        return fs::read(path).ok();
+    }
+    if !p.format.eq_ignore_ascii_case("epub") {
+        return None;
+    }
+    let image = match &p.data {
+        Some(data) => read_zip_member(io::Cursor::new(data.as_slice()), cover),
+        None => read_zip_member(File::open(&p.source_path).ok()?, cover),
+    }?;
+    to_jpeg(&image)
+}
+
+fn read_zip_member<R: Read + io::Seek>(r: R, name: &str) -> Option<Vec<u8>> {
+    const MAX_COVER: u64 = 32 << 20;
+    let mut zip = zip::ZipArchive::new(r).ok()?;
+    let entry = zip.by_name(name).ok()?;
+    if entry.size() > MAX_COVER {
+        return None;
+    }
+    let mut out = Vec::with_capacity(entry.size() as usize);
+    entry.take(MAX_COVER).read_to_end(&mut out).ok()?;
+    Some(out)
+}
+
+/// JPEG bytes of an image: a JPEG as it is, a PNG re-encoded.
+fn to_jpeg(image: &[u8]) -> Option<Vec<u8>> {
+    if image.starts_with(&[0xff, 0xd8, 0xff]) {
+        return Some(image.to_vec());
+    }
+    let decoded = image::load_from_memory(image).ok()?;
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&decoded.to_rgb8())
+        .ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_uuids_are_stable_distinct_and_uuid4_shaped() {
+        let a = derived_uuid("lib-1", "book:dune\u{1f}frank herbert");
+        assert_eq!(a, derived_uuid("lib-1", "book:dune\u{1f}frank herbert"));
+        assert_ne!(a, derived_uuid("lib-2", "book:dune\u{1f}frank herbert"));
+        assert_ne!(a, derived_uuid("lib-1", "book:emma\u{1f}jane austen"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+    }
+
+    #[test]
+    fn titles_from_file_names() {
+        assert_eq!(file_title("Dune.epub"), "Dune");
+        assert_eq!(file_title("a.b.fb2.zip"), "a.b");
+        assert_eq!(file_title(".epub"), "Unknown");
+        assert_eq!(file_title("README"), "README");
+    }
+
+    #[test]
+    fn covers_become_jpeg() {
+        let mut png = Vec::new();
+        image::RgbImage::from_pixel(6, 9, image::Rgb([200, 10, 10]))
+            .write_to(&mut io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let jpeg = to_jpeg(&png).expect("converted");
+        assert!(jpeg.starts_with(&[0xff, 0xd8, 0xff]));
+        let back = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((back.width(), back.height()), (6, 9));
+        assert_eq!(to_jpeg(&jpeg).as_deref(), Some(jpeg.as_slice()));
+        assert!(to_jpeg(b"not an image").is_none());
+    }
+}
