@@ -28,6 +28,10 @@ fn have_calibredb() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
+        assert!(
+            std::env::var_os("BOOKFERRY_REQUIRE_CALIBRE").is_none(),
+            "BOOKFERRY_REQUIRE_CALIBRE is set but calibredb does not run"
+        );
         eprintln!("SKIPPED: calibredb is not installed (apt-get install -y calibre); not judged by calibre");
     }
     ok
