@@ -20,6 +20,8 @@ pub struct Limiter {
     max: usize,
     state: Mutex<LimitState>,
     in_flight: AtomicUsize,
+    /// Transfers waiting for a slot: the work one more slot would have.
+    waiting: AtomicUsize,
     released: Notify,
 }
 
@@ -74,6 +76,7 @@ impl Limiter {
                 successes_since_overload: 0,
             }),
             in_flight: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             released: Notify::new(),
         })
     }
@@ -92,6 +95,14 @@ impl Limiter {
 
     /// Wait for a slot under the current limit.
     pub async fn acquire(self: &Arc<Self>) -> Slot {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
@@ -138,7 +149,10 @@ impl Limiter {
         if let Some(c) = s.ceiling {
             let quiet = s.last_overload.elapsed() >= PROBE_AFTER
                 || s.successes_since_overload >= PROBE_AFTER_SUCCESSES;
-            if quiet {
+            // A probe costs the refused transfer a `Retry-After` wait: worth it only while
+            // more work is queued than the slots take (not in a run's last files).
+            let queued = self.waiting.load(Ordering::SeqCst) > s.limit as usize;
+            if quiet && queued {
                 // Try one more slot than the server took last time.
                 s.ceiling = Some((c + 1.0).min(self.max as f64));
                 s.successes_since_overload = 0;
@@ -260,6 +274,16 @@ mod tests {
             "no climbing past the ceiling without a quiet spell"
         );
         for _ in 0..PROBE_AFTER_SUCCESSES {
+            l.on_success(Duration::from_millis(10));
+        }
+        assert_eq!(
+            l.current(),
+            4,
+            "no probe when no transfer waits for a slot (a run's last files)"
+        );
+        // Transfers queued for slots (as acquire() counts them): now the probe is worth it.
+        l.waiting.store(10, Ordering::SeqCst);
+        for _ in 0..10 {
             l.on_success(Duration::from_millis(10));
         }
         assert_eq!(l.current(), 5, "one probe slot after a quiet spell");

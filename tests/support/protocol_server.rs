@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub faults: Faults,
     /// Simulated server-side extraction per newly stored upload without `skip_extraction`.
     pub extraction_cost: Duration,
+    /// Simulated cost of storing a new file whatever the request says (a real server's database
+    /// insert, file move, thumbnail), spent while the upload holds its in-flight slot.
+    pub store_cost: Duration,
     /// Uploads beyond this many in progress at once get `503` + `Retry-After`.
     pub max_in_flight: Option<usize>,
     /// Value of `Retry-After` (seconds) on 503.
@@ -92,6 +95,7 @@ impl Default for ServerConfig {
             store_dir: None,
             faults: Faults::default(),
             extraction_cost: Duration::ZERO,
+            store_cost: Duration::ZERO,
             max_in_flight: None,
             retry_after_secs: 1,
             path_prefix: None,
@@ -211,6 +215,7 @@ impl TestServer {
             token: cfg.token.clone(),
             store_dir: cfg.store_dir.clone(),
             extraction_cost: cfg.extraction_cost,
+            store_cost: cfg.store_cost,
             max_in_flight: cfg.max_in_flight,
             retry_after_secs: cfg.retry_after_secs,
             prefix: prefix.clone(),
@@ -376,7 +381,7 @@ impl Drop for TestServer {
     }
 }
 
-/// Parse `--port N --token T --extraction-ms N --max-in-flight N
+/// Parse `--port N --token T --extraction-ms N --store-ms N --max-in-flight N
 /// --retry-after N --store-dir DIR --prefix /p --max-upload-bytes N`.
 pub fn config_from_args(args: &[String]) -> Result<ServerConfig, String> {
     let mut cfg = ServerConfig::default();
@@ -394,6 +399,7 @@ pub fn config_from_args(args: &[String]) -> Result<ServerConfig, String> {
             }
             "--token" => cfg.token = Some(value),
             "--extraction-ms" => cfg.extraction_cost = Duration::from_millis(num()?),
+            "--store-ms" => cfg.store_cost = Duration::from_millis(num()?),
             "--max-in-flight" => cfg.max_in_flight = Some(num()? as usize),
             "--retry-after" => cfg.retry_after_secs = num()?,
             "--store-dir" => cfg.store_dir = Some(PathBuf::from(value)),
@@ -422,6 +428,7 @@ struct Shared {
     token: Option<String>,
     store_dir: Option<PathBuf>,
     extraction_cost: Duration,
+    store_cost: Duration,
     max_in_flight: Option<usize>,
     retry_after_secs: u64,
     prefix: String,
@@ -1474,6 +1481,9 @@ async fn finish_upload(shared: &Shared, up: Upload) -> Response<Full<Bytes>> {
         } else if let Err(e) = tokio::fs::rename(temp, dir.join(&sha1)).await {
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("store: {e}"));
         }
+    }
+    if !duplicate && !shared.store_cost.is_zero() {
+        tokio::time::sleep(shared.store_cost).await;
     }
     if !duplicate && !skip_extraction {
         shared.with_stats(|s| s.extraction_runs += 1);
