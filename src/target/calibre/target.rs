@@ -16,7 +16,10 @@
 //! `.bookferry-pending` marker, so a killed run leaves nothing a rerun does not clean.
 
 use super::functions::fuzzy_title;
-use super::{AddedFormat, CalibreError, CalibreLibrary, CommittedBook, PlannedBook, METADATA_DB};
+use super::{
+    book_id_of, AddedFormat, CalibreError, CalibreLibrary, CommittedBook, PlannedBook, METADATA_DB,
+    TEMP_PREFIX,
+};
 use crate::failure::{Failure, FailureKind};
 use crate::hash;
 use crate::metadata::{Metadata, Origin};
@@ -45,6 +48,8 @@ pub struct CalibreTarget {
     opts: CalibreOptions,
     /// `None` in a dry run: nothing is opened for writing.
     books: Option<Mutex<Books>>,
+    /// The library folder, for a `syncfs` that needs no lock.
+    root_dir: Option<File>,
     /// (lowercased file name, size) → path of a format file the library held at open.
     by_name: HashMap<(String, u64), String>,
 }
@@ -76,6 +81,8 @@ struct Slot {
     /// The book is new in this run and has no cover yet: this file may bring one.
     wants_cover: bool,
     new_book: bool,
+    /// Written to a temp name, then renamed over this recorded file (a changed source file).
+    replaces: Option<PathBuf>,
 }
 
 enum Decision {
@@ -101,6 +108,7 @@ impl CalibreTarget {
             root: root.to_path_buf(),
             opts,
             books: None,
+            root_dir: None,
             by_name: HashMap::new(),
         };
         if dry_run {
@@ -139,6 +147,12 @@ impl CalibreTarget {
             target.by_name.insert((name, size), rel);
         }
         let library_id = lib.library_id().map_err(unusable)?;
+        target.root_dir = Some(File::open(root).map_err(|e| {
+            Unusable(format!(
+                "calibre library {}: cannot open: {e}",
+                root.display()
+            ))
+        })?);
         target.books = Some(Mutex::new(Books {
             lib,
             library_id,
@@ -216,7 +230,12 @@ impl CalibreTarget {
                 Decision::Write(slot) => slot,
             }
         };
-        let written = self.write_format(p, &slot.path);
+        let written = self.write_format(p, &slot.path).and_then(|placed| {
+            if let Some(dest) = &slot.replaces {
+                fs::rename(&slot.path, dest)?;
+            }
+            Ok(placed)
+        });
         let cover = match (&written, slot.wants_cover) {
             (Ok(_), true) => cover_of(p),
             _ => None,
@@ -231,11 +250,16 @@ impl CalibreTarget {
                 }
                 books.written(&slot, p.size);
                 placed.target_ref = slot.rel_path.clone();
+                let how = if slot.new_book {
+                    " (new)"
+                } else if slot.replaces.is_some() {
+                    " (file replaced: the source changed)"
+                } else {
+                    ""
+                };
                 placed.detail = Some(format!(
-                    "→ calibre book #{}{}: {}",
-                    slot.book_id,
-                    if slot.new_book { " (new)" } else { "" },
-                    slot.rel_path
+                    "→ calibre book #{}{how}: {}",
+                    slot.book_id, slot.rel_path
                 ));
                 Ok(Transferred::Placed(placed))
             }
@@ -297,6 +321,14 @@ impl CalibreTarget {
     /// Record every book and format written so far (files synced first). The state writer
     /// calls this before it commits moves to `uploaded`.
     pub fn commit(&self) -> io::Result<()> {
+        // Most of the bytes are flushed here, while transfers go on; the commit's own syncfs,
+        // under the lock, then has little left to write.
+        if let Some(dir) = &self.root_dir {
+            // SAFETY: syncfs takes a valid open file descriptor and touches no memory of ours.
+            if unsafe { libc::syncfs(std::os::unix::io::AsRawFd::as_raw_fd(dir)) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         match self.books() {
             Some(mut books) => books.commit().map_err(io::Error::other),
             None => Ok(()),
@@ -319,6 +351,11 @@ impl Books {
         let mut md = p.metadata.clone().unwrap_or_default();
         if md.title.as_deref().is_none_or(|t| t.trim().is_empty()) {
             md.title = Some(file_title(&p.file_name));
+        }
+        if let Some(previous) = p.previous_ref.as_deref() {
+            if let Some(slot) = self.replacement(previous, &p.format, p.row_id)? {
+                return Ok(Decision::Write(slot));
+            }
         }
         let (group, uuid, distinct) = identity(p, &md, &self.library_id);
         md.uuid = Some(uuid.clone());
@@ -416,6 +453,62 @@ impl Books {
             rel_path: format!("{rel_dir}/{name}"),
             wants_cover,
             new_book,
+            replaces: None,
+        }))
+    }
+
+    /// A changed source file whose earlier version this migration put in a recorded book: its
+    /// new bytes replace that file. `None` when `previous` is not such a file any more.
+    fn replacement(
+        &mut self,
+        previous: &str,
+        format: &str,
+        row_id: i64,
+    ) -> Result<Option<Slot>, CalibreError> {
+        let Some(book_id) = previous
+            .rsplit_once('/')
+            .and_then(|(dir, _)| dir.rsplit('/').next())
+            .and_then(book_id_of)
+        else {
+            return Ok(None);
+        };
+        if self.planned.contains_key(&book_id) {
+            return Ok(None);
+        }
+        let book = match self.committed.get(&book_id) {
+            Some(b) => b.clone(),
+            None => match self.lib.committed_book(book_id)? {
+                Some(b) => {
+                    self.committed.insert(book_id, b.clone());
+                    b
+                }
+                None => return Ok(None),
+            },
+        };
+        let (fmt, name) = self.lib.format_file(&book.file_stem, format)?;
+        let busy = self
+            .writing
+            .get(&book_id)
+            .is_some_and(|w| w.iter().any(|(f, _)| *f == fmt));
+        if format!("{}/{name}", book.rel_dir) != previous || !book.formats.contains(&fmt) || busy {
+            return Ok(None);
+        }
+        let temp = format!("{TEMP_PREFIX}{}-{row_id}", std::process::id());
+        self.writing
+            .entry(book_id)
+            .or_default()
+            .push((fmt.clone(), temp.clone()));
+        let pending = self.pending_names(book_id);
+        self.lib.mark_pending(&book.rel_dir, &pending)?;
+        let dir = self.lib.root().join(&book.rel_dir);
+        Ok(Some(Slot {
+            book_id,
+            format: fmt,
+            path: dir.join(&temp),
+            rel_path: previous.to_string(),
+            wants_cover: false,
+            new_book: false,
+            replaces: Some(dir.join(name)),
         }))
     }
 
@@ -451,9 +544,12 @@ impl Books {
             book.formats.push((slot.format.clone(), size));
             return;
         }
+        let replaced = slot.replaces.is_some();
         let stem = match self.committed.get_mut(&slot.book_id) {
             Some(b) => {
-                b.formats.push(slot.format.clone());
+                if !replaced {
+                    b.formats.push(slot.format.clone());
+                }
                 b.file_stem.clone()
             }
             None => return,
@@ -463,6 +559,7 @@ impl Books {
             format: slot.format.clone(),
             file_stem: stem,
             size,
+            replaced,
         });
     }
 

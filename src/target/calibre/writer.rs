@@ -36,6 +36,9 @@ use std::time::Duration;
 /// The marker that makes a book folder bookferry's until its row is committed.
 pub const PENDING_MARKER: &str = ".bookferry-pending";
 
+/// The name prefix of a file being written to replace a book's format file.
+pub const TEMP_PREFIX: &str = ".bookferry-tmp-";
+
 /// The database file of a calibre library.
 pub const METADATA_DB: &str = "metadata.db";
 
@@ -203,6 +206,9 @@ pub struct AddedFormat {
     pub format: String,
     pub file_stem: String,
     pub size: u64,
+    /// The book had this format: its file was replaced (a changed source file), so only the
+    /// recorded size changes.
+    pub replaced: bool,
 }
 
 /// Name → (id, extra) of a calibre item table, keyed by lowercased name.
@@ -773,10 +779,17 @@ impl CalibreLibrary {
                 insert_book(&tx, &mut caches, b, r)?;
             }
             for a in added {
-                tx.execute(
-                    "INSERT INTO data (book, format, uncompressed_size, name) VALUES (?1, ?2, ?3, ?4)",
-                    rusqlite::params![a.book_id, a.format, a.size as i64, a.file_stem],
-                )?;
+                if a.replaced {
+                    tx.execute(
+                        "UPDATE data SET uncompressed_size = ?3 WHERE book = ?1 AND format = ?2",
+                        rusqlite::params![a.book_id, a.format, a.size as i64],
+                    )?;
+                } else {
+                    tx.execute(
+                        "INSERT INTO data (book, format, uncompressed_size, name) VALUES (?1, ?2, ?3, ?4)",
+                        rusqlite::params![a.book_id, a.format, a.size as i64, a.file_stem],
+                    )?;
+                }
                 tx.execute(
                     "INSERT OR IGNORE INTO metadata_dirtied (book) VALUES (?1)",
                     [a.book_id],
@@ -968,7 +981,8 @@ impl CalibreLibrary {
             .and_then(|rows| rows.collect())
             .map_err(|e| self.db_error("reading a book's formats", e))?;
         for name in listed.lines().map(str::trim).filter(|n| !n.is_empty()) {
-            if recorded.contains(name) || name.contains('/') || name.starts_with('.') {
+            let ours = !name.starts_with('.') || name.starts_with(TEMP_PREFIX);
+            if recorded.contains(name) || name.contains('/') || !ours {
                 continue;
             }
             let file = dir.join(name);
@@ -983,7 +997,7 @@ impl CalibreLibrary {
 }
 
 /// The id in a calibre book folder name `Title (id)`.
-fn book_id_of(name: &str) -> Option<i64> {
+pub fn book_id_of(name: &str) -> Option<i64> {
     let inner = name.strip_suffix(')')?;
     let (_, id) = inner.rsplit_once(" (")?;
     id.parse().ok().filter(|id: &i64| *id > 0)
