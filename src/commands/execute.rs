@@ -80,6 +80,7 @@ impl MigrationOptions {
                 link,
                 merge_formats,
                 ignore_calibre_lock: target.ignore_calibre_lock,
+                migration_key: String::new(),
             },
             keep_duplicates,
         })
@@ -137,10 +138,15 @@ impl Execution<'_> {
                 return Err(e);
             }
         };
+        let mut placement = self.options.placement.clone();
+        placement.migration_key = {
+            let conn = session.db.conn()?;
+            crate::state::migration::key(&conn)?
+        };
         let target = match Target::open(
             &self.target,
             self.source.root(),
-            &self.options.placement,
+            &placement,
             &http_opts,
             self.dry_run,
         )

@@ -171,6 +171,24 @@ pub fn read_library_with_timeout(
     Ok(formats)
 }
 
+/// The uuids (lowercased) of every book in the calibre library at `root`.
+pub fn book_uuids(root: &Path) -> Result<std::collections::HashSet<String>, CalibreError> {
+    let db = root.join(METADATA_DB);
+    let reader = Reader {
+        db: &db,
+        busy_timeout: DEFAULT_BUSY_TIMEOUT,
+    };
+    let conn = reader.open()?;
+    let mut stmt = conn
+        .prepare("SELECT uuid FROM books WHERE uuid IS NOT NULL")
+        .map_err(|e| reader.error("reading book uuids", e))?;
+    let uuids = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.map(|u| u.map(|u| u.to_lowercase())).collect())
+        .map_err(|e| reader.error("reading book uuids", e))?;
+    Ok(uuids)
+}
+
 /// One row of `data` joined to its `books` row.
 struct FormatRow {
     book_id: i64,

@@ -34,6 +34,19 @@ pub fn load(conn: &Connection) -> Result<Option<MigrationRecord>> {
     }))
 }
 
+/// What tells this migration apart from any other, stable for its life: when it was first
+/// recorded, and its source. (The calibre target derives its books' uuids from it.)
+pub fn key(conn: &Connection) -> Result<String> {
+    let key = conn
+        .query_row(
+            "SELECT created_at || ':' || source FROM migration WHERE id = 1",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?;
+    Ok(key.unwrap_or_default())
+}
+
 /// Record (or update) the migration.
 pub fn save(conn: &Connection, rec: &MigrationRecord) -> Result<()> {
     conn.execute(

@@ -199,6 +199,9 @@ pub struct PlacementOptions {
     pub merge_formats: bool,
     /// calibre target: write even while a calibre program holds its writer lock.
     pub ignore_calibre_lock: bool,
+    /// What tells this migration apart from others (`state::migration::key`): the calibre
+    /// target derives its books' uuids from it, to know its own books in a later run.
+    pub migration_key: String,
 }
 
 pub enum Target {
@@ -236,6 +239,15 @@ impl Target {
                     link: opts.link,
                     merge_formats: opts.merge_formats,
                     ignore_calibre_lock: opts.ignore_calibre_lock,
+                    migration_key: opts.migration_key.clone(),
+                    source_uuids: Arc::new(
+                        if crate::source::calibre::is_calibre_library(source_root) {
+                            crate::source::calibre::book_uuids(source_root)
+                                .map_err(|e| OpenError::Unusable(e.to_string()))?
+                        } else {
+                            HashSet::new()
+                        },
+                    ),
                 };
                 let (root, source_root) = (root.clone(), source_root.to_path_buf());
                 let c = tokio::task::spawn_blocking(move || {

@@ -9,6 +9,7 @@ mod protocol_server;
 
 mod bad_input;
 mod calibre_source;
+mod calibre_target;
 mod engine;
 mod faults;
 mod http;

@@ -17,8 +17,8 @@
 
 use super::functions::fuzzy_title;
 use super::{
-    book_id_of, AddedFormat, CalibreError, CalibreLibrary, CommittedBook, PlannedBook, METADATA_DB,
-    TEMP_PREFIX,
+    book_id_of, stored_identity, AddedFormat, CalibreError, CalibreLibrary, CommittedBook,
+    PlannedBook, METADATA_DB, TEMP_PREFIX,
 };
 use crate::failure::{Failure, FailureKind};
 use crate::hash;
@@ -33,13 +33,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 /// How the calibre target places books.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CalibreOptions {
     pub link: LinkMode,
     /// Add the formats a book already in the library lacks, instead of skipping the file.
     pub merge_formats: bool,
     /// Write even while a calibre program holds calibre's writer lock.
     pub ignore_calibre_lock: bool,
+    /// Part of every derived uuid: books of this migration are told apart from all others.
+    pub migration_key: String,
+    /// A calibre source's book uuids: a target book with one of them is a copy of a source
+    /// book, never to be taken for another source book.
+    pub source_uuids: std::sync::Arc<HashSet<String>>,
 }
 
 /// A calibre library being filled by one run.
@@ -57,11 +62,15 @@ pub struct CalibreTarget {
 /// The books this run is writing, behind one lock.
 struct Books {
     lib: CalibreLibrary,
-    library_id: String,
+    /// The library's id and the migration's key: what derived uuids are made from.
+    uuid_seed: String,
     /// Group key → the book its files go to.
     groups: HashMap<String, i64>,
     /// Books this run created (planned or committed).
     created: HashSet<i64>,
+    /// Books found by calibre's duplicate rule: made by this migration (in any run) or not.
+    ours: HashMap<i64, bool>,
+    source_uuids: std::sync::Arc<HashSet<String>>,
     /// Created books not committed yet; `formats` holds the files written in full.
     planned: HashMap<i64, PlannedBook>,
     /// Committed books this run added to (or looked at).
@@ -106,7 +115,7 @@ impl CalibreTarget {
         let unusable = |e: CalibreError| Unusable(format!("calibre library {e}"));
         let mut target = CalibreTarget {
             root: root.to_path_buf(),
-            opts,
+            opts: opts.clone(),
             books: None,
             root_dir: None,
             by_name: HashMap::new(),
@@ -146,7 +155,11 @@ impl CalibreTarget {
             let name = rel.rsplit('/').next().unwrap_or(&rel).to_lowercase();
             target.by_name.insert((name, size), rel);
         }
-        let library_id = lib.library_id().map_err(unusable)?;
+        let uuid_seed = format!(
+            "{}\0{}",
+            lib.library_id().map_err(unusable)?,
+            opts.migration_key
+        );
         target.root_dir = Some(File::open(root).map_err(|e| {
             Unusable(format!(
                 "calibre library {}: cannot open: {e}",
@@ -155,9 +168,11 @@ impl CalibreTarget {
         })?);
         target.books = Some(Mutex::new(Books {
             lib,
-            library_id,
+            uuid_seed,
             groups: HashMap::new(),
             created: HashSet::new(),
+            ours: HashMap::new(),
+            source_uuids: opts.source_uuids.clone(),
             planned: HashMap::new(),
             committed: HashMap::new(),
             writing: HashMap::new(),
@@ -283,15 +298,10 @@ impl CalibreTarget {
     fn compare_recorded(&self, p: &Payload, book_id: i64, rel_path: String) -> Transferred {
         let existing = File::open(self.root.join(&rel_path)).and_then(hash::hash_reader);
         match existing {
-            Ok((d, n)) if d.sha1 == p.digests.sha1 => Transferred::Placed(Placed {
-                target_ref: rel_path.clone(),
-                already_present: true,
-                bytes_read: n,
-                detail: Some(format!(
-                    "identical file already in calibre book #{book_id}: {rel_path}"
-                )),
-                ..Default::default()
-            }),
+            Ok((d, _)) if d.sha1 == p.digests.sha1 => Transferred::AlreadyThere {
+                reason: "target_has_content",
+                detail: format!("calibre book #{book_id} already has these bytes: {rel_path}"),
+            },
             _ => Transferred::AlreadyThere {
                 reason: "book_has_format",
                 detail: format!(
@@ -357,18 +367,21 @@ impl Books {
                 return Ok(Decision::Write(slot));
             }
         }
-        let (group, uuid, distinct) = identity(p, &md, &self.library_id);
+        let (group, uuid) = identity(p, &md, &self.uuid_seed);
         md.uuid = Some(uuid.clone());
         let book_id = if let Some(id) = self.groups.get(&group) {
             *id
         } else if let Some(id) = self.lib.find_by_uuid(&uuid) {
-            // This book's own uuid: committed by an earlier (interrupted) run, or the very
-            // calibre book this one was copied from.
+            // This group's book, committed by an earlier run of this migration; or, for a
+            // calibre source book, the book with its uuid.
             id
         } else {
             match self.lib.find_existing(&md) {
-                Some(id) if self.created.contains(&id) && !distinct => id,
-                Some(id) if !self.created.contains(&id) && !opts.merge_formats => {
+                // One of this migration's own books, of another title or author set: files
+                // group strictly (by title and all authors), so the result does not depend
+                // on which file comes first.
+                Some(id) if self.is_ours(id)? => self.plan(&md)?,
+                Some(id) if !opts.merge_formats => {
                     return Ok(Decision::Skip(
                         "target_has_book",
                         format!(
@@ -376,18 +389,41 @@ impl Books {
                         ),
                     ));
                 }
-                Some(id) if !self.created.contains(&id) => id,
-                _ => {
-                    let book = self.lib.plan(&md)?;
-                    let id = book.book_id;
-                    self.created.insert(id);
-                    self.planned.insert(id, book);
-                    id
-                }
+                Some(id) => id,
+                None => self.plan(&md)?,
             }
         };
         self.groups.insert(group, book_id);
         self.slot_in(book_id, &p.format)
+    }
+
+    fn plan(&mut self, md: &Metadata) -> Result<i64, CalibreError> {
+        let book = self.lib.plan(md)?;
+        let id = book.book_id;
+        self.created.insert(id);
+        self.planned.insert(id, book);
+        Ok(id)
+    }
+
+    /// Whether book `id` is one of this migration's own: made in this run, or in an earlier one
+    /// (its uuid is the one this migration derives from its stored title and authors), or a
+    /// copy of a book of the calibre source (its uuid is a source book's).
+    fn is_ours(&mut self, id: i64) -> Result<bool, CalibreError> {
+        if self.created.contains(&id) {
+            return Ok(true);
+        }
+        if let Some(known) = self.ours.get(&id) {
+            return Ok(*known);
+        }
+        let ours = match self.lib.book_identity(id)? {
+            Some((uuid, title, authors)) => {
+                derived_uuid(&self.uuid_seed, &group_of(&title, &authors)) == uuid
+                    || self.source_uuids.contains(&uuid.to_lowercase())
+            }
+            None => false,
+        };
+        self.ours.insert(id, ours);
+        Ok(ours)
     }
 
     /// Reserve the file of `format` in book `book_id`.
@@ -656,38 +692,46 @@ impl Books {
     }
 }
 
-/// A file's group key, its book's uuid, and whether the source says it is a book of its own
-/// (a calibre source book: two of them stay two books even when calibre would call them
-/// duplicates).
-fn identity(p: &Payload, md: &Metadata, library_id: &str) -> (String, String, bool) {
+/// A file's group key and its book's uuid. A calibre source book is its own group and keeps
+/// its uuid; any other file groups by calibre's fuzzy title and all its authors (as stored), and
+/// its book gets a uuid derived from that group and `seed` (library id + migration key).
+fn identity(p: &Payload, md: &Metadata, seed: &str) -> (String, String) {
     if p.origin == Some(Origin::Calibre) {
         if let Some(u) = md.uuid.as_deref().map(|u| u.trim().to_lowercase()) {
             if u.len() == 36 {
-                return (format!("uuid:{u}"), u, true);
+                return (format!("uuid:{u}"), u);
             }
         }
     }
-    let mut authors: Vec<String> = md
-        .authors
-        .iter()
-        .map(|a| a.trim().to_lowercase())
-        .filter(|a| !a.is_empty())
-        .collect();
-    authors.sort();
-    let title = fuzzy_title(md.title.as_deref().unwrap_or(""));
-    let group = if title.is_empty() {
+    let (title, authors) = stored_identity(md);
+    let group = group_of(&title, &authors);
+    let group = if group.starts_with("book:\u{1f}") {
+        // A title calibre's fuzzy match reduces to nothing: each file is its own book.
         format!("file:{}", p.source_rel)
     } else {
-        format!("book:{title}\u{1f}{}", authors.join("\u{1e}"))
+        group
     };
-    let uuid = derived_uuid(library_id, &group);
-    (group, uuid, false)
+    let uuid = derived_uuid(seed, &group);
+    (group, uuid)
 }
 
-/// A version-4-shaped uuid that is the same for the same library and group, so the book a
-/// killed run committed is found again by the rerun.
-fn derived_uuid(library_id: &str, group: &str) -> String {
-    let h = blake3::hash(format!("bookferry-book\0{library_id}\0{group}").as_bytes());
+/// The group of a book stored with this title and these authors.
+fn group_of(title: &str, authors: &[String]) -> String {
+    let mut authors: Vec<String> = authors.iter().map(|a| a.trim().to_lowercase()).collect();
+    authors.sort();
+    authors.dedup();
+    format!(
+        "book:{}\u{1f}{}",
+        fuzzy_title(title),
+        authors.join("\u{1e}")
+    )
+}
+
+/// A version-4-shaped uuid that is the same for the same seed (library + migration) and group,
+/// so the book a killed run committed is found again by the rerun, and a later migration's
+/// books are not taken for this one's.
+fn derived_uuid(seed: &str, group: &str) -> String {
+    let h = blake3::hash(format!("bookferry-book\0{seed}\0{group}").as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&h.as_bytes()[..16]);
     b[6] = (b[6] & 0x0f) | 0x40;

@@ -211,6 +211,13 @@ pub struct AddedFormat {
     pub replaced: bool,
 }
 
+/// The title and authors a book made from `md` is stored with, after calibre's cleaning
+/// (authors as the user sees them: `,` not `|`).
+pub fn stored_identity(md: &Metadata) -> (String, Vec<String>) {
+    let f = Fields::from_metadata(md);
+    (f.title, f.authors)
+}
+
 /// Name → (id, extra) of a calibre item table, keyed by lowercased name.
 type ItemMap = HashMap<String, (i64, String)>;
 
@@ -605,6 +612,41 @@ impl CalibreLibrary {
             file_stem,
             formats: formats.into_iter().map(|(f, _)| f.to_uppercase()).collect(),
         }))
+    }
+
+    /// A recorded book's uuid, title and authors (`,` not `|`), or `None` without such a row.
+    pub fn book_identity(
+        &self,
+        book_id: i64,
+    ) -> Result<Option<(String, String, Vec<String>)>, CalibreError> {
+        let row: Option<(Option<String>, Option<String>)> = self
+            .conn
+            .query_row(
+                "SELECT uuid, title FROM books WHERE id = ?1",
+                [book_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.db_error("reading a book", e))?;
+        let Some((uuid, title)) = row else {
+            return Ok(None);
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT a.name FROM books_authors_link l JOIN authors a ON a.id = l.author
+                 WHERE l.book = ?1 ORDER BY l.id",
+            )
+            .map_err(|e| self.db_error("reading a book's authors", e))?;
+        let authors: Vec<String> = stmt
+            .query_map([book_id], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.db_error("reading a book's authors", e))?;
+        Ok(Some((
+            uuid.unwrap_or_default(),
+            title.unwrap_or_default(),
+            authors.into_iter().map(|a| a.replace('|', ",")).collect(),
+        )))
     }
 
     /// Every format file the library records: (path relative to the library, `data` size).
