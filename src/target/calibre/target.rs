@@ -339,10 +339,13 @@ impl CalibreTarget {
                 return Err(io::Error::last_os_error());
             }
         }
-        match self.books() {
+        let started = std::time::Instant::now();
+        let res = match self.books() {
             Some(mut books) => books.commit().map_err(io::Error::other),
             None => Ok(()),
-        }
+        };
+        tracing::debug!("calibre commit: {:?}", started.elapsed());
+        res
     }
 }
 

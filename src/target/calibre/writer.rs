@@ -305,6 +305,9 @@ impl CalibreLibrary {
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(db_err("setting the busy timeout"))?;
         functions::register(&conn).map_err(db_err("registering calibre's SQL functions"))?;
+        // Every statement of a book's insertion stays prepared (calibre's triggers make them
+        // costly to parse).
+        conn.set_prepared_statement_cache_capacity(64);
         schema::check(&conn, &db_path)?;
         // calibre's own temporary triggers (backend.py): author sort filled in on insert.
         conn.execute_batch(
@@ -1102,10 +1105,8 @@ fn item_id(
     if let Some((id, _)) = map.get(&key) {
         return Ok(*id);
     }
-    tx.execute(
-        &format!("INSERT INTO {table} ({column}) VALUES (?1)"),
-        [stored],
-    )?;
+    tx.prepare_cached(&format!("INSERT INTO {table} ({column}) VALUES (?1)"))?
+        .execute([stored])?;
     let id = tx.last_insert_rowid();
     let extra = if table == "authors" {
         tx.query_row("SELECT sort FROM authors WHERE id = ?1", [id], |r| {
@@ -1128,88 +1129,76 @@ fn insert_book(
 ) -> rusqlite::Result<()> {
     let f = &b.fields;
     let id = b.book_id;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO books (id, title, series_index, author_sort) VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![id, f.title, r.series_index, r.author_sort],
-    )?;
-    tx.execute(
+    )?
+    .execute(rusqlite::params![
+        id,
+        f.title,
+        r.series_index,
+        r.author_sort
+    ])?;
+    tx.prepare_cached(
         "UPDATE books SET timestamp = ?1, pubdate = ?2, path = ?3, has_cover = ?4, uuid = ?5,
                           last_modified = ?6 WHERE id = ?7",
-        rusqlite::params![
-            f.timestamp,
-            f.pubdate,
-            b.rel_dir,
-            b.has_cover,
-            f.uuid,
-            dates::now(),
-            id
-        ],
-    )?;
+    )?
+    .execute(rusqlite::params![
+        f.timestamp,
+        f.pubdate,
+        b.rel_dir,
+        b.has_cover,
+        f.uuid,
+        dates::now(),
+        id
+    ])?;
     for a in &f.authors {
         let aid = item_id(tx, c.authors, "authors", "name", a, &a.replace(',', "|"))?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR IGNORE INTO books_authors_link (book, author) VALUES (?1, ?2)",
-            [id, aid],
-        )?;
+        )?
+        .execute([id, aid])?;
     }
     if let Some(s) = &f.series {
         let sid = item_id(tx, c.series, "series", "name", s, s)?;
-        tx.execute(
-            "INSERT INTO books_series_link (book, series) VALUES (?1, ?2)",
-            [id, sid],
-        )?;
+        tx.prepare_cached("INSERT INTO books_series_link (book, series) VALUES (?1, ?2)")?
+            .execute([id, sid])?;
     }
     for t in &f.tags {
         let tid = item_id(tx, c.tags, "tags", "name", t, t)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO books_tags_link (book, tag) VALUES (?1, ?2)",
-            [id, tid],
-        )?;
+        tx.prepare_cached("INSERT OR IGNORE INTO books_tags_link (book, tag) VALUES (?1, ?2)")?
+            .execute([id, tid])?;
     }
     if let Some(p) = &f.publisher {
         let pid = item_id(tx, c.publishers, "publishers", "name", p, p)?;
-        tx.execute(
-            "INSERT INTO books_publishers_link (book, publisher) VALUES (?1, ?2)",
-            [id, pid],
-        )?;
+        tx.prepare_cached("INSERT INTO books_publishers_link (book, publisher) VALUES (?1, ?2)")?
+            .execute([id, pid])?;
     }
     for (order, l) in f.languages.iter().enumerate() {
         let lid = item_id(tx, c.languages, "languages", "lang_code", l, l)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO books_languages_link (book, lang_code, item_order) VALUES (?1, ?2, ?3)",
-            [id, lid, order as i64],
-        )?;
+        tx.prepare_cached("INSERT OR IGNORE INTO books_languages_link (book, lang_code, item_order) VALUES (?1, ?2, ?3)")?.execute([id, lid, order as i64])?;
     }
     for (typ, val) in &f.identifiers {
-        tx.execute(
-            "INSERT INTO identifiers (book, type, val) VALUES (?1, ?2, ?3)",
-            rusqlite::params![id, typ, val],
-        )?;
+        tx.prepare_cached("INSERT INTO identifiers (book, type, val) VALUES (?1, ?2, ?3)")?
+            .execute(rusqlite::params![id, typ, val])?;
     }
     if let Some(text) = &f.comments {
-        tx.execute(
-            "INSERT INTO comments (book, text) VALUES (?1, ?2)",
-            rusqlite::params![id, text],
-        )?;
+        tx.prepare_cached("INSERT INTO comments (book, text) VALUES (?1, ?2)")?
+            .execute(rusqlite::params![id, text])?;
     }
     if let Some(rating) = f.rating {
-        tx.execute(
-            "INSERT OR IGNORE INTO ratings (rating) VALUES (?1)",
-            [rating],
-        )?;
+        tx.prepare_cached("INSERT OR IGNORE INTO ratings (rating) VALUES (?1)")?
+            .execute([rating])?;
         let rid: i64 = tx.query_row("SELECT id FROM ratings WHERE rating = ?1", [rating], |r| {
             r.get(0)
         })?;
-        tx.execute(
-            "INSERT INTO books_ratings_link (book, rating) VALUES (?1, ?2)",
-            [id, rid],
-        )?;
+        tx.prepare_cached("INSERT INTO books_ratings_link (book, rating) VALUES (?1, ?2)")?
+            .execute([id, rid])?;
     }
     for (fmt, size) in &b.formats {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO data (book, format, uncompressed_size, name) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![id, fmt, *size as i64, b.file_stem],
-        )?;
+        )?
+        .execute(rusqlite::params![id, fmt, *size as i64, b.file_stem])?;
     }
     Ok(())
 }
