@@ -70,6 +70,29 @@ pub fn check_state_location(
     Ok(())
 }
 
+/// Refuse a target that is the source, lies inside it, or holds it: the migration would write
+/// into the library it reads (which bookferry never modifies), or read back what it wrote.
+pub fn check_roots_apart(source: &Path, target: Option<&Path>) -> Result<(), CommandError> {
+    let Some(target) = target else { return Ok(()) };
+    let clash = if target == source {
+        Some("is the source")
+    } else if target.starts_with(source) {
+        Some("lies inside the source")
+    } else if source.starts_with(target) {
+        Some("holds the source")
+    } else {
+        None
+    };
+    match clash {
+        Some(how) => Err(CommandError::usage(format!(
+            "the target {} {how} {}: bookferry never writes into the library it reads; give a target elsewhere",
+            target.display(),
+            source.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The migration recorded in an existing state DB (read-only; none if there is no DB yet).
 pub fn recorded_migration(state: &Path) -> Result<Option<MigrationRecord>, CommandError> {
     if !state.exists() {

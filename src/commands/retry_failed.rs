@@ -2,7 +2,9 @@
 //! recorded migration again, exactly as `run` would.
 
 use super::execute::{Execution, MigrationOptions};
-use super::{check_state_location, recorded_migration, CmdResult, CommandError, Session};
+use super::{
+    check_roots_apart, check_state_location, recorded_migration, CmdResult, CommandError, Session,
+};
 use crate::cli::{GlobalArgs, RetryArgs};
 use crate::failure::FailureKind;
 use crate::source::SourceSpec;
@@ -36,6 +38,7 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
     let target = TargetSpec::parse(&target).map_err(CommandError::usage)?;
     let options = MigrationOptions::resolve(Some(&rec.options), None, &args.target)?;
     check_state_location(&state, source.root(), target.local_root())?;
+    check_roots_apart(source.root(), target.local_root())?;
     let session = Session::open(&state, "retry-failed")?;
     migration::save(
         &*session.db.conn()?,

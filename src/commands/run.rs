@@ -3,8 +3,8 @@
 
 use super::execute::{Execution, MigrationOptions};
 use super::{
-    check_same_migration, check_state_location, recorded_migration, CmdResult, CommandError,
-    Session,
+    check_roots_apart, check_same_migration, check_state_location, recorded_migration, CmdResult,
+    CommandError, Session,
 };
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::source::SourceSpec;
@@ -37,6 +37,7 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
         &args.target,
     )?;
     check_state_location(&state, source.root(), target.local_root())?;
+    check_roots_apart(source.root(), target.local_root())?;
     let session = Session::open(&state, "run")?;
     migration::save(
         &*session.db.conn()?,

@@ -1,5 +1,5 @@
-//! The state DB's guard rails: one process at a time, one migration per DB, never inside the
-//! source or target, never one from a newer bookferry.
+//! The guard rails: one process at a time, one migration per DB, the state DB never inside the
+//! source or target, never one from a newer bookferry; a target never in or around the source.
 
 use crate::util::*;
 use std::io::Write;
@@ -94,6 +94,37 @@ fn a_state_db_inside_the_source_or_target_is_refused() {
         assert_eq!(out.status.code(), Some(2));
         assert!(stderr(&out).contains(what), "{}", stderr(&out));
         assert!(!inside.exists(), "the refused state DB was created {what}");
+    }
+}
+
+#[test]
+fn a_target_that_is_in_or_around_the_source_is_refused_and_the_source_left_alone() {
+    let ws = Workspace::with_corpus(6, 57);
+    let lib = ws.lib();
+    let before = tree_snapshot(&lib);
+    let inside = lib.join("migrated");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let state = elsewhere.path().join("state.db");
+    for (to, what) in [
+        (lib.display().to_string(), "is the source"),
+        (format!("calibre:{}", lib.display()), "is the source"),
+        (inside.display().to_string(), "lies inside the source"),
+        (
+            format!("calibre:{}", inside.display()),
+            "lies inside the source",
+        ),
+        (ws.path().display().to_string(), "holds the source"),
+    ] {
+        let out = ws
+            .cmd_with_state(
+                &state,
+                &["run", "--from", lib.to_str().unwrap(), "--to", &to],
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--to {to}: {}", stderr(&out));
+        assert!(stderr(&out).contains(what), "--to {to}: {}", stderr(&out));
+        assert_eq!(tree_snapshot(&lib), before, "--to {to} changed the source");
     }
 }
 

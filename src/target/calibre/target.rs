@@ -96,7 +96,7 @@ struct Slot {
 
 enum Decision {
     Write(Slot),
-    /// The book has this format already, recorded: the same bytes or not?
+    /// The book has this format already (recorded, or written in this run): same bytes or not?
     Recorded {
         book_id: i64,
         rel_path: String,
@@ -293,8 +293,8 @@ impl CalibreTarget {
         }
     }
 
-    /// The book already has a recorded file of this format: the same bytes (written by a run
-    /// that died before recording it in the state DB, or there before) count as placed.
+    /// The book already has a file of this format: the same bytes are `target_has_content`,
+    /// other bytes `book_has_format`; either way the row's file is not written.
     fn compare_recorded(&self, p: &Payload, book_id: i64, rel_path: String) -> Transferred {
         let existing = File::open(self.root.join(&rel_path)).and_then(hash::hash_reader);
         match existing {
@@ -462,18 +462,19 @@ impl Books {
         if writing.is_empty() {
             self.writing.remove(&book_id);
         }
-        if has.contains(&fmt) && !new_book && !being_written {
+        if has.contains(&fmt) && !being_written {
+            // The file is there in full (recorded, or written in this run): same bytes or not?
             let recorded_name = format!("{stem}.{}", fmt.to_lowercase());
             return Ok(Decision::Recorded {
                 book_id,
                 rel_path: format!("{rel_dir}/{recorded_name}"),
             });
         }
-        if has.contains(&fmt) || being_written {
+        if being_written {
             return Ok(Decision::Skip(
                 "book_has_format",
                 format!(
-                    "calibre book #{book_id} already has a {fmt} file (from another source file)"
+                    "calibre book #{book_id} is getting a {fmt} file from another source file at this moment"
                 ),
             ));
         }
