@@ -88,10 +88,12 @@ pub fn calibre_is_writing() -> bool {
     !matches!(CalibreLock::try_acquire(), Ok(Some(_)))
 }
 
-/// calibre programs of this user that are running now, as "name (pid N)": what to tell the user
-/// to close when the writer lock is held. Read from `/proc`; empty when none is found.
+/// calibre programs (and other bookferry processes) of this user that are running now, as
+/// "name (pid N)": what to tell the user to close when the writer lock is held. Read from
+/// `/proc`; empty when none is found.
 pub fn running_calibre_programs() -> Vec<String> {
     const PROGRAMS: &[&str] = &[
+        "bookferry",
         "calibre",
         "calibre-server",
         "calibredb",
@@ -137,7 +139,7 @@ pub fn running_calibre_programs() -> Vec<String> {
             let base = a.rsplit('/').next().unwrap_or(a);
             PROGRAMS.contains(&base).then(|| base.to_string())
         });
-        if let Some(name) = name {
+        if let Some(name) = name.filter(|_| pid != std::process::id()) {
             found.push(format!("{name} (pid {pid})"));
         }
     }

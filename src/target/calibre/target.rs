@@ -16,9 +16,10 @@
 //! `.bookferry-pending` marker, so a killed run leaves nothing a rerun does not clean.
 
 use super::functions::fuzzy_title;
+use super::opf::OpfBook;
 use super::{
-    book_id_of, stored_identity, AddedFormat, CalibreError, CalibreLibrary, CommittedBook,
-    PlannedBook, METADATA_DB, TEMP_PREFIX,
+    book_id_of, stored_identity, write_opfs, AddedFormat, CalibreError, CalibreLibrary,
+    CommittedBook, PlannedBook, METADATA_DB, TEMP_PREFIX,
 };
 use crate::failure::{Failure, FailureKind};
 use crate::hash;
@@ -79,6 +80,8 @@ struct Books {
     writing: HashMap<i64, Vec<(String, String)>>,
     /// Formats written into committed books, not recorded yet.
     added: Vec<AddedFormat>,
+    /// Planned books a commit is recording right now.
+    committing: HashSet<i64>,
 }
 
 /// Where one file goes.
@@ -177,6 +180,7 @@ impl CalibreTarget {
             committed: HashMap::new(),
             writing: HashMap::new(),
             added: Vec::new(),
+            committing: HashSet::new(),
         }));
         Ok(target)
     }
@@ -329,23 +333,37 @@ impl CalibreTarget {
     }
 
     /// Record every book and format written so far (files synced first). The state writer
-    /// calls this before it commits moves to `uploaded`.
+    /// calls this before it commits moves to `uploaded`. In three steps, so transfers go on
+    /// during the slow ones: under the lock, the books to record (each with the formats written
+    /// so far) and their `metadata.opf` texts; without it, those files and one `syncfs`; under
+    /// it again, the rows, in one transaction.
     pub fn commit(&self) -> io::Result<()> {
-        // Most of the bytes are flushed here, while transfers go on; the commit's own syncfs,
-        // under the lock, then has little left to write.
+        let Some(books) = &self.books else {
+            return Ok(());
+        };
+        let lock = || books.lock().unwrap_or_else(|p| p.into_inner());
+        let started = std::time::Instant::now();
+        let snap = lock().snapshot().map_err(io::Error::other)?;
+        if snap.is_empty() {
+            return Ok(());
+        }
+        let written = write_opfs(&self.root, &snap.books, &snap.resolved)
+            .map_err(io::Error::other)
+            .and_then(|()| self.syncfs());
+        let res = lock().record(snap, written.is_ok());
+        tracing::debug!("calibre commit: {:?}", started.elapsed());
+        written?;
+        res.map_err(io::Error::other)
+    }
+
+    fn syncfs(&self) -> io::Result<()> {
         if let Some(dir) = &self.root_dir {
             // SAFETY: syncfs takes a valid open file descriptor and touches no memory of ours.
             if unsafe { libc::syncfs(std::os::unix::io::AsRawFd::as_raw_fd(dir)) } != 0 {
                 return Err(io::Error::last_os_error());
             }
         }
-        let started = std::time::Instant::now();
-        let res = match self.books() {
-            Some(mut books) => books.commit().map_err(io::Error::other),
-            None => Ok(()),
-        };
-        tracing::debug!("calibre commit: {:?}", started.elapsed());
-        res
+        Ok(())
     }
 }
 
@@ -569,7 +587,11 @@ impl Books {
     }
 
     fn put_cover(&mut self, book_id: i64, jpeg: &[u8]) -> Result<(), CalibreError> {
-        // Only into a book not committed yet: `has_cover` goes in with its row.
+        // Only into a book not committed yet: `has_cover` goes in with its row (and a book
+        // being committed has its row's values taken already).
+        if self.committing.contains(&book_id) {
+            return Ok(());
+        }
         if let Some(book) = self.planned.get_mut(&book_id) {
             if !book.has_cover {
                 self.lib.write_cover(book, jpeg)?;
@@ -646,53 +668,97 @@ impl Books {
         }
     }
 
-    /// Record every book with a written format, and every format added to a committed book.
-    fn commit(&mut self) -> Result<(), CalibreError> {
-        let ready: Vec<i64> = self
+    /// What the next commit records: the planned books with a written format (copied, with
+    /// the formats written so far) and their resolved values, and the formats added to
+    /// recorded books so far. The books stay planned meanwhile, marked as committing (no cover
+    /// is added to them: `has_cover` is taken now).
+    fn snapshot(&mut self) -> Result<Snapshot, CalibreError> {
+        let books: Vec<PlannedBook> = self
             .planned
-            .iter()
-            .filter(|(_, b)| !b.formats.is_empty())
-            .map(|(id, _)| *id)
+            .values()
+            .filter(|b| !b.formats.is_empty())
+            .map(PlannedBook::clone)
             .collect();
-        if ready.is_empty() && self.added.is_empty() {
+        let resolved = self.lib.prepare(&books)?;
+        self.committing = books.iter().map(|b| b.book_id).collect();
+        Ok(Snapshot {
+            books,
+            resolved,
+            added: self.added.len(),
+        })
+    }
+
+    /// Record a snapshot whose files are durable (`durable`; else just end the commit): the
+    /// formats written since the snapshot become additions to the recorded books, named in
+    /// their markers like the files still being written.
+    fn record(&mut self, snap: Snapshot, durable: bool) -> Result<(), CalibreError> {
+        self.committing.clear();
+        if !durable {
             return Ok(());
         }
-        let still_writing: HashSet<i64> = self.writing.keys().copied().collect();
-        for id in &ready {
-            if still_writing.contains(id) {
-                // Its marker must outlive the commit, naming the files still on their way.
-                let rel_dir = self.planned[id].rel_dir.clone();
-                let pending = self.pending_names(*id);
-                self.lib.mark_pending(&rel_dir, &pending)?;
+        let mut later: Vec<AddedFormat> = Vec::new();
+        let mut still_pending: HashSet<i64> = self.writing.keys().copied().collect();
+        for b in &snap.books {
+            let now = &self.planned[&b.book_id];
+            for (format, size) in now.formats.iter().skip(b.formats.len()) {
+                later.push(AddedFormat {
+                    book_id: b.book_id,
+                    format: format.clone(),
+                    file_stem: b.file_stem.clone(),
+                    size: *size,
+                    replaced: false,
+                });
             }
         }
-        let books: Vec<PlannedBook> = ready
-            .iter()
-            .filter_map(|id| self.planned.remove(id))
-            .collect();
-        match self.lib.commit_all(&books, &self.added, &still_writing) {
-            Ok(()) => {
-                for b in books {
-                    self.committed.insert(
-                        b.book_id,
-                        CommittedBook {
-                            book_id: b.book_id,
-                            rel_dir: b.rel_dir.clone(),
-                            file_stem: b.file_stem.clone(),
-                            formats: b.formats.iter().map(|(f, _)| f.clone()).collect(),
-                        },
-                    );
-                }
-                self.added.clear();
-                Ok(())
-            }
-            Err(e) => {
-                for b in books {
-                    self.planned.insert(b.book_id, b);
-                }
-                Err(e)
+        for a in &later {
+            still_pending.insert(a.book_id);
+        }
+        for b in &snap.books {
+            if still_pending.contains(&b.book_id) {
+                // Its marker outlives the commit, naming the files not recorded with it.
+                let mut names = self.pending_names(b.book_id);
+                names.extend(
+                    later
+                        .iter()
+                        .filter(|a| a.book_id == b.book_id)
+                        .map(|a| format!("{}.{}", a.file_stem, a.format.to_lowercase())),
+                );
+                self.lib.mark_pending(&b.rel_dir, &names)?;
             }
         }
+        let added: Vec<AddedFormat> = self.added[..snap.added].to_vec();
+        self.lib
+            .record(&snap.books, &snap.resolved, &added, &still_pending)?;
+        self.added.drain(..snap.added);
+        for b in snap.books {
+            let now = self.planned.remove(&b.book_id);
+            let formats = now.map(|n| n.formats).unwrap_or_default();
+            self.committed.insert(
+                b.book_id,
+                CommittedBook {
+                    book_id: b.book_id,
+                    rel_dir: b.rel_dir.clone(),
+                    file_stem: b.file_stem.clone(),
+                    formats: formats.into_iter().map(|(f, _)| f).collect(),
+                },
+            );
+        }
+        self.added.extend(later);
+        Ok(())
+    }
+}
+
+/// A commit's first step: what it records.
+struct Snapshot {
+    books: Vec<PlannedBook>,
+    resolved: Vec<OpfBook>,
+    /// How many of `Books::added` (the first ones) it records.
+    added: usize,
+}
+
+impl Snapshot {
+    fn is_empty(&self) -> bool {
+        self.books.is_empty() && self.added == 0
     }
 }
 

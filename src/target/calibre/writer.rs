@@ -43,7 +43,7 @@ pub const TEMP_PREFIX: &str = ".bookferry-tmp-";
 pub const METADATA_DB: &str = "metadata.db";
 
 /// A book given an id and a folder, not yet recorded in `metadata.db`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PlannedBook {
     /// The `books.id` it will have.
     pub book_id: i64,
@@ -792,6 +792,15 @@ impl CalibreLibrary {
         added: &[AddedFormat],
         still_pending: &HashSet<i64>,
     ) -> Result<(), CalibreError> {
+        let resolved = self.prepare(books)?;
+        self.write_opfs(books, &resolved)?;
+        self.flush()?;
+        self.record(books, &resolved, added, still_pending)
+    }
+
+    /// Step 1 of a commit: every value of these planned books as it will be stored (their
+    /// series indexes resolved together).
+    pub fn prepare(&self, books: &[PlannedBook]) -> Result<Vec<OpfBook>, CalibreError> {
         let mut resolved = Vec::with_capacity(books.len());
         let mut series_max: HashMap<String, f64> = HashMap::new();
         for b in books {
@@ -804,13 +813,31 @@ impl CalibreLibrary {
                     ),
                 });
             }
-            let r = self.resolve(b, &mut series_max)?;
-            let path = self.dir_of(b).join("metadata.opf");
-            fs::write(&path, opf::render(&r))
-                .map_err(|e| self.io_error("cannot write", &path, e))?;
-            resolved.push(r);
+            resolved.push(self.resolve(b, &mut series_max)?);
         }
-        self.flush()?;
+        Ok(resolved)
+    }
+
+    /// Step 2: each book's `metadata.opf` (needs no `&mut`: may run while the caller lets
+    /// others use the library). Then the caller makes it durable, with `flush` or a `syncfs`.
+    pub fn write_opfs(
+        &self,
+        books: &[PlannedBook],
+        resolved: &[OpfBook],
+    ) -> Result<(), CalibreError> {
+        write_opfs(&self.root, books, resolved)
+    }
+
+    /// Step 3: every row of the books (`prepare`d, their files and `metadata.opf` durable) and
+    /// of the added formats, in one transaction; then the markers of books not in
+    /// `still_pending` are removed. On error nothing is recorded and the books stay planned.
+    pub fn record(
+        &mut self,
+        books: &[PlannedBook],
+        resolved: &[OpfBook],
+        added: &[AddedFormat],
+        still_pending: &HashSet<i64>,
+    ) -> Result<(), CalibreError> {
         let result = (|| {
             let tx = self.conn.transaction()?;
             let mut caches = Caches {
@@ -820,25 +847,27 @@ impl CalibreLibrary {
                 publishers: &mut self.publishers,
                 languages: &mut self.languages,
             };
-            for (b, r) in books.iter().zip(&resolved) {
+            for (b, r) in books.iter().zip(resolved) {
                 insert_book(&tx, &mut caches, b, r)?;
             }
             for a in added {
                 if a.replaced {
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE data SET uncompressed_size = ?3 WHERE book = ?1 AND format = ?2",
-                        rusqlite::params![a.book_id, a.format, a.size as i64],
-                    )?;
+                    )?
+                    .execute(rusqlite::params![
+                        a.book_id,
+                        a.format,
+                        a.size as i64
+                    ])?;
                 } else {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO data (book, format, uncompressed_size, name) VALUES (?1, ?2, ?3, ?4)",
-                        rusqlite::params![a.book_id, a.format, a.size as i64, a.file_stem],
-                    )?;
+                    )?
+                    .execute(rusqlite::params![a.book_id, a.format, a.size as i64, a.file_stem])?;
                 }
-                tx.execute(
-                    "INSERT OR IGNORE INTO metadata_dirtied (book) VALUES (?1)",
-                    [a.book_id],
-                )?;
+                tx.prepare_cached("INSERT OR IGNORE INTO metadata_dirtied (book) VALUES (?1)")?
+                    .execute([a.book_id])?;
             }
             tx.commit()
         })();
@@ -1046,6 +1075,23 @@ pub fn book_id_of(name: &str) -> Option<i64> {
     let inner = name.strip_suffix(')')?;
     let (_, id) = inner.rsplit_once(" (")?;
     id.parse().ok().filter(|id: &i64| *id > 0)
+}
+
+/// Write each book's `metadata.opf` into its folder under `root`.
+pub fn write_opfs(
+    root: &Path,
+    books: &[PlannedBook],
+    resolved: &[OpfBook],
+) -> Result<(), CalibreError> {
+    for (b, r) in books.iter().zip(resolved) {
+        let path = root.join(&b.rel_dir).join("metadata.opf");
+        fs::write(&path, opf::render(r)).map_err(|source| CalibreError::Io {
+            path: path.clone(),
+            what: "cannot write",
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Create a new library's `metadata.db` under a temporary name and move it into place, so a
