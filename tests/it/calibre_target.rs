@@ -1225,7 +1225,8 @@ fn kill_9_during_a_calibre_run_leaves_a_clean_library_with_every_book_once() {
     }
     let long = std::env::var_os("BOOKFERRY_LONG_TESTS").is_some();
     let kills_wanted = if long { 100 } else { 20 };
-    let ws = Workspace::with_corpus_sized(if long { 8000 } else { 2500 }, 73, 8);
+    // Big enough that 20 short runs cannot finish it: a kill must always find work to hit.
+    let ws = Workspace::with_corpus_sized(if long { 8000 } else { 4000 }, 73, 8);
     let extras = add_format_siblings(&ws);
     let want = expectations(&ws, &extras);
     let lib = ws.path().join("library");
@@ -1287,7 +1288,7 @@ fn kill_9_during_a_calibre_run_leaves_a_clean_library_with_every_book_once() {
         .unwrap();
         if attempts % 2 == 1 {
             // By time: early kills land in opening the library, the scan and hashing.
-            std::thread::sleep(Duration::from_millis(5 + rng.next(250)));
+            std::thread::sleep(Duration::from_millis(5 + rng.next(120)));
         } else {
             // By progress: once k more rows are final, i.e. mid-transfer or mid-commit.
             let base = final_now();
