@@ -705,21 +705,8 @@ impl CalibreLibrary {
         format: &str,
         src: &mut dyn Read,
     ) -> Result<u64, CalibreError> {
-        let fmt = format.trim().trim_start_matches('.').to_uppercase();
-        let path = self
-            .dir_of(book)
-            .join(format!("{}.{}", book.file_stem, fmt.to_lowercase()));
-        if fmt.is_empty()
-            || !fmt
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-            || fmt.contains("..")
-        {
-            return Err(CalibreError::Invalid {
-                path,
-                cause: format!("format {format:?} is not a file extension calibre can store"),
-            });
-        }
+        let (fmt, name) = self.format_file(&book.file_stem, format)?;
+        let path = self.dir_of(book).join(name);
         if book.formats.iter().any(|(f, _)| *f == fmt) {
             return Err(CalibreError::Invalid {
                 path,
