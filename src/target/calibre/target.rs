@@ -18,8 +18,8 @@
 use super::functions::fuzzy_title;
 use super::opf::OpfBook;
 use super::{
-    book_id_of, stored_identity, write_opfs, AddedFormat, CalibreError, CalibreLibrary,
-    CommittedBook, PlannedBook, METADATA_DB, TEMP_PREFIX,
+    book_id_of, make_book_dir, stored_identity, write_opfs, AddedFormat, CalibreError,
+    CalibreLibrary, CommittedBook, PlannedBook, METADATA_DB, TEMP_PREFIX,
 };
 use crate::failure::{Failure, FailureKind};
 use crate::hash;
@@ -82,6 +82,18 @@ struct Books {
     added: Vec<AddedFormat>,
     /// Planned books a commit is recording right now.
     committing: HashSet<i64>,
+    /// Planned books whose folder is not made yet.
+    folders_to_make: HashMap<i64, FolderState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FolderState {
+    /// No transfer has taken it on yet.
+    Unclaimed,
+    /// A transfer is making it.
+    Making,
+    /// Making it failed, with this error.
+    Failed(String),
 }
 
 /// Where one file goes.
@@ -95,6 +107,18 @@ struct Slot {
     new_book: bool,
     /// Written to a temp name, then renamed over this recorded file (a changed source file).
     replaces: Option<PathBuf>,
+    /// The book's folder is still to be made: by this transfer (`Make`), or by another one
+    /// that this one waits for (`Await`).
+    folder: Folder,
+}
+
+/// Where a planned book's folder stands. It is made outside the lock by the transfer that
+/// planned the book; another file of the book waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Folder {
+    Ready,
+    Make,
+    Await,
 }
 
 enum Decision {
@@ -181,6 +205,7 @@ impl CalibreTarget {
             writing: HashMap::new(),
             added: Vec::new(),
             committing: HashSet::new(),
+            folders_to_make: HashMap::new(),
         }));
         Ok(target)
     }
@@ -249,6 +274,11 @@ impl CalibreTarget {
                 Decision::Write(slot) => slot,
             }
         };
+        if let Err(e) = self.folder_for(&slot) {
+            let mut books = self.books().expect("open: checked above");
+            books.not_written(&slot);
+            return Err(fail(e));
+        }
         let written = self.write_format(p, &slot.path).and_then(|placed| {
             if let Some(dest) = &slot.replaces {
                 fs::rename(&slot.path, dest)?;
@@ -294,6 +324,46 @@ impl CalibreTarget {
                     ),
                 ))
             }
+        }
+    }
+
+    /// Make the slot's book folder (or wait until the transfer making it is done).
+    fn folder_for(&self, slot: &Slot) -> Result<(), CalibreError> {
+        match slot.folder {
+            Folder::Ready => Ok(()),
+            Folder::Make => {
+                let rel_dir = slot
+                    .rel_path
+                    .rsplit_once('/')
+                    .map_or("", |(d, _)| d)
+                    .to_string();
+                let made = make_book_dir(&self.root, &rel_dir, slot.book_id);
+                let mut books = self.books().expect("open: checked above");
+                match &made {
+                    Ok(()) => books.folders_to_make.remove(&slot.book_id),
+                    Err(e) => books
+                        .folders_to_make
+                        .insert(slot.book_id, FolderState::Failed(e.to_string())),
+                };
+                made
+            }
+            Folder::Await => loop {
+                {
+                    let books = self.books().expect("open: checked above");
+                    match books.folders_to_make.get(&slot.book_id) {
+                        None => return Ok(()),
+                        Some(FolderState::Failed(e)) => {
+                            return Err(CalibreError::Invalid {
+                                path: self.root.join(&slot.rel_path),
+                                cause: format!("the book's folder could not be made: {e}"),
+                            })
+                        }
+                        Some(_) => {}
+                    }
+                }
+                // Another file of a brand-new book, a moment behind the first: rare and short.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            },
         }
     }
 
@@ -419,10 +489,11 @@ impl Books {
     }
 
     fn plan(&mut self, md: &Metadata) -> Result<i64, CalibreError> {
-        let book = self.lib.plan(md)?;
+        let book = self.lib.reserve(md);
         let id = book.book_id;
         self.created.insert(id);
         self.planned.insert(id, book);
+        self.folders_to_make.insert(id, FolderState::Unclaimed);
         Ok(id)
     }
 
@@ -512,7 +583,20 @@ impl Books {
             wants_cover,
             new_book,
             replaces: None,
+            folder: self.folder_duty(book_id),
         }))
+    }
+
+    /// What a transfer into book `book_id` must do about its folder.
+    fn folder_duty(&mut self, book_id: i64) -> Folder {
+        match self.folders_to_make.get_mut(&book_id) {
+            None => Folder::Ready,
+            Some(state @ FolderState::Unclaimed) => {
+                *state = FolderState::Making;
+                Folder::Make
+            }
+            Some(_) => Folder::Await,
+        }
     }
 
     /// A changed source file whose earlier version this migration put in a recorded book: its
@@ -567,6 +651,7 @@ impl Books {
             wants_cover: false,
             new_book: false,
             replaces: Some(dir.join(name)),
+            folder: Folder::Ready,
         }))
     }
 
@@ -647,6 +732,7 @@ impl Books {
     }
 
     fn abandon(&mut self, book_id: i64) {
+        self.folders_to_make.remove(&book_id);
         if let Some(book) = self.planned.remove(&book_id) {
             self.created.remove(&book_id);
             self.groups.retain(|_, b| *b != book_id);

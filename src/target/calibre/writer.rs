@@ -443,6 +443,18 @@ impl CalibreLibrary {
 
     /// Give a book its id and folder: the folder is created with the pending marker in it.
     pub fn plan(&mut self, md: &Metadata) -> Result<PlannedBook, CalibreError> {
+        let book = self.reserve(md);
+        if let Err(e) = make_book_dir(&self.root, &book.rel_dir, book.book_id) {
+            self.planned.remove(&book.book_id);
+            self.existing.remove(book.book_id);
+            return Err(e);
+        }
+        Ok(book)
+    }
+
+    /// Give a book its id and folder name, without touching the disk: the caller makes the
+    /// folder with [`make_book_dir`] (outside any lock it holds) before writing into it.
+    pub fn reserve(&mut self, md: &Metadata) -> PlannedBook {
         let mut fields = Fields::from_metadata(md);
         if self
             .existing
@@ -458,60 +470,19 @@ impl CalibreLibrary {
             fields.uuid = uuid4();
         }
         let book_id = self.next_id;
+        self.next_id += 1;
         let rel_dir = paths::book_dir(book_id, &fields.title, &fields.authors[0]);
         let file_stem = paths::file_stem(&fields.title, &fields.authors[0]);
-        let (author_rel, _) = rel_dir.split_once('/').unwrap_or((&rel_dir, ""));
-        let author_dir = self.root.join(author_rel);
-        match fs::symlink_metadata(&author_dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(CalibreError::Invalid {
-                    path: author_dir,
-                    cause: "exists and is not a folder (or is a symlink)".into(),
-                })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&author_dir)
-                    .or_else(|e| {
-                        if e.kind() == io::ErrorKind::AlreadyExists {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    })
-                    .map_err(|e| {
-                        self.io_error("cannot create the author folder", &author_dir, e)
-                    })?;
-            }
-            Err(e) => return Err(self.io_error("cannot stat the author folder", &author_dir, e)),
-        }
-        let dir = self.root.join(&rel_dir);
-        if let Err(e) = fs::create_dir(&dir) {
-            return Err(if e.kind() == io::ErrorKind::AlreadyExists {
-                CalibreError::Invalid {
-                    path: dir,
-                    cause: format!(
-                        "book {book_id}'s folder already exists and is not bookferry's to reuse"
-                    ),
-                }
-            } else {
-                self.io_error("cannot create the book folder", &dir, e)
-            });
-        }
-        let marker = dir.join(PENDING_MARKER);
-        File::create(&marker)
-            .map_err(|e| self.io_error("cannot create the pending marker", &marker, e))?;
-        self.next_id += 1;
         self.planned.insert(book_id, fields.clone());
         self.existing.add(book_id, &fields.key());
-        Ok(PlannedBook {
+        PlannedBook {
             book_id,
             rel_dir,
             file_stem,
             formats: Vec::new(),
             has_cover: false,
             fields,
-        })
+        }
     }
 
     /// The absolute folder of a planned book.
@@ -976,10 +947,19 @@ impl CalibreLibrary {
             if !is_dir || author.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
-            let Ok(books) = fs::read_dir(author.path()) else {
+            let Ok(mut books) = fs::read_dir(author.path()) else {
                 continue;
             };
-            for book in books.flatten() {
+            let mut books = match books.next() {
+                // An empty author folder: made by a run killed before its book's folder.
+                // (Removed only while empty: `remove_dir` refuses anything else.)
+                None => {
+                    let _ = fs::remove_dir(author.path());
+                    continue;
+                }
+                Some(first) => std::iter::once(first).chain(books),
+            };
+            for book in books.by_ref().flatten() {
                 if !book.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                     continue;
                 }
@@ -1062,6 +1042,59 @@ pub fn book_id_of(name: &str) -> Option<i64> {
     let inner = name.strip_suffix(')')?;
     let (_, id) = inner.rsplit_once(" (")?;
     id.parse().ok().filter(|id: &i64| *id > 0)
+}
+
+/// Make a reserved book's folder `root/rel_dir` (`Author/Title (id)`) with the pending marker
+/// in it: the author folder is made if missing (never passed through if it is a symlink or a
+/// file), the book folder must be new.
+pub fn make_book_dir(root: &Path, rel_dir: &str, book_id: i64) -> Result<(), CalibreError> {
+    let io_error = |what: &'static str, path: &Path, source: io::Error| CalibreError::Io {
+        path: path.to_path_buf(),
+        what,
+        source,
+    };
+    let (author_rel, _) = rel_dir.split_once('/').unwrap_or((rel_dir, ""));
+    let author_dir = root.join(author_rel);
+    match fs::symlink_metadata(&author_dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(CalibreError::Invalid {
+                path: author_dir,
+                cause: "exists and is not a folder (or is a symlink)".into(),
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&author_dir) {
+            Ok(()) => {}
+            // Made a moment ago by another book of this author.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if !fs::symlink_metadata(&author_dir).is_ok_and(|m| m.is_dir()) {
+                    return Err(CalibreError::Invalid {
+                        path: author_dir,
+                        cause: "exists and is not a folder (or is a symlink)".into(),
+                    });
+                }
+            }
+            Err(e) => return Err(io_error("cannot create the author folder", &author_dir, e)),
+        },
+        Err(e) => return Err(io_error("cannot stat the author folder", &author_dir, e)),
+    }
+    let dir = root.join(rel_dir);
+    if let Err(e) = fs::create_dir(&dir) {
+        return Err(if e.kind() == io::ErrorKind::AlreadyExists {
+            CalibreError::Invalid {
+                path: dir,
+                cause: format!(
+                    "book {book_id}'s folder already exists and is not bookferry's to reuse"
+                ),
+            }
+        } else {
+            io_error("cannot create the book folder", &dir, e)
+        });
+    }
+    let marker = dir.join(PENDING_MARKER);
+    File::create(&marker)
+        .map(drop)
+        .map_err(|e| io_error("cannot create the pending marker", &marker, e))
 }
 
 /// Write each book's `metadata.opf` into its folder under `root`.
