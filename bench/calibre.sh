@@ -98,7 +98,10 @@ mkdir "$WORK/out"
 for rep in $(seq "$REPEAT"); do
     for t in "${TOOLS[@]}"; do
         lib=$WORK/out/$t-$rep
+        # Let the previous run's writeback finish (and ext4's 5 s window in which it skips
+        # recently freed inodes pass), so each run starts from the same quiet disk.
         sync
+        sleep 6
         start=$(now_ms)
         /usr/bin/time -f '%e %U %S' -o "$WORK/cpu" bash -c "fill_$t \"\$1\"" _ "$lib" >"$WORK/$t.log" 2>&1 ||
             { say "FAILED: fill_$t $lib"; cat "$WORK/$t.log"; exit 1; }
