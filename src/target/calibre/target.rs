@@ -12,8 +12,9 @@
 //!   language when known, or a shared identifier) is `skipped`, unless `--merge-formats`,
 //!   which adds the formats it lacks.
 //!
-//! Every file in a book folder that is not recorded yet is named in the folder's
-//! `.bookferry-pending` marker, so a killed run leaves nothing a rerun does not clean.
+//! A new book's folder carries a `.bookferry-pending` marker until its row is recorded; in a
+//! recorded book's folder, the marker names each file not recorded yet. So a killed run leaves
+//! nothing a rerun does not clean.
 
 use super::functions::fuzzy_title;
 use super::opf::OpfBook;
