@@ -1205,18 +1205,6 @@ fn a_calibre_library_round_trips_into_a_new_library() {
 // ---------------------------------------------------------------------------------------------
 // 3. kill -9
 
-/// A small deterministic generator, so a failing sequence of kills can be replayed.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
 #[test]
 fn kill_9_during_a_calibre_run_leaves_a_clean_library_with_every_book_once() {
     let _s = serial();

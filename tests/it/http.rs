@@ -886,18 +886,6 @@ fn http_unreachable_server_at_start_exits_2_without_work() {
 // ---------------------------------------------------------------------------
 // 7. kill -9 during uploads
 
-/// A small deterministic generator, so a failing sequence of kills can be replayed.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
 #[test]
 fn http_kill_9_mid_upload_sends_nothing_the_server_already_holds() {
     // More than 1000 files, so check calls must be split (the server answers 400 above 1000).

@@ -351,3 +351,17 @@ fn allowed(from: Option<&str>, to: &str) -> bool {
         (Some(a), b) => rank(a) < rank(b),
     }
 }
+
+/// A small deterministic generator, so a failing sequence of kills can be replayed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next number below `n`.
+    pub fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
