@@ -272,10 +272,14 @@ impl Aggregate<BTreeMap<i64, String>, Option<String>> for SortedConcatenate {
         _: &mut Context<'_>,
         acc: Option<BTreeMap<i64, String>>,
     ) -> rusqlite::Result<Option<String>> {
-        Ok(acc
-            .filter(|a| !a.is_empty())
-            .map(|a| a.into_values().collect::<Vec<_>>().join(self.0)))
+        Ok(join_in_order(acc, self.0))
     }
+}
+
+/// The values of an index-ordered accumulator joined by `sep`; NULL when there are none.
+fn join_in_order(acc: Option<BTreeMap<i64, String>>, sep: &str) -> Option<String> {
+    acc.filter(|a| !a.is_empty())
+        .map(|a| a.into_values().collect::<Vec<_>>().join(sep))
 }
 
 /// `identifiers_concat(type, val)`: `type:val` joined by `,`.
@@ -318,9 +322,7 @@ impl Aggregate<BTreeMap<i64, String>, Option<String>> for AumSortedConcatenate {
         _: &mut Context<'_>,
         acc: Option<BTreeMap<i64, String>>,
     ) -> rusqlite::Result<Option<String>> {
-        Ok(acc
-            .filter(|a| !a.is_empty())
-            .map(|a| a.into_values().collect::<Vec<_>>().join(":#:")))
+        Ok(join_in_order(acc, ":#:"))
     }
 }
 

@@ -157,9 +157,8 @@ impl CalibreTarget {
             }
             return Ok(target);
         }
-        let held_by_calibre = super::calibre_is_writing();
         let lib = CalibreLibrary::open_with(root, opts.ignore_calibre_lock).map_err(unusable)?;
-        if held_by_calibre && opts.ignore_calibre_lock {
+        if !lib.holds_calibre_lock() {
             tracing::warn!(
                 "--ignore-calibre-lock: writing {} while a calibre program holds its writer lock",
                 root.display()
@@ -693,19 +692,17 @@ impl Books {
             return;
         }
         let replaced = slot.replaces.is_some();
-        let stem = match self.committed.get_mut(&slot.book_id) {
-            Some(b) => {
-                if !replaced {
-                    b.formats.push(slot.format.clone());
-                }
-                b.file_stem.clone()
-            }
-            None => return,
+        let Some(book) = self.committed.get_mut(&slot.book_id) else {
+            return;
         };
+        if !replaced {
+            book.formats.push(slot.format.clone());
+        }
         self.added.push(AddedFormat {
             book_id: slot.book_id,
+            rel_dir: book.rel_dir.clone(),
             format: slot.format.clone(),
-            file_stem: stem,
+            file_stem: book.file_stem.clone(),
             size,
             replaced,
         });
@@ -790,6 +787,7 @@ impl Books {
             for (format, size) in now.formats.iter().skip(b.formats.len()) {
                 later.push(AddedFormat {
                     book_id: b.book_id,
+                    rel_dir: b.rel_dir.clone(),
                     format: format.clone(),
                     file_stem: b.file_stem.clone(),
                     size: *size,

@@ -102,16 +102,7 @@ fn looks_like_uuid(u: &str) -> bool {
 
 impl Fields {
     fn from_metadata(md: &Metadata) -> Fields {
-        let title = md
-            .title
-            .as_deref()
-            .map(strip)
-            .filter(|t| !t.is_empty())
-            .unwrap_or("Unknown");
-        let mut authors = uniq(md.authors.iter().map(|a| strip(a).replace('&', ";")));
-        if authors.is_empty() {
-            authors.push("Unknown".into());
-        }
+        let (title, authors) = stored_identity(md);
         let mut languages: Vec<String> = md.languages.clone();
         if languages.is_empty() {
             languages.extend(md.language.clone());
@@ -131,7 +122,7 @@ impl Fields {
             push_id("isbn", isbn);
         }
         Fields {
-            title: title.to_string(),
+            title,
             authors,
             author_sort: md
                 .author_sort
@@ -203,6 +194,8 @@ pub struct CommittedBook {
 #[derive(Debug, Clone)]
 pub struct AddedFormat {
     pub book_id: i64,
+    /// `books.path` of the book.
+    pub rel_dir: String,
     pub format: String,
     pub file_stem: String,
     pub size: u64,
@@ -214,8 +207,17 @@ pub struct AddedFormat {
 /// The title and authors a book made from `md` is stored with, after calibre's cleaning
 /// (authors as the user sees them: `,` not `|`).
 pub fn stored_identity(md: &Metadata) -> (String, Vec<String>) {
-    let f = Fields::from_metadata(md);
-    (f.title, f.authors)
+    let title = md
+        .title
+        .as_deref()
+        .map(strip)
+        .filter(|t| !t.is_empty())
+        .unwrap_or("Unknown");
+    let mut authors = uniq(md.authors.iter().map(|a| strip(a).replace('&', ";")));
+    if authors.is_empty() {
+        authors.push("Unknown".into());
+    }
+    (title.to_string(), authors)
 }
 
 /// Name → (id, extra) of a calibre item table, keyed by lowercased name.
@@ -351,6 +353,12 @@ impl CalibreLibrary {
     /// The library folder.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// True while this process holds calibre's writer lock (false only when it was opened with
+    /// `ignore_calibre_lock` while a calibre program held it).
+    pub fn holds_calibre_lock(&self) -> bool {
+        self._lock.is_some()
     }
 
     /// True when `open` created this library.
@@ -846,14 +854,7 @@ impl CalibreLibrary {
         }
         for a in added {
             if !still_pending.contains(&a.book_id) {
-                let dir: Option<String> = self
-                    .conn
-                    .query_row("SELECT path FROM books WHERE id = ?1", [a.book_id], |r| {
-                        r.get(0)
-                    })
-                    .optional()
-                    .map_err(|e| self.db_error("reading a book", e))?;
-                done_dirs.extend(dir.map(|d| self.root.join(d)));
+                done_dirs.push(self.root.join(&a.rel_dir));
             }
         }
         for dir in done_dirs {
