@@ -286,11 +286,16 @@ fn make_corpus(dir: &Path, cfg: &Config) {
         .args(["--seed", &cfg.seed.to_string()])
         .args(["--avg-kib", &cfg.avg_kib.to_string()])
         .args(["--dup-rate", &cfg.dup_rate.to_string()])
-        .output()
-        .expect("run python3 tools/make-corpus.py");
+        .output();
+    print_python_output("make-corpus.py", out);
+}
+
+/// Print what a corpus-making python3 run said; stop the benchmark if it failed.
+fn print_python_output(what: &str, out: std::io::Result<std::process::Output>) {
+    let out = out.unwrap_or_else(|e| panic!("run python3 ({what}): {e}"));
     assert!(
         out.status.success(),
-        "make-corpus.py failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     print!("  {}", String::from_utf8_lossy(&out.stdout));
@@ -333,14 +338,8 @@ fn make_large_corpus(dir: &Path, cfg: &Config) {
         .arg((cfg.large_min_mib << 20).to_string())
         .arg((cfg.large_max_mib << 20).to_string())
         .arg(cfg.seed.to_string())
-        .output()
-        .expect("run python3 (large corpus)");
-    assert!(
-        out.status.success(),
-        "large corpus failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    print!("  {}", String::from_utf8_lossy(&out.stdout));
+        .output();
+    print_python_output("large corpus", out);
 }
 
 // ------------------------------------------------------------------------------------------
