@@ -22,8 +22,11 @@
 #   removed at exit). ext4 slows down creating files after many deletions (its inode allocator
 #   skips recently freed inodes): on a machine that has been deleting test trees, a BENCH_DIR on
 #   a fresh filesystem gives steadier figures, e.g. as root:
-#     truncate -s 6G /tmp/fresh.img && mkfs.ext4 -q -F /tmp/fresh.img &&
-#     mkdir -p /mnt/fresh && mount -o loop /tmp/fresh.img /mnt/fresh && BENCH_DIR=/mnt/fresh …
+#     truncate -s 8G /tmp/fresh.img && mkfs.ext4 -q -F /tmp/fresh.img &&
+#     mkdir -p /mnt/fresh && mount -o loop /tmp/fresh.img /mnt/fresh &&
+#     losetup --direct-io=on "$(findmnt -n -o SOURCE /mnt/fresh)" && BENCH_DIR=/mnt/fresh …
+#   (direct I/O: the loop device then does not cache every page a second time, which otherwise
+#   costs kernel-thread CPU the tools compete with on 2 cores.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,7 +68,11 @@ SRC=$WORK/corpus
 python3 tools/make-corpus.py "$SRC" --files "$N" --avg-kib "$AVG_KIB" --seed 3 >/dev/null
 corpus_kib=$(du -sk "$SRC" | cut -f1)
 say "corpus: $((corpus_kib / 1024)) MiB in $(find "$SRC" -type f | wc -l) files"
-find "$SRC" -type f -exec cat {} + >/dev/null
+# Page cache warm for every run: read the corpus right before it. (Some VMs, this one among
+# them, run a DAMON "pageout" scheme that evicts pages untouched for a few seconds, so the
+# settling pause below would otherwise leave part of the corpus on disk.)
+warm_corpus() { find "$SRC" -type f -exec cat {} + >/dev/null; }
+warm_corpus
 
 # ---------------------------------------------------------------------------------- runs
 fill_calibredb() { calibredb add -r "$SRC" --with-library "$1" && sync -f "$1"; }
@@ -102,6 +109,7 @@ for rep in $(seq "$REPEAT"); do
         # recently freed inodes pass), so each run starts from the same quiet disk.
         sync
         sleep 6
+        warm_corpus
         start=$(now_ms)
         /usr/bin/time -f '%e %U %S' -o "$WORK/cpu" bash -c "fill_$t \"\$1\"" _ "$lib" >"$WORK/$t.log" 2>&1 ||
             { say "FAILED: fill_$t $lib"; cat "$WORK/$t.log"; exit 1; }

@@ -105,7 +105,10 @@ SRC=$WORK/corpus
 python3 tools/make-corpus.py "$SRC" --files "$COPY_FILES" --avg-kib 256 --seed 3 >/dev/null
 corpus_kib=$(du -sk "$SRC" | cut -f1)
 say "corpus: $((corpus_kib / 1024)) MiB in $(find "$SRC" -type f | wc -l) files"
-find "$SRC" -type f -exec cat {} + >/dev/null
+# Page cache warm for every run: read the corpus right before it. (Some VMs, this one among
+# them, run a DAMON "pageout" scheme that evicts pages untouched for a few seconds.)
+warm_corpus() { find "$SRC" -type f -exec cat {} + >/dev/null; }
+warm_corpus
 
 copy_cp() { cp -r "$SRC" "$1" && sync -f "$1"; }
 copy_bookferry() { "$BIN" --state "$1.db" run --from "$SRC" --to "$1" --keep-duplicates -q; }
@@ -138,6 +141,7 @@ for rep in $(seq "$REPEAT"); do
     for t in "${TOOLS[@]}"; do
         out=$WORK/out/$t-$rep
         sync
+        warm_corpus
         start=$(now_ms)
         /usr/bin/time -f '%U %S' -o "$WORK/cpu" bash -c "copy_$t \"\$1\"" _ "$out" >/dev/null ||
             { say "FAILED: copy_$t $out"; exit 1; }

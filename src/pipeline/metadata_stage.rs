@@ -1,9 +1,11 @@
 //! The metadata stage: what the source already knows (calibre) is kept as it is; otherwise the
-//! file's own metadata is extracted in-process from the buffer the hash stage read (or from the
-//! file, for large ones), and cached in the row (`metadata_cached`).
+//! file's own metadata is extracted in-process and cached in the row (`metadata_cached`). A
+//! small file's bytes were parsed by the hash stage in the same blocking task that read them;
+//! a large file is parsed here, from the file.
 
 use super::{Ctx, Item};
 use crate::metadata::{self, Origin};
+use crate::state::rows::FileRow;
 use crate::state::FileState;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
@@ -16,6 +18,14 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
         }
         if item.row.state != FileState::Hashed {
             if out.send(item).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if !needs_parsing(&item) {
+            // Known already (calibre, or parsed by the hash stage): recorded right here.
+            let (item, read) = with_metadata(item);
+            if out.send(cached(&ctx, item, read)).await.is_err() {
                 return;
             }
             continue;
@@ -35,28 +45,44 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
                 }
             };
             drop(slot);
-            let mut t = item.to(FileState::MetadataCached);
-            t.bytes_read = read;
-            ctx.progress.bytes_read.add(read);
-            if let (Some(md), Some(origin)) = (&item.row.metadata, item.row.metadata_origin) {
-                t.metadata = Some((md.clone(), origin));
-            }
-            if !item.warnings.is_empty() {
-                t.warnings = Some(item.warnings.join("\n"));
-            }
-            ctx.writer.send(t);
-            ctx.progress.metadata.add(1);
-            let mut item = item;
-            item.row.state = FileState::MetadataCached;
-            let _ = out.send(item).await;
+            let _ = out.send(cached(&ctx, item, read)).await;
         });
     }
 }
 
-/// Fill the item's metadata (unless the source provided it); also returns the bytes read from
-/// disk for it (none when parsed from the hash stage's buffer). Blocking.
+/// Whether the file's own metadata must be extracted for this row (not when the source's
+/// database gave it).
+pub fn needs_extraction(row: &FileRow) -> bool {
+    !(row.metadata.is_some() && row.metadata_origin == Some(Origin::Calibre))
+}
+
+/// Whether filling the item's metadata still needs a parse (blocking work).
+fn needs_parsing(item: &Item) -> bool {
+    needs_extraction(&item.row) && item.extracted.is_none()
+}
+
+/// Record the move to `metadata_cached` with what the item now knows.
+fn cached(ctx: &Ctx, mut item: Item, read: u64) -> Item {
+    let mut t = item.to(FileState::MetadataCached);
+    t.bytes_read = read;
+    ctx.progress.bytes_read.add(read);
+    if let (Some(md), Some(origin)) = (&item.row.metadata, item.row.metadata_origin) {
+        t.metadata = Some((md.clone(), origin));
+    }
+    if !item.warnings.is_empty() {
+        t.warnings = Some(item.warnings.join("\n"));
+    }
+    ctx.writer.send(t);
+    ctx.progress.metadata.add(1);
+    item.row.state = FileState::MetadataCached;
+    item
+}
+
+/// Fill the item's metadata (unless the source provided it): what the hash stage parsed, else
+/// parsed here from the kept bytes or the file. Also returns the bytes read from disk for it
+/// (none when parsed from the hash stage's buffer). Blocking when it parses.
 fn with_metadata(mut item: Item) -> (Item, u64) {
-    if item.row.metadata.is_some() && item.row.metadata_origin == Some(Origin::Calibre) {
+    if !needs_extraction(&item.row) {
         return (item, 0);
     }
     let from_disk = item.data.is_none();
@@ -66,9 +92,10 @@ fn with_metadata(mut item: Item) -> (Item, u64) {
             item.row.file_name()
         ));
     }
-    let extracted = match &item.data {
-        Some(data) => metadata::extract(&item.row.format, data, &item.row.source_ref),
-        None => metadata::extract_from_file(
+    let extracted = match (item.extracted.take(), &item.data) {
+        (Some(done), _) => done,
+        (None, Some(data)) => metadata::extract(&item.row.format, data, &item.row.source_ref),
+        (None, None) => metadata::extract_from_file(
             &item.row.format,
             &item.row.path,
             item.row.size,

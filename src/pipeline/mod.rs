@@ -59,6 +59,9 @@ pub struct Item {
     /// The file's bytes, when small enough to keep from the hash stage to the transfer.
     pub data: Option<Arc<Vec<u8>>>,
     pub warnings: Vec<String>,
+    /// Metadata the hash stage already parsed from the file's bytes in memory (in the same
+    /// blocking task); the metadata stage records it.
+    pub extracted: Option<crate::metadata::Extracted>,
     /// The share of the buffer budget this item's bytes hold.
     _budget: Option<OwnedSemaphorePermit>,
 }
@@ -69,6 +72,7 @@ impl Item {
             row,
             data: None,
             warnings: Vec::new(),
+            extracted: None,
             _budget: None,
         }
     }

@@ -929,7 +929,7 @@ fn cover_of(p: &Payload) -> Option<Vec<u8>> {
         return None;
     }
     let image = match &p.data {
-        Some(data) => read_zip_member(io::Cursor::new(data.as_slice()), cover),
+        Some(data) => read_zip_member(io::Cursor::new(&data[..]), cover),
         None => read_zip_member(File::open(&p.source_path).ok()?, cover),
     }?;
     to_jpeg(&image)
@@ -952,10 +952,16 @@ fn to_jpeg(image: &[u8]) -> Option<Vec<u8>> {
     if image.starts_with(&[0xff, 0xd8, 0xff]) {
         return Some(image.to_vec());
     }
-    let decoded = image::load_from_memory(image).ok()?;
+    let rgb = image::load_from_memory(image).ok()?.to_rgb8();
+    let (width, height) = (
+        u16::try_from(rgb.width()).ok()?,
+        u16::try_from(rgb.height()).ok()?,
+    );
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
-        .encode_image(&decoded.to_rgb8())
+    // jpeg-encoder: SIMD, several times faster than `image`'s own encoder (covers were ~8% of
+    // a copy run's CPU with it).
+    jpeg_encoder::Encoder::new(&mut out, 90)
+        .encode(rgb.as_raw(), width, height, jpeg_encoder::ColorType::Rgb)
         .ok()?;
     Some(out)
 }
