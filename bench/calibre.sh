@@ -134,7 +134,7 @@ for t in "${TOOLS[@]}"; do
     MEDCPU[$t]=$(median ${CPU[$t]})
     checked=""
     [ "$t" = calibredb ] || checked="; check_library: clean"
-    say "$t: $(secs "${MED[$t]}") s median wall (runs, ms: ${TIMES[$t]% }), $(secs "${MEDCPU[$t]}") CPU-s," \
+    say "$t: $(secs "${MED[$t]}") s median wall (runs, ms: ${TIMES[$t]% }), $(secs "${MEDCPU[$t]}") CPU-s (runs, ms: ${CPU[$t]% })," \
         "${BOOKS[$t]} books / ${FILES[$t]} format files = $(per_s "${BOOKS[$t]}" "${MED[$t]}") books/s$checked"
 done
 
