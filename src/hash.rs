@@ -14,6 +14,15 @@ pub struct Digests {
     pub blake3: String,
 }
 
+impl Digests {
+    /// Whether both digests name the same bytes: SHA-1 and BLAKE3 both agree (SHA-1 alone has
+    /// public collisions). A BLAKE3 not known (empty) is not compared.
+    pub fn same_content(&self, other: &Digests) -> bool {
+        self.sha1 == other.sha1
+            && (self.blake3.is_empty() || other.blake3.is_empty() || self.blake3 == other.blake3)
+    }
+}
+
 /// Incremental hasher feeding both digests from the same bytes.
 #[derive(Default, Clone)]
 pub struct DualHasher {
@@ -158,6 +167,25 @@ mod tests {
             d.blake3,
             "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
         );
+    }
+
+    #[test]
+    fn a_sha1_collision_is_not_the_same_content() {
+        let mut a = include_bytes!("../tests/data/sha1-collision/shattered-1.prefix").to_vec();
+        let mut b = include_bytes!("../tests/data/sha1-collision/shattered-2.prefix").to_vec();
+        assert_ne!(a, b);
+        a.extend_from_slice(b"the same tail on both");
+        b.extend_from_slice(b"the same tail on both");
+        let (da, db) = (hash_bytes(&a), hash_bytes(&b));
+        assert_eq!(da.sha1, db.sha1, "the public collision still collides");
+        assert!(!da.same_content(&db));
+        assert!(da.same_content(&hash_bytes(&a)));
+        // A row hashed without BLAKE3 compares by SHA-1.
+        let sha1_only = Digests {
+            sha1: da.sha1.clone(),
+            blake3: String::new(),
+        };
+        assert!(sha1_only.same_content(&db));
     }
 
     #[test]

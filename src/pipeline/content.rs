@@ -1,10 +1,11 @@
-//! The content check, by SHA-1 and in batches: is this content already placed by this migration
-//! (another row, possibly from an earlier run — the row becomes a `skipped` duplicate of it), or
-//! already on the target? Rows left in flight by a run that died (`metadata_cached`) are checked
-//! here too, so a transfer whose reply was lost in a crash is not sent a second time.
+//! The content check, in batches: is this content (SHA-1 and BLAKE3 both, see `ContentKey`)
+//! already placed by this migration (another row, possibly from an earlier run — the row becomes
+//! a `skipped` duplicate of it), or already on the target (asked by SHA-1, as targets know it)?
+//! Rows left in flight by a run that died (`metadata_cached`) are checked here too, so a
+//! transfer whose reply was lost in a crash is not sent a second time.
 
 use super::batch::next_batch;
-use super::{Ctx, Item};
+use super::{ContentKey, Ctx, Item};
 use crate::state::FileState;
 use crate::target::ContentQuery;
 use std::collections::HashMap;
@@ -41,7 +42,7 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
         HashMap::new()
     } else {
         let db = ctx.db.clone();
-        tokio::task::spawn_blocking(move || uploaded_with_sha1(&db, &sha1s))
+        tokio::task::spawn_blocking(move || uploaded_with_content(&db, &sha1s))
             .await
             .ok()
             .and_then(|r| {
@@ -54,13 +55,14 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
     let mut queries = Vec::new();
     for item in batch {
         let sha1 = item.row.sha1.clone().unwrap_or_default();
+        let key = item.content_key();
         let checkable = matches!(
             item.row.state,
             FileState::Hashed | FileState::MetadataCached
         );
         if checkable {
-            if let Some((first, first_ref)) = placed.get(&sha1).filter(|(id, _)| *id != item.row.id)
-            {
+            let landed = key.as_ref().and_then(|k| placed.get(k));
+            if let Some((first, first_ref)) = landed.filter(|(id, _)| *id != item.row.id) {
                 ctx.skip(
                     &item,
                     "duplicate",
@@ -73,10 +75,10 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
             // about: the transfer stage makes it a duplicate of that row (or sends it, if that
             // row fails).
             let forwarded_by = ctx
-                .seen_sha1
+                .seen_content
                 .lock()
                 .ok()
-                .and_then(|m| m.get(&sha1).copied());
+                .and_then(|m| m.get(key.as_ref()?).copied());
             if forwarded_by.is_some_and(|id| id != item.row.id) && !ctx.cfg.keep_duplicates {
                 rest.push(item);
                 continue;
@@ -105,8 +107,8 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
     let mut forward = Vec::with_capacity(rest.len());
     for item in rest {
         let Some(found_at) = exists.get(&item.row.id) else {
-            if let (Some(sha1), Ok(mut seen)) = (&item.row.sha1, ctx.seen_sha1.lock()) {
-                seen.entry(sha1.clone()).or_insert(item.row.id);
+            if let (Some(key), Ok(mut seen)) = (item.content_key(), ctx.seen_content.lock()) {
+                seen.entry(key).or_insert(item.row.id);
             }
             forward.push(item);
             continue;
@@ -135,29 +137,33 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
     forward
 }
 
-/// Rows already `uploaded` with one of these SHA-1s: sha1 → (id, where it went).
-fn uploaded_with_sha1(
+/// Rows already `uploaded` with one of these SHA-1s: content (both digests) → (id, where it
+/// went).
+fn uploaded_with_content(
     db: &crate::state::Db,
     sha1s: &[String],
-) -> crate::state::Result<HashMap<String, (i64, String)>> {
+) -> crate::state::Result<HashMap<ContentKey, (i64, String)>> {
     // One query per chunk of SHA-1s (not one per row); the lowest id wins, as it landed first.
     const CHUNK: usize = 500;
     let conn = db.conn()?;
-    let mut out: HashMap<String, (i64, String)> = HashMap::new();
+    let mut out: HashMap<ContentKey, (i64, String)> = HashMap::new();
     let unique: std::collections::BTreeSet<&String> = sha1s.iter().collect();
     let unique: Vec<&String> = unique.into_iter().collect();
     for chunk in unique.chunks(CHUNK) {
         let sql = format!(
-            "SELECT sha1, id, COALESCE(target_ref, source_ref) FROM files
+            "SELECT sha1, COALESCE(blake3, ''), id, COALESCE(target_ref, source_ref) FROM files
              WHERE state = 'uploaded' AND sha1 IN ({}) ORDER BY id",
             vec!["?"; chunk.len()].join(", ")
         );
         let mut st = conn.prepare(&sql)?;
         let mut rows = st.query(rusqlite::params_from_iter(chunk.iter()))?;
         while let Some(r) = rows.next()? {
-            let sha1: String = r.get(0)?;
-            if let std::collections::hash_map::Entry::Vacant(e) = out.entry(sha1) {
-                e.insert((r.get(1)?, r.get(2)?));
+            let key = ContentKey {
+                sha1: r.get(0)?,
+                blake3: r.get(1)?,
+            };
+            if let std::collections::hash_map::Entry::Vacant(e) = out.entry(key) {
+                e.insert((r.get(2)?, r.get(3)?));
             }
         }
     }

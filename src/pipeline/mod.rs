@@ -77,10 +77,27 @@ impl Item {
         }
     }
 
+    /// What identifies the row's content: both digests, once hashed.
+    fn content_key(&self) -> Option<ContentKey> {
+        Some(ContentKey {
+            sha1: self.row.sha1.clone()?,
+            blake3: self.row.blake3.clone().unwrap_or_default(),
+        })
+    }
+
     /// A transition of this row from its current state.
     fn to(&self, to: FileState) -> Transition {
         Transition::new(self.row.id, self.row.state, to)
     }
+}
+
+/// Two files are the same content only when both digests agree: SHA-1 alone has known
+/// collisions (two different PDFs with one SHA-1 are public), and a migration must not take
+/// one of them for a duplicate of the other and leave it behind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContentKey {
+    pub sha1: String,
+    pub blake3: String,
 }
 
 /// What every stage shares.
@@ -93,8 +110,8 @@ pub struct Ctx {
     cancel: Arc<AtomicBool>,
     stop: Mutex<Option<Failure>>,
     buffers: Arc<Semaphore>,
-    /// SHA-1 → the first row of this run that went on to transfer with it.
-    seen_sha1: Mutex<std::collections::HashMap<String, i64>>,
+    /// Content (SHA-1 and BLAKE3) → the first row of this run that went on to transfer with it.
+    seen_content: Mutex<std::collections::HashMap<ContentKey, i64>>,
 }
 
 impl Ctx {
@@ -116,7 +133,7 @@ impl Ctx {
             cancel,
             stop: Mutex::new(None),
             buffers: Arc::new(Semaphore::new(kib)),
-            seen_sha1: Mutex::new(Default::default()),
+            seen_content: Mutex::new(Default::default()),
         }
     }
 

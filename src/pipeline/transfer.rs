@@ -1,8 +1,9 @@
 //! The transfer stage: sends rows to the target with a bounded number in flight, and never two
-//! rows with the same content side by side — a second row with a SHA-1 already in flight waits,
-//! and becomes a `skipped` duplicate once the first lands (or goes in its place if it fails).
+//! rows with the same SHA-1 side by side — a second row with a SHA-1 already in flight waits,
+//! and becomes a `skipped` duplicate once the first lands with the same content (both digests
+//! equal), or goes next if the first failed or holds other bytes under the same SHA-1.
 
-use super::{Ctx, Item};
+use super::{ContentKey, Ctx, Item};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::Digests;
 use crate::state::FileState;
@@ -16,7 +17,7 @@ const MAX_QUEUED: usize = 128;
 
 /// A finished transfer, reported back to the dispatcher.
 struct Done {
-    sha1: String,
+    key: Option<ContentKey>,
     id: Option<i64>,
 }
 
@@ -26,10 +27,11 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
     let queued = Arc::new(Semaphore::new(MAX_QUEUED));
     let limiter = ctx.target.limiter();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    // SHA-1 → rows waiting for the one in flight.
+    // SHA-1 in flight → rows with that SHA-1 waiting for it (targets know content by SHA-1, so
+    // two rows with one SHA-1 are never sent side by side).
     let mut in_flight: HashMap<String, VecDeque<Item>> = HashMap::new();
-    // SHA-1 → the row that landed it in this run.
-    let mut landed: HashMap<String, i64> = HashMap::new();
+    // Content (both digests) → the row that landed it in this run.
+    let mut landed: HashMap<ContentKey, i64> = HashMap::new();
     let mut running = 0usize;
     let mut input_open = true;
     let spawn = |item: Item, running: &mut usize| {
@@ -39,7 +41,7 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
         let queued = queued.clone();
         let done_tx = done_tx.clone();
         tokio::spawn(async move {
-            let sha1 = item.row.sha1.clone().unwrap_or_default();
+            let key = item.content_key();
             let permit = queued.acquire_owned().await;
             let id = if ctx.cancelled() || permit.is_err() {
                 None
@@ -48,7 +50,7 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
             };
             ctx.progress.limit.set(limiter.current() as u64);
             ctx.progress.in_flight.set(limiter.in_flight() as u64);
-            let _ = done_tx.send(Done { sha1, id });
+            let _ = done_tx.send(Done { key, id });
         });
     };
     loop {
@@ -64,37 +66,41 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
                 if ctx.cancelled() || item.row.state != FileState::MetadataCached {
                     continue;
                 }
-                let sha1 = item.row.sha1.clone().unwrap_or_default();
-                if ctx.cfg.keep_duplicates || sha1.is_empty() {
-                    spawn(item, &mut running);
-                } else if let Some(first) = landed.get(&sha1) {
+                let key = match item.content_key() {
+                    Some(k) if !ctx.cfg.keep_duplicates => k,
+                    _ => {
+                        spawn(item, &mut running);
+                        continue;
+                    }
+                };
+                if let Some(first) = landed.get(&key) {
                     skip_duplicate(&ctx, &item, *first);
-                } else if let Some(waiting) = in_flight.get_mut(&sha1) {
+                } else if let Some(waiting) = in_flight.get_mut(&key.sha1) {
                     waiting.push_back(item);
                 } else {
-                    in_flight.insert(sha1, VecDeque::new());
+                    in_flight.insert(key.sha1, VecDeque::new());
                     spawn(item, &mut running);
                 }
             }
             Some(done) = done_rx.recv(), if running > 0 => {
                 running -= 1;
-                if ctx.cfg.keep_duplicates || done.sha1.is_empty() {
+                let Some(key) = done.key.filter(|_| !ctx.cfg.keep_duplicates) else {
                     continue;
+                };
+                if let Some(id) = done.id {
+                    landed.insert(key.clone(), id);
                 }
-                match done.id {
-                    Some(id) => {
-                        landed.insert(done.sha1.clone(), id);
-                        for item in in_flight.remove(&done.sha1).unwrap_or_default() {
-                            skip_duplicate(&ctx, &item, id);
-                        }
-                    }
-                    None => {
-                        let next = in_flight.get_mut(&done.sha1).and_then(|q| q.pop_front());
-                        match next {
-                            Some(item) => spawn(item, &mut running),
-                            None => {
-                                in_flight.remove(&done.sha1);
-                            }
+                // The rows that waited: duplicates of what landed are skipped; the first other
+                // one (the first failed, or a different content under the same SHA-1) goes next.
+                let mut waiting = in_flight.remove(&key.sha1).unwrap_or_default();
+                while let Some(item) = waiting.pop_front() {
+                    let first = item.content_key().and_then(|k| landed.get(&k).copied());
+                    match first {
+                        Some(first) => skip_duplicate(&ctx, &item, first),
+                        None => {
+                            spawn(item, &mut running);
+                            in_flight.insert(key.sha1.clone(), waiting);
+                            break;
                         }
                     }
                 }

@@ -322,7 +322,7 @@ impl FolderTarget {
     fn same_content(&self, existing: &Path, p: &Payload) -> bool {
         File::open(existing)
             .and_then(hash::hash_reader)
-            .map(|(d, _)| d.sha1 == p.digests.sha1)
+            .map(|(d, _)| d.same_content(&p.digests))
             .unwrap_or(false)
     }
 
@@ -414,7 +414,7 @@ pub(crate) fn write_new_file(p: &Payload, dest: &Path, reflink_it: bool) -> io::
     placed.bytes_read = h.len();
     placed.bytes_sent = h.len();
     let actual = h.finish();
-    if actual.sha1 != p.digests.sha1 {
+    if !actual.same_content(&p.digests) {
         placed.detail =
             Some("source changed since hashing; recorded the hashes of the bytes copied".into());
         placed.new_digests = Some(actual);

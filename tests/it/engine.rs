@@ -3,6 +3,7 @@
 //! name+size check, layout collisions, and a target that cannot be used.
 
 use crate::util::*;
+use sha1::Digest;
 use std::collections::BTreeMap;
 
 /// state, target_ref, sha1, duplicate_of
@@ -316,4 +317,87 @@ fn hidden_temp_and_special_files_and_symlink_loops_are_not_recorded() {
     let err = stderr(&out);
     assert!(err.contains("pipe.epub") && err.contains("FIFO"), "{err}");
     assert!(err.contains("dangling.epub"), "{err}");
+}
+
+/// Two different files with one SHA-1 (the public SHAttered prefixes with a common tail): both
+/// reach the target, and only a true copy is skipped as a duplicate — in the same run (the
+/// transfer stage) and in a later one (the state DB's record of what was placed).
+#[test]
+fn files_sharing_a_sha1_but_not_their_bytes_are_both_migrated() {
+    let ws = Workspace::empty();
+    let data = repo().join("tests/data/sha1-collision");
+    let tail: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
+    let with_tail = |prefix: &str| {
+        let mut b = std::fs::read(data.join(prefix)).unwrap();
+        b.extend_from_slice(&tail);
+        b
+    };
+    let (one, two) = (
+        with_tail("shattered-1.prefix"),
+        with_tail("shattered-2.prefix"),
+    );
+    assert_eq!(
+        hex(&sha1::Sha1::digest(&one)),
+        hex(&sha1::Sha1::digest(&two)),
+        "test data: the two files must share a SHA-1"
+    );
+    std::fs::create_dir_all(ws.lib().join("x")).unwrap();
+    std::fs::write(ws.lib().join("x/one.pdf"), &one).unwrap();
+    std::fs::write(ws.lib().join("x/two.pdf"), &two).unwrap();
+    std::fs::write(ws.lib().join("x/one again.pdf"), &one).unwrap();
+
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Which of the two contents each file in the target holds.
+    let placed = |ws: &Workspace| -> Vec<&str> {
+        let mut v: Vec<&str> = tree_sha1(&ws.out())
+            .keys()
+            .map(|rel| match std::fs::read(ws.out().join(rel)).unwrap() {
+                b if b == one => "one",
+                b if b == two => "two",
+                _ => "other bytes",
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let expected = vec!["one", "two"];
+    assert_eq!(placed(&ws), expected, "both contents, once each");
+    let dup_of = |name: &str| -> (String, Option<String>) {
+        ws.db()
+            .query_row(
+                "SELECT f.state, (SELECT source_ref FROM files o WHERE o.id = f.duplicate_of)
+                 FROM files f WHERE f.source_ref = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    assert_eq!(dup_of("x/two.pdf").0, "uploaded");
+    // Of the two copies of the first file, one went (whichever was scanned first) and the
+    // other is its duplicate.
+    let mut ones = [dup_of("x/one.pdf"), dup_of("x/one again.pdf")];
+    ones.sort();
+    let copy_of = |name: &str| Some(name.to_string());
+    assert!(
+        ones == [
+            ("skipped".into(), copy_of("x/one again.pdf")),
+            ("uploaded".into(), None)
+        ] || ones
+            == [
+                ("skipped".into(), copy_of("x/one.pdf")),
+                ("uploaded".into(), None)
+            ],
+        "{ones:?}"
+    );
+
+    // A later run: a copy of the second file is a duplicate of it, not of the first.
+    std::fs::write(ws.lib().join("x/two again.pdf"), &two).unwrap();
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        dup_of("x/two again.pdf"),
+        ("skipped".to_string(), Some("x/two.pdf".to_string()))
+    );
+    assert_eq!(placed(&ws), expected);
 }

@@ -372,7 +372,7 @@ impl CalibreTarget {
     fn compare_recorded(&self, p: &Payload, book_id: i64, rel_path: String) -> Transferred {
         let existing = File::open(self.root.join(&rel_path)).and_then(hash::hash_reader);
         match existing {
-            Ok((d, _)) if d.sha1 == p.digests.sha1 => Transferred::AlreadyThere {
+            Ok((d, _)) if d.same_content(&p.digests) => Transferred::AlreadyThere {
                 reason: "target_has_content",
                 detail: format!("calibre book #{book_id} already has these bytes: {rel_path}"),
             },
