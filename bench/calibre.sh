@@ -72,6 +72,12 @@ say "corpus: $((corpus_kib / 1024)) MiB in $(find "$SRC" -type f | wc -l) files"
 # them, run a DAMON "pageout" scheme that evicts pages untouched for a few seconds, so the
 # settling pause below would otherwise leave part of the corpus on disk.)
 warm_corpus() { find "$SRC" -type f -exec cat {} + >/dev/null; }
+# Memory warm for every run too: this VM hands free memory back to its host (virtio-balloon
+# free page reporting), and the first touch of such memory is slow — after a run that freed a
+# lot (rclone, calibre, deleting trees), the next one's page-cache writes copied at ~0.5 GB/s
+# instead of ~10 (cp -r: 0.37 s became 1.1-1.4 s, all of it in the kernel's memcpy). Touching
+# 3 GiB right before each run gives every tool the memory a physical machine would have.
+warm_memory() { python3 -c 'b = bytes([1]) * (3 << 30)'; }
 warm_corpus
 
 # ---------------------------------------------------------------------------------- runs
@@ -110,6 +116,7 @@ for rep in $(seq "$REPEAT"); do
         sync
         sleep 6
         warm_corpus
+        warm_memory
         start=$(now_ms)
         /usr/bin/time -f '%e %U %S' -o "$WORK/cpu" bash -c "fill_$t \"\$1\"" _ "$lib" >"$WORK/$t.log" 2>&1 ||
             { say "FAILED: fill_$t $lib"; cat "$WORK/$t.log"; exit 1; }
