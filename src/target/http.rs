@@ -267,13 +267,14 @@ impl HttpTarget {
         loop {
             // A slot per attempt: a refused upload gives its slot back before it waits.
             let slot = self.limiter.acquire().await;
+            let concurrency = self.limiter.in_flight();
             let started = Instant::now();
             let outcome = self.upload_once(&p).await;
             let in_flight = self.limiter.in_flight();
             drop(slot);
             match outcome {
                 Attempt::Done(mut placed) => {
-                    self.limiter.on_success(started.elapsed());
+                    self.limiter.on_success(started.elapsed(), concurrency);
                     placed.new_digests = new_digests;
                     if placed.new_digests.is_some() {
                         placed.detail = Some(format!(

@@ -10,7 +10,10 @@ use tokio::sync::Notify;
 /// How many transfers may be in flight.
 ///
 /// Adaptive mode: slow start (one more slot per success) until the first sign of overload or
-/// until latency grows past twice the best seen, then one more slot per round of successes.
+/// until latency grows past twice the best seen, then one more slot per round of successes —
+/// but never more than one slot above the most requests that have succeeded together, so the
+/// limit climbs one proven step at a time instead of racing ahead of the server's first answers
+/// (a server taking 4 then sees one request too many, not five).
 /// An overload answer (429/503/timeout) sets the limit to the requests in flight that were not
 /// refused — the server's real capacity — and remembers it as a ceiling, probed again by one
 /// slot only after a quiet spell, so a server that refuses rather than queues is not knocked
@@ -35,6 +38,8 @@ struct LimitState {
     ceiling: Option<f64>,
     last_overload: Instant,
     successes_since_overload: u64,
+    /// The most requests of ours in flight at once (counted when one started) that succeeded.
+    proven: usize,
 }
 
 /// A quiet spell after which one more slot above the ceiling is tried.
@@ -74,6 +79,7 @@ impl Limiter {
                 ceiling: None,
                 last_overload: Instant::now(),
                 successes_since_overload: 0,
+                proven: 0,
             }),
             in_flight: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
@@ -127,12 +133,14 @@ impl Limiter {
         }
     }
 
-    /// A request succeeded after `latency`.
-    pub fn on_success(&self, latency: Duration) {
+    /// A request succeeded after `latency`; `concurrency` of ours were in flight when it
+    /// started, itself included.
+    pub fn on_success(&self, latency: Duration, concurrency: usize) {
         if !self.adaptive {
             return;
         }
         let Ok(mut s) = self.state.lock() else { return };
+        s.proven = s.proven.max(concurrency);
         let base = match s.base_latency {
             Some(b) if latency < b => latency,
             // Forget slowly, so a permanently slower server becomes the new normal.
@@ -165,7 +173,8 @@ impl Limiter {
             1.0 / s.limit.max(1.0)
         };
         let cap = s.ceiling.unwrap_or(self.max as f64).min(self.max as f64);
-        s.limit = (s.limit + step).min(cap);
+        let proven_step = (s.proven as f64 + 1.0).max(s.limit);
+        s.limit = (s.limit + step).min(cap).min(proven_step);
     }
 
     /// The server refused for overload (429/503) or timed out, with `in_flight` requests of ours
@@ -255,10 +264,28 @@ mod tests {
     }
 
     #[test]
+    fn the_limit_climbs_one_step_above_what_has_succeeded_together() {
+        let l = Limiter::adaptive(2, 64);
+        // Fast answers, but never more than 2 requests of ours in flight: the limit may offer
+        // a third slot, no more (before, slow start raced to 64 on answers like these).
+        for _ in 0..100 {
+            l.on_success(Duration::from_millis(5), 2);
+        }
+        assert_eq!(l.current(), 3);
+        // Once 3 succeed together, 4 is offered; and so on, a step per proven level.
+        l.on_success(Duration::from_millis(5), 3);
+        assert_eq!(l.current(), 4);
+        for c in 4..10 {
+            l.on_success(Duration::from_millis(5), c);
+        }
+        assert_eq!(l.current(), 10);
+    }
+
+    #[test]
     fn adaptive_limit_grows_on_success_and_shrinks_on_overload() {
         let l = Limiter::adaptive(2, 16);
         for _ in 0..100 {
-            l.on_success(Duration::from_millis(10));
+            l.on_success(Duration::from_millis(10), l.current());
         }
         let grown = l.current();
         assert!(grown > 2, "{grown}");
@@ -266,7 +293,7 @@ mod tests {
         l.on_overload(5);
         assert_eq!(l.current(), 4);
         for _ in 0..100 {
-            l.on_success(Duration::from_millis(10));
+            l.on_success(Duration::from_millis(10), l.current());
         }
         assert_eq!(
             l.current(),
@@ -274,7 +301,7 @@ mod tests {
             "no climbing past the ceiling without a quiet spell"
         );
         for _ in 0..PROBE_AFTER_SUCCESSES {
-            l.on_success(Duration::from_millis(10));
+            l.on_success(Duration::from_millis(10), l.current());
         }
         assert_eq!(
             l.current(),
@@ -284,20 +311,20 @@ mod tests {
         // Transfers queued for slots (as acquire() counts them): now the probe is worth it.
         l.waiting.store(10, Ordering::SeqCst);
         for _ in 0..10 {
-            l.on_success(Duration::from_millis(10));
+            l.on_success(Duration::from_millis(10), l.current());
         }
         assert_eq!(l.current(), 5, "one probe slot after a quiet spell");
         // Latency growing past twice the best seen stops the growth.
         let q = Limiter::adaptive(2, 64);
-        q.on_success(Duration::from_millis(10));
+        q.on_success(Duration::from_millis(10), q.current());
         let before = q.current();
         for _ in 0..50 {
-            q.on_success(Duration::from_millis(100));
+            q.on_success(Duration::from_millis(100), q.current());
         }
         assert_eq!(q.current(), before);
         let f = Limiter::fixed(4);
         f.on_overload(9);
-        f.on_success(Duration::from_millis(1));
+        f.on_success(Duration::from_millis(1), 4);
         assert_eq!(f.current(), 4);
     }
 
