@@ -7,8 +7,9 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-/// Both digests of the same bytes, as lowercase hex.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Both digests of the same bytes, as lowercase hex. Equal digests are the same content: the
+/// pipeline keys duplicates by both (SHA-1 alone has public collisions).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Digests {
     pub sha1: String,
     pub blake3: String,

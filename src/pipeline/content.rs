@@ -1,11 +1,12 @@
-//! The content check, in batches: is this content (SHA-1 and BLAKE3 both, see `ContentKey`)
+//! The content check, in batches: is this content (SHA-1 and BLAKE3 both, see `hash::Digests`)
 //! already placed by this migration (another row, possibly from an earlier run — the row becomes
 //! a `skipped` duplicate of it), or already on the target (asked by SHA-1, as targets know it)?
 //! Rows left in flight by a run that died (`metadata_cached`) are checked here too, so a
 //! transfer whose reply was lost in a crash is not sent a second time.
 
 use super::batch::next_batch;
-use super::{ContentKey, Ctx, Item};
+use super::{Ctx, Item};
+use crate::hash::Digests;
 use crate::state::FileState;
 use crate::target::ContentQuery;
 use std::collections::HashMap;
@@ -142,11 +143,11 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
 fn uploaded_with_content(
     db: &crate::state::Db,
     sha1s: &[String],
-) -> crate::state::Result<HashMap<ContentKey, (i64, String)>> {
+) -> crate::state::Result<HashMap<Digests, (i64, String)>> {
     // One query per chunk of SHA-1s (not one per row); the lowest id wins, as it landed first.
     const CHUNK: usize = 500;
     let conn = db.conn()?;
-    let mut out: HashMap<ContentKey, (i64, String)> = HashMap::new();
+    let mut out: HashMap<Digests, (i64, String)> = HashMap::new();
     let unique: std::collections::BTreeSet<&String> = sha1s.iter().collect();
     let unique: Vec<&String> = unique.into_iter().collect();
     for chunk in unique.chunks(CHUNK) {
@@ -158,7 +159,7 @@ fn uploaded_with_content(
         let mut st = conn.prepare(&sql)?;
         let mut rows = st.query(rusqlite::params_from_iter(chunk.iter()))?;
         while let Some(r) = rows.next()? {
-            let key = ContentKey {
+            let key = Digests {
                 sha1: r.get(0)?,
                 blake3: r.get(1)?,
             };

@@ -12,6 +12,7 @@ pub mod progress;
 mod transfer;
 
 use crate::failure::Failure;
+use crate::hash::Digests;
 use crate::state::rows::FileRow;
 use crate::state::writer::{Transition, WriterHandle};
 use crate::state::{Db, FileState};
@@ -78,8 +79,8 @@ impl Item {
     }
 
     /// What identifies the row's content: both digests, once hashed.
-    fn content_key(&self) -> Option<ContentKey> {
-        Some(ContentKey {
+    fn content_key(&self) -> Option<Digests> {
+        Some(Digests {
             sha1: self.row.sha1.clone()?,
             blake3: self.row.blake3.clone().unwrap_or_default(),
         })
@@ -89,15 +90,6 @@ impl Item {
     fn to(&self, to: FileState) -> Transition {
         Transition::new(self.row.id, self.row.state, to)
     }
-}
-
-/// Two files are the same content only when both digests agree: SHA-1 alone has known
-/// collisions (two different PDFs with one SHA-1 are public), and a migration must not take
-/// one of them for a duplicate of the other and leave it behind.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ContentKey {
-    pub sha1: String,
-    pub blake3: String,
 }
 
 /// What every stage shares.
@@ -110,8 +102,10 @@ pub struct Ctx {
     cancel: Arc<AtomicBool>,
     stop: Mutex<Option<Failure>>,
     buffers: Arc<Semaphore>,
-    /// Content (SHA-1 and BLAKE3) → the first row of this run that went on to transfer with it.
-    seen_content: Mutex<std::collections::HashMap<ContentKey, i64>>,
+    /// Content (SHA-1 and BLAKE3: SHA-1 alone has public collisions, and a migration must not
+    /// take one such file for a duplicate of the other) → the first row of this run that went
+    /// on to transfer with it.
+    seen_content: Mutex<std::collections::HashMap<Digests, i64>>,
 }
 
 impl Ctx {

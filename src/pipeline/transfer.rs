@@ -3,7 +3,7 @@
 //! and becomes a `skipped` duplicate once the first lands with the same content (both digests
 //! equal), or goes next if the first failed or holds other bytes under the same SHA-1.
 
-use super::{ContentKey, Ctx, Item};
+use super::{Ctx, Item};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::Digests;
 use crate::state::FileState;
@@ -17,7 +17,7 @@ const MAX_QUEUED: usize = 128;
 
 /// A finished transfer, reported back to the dispatcher.
 struct Done {
-    key: Option<ContentKey>,
+    key: Option<Digests>,
     id: Option<i64>,
 }
 
@@ -31,7 +31,7 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
     // two rows with one SHA-1 are never sent side by side).
     let mut in_flight: HashMap<String, VecDeque<Item>> = HashMap::new();
     // Content (both digests) → the row that landed it in this run.
-    let mut landed: HashMap<ContentKey, i64> = HashMap::new();
+    let mut landed: HashMap<Digests, i64> = HashMap::new();
     let mut running = 0usize;
     let mut input_open = true;
     let spawn = |item: Item, running: &mut usize| {
