@@ -152,7 +152,10 @@ impl Execution<'_> {
         )
         .await
         {
-            Ok(t) => Arc::new(t),
+            Ok(t) => {
+                tracing::debug!("target open after {:?}", started.elapsed());
+                Arc::new(t)
+            }
             Err(OpenError::Unusable(m)) => {
                 session.end(exit::NOTHING_DONE, "target unusable");
                 return Err(CommandError::usage(m));
@@ -183,6 +186,7 @@ impl Execution<'_> {
                 return Err(e);
             }
         };
+        tracing::debug!("scan done after {:?}", started.elapsed());
         if !self.quiet {
             tracing::info!("{}", scan.describe());
         }
@@ -220,6 +224,7 @@ impl Execution<'_> {
             cancel.clone(),
         ));
         let reporter = Reporter::start(progress.clone(), self.quiet, Duration::from_secs(5));
+        tracing::debug!("pipeline starts after {:?}", started.elapsed());
         let mut pipeline = tokio::spawn(pipeline::run(ctx.clone()));
         tokio::select! {
             _ = &mut pipeline => {}
@@ -228,9 +233,11 @@ impl Execution<'_> {
             }
         }
         reporter.stop();
+        tracing::debug!("pipeline done after {:?}", started.elapsed());
         let stopped_by = ctx.stopped_by();
         drop(ctx);
         let (wstats, writer_fatal) = writer.finish();
+        tracing::debug!("state writer done after {:?}", started.elapsed());
         if wstats.conflicts > 0 {
             tracing::warn!("{} state move(s) were refused as stale", wstats.conflicts);
         }

@@ -258,6 +258,72 @@ fn writer_loop(
     st.stats
 }
 
+/// The moves of one row that follow each other within a batch (`a → b`, `b → c`, …): written
+/// with one `UPDATE` from the first state to the last (a file often passes through several
+/// stages within one commit interval), each move still with its own `events` row.
+struct Chain<'a> {
+    moves: Vec<(&'a Transition, FileState, FileState)>,
+}
+
+impl<'a> Chain<'a> {
+    fn first_from(&self) -> FileState {
+        self.moves[0].1
+    }
+
+    fn last(&self) -> (&'a Transition, FileState, FileState) {
+        self.moves[self.moves.len() - 1]
+    }
+
+    /// The latest value a move of the chain gives a column (as each `UPDATE` in turn would
+    /// leave it: later moves override, a move without a value keeps the earlier one).
+    fn latest<T>(&self, field: impl Fn(&'a Transition) -> Option<T>) -> Option<T> {
+        self.moves.iter().rev().find_map(|(t, _, _)| field(t))
+    }
+}
+
+/// What a batch does, in its order: moves gathered into per-row chains, and notes.
+enum Step<'a> {
+    Chain(Chain<'a>),
+    Note(&'a Transition),
+}
+
+/// Gather the batch's moves into per-row chains (a move continues its row's open chain when it
+/// starts where that chain ends); a note, or a move that does not continue, ends the chain.
+/// Moves that are not on the diagram are refused here (counted in `conflicts`).
+fn plan_steps<'a>(batch: &'a [Transition], conflicts: &mut u64) -> Vec<Step<'a>> {
+    let mut steps: Vec<Step<'a>> = Vec::with_capacity(batch.len());
+    let mut open: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    for t in batch {
+        let (Some(from), Some(to)) = (t.from, t.to) else {
+            open.remove(&t.file_id);
+            steps.push(Step::Note(t));
+            continue;
+        };
+        if !from.can_move_to(to) {
+            tracing::error!(
+                "internal: refused move {from} → {to} for file {} (not on the diagram)",
+                t.file_id
+            );
+            *conflicts += 1;
+            open.remove(&t.file_id);
+            continue;
+        }
+        if let Some(&i) = open.get(&t.file_id) {
+            if let Step::Chain(c) = &mut steps[i] {
+                if c.last().2 == from {
+                    c.moves.push((t, from, to));
+                    continue;
+                }
+            }
+        }
+        open.insert(t.file_id, steps.len());
+        steps.push(Step::Chain(Chain {
+            moves: vec![(t, from, to)],
+        }));
+    }
+    steps
+}
+
 fn commit_batch(
     conn: &mut rusqlite::Connection,
     run: i64,
@@ -272,6 +338,7 @@ fn commit_batch(
     }
     let mut counters = RunCounters::default();
     let mut conflicts = 0;
+    let steps = plan_steps(batch, &mut conflicts);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| e.to_string())?;
@@ -285,7 +352,7 @@ fn commit_batch(
                     warnings = COALESCE(?9, warnings), target_ref = COALESCE(?10, target_ref),
                     duplicate_of = COALESCE(?11, duplicate_of), skip_reason = COALESCE(?12, skip_reason),
                     error_kind = ?13, error = ?14,
-                    failed_from = CASE WHEN ?3 = 'failed' THEN ?2 ELSE NULL END,
+                    failed_from = CASE WHEN ?3 = 'failed' THEN ?17 ELSE NULL END,
                     attempts = attempts + ?15, updated_at = ?16, state_changed_at = ?16
                  WHERE id = ?1 AND state = ?2 AND run_id = ?4",
             )
@@ -302,80 +369,85 @@ fn commit_batch(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(|e| e.to_string())?;
-        for t in batch {
-            let (Some(from), Some(to)) = (t.from, t.to) else {
-                // A note without a move (warnings, attempts).
-                note.execute(params![t.file_id, run, t.warnings, t.attempts, now])
-                    .map_err(|e| e.to_string())?;
-                counters.bytes_read += t.bytes_read as i64;
-                continue;
+        for step in steps {
+            let chain = match step {
+                Step::Note(t) => {
+                    // A note without a move (warnings, attempts).
+                    note.execute(params![t.file_id, run, t.warnings, t.attempts, now])
+                        .map_err(|e| e.to_string())?;
+                    counters.bytes_read += t.bytes_read as i64;
+                    continue;
+                }
+                Step::Chain(c) => c,
             };
-            if !from.can_move_to(to) {
-                tracing::error!(
-                    "internal: refused move {from} → {to} for file {} (not on the diagram)",
-                    t.file_id
-                );
-                conflicts += 1;
-                continue;
-            }
-            let (md, origin) = match &t.metadata {
+            let (last, last_from, to) = chain.last();
+            let file_id = last.file_id;
+            let metadata = chain.latest(|t| t.metadata.as_ref());
+            let (md, origin) = match metadata {
                 Some((m, o)) => (serde_json::to_string(m).ok(), Some(o.as_str())),
                 None => (None, None),
             };
-            let (kind, msg) = match &t.error {
+            let (kind, msg) = match &last.error {
                 Some((k, m)) => (Some(k.as_str()), Some(m.as_str())),
                 None => (None, None),
             };
+            let attempts: i64 = chain.moves.iter().map(|(t, _, _)| t.attempts).sum();
             let n = update
                 .execute(params![
-                    t.file_id,
-                    from.as_str(),
+                    file_id,
+                    chain.first_from().as_str(),
                     to.as_str(),
                     run,
-                    t.sha1,
-                    t.blake3,
+                    chain.latest(|t| t.sha1.as_deref()),
+                    chain.latest(|t| t.blake3.as_deref()),
                     md,
                     origin,
-                    t.warnings,
-                    t.target_ref,
-                    t.duplicate_of,
-                    t.skip_reason,
+                    chain.latest(|t| t.warnings.as_deref()),
+                    chain.latest(|t| t.target_ref.as_deref()),
+                    chain.latest(|t| t.duplicate_of),
+                    chain.latest(|t| t.skip_reason),
                     kind,
                     msg,
-                    t.attempts,
-                    now
+                    attempts,
+                    now,
+                    last_from.as_str(),
                 ])
                 .map_err(|e| e.to_string())?;
             if n == 0 {
                 tracing::warn!(
-                    "file {}: not in state {from} for this run; move to {to} dropped",
-                    t.file_id
+                    "file {file_id}: not in state {} for this run; move to {to} dropped",
+                    chain.first_from()
                 );
-                conflicts += 1;
+                conflicts += chain.moves.len() as u64;
                 continue;
             }
-            let detail = t.detail.clone().or_else(|| msg.map(str::to_string));
-            event
-                .execute(params![
-                    t.file_id,
-                    run,
-                    now,
-                    from.as_str(),
-                    to.as_str(),
-                    detail
-                ])
-                .map_err(|e| e.to_string())?;
-            if t.hashed {
-                counters.files_hashed += 1;
+            for (t, from, to) in &chain.moves {
+                let detail = t
+                    .detail
+                    .clone()
+                    .or_else(|| t.error.as_ref().map(|(_, m)| m.clone()));
+                event
+                    .execute(params![
+                        t.file_id,
+                        run,
+                        now,
+                        from.as_str(),
+                        to.as_str(),
+                        detail
+                    ])
+                    .map_err(|e| e.to_string())?;
+                if t.hashed {
+                    counters.files_hashed += 1;
+                }
+                match to {
+                    FileState::Uploaded => counters.files_uploaded += 1,
+                    FileState::Skipped => counters.files_skipped += 1,
+                    FileState::Failed => counters.files_failed += 1,
+                    _ => {}
+                }
+                counters.bytes_read += t.bytes_read as i64;
+                counters.bytes_sent += t.bytes_sent as i64;
             }
-            match to {
-                FileState::Uploaded => counters.files_uploaded += 1,
-                FileState::Skipped => counters.files_skipped += 1,
-                FileState::Failed => counters.files_failed += 1,
-                _ => {}
-            }
-            counters.bytes_read += t.bytes_read as i64;
-            counters.bytes_sent += t.bytes_sent as i64;
         }
     }
     runs::add_counters(&tx, run, &counters).map_err(|e| e.to_string())?;
@@ -385,4 +457,178 @@ fn commit_batch(
     stats.conflicts += conflicts;
     stats.counters.add(&counters);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::rows::{ScannedFile, SourceKind};
+    use crate::state::scan_store::{self, ScanBatch};
+    use std::path::PathBuf;
+
+    fn mv(id: i64, from: FileState, to: FileState) -> Transition {
+        Transition::new(id, from, to)
+    }
+
+    #[test]
+    fn a_rows_consecutive_moves_form_one_chain_and_a_break_starts_another() {
+        use FileState::*;
+        let note = Transition {
+            file_id: 1,
+            warnings: Some("w".into()),
+            ..Default::default()
+        };
+        let batch = vec![
+            mv(1, Pending, Checked),
+            mv(2, Pending, Checked),
+            mv(1, Checked, Hashed),
+            mv(2, Checked, Skipped),
+            mv(1, Hashed, MetadataCached),
+            note,
+            mv(1, MetadataCached, Uploaded),
+            // Not on the diagram: refused, and row 2's chain ends.
+            mv(2, Skipped, Uploaded),
+            // Does not start where row 3's chain ends: a chain of its own.
+            mv(3, Pending, Checked),
+            mv(3, Hashed, MetadataCached),
+        ];
+        let mut conflicts = 0;
+        let steps = plan_steps(&batch, &mut conflicts);
+        let shape: Vec<String> = steps
+            .iter()
+            .map(|s| match s {
+                Step::Note(t) => format!("note {}", t.file_id),
+                Step::Chain(c) => {
+                    let states: Vec<&str> = std::iter::once(c.first_from().as_str())
+                        .chain(c.moves.iter().map(|(_, _, to)| to.as_str()))
+                        .collect();
+                    format!("{} {}", c.moves[0].0.file_id, states.join(">"))
+                }
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                "1 pending>checked>hashed>metadata_cached",
+                "2 pending>checked>skipped",
+                "note 1",
+                "1 metadata_cached>uploaded",
+                "3 pending>checked",
+                "3 hashed>metadata_cached",
+            ]
+        );
+        assert_eq!(conflicts, 1);
+    }
+
+    /// Two rows through a real writer on a real state DB: the merged writes leave each row
+    /// where its last move put it, with every value a move carried, and one event per move.
+    #[test]
+    fn merged_moves_leave_the_same_rows_and_events_as_one_by_one() {
+        use FileState::*;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let run = {
+            let mut conn = db.conn().unwrap();
+            let scan = runs::begin(&conn, "scan", &[]).unwrap();
+            let new = (0..3)
+                .map(|i| ScannedFile {
+                    source_kind: SourceKind::Dir,
+                    source_ref: format!("b{i}.epub"),
+                    path: PathBuf::from(format!("/lib/b{i}.epub")),
+                    size: 10,
+                    mtime_ns: 1,
+                    format: "epub".into(),
+                    metadata: None,
+                })
+                .collect();
+            let batch = ScanBatch {
+                new,
+                ..Default::default()
+            };
+            scan_store::write_batch(&mut conn, scan, &batch).unwrap();
+            runs::end(&mut conn, scan, 0, "finished").unwrap();
+            runs::begin(&conn, "run", &[]).unwrap()
+        };
+        let writer = Writer::start(&db, run, None).unwrap();
+        let h = writer.handle();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ids: Vec<i64> = rt
+            .block_on(h.claim(0, 10))
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let (a, b, c) = (ids[0], ids[1], ids[2]);
+        h.send(mv(a, Pending, Checked));
+        h.send(mv(b, Pending, Checked));
+        let mut hashed = mv(a, Checked, Hashed);
+        hashed.sha1 = Some("s1".into());
+        hashed.blake3 = Some("b3".into());
+        hashed.hashed = true;
+        hashed.bytes_read = 10;
+        h.send(hashed);
+        let mut failed = mv(b, Checked, Failed);
+        failed.error = Some(("unreadable".into(), "b1.epub: cannot read".into()));
+        h.send(failed);
+        h.send(mv(a, Hashed, MetadataCached));
+        let mut up = mv(a, MetadataCached, Uploaded);
+        up.target_ref = Some("x/b0.epub".into());
+        up.attempts = 1;
+        up.bytes_sent = 10;
+        h.send(up);
+        // Row c is pending, not checked: the whole chain is refused and c stays pending.
+        h.send(mv(c, Checked, Hashed));
+        h.send(mv(c, Hashed, MetadataCached));
+        drop(h);
+        let (stats, fatal) = writer.finish();
+        assert_eq!(fatal, None);
+        assert_eq!(stats.conflicts, 2);
+        assert_eq!(stats.counters.files_hashed, 1);
+        assert_eq!(stats.counters.files_uploaded, 1);
+        assert_eq!(stats.counters.files_failed, 1);
+        assert_eq!(stats.counters.bytes_sent, 10);
+
+        let conn = db.conn().unwrap();
+        // One row's columns, `-` for NULL.
+        let row = |id: i64| -> String {
+            conn.query_row(
+                "SELECT state || ' ' || COALESCE(sha1, '-') || ' ' || COALESCE(blake3, '-')
+                    || ' ' || COALESCE(target_ref, '-') || ' ' || COALESCE(error_kind, '-')
+                    || ' ' || COALESCE(failed_from, '-') || ' ' || attempts
+                 FROM files WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(row(a), "uploaded s1 b3 x/b0.epub - - 1");
+        assert_eq!(row(b), "failed - - - unreadable checked 0");
+        assert_eq!(row(c), "pending - - - - - 0");
+        let events = |id: i64| -> Vec<String> {
+            let mut st = conn
+                .prepare("SELECT from_state || '>' || to_state || COALESCE(' ' || detail, '') FROM events WHERE file_id = ?1 AND run_id = ?2 ORDER BY id")
+                .unwrap();
+            st.query_map(params![id, run], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert_eq!(
+            events(a),
+            [
+                "pending>checked",
+                "checked>hashed",
+                "hashed>metadata_cached",
+                "metadata_cached>uploaded"
+            ]
+        );
+        assert_eq!(
+            events(b),
+            ["pending>checked", "checked>failed b1.epub: cannot read"]
+        );
+        assert!(events(c).is_empty());
+    }
 }

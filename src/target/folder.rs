@@ -291,6 +291,20 @@ impl FolderTarget {
             if self.known_dirs.lock().is_ok_and(|k| k.contains(&done)) {
                 continue;
             }
+            // Most folders of a migration are new: try to make it first, and look at what is
+            // there only when something is.
+            let made = match fs::create_dir(&dir) {
+                Ok(()) => true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) => return Err((dir, e)),
+            };
+            if made {
+                if let Ok(mut k) = self.known_dirs.lock() {
+                    k.insert(done.clone());
+                }
+                continue;
+            }
             match fs::symlink_metadata(&dir) {
                 Ok(m) if m.is_dir() => {}
                 Ok(m) if m.file_type().is_symlink() => {
@@ -428,6 +442,12 @@ fn commit_temp(temp: &Path, dest: &Path, replace: bool) -> io::Result<()> {
     if replace {
         return fs::rename(temp, dest);
     }
+    match rename_noreplace(temp, dest) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+        // Not supported by this filesystem (or kernel): link and unlink instead.
+        Err(_) => {}
+    }
     match fs::hard_link(temp, dest) {
         Ok(()) => fs::remove_file(temp),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
@@ -439,6 +459,31 @@ fn commit_temp(temp: &Path, dest: &Path, replace: bool) -> io::Result<()> {
             fs::rename(temp, dest)
         }
     }
+}
+
+/// `renameat2(RENAME_NOREPLACE)`: one call that fails with `AlreadyExists` if `dest` exists
+/// (a hard link and an unlink did the same in two, and cost a measurable share of a copy).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `Title - Author.epub` → `Title - Author (2).epub`.
