@@ -105,16 +105,9 @@ SRC=$WORK/corpus
 python3 tools/make-corpus.py "$SRC" --files "$COPY_FILES" --avg-kib 256 --seed 3 >/dev/null
 corpus_kib=$(du -sk "$SRC" | cut -f1)
 say "corpus: $((corpus_kib / 1024)) MiB in $(find "$SRC" -type f | wc -l) files"
-# Page cache warm for every run: read the corpus right before it. (Some VMs, this one among
-# them, run a DAMON "pageout" scheme that evicts pages untouched for a few seconds.)
-warm_corpus() { find "$SRC" -type f -exec cat {} + >/dev/null; }
-# Memory warm for every run too: this VM hands free memory back to its host (virtio-balloon
-# free page reporting), and the first touch of such memory is slow — after a run that freed a
-# lot (rclone, calibre, deleting trees), the next one's page-cache writes copied at ~0.5 GB/s
-# instead of ~10 (cp -r: 0.37 s became 1.1-1.4 s, all of it in the kernel's memcpy). Touching
-# 3 GiB right before each run gives every tool the memory a physical machine would have.
-warm_memory() { python3 -c 'b = bytes([1]) * (3 << 30)'; }
-warm_corpus
+# Page cache and memory warm before every run (bench/warm.sh says why).
+source bench/warm.sh
+warm_corpus "$SRC"
 
 copy_cp() { cp -r "$SRC" "$1" && sync -f "$1"; }
 copy_bookferry() { "$BIN" --state "$1.db" run --from "$SRC" --to "$1" --keep-duplicates -q; }
@@ -151,7 +144,7 @@ for rep in $(seq "$REPEAT"); do
         # read the corpus back into the page cache.
         sync
         sleep 6
-        warm_corpus
+        warm_corpus "$SRC"
         warm_memory
         start=$(now_ms)
         /usr/bin/time -f '%U %S' -o "$WORK/cpu" bash -c "copy_$t \"\$1\"" _ "$out" >/dev/null ||

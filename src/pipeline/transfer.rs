@@ -183,10 +183,7 @@ fn payload_of(item: &Item) -> Option<Payload> {
         file_name: item.row.file_name(),
         size: item.row.size,
         format: item.row.format.clone(),
-        digests: Digests {
-            sha1: item.row.sha1.clone()?,
-            blake3: item.row.blake3.clone().unwrap_or_default(),
-        },
+        digests: item.content_key()?,
         metadata: item.row.metadata.clone(),
         origin: item.row.metadata_origin,
         data: item.data.clone(),

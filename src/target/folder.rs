@@ -291,39 +291,30 @@ impl FolderTarget {
             if self.known_dirs.lock().is_ok_and(|k| k.contains(&done)) {
                 continue;
             }
-            // Most folders of a migration are new: try to make it first, and look at what is
-            // there only when something is.
-            let made = match fs::create_dir(&dir) {
-                Ok(()) => true,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                Err(e) => return Err((dir, e)),
-            };
-            if made {
-                if let Ok(mut k) = self.known_dirs.lock() {
-                    k.insert(done.clone());
+            // Most folders of a migration are new: make it first, and look at what is there
+            // only when something is.
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    match fs::symlink_metadata(&dir) {
+                        Ok(m) if m.is_dir() => {}
+                        Ok(m) if m.file_type().is_symlink() => {
+                            return Err((
+                                dir,
+                                io::Error::other(
+                                    "is a symlink; bookferry does not write through links",
+                                ),
+                            ));
+                        }
+                        Ok(_) => {
+                            return Err((
+                                dir,
+                                io::Error::other("a file stands where a folder must go"),
+                            ));
+                        }
+                        Err(e) => return Err((dir, e)),
+                    }
                 }
-                continue;
-            }
-            match fs::symlink_metadata(&dir) {
-                Ok(m) if m.is_dir() => {}
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err((
-                        dir,
-                        io::Error::other("is a symlink; bookferry does not write through links"),
-                    ));
-                }
-                Ok(_) => {
-                    return Err((
-                        dir,
-                        io::Error::other("a file stands where a folder must go"),
-                    ));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-                    Err(e) => return Err((dir, e)),
-                },
                 Err(e) => return Err((dir, e)),
             }
             if let Ok(mut k) = self.known_dirs.lock() {
