@@ -27,8 +27,8 @@ mod tests;
 pub use lock::{calibre_is_writing, running_calibre_programs, CalibreLock};
 pub use target::{CalibreOptions, CalibreTarget};
 pub use writer::{
-    book_id_of, make_book_dir, stored_identity, write_opfs, AddedFormat, CalibreLibrary,
-    CommittedBook, PlannedBook, METADATA_DB, PENDING_MARKER, TEMP_PREFIX,
+    book_id_of, make_book_dir, stored_identity, write_opfs, AddedFormat, CalibreLibrary, Candidate,
+    CommittedBook, PlannedBook, RowsWriter, METADATA_DB, PENDING_MARKER, TEMP_PREFIX,
 };
 
 use std::path::PathBuf;

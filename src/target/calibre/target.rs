@@ -20,7 +20,7 @@ use super::functions::fuzzy_title;
 use super::opf::OpfBook;
 use super::{
     book_id_of, make_book_dir, stored_identity, write_opfs, AddedFormat, CalibreError,
-    CalibreLibrary, CommittedBook, PlannedBook, METADATA_DB, TEMP_PREFIX,
+    CalibreLibrary, Candidate, CommittedBook, PlannedBook, RowsWriter, METADATA_DB, TEMP_PREFIX,
 };
 use crate::failure::{Failure, FailureKind};
 use crate::hash;
@@ -55,6 +55,10 @@ pub struct CalibreTarget {
     opts: CalibreOptions,
     /// `None` in a dry run: nothing is opened for writing.
     books: Option<Mutex<Books>>,
+    /// Writes a commit's rows without the books lock (`None` in a dry run).
+    rows: Option<RowsWriter>,
+    /// The library's id and the migration's key: what derived uuids are made from.
+    uuid_seed: String,
     /// The library folder, for a `syncfs` that needs no lock.
     root_dir: Option<File>,
     /// (lowercased file name, size) → path of a format file the library held at open.
@@ -81,8 +85,9 @@ struct Books {
     writing: HashMap<i64, Vec<(String, String)>>,
     /// Formats written into committed books, not recorded yet.
     added: Vec<AddedFormat>,
-    /// Planned books a commit is recording right now.
-    committing: HashSet<i64>,
+    /// Planned books a commit is recording right now → how many of their formats it records
+    /// (the first ones; later ones become additions once the book is recorded).
+    committing: HashMap<i64, usize>,
     /// Planned books whose folder is not made yet.
     folders_to_make: HashMap<i64, FolderState>,
 }
@@ -145,6 +150,8 @@ impl CalibreTarget {
             root: root.to_path_buf(),
             opts: opts.clone(),
             books: None,
+            rows: None,
+            uuid_seed: String::new(),
             root_dir: None,
             by_name: HashMap::new(),
         };
@@ -193,6 +200,8 @@ impl CalibreTarget {
                 root.display()
             ))
         })?);
+        target.rows = Some(lib.rows_writer());
+        target.uuid_seed = uuid_seed.clone();
         target.books = Some(Mutex::new(Books {
             lib,
             uuid_seed,
@@ -204,7 +213,7 @@ impl CalibreTarget {
             committed: HashMap::new(),
             writing: HashMap::new(),
             added: Vec::new(),
-            committing: HashSet::new(),
+            committing: HashMap::new(),
             folders_to_make: HashMap::new(),
         }));
         Ok(target)
@@ -257,6 +266,8 @@ impl CalibreTarget {
             };
             Failure::new(kind, format!("{}: {e}", p.source_rel))
         };
+        // What the file's metadata says of its book, worked out before the lock.
+        let known = Identified::of(p, &self.uuid_seed);
         let slot = {
             let Some(mut books) = self.books() else {
                 return Err(Failure::new(
@@ -264,7 +275,7 @@ impl CalibreTarget {
                     "internal: the calibre library is not open",
                 ));
             };
-            match books.decide(p, &self.opts).map_err(fail)? {
+            match books.decide(p, &self.opts, known).map_err(fail)? {
                 Decision::Skip(reason, detail) => {
                     return Ok(Transferred::AlreadyThere { reason, detail })
                 }
@@ -370,7 +381,13 @@ impl CalibreTarget {
     /// The book already has a file of this format: the same bytes are `target_has_content`,
     /// other bytes `book_has_format`; either way the row's file is not written.
     fn compare_recorded(&self, p: &Payload, book_id: i64, rel_path: String) -> Transferred {
-        let existing = File::open(self.root.join(&rel_path)).and_then(hash::hash_reader);
+        // A file of another size holds other bytes: no need to read it.
+        let existing = File::open(self.root.join(&rel_path)).and_then(|f| {
+            if f.metadata()?.len() != p.size {
+                return Err(io::Error::other("another size"));
+            }
+            hash::hash_reader(f)
+        });
         match existing {
             Ok((d, _)) if d.same_content(&p.digests) => Transferred::AlreadyThere {
                 reason: "target_has_content",
@@ -403,10 +420,11 @@ impl CalibreTarget {
     }
 
     /// Record every book and format written so far (files synced first). The state writer
-    /// calls this before it commits moves to `uploaded`. In three steps, so transfers go on
-    /// during the slow ones: under the lock, the books to record (each with the formats written
+    /// calls this before it commits moves to `uploaded`. In steps, so transfers go on during
+    /// the slow ones: under the books lock, the books to record (each with the formats written
     /// so far) and their `metadata.opf` texts; without it, those files and one `syncfs`; under
-    /// it again, the rows, in one transaction.
+    /// it briefly, the markers of books still being written; without it (the database's own
+    /// lock only), the rows in one transaction; under it again, the books become recorded.
     pub fn commit(&self) -> io::Result<()> {
         let Some(books) = &self.books else {
             return Ok(());
@@ -423,7 +441,20 @@ impl CalibreTarget {
         let written = written.and_then(|()| self.syncfs());
         let synced = started.elapsed();
         let books = snap.books.len();
-        let res = lock().record(snap, written.is_ok());
+        // (Bound first: a guard in the `match` head would live through every arm.)
+        let begun = lock().begin_record(&snap, written.is_ok());
+        let res = match begun {
+            Err(e) => Err(e),
+            Ok(None) => lock().end_record(snap, &[], None),
+            Ok(Some(added)) => {
+                let rows = self
+                    .rows
+                    .as_ref()
+                    .expect("open: the rows writer comes with the books")
+                    .write(&snap.books, &snap.resolved, &added);
+                lock().end_record(snap, &added, Some(rows))
+            }
+        };
         // `-vv` shows where a commit's time goes (the state writer waits for it).
         tracing::debug!(
             "calibre commit of {books} book(s): {:?} (snapshot {snapped:?}, metadata.opf files by {opfs_written:?}, syncfs by {synced:?}, then the rows)",
@@ -455,18 +486,22 @@ impl Drop for CalibreTarget {
 
 impl Books {
     /// Which book the file goes to and the file's path there, or why it is not written.
-    fn decide(&mut self, p: &Payload, opts: &CalibreOptions) -> Result<Decision, CalibreError> {
-        let mut md = p.metadata.clone().unwrap_or_default();
-        if md.title.as_deref().is_none_or(|t| t.trim().is_empty()) {
-            md.title = Some(file_title(&p.file_name));
-        }
+    fn decide(
+        &mut self,
+        p: &Payload,
+        opts: &CalibreOptions,
+        known: Identified,
+    ) -> Result<Decision, CalibreError> {
         if let Some(previous) = p.previous_ref.as_deref() {
             if let Some(slot) = self.replacement(previous, &p.format, p.row_id)? {
                 return Ok(Decision::Write(slot));
             }
         }
-        let (group, uuid) = identity(p, &md, &self.uuid_seed);
-        md.uuid = Some(uuid.clone());
+        let Identified {
+            group,
+            uuid,
+            candidate,
+        } = known;
         let book_id = if let Some(id) = self.groups.get(&group) {
             *id
         } else if let Some(id) = self.lib.find_by_uuid(&uuid) {
@@ -474,11 +509,11 @@ impl Books {
             // calibre source book, the book with its uuid.
             id
         } else {
-            match self.lib.find_existing(&md) {
+            match self.lib.find_existing_candidate(&candidate) {
                 // One of this migration's own books, of another title or author set: files
                 // group strictly (by title and all authors), so the result does not depend
                 // on which file comes first.
-                Some(id) if self.is_ours(id)? => self.plan(&md)?,
+                Some(id) if self.is_ours(id)? => self.plan(candidate),
                 Some(id) if !opts.merge_formats => {
                     return Ok(Decision::Skip(
                         "target_has_book",
@@ -488,20 +523,20 @@ impl Books {
                     ));
                 }
                 Some(id) => id,
-                None => self.plan(&md)?,
+                None => self.plan(candidate),
             }
         };
         self.groups.insert(group, book_id);
         self.slot_in(book_id, &p.format)
     }
 
-    fn plan(&mut self, md: &Metadata) -> Result<i64, CalibreError> {
-        let book = self.lib.reserve(md);
+    fn plan(&mut self, candidate: Candidate) -> i64 {
+        let book = self.lib.reserve_candidate(candidate);
         let id = book.book_id;
         self.created.insert(id);
         self.planned.insert(id, book);
         self.folders_to_make.insert(id, FolderState::Unclaimed);
-        Ok(id)
+        id
     }
 
     /// Whether book `id` is one of this migration's own: made in this run, or in an earlier one
@@ -577,8 +612,9 @@ impl Books {
         let writing = self.writing.entry(book_id).or_default();
         writing.push((fmt.clone(), name.clone()));
         let wants_cover = wants_cover && writing.len() == 1;
-        if !new_book {
-            // A committed folder: name the new file in its marker before it exists.
+        if !new_book || self.committing.contains_key(&book_id) {
+            // A recorded folder, or one a commit may record before this file is done: name
+            // the new file in its marker before it exists.
             let pending = self.pending_names(book_id);
             self.lib.mark_pending(&rel_dir, &pending)?;
         }
@@ -662,7 +698,8 @@ impl Books {
         }))
     }
 
-    /// Files of a book not recorded yet: being written, or written and awaiting the commit.
+    /// Files of a book not recorded yet: being written, or written and awaiting the commit
+    /// (for a book being committed: the formats written after the commit took its values).
     fn pending_names(&self, book_id: i64) -> Vec<String> {
         let mut names: Vec<String> = self
             .writing
@@ -675,13 +712,23 @@ impl Books {
                 .filter(|a| a.book_id == book_id)
                 .map(|a| format!("{}.{}", a.file_stem, a.format.to_lowercase())),
         );
+        if let (Some(&taken), Some(book)) =
+            (self.committing.get(&book_id), self.planned.get(&book_id))
+        {
+            names.extend(
+                book.formats
+                    .iter()
+                    .skip(taken)
+                    .map(|(f, _)| format!("{}.{}", book.file_stem, f.to_lowercase())),
+            );
+        }
         names
     }
 
     fn put_cover(&mut self, book_id: i64, jpeg: &[u8]) -> Result<(), CalibreError> {
         // Only into a book not committed yet: `has_cover` goes in with its row (and a book
         // being committed has its row's values taken already).
-        if self.committing.contains(&book_id) {
+        if self.committing.contains_key(&book_id) {
             return Ok(());
         }
         if let Some(book) = self.planned.get_mut(&book_id) {
@@ -771,7 +818,7 @@ impl Books {
             .map(PlannedBook::clone)
             .collect();
         let resolved = self.lib.prepare(&books)?;
-        self.committing = books.iter().map(|b| b.book_id).collect();
+        self.committing = books.iter().map(|b| (b.book_id, b.formats.len())).collect();
         Ok(Snapshot {
             books,
             resolved,
@@ -779,19 +826,55 @@ impl Books {
         })
     }
 
-    /// Record a snapshot whose files are durable (`durable`; else just end the commit): the
-    /// formats written since the snapshot become additions to the recorded books, named in
-    /// their markers like the files still being written.
-    fn record(&mut self, snap: Snapshot, durable: bool) -> Result<(), CalibreError> {
-        self.committing.clear();
+    /// A commit's third step begins, for a snapshot whose files are durable (`durable`; else
+    /// the commit just ends: `None`): the books that will still have unrecorded files once
+    /// their rows are in get those files named in their markers (a marker in a recorded book's
+    /// folder names what is not recorded). Returns the additions the rows record. The books
+    /// stay `committing` until [`Books::end_record`]: meanwhile a new file of one of them is
+    /// named in its marker before it is written (see `slot_in`).
+    fn begin_record(
+        &mut self,
+        snap: &Snapshot,
+        durable: bool,
+    ) -> Result<Option<Vec<AddedFormat>>, CalibreError> {
         if !durable {
-            return Ok(());
+            self.committing.clear();
+            return Ok(None);
         }
+        for b in &snap.books {
+            let pending = self.pending_names(b.book_id);
+            if !pending.is_empty() {
+                if let Err(e) = self.lib.mark_pending(&b.rel_dir, &pending) {
+                    self.committing.clear();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Some(self.added[..snap.added].to_vec()))
+    }
+
+    /// A commit's last step, once its rows are written (`rows`; `None`: not durable, nothing
+    /// written): the recorded books become committed, the formats written into them since the
+    /// snapshot become additions to record next, and the markers of books with nothing left
+    /// unrecorded go. When the rows failed, the books stay planned.
+    fn end_record(
+        &mut self,
+        snap: Snapshot,
+        added: &[AddedFormat],
+        rows: Option<Result<(), CalibreError>>,
+    ) -> Result<(), CalibreError> {
+        let committing = std::mem::take(&mut self.committing);
+        let Some(rows) = rows else {
+            return Ok(());
+        };
         let mut later: Vec<AddedFormat> = Vec::new();
-        let mut still_pending: HashSet<i64> = self.writing.keys().copied().collect();
         for b in &snap.books {
             let now = &self.planned[&b.book_id];
-            for (format, size) in now.formats.iter().skip(b.formats.len()) {
+            let taken = committing
+                .get(&b.book_id)
+                .copied()
+                .unwrap_or(b.formats.len());
+            for (format, size) in now.formats.iter().skip(taken) {
                 later.push(AddedFormat {
                     book_id: b.book_id,
                     rel_dir: b.rel_dir.clone(),
@@ -802,25 +885,17 @@ impl Books {
                 });
             }
         }
-        for a in &later {
-            still_pending.insert(a.book_id);
-        }
-        for b in &snap.books {
-            if still_pending.contains(&b.book_id) {
-                // Its marker outlives the commit, naming the files not recorded with it.
-                let mut names = self.pending_names(b.book_id);
-                names.extend(
-                    later
-                        .iter()
-                        .filter(|a| a.book_id == b.book_id)
-                        .map(|a| format!("{}.{}", a.file_stem, a.format.to_lowercase())),
-                );
-                self.lib.mark_pending(&b.rel_dir, &names)?;
-            }
-        }
-        let added: Vec<AddedFormat> = self.added[..snap.added].to_vec();
+        // Books with a file not recorded by these rows: being written, written after the
+        // snapshot, or added to a recorded book after it. Their markers stay.
+        let still_pending: HashSet<i64> = self
+            .writing
+            .keys()
+            .copied()
+            .chain(later.iter().map(|a| a.book_id))
+            .chain(self.added[snap.added..].iter().map(|a| a.book_id))
+            .collect();
         self.lib
-            .record(&snap.books, &snap.resolved, &added, &still_pending)?;
+            .recorded(&snap.books, added, &still_pending, rows)?;
         self.added.drain(..snap.added);
         for b in snap.books {
             let now = self.planned.remove(&b.book_id);
@@ -851,6 +926,32 @@ struct Snapshot {
 impl Snapshot {
     fn is_empty(&self) -> bool {
         self.books.is_empty() && self.added == 0
+    }
+}
+
+/// What a file's metadata says of the book it belongs to, worked out before the books lock.
+struct Identified {
+    /// The group its files go to (see [`identity`]).
+    group: String,
+    /// The uuid its book has or gets.
+    uuid: String,
+    /// Its values as calibre stores them (the derived uuid set).
+    candidate: Candidate,
+}
+
+impl Identified {
+    fn of(p: &Payload, uuid_seed: &str) -> Identified {
+        let mut md = p.metadata.clone().unwrap_or_default();
+        if md.title.as_deref().is_none_or(|t| t.trim().is_empty()) {
+            md.title = Some(file_title(&p.file_name));
+        }
+        let (group, uuid) = identity(p, &md, uuid_seed);
+        md.uuid = Some(uuid.clone());
+        Identified {
+            group,
+            uuid,
+            candidate: Candidate::of(&md),
+        }
     }
 }
 
@@ -976,6 +1077,120 @@ fn to_jpeg(image: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hash::hash_bytes;
+    use std::sync::Arc;
+
+    fn payload(src: &Path, row_id: i64, name: &str, bytes: &[u8]) -> Payload {
+        let path = src.join(name);
+        fs::write(&path, bytes).unwrap();
+        Payload {
+            row_id,
+            source_path: path,
+            source_rel: name.into(),
+            file_name: name.into(),
+            size: bytes.len() as u64,
+            format: name.rsplit_once('.').unwrap().1.into(),
+            digests: hash_bytes(bytes),
+            metadata: Some(Metadata {
+                title: Some("Dune".into()),
+                authors: vec!["Frank Herbert".into()],
+                ..Metadata::default()
+            }),
+            origin: Some(Origin::Embedded),
+            data: Some(Arc::new(bytes.to_vec())),
+            previous_ref: None,
+        }
+    }
+
+    fn data_rows(lib: &Path) -> Vec<String> {
+        let conn = rusqlite::Connection::open(lib.join(METADATA_DB)).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT format FROM data ORDER BY format")
+            .unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    /// A commit writes its rows without the books lock. A file of one of its books started
+    /// meanwhile is not in those rows: it must be named in the book's marker before it exists,
+    /// so that after a crash the rerun removes it (and the next commit records it otherwise).
+    #[test]
+    fn a_format_started_while_its_book_is_recorded_is_named_in_its_marker() {
+        let _serial = super::super::tests::serial();
+        let dir = tempfile::tempdir().unwrap();
+        let (src, lib) = (dir.path().join("src"), dir.path().join("lib"));
+        fs::create_dir(&src).unwrap();
+        let opts = CalibreOptions {
+            link: LinkMode::Copy,
+            merge_formats: false,
+            ignore_calibre_lock: true,
+            migration_key: "test".into(),
+            source_uuids: Arc::new(HashSet::new()),
+        };
+        let target = CalibreTarget::open(&lib, &src, opts.clone(), false).expect("opened");
+        let epub = payload(&src, 1, "dune.epub", b"the epub's bytes");
+        let pdf = payload(&src, 2, "dune.pdf", b"the pdf's bytes");
+        let Transferred::Placed(first) = target.transfer(&epub).unwrap() else {
+            panic!("the EPUB is written");
+        };
+        let book_dir = lib.join(first.target_ref.rsplit_once('/').unwrap().0);
+        let marker = book_dir.join(super::super::PENDING_MARKER);
+
+        // A commit, step by step: its snapshot (the EPUB only), then its rows being written…
+        let snap = target.books().unwrap().snapshot().unwrap();
+        write_opfs(&lib, &snap.books, &snap.resolved).unwrap();
+        let added = target
+            .books()
+            .unwrap()
+            .begin_record(&snap, true)
+            .unwrap()
+            .unwrap();
+        // …while the PDF of the same book is written.
+        let Transferred::Placed(second) = target.transfer(&pdf).unwrap() else {
+            panic!("the PDF is written");
+        };
+        let pdf_name = second.target_ref.rsplit_once('/').unwrap().1.to_string();
+        assert!(book_dir.join(&pdf_name).is_file());
+        let rows = target
+            .rows
+            .as_ref()
+            .unwrap()
+            .write(&snap.books, &snap.resolved, &added);
+        target
+            .books()
+            .unwrap()
+            .end_record(snap, &added, Some(rows))
+            .unwrap();
+
+        assert_eq!(
+            data_rows(&lib),
+            ["EPUB"],
+            "the commit recorded what its snapshot took"
+        );
+        let named = fs::read_to_string(&marker).expect("the book keeps its marker");
+        assert_eq!(named.lines().collect::<Vec<_>>(), [pdf_name.as_str()]);
+
+        // Killed here, the rerun removes the unrecorded PDF and keeps the recorded EPUB.
+        drop(target);
+        drop(CalibreLibrary::open_with(&lib, true).expect("reopened"));
+        assert!(
+            !book_dir.join(&pdf_name).exists(),
+            "the named file is cleaned"
+        );
+        assert!(!marker.exists());
+        assert!(lib.join(&first.target_ref).is_file());
+        assert_eq!(data_rows(&lib), ["EPUB"]);
+
+        // Not killed: the next commit records the PDF and the marker goes.
+        let target = CalibreTarget::open(&lib, &src, opts, false).expect("opened again");
+        assert!(matches!(
+            target.transfer(&pdf).unwrap(),
+            Transferred::Placed(_)
+        ));
+        target.commit().unwrap();
+        assert_eq!(data_rows(&lib), ["EPUB", "PDF"]);
+        assert!(!marker.exists(), "nothing left unrecorded");
+    }
 
     #[test]
     fn derived_uuids_are_stable_distinct_and_uuid4_shaped() {

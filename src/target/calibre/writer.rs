@@ -31,6 +31,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The marker that makes a book folder bookferry's until its row is committed.
@@ -98,6 +99,32 @@ fn looks_like_uuid(u: &str) -> bool {
                 c.is_ascii_hexdigit()
             }
         })
+}
+
+/// A book's values as calibre would store them, worked out before any lock is taken (the
+/// cleaning is most of the cost of deciding where a file goes): what
+/// [`CalibreLibrary::find_existing_candidate`] and [`CalibreLibrary::reserve_candidate`] take.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    fields: Fields,
+    /// No author given ("Unknown" is not one to match on: calibre matches given authors).
+    no_authors: bool,
+    /// The uuid the metadata gives, when it is one.
+    given_uuid: Option<String>,
+}
+
+impl Candidate {
+    pub fn of(md: &Metadata) -> Candidate {
+        Candidate {
+            fields: Fields::from_metadata(md),
+            no_authors: md.authors.iter().all(|a| strip(a).is_empty()),
+            given_uuid: md
+                .uuid
+                .as_deref()
+                .map(|u| u.trim().to_lowercase())
+                .filter(|u| looks_like_uuid(u)),
+        }
+    }
 }
 
 impl Fields {
@@ -223,21 +250,35 @@ pub fn stored_identity(md: &Metadata) -> (String, Vec<String>) {
 /// Name → (id, extra) of a calibre item table, keyed by lowercased name.
 type ItemMap = HashMap<String, (i64, String)>;
 
-/// An open calibre library, locked against calibre's own writers while it is open.
-pub struct CalibreLibrary {
-    root: PathBuf,
-    db_path: PathBuf,
+/// The library's database connection and the ids of its item tables (authors, series, …),
+/// behind their own lock: a commit writes its rows holding only this, while the books side
+/// (`CalibreLibrary`'s plans) goes on being used.
+struct LibraryDb {
     conn: Connection,
-    root_dir: File,
-    next_id: i64,
-    /// Books planned and not yet committed, with what identifies them.
-    planned: HashMap<i64, Fields>,
-    existing: ExistingIndex,
     authors: ItemMap,
     series: ItemMap,
     tags: ItemMap,
     publishers: ItemMap,
     languages: ItemMap,
+}
+
+/// Writes a commit's rows (step 3 of a commit) without needing the [`CalibreLibrary`] itself:
+/// see [`CalibreLibrary::rows_writer`].
+pub struct RowsWriter {
+    db: Arc<Mutex<LibraryDb>>,
+    db_path: PathBuf,
+}
+
+/// An open calibre library, locked against calibre's own writers while it is open.
+pub struct CalibreLibrary {
+    root: PathBuf,
+    db_path: PathBuf,
+    db: Arc<Mutex<LibraryDb>>,
+    root_dir: File,
+    next_id: i64,
+    /// Books planned and not yet committed, with what identifies them.
+    planned: HashMap<i64, Fields>,
+    existing: ExistingIndex,
     created: bool,
     /// None only with `--ignore-calibre-lock` while a calibre program holds it.
     _lock: Option<CalibreLock>,
@@ -332,16 +373,18 @@ impl CalibreLibrary {
         let mut lib = CalibreLibrary {
             root: root.to_path_buf(),
             db_path,
-            conn,
+            db: Arc::new(Mutex::new(LibraryDb {
+                conn,
+                authors: HashMap::new(),
+                series: HashMap::new(),
+                tags: HashMap::new(),
+                publishers: HashMap::new(),
+                languages: HashMap::new(),
+            })),
             root_dir,
             next_id,
             planned: HashMap::new(),
             existing: ExistingIndex::default(),
-            authors: HashMap::new(),
-            series: HashMap::new(),
-            tags: HashMap::new(),
-            publishers: HashMap::new(),
-            languages: HashMap::new(),
             created,
             _lock: lock,
         };
@@ -366,9 +409,23 @@ impl CalibreLibrary {
         self.created
     }
 
+    fn db(&self) -> MutexGuard<'_, LibraryDb> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What writes a commit's rows (step 3) while this library is free for other use: its
+    /// caller keeps the books of the commit planned until [`CalibreLibrary::recorded`].
+    pub fn rows_writer(&self) -> RowsWriter {
+        RowsWriter {
+            db: self.db.clone(),
+            db_path: self.db_path.clone(),
+        }
+    }
+
     /// The library's `library_id.uuid`.
     pub fn library_id(&self) -> Result<String, CalibreError> {
-        self.conn
+        self.db()
+            .conn
             .query_row("SELECT uuid FROM library_id", [], |r| r.get(0))
             .map_err(|e| self.db_error("reading library_id", e))
     }
@@ -407,7 +464,8 @@ impl CalibreLibrary {
             }
             Ok(map)
         };
-        let c = &self.conn;
+        let mut db = self.db();
+        let c = &db.conn;
         let res = (|| {
             Ok::<_, rusqlite::Error>((
                 load(c, "SELECT id, name, sort FROM authors")?,
@@ -418,34 +476,32 @@ impl CalibreLibrary {
                 ExistingIndex::load(c)?,
             ))
         })();
-        let (a, s, t, p, l, e) = res.map_err(|e| self.db_error("reading the library", e))?;
-        (
-            self.authors,
-            self.series,
-            self.tags,
-            self.publishers,
-            self.languages,
-            self.existing,
-        ) = (a, s, t, p, l, e);
+        let (a, s, t, p, l, e) = match res {
+            Ok(r) => r,
+            Err(e) => {
+                drop(db);
+                return Err(self.db_error("reading the library", e));
+            }
+        };
+        (db.authors, db.series, db.tags, db.publishers, db.languages) = (a, s, t, p, l);
+        drop(db);
+        self.existing = e;
         Ok(())
     }
 
     /// The id of a book already in the library (or planned in this session) that is the same
     /// as `md` by calibre's rule, if any.
     pub fn find_existing(&self, md: &Metadata) -> Option<i64> {
-        let mut f = Fields::from_metadata(md);
-        if md.authors.iter().all(|a| strip(a).is_empty()) {
-            // calibre matches on the given authors; "Unknown" is not one to match on.
-            f.authors.clear();
-        }
-        let given_uuid = md
-            .uuid
-            .as_deref()
-            .map(|u| u.trim().to_lowercase())
-            .filter(|u| looks_like_uuid(u));
+        self.find_existing_candidate(&Candidate::of(md))
+    }
+
+    /// [`CalibreLibrary::find_existing`] for a book's values computed beforehand.
+    pub fn find_existing_candidate(&self, c: &Candidate) -> Option<i64> {
+        let authors: &[String] = if c.no_authors { &[] } else { &c.fields.authors };
         self.existing.find(&Key {
-            uuid: given_uuid.as_deref(),
-            ..f.key()
+            authors,
+            uuid: c.given_uuid.as_deref(),
+            ..c.fields.key()
         })
     }
 
@@ -463,7 +519,12 @@ impl CalibreLibrary {
     /// Give a book its id and folder name, without touching the disk: the caller makes the
     /// folder with [`make_book_dir`] (outside any lock it holds) before writing into it.
     pub fn reserve(&mut self, md: &Metadata) -> PlannedBook {
-        let mut fields = Fields::from_metadata(md);
+        self.reserve_candidate(Candidate::of(md))
+    }
+
+    /// [`CalibreLibrary::reserve`] for a book's values computed beforehand.
+    pub fn reserve_candidate(&mut self, c: Candidate) -> PlannedBook {
+        let mut fields = c.fields;
         if self
             .existing
             .find(&Key {
@@ -536,6 +597,7 @@ impl CalibreLibrary {
     /// A recorded book's folder, file name and formats; `None` when there is no such row.
     pub fn committed_book(&self, book_id: i64) -> Result<Option<CommittedBook>, CalibreError> {
         let row: Option<(String, String, Option<String>)> = self
+            .db()
             .conn
             .query_row(
                 "SELECT path, title, (SELECT a.name FROM books_authors_link l
@@ -575,7 +637,8 @@ impl CalibreLibrary {
                 Err(e) => return Err(self.io_error("cannot stat the book folder", &dir, e)),
             }
         }
-        let mut stmt = self
+        let db = self.db();
+        let mut stmt = db
             .conn
             .prepare_cached("SELECT format, name FROM data WHERE book = ?1 ORDER BY id")
             .map_err(|e| self.db_error("reading a book's formats", e))?;
@@ -602,6 +665,7 @@ impl CalibreLibrary {
         book_id: i64,
     ) -> Result<Option<(String, String, Vec<String>)>, CalibreError> {
         let row: Option<(Option<String>, Option<String>)> = self
+            .db()
             .conn
             .query_row(
                 "SELECT uuid, title FROM books WHERE id = ?1",
@@ -613,7 +677,8 @@ impl CalibreLibrary {
         let Some((uuid, title)) = row else {
             return Ok(None);
         };
-        let mut stmt = self
+        let db = self.db();
+        let mut stmt = db
             .conn
             .prepare_cached(
                 "SELECT a.name FROM books_authors_link l JOIN authors a ON a.id = l.author
@@ -633,7 +698,8 @@ impl CalibreLibrary {
 
     /// Every format file the library records: (path relative to the library, `data` size).
     pub fn format_files(&self) -> Result<Vec<(String, u64)>, CalibreError> {
-        let mut stmt = self
+        let db = self.db();
+        let mut stmt = db
             .conn
             .prepare(
                 "SELECT b.path, d.name, d.format, d.uncompressed_size FROM data d
@@ -769,6 +835,7 @@ impl CalibreLibrary {
     pub fn prepare(&self, books: &[PlannedBook]) -> Result<Vec<OpfBook>, CalibreError> {
         let mut resolved = Vec::with_capacity(books.len());
         let mut series_max: HashMap<String, f64> = HashMap::new();
+        let db = self.db();
         for b in books {
             if !self.planned.contains_key(&b.book_id) {
                 return Err(CalibreError::Invalid {
@@ -779,7 +846,7 @@ impl CalibreLibrary {
                     ),
                 });
             }
-            resolved.push(self.resolve(b, &mut series_max)?);
+            resolved.push(self.resolve(&db, b, &mut series_max)?);
         }
         Ok(resolved)
     }
@@ -797,6 +864,7 @@ impl CalibreLibrary {
     /// Step 3: every row of the books (`prepare`d, their files and `metadata.opf` durable) and
     /// of the added formats, in one transaction; then the markers of books not in
     /// `still_pending` are removed. On error nothing is recorded and the books stay planned.
+    /// ([`RowsWriter::write`] then [`CalibreLibrary::recorded`], in one call.)
     pub fn record(
         &mut self,
         books: &[PlannedBook],
@@ -804,46 +872,27 @@ impl CalibreLibrary {
         added: &[AddedFormat],
         still_pending: &HashSet<i64>,
     ) -> Result<(), CalibreError> {
-        let result = (|| {
-            let tx = self.conn.transaction()?;
-            let mut caches = Caches {
-                authors: &mut self.authors,
-                series: &mut self.series,
-                tags: &mut self.tags,
-                publishers: &mut self.publishers,
-                languages: &mut self.languages,
-            };
-            for (b, r) in books.iter().zip(resolved) {
-                insert_book(&tx, &mut caches, b, r)?;
-            }
-            for a in added {
-                if a.replaced {
-                    tx.prepare_cached(
-                        "UPDATE data SET uncompressed_size = ?3 WHERE book = ?1 AND format = ?2",
-                    )?
-                    .execute(rusqlite::params![
-                        a.book_id,
-                        a.format,
-                        a.size as i64
-                    ])?;
-                } else {
-                    tx.prepare_cached(
-                        "INSERT INTO data (book, format, uncompressed_size, name) VALUES (?1, ?2, ?3, ?4)",
-                    )?
-                    .execute(rusqlite::params![a.book_id, a.format, a.size as i64, a.file_stem])?;
-                }
-                tx.prepare_cached("INSERT OR IGNORE INTO metadata_dirtied (book) VALUES (?1)")?
-                    .execute([a.book_id])?;
-            }
-            tx.commit()
-        })();
-        if let Err(e) = result {
+        let rows = self.rows_writer().write(books, resolved, added);
+        self.recorded(books, added, still_pending, rows)
+    }
+
+    /// After [`RowsWriter::write`] of these books and formats: when it wrote them, they are
+    /// committed (no longer planned) and the markers of books not in `still_pending` are
+    /// removed; when it failed, the books stay planned and its error is returned.
+    pub fn recorded(
+        &mut self,
+        books: &[PlannedBook],
+        added: &[AddedFormat],
+        still_pending: &HashSet<i64>,
+        rows: Result<(), CalibreError>,
+    ) -> Result<(), CalibreError> {
+        if let Err(e) = rows {
             // The caches may name rows the rollback removed.
             self.load_caches()?;
             for (id, f) in &self.planned {
                 self.existing.add(*id, &f.key());
             }
-            return Err(self.db_error("recording the books", e));
+            return Err(e);
         }
         let mut done_dirs = Vec::new();
         for b in books {
@@ -868,6 +917,7 @@ impl CalibreLibrary {
     /// Every value of a planned book as it will be stored.
     fn resolve(
         &self,
+        db: &LibraryDb,
         b: &PlannedBook,
         series_max: &mut HashMap<String, f64>,
     ) -> Result<OpfBook, CalibreError> {
@@ -877,7 +927,7 @@ impl CalibreLibrary {
             None => f
                 .authors
                 .iter()
-                .map(|a| match self.authors.get(&a.to_lowercase()) {
+                .map(|a| match db.authors.get(&a.to_lowercase()) {
                     Some((_, sort)) if !sort.is_empty() => sort.clone(),
                     _ => author_to_author_sort(a),
                 })
@@ -891,8 +941,8 @@ impl CalibreLibrary {
                 // calibre's default (`series_index_auto_increment = 'next'`): one past the
                 // highest index in the series.
                 let key = s.to_lowercase();
-                let db_max: Option<f64> = match self.series.get(&key) {
-                    Some((id, _)) => self
+                let db_max: Option<f64> = match db.series.get(&key) {
+                    Some((id, _)) => db
                         .conn
                         .query_row(
                             "SELECT MAX(b.series_index) FROM books b JOIN books_series_link l
@@ -981,6 +1031,7 @@ impl CalibreLibrary {
                 }
                 let rel = format!("{}/{}", author.file_name().to_string_lossy(), name);
                 let row_path: Option<String> = self
+                    .db()
                     .conn
                     .query_row("SELECT path FROM books WHERE id = ?1", [id], |r| r.get(0))
                     .optional()
@@ -1008,7 +1059,8 @@ impl CalibreLibrary {
     fn remove_unrecorded(&self, book_id: i64, dir: &Path) -> Result<(), CalibreError> {
         let marker = dir.join(PENDING_MARKER);
         let listed = fs::read_to_string(&marker).unwrap_or_default();
-        let mut stmt = self
+        let db = self.db();
+        let mut stmt = db
             .conn
             .prepare_cached("SELECT name, format FROM data WHERE book = ?1")
             .map_err(|e| self.db_error("reading a book's formats", e))?;
@@ -1035,6 +1087,60 @@ impl CalibreLibrary {
             }
         }
         fs::remove_file(&marker).map_err(|e| self.io_error("cannot remove", &marker, e))
+    }
+}
+
+impl RowsWriter {
+    /// The rows of a commit's books (`prepare`d, their files and `metadata.opf` durable) and of
+    /// the formats added to recorded books, in one transaction. Holds only the database's
+    /// lock: the library's books side stays free meanwhile. Pass the result to
+    /// [`CalibreLibrary::recorded`].
+    pub fn write(
+        &self,
+        books: &[PlannedBook],
+        resolved: &[OpfBook],
+        added: &[AddedFormat],
+    ) -> Result<(), CalibreError> {
+        let mut guard = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let db = &mut *guard;
+        let result = (|| {
+            let tx = db.conn.transaction()?;
+            let mut caches = Caches {
+                authors: &mut db.authors,
+                series: &mut db.series,
+                tags: &mut db.tags,
+                publishers: &mut db.publishers,
+                languages: &mut db.languages,
+            };
+            for (b, r) in books.iter().zip(resolved) {
+                insert_book(&tx, &mut caches, b, r)?;
+            }
+            for a in added {
+                if a.replaced {
+                    tx.prepare_cached(
+                        "UPDATE data SET uncompressed_size = ?3 WHERE book = ?1 AND format = ?2",
+                    )?
+                    .execute(rusqlite::params![
+                        a.book_id,
+                        a.format,
+                        a.size as i64
+                    ])?;
+                } else {
+                    tx.prepare_cached(
+                        "INSERT INTO data (book, format, uncompressed_size, name) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(rusqlite::params![a.book_id, a.format, a.size as i64, a.file_stem])?;
+                }
+                tx.prepare_cached("INSERT OR IGNORE INTO metadata_dirtied (book) VALUES (?1)")?
+                    .execute([a.book_id])?;
+            }
+            tx.commit()
+        })();
+        result.map_err(|source| CalibreError::Db {
+            path: self.db_path.clone(),
+            what: "recording the books",
+            source,
+        })
     }
 }
 
