@@ -5,7 +5,10 @@
 //! 2. [`CalibreLibrary::write_format`] / [`CalibreLibrary::write_cover`] put files in it (no
 //!    fsync per file);
 //! 3. [`CalibreLibrary::commit`] writes each book's `metadata.opf`, makes every file durable with
-//!    one `syncfs`, records all the books in one transaction, then removes their markers.
+//!    one `syncfs`, records all the books in one transaction, then removes their markers. (A
+//!    caller that keeps placing files meanwhile takes the steps apart: `prepare`, `write_opfs`
+//!    and a `syncfs`, [`RowsWriter::write`] holding only the database's lock, then
+//!    [`CalibreLibrary::recorded`].)
 //!
 //! A folder with a marker is bookferry's until its row is committed: [`CalibreLibrary::cleanup_orphans`]
 //! (run by `open` too) removes marked folders that have no `books` row, and only the marker of
