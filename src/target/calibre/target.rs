@@ -422,9 +422,10 @@ impl CalibreTarget {
     /// Record every book and format written so far (files synced first). The state writer
     /// calls this before it commits moves to `uploaded`. In steps, so transfers go on during
     /// the slow ones: under the books lock, the books to record (each with the formats written
-    /// so far) and their `metadata.opf` texts; without it, those files and one `syncfs`; under
-    /// it briefly, the markers of books still being written; without it (the database's own
-    /// lock only), the rows in one transaction; under it again, the books become recorded.
+    /// so far) and their `metadata.opf` texts; without it, those files; under it briefly, the
+    /// markers of books still being written; without it (the database's own lock only), one
+    /// `syncfs` while the rows go into one transaction, committed once the `syncfs` is done;
+    /// under the books lock again, the books become recorded.
     pub fn commit(&self) -> io::Result<()> {
         let Some(books) = &self.books else {
             return Ok(());
@@ -436,13 +437,12 @@ impl CalibreTarget {
             return Ok(());
         }
         let snapped = started.elapsed();
-        let written = write_opfs(&self.root, &snap.books, &snap.resolved).map_err(io::Error::other);
+        let opfs = write_opfs(&self.root, &snap.books, &snap.resolved).map_err(io::Error::other);
         let opfs_written = started.elapsed();
-        let written = written.and_then(|()| self.syncfs());
-        let synced = started.elapsed();
         let books = snap.books.len();
+        let mut synced = None;
         // (Bound first: a guard in the `match` head would live through every arm.)
-        let begun = lock().begin_record(&snap, written.is_ok());
+        let begun = lock().begin_record(&snap, opfs.is_ok());
         let res = match begun {
             Err(e) => Err(e),
             Ok(None) => lock().end_record(snap, &[], None),
@@ -450,17 +450,27 @@ impl CalibreTarget {
                 let rows = self
                     .rows
                     .as_ref()
-                    .expect("open: the rows writer comes with the books")
-                    .write(&snap.books, &snap.resolved, &added);
-                lock().end_record(snap, &added, Some(rows))
+                    .expect("open: the rows writer comes with the books");
+                // The rows go in while the files are synced; they are committed after.
+                let recorded = std::thread::scope(|s| {
+                    let sync = s.spawn(|| self.syncfs());
+                    rows.write_when_durable(&snap.books, &snap.resolved, &added, || {
+                        let r = sync.join().unwrap_or_else(|_| {
+                            Err(io::Error::other("the syncfs thread panicked"))
+                        });
+                        synced = Some(started.elapsed());
+                        r
+                    })
+                });
+                lock().end_record(snap, &added, Some(recorded))
             }
         };
         // `-vv` shows where a commit's time goes (the state writer waits for it).
         tracing::debug!(
-            "calibre commit of {books} book(s): {:?} (snapshot {snapped:?}, metadata.opf files by {opfs_written:?}, syncfs by {synced:?}, then the rows)",
+            "calibre commit of {books} book(s): {:?} (snapshot {snapped:?}, metadata.opf files by {opfs_written:?}, rows in and syncfs done by {synced:?}, then the commit and the books recorded)",
             started.elapsed()
         );
-        written?;
+        opfs?;
         res.map_err(io::Error::other)
     }
 

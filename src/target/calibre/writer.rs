@@ -1104,17 +1104,36 @@ impl RowsWriter {
         resolved: &[OpfBook],
         added: &[AddedFormat],
     ) -> Result<(), CalibreError> {
+        self.write_when_durable(books, resolved, added, || Ok(()))
+    }
+
+    /// [`RowsWriter::write`] for files not yet known durable: the rows go into the open
+    /// transaction while the caller makes the files durable (its `syncfs` runs meanwhile), and
+    /// are committed only once `durable` — called after the last row — says they are. When it
+    /// fails, nothing is recorded and its error is returned.
+    pub fn write_when_durable(
+        &self,
+        books: &[PlannedBook],
+        resolved: &[OpfBook],
+        added: &[AddedFormat],
+        durable: impl FnOnce() -> io::Result<()>,
+    ) -> Result<(), CalibreError> {
+        let db_error = |source| CalibreError::Db {
+            path: self.db_path.clone(),
+            what: "recording the books",
+            source,
+        };
         let mut guard = self.db.lock().unwrap_or_else(|p| p.into_inner());
         let db = &mut *guard;
-        let result = (|| {
-            let tx = db.conn.transaction()?;
-            let mut caches = Caches {
-                authors: &mut db.authors,
-                series: &mut db.series,
-                tags: &mut db.tags,
-                publishers: &mut db.publishers,
-                languages: &mut db.languages,
-            };
+        let tx = db.conn.transaction().map_err(db_error)?;
+        let mut caches = Caches {
+            authors: &mut db.authors,
+            series: &mut db.series,
+            tags: &mut db.tags,
+            publishers: &mut db.publishers,
+            languages: &mut db.languages,
+        };
+        let inserted = (|| {
             for (b, r) in books.iter().zip(resolved) {
                 insert_book(&tx, &mut caches, b, r)?;
             }
@@ -1137,13 +1156,16 @@ impl RowsWriter {
                 tx.prepare_cached("INSERT OR IGNORE INTO metadata_dirtied (book) VALUES (?1)")?
                     .execute([a.book_id])?;
             }
-            tx.commit()
+            Ok(())
         })();
-        result.map_err(|source| CalibreError::Db {
-            path: self.db_path.clone(),
-            what: "recording the books",
+        // Dropping the transaction without a commit rolls it back.
+        inserted.map_err(db_error)?;
+        durable().map_err(|source| CalibreError::Io {
+            path: self.db_path.parent().unwrap_or(&self.db_path).to_path_buf(),
+            what: "cannot make the files durable (syncfs)",
             source,
-        })
+        })?;
+        tx.commit().map_err(db_error)
     }
 }
 
