@@ -7,7 +7,7 @@ use super::*;
 use crate::metadata::Metadata;
 use rusqlite::Connection;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -323,6 +323,67 @@ fn a_crash_leaves_nothing_a_rerun_does_not_clean_or_adopt() {
     assert_eq!(again.book_id, kept.book_id + 1);
     assert_eq!(lib.find_existing(&md("kept")), Some(kept.book_id));
     lib.abandon(again).expect("abandon");
+}
+
+/// A commit's rows go in while its `syncfs` runs; when the `syncfs` fails, nothing is recorded,
+/// the books stay planned, and a later commit records them with rows that point at real items
+/// (the author the failed transaction inserted was rolled back, and must not be reused).
+#[test]
+fn rows_are_committed_only_once_the_files_are_durable() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path().join("lib");
+    let mut lib = CalibreLibrary::open(&root).expect("open");
+    let md = Metadata {
+        title: Some("Ancillary Justice".into()),
+        authors: vec!["Ann Leckie".into()],
+        ..Default::default()
+    };
+    let mut book = lib.plan(&md).expect("plan");
+    lib.write_format(&mut book, "epub", &mut &b"data"[..])
+        .expect("write");
+    let books = std::slice::from_ref(&book);
+    let resolved = lib.prepare(books).expect("prepare");
+    lib.write_opfs(books, &resolved).expect("opf");
+    let writer = lib.rows_writer();
+    let mut asked = false;
+    let rows = writer.write_when_durable(books, &resolved, &[], || {
+        asked = true;
+        Err(std::io::Error::other("the disk went away"))
+    });
+    assert!(asked, "durability is asked for after the rows are in");
+    let err = rows.expect_err("not durable, not recorded");
+    assert!(err.to_string().contains("the disk went away"), "{err}");
+    let err = lib
+        .recorded(books, &[], &HashSet::new(), Err(err))
+        .expect_err("the failure is passed on");
+    assert!(err.to_string().contains("syncfs"), "{err}");
+    let db = root.join(METADATA_DB);
+    let count = |sql: &str| -> i64 {
+        Connection::open(&db)
+            .expect("open")
+            .query_row(sql, [], |r| r.get(0))
+            .expect("count")
+    };
+    assert_eq!(count("SELECT COUNT(*) FROM books"), 0);
+    assert_eq!(count("SELECT COUNT(*) FROM authors"), 0);
+    assert!(
+        lib.is_planned(book.book_id),
+        "the book waits for the next commit"
+    );
+
+    lib.commit(books).expect("the next commit records it");
+    assert_eq!(count("SELECT COUNT(*) FROM books"), 1);
+    assert_eq!(count("SELECT COUNT(*) FROM data"), 1);
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM books_authors_link l JOIN authors a ON a.id = l.author
+             WHERE a.name = 'Ann Leckie'"
+        ),
+        1,
+        "the book's author link points at a real author row"
+    );
+    assert!(!lib.dir_of(&book).join(PENDING_MARKER).exists());
 }
 
 #[test]
