@@ -6,9 +6,9 @@
 //!    fsync per file);
 //! 3. [`CalibreLibrary::commit`] writes each book's `metadata.opf`, makes every file durable with
 //!    one `syncfs`, records all the books in one transaction, then removes their markers. (A
-//!    caller that keeps placing files meanwhile takes the steps apart: `prepare`, `write_opfs`
-//!    and a `syncfs`, [`RowsWriter::write`] holding only the database's lock, then
-//!    [`CalibreLibrary::recorded`].)
+//!    caller that keeps placing files meanwhile takes the steps apart: `prepare`, `write_opfs`,
+//!    [`RowsWriter::write_when_durable`] holding only the database's lock while its `syncfs`
+//!    runs, then [`CalibreLibrary::recorded`].)
 //!
 //! A folder with a marker is bookferry's until its row is committed: [`CalibreLibrary::cleanup_orphans`]
 //! (run by `open` too) removes marked folders that have no `books` row, and only the marker of
