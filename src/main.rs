@@ -48,10 +48,11 @@ fn main() {
 }
 
 /// Every file up to 8 MiB passes through one buffer of its size (read once, hashed, parsed,
-/// written or sent). glibc's defaults give each buffer above 128 KiB its own `mmap` and hand
-/// it back on free, so every file paid page faults on fresh zeroed pages: ~8% of a copy run's
-/// CPU in malloc/free and faults. Serving them from the heap and keeping freed memory (up to
-/// 128 MiB spare) reuses pages instead. The buffer budget (256 MiB) bounds what is kept.
+/// written or sent). glibc's defaults can give such a buffer its own `mmap` and hand it back
+/// on free, so a file's read faults in fresh zeroed pages. Serving them from the heap and
+/// keeping freed memory (up to 128 MiB spare) reuses pages instead: in a calibre copy run's
+/// profile, page faults fell from 7.6% to 4.9% of the samples (no wall-time change showed
+/// through this VM's noise). The buffer budget (256 MiB) bounds what is kept.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_buffers() {
     // SAFETY: mallopt only tunes glibc's allocator; called first thing, before any thread.

@@ -68,8 +68,6 @@ pub struct CalibreTarget {
 /// The books this run is writing, behind one lock.
 struct Books {
     lib: CalibreLibrary,
-    /// The library's id and the migration's key: what derived uuids are made from.
-    uuid_seed: String,
     /// Group key → the book its files go to.
     groups: HashMap<String, i64>,
     /// Books this run created (planned or committed).
@@ -201,10 +199,9 @@ impl CalibreTarget {
             ))
         })?);
         target.rows = Some(lib.rows_writer());
-        target.uuid_seed = uuid_seed.clone();
+        target.uuid_seed = uuid_seed;
         target.books = Some(Mutex::new(Books {
             lib,
-            uuid_seed,
             groups: HashMap::new(),
             created: HashSet::new(),
             ours: HashMap::new(),
@@ -275,7 +272,10 @@ impl CalibreTarget {
                     "internal: the calibre library is not open",
                 ));
             };
-            match books.decide(p, &self.opts, known).map_err(fail)? {
+            match books
+                .decide(p, &self.opts, &self.uuid_seed, known)
+                .map_err(fail)?
+            {
                 Decision::Skip(reason, detail) => {
                     return Ok(Transferred::AlreadyThere { reason, detail })
                 }
@@ -500,6 +500,7 @@ impl Books {
         &mut self,
         p: &Payload,
         opts: &CalibreOptions,
+        uuid_seed: &str,
         known: Identified,
     ) -> Result<Decision, CalibreError> {
         if let Some(previous) = p.previous_ref.as_deref() {
@@ -523,7 +524,7 @@ impl Books {
                 // One of this migration's own books, of another title or author set: files
                 // group strictly (by title and all authors), so the result does not depend
                 // on which file comes first.
-                Some(id) if self.is_ours(id)? => self.plan(candidate),
+                Some(id) if self.is_ours(id, uuid_seed)? => self.plan(candidate),
                 Some(id) if !opts.merge_formats => {
                     return Ok(Decision::Skip(
                         "target_has_book",
@@ -552,7 +553,7 @@ impl Books {
     /// Whether book `id` is one of this migration's own: made in this run, or in an earlier one
     /// (its uuid is the one this migration derives from its stored title and authors), or a
     /// copy of a book of the calibre source (its uuid is a source book's).
-    fn is_ours(&mut self, id: i64) -> Result<bool, CalibreError> {
+    fn is_ours(&mut self, id: i64, uuid_seed: &str) -> Result<bool, CalibreError> {
         if self.created.contains(&id) {
             return Ok(true);
         }
@@ -561,7 +562,7 @@ impl Books {
         }
         let ours = match self.lib.book_identity(id)? {
             Some((uuid, title, authors)) => {
-                derived_uuid(&self.uuid_seed, &group_of(&title, &authors)) == uuid
+                derived_uuid(uuid_seed, &group_of(&title, &authors)) == uuid
                     || self.source_uuids.contains(&uuid.to_lowercase())
             }
             None => false,
@@ -873,18 +874,15 @@ impl Books {
         added: &[AddedFormat],
         rows: Option<Result<(), CalibreError>>,
     ) -> Result<(), CalibreError> {
-        let committing = std::mem::take(&mut self.committing);
+        self.committing.clear();
         let Some(rows) = rows else {
             return Ok(());
         };
         let mut later: Vec<AddedFormat> = Vec::new();
         for b in &snap.books {
+            // The snapshot's copy of the book holds the formats the commit took.
             let now = &self.planned[&b.book_id];
-            let taken = committing
-                .get(&b.book_id)
-                .copied()
-                .unwrap_or(b.formats.len());
-            for (format, size) in now.formats.iter().skip(taken) {
+            for (format, size) in now.formats.iter().skip(b.formats.len()) {
                 later.push(AddedFormat {
                     book_id: b.book_id,
                     rel_dir: b.rel_dir.clone(),

@@ -258,6 +258,12 @@ type ItemMap = HashMap<String, (i64, String)>;
 /// (`CalibreLibrary`'s plans) goes on being used.
 struct LibraryDb {
     conn: Connection,
+    items: Items,
+}
+
+/// The item tables' ids by name, as the rows of a commit need them.
+#[derive(Default)]
+struct Items {
     authors: ItemMap,
     series: ItemMap,
     tags: ItemMap,
@@ -378,11 +384,7 @@ impl CalibreLibrary {
             db_path,
             db: Arc::new(Mutex::new(LibraryDb {
                 conn,
-                authors: HashMap::new(),
-                series: HashMap::new(),
-                tags: HashMap::new(),
-                publishers: HashMap::new(),
-                languages: HashMap::new(),
+                items: Items::default(),
             })),
             root_dir,
             next_id,
@@ -486,7 +488,13 @@ impl CalibreLibrary {
                 return Err(self.db_error("reading the library", e));
             }
         };
-        (db.authors, db.series, db.tags, db.publishers, db.languages) = (a, s, t, p, l);
+        db.items = Items {
+            authors: a,
+            series: s,
+            tags: t,
+            publishers: p,
+            languages: l,
+        };
         drop(db);
         self.existing = e;
         Ok(())
@@ -930,7 +938,7 @@ impl CalibreLibrary {
             None => f
                 .authors
                 .iter()
-                .map(|a| match db.authors.get(&a.to_lowercase()) {
+                .map(|a| match db.items.authors.get(&a.to_lowercase()) {
                     Some((_, sort)) if !sort.is_empty() => sort.clone(),
                     _ => author_to_author_sort(a),
                 })
@@ -944,7 +952,7 @@ impl CalibreLibrary {
                 // calibre's default (`series_index_auto_increment = 'next'`): one past the
                 // highest index in the series.
                 let key = s.to_lowercase();
-                let db_max: Option<f64> = match db.series.get(&key) {
+                let db_max: Option<f64> = match db.items.series.get(&key) {
                     Some((id, _)) => db
                         .conn
                         .query_row(
@@ -1126,16 +1134,9 @@ impl RowsWriter {
         let mut guard = self.db.lock().unwrap_or_else(|p| p.into_inner());
         let db = &mut *guard;
         let tx = db.conn.transaction().map_err(db_error)?;
-        let mut caches = Caches {
-            authors: &mut db.authors,
-            series: &mut db.series,
-            tags: &mut db.tags,
-            publishers: &mut db.publishers,
-            languages: &mut db.languages,
-        };
         let inserted = (|| {
             for (b, r) in books.iter().zip(resolved) {
-                insert_book(&tx, &mut caches, b, r)?;
+                insert_book(&tx, &mut db.items, b, r)?;
             }
             for a in added {
                 if a.replaced {
@@ -1282,14 +1283,6 @@ fn create_database(root: &Path, db_path: &Path) -> Result<(), CalibreError> {
         })
 }
 
-struct Caches<'a> {
-    authors: &'a mut ItemMap,
-    series: &'a mut ItemMap,
-    tags: &'a mut ItemMap,
-    publishers: &'a mut ItemMap,
-    languages: &'a mut ItemMap,
-}
-
 /// The id of the item `name` in `table` (matched case-insensitively), inserting it if new.
 fn item_id(
     tx: &Transaction<'_>,
@@ -1321,7 +1314,7 @@ fn item_id(
 /// All rows of one book, as calibre's `create_book_entry` + `set_metadata` + `add_format`.
 fn insert_book(
     tx: &Transaction<'_>,
-    c: &mut Caches<'_>,
+    c: &mut Items,
     b: &PlannedBook,
     r: &OpfBook,
 ) -> rusqlite::Result<()> {
@@ -1350,29 +1343,36 @@ fn insert_book(
         id
     ])?;
     for a in &f.authors {
-        let aid = item_id(tx, c.authors, "authors", "name", a, &a.replace(',', "|"))?;
+        let aid = item_id(
+            tx,
+            &mut c.authors,
+            "authors",
+            "name",
+            a,
+            &a.replace(',', "|"),
+        )?;
         tx.prepare_cached(
             "INSERT OR IGNORE INTO books_authors_link (book, author) VALUES (?1, ?2)",
         )?
         .execute([id, aid])?;
     }
     if let Some(s) = &f.series {
-        let sid = item_id(tx, c.series, "series", "name", s, s)?;
+        let sid = item_id(tx, &mut c.series, "series", "name", s, s)?;
         tx.prepare_cached("INSERT INTO books_series_link (book, series) VALUES (?1, ?2)")?
             .execute([id, sid])?;
     }
     for t in &f.tags {
-        let tid = item_id(tx, c.tags, "tags", "name", t, t)?;
+        let tid = item_id(tx, &mut c.tags, "tags", "name", t, t)?;
         tx.prepare_cached("INSERT OR IGNORE INTO books_tags_link (book, tag) VALUES (?1, ?2)")?
             .execute([id, tid])?;
     }
     if let Some(p) = &f.publisher {
-        let pid = item_id(tx, c.publishers, "publishers", "name", p, p)?;
+        let pid = item_id(tx, &mut c.publishers, "publishers", "name", p, p)?;
         tx.prepare_cached("INSERT INTO books_publishers_link (book, publisher) VALUES (?1, ?2)")?
             .execute([id, pid])?;
     }
     for (order, l) in f.languages.iter().enumerate() {
-        let lid = item_id(tx, c.languages, "languages", "lang_code", l, l)?;
+        let lid = item_id(tx, &mut c.languages, "languages", "lang_code", l, l)?;
         tx.prepare_cached("INSERT OR IGNORE INTO books_languages_link (book, lang_code, item_order) VALUES (?1, ?2, ?3)")?.execute([id, lid, order as i64])?;
     }
     for (typ, val) in &f.identifiers {
