@@ -1,7 +1,9 @@
 //! The hash stage: one read of each file on a blocking thread gives SHA-1 and BLAKE3 together.
 //! Small files are read into a buffer that travels on with the row (the transfer sends it), so
 //! their bytes are read from disk once; their metadata is parsed from that buffer in the same
-//! task, and recorded later by the metadata stage. Files queued together are hashed as a group
+//! task, and recorded later by the metadata stage. For a local target in copy mode the same task
+//! also writes them into the target under a temporary name (`target::staged`), so the transfer
+//! only renames the file and the buffer is free at once. Files queued together are hashed as a group
 //! in one blocking task: a hand-off to a blocking thread (a wake-up, a context switch) per file
 //! was a measurable share of a local copy's CPU.
 
@@ -10,6 +12,8 @@ use crate::failure::{Failure, FailureKind};
 use crate::hash::{self, Hashed};
 use crate::metadata::{self, Extracted};
 use crate::state::FileState;
+use crate::target::staged::Staged;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -76,8 +80,8 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
             drop(slot);
             for (item, res) in group.into_iter().zip(results) {
                 match res {
-                    Ok((h, extracted)) => {
-                        if out.send(hashed(&ctx, item, h, extracted)).await.is_err() {
+                    Ok(read) => {
+                        if out.send(hashed(&ctx, item, read)).await.is_err() {
                             return;
                         }
                     }
@@ -90,35 +94,70 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
 
 /// What the blocking task needs of one item.
 struct Job {
+    row_id: i64,
     path: std::path::PathBuf,
     buffer_limit: u64,
     /// Format and relative path, when the file's own metadata is to be parsed.
     parse: Option<(String, String)>,
+    /// Where to stage the file's bytes in the target once hashed (see `target::staged`).
+    stage_in: Option<PathBuf>,
 }
 
 impl Job {
     fn of(ctx: &Ctx, item: &Item) -> Job {
         Job {
+            row_id: item.row.id,
             path: item.row.path.clone(),
             buffer_limit: ctx.cfg.buffer_limit,
             parse: metadata_stage::needs_extraction(&item.row)
                 .then(|| (item.row.format.clone(), item.row.source_ref.clone())),
+            stage_in: (item.row.size <= ctx.cfg.buffer_limit)
+                .then(|| ctx.target.stage_dir(item.row.size))
+                .flatten(),
         }
     }
 
-    /// Read and hash the file; parse its metadata while its bytes are in memory. Blocking.
-    fn run(self) -> Result<(Hashed, Option<Extracted>), Failure> {
-        let h = hash::hash_file(&self.path, self.buffer_limit)?;
-        let extracted = match (&h.data, self.parse) {
+    /// Read and hash the file; parse its metadata while its bytes are in memory, and stage
+    /// them in the target if it takes them. Blocking.
+    fn run(self) -> Result<Read, Failure> {
+        let mut hashed = hash::hash_file(&self.path, self.buffer_limit)?;
+        let extracted = match (&hashed.data, self.parse) {
             (Some(data), Some((format, rel))) => Some(metadata::extract(&format, data, &rel)),
             _ => None,
         };
-        Ok((h, extracted))
+        let mut staged = None;
+        if let (Some(dir), Some(data)) = (&self.stage_in, &hashed.data) {
+            match Staged::write(dir, self.row_id, data) {
+                Ok(s) => {
+                    staged = Some(Arc::new(s));
+                    hashed.data = None;
+                }
+                // The transfer writes the kept bytes instead, and reports what goes wrong.
+                Err(e) => tracing::debug!("{}: not staged: {e}", self.path.display()),
+            }
+        }
+        Ok(Read {
+            hashed,
+            extracted,
+            staged,
+        })
     }
 }
 
+/// What the blocking task gives back for one item.
+struct Read {
+    hashed: Hashed,
+    extracted: Option<Extracted>,
+    staged: Option<Arc<Staged>>,
+}
+
 /// Record the move to `hashed` and carry what the read gave on with the item.
-fn hashed(ctx: &Ctx, mut item: Item, h: Hashed, extracted: Option<Extracted>) -> Item {
+fn hashed(ctx: &Ctx, mut item: Item, read: Read) -> Item {
+    let Read {
+        hashed: h,
+        extracted,
+        staged,
+    } = read;
     let mut t = item.to(FileState::Hashed);
     t.sha1 = Some(h.digests.sha1.clone());
     t.blake3 = Some(h.digests.blake3.clone());
@@ -139,6 +178,7 @@ fn hashed(ctx: &Ctx, mut item: Item, h: Hashed, extracted: Option<Extracted>) ->
         item.row.size = h.size;
     }
     item.data = h.data.map(Arc::new);
+    item.staged = staged;
     if item.data.is_none() {
         item._budget = None;
     }

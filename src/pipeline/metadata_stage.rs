@@ -85,7 +85,8 @@ fn with_metadata(mut item: Item) -> (Item, u64) {
     if !needs_extraction(&item.row) {
         return (item, 0);
     }
-    let from_disk = item.data.is_none();
+    // Parsed from disk only when neither the hash task nor the kept bytes had it.
+    let from_disk = item.extracted.is_none() && item.data.is_none();
     if !item.row.name_is_utf8() {
         item.warnings.push(format!(
             "file name is not valid UTF-8; targets see it as {:?}",

@@ -16,6 +16,7 @@ use crate::hash::Digests;
 use crate::state::rows::FileRow;
 use crate::state::writer::{Transition, WriterHandle};
 use crate::state::{Db, FileState};
+use crate::target::staged::Staged;
 use crate::target::Target;
 use progress::Progress;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,6 +60,9 @@ pub struct Item {
     pub row: FileRow,
     /// The file's bytes, when small enough to keep from the hash stage to the transfer.
     pub data: Option<Arc<Vec<u8>>>,
+    /// The file's bytes written into the target under a temporary name by the hash task (see
+    /// `target::staged`); removed when the item is dropped without the transfer moving it.
+    pub staged: Option<Arc<Staged>>,
     pub warnings: Vec<String>,
     /// Metadata the hash stage already parsed from the file's bytes in memory (in the same
     /// blocking task); the metadata stage records it.
@@ -72,6 +76,7 @@ impl Item {
         Item {
             row,
             data: None,
+            staged: None,
             warnings: Vec::new(),
             extracted: None,
             _budget: None,

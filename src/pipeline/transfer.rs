@@ -188,5 +188,6 @@ fn payload_of(item: &Item) -> Option<Payload> {
         origin: item.row.metadata_origin,
         data: item.data.clone(),
         previous_ref: item.row.target_ref.clone(),
+        staged: item.staged.clone(),
     })
 }

@@ -350,6 +350,19 @@ impl FolderTarget {
                 Ok(Placed::default())
             }
             LinkMode::Copy | LinkMode::Reflink => {
+                if let Some(staged) = &p.staged {
+                    match staged.move_to(dest, replace) {
+                        Ok(()) => {
+                            return Ok(Placed {
+                                bytes_sent: p.size,
+                                ..Default::default()
+                            })
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+                        // Gone (or already moved): write it as if it had not been staged.
+                        Err(_) => {}
+                    }
+                }
                 let temp = parent.join(format!(
                     "{TEMP_PREFIX}{}-{}-{}",
                     std::process::id(),
@@ -372,6 +385,17 @@ impl FolderTarget {
         write_new_file(p, temp, self.opts.link == LinkMode::Reflink)
     }
 
+    /// Where the hash task may stage a file of `size` bytes in copy mode (see
+    /// `target::staged`): the target's root, unless a file of that size was in the target when
+    /// the run started (the content check may find the file there, and a staged copy would be
+    /// written for nothing).
+    pub fn stage_dir(&self, size: u64) -> Option<&Path> {
+        (self.opts.link == LinkMode::Copy
+            && self.root_dir.is_some()
+            && !self.by_size.contains_key(&size))
+        .then_some(self.root.as_path())
+    }
+
     /// Make everything written so far durable: one `syncfs` of the target's filesystem.
     pub fn flush(&self) -> io::Result<()> {
         if let Some(dir) = &self.root_dir {
@@ -389,8 +413,19 @@ impl FolderTarget {
 /// source (`reflink_it`), or a streamed copy hashed on the way (recording new digests when the
 /// source changed since it was hashed).
 pub(crate) fn write_new_file(p: &Payload, dest: &Path, reflink_it: bool) -> io::Result<Placed> {
-    let mut out = OpenOptions::new().write(true).create_new(true).open(dest)?;
     let mut placed = Placed::default();
+    if let Some(staged) = &p.staged {
+        match staged.move_to(dest, false) {
+            Ok(()) => {
+                placed.bytes_sent = p.size;
+                return Ok(placed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+            // Gone (or already moved): write it as if it had not been staged.
+            Err(_) => {}
+        }
+    }
+    let mut out = OpenOptions::new().write(true).create_new(true).open(dest)?;
     if reflink_it {
         let src = File::open(&p.source_path)?;
         reflink(&src, &out)?;
@@ -429,7 +464,7 @@ pub(crate) fn write_new_file(p: &Payload, dest: &Path, reflink_it: bool) -> io::
 
 /// Move a finished temp file to its final name without replacing anything (a hard link fails
 /// if the name exists), or over our own earlier copy when `replace`.
-fn commit_temp(temp: &Path, dest: &Path, replace: bool) -> io::Result<()> {
+pub(crate) fn commit_temp(temp: &Path, dest: &Path, replace: bool) -> io::Result<()> {
     if replace {
         return fs::rename(temp, dest);
     }
@@ -535,6 +570,60 @@ fn index_tree(root: &Path, clean: bool) -> HashMap<(String, u64), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::staged::Staged;
+    use std::sync::Arc;
+
+    /// A copy the hash task staged is renamed into place, never over a file already there: a
+    /// name taken by other bytes gets ` (2)`, and the staged file is gone either way.
+    #[test]
+    fn a_staged_copy_is_renamed_into_place_and_never_over_another_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, root) = (dir.path().join("src"), dir.path().join("out"));
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("book.epub"), b"other!").unwrap();
+        let opts = PlacementOptions {
+            layout: crate::target::layout::Layout::parse("{source_path}.{ext}").unwrap(),
+            link: LinkMode::Copy,
+            merge_formats: false,
+            ignore_calibre_lock: false,
+            migration_key: String::new(),
+        };
+        let target = FolderTarget::open(&root, &src, opts, false).unwrap();
+        // Files of a size the target already has are not staged (the content check may find
+        // them there); others are, in the target's root.
+        assert_eq!(target.stage_dir(6), None);
+        assert_eq!(target.stage_dir(7), Some(root.as_path()));
+
+        let bytes = b"ours!!";
+        fs::write(src.join("book.epub"), bytes).unwrap();
+        let staged = Arc::new(Staged::write(&root, 1, bytes).unwrap());
+        let staged_path = staged.path().to_path_buf();
+        let p = Payload {
+            row_id: 1,
+            source_path: src.join("book.epub"),
+            source_rel: "book.epub".into(),
+            file_name: "book.epub".into(),
+            size: bytes.len() as u64,
+            format: "epub".into(),
+            digests: hash::hash_bytes(bytes),
+            metadata: None,
+            origin: None,
+            data: None,
+            previous_ref: None,
+            staged: Some(staged.clone()),
+        };
+        // The source is not read again: the staged copy is all the transfer needs.
+        fs::remove_file(src.join("book.epub")).unwrap();
+        let placed = target.place(&p).unwrap();
+        drop((p, staged));
+        assert_eq!(placed.target_ref, "book (2).epub");
+        assert_eq!(placed.bytes_sent, 6);
+        assert_eq!(fs::read(root.join("book (2).epub")).unwrap(), bytes);
+        assert_eq!(fs::read(root.join("book.epub")).unwrap(), b"other!");
+        assert!(!staged_path.exists());
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 2);
+    }
 
     #[test]
     fn suffixes_keep_extension() {

@@ -183,6 +183,7 @@ impl CalibreTarget {
                 }
             }
         }
+        remove_staged_leftovers(root);
         for (rel, size) in lib.format_files().map_err(unusable)? {
             let name = rel.rsplit('/').next().unwrap_or(&rel).to_lowercase();
             target.by_name.insert((name, size), rel);
@@ -297,7 +298,7 @@ impl CalibreTarget {
             Ok(placed)
         });
         let cover = match (&written, slot.wants_cover) {
-            (Ok(_), true) => cover_of(p),
+            (Ok(_), true) => cover_of(p, slot.replaces.as_ref().unwrap_or(&slot.path)),
             _ => None,
         };
         let mut books = self.books().expect("open: checked above");
@@ -417,6 +418,14 @@ impl CalibreTarget {
                 write_new_file(p, dest, self.opts.link == LinkMode::Reflink)
             }
         }
+    }
+
+    /// Where the hash task may stage a file of copy mode (see `target::staged`): the library's
+    /// folder, when the library held no book files when the run started (a library that has
+    /// some may already have the book, and a staged copy would be written for nothing).
+    pub fn stage_dir(&self) -> Option<&Path> {
+        (self.opts.link == LinkMode::Copy && self.books.is_some() && self.by_name.is_empty())
+            .then_some(self.root.as_path())
     }
 
     /// Record every book and format written so far (files synced first). The state writer
@@ -1031,10 +1040,25 @@ fn file_title(file_name: &str) -> String {
     }
 }
 
+/// Remove the staged copies (`target::staged`) a killed run left in the library's folder: files
+/// named with bookferry's temporary prefix, which only bookferry writes there.
+fn remove_staged_leftovers(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// The cover a file brings, as JPEG bytes: a calibre source book's `cover.jpg`, or an EPUB's
-/// cover image (converted to JPEG as calibre stores it). `None` when there is none or it
-/// cannot be read.
-fn cover_of(p: &Payload) -> Option<Vec<u8>> {
+/// cover image (converted to JPEG as calibre stores it), from the bytes in memory or else the
+/// copy just `written` (in the page cache: the source is not read again). `None` when there is
+/// none or it cannot be read.
+fn cover_of(p: &Payload, written: &Path) -> Option<Vec<u8>> {
     let md = p.metadata.as_ref()?;
     let cover = md.cover.as_deref()?;
     if p.origin == Some(Origin::Calibre) {
@@ -1046,7 +1070,7 @@ fn cover_of(p: &Payload) -> Option<Vec<u8>> {
     }
     let image = match &p.data {
         Some(data) => read_zip_member(io::Cursor::new(&data[..]), cover),
-        None => read_zip_member(File::open(&p.source_path).ok()?, cover),
+        None => read_zip_member(File::open(written).ok()?, cover),
     }?;
     to_jpeg(&image)
 }
@@ -1086,6 +1110,7 @@ fn to_jpeg(image: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::hash::hash_bytes;
+    use crate::target::staged::Staged;
     use std::sync::Arc;
 
     fn payload(src: &Path, row_id: i64, name: &str, bytes: &[u8]) -> Payload {
@@ -1107,6 +1132,7 @@ mod tests {
             origin: Some(Origin::Embedded),
             data: Some(Arc::new(bytes.to_vec())),
             previous_ref: None,
+            staged: None,
         }
     }
 
@@ -1117,6 +1143,54 @@ mod tests {
             .unwrap();
         let rows = stmt.query_map([], |r| r.get(0)).unwrap();
         rows.map(Result::unwrap).collect()
+    }
+
+    /// A new library takes staged copies (`target::staged`): the transfer renames one into its
+    /// book's folder and the cover is read from that copy. A staged copy a killed run left in
+    /// the library's folder is removed when the library is opened again; other dot-files are
+    /// not touched. A library that already holds book files takes no staged copies.
+    #[test]
+    fn a_staged_copy_lands_in_its_book_folder_and_leftovers_go_at_open() {
+        let _serial = super::super::tests::serial();
+        let dir = tempfile::tempdir().unwrap();
+        let (src, lib) = (dir.path().join("src"), dir.path().join("lib"));
+        fs::create_dir(&src).unwrap();
+        let opts = CalibreOptions {
+            link: LinkMode::Copy,
+            merge_formats: false,
+            ignore_calibre_lock: true,
+            migration_key: "test".into(),
+            source_uuids: Arc::new(HashSet::new()),
+        };
+        let target = CalibreTarget::open(&lib, &src, opts.clone(), false).expect("opened");
+        assert_eq!(target.stage_dir(), Some(lib.as_path()));
+        let mut epub = payload(&src, 1, "dune.epub", b"the epub's bytes");
+        let staged = Arc::new(Staged::write(&lib, 1, b"the epub's bytes").unwrap());
+        let staged_path = staged.path().to_path_buf();
+        epub.data = None;
+        epub.staged = Some(staged);
+        // The source is not read again: the staged copy is all the transfer needs.
+        fs::remove_file(&epub.source_path).unwrap();
+        let Transferred::Placed(placed) = target.transfer(&epub).unwrap() else {
+            panic!("the EPUB is written");
+        };
+        drop(epub);
+        assert!(!staged_path.exists(), "the staged copy was moved");
+        assert_eq!(
+            fs::read(lib.join(&placed.target_ref)).unwrap(),
+            b"the epub's bytes"
+        );
+        target.commit().unwrap();
+        assert_eq!(data_rows(&lib), ["EPUB"]);
+        drop(target);
+
+        let leftover = lib.join(format!("{TEMP_PREFIX}4242-s9-0"));
+        fs::write(&leftover, b"killed mid-run").unwrap();
+        fs::write(lib.join(".user-notes"), b"not ours").unwrap();
+        let target = CalibreTarget::open(&lib, &src, opts, false).expect("reopened");
+        assert!(!leftover.exists(), "a staged leftover stays in the library");
+        assert!(lib.join(".user-notes").exists());
+        assert_eq!(target.stage_dir(), None, "the library has books now");
     }
 
     /// A commit writes its rows without the books lock. A file of one of its books started
