@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Distinguishes staged files of one process (a row may be staged again after a retry).
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// This process's id, asked once (a syscall per file otherwise).
+static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 
 /// A file written into the target under a temporary name, waiting to be moved into place.
 #[derive(Debug)]
@@ -29,7 +31,7 @@ impl Staged {
     pub fn write(dir: &Path, row_id: i64, bytes: &[u8]) -> io::Result<Staged> {
         let path = dir.join(format!(
             "{TEMP_PREFIX}{}-s{row_id}-{}",
-            std::process::id(),
+            PID.get_or_init(std::process::id),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let staged = Staged {

@@ -1070,7 +1070,12 @@ fn cover_of(p: &Payload, written: &Path) -> Option<Vec<u8>> {
     }
     let image = match &p.data {
         Some(data) => read_zip_member(io::Cursor::new(&data[..]), cover),
-        None => read_zip_member(File::open(written).ok()?, cover),
+        // Buffered: the zip reader's many small reads of the central directory and the entry's
+        // header are a few syscalls instead of one each.
+        None => read_zip_member(
+            io::BufReader::with_capacity(64 << 10, File::open(written).ok()?),
+            cover,
+        ),
     }?;
     to_jpeg(&image)
 }
