@@ -1,7 +1,9 @@
 //! The transfer stage: sends rows to the target with a bounded number in flight, and never two
 //! rows with the same SHA-1 side by side — a second row with a SHA-1 already in flight waits,
 //! and becomes a `skipped` duplicate once the first lands with the same content (both digests
-//! equal), or goes next if the first failed or holds other bytes under the same SHA-1.
+//! equal), or goes next if the first failed or holds other bytes under the same SHA-1. A local
+//! target gets the rows ready at once in groups (up to 8, one blocking task and one slot each);
+//! an HTTP target one upload per task.
 
 use super::{Ctx, Item};
 use crate::failure::{Failure, FailureKind};
@@ -14,11 +16,78 @@ use tokio::sync::{mpsc, Semaphore};
 
 /// Transfers handed to the target at once (each waits there for a slot under its limit).
 const MAX_QUEUED: usize = 128;
+/// The most files a local target places in one blocking task.
+const GROUP_FILES: usize = 8;
 
 /// A finished transfer, reported back to the dispatcher.
 struct Done {
     key: Option<Digests>,
     id: Option<i64>,
+}
+
+/// The dispatcher's books: which contents are in flight or landed, and what is ready to go.
+#[derive(Default)]
+struct Dispatch {
+    /// SHA-1 in flight → rows with that SHA-1 waiting for it (targets know content by SHA-1,
+    /// so two rows with one SHA-1 are never sent side by side).
+    in_flight: HashMap<String, VecDeque<Item>>,
+    /// Content (both digests) → the row that landed it in this run.
+    landed: HashMap<Digests, i64>,
+    /// Rows cleared to go, not yet handed to a task.
+    ready: Vec<Item>,
+    /// Rows handed to tasks and not finished.
+    running: usize,
+}
+
+impl Dispatch {
+    /// A row from the metadata stage: ready, waiting behind its SHA-1, or a duplicate.
+    fn admit(&mut self, ctx: &Ctx, item: Item) {
+        if ctx.cancelled() || item.row.state != FileState::MetadataCached {
+            return;
+        }
+        let key = match item.content_key() {
+            Some(k) if !ctx.cfg.keep_duplicates => k,
+            _ => {
+                self.ready.push(item);
+                return;
+            }
+        };
+        if let Some(first) = self.landed.get(&key) {
+            skip_duplicate(ctx, &item, *first);
+        } else if let Some(waiting) = self.in_flight.get_mut(&key.sha1) {
+            waiting.push_back(item);
+        } else {
+            self.in_flight.insert(key.sha1, VecDeque::new());
+            self.ready.push(item);
+        }
+    }
+
+    /// A transfer ended: the rows that waited for its SHA-1 are skipped as duplicates of what
+    /// landed, and the first other one (the first failed, or a different content under the
+    /// same SHA-1) is ready next.
+    fn finished(&mut self, ctx: &Ctx, done: Done) {
+        self.running -= 1;
+        let Some(key) = done.key.filter(|_| !ctx.cfg.keep_duplicates) else {
+            return;
+        };
+        if let Some(id) = done.id {
+            self.landed.insert(key.clone(), id);
+        }
+        let mut waiting = self.in_flight.remove(&key.sha1).unwrap_or_default();
+        while let Some(item) = waiting.pop_front() {
+            let first = item
+                .content_key()
+                .and_then(|k| self.landed.get(&k).copied());
+            match first {
+                Some(first) => skip_duplicate(ctx, &item, first),
+                None => {
+                    self.ready.push(item);
+                    self.in_flight.insert(key.sha1.clone(), waiting);
+                    break;
+                }
+            }
+        }
+    }
 }
 
 pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
@@ -27,85 +96,66 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
     let queued = Arc::new(Semaphore::new(MAX_QUEUED));
     let limiter = ctx.target.limiter();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    // SHA-1 in flight → rows with that SHA-1 waiting for it (targets know content by SHA-1, so
-    // two rows with one SHA-1 are never sent side by side).
-    let mut in_flight: HashMap<String, VecDeque<Item>> = HashMap::new();
-    // Content (both digests) → the row that landed it in this run.
-    let mut landed: HashMap<Digests, i64> = HashMap::new();
-    let mut running = 0usize;
+    // A local target takes the rows ready at once in groups (one blocking task each); an HTTP
+    // target one upload per task.
+    let group_size = if ctx.target.is_local() && !ctx.cfg.dry_run {
+        GROUP_FILES
+    } else {
+        1
+    };
+    let mut d = Dispatch::default();
     let mut input_open = true;
-    let spawn = |item: Item, running: &mut usize| {
-        *running += 1;
-        let ctx = ctx.clone();
-        let limiter = limiter.clone();
-        let queued = queued.clone();
-        let done_tx = done_tx.clone();
-        tokio::spawn(async move {
-            let key = item.content_key();
-            let permit = queued.acquire_owned().await;
-            let id = if ctx.cancelled() || permit.is_err() {
-                None
-            } else {
-                transfer_one(&ctx, item).await
-            };
-            ctx.progress.limit.set(limiter.current() as u64);
-            ctx.progress.in_flight.set(limiter.in_flight() as u64);
-            let _ = done_tx.send(Done { key, id });
-        });
+    let launch = |d: &mut Dispatch| {
+        while !d.ready.is_empty() {
+            let rest = d.ready.split_off(d.ready.len().min(group_size));
+            let group = std::mem::replace(&mut d.ready, rest);
+            d.running += group.len();
+            let ctx = ctx.clone();
+            let limiter = limiter.clone();
+            let queued = queued.clone();
+            let done_tx = done_tx.clone();
+            tokio::spawn(async move {
+                let keys: Vec<_> = group.iter().map(Item::content_key).collect();
+                let permits = queued.acquire_many_owned(group.len() as u32).await;
+                let ids = if ctx.cancelled() || permits.is_err() {
+                    vec![None; group.len()]
+                } else if group.len() == 1 {
+                    let item = group.into_iter().next().expect("one item");
+                    vec![transfer_one(&ctx, item).await]
+                } else {
+                    transfer_group(&ctx, group).await
+                };
+                ctx.progress.limit.set(limiter.current() as u64);
+                ctx.progress.in_flight.set(limiter.in_flight() as u64);
+                for (key, id) in keys.into_iter().zip(ids) {
+                    let _ = done_tx.send(Done { key, id });
+                }
+            });
+        }
     };
     loop {
-        if !input_open && running == 0 {
+        if !input_open && d.running == 0 && d.ready.is_empty() {
             break;
         }
         tokio::select! {
             next = rx.recv(), if input_open => {
-                let Some(item) = next else {
-                    input_open = false;
-                    continue;
-                };
-                if ctx.cancelled() || item.row.state != FileState::MetadataCached {
-                    continue;
-                }
-                let key = match item.content_key() {
-                    Some(k) if !ctx.cfg.keep_duplicates => k,
-                    _ => {
-                        spawn(item, &mut running);
-                        continue;
-                    }
-                };
-                if let Some(first) = landed.get(&key) {
-                    skip_duplicate(&ctx, &item, *first);
-                } else if let Some(waiting) = in_flight.get_mut(&key.sha1) {
-                    waiting.push_back(item);
-                } else {
-                    in_flight.insert(key.sha1, VecDeque::new());
-                    spawn(item, &mut running);
-                }
-            }
-            Some(done) = done_rx.recv(), if running > 0 => {
-                running -= 1;
-                let Some(key) = done.key.filter(|_| !ctx.cfg.keep_duplicates) else {
-                    continue;
-                };
-                if let Some(id) = done.id {
-                    landed.insert(key.clone(), id);
-                }
-                // The rows that waited: duplicates of what landed are skipped; the first other
-                // one (the first failed, or a different content under the same SHA-1) goes next.
-                let mut waiting = in_flight.remove(&key.sha1).unwrap_or_default();
-                while let Some(item) = waiting.pop_front() {
-                    let first = item.content_key().and_then(|k| landed.get(&k).copied());
-                    match first {
-                        Some(first) => skip_duplicate(&ctx, &item, first),
-                        None => {
-                            spawn(item, &mut running);
-                            in_flight.insert(key.sha1.clone(), waiting);
-                            break;
+                match next {
+                    Some(item) => {
+                        d.admit(&ctx, item);
+                        // And whatever else is queued already (no waiting for more).
+                        while d.ready.len() < group_size {
+                            match rx.try_recv() {
+                                Ok(item) => d.admit(&ctx, item),
+                                Err(_) => break,
+                            }
                         }
                     }
+                    None => input_open = false,
                 }
             }
+            Some(done) = done_rx.recv(), if d.running > 0 => d.finished(&ctx, done),
         }
+        launch(&mut d);
     }
 }
 
@@ -120,16 +170,56 @@ fn skip_duplicate(ctx: &Ctx, item: &Item, first: i64) {
 
 /// Send one row; returns its id when it landed.
 async fn transfer_one(ctx: &Ctx, item: Item) -> Option<i64> {
-    let Some(payload) = payload_of(&item) else {
+    match prepare(ctx, &item) {
+        Prepared::Finished(id) => id,
+        Prepared::Send(payload) => {
+            let res = ctx.target.transfer(*payload).await;
+            record(ctx, &item, res)
+        }
+    }
+}
+
+/// Send a group of rows with one slot of the target (see `Target::transfer_group`); returns
+/// each row's id when it landed, in order.
+async fn transfer_group(ctx: &Ctx, group: Vec<Item>) -> Vec<Option<i64>> {
+    let mut ids = vec![None; group.len()];
+    let mut payloads = Vec::new();
+    let mut sent = Vec::new();
+    for (i, item) in group.iter().enumerate() {
+        match prepare(ctx, item) {
+            Prepared::Finished(id) => ids[i] = id,
+            Prepared::Send(p) => {
+                payloads.push(*p);
+                sent.push(i);
+            }
+        }
+    }
+    if !payloads.is_empty() {
+        let results = ctx.target.transfer_group(payloads).await;
+        for (i, res) in sent.into_iter().zip(results) {
+            ids[i] = record(ctx, &group[i], res);
+        }
+    }
+    ids
+}
+
+/// What a row needs before the target: its payload, or nothing more (a dry run, or no hash).
+enum Prepared {
+    Finished(Option<i64>),
+    Send(Box<Payload>),
+}
+
+fn prepare(ctx: &Ctx, item: &Item) -> Prepared {
+    let Some(payload) = payload_of(item) else {
         ctx.fail(
-            &item,
+            item,
             Failure::new(
                 FailureKind::Unreadable,
                 format!("{}: no hash recorded", item.row.path.display()),
             ),
             0,
         );
-        return None;
+        return Prepared::Finished(None);
     };
     if ctx.cfg.dry_run {
         tracing::info!(
@@ -139,12 +229,16 @@ async fn transfer_one(ctx: &Ctx, item: Item) -> Option<i64> {
         );
         ctx.progress.would_send.add(1);
         ctx.progress.would_send_bytes.add(item.row.size);
-        return Some(item.row.id);
+        return Prepared::Finished(Some(item.row.id));
     }
-    let res = ctx.target.transfer(payload).await;
+    Prepared::Send(Box::new(payload))
+}
+
+/// Record what the target did with a row; returns its id when it landed.
+fn record(ctx: &Ctx, item: &Item, res: Result<Transferred, Failure>) -> Option<i64> {
     match res {
         Ok(Transferred::AlreadyThere { reason, detail }) => {
-            ctx.skip(&item, reason, detail, None);
+            ctx.skip(item, reason, detail, None);
             None
         }
         Ok(Transferred::Placed(placed)) => {
@@ -169,7 +263,7 @@ async fn transfer_one(ctx: &Ctx, item: Item) -> Option<i64> {
             Some(item.row.id)
         }
         Err(f) => {
-            ctx.fail(&item, f, 1);
+            ctx.fail(item, f, 1);
             None
         }
     }

@@ -361,6 +361,54 @@ impl Target {
         }
     }
 
+    /// Whether the target places files from blocking threads (folder, calibre), so that files
+    /// ready at once are best handed over together ([`Target::transfer_group`]).
+    pub fn is_local(&self) -> bool {
+        !matches!(self, Target::Http(_))
+    }
+
+    /// Transfer several files with one slot of the limiter: a local target places them one
+    /// after the other in one blocking task (a hand-off to a blocking thread per file was a
+    /// measurable share of a local copy's CPU once the bytes were staged); an HTTP target
+    /// sends them side by side, each under its own slot. One result per payload, in order.
+    pub async fn transfer_group(&self, group: Vec<Payload>) -> Vec<Result<Transferred, Failure>> {
+        let count = group.len();
+        let internal = |e: tokio::task::JoinError| {
+            (0..count)
+                .map(|_| {
+                    Err(Failure::new(
+                        crate::failure::FailureKind::TargetWrite,
+                        format!("internal: transfer task failed: {e}"),
+                    ))
+                })
+                .collect()
+        };
+        match self {
+            Target::Http(_) => {
+                futures_util::future::join_all(group.into_iter().map(|p| self.transfer(p))).await
+            }
+            Target::Folder(f, limiter) => {
+                let _slot = limiter.acquire().await;
+                let f = f.clone();
+                tokio::task::spawn_blocking(move || {
+                    group
+                        .iter()
+                        .map(|p| f.place(p).map(Transferred::Placed))
+                        .collect()
+                })
+                .await
+                .unwrap_or_else(internal)
+            }
+            Target::Calibre(c, limiter) => {
+                let _slot = limiter.acquire().await;
+                let c = c.clone();
+                tokio::task::spawn_blocking(move || group.iter().map(|p| c.transfer(p)).collect())
+                    .await
+                    .unwrap_or_else(internal)
+            }
+        }
+    }
+
     /// Whether content duplicates are kept apart by the target itself (the calibre target
     /// decides per book), so the pipeline must not skip them by SHA-1.
     pub fn dedups_by_book(&self) -> bool {
