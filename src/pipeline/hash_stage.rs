@@ -95,7 +95,7 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
 /// What the blocking task needs of one item.
 struct Job {
     row_id: i64,
-    path: std::path::PathBuf,
+    path: PathBuf,
     buffer_limit: u64,
     /// Format and relative path, when the file's own metadata is to be parsed.
     parse: Option<(String, String)>,
