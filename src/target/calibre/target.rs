@@ -1150,24 +1150,34 @@ mod tests {
         rows.map(Result::unwrap).collect()
     }
 
-    /// A new library takes staged copies (`target::staged`): the transfer renames one into its
-    /// book's folder and the cover is read from that copy. A staged copy a killed run left in
-    /// the library's folder is removed when the library is opened again; other dot-files are
-    /// not touched. A library that already holds book files takes no staged copies.
-    #[test]
-    fn a_staged_copy_lands_in_its_book_folder_and_leftovers_go_at_open() {
-        let _serial = super::super::tests::serial();
-        let dir = tempfile::tempdir().unwrap();
-        let (src, lib) = (dir.path().join("src"), dir.path().join("lib"));
-        fs::create_dir(&src).unwrap();
-        let opts = CalibreOptions {
+    /// Copy mode into a library of its own, never waiting for calibre's lock.
+    fn copy_options() -> CalibreOptions {
+        CalibreOptions {
             link: LinkMode::Copy,
             merge_formats: false,
             ignore_calibre_lock: true,
             migration_key: "test".into(),
             source_uuids: Arc::new(HashSet::new()),
-        };
-        let target = CalibreTarget::open(&lib, &src, opts.clone(), false).expect("opened");
+        }
+    }
+
+    /// A temp dir with a source folder `src` and a new library `lib` opened in copy mode.
+    fn new_library() -> (tempfile::TempDir, PathBuf, PathBuf, CalibreTarget) {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, lib) = (dir.path().join("src"), dir.path().join("lib"));
+        fs::create_dir(&src).unwrap();
+        let target = CalibreTarget::open(&lib, &src, copy_options(), false).expect("opened");
+        (dir, src, lib, target)
+    }
+
+    /// A new library takes staged copies (`target::staged`): the transfer renames one into its
+    /// book's folder, without reading the source again. A staged copy a killed run left in
+    /// the library's folder is removed when the library is opened again; other dot-files are
+    /// not touched. A library that already holds book files takes no staged copies.
+    #[test]
+    fn a_staged_copy_lands_in_its_book_folder_and_leftovers_go_at_open() {
+        let _serial = super::super::tests::serial();
+        let (_dir, src, lib, target) = new_library();
         assert_eq!(target.stage_dir(), Some(lib.as_path()));
         let mut epub = payload(&src, 1, "dune.epub", b"the epub's bytes");
         let staged = Arc::new(Staged::write(&lib, 1, b"the epub's bytes").unwrap());
@@ -1192,7 +1202,7 @@ mod tests {
         let leftover = lib.join(format!("{TEMP_PREFIX}4242-s9-0"));
         fs::write(&leftover, b"killed mid-run").unwrap();
         fs::write(lib.join(".user-notes"), b"not ours").unwrap();
-        let target = CalibreTarget::open(&lib, &src, opts, false).expect("reopened");
+        let target = CalibreTarget::open(&lib, &src, copy_options(), false).expect("reopened");
         assert!(!leftover.exists(), "a staged leftover stays in the library");
         assert!(lib.join(".user-notes").exists());
         assert_eq!(target.stage_dir(), None, "the library has books now");
@@ -1204,17 +1214,7 @@ mod tests {
     #[test]
     fn a_format_started_while_its_book_is_recorded_is_named_in_its_marker() {
         let _serial = super::super::tests::serial();
-        let dir = tempfile::tempdir().unwrap();
-        let (src, lib) = (dir.path().join("src"), dir.path().join("lib"));
-        fs::create_dir(&src).unwrap();
-        let opts = CalibreOptions {
-            link: LinkMode::Copy,
-            merge_formats: false,
-            ignore_calibre_lock: true,
-            migration_key: "test".into(),
-            source_uuids: Arc::new(HashSet::new()),
-        };
-        let target = CalibreTarget::open(&lib, &src, opts.clone(), false).expect("opened");
+        let (_dir, src, lib, target) = new_library();
         let epub = payload(&src, 1, "dune.epub", b"the epub's bytes");
         let pdf = payload(&src, 2, "dune.pdf", b"the pdf's bytes");
         let Transferred::Placed(first) = target.transfer(&epub).unwrap() else {
@@ -1269,7 +1269,7 @@ mod tests {
         assert_eq!(data_rows(&lib), ["EPUB"]);
 
         // Not killed: the next commit records the PDF and the marker goes.
-        let target = CalibreTarget::open(&lib, &src, opts, false).expect("opened again");
+        let target = CalibreTarget::open(&lib, &src, copy_options(), false).expect("opened again");
         assert!(matches!(
             target.transfer(&pdf).unwrap(),
             Transferred::Placed(_)
