@@ -131,8 +131,8 @@ pub fn hash_file(path: &Path, buffer_limit: u64) -> Result<Hashed, Failure> {
     }
     if size <= buffer_limit {
         let mut data = Vec::with_capacity(size as usize + 1);
-        // `File::read_to_end` (it asks the size and position again, but then reads the whole
-        // file in one call; through `Take` std reads in growing 8 KiB… chunks, ~6 reads a file).
+        // `File::read_to_end` reads the whole file in one call (through `Take`, std would read
+        // in chunks growing from 8 KiB: ~6 reads a file).
         file.read_to_end(&mut data)
             .map_err(|e| io_fail("cannot read", e))?;
         if data.is_empty() {

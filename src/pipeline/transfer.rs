@@ -119,9 +119,6 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
                 let permits = queued.acquire_many_owned(group.len() as u32).await;
                 let ids = if ctx.cancelled() || permits.is_err() {
                     vec![None; group.len()]
-                } else if group.len() == 1 {
-                    let item = group.into_iter().next().expect("one item");
-                    vec![transfer_one(&ctx, item).await]
                 } else {
                     transfer_group(&ctx, group).await
                 };
@@ -168,19 +165,8 @@ fn skip_duplicate(ctx: &Ctx, item: &Item, first: i64) {
     );
 }
 
-/// Send one row; returns its id when it landed.
-async fn transfer_one(ctx: &Ctx, item: Item) -> Option<i64> {
-    match prepare(ctx, &item) {
-        Prepared::Finished(id) => id,
-        Prepared::Send(payload) => {
-            let res = ctx.target.transfer(*payload).await;
-            record(ctx, &item, res)
-        }
-    }
-}
-
-/// Send a group of rows with one slot of the target (see `Target::transfer_group`); returns
-/// each row's id when it landed, in order.
+/// Send a group of rows (one row, for HTTP; see `Target::transfer_group`); returns each row's
+/// id when it landed, in order.
 async fn transfer_group(ctx: &Ctx, group: Vec<Item>) -> Vec<Option<i64>> {
     let mut ids = vec![None; group.len()];
     let mut payloads = Vec::new();

@@ -350,18 +350,8 @@ impl FolderTarget {
                 Ok(Placed::default())
             }
             LinkMode::Copy | LinkMode::Reflink => {
-                if let Some(staged) = &p.staged {
-                    match staged.move_to(dest, replace) {
-                        Ok(()) => {
-                            return Ok(Placed {
-                                bytes_sent: p.size,
-                                ..Default::default()
-                            })
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
-                        // Gone (or already moved): write it as if it had not been staged.
-                        Err(_) => {}
-                    }
+                if let Some(placed) = move_staged(p, dest, replace) {
+                    return placed;
                 }
                 let temp = parent.join(format!(
                     "{TEMP_PREFIX}{}-{}-{}",
@@ -413,18 +403,10 @@ impl FolderTarget {
 /// source (`reflink_it`), or a streamed copy hashed on the way (recording new digests when the
 /// source changed since it was hashed).
 pub(crate) fn write_new_file(p: &Payload, dest: &Path, reflink_it: bool) -> io::Result<Placed> {
-    let mut placed = Placed::default();
-    if let Some(staged) = &p.staged {
-        match staged.move_to(dest, false) {
-            Ok(()) => {
-                placed.bytes_sent = p.size;
-                return Ok(placed);
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
-            // Gone (or already moved): write it as if it had not been staged.
-            Err(_) => {}
-        }
+    if let Some(placed) = move_staged(p, dest, false) {
+        return placed;
     }
+    let mut placed = Placed::default();
     let mut out = OpenOptions::new().write(true).create_new(true).open(dest)?;
     if reflink_it {
         let src = File::open(&p.source_path)?;
@@ -460,6 +442,20 @@ pub(crate) fn write_new_file(p: &Payload, dest: &Path, reflink_it: bool) -> io::
         placed.new_digests = Some(actual);
     }
     Ok(placed)
+}
+
+/// Move the payload's staged copy (`target::staged`) to `dest` (never over another file unless
+/// `replace`). `None` when there is none to move (not staged, or gone): the caller writes the
+/// file itself.
+fn move_staged(p: &Payload, dest: &Path, replace: bool) -> Option<io::Result<Placed>> {
+    match p.staged.as_ref()?.move_to(dest, replace) {
+        Ok(()) => Some(Ok(Placed {
+            bytes_sent: p.size,
+            ..Default::default()
+        })),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(Err(e)),
+        Err(_) => None,
+    }
 }
 
 /// Move a finished temp file to its final name without replacing anything (a hard link fails

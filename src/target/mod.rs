@@ -323,34 +323,6 @@ impl Target {
         }
     }
 
-    /// Place or send one file. Waits for a slot under the target's concurrency limit (per
-    /// attempt, for HTTP).
-    pub async fn transfer(&self, p: Payload) -> Result<Transferred, Failure> {
-        let internal = |e: tokio::task::JoinError| {
-            Err(Failure::new(
-                crate::failure::FailureKind::TargetWrite,
-                format!("internal: transfer task failed: {e}"),
-            ))
-        };
-        match self {
-            Target::Http(h) => h.upload(p).await.map(Transferred::Placed),
-            Target::Folder(f, limiter) => {
-                let _slot = limiter.acquire().await;
-                let f = f.clone();
-                tokio::task::spawn_blocking(move || f.place(&p).map(Transferred::Placed))
-                    .await
-                    .unwrap_or_else(internal)
-            }
-            Target::Calibre(c, limiter) => {
-                let _slot = limiter.acquire().await;
-                let c = c.clone();
-                tokio::task::spawn_blocking(move || c.transfer(&p))
-                    .await
-                    .unwrap_or_else(internal)
-            }
-        }
-    }
-
     /// Where the hash task may write a file of `size` bytes into the target right after
     /// hashing it (see [`staged`]): local targets in copy mode; never in a dry run.
     pub fn stage_dir(&self, size: u64) -> Option<PathBuf> {
@@ -367,46 +339,46 @@ impl Target {
         !matches!(self, Target::Http(_))
     }
 
-    /// Transfer several files with one slot of the limiter: a local target places them one
-    /// after the other in one blocking task (a hand-off to a blocking thread per file was a
-    /// measurable share of a local copy's CPU once the bytes were staged); an HTTP target
-    /// sends them side by side, each under its own slot. One result per payload, in order.
+    /// Place or send a group of files; one result per payload, in order. An HTTP target sends
+    /// them side by side, each waiting for a slot under its limit per attempt. A local target
+    /// places them one after the other in one blocking task holding one slot of its limit (a
+    /// hand-off to a blocking thread per file was a measurable share of a local copy's CPU
+    /// once the bytes were staged).
     pub async fn transfer_group(&self, group: Vec<Payload>) -> Vec<Result<Transferred, Failure>> {
-        let count = group.len();
-        let internal = |e: tokio::task::JoinError| {
-            (0..count)
-                .map(|_| {
-                    Err(Failure::new(
-                        crate::failure::FailureKind::TargetWrite,
-                        format!("internal: transfer task failed: {e}"),
-                    ))
-                })
-                .collect()
-        };
-        match self {
-            Target::Http(_) => {
-                futures_util::future::join_all(group.into_iter().map(|p| self.transfer(p))).await
+        type Place = Box<dyn Fn(&Payload) -> Result<Transferred, Failure> + Send>;
+        let (limiter, place): (_, Place) = match self {
+            Target::Http(h) => {
+                let uploads = group
+                    .into_iter()
+                    .map(|p| async move { h.upload(p).await.map(Transferred::Placed) });
+                return futures_util::future::join_all(uploads).await;
             }
             Target::Folder(f, limiter) => {
-                let _slot = limiter.acquire().await;
                 let f = f.clone();
-                tokio::task::spawn_blocking(move || {
-                    group
-                        .iter()
-                        .map(|p| f.place(p).map(Transferred::Placed))
-                        .collect()
-                })
-                .await
-                .unwrap_or_else(internal)
+                (
+                    limiter,
+                    Box::new(move |p| f.place(p).map(Transferred::Placed)),
+                )
             }
             Target::Calibre(c, limiter) => {
-                let _slot = limiter.acquire().await;
                 let c = c.clone();
-                tokio::task::spawn_blocking(move || group.iter().map(|p| c.transfer(p)).collect())
-                    .await
-                    .unwrap_or_else(internal)
+                (limiter, Box::new(move |p| c.transfer(p)))
             }
-        }
+        };
+        let count = group.len();
+        let _slot = limiter.acquire().await;
+        tokio::task::spawn_blocking(move || group.iter().map(place).collect())
+            .await
+            .unwrap_or_else(|e| {
+                (0..count)
+                    .map(|_| {
+                        Err(Failure::new(
+                            crate::failure::FailureKind::TargetWrite,
+                            format!("internal: transfer task failed: {e}"),
+                        ))
+                    })
+                    .collect()
+            })
     }
 
     /// Whether content duplicates are kept apart by the target itself (the calibre target

@@ -1,7 +1,7 @@
 //! Staged copies: for a local target in copy mode, the hash task writes a small file's bytes
 //! to a temporary file in the target right after hashing them, while they are still in the
 //! CPU's cache, and the transfer later only renames that file into place. The bytes are read
-//! once and written once, the buffer goes back to the pool at once instead of waiting in
+//! once and written once, the buffer is freed at once instead of waiting in
 //! memory for the transfer, and the transfer is a rename. A staged file that is not moved
 //! into place (the row turned out a duplicate, failed, or the run stopped) is removed when its
 //! last holder drops it; one left by a killed run carries the temporary prefix and is removed
