@@ -54,8 +54,9 @@ enum Backing {
 }
 
 impl Staged {
-    /// Write `bytes` to a new temporary file in `dir` (never replacing one). A partial file is
-    /// removed on error.
+    /// Write `bytes` to a new temporary file in `dir` (never replacing one): without a name
+    /// where the filesystem allows, else under the temporary prefix. A partial file is removed
+    /// on error.
     pub fn write(dir: &Path, row_id: i64, bytes: &[u8]) -> io::Result<Staged> {
         let can_link = *CAN_LINK_UNNAMED.get_or_init(|| Path::new("/proc/self/fd").is_dir());
         if can_link && OPEN_UNNAMED.fetch_add(1, Ordering::AcqRel) < MAX_OPEN_UNNAMED {
@@ -79,26 +80,26 @@ impl Staged {
         Staged::write_named(dir, row_id, bytes)
     }
 
-    /// Write `bytes` to a new file under the temporary prefix in `dir`.
+    /// Write `bytes` to a new file under the temporary prefix in `dir` (removed again if the
+    /// write fails; a file that was there already is left alone).
     fn write_named(dir: &Path, row_id: i64, bytes: &[u8]) -> io::Result<Staged> {
         let path = dir.join(format!(
             "{TEMP_PREFIX}{}-s{row_id}-{}",
             PID.get_or_init(std::process::id),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let staged = Staged {
-            backing: Backing::Named(path),
-            moved: AtomicBool::new(false),
-        };
-        let Backing::Named(path) = &staged.backing else {
-            unreachable!()
-        };
-        OpenOptions::new()
+        let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(path)?
-            .write_all(bytes)?;
-        Ok(staged)
+            .open(&path)?;
+        if let Err(e) = file.write_all(bytes) {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok(Staged {
+            backing: Backing::Named(path),
+            moved: AtomicBool::new(false),
+        })
     }
 
     /// The staged file's temporary name, if it has one.
