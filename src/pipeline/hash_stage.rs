@@ -2,8 +2,8 @@
 //! Small files are read into a buffer that travels on with the row (the transfer sends it), so
 //! their bytes are read from disk once; their metadata is parsed from that buffer in the same
 //! task, and recorded later by the metadata stage. For a local target in copy mode the same task
-//! also writes them into the target under a temporary name (`target::staged`), so the transfer
-//! only renames the file and the buffer is free at once. Files queued together are hashed as a group
+//! also writes them into the target, as a file without a name where it can (`target::staged`),
+//! so the transfer only links the file into place and the buffer is free at once. Files queued together are hashed as a group
 //! in one blocking task: a hand-off to a blocking thread (a wake-up, a context switch) per file
 //! was a measurable share of a local copy's CPU.
 
@@ -12,7 +12,7 @@ use crate::failure::{Failure, FailureKind};
 use crate::hash::{self, Hashed};
 use crate::metadata::{self, Extracted};
 use crate::state::FileState;
-use crate::target::staged::Staged;
+use crate::target::staged::{Staged, Staging};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
@@ -100,7 +100,7 @@ struct Job {
     /// Format and relative path, when the file's own metadata is to be parsed.
     parse: Option<(String, String)>,
     /// Where to stage the file's bytes in the target once hashed (see `target::staged`).
-    stage_in: Option<PathBuf>,
+    stage_in: Option<Staging>,
 }
 
 impl Job {
@@ -112,7 +112,7 @@ impl Job {
             parse: metadata_stage::needs_extraction(&item.row)
                 .then(|| (item.row.format.clone(), item.row.source_ref.clone())),
             stage_in: (item.row.size <= ctx.cfg.buffer_limit)
-                .then(|| ctx.target.stage_dir(item.row.size))
+                .then(|| ctx.target.staging(item.row.size).cloned())
                 .flatten(),
         }
     }
@@ -126,8 +126,8 @@ impl Job {
             _ => None,
         };
         let mut staged = None;
-        if let (Some(dir), Some(data)) = (&self.stage_in, &hashed.data) {
-            match Staged::write(dir, self.row_id, data) {
+        if let (Some(staging), Some(data)) = (&self.stage_in, &hashed.data) {
+            match Staged::write(staging, self.row_id, data) {
                 Ok(s) => {
                     staged = Some(Arc::new(s));
                     hashed.data = None;

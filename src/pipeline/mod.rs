@@ -60,8 +60,9 @@ pub struct Item {
     pub row: FileRow,
     /// The file's bytes, when small enough to keep from the hash stage to the transfer.
     pub data: Option<Arc<Vec<u8>>>,
-    /// The file's bytes written into the target under a temporary name by the hash task (see
-    /// `target::staged`); removed when the item is dropped without the transfer moving it.
+    /// The file's bytes written into the target by the hash task, without a name or under a
+    /// temporary one (see `target::staged`); freed when the item is dropped without the
+    /// transfer moving it.
     pub staged: Option<Arc<Staged>>,
     pub warnings: Vec<String>,
     /// Metadata the hash stage already parsed from the file's bytes in memory (in the same

@@ -3,6 +3,7 @@
 //! did not place, never writes outside the root (not even through a symlink planted in it), and
 //! makes its writes durable in batches (`syncfs`) rather than per file.
 
+use super::staged::Staging;
 use super::{ContentQuery, NameQuery, Payload, Placed, PlacementOptions, Unusable};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::{self, DualHasher};
@@ -60,6 +61,8 @@ pub struct FolderTarget {
     /// SHA-1 of target files hashed for the content check (each read at most once).
     sha1_of: Mutex<HashMap<String, Option<String>>>,
     root_dir: Option<File>,
+    /// Where the hash task stages copies (copy mode, not a dry run): see `target::staged`.
+    staging: Option<Staging>,
     temp_counter: AtomicU64,
     /// Folders (relative) already checked or created by this run: not checked again per file.
     known_dirs: Mutex<HashSet<String>>,
@@ -102,6 +105,7 @@ impl FolderTarget {
             by_size: HashMap::new(),
             sha1_of: Mutex::new(HashMap::new()),
             root_dir: None,
+            staging: None,
             temp_counter: AtomicU64::new(0),
             known_dirs: Mutex::new(HashSet::new()),
         };
@@ -117,6 +121,9 @@ impl FolderTarget {
             let _ = fs::remove_file(&probe);
             linked?;
             target.root_dir = Some(File::open(root).map_err(|e| unusable("cannot open", &e))?);
+            if target.opts.link == LinkMode::Copy {
+                target.staging = Some(Staging::probe(root));
+            }
         }
         target.index = index_tree(root, !dry_run);
         for ((_, size), rel) in &target.index {
@@ -379,11 +386,10 @@ impl FolderTarget {
     /// `target::staged`): the target's root, unless a file of that size was in the target when
     /// the run started (the content check may find the file there, and a staged copy would be
     /// written for nothing).
-    pub fn stage_dir(&self, size: u64) -> Option<&Path> {
-        (self.opts.link == LinkMode::Copy
-            && self.root_dir.is_some()
-            && !self.by_size.contains_key(&size))
-        .then_some(self.root.as_path())
+    pub fn staging(&self, size: u64) -> Option<&Staging> {
+        self.staging
+            .as_ref()
+            .filter(|_| !self.by_size.contains_key(&size))
     }
 
     /// Make everything written so far durable: one `syncfs` of the target's filesystem.
@@ -454,7 +460,11 @@ fn move_staged(p: &Payload, dest: &Path, replace: bool) -> Option<io::Result<Pla
             ..Default::default()
         })),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(Err(e)),
-        Err(_) => None,
+        Err(e) => {
+            // The file is copied from the source instead (read again).
+            tracing::debug!("{}: staged copy not placed: {e}", p.source_rel);
+            None
+        }
     }
 }
 
@@ -569,10 +579,10 @@ mod tests {
     use crate::target::staged::Staged;
     use std::sync::Arc;
 
-    /// A copy the hash task staged is renamed into place, never over a file already there: a
+    /// A copy the hash task staged is moved into place, never over a file already there: a
     /// name taken by other bytes gets ` (2)`, and the staged file is gone either way.
     #[test]
-    fn a_staged_copy_is_renamed_into_place_and_never_over_another_file() {
+    fn a_staged_copy_is_moved_into_place_and_never_over_another_file() {
         let dir = tempfile::tempdir().unwrap();
         let (src, root) = (dir.path().join("src"), dir.path().join("out"));
         fs::create_dir_all(&src).unwrap();
@@ -588,12 +598,13 @@ mod tests {
         let target = FolderTarget::open(&root, &src, opts, false).unwrap();
         // Files of a size the target already has are not staged (the content check may find
         // them there); others are, in the target's root.
-        assert_eq!(target.stage_dir(6), None);
-        assert_eq!(target.stage_dir(7), Some(root.as_path()));
+        assert!(target.staging(6).is_none());
+        let staging = target.staging(7).expect("staged");
+        assert_eq!(staging.dir(), root.as_path());
 
         let bytes = b"ours!!";
         fs::write(src.join("book.epub"), bytes).unwrap();
-        let staged = Arc::new(Staged::write(&root, 1, bytes).unwrap());
+        let staged = Arc::new(Staged::write(staging, 1, bytes).unwrap());
         let staged_path = staged.path().map(Path::to_path_buf);
         let p = Payload {
             row_id: 1,

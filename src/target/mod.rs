@@ -148,8 +148,8 @@ pub struct Payload {
     pub origin: Option<Origin>,
     /// The file's bytes when the hash stage kept them (small files): sent without a second read.
     pub data: Option<Arc<Vec<u8>>>,
-    /// The file's bytes already written into the target under a temporary name by the hash
-    /// task (local targets in copy mode): the transfer moves it into place.
+    /// The file's bytes already written into the target by the hash task, without a name or
+    /// under a temporary one (local targets in copy mode): the transfer moves it into place.
     pub staged: Option<Arc<staged::Staged>>,
     /// Where this migration placed an earlier version of this file (rescan found it changed).
     pub previous_ref: Option<String>,
@@ -325,10 +325,10 @@ impl Target {
 
     /// Where the hash task may write a file of `size` bytes into the target right after
     /// hashing it (see [`staged`]): local targets in copy mode; never in a dry run.
-    pub fn stage_dir(&self, size: u64) -> Option<PathBuf> {
+    pub fn staging(&self, size: u64) -> Option<&staged::Staging> {
         match self {
-            Target::Folder(f, _) => f.stage_dir(size).map(Path::to_path_buf),
-            Target::Calibre(c, _) => c.stage_dir().map(Path::to_path_buf),
+            Target::Folder(f, _) => f.staging(size),
+            Target::Calibre(c, _) => c.staging(),
             Target::Http(_) => None,
         }
     }

@@ -2,10 +2,12 @@
 //! to a temporary file in the target right after hashing them, while they are still in the
 //! CPU's cache, and the transfer later only links or renames that file into place. The bytes
 //! are read once and written once, the buffer is freed at once instead of waiting in memory
-//! for the transfer, and the transfer is one directory operation.
+//! for the transfer, and the transfer is one directory operation (two when it replaces an
+//! earlier copy of ours).
 //!
-//! Where the filesystem can (Linux `O_TMPFILE`: ext4, XFS, btrfs, tmpfs, …), the staged file
-//! has no name at all until the transfer links it at its destination (`linkat`): nothing to
+//! Where the filesystem can (Linux `O_TMPFILE`: ext4, XFS, btrfs, tmpfs, …; probed once when
+//! the target opens, see [`Staging`]), the staged file has no name at all until the transfer
+//! links it at its destination (`linkat` through `/proc/self/fd`): nothing to
 //! clean up when it is not placed (the row turned out a duplicate, failed, or the run stopped
 //! or was killed: the kernel frees a file that has no name once it is closed), and no
 //! temporary name to add to and remove from the target's root. Elsewhere, or once too many
@@ -22,21 +24,72 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Distinguishes staged files of one process (a row may be staged again after a retry).
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// This process's id, asked once (a syscall per file otherwise).
 static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-/// Unnamed staged files open now: each holds a file descriptor until it is placed or dropped.
-static OPEN_UNNAMED: AtomicUsize = AtomicUsize::new(0);
-/// At most this many unnamed staged files open at once (the pipeline holds a few hundred
-/// rows between hashing and transfer); past it, staged files get a name instead, so the
-/// process never runs short of file descriptors for its sources.
+/// At most this many unnamed staged files open at once (the pipeline holds a few hundred rows
+/// between hashing and transfer), and at most a quarter of the process's file descriptors:
+/// past it, staged files get a name instead, so the run never runs short of descriptors.
 const MAX_OPEN_UNNAMED: usize = 256;
-/// Whether an unnamed file can be given a name here: `linkat` through `/proc/self/fd` needs
-/// `/proc`.
-static CAN_LINK_UNNAMED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Where a target takes staged copies: its folder, and whether files without a name work
+/// there (probed once, when the target opens: `O_TMPFILE`, then a link through `/proc`).
+#[derive(Debug, Clone)]
+pub struct Staging {
+    dir: PathBuf,
+    unnamed: bool,
+    max_unnamed: usize,
+    /// Unnamed staged files of this target open now (each holds a file descriptor).
+    open_unnamed: Arc<AtomicUsize>,
+}
+
+impl Staging {
+    /// Staging into `dir`: unnamed where a probe file can be made without a name and then
+    /// linked (and removed again), named otherwise.
+    pub fn probe(dir: &Path) -> Staging {
+        let unnamed = probe_unnamed(dir);
+        if !unnamed {
+            tracing::debug!(
+                "{}: no files without a name here (O_TMPFILE and linkat): staged copies get a temporary name",
+                dir.display()
+            );
+        }
+        Staging {
+            dir: dir.to_path_buf(),
+            unnamed,
+            max_unnamed: MAX_OPEN_UNNAMED.min(soft_fd_limit() / 4),
+            open_unnamed: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Staging into `dir` with names only (what `probe` gives where unnamed files fail).
+    #[cfg(test)]
+    pub fn named(dir: &Path) -> Staging {
+        Staging {
+            dir: dir.to_path_buf(),
+            unnamed: false,
+            max_unnamed: 0,
+            open_unnamed: Arc::default(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether staged copies here are files without a name.
+    pub fn unnamed(&self) -> bool {
+        self.unnamed
+    }
+
+    /// Unnamed staged files of this staging open now.
+    pub fn open_unnamed(&self) -> usize {
+        self.open_unnamed.load(Ordering::Acquire)
+    }
+}
 
 /// A file written into the target, waiting to be moved into place.
 #[derive(Debug)]
@@ -47,37 +100,43 @@ pub struct Staged {
 
 #[derive(Debug)]
 enum Backing {
-    /// An `O_TMPFILE` file: no name until it is linked; closed once linked or dropped.
-    Unnamed(Mutex<Option<File>>),
+    /// An `O_TMPFILE` file: no name until it is linked; closed once linked or dropped (then
+    /// it no longer counts in `open`).
+    Unnamed {
+        file: Mutex<Option<File>>,
+        open: Arc<AtomicUsize>,
+    },
     /// A file under the temporary prefix, renamed into place.
     Named(PathBuf),
 }
 
 impl Staged {
-    /// Write `bytes` to a new temporary file in `dir` (never replacing one): without a name
-    /// where the filesystem allows, else under the temporary prefix. A partial file is removed
-    /// on error.
-    pub fn write(dir: &Path, row_id: i64, bytes: &[u8]) -> io::Result<Staged> {
-        let can_link = *CAN_LINK_UNNAMED.get_or_init(|| Path::new("/proc/self/fd").is_dir());
-        if can_link && OPEN_UNNAMED.fetch_add(1, Ordering::AcqRel) < MAX_OPEN_UNNAMED {
-            match write_unnamed(dir, bytes) {
-                Ok(file) => {
-                    return Ok(Staged {
-                        backing: Backing::Unnamed(Mutex::new(Some(file))),
-                        moved: AtomicBool::new(false),
-                    })
+    /// Write `bytes` to a new temporary file where `staging` says (never replacing one):
+    /// without a name where it can, else under the temporary prefix. A partial file is
+    /// removed on error.
+    pub fn write(staging: &Staging, row_id: i64, bytes: &[u8]) -> io::Result<Staged> {
+        let open = &staging.open_unnamed;
+        if staging.unnamed {
+            if open.fetch_add(1, Ordering::AcqRel) < staging.max_unnamed {
+                match write_unnamed(&staging.dir, bytes) {
+                    Ok(file) => {
+                        return Ok(Staged {
+                            backing: Backing::Unnamed {
+                                file: Mutex::new(Some(file)),
+                                open: open.clone(),
+                            },
+                            moved: AtomicBool::new(false),
+                        })
+                    }
+                    Err(e) => {
+                        open.fetch_sub(1, Ordering::AcqRel);
+                        return Err(e);
+                    }
                 }
-                Err(e) if !unnamed_unsupported(&e) => {
-                    OPEN_UNNAMED.fetch_sub(1, Ordering::AcqRel);
-                    return Err(e);
-                }
-                Err(_) => {}
             }
-            OPEN_UNNAMED.fetch_sub(1, Ordering::AcqRel);
-        } else if can_link {
-            OPEN_UNNAMED.fetch_sub(1, Ordering::AcqRel);
+            open.fetch_sub(1, Ordering::AcqRel);
         }
-        Staged::write_named(dir, row_id, bytes)
+        Staged::write_named(&staging.dir, row_id, bytes)
     }
 
     /// Write `bytes` to a new file under the temporary prefix in `dir` (removed again if the
@@ -106,7 +165,7 @@ impl Staged {
     pub fn path(&self) -> Option<&Path> {
         match &self.backing {
             Backing::Named(path) => Some(path),
-            Backing::Unnamed(_) => None,
+            Backing::Unnamed { .. } => None,
         }
     }
 
@@ -121,7 +180,7 @@ impl Staged {
         }
         match &self.backing {
             Backing::Named(path) => commit_temp(path, dest, replace)?,
-            Backing::Unnamed(slot) => {
+            Backing::Unnamed { file: slot, open } => {
                 let mut slot = slot.lock().map_err(|_| io::Error::other("poisoned"))?;
                 let file = slot.as_ref().ok_or_else(|| {
                     io::Error::new(io::ErrorKind::NotFound, "the staged copy is gone")
@@ -144,7 +203,7 @@ impl Staged {
                 }
                 // Placed: close it now rather than when the row's item is dropped.
                 *slot = None;
-                OPEN_UNNAMED.fetch_sub(1, Ordering::AcqRel);
+                open.fetch_sub(1, Ordering::AcqRel);
             }
         }
         self.moved.store(true, Ordering::Release);
@@ -160,10 +219,10 @@ impl Drop for Staged {
                     let _ = fs::remove_file(path);
                 }
             }
-            Backing::Unnamed(slot) => {
-                let open = slot.lock().map(|mut s| s.take().is_some()).unwrap_or(false);
-                if open {
-                    OPEN_UNNAMED.fetch_sub(1, Ordering::AcqRel);
+            Backing::Unnamed { file, open } => {
+                let was_open = file.lock().map(|mut f| f.take().is_some()).unwrap_or(false);
+                if was_open {
+                    open.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         }
@@ -181,12 +240,35 @@ fn write_unnamed(dir: &Path, bytes: &[u8]) -> io::Result<File> {
     Ok(file)
 }
 
-/// Errors that say the filesystem (or kernel) has no `O_TMPFILE`.
-fn unnamed_unsupported(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOENT)
-    )
+/// Whether a file without a name can be made in `dir` and then linked there: the probe file
+/// is linked under a temporary name and removed at once.
+fn probe_unnamed(dir: &Path) -> bool {
+    let Ok(file) = write_unnamed(dir, b"") else {
+        return false;
+    };
+    let probe = dir.join(format!(
+        "{TEMP_PREFIX}{}-probe-{}",
+        PID.get_or_init(std::process::id),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let linked = link_unnamed(&file, &probe).is_ok();
+    if linked {
+        let _ = fs::remove_file(&probe);
+    }
+    linked
+}
+
+/// The process's soft limit on open files.
+fn soft_fd_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }
 
 /// Give an unnamed file its name: `linkat` through `/proc/self/fd`, which needs no privilege;
@@ -225,6 +307,18 @@ mod tests {
         names
     }
 
+    /// Unnamed staging in `dir`: the machines the tests run on (ext4, tmpfs) have it.
+    fn unnamed_staging(dir: &Path) -> Staging {
+        let staging = Staging::probe(dir);
+        assert!(
+            staging.unnamed(),
+            "no O_TMPFILE + linkat in {}",
+            dir.display()
+        );
+        assert!(names_in(dir).is_empty(), "the probe file is removed");
+        staging
+    }
+
     /// Both kinds of staged file: never over a file already there, once only, and the bytes
     /// land whole.
     fn moves_into_place_once_and_never_over_another(staged: Staged, dir: &Path) {
@@ -244,17 +338,19 @@ mod tests {
     #[test]
     fn an_unnamed_staged_file_has_no_name_until_it_is_linked_into_place() {
         let dir = tempfile::tempdir().expect("tmp");
-        let staged = Staged::write(dir.path(), 7, b"the bytes").expect("stage");
-        // The machines this runs on (ext4, tmpfs) have O_TMPFILE: nothing shows in the folder.
+        let staging = unnamed_staging(dir.path());
+        let staged = Staged::write(&staging, 7, b"the bytes").expect("stage");
         assert!(staged.path().is_none(), "staged under a name: {staged:?}");
         assert!(names_in(dir.path()).is_empty());
+        assert_eq!(staging.open_unnamed(), 1);
         moves_into_place_once_and_never_over_another(staged, dir.path());
+        assert_eq!(staging.open_unnamed(), 0, "closed once placed");
     }
 
     #[test]
     fn a_named_staged_file_is_renamed_into_place() {
         let dir = tempfile::tempdir().expect("tmp");
-        let staged = Staged::write_named(dir.path(), 7, b"the bytes").expect("stage");
+        let staged = Staged::write(&Staging::named(dir.path()), 7, b"the bytes").expect("stage");
         assert!(staged
             .path()
             .and_then(Path::file_name)
@@ -266,30 +362,55 @@ mod tests {
     fn a_staged_file_may_replace_our_own_earlier_copy() {
         let dir = tempfile::tempdir().expect("tmp");
         let dest = dir.path().join("book.epub");
-        for named in [false, true] {
+        for staging in [unnamed_staging(dir.path()), Staging::named(dir.path())] {
             fs::write(&dest, b"an earlier copy").expect("write");
-            let staged = if named {
-                Staged::write_named(dir.path(), 3, b"the new bytes")
-            } else {
-                Staged::write(dir.path(), 3, b"the new bytes")
-            }
-            .expect("stage");
+            let staged = Staged::write(&staging, 3, b"the new bytes").expect("stage");
+            assert_eq!(staged.path().is_none(), staging.unnamed());
             staged.move_to(&dest, true).expect("replace");
             drop(staged);
             assert_eq!(fs::read(&dest).expect("read"), b"the new bytes");
-            assert_eq!(names_in(dir.path()), ["book.epub"], "named: {named}");
+            assert_eq!(names_in(dir.path()), ["book.epub"], "{staging:?}");
+            assert_eq!(staging.open_unnamed(), 0);
         }
     }
 
     #[test]
     fn a_staged_file_never_moved_leaves_nothing_when_dropped() {
         let dir = tempfile::tempdir().expect("tmp");
-        let named = Staged::write_named(dir.path(), 1, b"dup").expect("stage");
+        let named = Staged::write(&Staging::named(dir.path()), 1, b"dup").expect("stage");
         let path = named.path().expect("named").to_path_buf();
         assert!(path.is_file());
         drop(named);
         assert!(!path.exists());
-        drop(Staged::write(dir.path(), 2, b"dup").expect("stage"));
+
+        let staging = unnamed_staging(dir.path());
+        let unnamed = Staged::write(&staging, 2, b"dup").expect("stage");
+        // A move that fails keeps the file open for another try; dropping it closes it.
+        let missing = dir.path().join("no such folder").join("book.epub");
+        assert!(unnamed.move_to(&missing, false).is_err());
+        assert_eq!(staging.open_unnamed(), 1);
+        drop(unnamed);
+        assert_eq!(staging.open_unnamed(), 0);
+        assert!(names_in(dir.path()).is_empty());
+    }
+
+    /// Past the cap on open unnamed files, a staged file gets a name: descriptors stay free
+    /// for the sources.
+    #[test]
+    fn past_the_cap_staged_files_get_a_name() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let staging = Staging {
+            max_unnamed: 2,
+            ..unnamed_staging(dir.path())
+        };
+        let held: Vec<Staged> = (0..3)
+            .map(|i| Staged::write(&staging, i, b"x").expect("stage"))
+            .collect();
+        let named: Vec<bool> = held.iter().map(|s| s.path().is_some()).collect();
+        assert_eq!(named, [false, false, true]);
+        assert_eq!(staging.open_unnamed(), 2);
+        drop(held);
+        assert_eq!(staging.open_unnamed(), 0);
         assert!(names_in(dir.path()).is_empty());
     }
 }

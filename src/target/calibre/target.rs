@@ -26,6 +26,7 @@ use crate::failure::{Failure, FailureKind};
 use crate::hash;
 use crate::metadata::{Metadata, Origin};
 use crate::target::folder::{write_new_file, LinkMode};
+use crate::target::staged::Staging;
 use crate::target::{NameQuery, Payload, Placed, Transferred, Unusable};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -63,6 +64,8 @@ pub struct CalibreTarget {
     root_dir: Option<File>,
     /// (lowercased file name, size) → path of a format file the library held at open.
     by_name: HashMap<(String, u64), String>,
+    /// Where the hash task stages copies (see `stage_in`).
+    staging: Option<Staging>,
 }
 
 /// The books this run is writing, behind one lock.
@@ -152,6 +155,7 @@ impl CalibreTarget {
             uuid_seed: String::new(),
             root_dir: None,
             by_name: HashMap::new(),
+            staging: None,
         };
         if dry_run {
             if root.join(METADATA_DB).is_file() {
@@ -199,6 +203,9 @@ impl CalibreTarget {
                 root.display()
             ))
         })?);
+        if opts.link == LinkMode::Copy && target.by_name.is_empty() {
+            target.staging = Some(Staging::probe(root));
+        }
         target.rows = Some(lib.rows_writer());
         target.uuid_seed = uuid_seed;
         target.books = Some(Mutex::new(Books {
@@ -423,9 +430,8 @@ impl CalibreTarget {
     /// Where the hash task may stage a file of copy mode (see `target::staged`): the library's
     /// folder, when the library held no book files when the run started (a library that has
     /// some may already have the book, and a staged copy would be written for nothing).
-    pub fn stage_dir(&self) -> Option<&Path> {
-        (self.opts.link == LinkMode::Copy && self.books.is_some() && self.by_name.is_empty())
-            .then_some(self.root.as_path())
+    pub fn staging(&self) -> Option<&Staging> {
+        self.staging.as_ref()
     }
 
     /// Record every book and format written so far (files synced first). The state writer
@@ -1170,17 +1176,18 @@ mod tests {
         (dir, src, lib, target)
     }
 
-    /// A new library takes staged copies (`target::staged`): the transfer renames one into its
-    /// book's folder, without reading the source again. A staged copy a killed run left in
-    /// the library's folder is removed when the library is opened again; other dot-files are
-    /// not touched. A library that already holds book files takes no staged copies.
+    /// A new library takes staged copies (`target::staged`): the transfer links one into its
+    /// book's folder, without reading the source again. A named staged copy a killed run left
+    /// in the library's folder is removed when the library is opened again; other dot-files
+    /// are not touched. A library that already holds book files takes no staged copies.
     #[test]
     fn a_staged_copy_lands_in_its_book_folder_and_leftovers_go_at_open() {
         let _serial = super::super::tests::serial();
         let (_dir, src, lib, target) = new_library();
-        assert_eq!(target.stage_dir(), Some(lib.as_path()));
+        let staging = target.staging().expect("a new library takes staged copies");
+        assert_eq!(staging.dir(), lib.as_path());
         let mut epub = payload(&src, 1, "dune.epub", b"the epub's bytes");
-        let staged = Arc::new(Staged::write(&lib, 1, b"the epub's bytes").unwrap());
+        let staged = Arc::new(Staged::write(staging, 1, b"the epub's bytes").unwrap());
         let staged_path = staged.path().map(Path::to_path_buf);
         epub.data = None;
         epub.staged = Some(staged);
@@ -1208,7 +1215,7 @@ mod tests {
         let target = CalibreTarget::open(&lib, &src, copy_options(), false).expect("reopened");
         assert!(!leftover.exists(), "a staged leftover stays in the library");
         assert!(lib.join(".user-notes").exists());
-        assert_eq!(target.stage_dir(), None, "the library has books now");
+        assert!(target.staging().is_none(), "the library has books now");
     }
 
     /// A commit writes its rows without the books lock. A file of one of its books started
