@@ -3,9 +3,9 @@
 //! their bytes are read from disk once; their metadata is parsed from that buffer in the same
 //! task, and recorded later by the metadata stage. For a local target in copy mode the same task
 //! also writes them into the target, as a file without a name where it can (`target::staged`),
-//! so the transfer only links the file into place and the buffer is free at once. Files queued together are hashed as a group
-//! in one blocking task: a hand-off to a blocking thread (a wake-up, a context switch) per file
-//! was a measurable share of a local copy's CPU.
+//! so the transfer only links the file into place and the buffer is free at once. Files queued
+//! together are hashed as a group in one blocking task: a hand-off to a blocking thread (a
+//! wake-up, a context switch) per file was a measurable share of a local copy's CPU.
 
 use super::{metadata_stage, Ctx, Item};
 use crate::failure::{Failure, FailureKind};

@@ -64,7 +64,7 @@ pub struct CalibreTarget {
     root_dir: Option<File>,
     /// (lowercased file name, size) → path of a format file the library held at open.
     by_name: HashMap<(String, u64), String>,
-    /// Where the hash task stages copies (see `stage_in`).
+    /// Where the hash task stages copies (see `staging`).
     staging: Option<Staging>,
 }
 
