@@ -39,7 +39,8 @@ const MAX_OPEN_UNNAMED: usize = 256;
 /// there (probed once, when the target opens: `O_TMPFILE`, then a link through `/proc`).
 #[derive(Debug, Clone)]
 pub struct Staging {
-    dir: PathBuf,
+    /// Shared: each hash job holds a clone.
+    dir: Arc<Path>,
     unnamed: bool,
     max_unnamed: usize,
     /// Unnamed staged files of this target open now (each holds a file descriptor).
@@ -58,7 +59,7 @@ impl Staging {
             );
         }
         Staging {
-            dir: dir.to_path_buf(),
+            dir: Arc::from(dir),
             unnamed,
             max_unnamed: MAX_OPEN_UNNAMED.min(soft_fd_limit() / 4),
             open_unnamed: Arc::new(AtomicUsize::new(0)),
@@ -69,7 +70,7 @@ impl Staging {
     #[cfg(test)]
     pub fn named(dir: &Path) -> Staging {
         Staging {
-            dir: dir.to_path_buf(),
+            dir: Arc::from(dir),
             unnamed: false,
             max_unnamed: 0,
             open_unnamed: Arc::default(),
@@ -142,11 +143,7 @@ impl Staged {
     /// Write `bytes` to a new file under the temporary prefix in `dir` (removed again if the
     /// write fails; a file that was there already is left alone).
     fn write_named(dir: &Path, row_id: i64, bytes: &[u8]) -> io::Result<Staged> {
-        let path = dir.join(format!(
-            "{TEMP_PREFIX}{}-s{row_id}-{}",
-            PID.get_or_init(std::process::id),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = dir.join(temp_name(&format!("s{row_id}")));
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -188,11 +185,7 @@ impl Staged {
                 if replace {
                     // Link under a temporary name beside `dest`, then rename over it: `dest`
                     // is never missing nor half written.
-                    let temp = dest.with_file_name(format!(
-                        "{TEMP_PREFIX}{}-r{}",
-                        PID.get_or_init(std::process::id),
-                        COUNTER.fetch_add(1, Ordering::Relaxed)
-                    ));
+                    let temp = dest.with_file_name(temp_name("r"));
                     link_unnamed(file, &temp)?;
                     if let Err(e) = fs::rename(&temp, dest) {
                         let _ = fs::remove_file(&temp);
@@ -229,6 +222,16 @@ impl Drop for Staged {
     }
 }
 
+/// A temporary name of this process, unique within it: `.bookferry-tmp-<pid>-<tag>-<n>` (a
+/// killed run's are swept by the next run).
+fn temp_name(tag: &str) -> String {
+    format!(
+        "{TEMP_PREFIX}{}-{tag}-{}",
+        PID.get_or_init(std::process::id),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// A new unnamed file in `dir` holding `bytes`.
 fn write_unnamed(dir: &Path, bytes: &[u8]) -> io::Result<File> {
     let mut file = OpenOptions::new()
@@ -246,11 +249,7 @@ fn probe_unnamed(dir: &Path) -> bool {
     let Ok(file) = write_unnamed(dir, b"") else {
         return false;
     };
-    let probe = dir.join(format!(
-        "{TEMP_PREFIX}{}-probe-{}",
-        PID.get_or_init(std::process::id),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let probe = dir.join(temp_name("probe"));
     let linked = link_unnamed(&file, &probe).is_ok();
     if linked {
         let _ = fs::remove_file(&probe);
