@@ -8,7 +8,7 @@ use crate::cli::{HttpArgs, TargetArgs, TuningArgs};
 use crate::exit;
 use crate::failure::FailureKind;
 use crate::pipeline::progress::{human_bytes, Progress, Reporter};
-use crate::pipeline::{self, Ctx, PipelineConfig};
+use crate::pipeline::{self, Ctx, PipelineConfig, ScanFeed, ScanStatus};
 use crate::source::formats::FormatSet;
 use crate::source::SourceSpec;
 use crate::state::runs::active_list;
@@ -169,32 +169,6 @@ impl Execution<'_> {
             }
         };
 
-        let (db, run) = (session.db.clone(), session.run);
-        let (source, formats, cancel2) = (
-            self.source.clone(),
-            self.options.formats.clone(),
-            cancel.clone(),
-        );
-        let scan =
-            tokio::task::spawn_blocking(move || scan_source(&db, run, &source, &formats, &cancel2))
-                .await
-                .map_err(|e| CommandError::usage(format!("internal: scan task: {e}")))?;
-        let scan = match scan {
-            Ok(s) => s,
-            Err(e) => {
-                session.end(e.code, "scan failed");
-                return Err(e);
-            }
-        };
-        tracing::debug!("scan done after {:?}", started.elapsed());
-        if !self.quiet {
-            tracing::info!("{}", scan.describe());
-        }
-        if signalled.load(Ordering::SeqCst) {
-            session.end(exit::INTERRUPTED, "interrupted");
-            return Ok(exit::INTERRUPTED);
-        }
-
         let progress = Arc::new(Progress::default());
         let (total, total_bytes) = active_totals(session)?;
         progress.total.set(total);
@@ -224,8 +198,49 @@ impl Execution<'_> {
             cancel.clone(),
         ));
         let reporter = Reporter::start(progress.clone(), self.quiet, Duration::from_secs(5));
+
+        // The scan and the pipeline run at once: the pipeline takes the scan's new rows as each
+        // batch commits, and the rows recorded before once the scan is over.
+        let last_old_id = last_row_id(session)?;
+        let (status_tx, status_rx) = tokio::sync::watch::channel(ScanStatus::default());
+        let scan = {
+            let (db, run, quiet) = (session.db.clone(), session.run, self.quiet);
+            let (source, formats) = (self.source.clone(), self.options.formats.clone());
+            let (cancel, progress) = (cancel.clone(), progress.clone());
+            tokio::task::spawn_blocking(move || {
+                // Tells the pipeline the scan is over however it ends; unless it ended well, the
+                // run stops (no row the scan has not seen may be claimed).
+                let mut over = ScanOver {
+                    status: &status_tx,
+                    cancel: &cancel,
+                    ok: false,
+                };
+                let res = scan_source(&db, run, &source, &formats, &cancel, &mut |added| {
+                    progress.total.add(added.rows);
+                    if added.bytes >= 0 {
+                        progress.total_bytes.add(added.bytes as u64);
+                    } else {
+                        progress.total_bytes.sub(added.bytes.unsigned_abs());
+                    }
+                    over.status.send_modify(|s| s.batches += 1);
+                });
+                if let Ok(summary) = &res {
+                    over.ok = true;
+                    progress.total.sub(summary.vanished_failed as u64);
+                    tracing::debug!("scan done after {:?}", started.elapsed());
+                    if !quiet {
+                        tracing::info!("{}", summary.describe());
+                    }
+                }
+                res
+            })
+        };
+        let feed = ScanFeed {
+            last_old_id,
+            status: status_rx,
+        };
         tracing::debug!("pipeline starts after {:?}", started.elapsed());
-        let mut pipeline = tokio::spawn(pipeline::run(ctx.clone()));
+        let mut pipeline = tokio::spawn(pipeline::run(ctx.clone(), Some(feed)));
         tokio::select! {
             _ = &mut pipeline => {}
             _ = grace_after_cancel(cancel.clone()) => {
@@ -234,6 +249,10 @@ impl Execution<'_> {
         }
         reporter.stop();
         tracing::debug!("pipeline done after {:?}", started.elapsed());
+        // Over by now, or stopping: the pipeline waits for it unless the run was cancelled.
+        let scan = scan
+            .await
+            .unwrap_or_else(|e| Err(CommandError::usage(format!("internal: scan task: {e}"))));
         let stopped_by = ctx.stopped_by();
         drop(ctx);
         let (wstats, writer_fatal) = writer.finish();
@@ -242,6 +261,10 @@ impl Execution<'_> {
             tracing::warn!("{} state move(s) were refused as stale", wstats.conflicts);
         }
 
+        if let Err(e) = scan {
+            session.end(e.code, "scan failed");
+            return Err(e);
+        }
         let (code, outcome, message) = if let Some(e) = writer_fatal {
             (
                 exit::STOPPED,
@@ -398,6 +421,31 @@ fn active_totals(session: &Session) -> Result<(u64, u64), CommandError> {
         )
         .map_err(crate::state::StateError::from)?;
     Ok((n as u64, b as u64))
+}
+
+/// The highest row id before the scan adds rows (ids only grow: rows are never deleted).
+fn last_row_id(session: &Session) -> Result<i64, CommandError> {
+    let conn = session.db.conn()?;
+    let id: i64 = conn
+        .query_row("SELECT COALESCE(MAX(id), 0) FROM files", [], |r| r.get(0))
+        .map_err(crate::state::StateError::from)?;
+    Ok(id)
+}
+
+/// Marks the scan over when dropped, after stopping the run if the scan did not end well.
+struct ScanOver<'a> {
+    status: &'a tokio::sync::watch::Sender<ScanStatus>,
+    cancel: &'a AtomicBool,
+    ok: bool,
+}
+
+impl Drop for ScanOver<'_> {
+    fn drop(&mut self) {
+        if !self.ok {
+            self.cancel.store(true, Ordering::SeqCst);
+        }
+        self.status.send_modify(|s| s.done = true);
+    }
 }
 
 fn count(session: &Session, cond: &str) -> Result<u64, CommandError> {

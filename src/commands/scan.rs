@@ -20,7 +20,11 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Rows written per scan transaction, at most.
 const BATCH: usize = 2000;
+/// The first transaction's rows: a run's pipeline starts on the first files found while the
+/// walk goes on (see `commands::execute`), so the first batches are small and grow.
+const FIRST_BATCH: usize = 128;
 
 pub fn command(global: &GlobalArgs, args: &ScanArgs) -> CmdResult {
     let state = super::state_path(global)?;
@@ -44,7 +48,14 @@ pub fn command(global: &GlobalArgs, args: &ScanArgs) -> CmdResult {
     };
     migration::save(&*session.db.conn()?, &record)?;
     let cancel = AtomicBool::new(false);
-    match scan_source(&session.db, session.run, &source, &formats, &cancel) {
+    match scan_source(
+        &session.db,
+        session.run,
+        &source,
+        &formats,
+        &cancel,
+        &mut |_| {},
+    ) {
         Ok(s) => {
             tracing::info!("{}", s.describe());
             session.end(exit::OK, "finished");
@@ -89,26 +100,42 @@ impl ScanSummary {
     }
 }
 
+/// What a committed scan batch adds to the work left: rows that became active (new files, and
+/// changed files whose rows had finished) and their bytes (with the size change of a changed
+/// row that was still active).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Added {
+    pub rows: u64,
+    pub bytes: i64,
+}
+
 /// Scan a source into the state DB. Blocking. Stops early (complete = false) when `cancel` is set.
+/// `committed` is called after each batch is committed, with what it added.
 pub fn scan_source(
     db: &Db,
     run: i64,
     source: &SourceSpec,
     formats: &FormatSet,
     cancel: &AtomicBool,
+    committed: &mut dyn FnMut(Added),
 ) -> Result<ScanSummary, CommandError> {
     let mut conn = db.conn()?;
     let index = scan_store::load_index(&conn)?;
     let mut summary = ScanSummary::default();
     let mut seen: HashSet<String> = HashSet::with_capacity(index.len());
     let mut batch = ScanBatch::default();
+    let mut added = Added::default();
+    let mut limit = FIRST_BATCH;
     let mut write_err = None;
-    let flush = |batch: &mut ScanBatch, conn: &mut crate::state::Conn| {
+    let mut flush = |batch: &mut ScanBatch, added: &mut Added, conn: &mut crate::state::Conn| {
         if batch.is_empty() {
             return Ok(());
         }
         let r = scan_store::write_batch(conn, run, batch);
         *batch = ScanBatch::default();
+        if r.is_ok() {
+            committed(std::mem::take(added));
+        }
         r
     };
     let mut already_walked = Vec::new();
@@ -123,6 +150,7 @@ pub fn scan_source(
                         WalkEvent::File(f) => consider(
                             &index,
                             &mut summary,
+                            &mut added,
                             ScannedFile {
                                 source_kind: SourceKind::Dir,
                                 source_ref: f.rel,
@@ -145,8 +173,9 @@ pub fn scan_source(
                             tracing::warn!("{msg}");
                         }
                     }
-                    if batch.len() >= BATCH {
-                        if let Err(e) = flush(&mut batch, &mut conn) {
+                    if batch.len() >= limit {
+                        limit = (limit * 2).min(BATCH);
+                        if let Err(e) = flush(&mut batch, &mut added, &mut conn) {
                             write_err = Some(e);
                             return false;
                         }
@@ -181,6 +210,7 @@ pub fn scan_source(
                 consider(
                     &index,
                     &mut summary,
+                    &mut added,
                     ScannedFile {
                         source_kind: SourceKind::Calibre,
                         source_ref: cf.source_ref(),
@@ -193,14 +223,15 @@ pub fn scan_source(
                     &mut batch,
                     &mut seen,
                 );
-                if batch.len() >= BATCH {
-                    flush(&mut batch, &mut conn)?;
+                if batch.len() >= limit {
+                    limit = (limit * 2).min(BATCH);
+                    flush(&mut batch, &mut added, &mut conn)?;
                 }
             }
             summary.complete = !cancel.load(Ordering::SeqCst);
         }
     }
-    flush(&mut batch, &mut conn)?;
+    flush(&mut batch, &mut added, &mut conn)?;
     if summary.complete {
         // Rows under folders a resumed scan did not re-enter were seen by the earlier pass.
         if !already_walked.is_empty() {
@@ -227,6 +258,7 @@ pub fn scan_source(
 fn consider(
     index: &HashMap<String, Known>,
     summary: &mut ScanSummary,
+    added: &mut Added,
     f: ScannedFile,
     batch: &mut ScanBatch,
     seen: &mut HashSet<String>,
@@ -236,10 +268,18 @@ fn consider(
     match index.get(&f.source_ref) {
         None => {
             summary.new += 1;
+            added.rows += 1;
+            added.bytes += f.size as i64;
             batch.new.push(f);
         }
         Some(k) if k.size != f.size || k.mtime_ns != f.mtime_ns => {
             summary.changed += 1;
+            if k.state.is_final() {
+                added.rows += 1;
+                added.bytes += f.size as i64;
+            } else {
+                added.bytes += f.size as i64 - k.size as i64;
+            }
             batch.changed.push((k.id, k.state, f));
         }
         Some(k) if k.source_gone => batch.returned.push(k.id),
@@ -261,4 +301,66 @@ fn state_files(db: &Db) -> HashSet<(u64, u64)> {
         .filter_map(|n| std::fs::metadata(n).ok())
         .map(|m| (m.dev(), m.ino()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::runs;
+
+    fn scan(db: &Db, root: &std::path::Path) -> (ScanSummary, Added) {
+        let run = runs::begin(&db.conn().unwrap(), "scan", &[]).unwrap();
+        let mut total = Added::default();
+        let summary = scan_source(
+            db,
+            run,
+            &SourceSpec::Dir(root.to_path_buf()),
+            &FormatSet::default(),
+            &AtomicBool::new(false),
+            &mut |a| {
+                total.rows += a.rows;
+                total.bytes += a.bytes;
+            },
+        )
+        .unwrap();
+        runs::end(&mut db.conn().unwrap(), run, 0, "finished").unwrap();
+        (summary, total)
+    }
+
+    /// What each committed batch reports adding is the work the run's progress counts: new
+    /// files, changed files whose rows had finished, and the size change of a changed file
+    /// whose row was still to do.
+    #[test]
+    fn a_scan_reports_the_rows_and_bytes_it_adds_to_the_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("lib");
+        std::fs::create_dir(&lib).unwrap();
+        for (name, len) in [("a.txt", 10), ("b.txt", 20), ("c.txt", 30)] {
+            std::fs::write(lib.join(name), vec![b'x'; len]).unwrap();
+        }
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let (summary, added) = scan(&db, &lib);
+        assert_eq!(summary.new, 3);
+        assert_eq!(added, Added { rows: 3, bytes: 60 });
+
+        // a.txt was migrated; b.txt is still to do. Both change; c.txt does not.
+        db.conn()
+            .unwrap()
+            .execute(
+                "UPDATE files SET state = 'uploaded' WHERE source_ref = 'a.txt'",
+                [],
+            )
+            .unwrap();
+        std::fs::write(lib.join("a.txt"), vec![b'y'; 15]).unwrap();
+        std::fs::write(lib.join("b.txt"), vec![b'y'; 12]).unwrap();
+        let (summary, added) = scan(&db, &lib);
+        assert_eq!((summary.new, summary.changed), (0, 2));
+        assert_eq!(
+            added,
+            Added {
+                rows: 1,
+                bytes: 15 - 8
+            }
+        );
+    }
 }

@@ -21,7 +21,7 @@ use crate::target::Target;
 use progress::Progress;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 /// How the pipeline runs.
 #[derive(Debug, Clone)]
@@ -182,16 +182,34 @@ impl Ctx {
     }
 }
 
-/// Move every active row of the state DB as far as it goes. Returns when all are done, or when
-/// the run was stopped (then the rows not finished stay in their last committed state).
-pub async fn run(ctx: Arc<Ctx>) {
+/// A scan that is still adding rows while the pipeline runs (see `commands::execute`). Rows
+/// with an id above `last_old_id` are new rows of this scan, which never touches them again:
+/// they are claimed as each scan batch commits. Older rows wait until the scan is over, since
+/// it may still reset them (their file changed) or fail them (their file vanished).
+pub struct ScanFeed {
+    pub last_old_id: i64,
+    pub status: watch::Receiver<ScanStatus>,
+}
+
+/// Where the scan feeding a pipeline is: each committed batch changes it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ScanStatus {
+    pub batches: u64,
+    /// The scan is over (finished, failed or interrupted): no more rows will come from it.
+    pub done: bool,
+}
+
+/// Move every active row of the state DB as far as it goes, and those a running scan adds.
+/// Returns when all are done, or when the run was stopped (then the rows not finished stay in
+/// their last committed state).
+pub async fn run(ctx: Arc<Ctx>, feed: Option<ScanFeed>) {
     let (to_check, check_in) = mpsc::channel::<Item>(2048);
     let (to_hash, hash_in) = mpsc::channel::<Item>(2048);
     let (to_content, content_in) = mpsc::channel::<Item>(512);
     let (to_meta, meta_in) = mpsc::channel::<Item>(512);
     let (to_transfer, transfer_in) = mpsc::channel::<Item>(512);
     let tasks = [
-        tokio::spawn(claim_loop(ctx.clone(), to_check)),
+        tokio::spawn(claim_loop(ctx.clone(), to_check, feed)),
         tokio::spawn(check::stage(ctx.clone(), check_in, to_hash)),
         tokio::spawn(hash_stage::stage(ctx.clone(), hash_in, to_content)),
         tokio::spawn(content::stage(ctx.clone(), content_in, to_meta)),
@@ -206,31 +224,192 @@ pub async fn run(ctx: Arc<Ctx>) {
     }
 }
 
-/// Claim batches of active rows (in id order) and feed them to the first stage.
-async fn claim_loop(ctx: Arc<Ctx>, out: mpsc::Sender<Item>) {
+/// Claim batches of active rows (in id order) and feed them to the first stage: while a scan
+/// runs, its new rows as it commits them; then every active row this run does not hold yet.
+async fn claim_loop(ctx: Arc<Ctx>, out: mpsc::Sender<Item>, feed: Option<ScanFeed>) {
+    if let Some(mut feed) = feed {
+        let mut after = feed.last_old_id;
+        loop {
+            // Seen before claiming: a batch committed after this claim wakes the wait below.
+            let done = feed.status.borrow_and_update().done;
+            match claim_some(&ctx, &out, &mut after).await {
+                Claimed::Rows => continue,
+                Claimed::Stop => return,
+                Claimed::None if done => break,
+                Claimed::None => {}
+            }
+            if feed.status.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+    let mut after = 0;
+    while let Claimed::Rows = claim_some(&ctx, &out, &mut after).await {}
+}
+
+enum Claimed {
+    Rows,
+    None,
+    Stop,
+}
+
+/// Claim one batch of active rows with ids above `after` and send them on.
+async fn claim_some(ctx: &Ctx, out: &mpsc::Sender<Item>, after: &mut i64) -> Claimed {
     const CLAIM_BATCH: usize = 512;
-    let mut after = 0i64;
-    loop {
-        if ctx.cancelled() {
-            return;
+    if ctx.cancelled() {
+        return Claimed::Stop;
+    }
+    let rows = match ctx.writer.claim(*after, CLAIM_BATCH).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            ctx.stop_run(Failure::new(
+                crate::failure::FailureKind::StateDb,
+                format!("the state DB could not be written while claiming rows: {e}"),
+            ));
+            return Claimed::Stop;
         }
-        let rows = match ctx.writer.claim(after, CLAIM_BATCH).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                ctx.stop_run(Failure::new(
-                    crate::failure::FailureKind::StateDb,
-                    format!("the state DB could not be written while claiming rows: {e}"),
-                ));
-                return;
-            }
+    };
+    let Some(last) = rows.last() else {
+        return Claimed::None;
+    };
+    *after = last.id;
+    for row in rows {
+        ctx.progress.claimed.add(1);
+        if out.send(Item::new(row)).await.is_err() {
+            return Claimed::Stop;
+        }
+    }
+    Claimed::Rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::rows::{ScannedFile, SourceKind};
+    use crate::state::runs;
+    use crate::state::scan_store::{self, ScanBatch};
+    use crate::state::writer::Writer;
+    use crate::target::folder::LinkMode;
+    use crate::target::{PlacementOptions, TargetSpec};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn add_rows(db: &Db, run: i64, names: &[&str]) {
+        let new = names
+            .iter()
+            .map(|n| ScannedFile {
+                source_kind: SourceKind::Dir,
+                source_ref: n.to_string(),
+                path: PathBuf::from(format!("/lib/{n}")),
+                size: 10,
+                mtime_ns: 1,
+                format: "epub".into(),
+                metadata: None,
+            })
+            .collect();
+        let batch = ScanBatch {
+            new,
+            ..Default::default()
         };
-        let Some(last) = rows.last() else { return };
-        after = last.id;
-        for row in rows {
-            ctx.progress.claimed.add(1);
-            if out.send(Item::new(row)).await.is_err() {
-                return;
-            }
-        }
+        scan_store::write_batch(&mut db.conn().unwrap(), run, &batch).unwrap();
+    }
+
+    /// The next claimed row's source reference, or None once the claim loop has ended.
+    async fn next(rx: &mut mpsc::Receiver<Item>) -> Option<String> {
+        tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("the claim loop sends or ends")
+            .map(|item| item.row.source_ref)
+    }
+
+    /// While the scan runs, the claim loop takes the rows it adds as each batch commits, and
+    /// leaves the rows recorded before alone (the scan may still reset or fail them); once the
+    /// scan is over it takes those, then ends.
+    #[test]
+    fn while_a_scan_runs_only_the_rows_it_added_are_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let earlier = runs::begin(&db.conn().unwrap(), "scan", &[]).unwrap();
+        add_rows(&db, earlier, &["old1.epub", "old2.epub"]);
+        runs::end(&mut db.conn().unwrap(), earlier, 0, "finished").unwrap();
+        let run = runs::begin(&db.conn().unwrap(), "run", &[]).unwrap();
+        let last_old_id = 2;
+        add_rows(&db, run, &["new1.epub", "new2.epub"]);
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let placement = PlacementOptions {
+            layout: crate::target::layout::Layout::parse("{source_path}.{ext}").unwrap(),
+            link: LinkMode::Copy,
+            merge_formats: false,
+            ignore_calibre_lock: false,
+            migration_key: String::new(),
+        };
+        let spec = TargetSpec::parse(dir.path().join("target").to_str().unwrap()).unwrap();
+        let target = rt
+            .block_on(Target::open(
+                &spec,
+                dir.path(),
+                &placement,
+                &Default::default(),
+                false,
+            ))
+            .expect("target opens");
+        let writer = Writer::start(&db, run, None).unwrap();
+        let ctx = Arc::new(Ctx::new(
+            db.clone(),
+            writer.handle(),
+            Arc::new(target),
+            PipelineConfig::default(),
+            Arc::new(Progress::default()),
+            Arc::new(AtomicBool::new(false)),
+        ));
+        let (status, status_rx) = watch::channel(ScanStatus {
+            batches: 1,
+            done: false,
+        });
+        let feed = ScanFeed {
+            last_old_id,
+            status: status_rx,
+        };
+        let held_by_run = |id: i64| -> bool {
+            db.conn()
+                .unwrap()
+                .query_row(
+                    "SELECT run_id IS NOT NULL FROM files WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        rt.block_on(async {
+            let (tx, mut rx) = mpsc::channel::<Item>(16);
+            let claimer = tokio::spawn(claim_loop(ctx.clone(), tx, Some(feed)));
+            assert_eq!(next(&mut rx).await.as_deref(), Some("new1.epub"));
+            assert_eq!(next(&mut rx).await.as_deref(), Some("new2.epub"));
+            // The scan goes on: the old rows are not taken meanwhile.
+            let quiet = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+            assert!(
+                quiet.is_err(),
+                "nothing more is claimed while the scan runs"
+            );
+            assert!(!held_by_run(1) && !held_by_run(2));
+            // A batch committed later is taken at once.
+            add_rows(&db, run, &["new3.epub"]);
+            status.send_modify(|s| s.batches += 1);
+            assert_eq!(next(&mut rx).await.as_deref(), Some("new3.epub"));
+            // The scan is over: the old rows follow, and the loop ends.
+            status.send_modify(|s| s.done = true);
+            assert_eq!(next(&mut rx).await.as_deref(), Some("old1.epub"));
+            assert_eq!(next(&mut rx).await.as_deref(), Some("old2.epub"));
+            assert_eq!(next(&mut rx).await, None);
+            claimer.await.unwrap();
+        });
+        drop(ctx);
+        let (_, fatal) = writer.finish();
+        assert_eq!(fatal, None);
     }
 }

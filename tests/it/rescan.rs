@@ -94,6 +94,84 @@ fn rescan_after_modifying_adding_and_deleting_source_files() {
     assert_status_adds_up(&ws.status());
 }
 
+/// Rows a dry run left hashed (`metadata_cached`) whose files then change or vanish, while new
+/// files arrive: the run's scan and pipeline go at once, yet a changed file is hashed again and
+/// its new bytes migrate, and a vanished one fails; no move is refused as stale.
+#[test]
+fn rows_left_by_a_dry_run_whose_files_changed_migrate_their_new_bytes() {
+    let ws = Workspace::with_corpus(30, 41);
+    let out = ws.migrate(&["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let first = |sql: &str| -> String { ws.db().query_row(sql, [], |r| r.get(0)).unwrap() };
+    // Rows of the lowest ids, which a claim in id order would take first.
+    let cached = "SELECT source_ref FROM files WHERE state = 'metadata_cached' ORDER BY id LIMIT 1";
+    let changed = first(cached);
+    let vanished = first(&format!("{cached} OFFSET 1"));
+    let mut bytes = std::fs::read(ws.lib().join(&changed)).unwrap();
+    bytes.extend_from_slice(b"\nan appended chapter\n");
+    std::fs::write(ws.lib().join(&changed), &bytes).unwrap();
+    std::fs::remove_file(ws.lib().join(&vanished)).unwrap();
+    // Enough new files that the scan commits several batches while the pipeline runs.
+    let more = ws.path().join("more");
+    let status = std::process::Command::new("python3")
+        .arg(repo().join("tools/make-corpus.py"))
+        .arg(&more)
+        .args(["--files", "400", "--seed", "42", "--avg-kib", "4"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::rename(&more, ws.lib().join("more")).unwrap();
+
+    let out = ws.run(&["run"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the vanished file fails: {}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("stale"), "{}", stderr(&out));
+    let (state, sha1, target): (String, String, String) = ws
+        .db()
+        .query_row(
+            "SELECT state, sha1, target_ref FROM files WHERE source_ref = ?1",
+            [&changed],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "uploaded");
+    assert_eq!(sha1, hex(&sha1_of(&bytes)));
+    assert_eq!(sha1_file(&ws.out().join(&target)), sha1);
+    let hashed = ws.count(&format!(
+        "SELECT COUNT(*) FROM events e JOIN files f ON f.id = e.file_id
+         WHERE f.source_ref = '{}' AND e.to_state = 'hashed'",
+        changed.replace('\'', "''")
+    ));
+    assert_eq!(
+        hashed, 2,
+        "hashed by the dry run, then again after the change"
+    );
+    let (state, kind): (String, String) = ws
+        .db()
+        .query_row(
+            "SELECT state, error_kind FROM files WHERE source_ref = ?1",
+            [&vanished],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), kind.as_str()),
+        ("failed", "source_missing")
+    );
+    assert!(ws.count("SELECT COUNT(*) FROM files WHERE source_ref LIKE 'more/%'") >= 400);
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE state NOT IN ('uploaded', 'skipped', 'failed')"),
+        0
+    );
+    assert_event_histories_valid(&ws);
+    assert_status_adds_up(&ws.status());
+}
+
 fn sha1_of(b: &[u8]) -> Vec<u8> {
     use sha1::{Digest, Sha1};
     Sha1::digest(b).to_vec()
