@@ -239,7 +239,9 @@ async fn claim_loop(ctx: Arc<Ctx>, out: mpsc::Sender<Item>, feed: Option<ScanFee
                 Claimed::None => {}
             }
             if feed.status.changed().await.is_err() {
-                break;
+                // The scan's end always comes as a change first: it is gone without saying it
+                // was over, and rows it may not have seen must not be claimed.
+                return;
             }
         }
     }
