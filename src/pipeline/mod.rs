@@ -287,33 +287,15 @@ async fn claim_some(ctx: &Ctx, out: &mpsc::Sender<Item>, after: &mut i64) -> Cla
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::rows::{ScannedFile, SourceKind};
     use crate::state::runs;
-    use crate::state::scan_store::{self, ScanBatch};
+    use crate::state::scan_store;
     use crate::state::writer::Writer;
     use crate::target::folder::LinkMode;
     use crate::target::{PlacementOptions, TargetSpec};
-    use std::path::PathBuf;
     use std::time::Duration;
 
     fn add_rows(db: &Db, run: i64, names: &[&str]) {
-        let new = names
-            .iter()
-            .map(|n| ScannedFile {
-                source_kind: SourceKind::Dir,
-                source_ref: n.to_string(),
-                path: PathBuf::from(format!("/lib/{n}")),
-                size: 10,
-                mtime_ns: 1,
-                format: "epub".into(),
-                metadata: None,
-            })
-            .collect();
-        let batch = ScanBatch {
-            new,
-            ..Default::default()
-        };
-        scan_store::write_batch(&mut db.conn().unwrap(), run, &batch).unwrap();
+        scan_store::add_test_rows(&mut db.conn().unwrap(), run, names);
     }
 
     /// The next claimed row's source reference, or None once the claim loop has ended.

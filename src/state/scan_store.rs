@@ -222,3 +222,25 @@ pub fn finish(
     tx.commit()?;
     Ok(out)
 }
+
+/// Record a new row for each name (a 10-byte EPUB under `/lib`), as a scan would: for tests.
+#[cfg(test)]
+pub fn add_test_rows(conn: &mut Connection, run: i64, names: &[&str]) {
+    let new = names
+        .iter()
+        .map(|n| ScannedFile {
+            source_kind: super::rows::SourceKind::Dir,
+            source_ref: n.to_string(),
+            path: std::path::PathBuf::from(format!("/lib/{n}")),
+            size: 10,
+            mtime_ns: 1,
+            format: "epub".into(),
+            metadata: None,
+        })
+        .collect();
+    let batch = ScanBatch {
+        new,
+        ..Default::default()
+    };
+    write_batch(conn, run, &batch).expect("test rows recorded");
+}

@@ -462,9 +462,7 @@ fn commit_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::rows::{ScannedFile, SourceKind};
-    use crate::state::scan_store::{self, ScanBatch};
-    use std::path::PathBuf;
+    use crate::state::scan_store;
 
     fn mv(id: i64, from: FileState, to: FileState) -> Transition {
         Transition::new(id, from, to)
@@ -530,22 +528,7 @@ mod tests {
         let run = {
             let mut conn = db.conn().unwrap();
             let scan = runs::begin(&conn, "scan", &[]).unwrap();
-            let new = (0..3)
-                .map(|i| ScannedFile {
-                    source_kind: SourceKind::Dir,
-                    source_ref: format!("b{i}.epub"),
-                    path: PathBuf::from(format!("/lib/b{i}.epub")),
-                    size: 10,
-                    mtime_ns: 1,
-                    format: "epub".into(),
-                    metadata: None,
-                })
-                .collect();
-            let batch = ScanBatch {
-                new,
-                ..Default::default()
-            };
-            scan_store::write_batch(&mut conn, scan, &batch).unwrap();
+            scan_store::add_test_rows(&mut conn, scan, &["b0.epub", "b1.epub", "b2.epub"]);
             runs::end(&mut conn, scan, 0, "finished").unwrap();
             runs::begin(&conn, "run", &[]).unwrap()
         };
