@@ -3,6 +3,7 @@
 //! did not place, never writes outside the root (not even through a symlink planted in it), and
 //! makes its writes durable in batches (`syncfs`) rather than per file.
 
+use super::flusher::Flusher;
 use super::staged::Staging;
 use super::{ContentQuery, NameQuery, Payload, Placed, PlacementOptions, Unusable};
 use crate::failure::{Failure, FailureKind};
@@ -61,6 +62,9 @@ pub struct FolderTarget {
     /// SHA-1 of target files hashed for the content check (each read at most once).
     sha1_of: Mutex<HashMap<String, Option<String>>>,
     root_dir: Option<File>,
+    /// Writes back what the run writes while it runs, and makes it durable for the state
+    /// writer (see `target::flusher`); not in a dry run.
+    flusher: Option<Flusher>,
     /// Where the hash task stages copies (copy mode, not a dry run): see `target::staged`.
     staging: Option<Staging>,
     temp_counter: AtomicU64,
@@ -105,6 +109,7 @@ impl FolderTarget {
             by_size: HashMap::new(),
             sha1_of: Mutex::new(HashMap::new()),
             root_dir: None,
+            flusher: None,
             staging: None,
             temp_counter: AtomicU64::new(0),
             known_dirs: Mutex::new(HashSet::new()),
@@ -121,8 +126,14 @@ impl FolderTarget {
             let _ = fs::remove_file(&probe);
             linked?;
             target.root_dir = Some(File::open(root).map_err(|e| unusable("cannot open", &e))?);
+            // Without its thread, each flush is a syncfs of its own (as the flusher's is).
+            target.flusher = File::open(root).and_then(Flusher::start).ok();
             if target.opts.link == LinkMode::Copy {
-                target.staging = Some(Staging::probe(root));
+                let mut staging = Staging::probe(root);
+                if let Some(f) = &target.flusher {
+                    staging = staging.counting(f.writes().clone());
+                }
+                target.staging = Some(staging);
             }
         }
         target.index = index_tree(root, !dry_run);
@@ -220,6 +231,14 @@ impl FolderTarget {
 
     /// Place one file. Blocking: called on a blocking thread.
     pub fn place(&self, p: &Payload) -> Result<Placed, Failure> {
+        let placed = self.place_file(p);
+        if let (Ok(_), Some(f)) = (&placed, &self.flusher) {
+            f.writes().wrote();
+        }
+        placed
+    }
+
+    fn place_file(&self, p: &Payload) -> Result<Placed, Failure> {
         let rel = self.destination_of(p);
         let replacing = p.previous_ref.as_deref() == Some(rel.as_str());
         let write_err = |what: &str, path: &Path, e: io::Error| {
@@ -392,8 +411,12 @@ impl FolderTarget {
             .filter(|_| !self.by_size.contains_key(&size))
     }
 
-    /// Make everything written so far durable: one `syncfs` of the target's filesystem.
+    /// Make everything written so far durable: a `syncfs` of the target's filesystem that
+    /// starts after this call (the flusher's, else one of its own).
     pub fn flush(&self) -> io::Result<()> {
+        if let Some(f) = &self.flusher {
+            return f.flush();
+        }
         if let Some(dir) = &self.root_dir {
             // SAFETY: syncfs takes a valid open file descriptor and touches no memory of ours.
             let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
@@ -604,7 +627,9 @@ mod tests {
 
         let bytes = b"ours!!";
         fs::write(src.join("book.epub"), bytes).unwrap();
+        let writes = || target.flusher.as_ref().expect("a flusher").writes().count();
         let staged = Arc::new(Staged::write(staging, 1, bytes).unwrap());
+        assert_eq!(writes(), 1, "the flusher is told of the staged copy");
         let staged_path = staged.path().map(Path::to_path_buf);
         let p = Payload {
             row_id: 1,
@@ -623,6 +648,8 @@ mod tests {
         // The source is not read again: the staged copy is all the transfer needs.
         fs::remove_file(src.join("book.epub")).unwrap();
         let placed = target.place(&p).unwrap();
+        assert_eq!(writes(), 2, "and of its placement");
+        target.flush().unwrap();
         drop((p, staged));
         assert_eq!(placed.target_ref, "book (2).epub");
         assert_eq!(placed.bytes_sent, 6);

@@ -4,6 +4,7 @@
 //! the state DB: it returns outcomes and the pipeline records them.
 
 pub mod calibre;
+pub mod flusher;
 pub mod folder;
 pub mod http;
 pub mod layout;

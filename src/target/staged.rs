@@ -16,6 +16,7 @@
 //! one left by a killed run is removed by the next run, like any other temporary file of
 //! bookferry's.
 
+use super::flusher::WriteCount;
 use super::folder::{commit_temp, TEMP_PREFIX};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -45,6 +46,8 @@ pub struct Staging {
     max_unnamed: usize,
     /// Unnamed staged files of this target open now (each holds a file descriptor).
     open_unnamed: Arc<AtomicUsize>,
+    /// Where each staged copy is counted, so the target's flusher writes it back early.
+    writes: Option<WriteCount>,
 }
 
 impl Staging {
@@ -63,7 +66,14 @@ impl Staging {
             unnamed,
             max_unnamed: MAX_OPEN_UNNAMED.min(soft_fd_limit() / 4),
             open_unnamed: Arc::new(AtomicUsize::new(0)),
+            writes: None,
         }
+    }
+
+    /// Count each staged copy in `writes` (the target's flusher starts writing it back).
+    pub fn counting(mut self, writes: WriteCount) -> Staging {
+        self.writes = Some(writes);
+        self
     }
 
     /// Staging into `dir` with names only (what `probe` gives where unnamed files fail).
@@ -74,6 +84,7 @@ impl Staging {
             unnamed: false,
             max_unnamed: 0,
             open_unnamed: Arc::default(),
+            writes: None,
         }
     }
 
@@ -116,6 +127,14 @@ impl Staged {
     /// without a name where it can, else under the temporary prefix. A partial file is
     /// removed on error.
     pub fn write(staging: &Staging, row_id: i64, bytes: &[u8]) -> io::Result<Staged> {
+        let staged = Staged::write_where(staging, row_id, bytes)?;
+        if let Some(w) = &staging.writes {
+            w.wrote();
+        }
+        Ok(staged)
+    }
+
+    fn write_where(staging: &Staging, row_id: i64, bytes: &[u8]) -> io::Result<Staged> {
         let open = &staging.open_unnamed;
         if staging.unnamed {
             if open.fetch_add(1, Ordering::AcqRel) < staging.max_unnamed {
