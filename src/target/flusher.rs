@@ -126,7 +126,21 @@ impl Drop for Flusher {
     }
 }
 
+/// Should the thread ever end by a panic, waiting flushes fail instead of waiting forever.
+struct PanicGuard<'a>(&'a Shared);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut st = self.0.lock();
+            st.failed = Some((io::ErrorKind::Other, "the flusher thread stopped".into()));
+            self.0.changed.notify_all();
+        }
+    }
+}
+
 fn flush_loop(dir: &File, shared: &Shared, writes: &WriteCount) {
+    let _guard = PanicGuard(shared);
     let mut synced_writes = writes.count();
     let mut last_start = Instant::now();
     loop {
