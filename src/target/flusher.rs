@@ -21,6 +21,15 @@ use std::time::{Duration, Instant};
 /// left the device idle for the run's first ~150 ms and gave 0.74–0.95 s; every 20 ms, 0.74 s.
 pub const PAUSE: Duration = Duration::from_millis(20);
 
+/// Make everything written to `dir`'s filesystem durable: one `syncfs`.
+pub fn syncfs(dir: &File) -> io::Result<()> {
+    // SAFETY: syncfs takes a valid open file descriptor and touches no memory of ours.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Counts writes into the target; cheap to clone (each staging holds one).
 #[derive(Debug, Clone, Default)]
 pub struct WriteCount(Arc<AtomicU64>);
@@ -170,12 +179,10 @@ fn flush_loop(dir: &File, shared: &Shared, writes: &WriteCount) {
         drop(st);
         synced_writes = writes.count();
         last_start = Instant::now();
-        // SAFETY: syncfs takes a valid open file descriptor and touches no memory of ours.
-        let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
-        let err = (rc != 0).then(io::Error::last_os_error);
+        let res = syncfs(dir);
         let mut st = shared.lock();
         st.finished += 1;
-        if let Some(e) = err {
+        if let Err(e) = res {
             if st.failed.is_none() {
                 tracing::debug!("syncfs of the target failed: {e}");
                 st.failed = Some((e.kind(), e.to_string()));

@@ -3,7 +3,7 @@
 //! did not place, never writes outside the root (not even through a symlink planted in it), and
 //! makes its writes durable in batches (`syncfs`) rather than per file.
 
-use super::flusher::Flusher;
+use super::flusher::{syncfs, Flusher};
 use super::staged::Staging;
 use super::{ContentQuery, NameQuery, Payload, Placed, PlacementOptions, Unusable};
 use crate::failure::{Failure, FailureKind};
@@ -125,9 +125,10 @@ impl FolderTarget {
             let linked = target.probe_link_mode(&probe, source_root, &meta);
             let _ = fs::remove_file(&probe);
             linked?;
-            target.root_dir = Some(File::open(root).map_err(|e| unusable("cannot open", &e))?);
+            let dir = File::open(root).map_err(|e| unusable("cannot open", &e))?;
             // Without its thread, each flush is a syncfs of its own (as the flusher's is).
-            target.flusher = File::open(root).and_then(Flusher::start).ok();
+            target.flusher = dir.try_clone().and_then(Flusher::start).ok();
+            target.root_dir = Some(dir);
             if target.opts.link == LinkMode::Copy {
                 let mut staging = Staging::probe(root);
                 if let Some(f) = &target.flusher {
@@ -417,14 +418,10 @@ impl FolderTarget {
         if let Some(f) = &self.flusher {
             return f.flush();
         }
-        if let Some(dir) = &self.root_dir {
-            // SAFETY: syncfs takes a valid open file descriptor and touches no memory of ours.
-            let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
+        match &self.root_dir {
+            Some(dir) => syncfs(dir),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -490,13 +490,10 @@ impl CalibreTarget {
     }
 
     fn syncfs(&self) -> io::Result<()> {
-        if let Some(dir) = &self.root_dir {
-            // SAFETY: syncfs takes a valid open file descriptor and touches no memory of ours.
-            if unsafe { libc::syncfs(std::os::unix::io::AsRawFd::as_raw_fd(dir)) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
+        match &self.root_dir {
+            Some(dir) => crate::target::flusher::syncfs(dir),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
