@@ -60,6 +60,42 @@ pub type Conn = PooledConnection<SqliteConnectionManager>;
 /// How long a connection waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The pause before retry `tries` (0, 1, …) of a statement that found the DB locked by another
+/// connection: short at first, because the scan's batches and the writer's claims and commits
+/// hold the write lock for a millisecond or two at a time. (SQLite's own busy handler sleeps
+/// 1, 2, 5, 10, … ms: a claim that met the scan's first commits slept 18 ms while both cores
+/// waited for work.) Longer pauses follow for a lock held long.
+fn lock_wait(tries: i32) -> Duration {
+    match tries {
+        ..SHORT_TRIES => Duration::from_micros(100),
+        SHORT_TRIES..MEDIUM_TRIES => Duration::from_millis(1),
+        _ => Duration::from_millis(10),
+    }
+}
+const SHORT_TRIES: i32 = 50;
+const MEDIUM_TRIES: i32 = 250;
+
+/// The pauses before retry `tries`, added up.
+fn waited_before(tries: i32) -> Duration {
+    let t = tries.max(0) as u32;
+    let short = t.min(SHORT_TRIES as u32);
+    let medium = t.clamp(SHORT_TRIES as u32, MEDIUM_TRIES as u32) - SHORT_TRIES as u32;
+    let long = t.saturating_sub(MEDIUM_TRIES as u32);
+    Duration::from_micros(100) * short
+        + Duration::from_millis(1) * medium
+        + Duration::from_millis(10) * long
+}
+
+/// The busy handler of every connection: wait (see `lock_wait`) and retry until the pauses
+/// add up to `BUSY_TIMEOUT`, then give up (the statement fails with "database is locked").
+fn wait_for_lock(tries: i32) -> bool {
+    if waited_before(tries) >= BUSY_TIMEOUT {
+        return false;
+    }
+    std::thread::sleep(lock_wait(tries));
+    true
+}
+
 /// How long to wait for a pooled connection before giving up with the underlying error.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -83,7 +119,7 @@ struct Pragmas {
 
 impl CustomizeConnection<Connection, rusqlite::Error> for Pragmas {
     fn on_acquire(&self, conn: &mut Connection) -> std::result::Result<(), rusqlite::Error> {
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.busy_handler(Some(wait_for_lock))?;
         conn.pragma_update(None, "foreign_keys", true)?;
         if !self.read_only {
             conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -164,4 +200,52 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::TransactionBehavior;
+
+    #[test]
+    fn lock_waits_start_below_a_millisecond_and_add_up_to_the_busy_timeout() {
+        // The first ten retries wait 1 ms in all (SQLite's own handler: 1+2+5+…+25 = 133 ms).
+        assert_eq!(waited_before(10), Duration::from_millis(1));
+        let summed: Duration = (0..4000).map(lock_wait).sum();
+        assert_eq!(waited_before(4000), summed);
+        // Retries go on until the pauses add up to the busy timeout, and no further.
+        let last = (0..i32::MAX)
+            .find(|&t| waited_before(t) >= BUSY_TIMEOUT)
+            .unwrap();
+        assert!(waited_before(last) - BUSY_TIMEOUT < lock_wait(last - 1));
+        assert!(!wait_for_lock(last));
+    }
+
+    #[test]
+    fn a_writer_that_finds_the_db_locked_waits_and_goes_on_once_the_lock_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let mut holder = db.conn().unwrap();
+        let tx = holder
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        let other = db.clone();
+        let waiter = std::thread::spawn(move || {
+            let mut conn = other.conn().unwrap();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("INSERT INTO scan_progress (dir) VALUES ('b')", [])?;
+            tx.commit()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        // Still waiting for the lock, not failed with "database is locked".
+        assert!(!waiter.is_finished());
+        tx.execute("INSERT INTO scan_progress (dir) VALUES ('a')", [])
+            .unwrap();
+        tx.commit().unwrap();
+        waiter.join().unwrap().unwrap();
+        let dirs: i64 = holder
+            .query_row("SELECT COUNT(*) FROM scan_progress", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(dirs, 2);
+    }
 }
