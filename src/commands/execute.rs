@@ -116,12 +116,33 @@ impl Execution<'_> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .worker_threads(2)
-            .max_blocking_threads(64)
+            .max_blocking_threads(self.blocking_threads())
             .build()
             .map_err(|e| CommandError::usage(format!("starting the runtime: {e}")))?;
         let res = rt.block_on(self.execute_async());
         rt.shutdown_timeout(Duration::from_secs(1));
         res
+    }
+
+    /// Threads for blocking work. A local target's whole run is CPU and local-disk work on
+    /// blocking threads (the scan; hashing, at most `checkers` groups at once; placing), so a few
+    /// more threads than hash groups keep the cores busy, and more only add thread switches
+    /// (measured, 2 cores, 2,000 files: copy 560 ms with up to 64 threads, 537 ms with 5; the
+    /// calibre target the same or better). An HTTP target reads the files it streams on blocking
+    /// threads, one read per chunk of every upload in flight: those must not queue behind the
+    /// hash groups.
+    fn blocking_threads(&self) -> usize {
+        match self.target {
+            TargetSpec::Dir(_) | TargetSpec::Calibre(_) => {
+                let checkers = self
+                    .tuning
+                    .checkers
+                    .unwrap_or_else(|| PipelineConfig::default().checkers);
+                // The scan's thread, and one for the rest (content queries, placing).
+                checkers.max(1) + 2
+            }
+            TargetSpec::Http(_) => 64,
+        }
     }
 
     async fn execute_async(self) -> Result<i32, CommandError> {
