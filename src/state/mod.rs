@@ -209,7 +209,8 @@ mod tests {
 
     #[test]
     fn lock_waits_start_below_a_millisecond_and_add_up_to_the_busy_timeout() {
-        // The first ten retries wait 1 ms in all (SQLite's own handler: 1+2+5+…+25 = 133 ms).
+        // The first ten retries wait 1 ms in all (SQLite's own handler: 1+2+5+10+15+20+25+25+25+50
+        // = 178 ms).
         assert_eq!(waited_before(10), Duration::from_millis(1));
         let summed: Duration = (0..4000).map(lock_wait).sum();
         assert_eq!(waited_before(4000), summed);
