@@ -162,10 +162,17 @@ for t in "${TOOLS[@]}"; do
     say "$t: $(secs "${MED[$t]}") s median wall (runs, ms: ${TIMES[$t]}), $(secs "${MEDCPU[$t]}") CPU-s (user+sys)," \
         "${PLACED[$t]} files in the target"
 done
-# Wall-time ratio, then CPU-time ratio (steadier when other processes share the machine).
+# Wall-time ratio of the medians; the median of each round's own ratio (the runs of one round
+# are seconds apart, so it cancels the machine's drift from round to round); CPU-time ratio
+# (steadier when other processes share the machine).
 vs_cp() {
-    awk -v a="${MED[$1]}" -v b="${MED[cp]}" -v c="${MEDCPU[$1]}" -v d="${MEDCPU[cp]}" \
-        'BEGIN { printf "%.2f (CPU %.2f s, %.1fx cp)", a / b, c / 1000, c / (d > 0 ? d : 1) }'
+    local paired
+    # shellcheck disable=SC2086 # word splitting of the lists of times is intended
+    paired=$(paste -d' ' <(printf '%s\n' ${TIMES[$1]}) <(printf '%s\n' ${TIMES[cp]}) |
+        awk '{ printf "%.4f\n", $1 / ($2 > 0 ? $2 : 1) }' | sort -n |
+        awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }')
+    awk -v a="${MED[$1]}" -v b="${MED[cp]}" -v c="${MEDCPU[$1]}" -v d="${MEDCPU[cp]}" -v p="$paired" \
+        'BEGIN { printf "%.2f (per round %s; CPU %.2f s, %.1fx cp)", a / b, p, c / 1000, c / (d > 0 ? d : 1) }'
 }
 row "cp -r + sync -f" "$(secs "${MED[cp]}") s (CPU $(secs "${MEDCPU[cp]}") s)"
 row "bookferry run (copy, default layout)" "$(secs "${MED[bookferry]}") s; /cp = $(vs_cp bookferry) (goal <= 1.1)"
