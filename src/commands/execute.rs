@@ -134,15 +134,18 @@ impl Execution<'_> {
     fn blocking_threads(&self) -> usize {
         match self.target {
             TargetSpec::Dir(_) | TargetSpec::Calibre(_) => {
-                let checkers = self
-                    .tuning
-                    .checkers
-                    .unwrap_or_else(|| PipelineConfig::default().checkers);
                 // The scan's thread, and one for the rest (content queries, placing).
-                checkers.max(1) + 2
+                self.checkers() + 2
             }
             TargetSpec::Http(_) => 64,
         }
+    }
+
+    /// Hash groups at once: `--checkers`, else the pipeline's default.
+    fn checkers(&self) -> usize {
+        self.tuning
+            .checkers
+            .map_or_else(|| PipelineConfig::default().checkers, |n| n.max(1))
     }
 
     async fn execute_async(self) -> Result<i32, CommandError> {
@@ -201,15 +204,13 @@ impl Execution<'_> {
             target.flush_hook()
         };
         let writer = Writer::start(&session.db, session.run, flush)?;
-        let mut cfg = PipelineConfig {
+        let cfg = PipelineConfig {
             checksum: self.checksum,
             dry_run: self.dry_run,
             keep_duplicates: self.options.keep_duplicates || target.dedups_by_book(),
+            checkers: self.checkers(),
             ..Default::default()
         };
-        if let Some(n) = self.tuning.checkers {
-            cfg.checkers = n.max(1);
-        }
         let ctx = Arc::new(Ctx::new(
             session.db.clone(),
             writer.handle(),

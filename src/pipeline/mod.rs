@@ -290,7 +290,6 @@ mod tests {
     use crate::state::runs;
     use crate::state::scan_store;
     use crate::state::writer::Writer;
-    use crate::target::folder::LinkMode;
     use crate::target::{PlacementOptions, TargetSpec};
     use std::time::Duration;
 
@@ -325,13 +324,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let placement = PlacementOptions {
-            layout: crate::target::layout::Layout::parse("{source_path}.{ext}").unwrap(),
-            link: LinkMode::Copy,
-            merge_formats: false,
-            ignore_calibre_lock: false,
-            migration_key: String::new(),
-        };
+        let placement = PlacementOptions::copy_to_source_paths();
         let spec = TargetSpec::parse(dir.path().join("target").to_str().unwrap()).unwrap();
         let target = rt
             .block_on(Target::open(

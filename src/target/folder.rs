@@ -608,13 +608,7 @@ mod tests {
         fs::create_dir_all(&src).unwrap();
         fs::create_dir_all(&root).unwrap();
         fs::write(root.join("book.epub"), b"other!").unwrap();
-        let opts = PlacementOptions {
-            layout: crate::target::layout::Layout::parse("{source_path}.{ext}").unwrap(),
-            link: LinkMode::Copy,
-            merge_formats: false,
-            ignore_calibre_lock: false,
-            migration_key: String::new(),
-        };
+        let opts = PlacementOptions::copy_to_source_paths();
         let target = FolderTarget::open(&root, &src, opts, false).unwrap();
         // Files of a size the target already has are not staged (the content check may find
         // them there); others are, in the target's root.

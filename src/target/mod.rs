@@ -209,6 +209,20 @@ pub struct PlacementOptions {
     pub migration_key: String,
 }
 
+#[cfg(test)]
+impl PlacementOptions {
+    /// Copies under their source paths (`{source_path}.{ext}`), nothing else set: for tests.
+    pub fn copy_to_source_paths() -> PlacementOptions {
+        PlacementOptions {
+            layout: layout::Layout::parse("{source_path}.{ext}").unwrap(),
+            link: folder::LinkMode::Copy,
+            merge_formats: false,
+            ignore_calibre_lock: false,
+            migration_key: String::new(),
+        }
+    }
+}
+
 pub enum Target {
     Folder(Arc<folder::FolderTarget>, Arc<limit::Limiter>),
     Http(Arc<http::HttpTarget>),

@@ -54,9 +54,7 @@ fn rescan_after_modifying_adding_and_deleting_source_files() {
     };
     let modified_target = target_of(&modified.path);
     let deleted_target = target_of(&deleted.path);
-    let mut bytes = std::fs::read(ws.lib().join(&modified.path)).unwrap();
-    bytes.extend_from_slice(b"\nan appended chapter\n");
-    std::fs::write(ws.lib().join(&modified.path), &bytes).unwrap();
+    let bytes = append_chapter(&ws.lib().join(&modified.path));
     std::fs::remove_file(ws.lib().join(&deleted.path)).unwrap();
     std::fs::write(ws.lib().join("Late Arrival - Bo Writer.txt"), "new book").unwrap();
 
@@ -107,20 +105,11 @@ fn rows_left_by_a_dry_run_whose_files_changed_migrate_their_new_bytes() {
     let cached = "SELECT source_ref FROM files WHERE state = 'metadata_cached' ORDER BY id LIMIT 1";
     let changed = first(cached);
     let vanished = first(&format!("{cached} OFFSET 1"));
-    let mut bytes = std::fs::read(ws.lib().join(&changed)).unwrap();
-    bytes.extend_from_slice(b"\nan appended chapter\n");
-    std::fs::write(ws.lib().join(&changed), &bytes).unwrap();
+    let bytes = append_chapter(&ws.lib().join(&changed));
     std::fs::remove_file(ws.lib().join(&vanished)).unwrap();
     // Enough new files that the scan commits several batches while the pipeline runs.
     let more = ws.path().join("more");
-    let status = std::process::Command::new("python3")
-        .arg(repo().join("tools/make-corpus.py"))
-        .arg(&more)
-        .args(["--files", "400", "--seed", "42", "--avg-kib", "4"])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    make_corpus(&more, 400, 42, 4);
     std::fs::rename(&more, ws.lib().join("more")).unwrap();
 
     let out = ws.run(&["run"]);
@@ -223,4 +212,12 @@ fn a_scan_killed_half_way_resumes_past_the_folders_it_finished() {
         0,
         "resumed folders counted as seen"
     );
+}
+
+/// Change a source file (its size and mtime too): append a chapter. Returns its new bytes.
+fn append_chapter(path: &std::path::Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes.extend_from_slice(b"\nan appended chapter\n");
+    std::fs::write(path, &bytes).unwrap();
+    bytes
 }

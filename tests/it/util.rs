@@ -55,18 +55,7 @@ impl Workspace {
     pub fn with_corpus_sized(files: usize, seed: u64, avg_kib: u64) -> Workspace {
         let ws = Workspace::empty();
         std::fs::remove_dir_all(ws.lib()).unwrap();
-        let out = Command::new("python3")
-            .arg(repo().join("tools/make-corpus.py"))
-            .arg(ws.lib())
-            .args(["--files", &files.to_string(), "--seed", &seed.to_string()])
-            .args(["--avg-kib", &avg_kib.to_string()])
-            .output()
-            .expect("python3 runs tools/make-corpus.py");
-        assert!(
-            out.status.success(),
-            "make-corpus failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        make_corpus(&ws.lib(), files, seed, avg_kib);
         let manifest = std::fs::read_to_string(ws.dir.path().join("lib.manifest.jsonl")).unwrap();
         let manifest = manifest
             .lines()
@@ -364,4 +353,21 @@ impl Lcg {
             .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
+}
+
+/// Make a library at `out` with the repo's corpus generator (`tools/make-corpus.py`; it writes
+/// its manifest beside `out`).
+pub fn make_corpus(out: &Path, files: usize, seed: u64, avg_kib: u64) {
+    let run = Command::new("python3")
+        .arg(repo().join("tools/make-corpus.py"))
+        .arg(out)
+        .args(["--files", &files.to_string(), "--seed", &seed.to_string()])
+        .args(["--avg-kib", &avg_kib.to_string()])
+        .output()
+        .expect("python3 runs tools/make-corpus.py");
+    assert!(
+        run.status.success(),
+        "make-corpus failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 }
