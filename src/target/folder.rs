@@ -253,6 +253,14 @@ impl FolderTarget {
             .ensure_dir_inside(parent_rel)
             .map_err(|(path, e)| write_err("cannot create target folder", &path, e))?;
         let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
+        // A staged copy is linked into place by one call that fails if the name is taken, so
+        // what stands there is looked at only then (a `stat` per file saved). Anything else is
+        // written only once the name is known to be free.
+        let look_first = p.staged.is_none();
+        let look = |candidate: &Path| {
+            self.look_at(candidate, p)
+                .map_err(|e| write_err("cannot inspect", candidate, e))
+        };
         for n in 1..=1000u32 {
             let candidate_name = if n == 1 {
                 name.clone()
@@ -265,30 +273,26 @@ impl FolderTarget {
             } else {
                 format!("{parent_rel}/{candidate_name}")
             };
-            if !replacing || n > 1 {
-                match fs::symlink_metadata(&candidate) {
-                    Ok(m) => {
-                        if m.is_file() && m.len() == p.size && self.same_content(&candidate, p) {
-                            return Ok(Placed {
-                                target_ref: candidate_rel,
-                                already_present: true,
-                                bytes_read: m.len(),
-                                detail: Some("identical file already at the destination".into()),
-                                ..Default::default()
-                            });
-                        }
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(write_err("cannot inspect", &candidate, e)),
+            let replace = replacing && n == 1;
+            if !replace && look_first {
+                match look(&candidate)? {
+                    AtName::Free => {}
+                    AtName::Identical(len) => return Ok(identical(candidate_rel, len)),
+                    AtName::Taken => continue,
                 }
             }
-            match self.put(p, &parent, &candidate, replacing && n == 1) {
+            match self.put(p, &parent, &candidate, replace) {
                 Ok(mut placed) => {
                     placed.target_ref = candidate_rel;
                     return Ok(placed);
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if !look_first {
+                        if let AtName::Identical(len) = look(&candidate)? {
+                            return Ok(identical(candidate_rel, len));
+                        }
+                    }
+                }
                 Err(e) => return Err(write_err("cannot write", &candidate, e)),
             }
         }
@@ -299,6 +303,19 @@ impl FolderTarget {
                 p.source_rel
             ),
         ))
+    }
+
+    /// What stands at `candidate`: nothing, a file with exactly the payload's bytes, or
+    /// something else.
+    fn look_at(&self, candidate: &Path, p: &Payload) -> io::Result<AtName> {
+        match fs::symlink_metadata(candidate) {
+            Ok(m) if m.is_file() && m.len() == p.size && self.same_content(candidate, p) => {
+                Ok(AtName::Identical(m.len()))
+            }
+            Ok(_) => Ok(AtName::Taken),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(AtName::Free),
+            Err(e) => Err(e),
+        }
     }
 
     /// Create the folders of `rel` under the root, refusing to pass through a symlink (a link
@@ -422,6 +439,25 @@ impl FolderTarget {
             Some(dir) => syncfs(dir),
             None => Ok(()),
         }
+    }
+}
+
+/// What a destination name holds (see `FolderTarget::look_at`).
+enum AtName {
+    Free,
+    /// A file of this length with exactly the payload's bytes.
+    Identical(u64),
+    Taken,
+}
+
+/// The payload is already at `target_ref`: nothing is written.
+fn identical(target_ref: String, len: u64) -> Placed {
+    Placed {
+        target_ref,
+        already_present: true,
+        bytes_read: len,
+        detail: Some("identical file already at the destination".into()),
+        ..Default::default()
     }
 }
 
@@ -622,20 +658,7 @@ mod tests {
         let staged = Arc::new(Staged::write(staging, 1, bytes).unwrap());
         assert_eq!(writes(), 1, "the flusher is told of the staged copy");
         let staged_path = staged.path().map(Path::to_path_buf);
-        let p = Payload {
-            row_id: 1,
-            source_path: src.join("book.epub"),
-            source_rel: "book.epub".into(),
-            file_name: "book.epub".into(),
-            size: bytes.len() as u64,
-            format: "epub".into(),
-            digests: hash::hash_bytes(bytes),
-            metadata: None,
-            origin: None,
-            data: None,
-            previous_ref: None,
-            staged: Some(staged.clone()),
-        };
+        let p = staged_book(&src, bytes, &staged);
         // The source is not read again: the staged copy is all the transfer needs.
         fs::remove_file(src.join("book.epub")).unwrap();
         let placed = target.place(&p).unwrap();
@@ -648,6 +671,56 @@ mod tests {
         assert_eq!(fs::read(root.join("book.epub")).unwrap(), b"other!");
         assert!(staged_path.is_none_or(|p| !p.exists()));
         assert_eq!(fs::read_dir(&root).unwrap().count(), 2);
+    }
+
+    /// `book.epub` of the source, holding `bytes`, staged as `staged`.
+    fn staged_book(src: &Path, bytes: &[u8], staged: &Arc<Staged>) -> Payload {
+        Payload {
+            row_id: 1,
+            source_path: src.join("book.epub"),
+            source_rel: "book.epub".into(),
+            file_name: "book.epub".into(),
+            size: bytes.len() as u64,
+            format: "epub".into(),
+            digests: hash::hash_bytes(bytes),
+            metadata: None,
+            origin: None,
+            data: None,
+            previous_ref: None,
+            staged: Some(staged.clone()),
+        }
+    }
+
+    /// A staged copy whose name was taken after it was staged, by these very bytes: the file
+    /// there is the placement (nothing written twice, no ` (2)`), and the staged copy is gone.
+    #[test]
+    fn a_staged_copy_whose_bytes_are_already_at_the_destination_is_not_placed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, root) = (dir.path().join("src"), dir.path().join("out"));
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(&root).unwrap();
+        let target =
+            FolderTarget::open(&root, &src, PlacementOptions::copy_to_source_paths(), false)
+                .unwrap();
+        let bytes = b"the same book";
+        let staging = target.staging(bytes.len() as u64).expect("staged");
+        let staged = Arc::new(Staged::write(staging, 1, bytes).unwrap());
+        let staged_path = staged.path().map(Path::to_path_buf);
+        // Another process puts the same bytes at the destination meanwhile.
+        fs::write(root.join("book.epub"), bytes).unwrap();
+        let p = staged_book(&src, bytes, &staged);
+        let placed = target.place(&p).unwrap();
+        drop((p, staged));
+        assert_eq!(placed.target_ref, "book.epub");
+        assert!(placed.already_present);
+        assert_eq!(placed.bytes_sent, 0);
+        assert_eq!(fs::read(root.join("book.epub")).unwrap(), bytes);
+        assert!(staged_path.is_none_or(|p| !p.exists()));
+        let names: Vec<_> = fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["book.epub"]);
     }
 
     #[test]
