@@ -324,6 +324,84 @@ fn plan_steps<'a>(batch: &'a [Transition], conflicts: &mut u64) -> Vec<Step<'a>>
     steps
 }
 
+/// One `events` row of a batch (its run and time are the batch's).
+struct Event<'a> {
+    file_id: i64,
+    from: FileState,
+    to: FileState,
+    detail: Option<&'a str>,
+}
+
+/// `events` rows written by one multi-row `INSERT`: one statement step for this many moves
+/// instead of one each (the events are most of the rows a run writes).
+const EVENTS_PER_INSERT: usize = 64;
+
+/// `INSERT INTO events … VALUES (…), (…), …` for `rows` rows: `?1` is the run, `?2` the time,
+/// and each row binds four more (file, from, to, detail).
+fn events_insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO events (file_id, run_id, at, from_state, to_state, detail) VALUES ",
+    );
+    for i in 0..rows {
+        let p = 3 + 4 * i;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(?{}, ?1, ?2, ?{}, ?{}, ?{})",
+            p,
+            p + 1,
+            p + 2,
+            p + 3
+        ));
+    }
+    sql
+}
+
+/// Write a batch's `events` rows, in order, `EVENTS_PER_INSERT` to a statement.
+fn insert_events(
+    tx: &rusqlite::Transaction,
+    run: i64,
+    now: i64,
+    events: &[Event],
+) -> rusqlite::Result<()> {
+    static MANY: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| events_insert_sql(EVENTS_PER_INSERT));
+    let mut chunks = events.chunks_exact(EVENTS_PER_INSERT);
+    if chunks.len() > 0 {
+        let mut stmt = tx.prepare_cached(&MANY)?;
+        for chunk in &mut chunks {
+            bind_events(&mut stmt, run, now, chunk)?;
+        }
+    }
+    if !chunks.remainder().is_empty() {
+        let mut stmt = tx.prepare_cached(&events_insert_sql(1))?;
+        for e in chunks.remainder() {
+            bind_events(&mut stmt, run, now, std::slice::from_ref(e))?;
+        }
+    }
+    Ok(())
+}
+
+fn bind_events(
+    stmt: &mut rusqlite::CachedStatement,
+    run: i64,
+    now: i64,
+    rows: &[Event],
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(1, run)?;
+    stmt.raw_bind_parameter(2, now)?;
+    for (i, e) in rows.iter().enumerate() {
+        let p = 3 + 4 * i;
+        stmt.raw_bind_parameter(p, e.file_id)?;
+        stmt.raw_bind_parameter(p + 1, e.from.as_str())?;
+        stmt.raw_bind_parameter(p + 2, e.to.as_str())?;
+        stmt.raw_bind_parameter(p + 3, e.detail)?;
+    }
+    stmt.raw_execute()?;
+    Ok(())
+}
+
 fn commit_batch(
     conn: &mut rusqlite::Connection,
     run: i64,
@@ -343,6 +421,7 @@ fn commit_batch(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| e.to_string())?;
     let now = now_ms();
+    let mut events: Vec<Event> = Vec::with_capacity(batch.len());
     {
         let mut update = tx
             .prepare_cached(
@@ -361,12 +440,6 @@ fn commit_batch(
             .prepare_cached(
                 "UPDATE files SET warnings = COALESCE(?3, warnings), attempts = attempts + ?4,
                     updated_at = ?5 WHERE id = ?1 AND run_id = ?2",
-            )
-            .map_err(|e| e.to_string())?;
-        let mut event = tx
-            .prepare_cached(
-                "INSERT INTO events (file_id, run_id, at, from_state, to_state, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(|e| e.to_string())?;
         for step in steps {
@@ -422,20 +495,15 @@ fn commit_batch(
                 continue;
             }
             for (t, from, to) in &chain.moves {
-                let detail = t
-                    .detail
-                    .clone()
-                    .or_else(|| t.error.as_ref().map(|(_, m)| m.clone()));
-                event
-                    .execute(params![
-                        t.file_id,
-                        run,
-                        now,
-                        from.as_str(),
-                        to.as_str(),
-                        detail
-                    ])
-                    .map_err(|e| e.to_string())?;
+                events.push(Event {
+                    file_id: t.file_id,
+                    from: *from,
+                    to: *to,
+                    detail: t
+                        .detail
+                        .as_deref()
+                        .or_else(|| t.error.as_ref().map(|(_, m)| m.as_str())),
+                });
                 if t.hashed {
                     counters.files_hashed += 1;
                 }
@@ -450,6 +518,7 @@ fn commit_batch(
             }
         }
     }
+    insert_events(&tx, run, now, &events).map_err(|e| e.to_string())?;
     runs::add_counters(&tx, run, &counters).map_err(|e| e.to_string())?;
     tx.commit().map_err(|e| e.to_string())?;
     stats.committed += batch.len() as u64 - conflicts;
@@ -520,6 +589,77 @@ mod tests {
 
     /// Two rows through a real writer on a real state DB: the merged writes leave each row
     /// where its last move put it, with every value a move carried, and one event per move.
+    /// A batch with more moves than one multi-row `INSERT` takes (three full ones and a rest):
+    /// each move gets its own `events` row, in the order of the batch's chains, with its run,
+    /// the batch's time and its detail.
+    #[test]
+    fn a_batch_of_many_moves_writes_each_event_once_in_order() {
+        use FileState::*;
+        let rows = 3 * EVENTS_PER_INSERT / 2 + 5;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let names: Vec<String> = (0..rows).map(|i| format!("b{i}.epub")).collect();
+        let run = {
+            let mut conn = db.conn().unwrap();
+            let scan = runs::begin(&conn, "scan", &[]).unwrap();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            scan_store::add_test_rows(&mut conn, scan, &names);
+            runs::end(&mut conn, scan, 0, "finished").unwrap();
+            runs::begin(&conn, "run", &[]).unwrap()
+        };
+        let writer = Writer::start(&db, run, None).unwrap();
+        let h = writer.handle();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ids: Vec<i64> = rt
+            .block_on(h.claim(0, rows))
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids.len(), rows);
+        for (i, &id) in ids.iter().enumerate() {
+            let mut t = mv(id, Pending, Checked);
+            t.detail = (i % 2 == 0).then(|| format!("note {i}"));
+            h.send(t);
+        }
+        for &id in &ids {
+            h.send(mv(id, Checked, Hashed));
+        }
+        drop(h);
+        let (stats, fatal) = writer.finish();
+        assert_eq!(fatal, None);
+        assert_eq!((stats.transactions, stats.committed), (1, 2 * rows as u64));
+
+        let conn = db.conn().unwrap();
+        let mut st = conn
+            .prepare(
+                "SELECT file_id, run_id, at, from_state || '>' || to_state || COALESCE(' ' || detail, '')
+                 FROM events WHERE run_id = ?1 ORDER BY id",
+            )
+            .unwrap();
+        let got: Vec<(i64, i64, i64, String)> = st
+            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let at = got[0].2;
+        let want: Vec<(i64, i64, i64, String)> = ids
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &id)| {
+                let first = match i % 2 {
+                    0 => format!("pending>checked note {i}"),
+                    _ => "pending>checked".to_string(),
+                };
+                [(id, run, at, first), (id, run, at, "checked>hashed".into())]
+            })
+            .collect();
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn merged_moves_leave_the_same_rows_and_events_as_one_by_one() {
         use FileState::*;
