@@ -13,6 +13,8 @@
 #        bookferry run --from SRC --to DST --keep-duplicates (copy mode: it also hashes every
 #                                                             byte, parses metadata and syncs)
 #        the same with --layout '{source_path}.{ext}'        (the same tree as cp makes)
+#        the same with --dry-run                             (all of bookferry's own work,
+#                                                             and not a byte written)
 #        rclone copy SRC DST && sync -f DST                  (skipped if rclone is missing)
 #        cp -al SRC DST && sync -f DST, and bookferry run --link hardlink  (files/s)
 #   4. a summary table.
@@ -20,6 +22,10 @@
 # Environment (defaults): BENCH_SCAN_FILES=100000 BENCH_STATE_ROWS=$BENCH_SCAN_FILES
 #   BENCH_COPY_FILES=2000 BENCH_REPEAT=3 BENCH_DIR=${TMPDIR:-/tmp} (where temp files go; the
 #   copy runs need about (4 x BENCH_REPEAT + 1) x 0.5 GB there, all removed at exit).
+#   BENCH_WRITE_MBPS=N (unset: no limit) caps writes to BENCH_DIR's disk at N MB/s during the
+#   copy runs, for every tool alike (root and cgroup v1 blkio: blkio.throttle.write_bps_device
+#   of the root group; removed at exit). The engine issue's reference (cp -r + sync of a
+#   2,000-file, 505 MB corpus in ~0.7 s) is a disk slower than this VM's: 1000 gives that here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +34,13 @@ STATE_ROWS=${BENCH_STATE_ROWS:-$SCAN_FILES}
 COPY_FILES=${BENCH_COPY_FILES:-2000}
 REPEAT=${BENCH_REPEAT:-3}
 WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/bookferry-bench.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+THROTTLE_FILE=/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device
+THROTTLED=""
+cleanup() {
+    if [ -n "$THROTTLED" ]; then echo "$THROTTLED 0" >"$THROTTLE_FILE" || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
 SUMMARY=()
 
 say() { printf '%s\n' "$*"; }
@@ -115,15 +127,34 @@ copy_bookferry() { "$BIN" --state "$1.db" run --from "$SRC" --to "$1" --keep-dup
 copy_bookferry_srcpath() {
     "$BIN" --state "$1.db" run --from "$SRC" --to "$1" --keep-duplicates -q --layout '{source_path}.{ext}'
 }
+# Reads, hashes, parses and records every file, and writes nothing to the target: what the
+# copy costs on top of cp's own work.
+copy_bookferry_dryrun() {
+    "$BIN" --state "$1.db" run --from "$SRC" --to "$1" --keep-duplicates -q --dry-run
+}
 copy_rclone() { rclone copy -q "$SRC" "$1" && sync -f "$1"; }
 copy_cp_al() { cp -al "$SRC" "$1" && sync -f "$1"; }
 copy_bookferry_hardlink() {
     "$BIN" --state "$1.db" run --from "$SRC" --to "$1" --keep-duplicates -q --link hardlink
 }
-TOOLS=(cp bookferry bookferry_srcpath rclone cp_al bookferry_hardlink)
+TOOLS=(cp bookferry bookferry_srcpath bookferry_dryrun rclone cp_al bookferry_hardlink)
 if ! command -v rclone >/dev/null; then
     say "rclone not installed: skipped"
-    TOOLS=(cp bookferry bookferry_srcpath cp_al bookferry_hardlink)
+    TOOLS=(cp bookferry bookferry_srcpath bookferry_dryrun cp_al bookferry_hardlink)
+fi
+if [ -n "${BENCH_WRITE_MBPS:-}" ]; then
+    # Throttling acts on whole disks: a partition's writes are counted on its disk.
+    dev=$(findmnt -n -o SOURCE --target "$WORK")
+    disk=$(lsblk -no PKNAME "$dev" 2>/dev/null | head -n 1)
+    [ -n "$disk" ] && dev=/dev/$disk
+    majmin=$(lsblk -dno MAJ:MIN "$dev" | tr -d ' ')
+    if [ ! -w "$THROTTLE_FILE" ] || [ -z "$majmin" ]; then
+        say "BENCH_WRITE_MBPS needs root and cgroup v1 blkio ($THROTTLE_FILE) and a block device under $WORK"
+        exit 1
+    fi
+    echo "$majmin $((BENCH_WRITE_MBPS * 1000000))" >"$THROTTLE_FILE"
+    THROTTLED=$majmin
+    say "writes to $dev ($majmin) capped at $BENCH_WRITE_MBPS MB/s for the copy runs"
 fi
 need_kib=$((corpus_kib * (REPEAT * 4 + 1)))
 avail_kib=$(df -k --output=avail "$WORK" | tail -n 1)
@@ -134,7 +165,8 @@ fi
 
 declare -A TIMES CPU PLACED MED MEDCPU
 export SRC BIN
-export -f copy_cp copy_bookferry copy_bookferry_srcpath copy_rclone copy_cp_al copy_bookferry_hardlink
+export -f copy_cp copy_bookferry copy_bookferry_srcpath copy_bookferry_dryrun copy_rclone copy_cp_al \
+    copy_bookferry_hardlink
 mkdir "$WORK/out"
 for rep in $(seq "$REPEAT"); do
     for t in "${TOOLS[@]}"; do
@@ -151,7 +183,8 @@ for rep in $(seq "$REPEAT"); do
             { say "FAILED: copy_$t $out"; exit 1; }
         TIMES[$t]+="$(($(now_ms) - start)) "
         CPU[$t]+="$(awk '{ printf "%.0f", ($1 + $2) * 1000 }' "$WORK/cpu") "
-        PLACED[$t]=$(find "$out" -type f | wc -l)
+        # (a dry run makes no target folder)
+        PLACED[$t]=$( (find "$out" -type f 2>/dev/null || true) | wc -l)
     done
 done
 for t in "${TOOLS[@]}"; do
@@ -174,9 +207,11 @@ vs_cp() {
     awk -v a="${MED[$1]}" -v b="${MED[cp]}" -v c="${MEDCPU[$1]}" -v d="${MEDCPU[cp]}" -v p="$paired" \
         'BEGIN { printf "%.2f (per round %s; CPU %.2f s, %.1fx cp)", a / b, p, c / 1000, c / (d > 0 ? d : 1) }'
 }
+row "copy runs: disk under $WORK" "$(findmnt -n -o SOURCE --target "$WORK")${THROTTLED:+, writes capped at $BENCH_WRITE_MBPS MB/s}"
 row "cp -r + sync -f" "$(secs "${MED[cp]}") s (CPU $(secs "${MEDCPU[cp]}") s)"
 row "bookferry run (copy, default layout)" "$(secs "${MED[bookferry]}") s; /cp = $(vs_cp bookferry) (goal <= 1.1)"
 row "bookferry run (copy, --layout {source_path})" "$(secs "${MED[bookferry_srcpath]}") s; /cp = $(vs_cp bookferry_srcpath)"
+row "bookferry run --dry-run (no byte written)" "$(secs "${MED[bookferry_dryrun]}") s; /cp = $(vs_cp bookferry_dryrun)"
 if [ -n "${MED[rclone]:-}" ]; then
     row "rclone copy + sync -f" "$(secs "${MED[rclone]}") s; /cp = $(vs_cp rclone)"
 else
