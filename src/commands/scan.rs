@@ -122,7 +122,8 @@ pub fn scan_source(
     let mut conn = db.conn()?;
     let index = scan_store::load_index(&conn)?;
     let mut summary = ScanSummary::default();
-    let mut seen: HashSet<String> = HashSet::with_capacity(index.len());
+    // The recorded rows whose file this scan found, by row id (a new file has no row yet).
+    let mut seen: HashSet<i64> = HashSet::with_capacity(index.len());
     let mut batch = ScanBatch::default();
     let mut added = Added::default();
     let mut limit = FIRST_BATCH;
@@ -236,11 +237,11 @@ pub fn scan_source(
         // Rows under folders a resumed scan did not re-enter were seen by the earlier pass.
         if !already_walked.is_empty() {
             let walked: HashSet<&str> = already_walked.iter().map(String::as_str).collect();
-            for key in index.keys() {
+            for (key, known) in &index {
                 let mut dir = key.as_str();
                 while let Some((parent, _)) = dir.rsplit_once('/') {
                     if walked.contains(parent) {
-                        seen.insert(key.clone());
+                        seen.insert(known.id);
                         break;
                     }
                     dir = parent;
@@ -261,11 +262,14 @@ fn consider(
     added: &mut Added,
     f: ScannedFile,
     batch: &mut ScanBatch,
-    seen: &mut HashSet<String>,
+    seen: &mut HashSet<i64>,
 ) {
     summary.seen += 1;
-    seen.insert(f.source_ref.clone());
-    match index.get(&f.source_ref) {
+    let known = index.get(&f.source_ref);
+    if let Some(k) = known {
+        seen.insert(k.id);
+    }
+    match known {
         None => {
             summary.new += 1;
             added.rows += 1;

@@ -170,13 +170,14 @@ pub struct Vanished {
     pub gone_after_migration: usize,
 }
 
-/// Close a complete scan: rows whose file was not seen are handled as vanished, and the
-/// scan's folder progress is cleared so the next scan walks everything again.
+/// Close a complete scan: rows whose file was not seen (`seen` holds the ids of those whose
+/// file was) are handled as vanished, and the scan's folder progress is cleared so the next
+/// scan walks everything again.
 pub fn finish(
     conn: &mut Connection,
     run: i64,
     index: &HashMap<String, Known>,
-    seen: &HashSet<String>,
+    seen: &HashSet<i64>,
 ) -> Result<Vanished> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_ms();
@@ -195,7 +196,7 @@ pub fn finish(
             "UPDATE files SET source_gone = 1, updated_at = ?2 WHERE id = ?1 AND source_gone = 0",
         )?;
         for (source_ref, known) in index {
-            if seen.contains(source_ref) {
+            if seen.contains(&known.id) {
                 continue;
             }
             if known.state.is_final() && known.state != FileState::Failed {
