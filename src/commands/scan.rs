@@ -16,7 +16,7 @@ use crate::state::migration::{self, MigrationRecord};
 use crate::state::rows::{ScannedFile, SourceKind};
 use crate::state::scan_store::{self, Known, ScanBatch};
 use crate::state::Db;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -109,6 +109,10 @@ pub struct Added {
     pub bytes: i64,
 }
 
+/// Files found but not yet compared with the DB: looked up together (one query) once this
+/// many are waiting, and always before a folder is recorded as walked.
+const LOOKUP: usize = 256;
+
 /// Scan a source into the state DB. Blocking. Stops early (complete = false) when `cancel` is set.
 /// `committed` is called after each batch is committed, with what it added.
 pub fn scan_source(
@@ -119,67 +123,54 @@ pub fn scan_source(
     cancel: &AtomicBool,
     committed: &mut dyn FnMut(Added),
 ) -> Result<ScanSummary, CommandError> {
-    let mut conn = db.conn()?;
-    let index = scan_store::load_index(&conn)?;
-    let mut summary = ScanSummary::default();
-    // The recorded rows whose file this scan found, by row id (a new file has no row yet).
-    let mut seen: HashSet<i64> = HashSet::with_capacity(index.len());
-    let mut batch = ScanBatch::default();
-    let mut added = Added::default();
-    let mut limit = FIRST_BATCH;
-    let mut write_err = None;
-    let mut flush = |batch: &mut ScanBatch, added: &mut Added, conn: &mut crate::state::Conn| {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let r = scan_store::write_batch(conn, run, batch);
-        *batch = ScanBatch::default();
-        if r.is_ok() {
-            committed(std::mem::take(added));
-        }
-        r
+    let conn = db.conn()?;
+    let found_rows = scan_store::FoundRows::new(&conn)?;
+    let mut scan = Scan {
+        conn,
+        run,
+        committed,
+        found_rows,
+        waiting: Vec::new(),
+        batch: ScanBatch::default(),
+        added: Added::default(),
+        limit: FIRST_BATCH,
+        summary: ScanSummary::default(),
     };
-    let mut already_walked = Vec::new();
+    // Folders an interrupted pass of this scan finished, not entered again.
+    let mut already_walked = HashSet::new();
     match source {
         SourceSpec::Dir(root) => {
-            let walked = scan_store::walked_dirs(&conn)?;
+            let walked = scan_store::walked_dirs(&scan.conn)?;
             let exclude = state_files(db);
             let mut walker = Walker::new(root.clone(), formats, exclude, &walked);
+            let mut write_err = None;
             let complete = walker
                 .walk(&mut |ev| {
-                    match ev {
-                        WalkEvent::File(f) => consider(
-                            &index,
-                            &mut summary,
-                            &mut added,
-                            ScannedFile {
-                                source_kind: SourceKind::Dir,
-                                source_ref: f.rel,
-                                path: f.abs,
-                                size: f.size,
-                                mtime_ns: f.mtime_ns,
-                                format: f.format,
-                                metadata: None,
-                            },
-                            &mut batch,
-                            &mut seen,
-                        ),
-                        WalkEvent::DirDone(d) => batch.dirs_done.push(d),
+                    let step = match ev {
+                        WalkEvent::File(f) => scan.found(ScannedFile {
+                            source_kind: SourceKind::Dir,
+                            source_ref: f.rel,
+                            path: f.abs,
+                            size: f.size,
+                            mtime_ns: f.mtime_ns,
+                            format: f.format,
+                            metadata: None,
+                        }),
+                        WalkEvent::DirDone(d) => scan.dir_done(d),
                         WalkEvent::AlreadyWalked(d) => {
-                            summary.resumed_dirs += 1;
-                            already_walked.push(d);
+                            scan.summary.resumed_dirs += 1;
+                            already_walked.insert(d);
+                            Ok(())
                         }
                         WalkEvent::Skipped(msg) => {
-                            summary.skipped_entries += 1;
+                            scan.summary.skipped_entries += 1;
                             tracing::warn!("{msg}");
+                            Ok(())
                         }
-                    }
-                    if batch.len() >= limit {
-                        limit = (limit * 2).min(BATCH);
-                        if let Err(e) = flush(&mut batch, &mut added, &mut conn) {
-                            write_err = Some(e);
-                            return false;
-                        }
+                    };
+                    if let Err(e) = step {
+                        write_err = Some(e);
+                        return false;
                     }
                     !cancel.load(Ordering::SeqCst)
                 })
@@ -190,7 +181,7 @@ pub fn scan_source(
                     message: format!("scan: writing the state DB: {e}"),
                 });
             }
-            summary.complete = complete;
+            scan.summary.complete = complete;
         }
         SourceSpec::Calibre(root) => {
             let formats_in_library = calibre::read_library(root).map_err(|e| CommandError {
@@ -208,67 +199,110 @@ pub fn scan_source(
                     Ok(m) => (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
                     Err(_) => (cf.size, 0),
                 };
-                consider(
-                    &index,
-                    &mut summary,
-                    &mut added,
-                    ScannedFile {
-                        source_kind: SourceKind::Calibre,
-                        source_ref: cf.source_ref(),
-                        path,
-                        size,
-                        mtime_ns,
-                        format: cf.format.clone(),
-                        metadata: Some((cf.metadata.clone(), Origin::Calibre)),
-                    },
-                    &mut batch,
-                    &mut seen,
-                );
-                if batch.len() >= limit {
-                    limit = (limit * 2).min(BATCH);
-                    flush(&mut batch, &mut added, &mut conn)?;
-                }
+                scan.found(ScannedFile {
+                    source_kind: SourceKind::Calibre,
+                    source_ref: cf.source_ref(),
+                    path,
+                    size,
+                    mtime_ns,
+                    format: cf.format.clone(),
+                    metadata: Some((cf.metadata.clone(), Origin::Calibre)),
+                })?;
             }
-            summary.complete = !cancel.load(Ordering::SeqCst);
+            scan.summary.complete = !cancel.load(Ordering::SeqCst);
         }
     }
-    flush(&mut batch, &mut added, &mut conn)?;
+    scan.compare_waiting()?;
+    scan.flush()?;
+    let mut summary = scan.summary;
     if summary.complete {
-        // Rows under folders a resumed scan did not re-enter were seen by the earlier pass.
-        if !already_walked.is_empty() {
-            let walked: HashSet<&str> = already_walked.iter().map(String::as_str).collect();
-            for (key, known) in &index {
-                let mut dir = key.as_str();
-                while let Some((parent, _)) = dir.rsplit_once('/') {
-                    if walked.contains(parent) {
-                        seen.insert(known.id);
-                        break;
-                    }
-                    dir = parent;
-                }
-            }
-        }
-        let v = scan_store::finish(&mut conn, run, &index, &seen)?;
+        let v = scan_store::finish(&mut scan.conn, run, &scan.found_rows, &already_walked)?;
         summary.vanished_failed = v.failed;
         summary.vanished_after_migration = v.gone_after_migration;
     }
     Ok(summary)
 }
 
-/// Compare one found file with what the DB knows and queue what must change.
+/// A scan under way: files found and waiting to be compared with the DB, the batch of rows to
+/// write, and what it has found so far.
+struct Scan<'a> {
+    conn: crate::state::Conn,
+    run: i64,
+    committed: &'a mut dyn FnMut(Added),
+    /// The recorded rows whose file this scan found.
+    found_rows: scan_store::FoundRows,
+    waiting: Vec<ScannedFile>,
+    batch: ScanBatch,
+    added: Added,
+    /// Rows in the next transaction, at most: grows from `FIRST_BATCH` to `BATCH`.
+    limit: usize,
+    summary: ScanSummary,
+}
+
+impl Scan<'_> {
+    fn found(&mut self, f: ScannedFile) -> crate::state::Result<()> {
+        self.waiting.push(f);
+        if self.waiting.len() >= LOOKUP {
+            self.compare_waiting()?;
+        }
+        Ok(())
+    }
+
+    /// A folder's whole subtree was walked: its files go into the batch first, so the folder
+    /// is never recorded as walked before them.
+    fn dir_done(&mut self, dir: String) -> crate::state::Result<()> {
+        self.compare_waiting()?;
+        self.batch.dirs_done.push(dir);
+        self.flush_if_full()
+    }
+
+    /// Compare the waiting files with their recorded rows (one query) and queue what changes.
+    fn compare_waiting(&mut self) -> crate::state::Result<()> {
+        if self.waiting.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&str> = self.waiting.iter().map(|f| f.source_ref.as_str()).collect();
+        let known = scan_store::known_rows(&self.conn, &refs)?;
+        for f in std::mem::take(&mut self.waiting) {
+            let k = known.get(&f.source_ref);
+            if let Some(k) = k {
+                self.found_rows.insert(k.id);
+            }
+            consider(k, &mut self.summary, &mut self.added, f, &mut self.batch);
+        }
+        self.flush_if_full()
+    }
+
+    fn flush_if_full(&mut self) -> crate::state::Result<()> {
+        if self.batch.len() >= self.limit {
+            self.limit = (self.limit * 2).min(BATCH);
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Write the batch (one transaction) and report what it added.
+    fn flush(&mut self) -> crate::state::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        scan_store::write_batch(&mut self.conn, self.run, &batch)?;
+        (self.committed)(std::mem::take(&mut self.added));
+        Ok(())
+    }
+}
+
+/// Compare one found file with what the DB knows of it (`known`: its row, if it has one) and
+/// queue what must change.
 fn consider(
-    index: &HashMap<String, Known>,
+    known: Option<&Known>,
     summary: &mut ScanSummary,
     added: &mut Added,
     f: ScannedFile,
     batch: &mut ScanBatch,
-    seen: &mut HashSet<i64>,
 ) {
     summary.seen += 1;
-    let known = index.get(&f.source_ref);
-    if let Some(k) = known {
-        seen.insert(k.id);
-    }
     match known {
         None => {
             summary.new += 1;
@@ -365,6 +399,61 @@ mod tests {
                 rows: 1,
                 bytes: 15 - 8
             }
+        );
+    }
+
+    /// At every commit, each folder the scan has recorded as walked (what an interrupted scan
+    /// skips when it resumes) has all its files recorded: a folder is never marked done while
+    /// its files wait to be compared with the DB. Many small folders, so folders finish long
+    /// before a lookup's worth of files is waiting.
+    #[test]
+    fn a_folder_is_recorded_as_walked_only_with_all_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("lib");
+        let folders = 3 * FIRST_BATCH;
+        for i in 0..folders {
+            let d = lib.join(format!("f{i:04}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("book.txt"), format!("book {i}")).unwrap();
+        }
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let run = runs::begin(&db.conn().unwrap(), "scan", &[]).unwrap();
+        let (mut commits, mut checked_folders) = (0, 0);
+        let summary = scan_source(
+            &db,
+            run,
+            &SourceSpec::Dir(lib.clone()),
+            &FormatSet::default(),
+            &AtomicBool::new(false),
+            &mut |_| {
+                commits += 1;
+                let conn = db.conn().unwrap();
+                let done: Vec<String> = conn
+                    .prepare("SELECT dir FROM scan_progress WHERE dir != ''")
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+                for d in done {
+                    let rows: i64 = conn
+                        .query_row(
+                            "SELECT COUNT(*) FROM files WHERE source_ref = ?1 || '/book.txt'",
+                            [&d],
+                            |r| r.get(0),
+                        )
+                        .unwrap();
+                    assert_eq!(rows, 1, "folder {d} recorded as walked without its file");
+                    checked_folders += 1;
+                }
+            },
+        )
+        .unwrap();
+        assert!(summary.complete);
+        assert_eq!(summary.new, folders);
+        assert!(
+            commits > 1 && checked_folders > 0,
+            "{commits} {checked_folders}"
         );
     }
 }

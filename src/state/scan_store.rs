@@ -18,11 +18,20 @@ pub struct Known {
     pub source_gone: bool,
 }
 
-/// Every recorded row by source reference: one query, held in memory for the scan.
-pub fn load_index(conn: &Connection) -> Result<HashMap<String, Known>> {
-    let mut st =
-        conn.prepare("SELECT source_ref, id, size, mtime_ns, state, source_gone FROM files")?;
-    let rows = st.query_map([], |r| {
+/// The recorded rows of these source references (those that have one): one query, by the
+/// unique index on `source_ref`. A scan asks for the files it found a batch at a time, so it
+/// never holds the whole table in memory.
+pub fn known_rows(conn: &Connection, refs: &[&str]) -> Result<HashMap<String, Known>> {
+    let mut known = HashMap::with_capacity(refs.len());
+    if refs.is_empty() {
+        return Ok(known);
+    }
+    let mut st = conn.prepare_cached(
+        "SELECT source_ref, id, size, mtime_ns, state, source_gone FROM files
+         WHERE source_ref IN (SELECT value FROM json_each(?1))",
+    )?;
+    let list = serde_json::to_string(refs).expect("a list of strings serializes");
+    let rows = st.query_map([list], |r| {
         let state: String = r.get(4)?;
         Ok((
             r.get::<_, String>(0)?,
@@ -35,12 +44,41 @@ pub fn load_index(conn: &Connection) -> Result<HashMap<String, Known>> {
             },
         ))
     })?;
-    let mut index = HashMap::new();
     for row in rows {
         let (k, v) = row?;
-        index.insert(k, v);
+        known.insert(k, v);
     }
-    Ok(index)
+    Ok(known)
+}
+
+/// The recorded rows a scan found, one bit per row id up to the highest id when the scan
+/// began (rows the scan adds are found by definition): 1,000,000 rows take 125 KB.
+#[derive(Debug)]
+pub struct FoundRows {
+    max_id: i64,
+    bits: Vec<u64>,
+}
+
+impl FoundRows {
+    /// For the rows recorded now.
+    pub fn new(conn: &Connection) -> Result<FoundRows> {
+        let max_id: i64 =
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM files", [], |r| r.get(0))?;
+        Ok(FoundRows {
+            max_id,
+            bits: vec![0; (max_id as usize) / 64 + 1],
+        })
+    }
+
+    pub fn insert(&mut self, id: i64) {
+        if (0..=self.max_id).contains(&id) {
+            self.bits[id as usize / 64] |= 1 << (id % 64);
+        }
+    }
+
+    pub fn contains(&self, id: i64) -> bool {
+        (0..=self.max_id).contains(&id) && self.bits[id as usize / 64] & (1 << (id % 64)) != 0
+    }
 }
 
 /// Folders fully walked by the unfinished scan, if one was interrupted.
@@ -170,15 +208,44 @@ pub struct Vanished {
     pub gone_after_migration: usize,
 }
 
-/// Close a complete scan: rows whose file was not seen (`seen` holds the ids of those whose
-/// file was) are handled as vanished, and the scan's folder progress is cleared so the next
-/// scan walks everything again.
+/// Close a complete scan: recorded rows whose file it did not find (not in `found`, nor under
+/// a folder in `walked_before`, which an interrupted pass of this scan walked) are handled as
+/// vanished, and the scan's folder progress is cleared so the next scan walks everything again.
 pub fn finish(
     conn: &mut Connection,
     run: i64,
-    index: &HashMap<String, Known>,
-    seen: &HashSet<i64>,
+    found: &FoundRows,
+    walked_before: &HashSet<String>,
 ) -> Result<Vanished> {
+    // The rows not found, read first (a few, usually), written after.
+    let mut missing = Vec::new();
+    {
+        let mut st = conn.prepare(
+            "SELECT id, source_ref, state, source_gone FROM files WHERE id <= ?1 ORDER BY id",
+        )?;
+        let mut rows = st.query([found.max_id])?;
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            if found.contains(id) {
+                continue;
+            }
+            let source_ref: String = r.get(1)?;
+            if under_any(&source_ref, walked_before) {
+                continue;
+            }
+            let state: String = r.get(2)?;
+            missing.push((
+                source_ref,
+                Known {
+                    id,
+                    size: 0,
+                    mtime_ns: 0,
+                    state: FileState::parse(&state).unwrap_or(FileState::Pending),
+                    source_gone: r.get::<_, i64>(3)? != 0,
+                },
+            ));
+        }
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_ms();
     let mut out = Vanished::default();
@@ -195,10 +262,7 @@ pub fn finish(
         let mut gone = tx.prepare_cached(
             "UPDATE files SET source_gone = 1, updated_at = ?2 WHERE id = ?1 AND source_gone = 0",
         )?;
-        for (source_ref, known) in index {
-            if seen.contains(&known.id) {
-                continue;
-            }
+        for (source_ref, known) in &missing {
             if known.state.is_final() && known.state != FileState::Failed {
                 if !known.source_gone && gone.execute(params![known.id, now])? > 0 {
                     out.gone_after_migration += 1;
@@ -224,6 +288,18 @@ pub fn finish(
     Ok(out)
 }
 
+/// Whether `source_ref` lies under one of `dirs` (relative folders).
+fn under_any(source_ref: &str, dirs: &HashSet<String>) -> bool {
+    let mut path = source_ref;
+    while let Some((parent, _)) = path.rsplit_once('/') {
+        if dirs.contains(parent) {
+            return true;
+        }
+        path = parent;
+    }
+    false
+}
+
 /// Record a new row for each name (a 10-byte EPUB under `/lib`), as a scan would: for tests.
 #[cfg(test)]
 pub fn add_test_rows(conn: &mut Connection, run: i64, names: &[&str]) {
@@ -244,4 +320,37 @@ pub fn add_test_rows(conn: &mut Connection, run: i64, names: &[&str]) {
         ..Default::default()
     };
     write_batch(conn, run, &batch).expect("test rows recorded");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{runs, Db};
+
+    /// Found rows are kept one bit per id, across word boundaries; ids recorded after the
+    /// set was made (rows the scan itself adds) are never taken for found ones; and
+    /// `known_rows` finds the rows of exactly the references asked for.
+    #[test]
+    fn found_rows_and_known_rows_answer_for_exactly_the_ids_and_refs_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let mut conn = db.conn().unwrap();
+        let run = runs::begin(&conn, "scan", &[]).unwrap();
+        let names: Vec<String> = (0..130).map(|i| format!("d/b{i}.epub")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        add_test_rows(&mut conn, run, &refs);
+        let mut found = FoundRows::new(&conn).unwrap();
+        assert_eq!(found.max_id, 130);
+        for id in [1, 63, 64, 65, 127, 128, 130, 131, 500] {
+            found.insert(id);
+        }
+        let present: Vec<i64> = (0..=200).filter(|&id| found.contains(id)).collect();
+        assert_eq!(present, [1, 63, 64, 65, 127, 128, 130]);
+
+        let known = known_rows(&conn, &["d/b0.epub", "d/b129.epub", "d/none.epub"]).unwrap();
+        let mut ids: Vec<(&str, i64)> = known.iter().map(|(k, v)| (k.as_str(), v.id)).collect();
+        ids.sort();
+        assert_eq!(ids, [("d/b0.epub", 1), ("d/b129.epub", 130)]);
+        assert!(known_rows(&conn, &[]).unwrap().is_empty());
+    }
 }
