@@ -109,8 +109,9 @@ pub struct Added {
     pub bytes: i64,
 }
 
-/// Files found but not yet compared with the DB: looked up together (one query) once this
-/// many are waiting, and always before a folder is recorded as walked.
+/// Files found but not yet compared with the DB are looked up together (one query) once this
+/// many are waiting (fewer while the batch has less room left); folders finished meanwhile are
+/// recorded after them.
 const LOOKUP: usize = 256;
 
 /// Scan a source into the state DB. Blocking. Stops early (complete = false) when `cancel` is set.
@@ -131,6 +132,7 @@ pub fn scan_source(
         committed,
         found_rows,
         waiting: Vec::new(),
+        dirs_waiting: Vec::new(),
         batch: ScanBatch::default(),
         added: Added::default(),
         limit: FIRST_BATCH,
@@ -178,7 +180,7 @@ pub fn scan_source(
             if let Some(e) = write_err {
                 return Err(CommandError {
                     code: exit::STOPPED,
-                    message: format!("scan: writing the state DB: {e}"),
+                    message: format!("scan: the state DB: {e}"),
                 });
             }
             scan.summary.complete = complete;
@@ -232,6 +234,8 @@ struct Scan<'a> {
     /// The recorded rows whose file this scan found.
     found_rows: scan_store::FoundRows,
     waiting: Vec<ScannedFile>,
+    /// Folders walked whole since the last lookup: recorded with (after) their waiting files.
+    dirs_waiting: Vec<String>,
     batch: ScanBatch,
     added: Added,
     /// Rows in the next transaction, at most: grows from `FIRST_BATCH` to `BATCH`.
@@ -242,34 +246,39 @@ struct Scan<'a> {
 impl Scan<'_> {
     fn found(&mut self, f: ScannedFile) -> crate::state::Result<()> {
         self.waiting.push(f);
-        if self.waiting.len() >= LOOKUP {
+        // No later than the batch's room, so the first, small batches commit on time.
+        let room = self.limit.saturating_sub(self.batch.len()).max(1);
+        if self.waiting.len() >= LOOKUP.min(room) {
             self.compare_waiting()?;
         }
         Ok(())
     }
 
-    /// A folder's whole subtree was walked: its files go into the batch first, so the folder
-    /// is never recorded as walked before them.
+    /// A folder's whole subtree was walked: it is recorded with the next lookup's files, so
+    /// never before its own.
     fn dir_done(&mut self, dir: String) -> crate::state::Result<()> {
-        self.compare_waiting()?;
-        self.batch.dirs_done.push(dir);
-        self.flush_if_full()
+        self.dirs_waiting.push(dir);
+        if self.dirs_waiting.len() >= LOOKUP {
+            self.compare_waiting()?;
+        }
+        Ok(())
     }
 
-    /// Compare the waiting files with their recorded rows (one query) and queue what changes.
+    /// Compare the waiting files with their recorded rows (one query) and queue what changes,
+    /// then the folders finished meanwhile.
     fn compare_waiting(&mut self) -> crate::state::Result<()> {
-        if self.waiting.is_empty() {
-            return Ok(());
-        }
-        let refs: Vec<&str> = self.waiting.iter().map(|f| f.source_ref.as_str()).collect();
-        let known = scan_store::known_rows(&self.conn, &refs)?;
-        for f in std::mem::take(&mut self.waiting) {
-            let k = known.get(&f.source_ref);
-            if let Some(k) = k {
-                self.found_rows.insert(k.id);
+        if !self.waiting.is_empty() {
+            let refs: Vec<&str> = self.waiting.iter().map(|f| f.source_ref.as_str()).collect();
+            let known = scan_store::known_rows(&self.conn, &refs)?;
+            for f in std::mem::take(&mut self.waiting) {
+                let k = known.get(&f.source_ref);
+                if let Some(k) = k {
+                    self.found_rows.insert(k.id);
+                }
+                consider(k, &mut self.summary, &mut self.added, f, &mut self.batch);
             }
-            consider(k, &mut self.summary, &mut self.added, f, &mut self.batch);
         }
+        self.batch.dirs_done.append(&mut self.dirs_waiting);
         self.flush_if_full()
     }
 
@@ -425,7 +434,11 @@ mod tests {
             &SourceSpec::Dir(lib.clone()),
             &FormatSet::default(),
             &AtomicBool::new(false),
-            &mut |_| {
+            &mut |added| {
+                if commits == 0 {
+                    // The first batch is a small one: the pipeline starts on it.
+                    assert!(added.rows <= FIRST_BATCH as u64, "{added:?}");
+                }
                 commits += 1;
                 let conn = db.conn().unwrap();
                 let done: Vec<String> = conn

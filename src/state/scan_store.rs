@@ -353,4 +353,69 @@ mod tests {
         assert_eq!(ids, [("d/b0.epub", 1), ("d/b129.epub", 130)]);
         assert!(known_rows(&conn, &[]).unwrap().is_empty());
     }
+
+    /// References travel to SQLite as a JSON list: quotes, backslashes, escaped bytes and
+    /// other scripts come back as they went.
+    #[test]
+    fn known_rows_finds_references_with_any_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let mut conn = db.conn().unwrap();
+        let run = runs::begin(&conn, "scan", &[]).unwrap();
+        let refs = [
+            "Ann \"Q\" O'Brien/Book.epub",
+            "back\\slash/x.pdf",
+            "bytes \\xFF here.txt",
+            "Łucja/Книга 書.fb2",
+        ];
+        add_test_rows(&mut conn, run, &refs);
+        let known = known_rows(&conn, &refs).unwrap();
+        let mut got: Vec<&str> = known.keys().map(String::as_str).collect();
+        got.sort();
+        let mut want = refs.to_vec();
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    /// A finished scan: a row it did not find goes `failed` (`source_missing`), unless it lies
+    /// under a folder an interrupted pass of the scan walked; found rows are left alone.
+    #[test]
+    fn finish_fails_the_rows_not_found_outside_folders_walked_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let mut conn = db.conn().unwrap();
+        let run = runs::begin(&conn, "scan", &[]).unwrap();
+        add_test_rows(&mut conn, run, &["a/x.epub", "b/c/y.epub", "z.epub"]);
+        let mut found = FoundRows::new(&conn).unwrap();
+        found.insert(1);
+        let walked = HashSet::from(["b".to_string()]);
+        let v = finish(&mut conn, run, &found, &walked).unwrap();
+        assert_eq!(
+            v,
+            Vanished {
+                failed: 1,
+                gone_after_migration: 0
+            }
+        );
+        let states: Vec<(String, String, Option<String>)> = conn
+            .prepare("SELECT source_ref, state, error_kind FROM files ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let pending = |r: &str| (r.to_string(), "pending".to_string(), None);
+        assert_eq!(
+            states,
+            [
+                pending("a/x.epub"),
+                pending("b/c/y.epub"),
+                (
+                    "z.epub".into(),
+                    "failed".into(),
+                    Some("source_missing".into())
+                ),
+            ]
+        );
+    }
 }

@@ -254,8 +254,9 @@ impl FolderTarget {
             .map_err(|(path, e)| write_err("cannot create target folder", &path, e))?;
         let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
         // A staged copy is linked into place by one call that fails if the name is taken, so
-        // what stands there is looked at only then (a `stat` per file saved). Anything else is
-        // written only once the name is known to be free.
+        // what stands there is looked at only then (a `stat` per file saved). Anything else
+        // (and a staged copy that cannot be moved, see `put`) is written only once the name is
+        // known to be free.
         let look_first = p.staged.is_none();
         let look = |candidate: &Path| {
             self.look_at(candidate, p)
@@ -396,6 +397,11 @@ impl FolderTarget {
             LinkMode::Copy | LinkMode::Reflink => {
                 if let Some(placed) = move_staged(p, dest, replace) {
                     return placed;
+                }
+                // A staged copy that could not be moved: the file is written here instead, but
+                // only once the name is known to be free (`place_file` did not look first).
+                if !replace && p.staged.is_some() && fs::symlink_metadata(dest).is_ok() {
+                    return Err(io::Error::from(io::ErrorKind::AlreadyExists));
                 }
                 let temp = parent.join(format!(
                     "{TEMP_PREFIX}{}-{}-{}",
