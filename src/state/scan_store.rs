@@ -325,20 +325,27 @@ pub fn add_test_rows(conn: &mut Connection, run: i64, names: &[&str]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{runs, Db};
+    use crate::state::{runs, Conn, Db};
+
+    /// A new state DB with a row for each of `refs`, recorded by a scan run (whose id comes
+    /// last); the temp dir must outlive the connection.
+    fn scanned(refs: &[&str]) -> (tempfile::TempDir, Conn, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let mut conn = db.conn().unwrap();
+        let run = runs::begin(&conn, "scan", &[]).unwrap();
+        add_test_rows(&mut conn, run, refs);
+        (dir, conn, run)
+    }
 
     /// Found rows are kept one bit per id, across word boundaries; ids recorded after the
     /// set was made (rows the scan itself adds) are never taken for found ones; and
     /// `known_rows` finds the rows of exactly the references asked for.
     #[test]
     fn found_rows_and_known_rows_answer_for_exactly_the_ids_and_refs_given() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("state.db")).unwrap();
-        let mut conn = db.conn().unwrap();
-        let run = runs::begin(&conn, "scan", &[]).unwrap();
         let names: Vec<String> = (0..130).map(|i| format!("d/b{i}.epub")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        add_test_rows(&mut conn, run, &refs);
+        let (_dir, conn, _) = scanned(&refs);
         let mut found = FoundRows::new(&conn).unwrap();
         assert_eq!(found.max_id, 130);
         for id in [1, 63, 64, 65, 127, 128, 130, 131, 500] {
@@ -358,17 +365,13 @@ mod tests {
     /// other scripts come back as they went.
     #[test]
     fn known_rows_finds_references_with_any_characters() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("state.db")).unwrap();
-        let mut conn = db.conn().unwrap();
-        let run = runs::begin(&conn, "scan", &[]).unwrap();
         let refs = [
             "Ann \"Q\" O'Brien/Book.epub",
             "back\\slash/x.pdf",
             "bytes \\xFF here.txt",
             "Łucja/Книга 書.fb2",
         ];
-        add_test_rows(&mut conn, run, &refs);
+        let (_dir, conn, _) = scanned(&refs);
         let known = known_rows(&conn, &refs).unwrap();
         let mut got: Vec<&str> = known.keys().map(String::as_str).collect();
         got.sort();
@@ -381,11 +384,7 @@ mod tests {
     /// under a folder an interrupted pass of the scan walked; found rows are left alone.
     #[test]
     fn finish_fails_the_rows_not_found_outside_folders_walked_before() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("state.db")).unwrap();
-        let mut conn = db.conn().unwrap();
-        let run = runs::begin(&conn, "scan", &[]).unwrap();
-        add_test_rows(&mut conn, run, &["a/x.epub", "b/c/y.epub", "z.epub"]);
+        let (_dir, mut conn, run) = scanned(&["a/x.epub", "b/c/y.epub", "z.epub"]);
         let mut found = FoundRows::new(&conn).unwrap();
         found.insert(1);
         let walked = HashSet::from(["b".to_string()]);

@@ -587,6 +587,32 @@ mod tests {
         assert_eq!(conflicts, 1);
     }
 
+    /// Rows for `names` recorded by a scan, then claimed through a writer of a new run:
+    /// (temp dir holding the DB, the DB, the run, its writer, the rows' ids as claimed).
+    fn claimed(names: &[&str]) -> (tempfile::TempDir, Db, i64, Writer, Vec<i64>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let run = {
+            let mut conn = db.conn().unwrap();
+            let scan = runs::begin(&conn, "scan", &[]).unwrap();
+            scan_store::add_test_rows(&mut conn, scan, names);
+            runs::end(&mut conn, scan, 0, "finished").unwrap();
+            runs::begin(&conn, "run", &[]).unwrap()
+        };
+        let writer = Writer::start(&db, run, None).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ids = rt
+            .block_on(writer.handle().claim(0, names.len()))
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        (dir, db, run, writer, ids)
+    }
+
     /// More moves than one multi-row `INSERT` takes (three full ones and a rest, when they
     /// share a transaction): each move gets its own `events` row, in order, with its run, a
     /// time and its detail.
@@ -594,29 +620,10 @@ mod tests {
     fn a_batch_of_many_moves_writes_each_event_once_in_order() {
         use FileState::*;
         let rows = 3 * EVENTS_PER_INSERT / 2 + 5;
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("state.db")).unwrap();
         let names: Vec<String> = (0..rows).map(|i| format!("b{i}.epub")).collect();
-        let run = {
-            let mut conn = db.conn().unwrap();
-            let scan = runs::begin(&conn, "scan", &[]).unwrap();
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            scan_store::add_test_rows(&mut conn, scan, &names);
-            runs::end(&mut conn, scan, 0, "finished").unwrap();
-            runs::begin(&conn, "run", &[]).unwrap()
-        };
-        let writer = Writer::start(&db, run, None).unwrap();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (_dir, db, run, writer, ids) = claimed(&names);
         let h = writer.handle();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let ids: Vec<i64> = rt
-            .block_on(h.claim(0, rows))
-            .unwrap()
-            .iter()
-            .map(|r| r.id)
-            .collect();
         assert_eq!(ids.len(), rows);
         for (i, &id) in ids.iter().enumerate() {
             let mut t = mv(id, Pending, Checked);
@@ -665,27 +672,8 @@ mod tests {
     #[test]
     fn merged_moves_leave_the_same_rows_and_events_as_one_by_one() {
         use FileState::*;
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("state.db")).unwrap();
-        let run = {
-            let mut conn = db.conn().unwrap();
-            let scan = runs::begin(&conn, "scan", &[]).unwrap();
-            scan_store::add_test_rows(&mut conn, scan, &["b0.epub", "b1.epub", "b2.epub"]);
-            runs::end(&mut conn, scan, 0, "finished").unwrap();
-            runs::begin(&conn, "run", &[]).unwrap()
-        };
-        let writer = Writer::start(&db, run, None).unwrap();
+        let (_dir, db, run, writer, ids) = claimed(&["b0.epub", "b1.epub", "b2.epub"]);
         let h = writer.handle();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let ids: Vec<i64> = rt
-            .block_on(h.claim(0, 10))
-            .unwrap()
-            .iter()
-            .map(|r| r.id)
-            .collect();
         let (a, b, c) = (ids[0], ids[1], ids[2]);
         h.send(mv(a, Pending, Checked));
         h.send(mv(b, Pending, Checked));

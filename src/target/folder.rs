@@ -641,17 +641,28 @@ mod tests {
     use crate::target::staged::Staged;
     use std::sync::Arc;
 
-    /// A copy the hash task staged is moved into place, never over a file already there: a
-    /// name taken by other bytes gets ` (2)`, and the staged file is gone either way.
-    #[test]
-    fn a_staged_copy_is_moved_into_place_and_never_over_another_file() {
+    /// A copy-mode target `out` (holding `existing` files when it opens) for a source `src`,
+    /// both in a new temp dir: (temp dir, src, out, target).
+    fn copy_target(
+        existing: &[(&str, &[u8])],
+    ) -> (tempfile::TempDir, PathBuf, PathBuf, FolderTarget) {
         let dir = tempfile::tempdir().unwrap();
         let (src, root) = (dir.path().join("src"), dir.path().join("out"));
         fs::create_dir_all(&src).unwrap();
         fs::create_dir_all(&root).unwrap();
-        fs::write(root.join("book.epub"), b"other!").unwrap();
+        for (name, bytes) in existing {
+            fs::write(root.join(name), bytes).unwrap();
+        }
         let opts = PlacementOptions::copy_to_source_paths();
         let target = FolderTarget::open(&root, &src, opts, false).unwrap();
+        (dir, src, root, target)
+    }
+
+    /// A copy the hash task staged is moved into place, never over a file already there: a
+    /// name taken by other bytes gets ` (2)`, and the staged file is gone either way.
+    #[test]
+    fn a_staged_copy_is_moved_into_place_and_never_over_another_file() {
+        let (_dir, src, root, target) = copy_target(&[("book.epub", b"other!")]);
         // Files of a size the target already has are not staged (the content check may find
         // them there); others are, in the target's root.
         assert!(target.staging(6).is_none());
@@ -701,13 +712,7 @@ mod tests {
     /// there is the placement (nothing written twice, no ` (2)`), and the staged copy is gone.
     #[test]
     fn a_staged_copy_whose_bytes_are_already_at_the_destination_is_not_placed_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, root) = (dir.path().join("src"), dir.path().join("out"));
-        fs::create_dir_all(&src).unwrap();
-        fs::create_dir_all(&root).unwrap();
-        let target =
-            FolderTarget::open(&root, &src, PlacementOptions::copy_to_source_paths(), false)
-                .unwrap();
+        let (_dir, src, root, target) = copy_target(&[]);
         let bytes = b"the same book";
         let staging = target.staging(bytes.len() as u64).expect("staged");
         let staged = Arc::new(Staged::write(staging, 1, bytes).unwrap());
