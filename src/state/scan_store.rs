@@ -234,16 +234,12 @@ pub fn finish(
                 continue;
             }
             let state: String = r.get(2)?;
-            missing.push((
+            missing.push(Unfound {
+                id,
                 source_ref,
-                Known {
-                    id,
-                    size: 0,
-                    mtime_ns: 0,
-                    state: FileState::parse(&state).unwrap_or(FileState::Pending),
-                    source_gone: r.get::<_, i64>(3)? != 0,
-                },
-            ));
+                state: FileState::parse(&state).unwrap_or(FileState::Pending),
+                source_gone: r.get::<_, i64>(3)? != 0,
+            });
         }
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -262,22 +258,18 @@ pub fn finish(
         let mut gone = tx.prepare_cached(
             "UPDATE files SET source_gone = 1, updated_at = ?2 WHERE id = ?1 AND source_gone = 0",
         )?;
-        for (source_ref, known) in &missing {
-            if known.state.is_final() && known.state != FileState::Failed {
-                if !known.source_gone && gone.execute(params![known.id, now])? > 0 {
+        for row in &missing {
+            if row.state.is_final() && row.state != FileState::Failed {
+                if !row.source_gone && gone.execute(params![row.id, now])? > 0 {
                     out.gone_after_migration += 1;
                 }
-            } else if known.state != FileState::Failed {
-                let msg = format!("{source_ref}: source file vanished before it was migrated");
-                if fail.execute(params![known.id, msg, run, now, known.state.as_str()])? > 0 {
-                    event.execute(params![
-                        known.id,
-                        run,
-                        now,
-                        known.state.as_str(),
-                        "failed",
-                        msg
-                    ])?;
+            } else if row.state != FileState::Failed {
+                let msg = format!(
+                    "{}: source file vanished before it was migrated",
+                    row.source_ref
+                );
+                if fail.execute(params![row.id, msg, run, now, row.state.as_str()])? > 0 {
+                    event.execute(params![row.id, run, now, row.state.as_str(), "failed", msg])?;
                     out.failed += 1;
                 }
             }
@@ -286,6 +278,14 @@ pub fn finish(
     tx.execute("DELETE FROM scan_progress", [])?;
     tx.commit()?;
     Ok(out)
+}
+
+/// A recorded row whose file a finished scan did not find.
+struct Unfound {
+    id: i64,
+    source_ref: String,
+    state: FileState,
+    source_gone: bool,
 }
 
 /// Whether `source_ref` lies under one of `dirs` (relative folders).

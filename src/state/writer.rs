@@ -367,6 +367,7 @@ fn insert_events(
 ) -> rusqlite::Result<()> {
     static MANY: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| events_insert_sql(EVENTS_PER_INSERT));
+    static ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| events_insert_sql(1));
     let mut chunks = events.chunks_exact(EVENTS_PER_INSERT);
     if chunks.len() > 0 {
         let mut stmt = tx.prepare_cached(&MANY)?;
@@ -375,7 +376,7 @@ fn insert_events(
         }
     }
     if !chunks.remainder().is_empty() {
-        let mut stmt = tx.prepare_cached(&events_insert_sql(1))?;
+        let mut stmt = tx.prepare_cached(&ONE)?;
         for e in chunks.remainder() {
             bind_events(&mut stmt, run, now, std::slice::from_ref(e))?;
         }
