@@ -9,6 +9,7 @@ pub mod failure;
 pub mod hash;
 pub mod metadata;
 pub mod pipeline;
+pub mod skip_reason;
 pub mod source;
 pub mod state;
 pub mod target;

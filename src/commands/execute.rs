@@ -11,6 +11,7 @@ use crate::pipeline::progress::{human_bytes, Progress, Reporter};
 use crate::pipeline::{self, Ctx, PipelineConfig, ScanFeed, ScanStatus};
 use crate::source::formats::FormatSet;
 use crate::source::SourceSpec;
+use crate::state::migration_record::{RecordedOptions, OPTIONS_VERSION};
 use crate::state::runs::active_list;
 use crate::state::writer::Writer;
 use crate::target::folder::LinkMode;
@@ -18,7 +19,6 @@ use crate::target::http::{HttpOptions, Token, Transfers};
 use crate::target::layout::{Layout, DEFAULT_LAYOUT};
 use crate::target::limit::parse_rate;
 use crate::target::{OpenError, PlacementOptions, Target, TargetSpec};
-use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,45 +34,36 @@ pub struct MigrationOptions {
 impl MigrationOptions {
     /// Recorded options, overridden by what the command line gives again.
     pub fn resolve(
-        recorded: Option<&serde_json::Value>,
+        recorded: Option<&RecordedOptions>,
         formats: Option<&str>,
         target: &TargetArgs,
     ) -> Result<MigrationOptions, CommandError> {
-        let rec = |k: &str| {
-            recorded
-                .and_then(|v| v.get(k))
-                .and_then(|v| v.as_str().map(str::to_string))
-        };
-        let formats = match formats.map(str::to_string).or_else(|| rec("formats")) {
-            Some(f) => FormatSet::parse(&f).map_err(CommandError::usage)?,
+        let none = RecordedOptions::default();
+        let rec = recorded.unwrap_or(&none);
+        let formats = match formats.or(rec.formats.as_deref()) {
+            Some(f) => FormatSet::parse(f).map_err(CommandError::usage)?,
             None => FormatSet::default(),
         };
-        let layout_src = target.layout.clone().or_else(|| rec("layout"));
-        if let (Some(given), Some(old)) = (&target.layout, rec("layout")) {
-            if *given != old {
+        if let (Some(given), Some(old)) = (&target.layout, &rec.layout) {
+            if given != old {
                 tracing::warn!(
                     "--layout changed from {old:?}: files already placed stay where they are"
                 );
             }
         }
-        let layout = Layout::parse(layout_src.as_deref().unwrap_or(DEFAULT_LAYOUT))
-            .map_err(CommandError::usage)?;
+        let layout_src = target.layout.as_deref().or(rec.layout.as_deref());
+        let layout =
+            Layout::parse(layout_src.unwrap_or(DEFAULT_LAYOUT)).map_err(CommandError::usage)?;
         let link = LinkMode::parse(
-            &target
+            target
                 .link
-                .clone()
-                .or_else(|| rec("link"))
-                .unwrap_or_else(|| "copy".into()),
+                .as_deref()
+                .or(rec.link.as_deref())
+                .unwrap_or("copy"),
         )
         .map_err(CommandError::usage)?;
-        let recorded_flag = |k: &str| {
-            recorded
-                .and_then(|v| v.get(k))
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false)
-        };
-        let keep_duplicates = target.keep_duplicates || recorded_flag("keep_duplicates");
-        let merge_formats = target.merge_formats || recorded_flag("merge_formats");
+        let keep_duplicates = target.keep_duplicates || rec.keep_duplicates;
+        let merge_formats = target.merge_formats || rec.merge_formats;
         Ok(MigrationOptions {
             formats,
             placement: PlacementOptions {
@@ -86,14 +77,16 @@ impl MigrationOptions {
         })
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
-        json!({
-            "formats": self.formats.to_spec(),
-            "layout": self.placement.layout.template(),
-            "link": self.placement.link.as_str(),
-            "keep_duplicates": self.keep_duplicates,
-            "merge_formats": self.placement.merge_formats,
-        })
+    /// The options as the state DB records them.
+    pub fn to_recorded(&self) -> RecordedOptions {
+        RecordedOptions {
+            version: OPTIONS_VERSION,
+            formats: Some(self.formats.to_spec()),
+            layout: Some(self.placement.layout.template().to_string()),
+            link: Some(self.placement.link.as_str().to_string()),
+            keep_duplicates: self.keep_duplicates,
+            merge_formats: self.placement.merge_formats,
+        }
     }
 }
 
@@ -165,7 +158,7 @@ impl Execution<'_> {
         let mut placement = self.options.placement.clone();
         placement.migration_key = {
             let conn = session.db.conn()?;
-            crate::state::migration::key(&conn)?
+            crate::state::migration_record::key(&conn)?
         };
         let target = match Target::open(
             &self.target,

@@ -11,7 +11,7 @@ pub mod status;
 use crate::cli::GlobalArgs;
 use crate::exit;
 use crate::state::lock::StateLock;
-use crate::state::migration::{self, MigrationRecord};
+use crate::state::migration_record::{self, MigrationRecord};
 use crate::state::{runs, Db, StateError};
 use std::path::{Path, PathBuf};
 
@@ -107,7 +107,7 @@ pub fn recorded_migration(state: &Path) -> Result<Option<MigrationRecord>, Comma
         // Created a moment ago by another process that has not set it up yet.
         return Ok(None);
     }
-    Ok(migration::load(&conn)?)
+    Ok(migration_record::load(&conn)?)
 }
 
 /// An open state DB with its lock held and this invocation's run record started.

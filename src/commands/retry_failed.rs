@@ -8,7 +8,7 @@ use super::{
 use crate::cli::{GlobalArgs, RetryArgs};
 use crate::failure::FailureKind;
 use crate::source::SourceSpec;
-use crate::state::migration::{self, MigrationRecord};
+use crate::state::migration_record::{self, MigrationRecord};
 use crate::state::retry;
 use crate::target::TargetSpec;
 
@@ -40,10 +40,10 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
     check_state_location(&state, source.root(), target.local_root())?;
     check_roots_apart(source.root(), target.local_root())?;
     let session = Session::open(&state, "retry-failed")?;
-    migration::save(
+    migration_record::save(
         &*session.db.conn()?,
         &MigrationRecord {
-            options: options.to_json(),
+            options: options.to_recorded(),
             ..rec
         },
     )?;

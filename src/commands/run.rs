@@ -8,7 +8,7 @@ use super::{
 };
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::source::SourceSpec;
-use crate::state::migration::{self, MigrationRecord};
+use crate::state::migration_record::{self, MigrationRecord};
 use crate::target::TargetSpec;
 
 pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
@@ -39,12 +39,12 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
     check_state_location(&state, source.root(), target.local_root())?;
     check_roots_apart(source.root(), target.local_root())?;
     let session = Session::open(&state, "run")?;
-    migration::save(
+    migration_record::save(
         &*session.db.conn()?,
         &MigrationRecord {
             source: source.to_spec(),
             target: Some(target.to_spec()),
-            options: options.to_json(),
+            options: options.to_recorded(),
         },
     )?;
     Execution {

@@ -12,7 +12,7 @@ use crate::metadata::Origin;
 use crate::source::folder::{WalkEvent, Walker};
 use crate::source::formats::FormatSet;
 use crate::source::{calibre, SourceSpec};
-use crate::state::migration::{self, MigrationRecord};
+use crate::state::migration_record::{self, MigrationRecord, RecordedOptions};
 use crate::state::rows::{ScannedFile, SourceKind};
 use crate::state::scan_store::{self, Known, ScanBatch};
 use crate::state::Db;
@@ -42,11 +42,12 @@ pub fn command(global: &GlobalArgs, args: &ScanArgs) -> CmdResult {
     let record = MigrationRecord {
         source: source.to_spec(),
         target: rec.as_ref().and_then(|r| r.target.clone()),
-        options: rec
-            .map(|r| r.options)
-            .unwrap_or_else(|| serde_json::json!({ "formats": formats.to_spec() })),
+        options: rec.map(|r| r.options).unwrap_or_else(|| RecordedOptions {
+            formats: Some(formats.to_spec()),
+            ..RecordedOptions::default()
+        }),
     };
-    migration::save(&*session.db.conn()?, &record)?;
+    migration_record::save(&*session.db.conn()?, &record)?;
     let cancel = AtomicBool::new(false);
     match scan_source(
         &session.db,

@@ -4,6 +4,7 @@
 
 use super::batch::next_batch;
 use super::{Ctx, Item};
+use crate::skip_reason::SkipReason;
 use crate::state::FileState;
 use crate::target::NameQuery;
 use std::sync::Arc;
@@ -64,7 +65,7 @@ async fn check_batch(ctx: &Ctx, pending: Vec<Item>) -> Option<Vec<Item>> {
         if exists.contains(&item.row.id) {
             ctx.skip(
                 &item,
-                "target_has_name_size",
+                SkipReason::TargetHasNameSize,
                 format!(
                     "target already has a file named {:?} of {} bytes",
                     item.row.file_name(),

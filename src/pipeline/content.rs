@@ -7,6 +7,7 @@
 use super::batch::next_batch;
 use super::{Ctx, Item};
 use crate::hash::Digests;
+use crate::skip_reason::SkipReason;
 use crate::state::FileState;
 use crate::target::ContentQuery;
 use std::collections::HashMap;
@@ -66,7 +67,7 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
             if let Some((first, first_ref)) = landed.filter(|(id, _)| *id != item.row.id) {
                 ctx.skip(
                     &item,
-                    "duplicate",
+                    SkipReason::Duplicate,
                     format!("same content as file #{first} ({first_ref})"),
                     Some(*first),
                 );
@@ -129,7 +130,7 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
                 .unwrap_or_default();
             ctx.skip(
                 &item,
-                "target_has_content",
+                SkipReason::TargetHasContent,
                 format!("target already has this content (same SHA-1){at}"),
                 None,
             );

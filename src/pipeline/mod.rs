@@ -13,6 +13,7 @@ mod transfer;
 
 use crate::failure::Failure;
 use crate::hash::Digests;
+use crate::skip_reason::SkipReason;
 use crate::state::rows::FileRow;
 use crate::state::writer::{Transition, WriterHandle};
 use crate::state::{Db, FileState};
@@ -166,12 +167,12 @@ impl Ctx {
         tracing::warn!("{}", f.message);
         let mut t = item.to(FileState::Failed);
         t.attempts = attempts;
-        t.error = Some((f.kind.as_str().to_string(), f.message));
+        t.error = Some(f);
         self.writer.send(t);
         self.progress.failed.add(1);
     }
 
-    fn skip(&self, item: &Item, reason: &'static str, detail: String, duplicate_of: Option<i64>) {
+    fn skip(&self, item: &Item, reason: SkipReason, detail: String, duplicate_of: Option<i64>) {
         let mut t = item.to(FileState::Skipped);
         t.skip_reason = Some(reason);
         t.detail = Some(detail);

@@ -8,6 +8,7 @@
 use super::{Ctx, Item};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::Digests;
+use crate::skip_reason::SkipReason;
 use crate::state::FileState;
 use crate::target::{Payload, Transferred};
 use std::collections::{HashMap, VecDeque};
@@ -159,7 +160,7 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
 fn skip_duplicate(ctx: &Ctx, item: &Item, first: i64) {
     ctx.skip(
         item,
-        "duplicate",
+        SkipReason::Duplicate,
         format!("same content as file #{first}, migrated in this run"),
         Some(first),
     );

@@ -5,13 +5,13 @@
 pub mod claim;
 pub mod file_state;
 pub mod lock;
-pub mod migrate;
-pub mod migration;
+pub mod migration_record;
 pub mod report;
 pub mod retry;
 pub mod rows;
 pub mod runs;
 pub mod scan_store;
+pub mod schema_version;
 pub mod writer;
 
 pub use file_state::FileState;
@@ -48,6 +48,14 @@ pub enum StateError {
     },
     #[error("state DB {path} does not exist; run `bookferry scan` or `bookferry run` first")]
     Missing { path: PathBuf },
+    #[error("the state DB's recorded migration options do not parse ({json:?}): {source}; the DB was changed by hand or is damaged: fix the value or use another --state")]
+    BadOptions {
+        json: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the state DB's migration options are version {found}, from a newer bookferry (this binary knows up to {supported}); upgrade bookferry or use another --state")]
+    OptionsTooNew { found: u32, supported: u32 },
     #[error("state DB writer stopped: {0}")]
     WriterGone(String),
     #[error("{0}")]
@@ -145,7 +153,7 @@ impl Db {
         {
             let mut conn = Connection::open(path)?;
             Pragmas { read_only: false }.on_acquire(&mut conn)?;
-            migrate::migrate(&mut conn, path)?;
+            schema_version::migrate(&mut conn, path)?;
         }
         let manager = SqliteConnectionManager::file(path);
         let pool = Pool::builder()
@@ -181,7 +189,7 @@ impl Db {
             pool,
             path: path.to_path_buf(),
         };
-        migrate::check_version(&*db.conn()?, path)?;
+        schema_version::check_version(&*db.conn()?, path)?;
         Ok(db)
     }
 

@@ -7,7 +7,9 @@ use super::claim::claim_batch;
 use super::rows::FileRow;
 use super::runs::{self, RunCounters};
 use super::{now_ms, Conn, Db, FileState, Result, StateError};
+use crate::failure::Failure;
 use crate::metadata::{Metadata, Origin};
+use crate::skip_reason::SkipReason;
 use rusqlite::{params, TransactionBehavior};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -23,11 +25,11 @@ const MAX_DELAY: Duration = Duration::from_millis(100);
 const HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// One row's move from one state to another, with what the move learned.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Transition {
     pub file_id: i64,
-    pub from: Option<FileState>,
-    pub to: Option<FileState>,
+    pub from: FileState,
+    pub to: FileState,
     pub detail: Option<String>,
     pub sha1: Option<String>,
     pub blake3: Option<String>,
@@ -35,9 +37,9 @@ pub struct Transition {
     pub warnings: Option<String>,
     pub target_ref: Option<String>,
     pub duplicate_of: Option<i64>,
-    pub skip_reason: Option<&'static str>,
-    /// (error kind, one-line message naming the file).
-    pub error: Option<(String, String)>,
+    pub skip_reason: Option<SkipReason>,
+    /// Why the row failed: its kind and one-line message naming the file.
+    pub error: Option<Failure>,
     pub attempts: i64,
     /// Counted in the run's `files_hashed`.
     pub hashed: bool,
@@ -51,9 +53,22 @@ impl Transition {
     pub fn new(file_id: i64, from: FileState, to: FileState) -> Transition {
         Transition {
             file_id,
-            from: Some(from),
-            to: Some(to),
-            ..Default::default()
+            from,
+            to,
+            detail: None,
+            sha1: None,
+            blake3: None,
+            metadata: None,
+            warnings: None,
+            target_ref: None,
+            duplicate_of: None,
+            skip_reason: None,
+            error: None,
+            attempts: 0,
+            hashed: false,
+            bytes_read: 0,
+            bytes_sent: 0,
+            needs_flush: false,
         }
     }
 }
@@ -281,24 +296,14 @@ impl<'a> Chain<'a> {
     }
 }
 
-/// What a batch does, in its order: moves gathered into per-row chains, and notes.
-enum Step<'a> {
-    Chain(Chain<'a>),
-    Note(&'a Transition),
-}
-
-/// Gather the batch's moves into per-row chains (a move continues its row's open chain when it
-/// starts where that chain ends); a note, or a move that does not continue, ends the chain.
-/// Moves that are not on the diagram are refused here (counted in `conflicts`).
-fn plan_steps<'a>(batch: &'a [Transition], conflicts: &mut u64) -> Vec<Step<'a>> {
-    let mut steps: Vec<Step<'a>> = Vec::with_capacity(batch.len());
+/// Gather the batch's moves into per-row chains, in order (a move continues its row's open
+/// chain when it starts where that chain ends; one that does not starts a new chain). Moves
+/// that are not on the diagram are refused here (counted in `conflicts`).
+fn plan_steps<'a>(batch: &'a [Transition], conflicts: &mut u64) -> Vec<Chain<'a>> {
+    let mut steps: Vec<Chain<'a>> = Vec::with_capacity(batch.len());
     let mut open: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
     for t in batch {
-        let (Some(from), Some(to)) = (t.from, t.to) else {
-            open.remove(&t.file_id);
-            steps.push(Step::Note(t));
-            continue;
-        };
+        let (from, to) = (t.from, t.to);
         if !from.can_move_to(to) {
             tracing::error!(
                 "internal: refused move {from} → {to} for file {} (not on the diagram)",
@@ -309,17 +314,16 @@ fn plan_steps<'a>(batch: &'a [Transition], conflicts: &mut u64) -> Vec<Step<'a>>
             continue;
         }
         if let Some(&i) = open.get(&t.file_id) {
-            if let Step::Chain(c) = &mut steps[i] {
-                if c.last().2 == from {
-                    c.moves.push((t, from, to));
-                    continue;
-                }
+            let c = &mut steps[i];
+            if c.last().2 == from {
+                c.moves.push((t, from, to));
+                continue;
             }
         }
         open.insert(t.file_id, steps.len());
-        steps.push(Step::Chain(Chain {
+        steps.push(Chain {
             moves: vec![(t, from, to)],
-        }));
+        });
     }
     steps
 }
@@ -437,23 +441,7 @@ fn commit_batch(
                  WHERE id = ?1 AND state = ?2 AND run_id = ?4",
             )
             .map_err(|e| e.to_string())?;
-        let mut note = tx
-            .prepare_cached(
-                "UPDATE files SET warnings = COALESCE(?3, warnings), attempts = attempts + ?4,
-                    updated_at = ?5 WHERE id = ?1 AND run_id = ?2",
-            )
-            .map_err(|e| e.to_string())?;
-        for step in steps {
-            let chain = match step {
-                Step::Note(t) => {
-                    // A note without a move (warnings, attempts).
-                    note.execute(params![t.file_id, run, t.warnings, t.attempts, now])
-                        .map_err(|e| e.to_string())?;
-                    counters.bytes_read += t.bytes_read as i64;
-                    continue;
-                }
-                Step::Chain(c) => c,
-            };
+        for chain in steps {
             let (last, last_from, to) = chain.last();
             let file_id = last.file_id;
             let metadata = chain.latest(|t| t.metadata.as_ref());
@@ -462,7 +450,7 @@ fn commit_batch(
                 None => (None, None),
             };
             let (kind, msg) = match &last.error {
-                Some((k, m)) => (Some(k.as_str()), Some(m.as_str())),
+                Some(f) => (Some(f.kind.as_str()), Some(f.message.as_str())),
                 None => (None, None),
             };
             let attempts: i64 = chain.moves.iter().map(|(t, _, _)| t.attempts).sum();
@@ -479,7 +467,7 @@ fn commit_batch(
                     chain.latest(|t| t.warnings.as_deref()),
                     chain.latest(|t| t.target_ref.as_deref()),
                     chain.latest(|t| t.duplicate_of),
-                    chain.latest(|t| t.skip_reason),
+                    chain.latest(|t| t.skip_reason.map(SkipReason::as_str)),
                     kind,
                     msg,
                     attempts,
@@ -503,7 +491,7 @@ fn commit_batch(
                     detail: t
                         .detail
                         .as_deref()
-                        .or_else(|| t.error.as_ref().map(|(_, m)| m.as_str())),
+                        .or_else(|| t.error.as_ref().map(|f| f.message.as_str())),
                 });
                 if t.hashed {
                     counters.files_hashed += 1;
@@ -541,18 +529,12 @@ mod tests {
     #[test]
     fn a_rows_consecutive_moves_form_one_chain_and_a_break_starts_another() {
         use FileState::*;
-        let note = Transition {
-            file_id: 1,
-            warnings: Some("w".into()),
-            ..Default::default()
-        };
         let batch = vec![
             mv(1, Pending, Checked),
             mv(2, Pending, Checked),
             mv(1, Checked, Hashed),
             mv(2, Checked, Skipped),
             mv(1, Hashed, MetadataCached),
-            note,
             mv(1, MetadataCached, Uploaded),
             // Not on the diagram: refused, and row 2's chain ends.
             mv(2, Skipped, Uploaded),
@@ -564,23 +546,18 @@ mod tests {
         let steps = plan_steps(&batch, &mut conflicts);
         let shape: Vec<String> = steps
             .iter()
-            .map(|s| match s {
-                Step::Note(t) => format!("note {}", t.file_id),
-                Step::Chain(c) => {
-                    let states: Vec<&str> = std::iter::once(c.first_from().as_str())
-                        .chain(c.moves.iter().map(|(_, _, to)| to.as_str()))
-                        .collect();
-                    format!("{} {}", c.moves[0].0.file_id, states.join(">"))
-                }
+            .map(|c| {
+                let states: Vec<&str> = std::iter::once(c.first_from().as_str())
+                    .chain(c.moves.iter().map(|(_, _, to)| to.as_str()))
+                    .collect();
+                format!("{} {}", c.moves[0].0.file_id, states.join(">"))
             })
             .collect();
         assert_eq!(
             shape,
             [
-                "1 pending>checked>hashed>metadata_cached",
+                "1 pending>checked>hashed>metadata_cached>uploaded",
                 "2 pending>checked>skipped",
-                "note 1",
-                "1 metadata_cached>uploaded",
                 "3 pending>checked",
                 "3 hashed>metadata_cached",
             ]
@@ -685,7 +662,10 @@ mod tests {
         hashed.bytes_read = 10;
         h.send(hashed);
         let mut failed = mv(b, Checked, Failed);
-        failed.error = Some(("unreadable".into(), "b1.epub: cannot read".into()));
+        failed.error = Some(Failure::new(
+            crate::failure::FailureKind::Unreadable,
+            "b1.epub: cannot read",
+        ));
         h.send(failed);
         h.send(mv(a, Hashed, MetadataCached));
         let mut up = mv(a, MetadataCached, Uploaded);

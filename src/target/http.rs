@@ -97,6 +97,20 @@ enum Attempt<T> {
     Transient(Transient),
 }
 
+/// How the server answered an upload it did not refuse.
+enum UploadReply {
+    Stored(Placed),
+    /// The server saw other bytes than the SHA-1 we sent (422): re-hash the file and try again.
+    Rehash,
+}
+
+/// Why an upload's body could not be made.
+enum BodyError {
+    Unreadable(Failure),
+    /// The file's size is no longer the one hashed.
+    SizeChanged,
+}
+
 /// A failure worth another try.
 struct Transient {
     message: String,
@@ -273,7 +287,7 @@ impl HttpTarget {
             let in_flight = self.limiter.in_flight();
             drop(slot);
             match outcome {
-                Attempt::Done(mut placed) => {
+                Attempt::Done(UploadReply::Stored(mut placed)) => {
                     self.limiter.on_success(started.elapsed(), concurrency);
                     placed.new_digests = new_digests;
                     if placed.new_digests.is_some() {
@@ -284,7 +298,7 @@ impl HttpTarget {
                     }
                     return Ok(placed);
                 }
-                Attempt::Permanent(f) if f.message == REHASH && rehashes < 2 => {
+                Attempt::Done(UploadReply::Rehash) if rehashes < 2 => {
                     rehashes += 1;
                     let path = p.source_path.clone();
                     let fresh =
@@ -307,7 +321,7 @@ impl HttpTarget {
                         new_digests = Some(fresh.digests);
                     }
                 }
-                Attempt::Permanent(f) if f.message == REHASH => {
+                Attempt::Done(UploadReply::Rehash) => {
                     return Err(Failure::new(
                         FailureKind::TransientExhausted,
                         format!("{name}: the server kept seeing other bytes than we sent (422), even after re-hashing"),
@@ -381,14 +395,15 @@ impl HttpTarget {
         }
     }
 
-    async fn upload_once(&self, p: &Payload) -> Attempt<Placed> {
+    async fn upload_once(&self, p: &Payload) -> Attempt<UploadReply> {
         if let Some(tps) = &self.tps {
             tps.take(1.0).await;
         }
         let progress = Arc::new(AtomicU64::new(now_ms()));
         let (body, streamed) = match self.file_body(p, progress.clone()).await {
             Ok(b) => b,
-            Err(f) => return Attempt::Permanent(f),
+            Err(BodyError::Unreadable(f)) => return Attempt::Permanent(f),
+            Err(BodyError::SizeChanged) => return Attempt::Done(UploadReply::Rehash),
         };
         let mut form = multipart::Form::new().text("sha1", p.digests.sha1.clone());
         if let Some(md) = &p.metadata {
@@ -450,7 +465,7 @@ impl HttpTarget {
                 .get("duplicate")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
-            return Attempt::Done(Placed {
+            return Attempt::Done(UploadReply::Stored(Placed {
                 target_ref: id.clone(),
                 bytes_sent: p.size,
                 bytes_read: if streamed { p.size } else { 0 },
@@ -461,10 +476,10 @@ impl HttpTarget {
                 } else {
                     format!("stored as {id}")
                 }),
-            });
+            }));
         }
         if status == StatusCode::UNPROCESSABLE_ENTITY {
-            return Attempt::Permanent(Failure::new(FailureKind::Rejected, REHASH));
+            return Attempt::Done(UploadReply::Rehash);
         }
         classify_status(
             &self.base,
@@ -482,7 +497,7 @@ impl HttpTarget {
         &self,
         p: &Payload,
         progress: Arc<AtomicU64>,
-    ) -> Result<(reqwest::Body, bool), Failure> {
+    ) -> Result<(reqwest::Body, bool), BodyError> {
         let bw = self.bw.clone();
         let pace = move |chunk: Bytes| {
             let bw = bw.clone();
@@ -505,15 +520,15 @@ impl HttpTarget {
             return Ok((reqwest::Body::wrap_stream(stream), false));
         }
         let file = tokio::fs::File::open(&p.source_path).await.map_err(|e| {
-            Failure::new(
+            BodyError::Unreadable(Failure::new(
                 FailureKind::of_source_io(&e),
                 format!("{}: cannot open: {e}", p.source_path.display()),
-            )
+            ))
         })?;
         let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
         if len != p.size {
-            // Changed since hashing: let the 422 path re-hash it rather than send a wrong length.
-            return Err(Failure::new(FailureKind::Rejected, REHASH));
+            // Changed since hashing: re-hash it as on a 422 rather than send a wrong length.
+            return Err(BodyError::SizeChanged);
         }
         let stream = tokio_util::io::ReaderStream::with_capacity(file, CHUNK).then(move |r| {
             let pace = pace.clone();
@@ -527,9 +542,6 @@ impl HttpTarget {
         Ok((reqwest::Body::wrap_stream(stream), true))
     }
 }
-
-/// Marker message: the bytes on disk differ from what was hashed; re-hash and retry.
-const REHASH: &str = "\u{0}rehash";
 
 struct Shared(Arc<Vec<u8>>);
 

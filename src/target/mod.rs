@@ -177,7 +177,7 @@ pub enum Transferred {
     /// Not written: the target holds this book already in another form (`reason` is the
     /// row's `skip_reason`).
     AlreadyThere {
-        reason: &'static str,
+        reason: crate::skip_reason::SkipReason,
         detail: String,
     },
 }
@@ -204,7 +204,7 @@ pub struct PlacementOptions {
     pub merge_formats: bool,
     /// calibre target: write even while a calibre program holds its writer lock.
     pub ignore_calibre_lock: bool,
-    /// What tells this migration apart from others (`state::migration::key`): the calibre
+    /// What tells this migration apart from others (`state::migration_record::key`): the calibre
     /// target derives its books' uuids from it, to know its own books in a later run.
     pub migration_key: String,
 }

@@ -18,3 +18,4 @@ mod rescan;
 mod retry;
 mod safety;
 mod signals;
+mod state_db;

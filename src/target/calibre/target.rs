@@ -25,6 +25,7 @@ use super::{
 use crate::failure::{Failure, FailureKind};
 use crate::hash;
 use crate::metadata::{Metadata, Origin};
+use crate::skip_reason::SkipReason;
 use crate::target::folder::{write_new_file, LinkMode};
 use crate::target::staged::Staging;
 use crate::target::{NameQuery, Payload, Placed, Transferred, Unusable};
@@ -135,7 +136,7 @@ enum Decision {
         book_id: i64,
         rel_path: String,
     },
-    Skip(&'static str, String),
+    Skip(SkipReason, String),
 }
 
 impl CalibreTarget {
@@ -398,11 +399,11 @@ impl CalibreTarget {
         });
         match existing {
             Ok((d, _)) if d.same_content(&p.digests) => Transferred::AlreadyThere {
-                reason: "target_has_content",
+                reason: SkipReason::TargetHasContent,
                 detail: format!("calibre book #{book_id} already has these bytes: {rel_path}"),
             },
             _ => Transferred::AlreadyThere {
-                reason: "book_has_format",
+                reason: SkipReason::BookHasFormat,
                 detail: format!(
                     "calibre book #{book_id} already has a {} file ({rel_path}) with other content",
                     p.format.to_uppercase()
@@ -539,7 +540,7 @@ impl Books {
                 Some(id) if self.is_ours(id, uuid_seed)? => self.plan(candidate),
                 Some(id) if !opts.merge_formats => {
                     return Ok(Decision::Skip(
-                        "target_has_book",
+                        SkipReason::TargetHasBook,
                         format!(
                             "calibre already has this book as #{id} (same authors and title, or a shared identifier); --merge-formats adds missing formats to it"
                         ),
@@ -626,7 +627,7 @@ impl Books {
         }
         if being_written {
             return Ok(Decision::Skip(
-                "book_has_format",
+                SkipReason::BookHasFormat,
                 format!(
                     "calibre book #{book_id} is getting a {fmt} file from another source file at this moment"
                 ),

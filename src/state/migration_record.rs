@@ -1,0 +1,189 @@
+//! The one migration a state DB belongs to: its source, its target and the options it was
+//! started with, so `run` without arguments can resume it and a different pair is refused.
+//!
+//! The options are a versioned JSON object ([`RecordedOptions`]). Version 0 is the shape the
+//! first binaries wrote (the same keys, no `version`); a value that does not parse, or comes
+//! from a newer bookferry, is an error that says so — never silently the defaults.
+
+use super::{now_ms, Result, StateError};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+/// The options version this binary writes.
+pub const OPTIONS_VERSION: u32 = 1;
+
+/// The options a migration was recorded with (`migration.options`). Every field may be
+/// missing: a state DB made by `scan` alone records only its formats.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedOptions {
+    /// Absent in version 0.
+    #[serde(default)]
+    pub version: u32,
+    /// `--formats` as given (`epub,pdf` or `all`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub formats: Option<String>,
+    /// `--layout`'s template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+    /// `--link`'s mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    #[serde(default)]
+    pub keep_duplicates: bool,
+    #[serde(default)]
+    pub merge_formats: bool,
+}
+
+impl RecordedOptions {
+    /// Read `migration.options`.
+    pub fn parse(json: &str) -> Result<RecordedOptions> {
+        let bad = |source| StateError::BadOptions {
+            json: json.chars().take(200).collect(),
+            source,
+        };
+        let value: serde_json::Value = serde_json::from_str(json).map_err(bad)?;
+        // A newer binary may have added fields: say "newer", not "does not parse".
+        let version = value.get("version").and_then(serde_json::Value::as_u64);
+        if let Some(found) = version.filter(|v| *v > u64::from(OPTIONS_VERSION)) {
+            return Err(StateError::OptionsTooNew {
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+                supported: OPTIONS_VERSION,
+            });
+        }
+        serde_json::from_value(value).map_err(bad)
+    }
+
+    /// The JSON stored in `migration.options` (always the current version).
+    pub fn to_json(&self) -> String {
+        let current = RecordedOptions {
+            version: OPTIONS_VERSION,
+            ..self.clone()
+        };
+        serde_json::to_string(&current).expect("options serialize")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigrationRecord {
+    pub source: String,
+    pub target: Option<String>,
+    pub options: RecordedOptions,
+}
+
+/// The recorded migration, if any. A DB made by `scan` alone has a source and no target yet
+/// (stored as an empty string).
+pub fn load(conn: &Connection) -> Result<Option<MigrationRecord>> {
+    let row = conn
+        .query_row(
+            "SELECT source, target, options FROM migration WHERE id = 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((source, target, options)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(MigrationRecord {
+        source,
+        target: Some(target).filter(|t| !t.is_empty()),
+        options: RecordedOptions::parse(&options)?,
+    }))
+}
+
+/// What tells this migration apart from any other, stable for its life: when it was first
+/// recorded, and its source. (The calibre target derives its books' uuids from it.)
+pub fn key(conn: &Connection) -> Result<String> {
+    let key = conn
+        .query_row(
+            "SELECT created_at || ':' || source FROM migration WHERE id = 1",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?;
+    Ok(key.unwrap_or_default())
+}
+
+/// Record (or update) the migration.
+pub fn save(conn: &Connection, rec: &MigrationRecord) -> Result<()> {
+    conn.execute(
+        "INSERT INTO migration (id, source, target, options, created_at) VALUES (1, ?1, ?2, ?3, ?4)
+         ON CONFLICT(id) DO UPDATE SET source = ?1, target = ?2, options = ?3",
+        params![
+            rec.source,
+            rec.target.clone().unwrap_or_default(),
+            rec.options.to_json(),
+            now_ms()
+        ],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the binaries before options had a version wrote (commit dd8ada3, `run`), and what
+    /// `scan` alone wrote.
+    #[test]
+    fn version_0_options_read_as_they_were_written() {
+        let run = RecordedOptions::parse(
+            r#"{"formats":"epub,pdf","layout":"{author}/{title}.{ext}","link":"copy","keep_duplicates":true,"merge_formats":false}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            run,
+            RecordedOptions {
+                version: 0,
+                formats: Some("epub,pdf".into()),
+                layout: Some("{author}/{title}.{ext}".into()),
+                link: Some("copy".into()),
+                keep_duplicates: true,
+                merge_formats: false,
+            }
+        );
+        let scan = RecordedOptions::parse(r#"{"formats":"epub"}"#).unwrap();
+        assert_eq!(scan.formats.as_deref(), Some("epub"));
+        assert_eq!(scan.layout, None);
+    }
+
+    #[test]
+    fn options_written_now_carry_the_version_and_read_back_equal() {
+        let opts = RecordedOptions {
+            layout: Some("{title}.{ext}".into()),
+            merge_formats: true,
+            ..Default::default()
+        };
+        let json = opts.to_json();
+        assert!(json.contains(r#""version":1"#), "{json}");
+        let back = RecordedOptions::parse(&json).unwrap();
+        assert_eq!(back.version, OPTIONS_VERSION);
+        assert_eq!((back.layout, back.merge_formats), (opts.layout, true));
+    }
+
+    /// A corrupt value was read as "no options" before, and the run resumed with the default
+    /// layout: now it is an error naming the value.
+    #[test]
+    fn options_that_do_not_parse_are_an_error_not_the_defaults() {
+        for bad in [
+            "",
+            "{",
+            "null",
+            r#"{"layout": 3}"#,
+            r#"{"keep_duplicates": "yes"}"#,
+            r#"{"lay_out": "{title}.{ext}"}"#,
+        ] {
+            let e = RecordedOptions::parse(bad).unwrap_err();
+            assert!(matches!(e, StateError::BadOptions { .. }), "{bad:?}: {e:?}");
+            assert!(e.to_string().contains("options"), "{e}");
+        }
+        let newer = RecordedOptions::parse(r#"{"version": 99}"#).unwrap_err();
+        assert!(matches!(newer, StateError::OptionsTooNew { found: 99, .. }));
+    }
+}

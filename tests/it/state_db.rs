@@ -1,0 +1,139 @@
+//! State DBs written by earlier binaries (`tests/data/state-db/`) keep working: a migration
+//! recorded by them resumes with the options it was recorded with, and a recorded value that
+//! cannot be read is refused, never replaced by the defaults.
+
+use crate::util::*;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+const FROM_DD8ADA3: &str = "tests/data/state-db/dd8ada3-run-epub-pdf.db";
+const SAMPLE_EPUB: &str = "Chinua Segura/Silence Atlas 14 - Chinua Segura.epub";
+
+/// A workspace whose state DB is `fixture`, re-pointed at the workspace's `lib/` (a copy of
+/// `examples/library`, the fixture's source) and `out/`.
+fn workspace_with_old_db(fixture: &str) -> Workspace {
+    let ws = Workspace::empty();
+    std::fs::remove_dir(ws.lib()).unwrap();
+    let cp = Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("examples/library"))
+        .arg(ws.lib())
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    std::fs::copy(repo().join(fixture), ws.state()).unwrap();
+    let db = writable_db(&ws);
+    db.execute(
+        "UPDATE migration SET source = ?1, target = ?2",
+        [
+            format!("dir:{}", ws.lib().display()),
+            format!("dir:{}", ws.out().display()),
+        ],
+    )
+    .unwrap();
+    // A checkout gives the files new times: give the rows their copies' times, so the
+    // source reads as unchanged since the fixture was made.
+    let refs: Vec<String> = db
+        .prepare("SELECT source_ref FROM files")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for r in refs {
+        let m = std::fs::metadata(ws.lib().join(&r)).unwrap();
+        let mtime_ns = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+        db.execute(
+            "UPDATE files SET mtime_ns = ?1 WHERE source_ref = ?2",
+            rusqlite::params![mtime_ns as i64, r],
+        )
+        .unwrap();
+    }
+    ws
+}
+
+fn writable_db(ws: &Workspace) -> rusqlite::Connection {
+    rusqlite::Connection::open(ws.state()).unwrap()
+}
+
+fn recorded_options(ws: &Workspace) -> serde_json::Value {
+    let json: String = ws
+        .db()
+        .query_row("SELECT options FROM migration", [], |r| r.get(0))
+        .unwrap();
+    serde_json::from_str(&json).unwrap()
+}
+
+/// The fixture recorded `--formats epub,pdf`, `--layout '{author}/{title}.{ext}'` and
+/// `--keep-duplicates`; `run` without arguments must go on with exactly those.
+#[test]
+fn a_migration_recorded_by_dd8ada3_resumes_with_its_recorded_options() {
+    let ws = workspace_with_old_db(FROM_DD8ADA3);
+    assert_eq!(
+        recorded_options(&ws).get("version"),
+        None,
+        "a version-0 fixture"
+    );
+    // New since the fixture: a copy of a migrated EPUB (a content duplicate) and a text file.
+    let copy = ws.lib().join("copy of Silence Atlas.epub");
+    std::fs::copy(ws.lib().join(SAMPLE_EPUB), &copy).unwrap();
+    std::fs::write(ws.lib().join("notes.txt"), "not an epub or a pdf\n").unwrap();
+
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // --formats epub,pdf: the text file is not part of the migration.
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE source_ref LIKE '%.txt'"),
+        0
+    );
+    // --keep-duplicates: the copy is placed, not skipped as a duplicate; --layout
+    // '{author}/{title}.{ext}': one folder and the title (the default layout nests
+    // `{title}/{title} - {author}.{ext}`).
+    let (state, target_ref): (String, String) = ws
+        .db()
+        .query_row(
+            "SELECT state, target_ref FROM files WHERE source_ref = 'copy of Silence Atlas.epub'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "uploaded");
+    assert_eq!(target_ref, "Chinua Segura/Silence Atlas 14.epub");
+    assert!(ws.out().join(&target_ref).is_file());
+    // Nothing migrated before was sent again.
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM events WHERE to_state = 'uploaded' AND run_id > 1"),
+        1
+    );
+    // Recorded again in the current shape, with the same meaning.
+    let now = recorded_options(&ws);
+    assert_eq!(now["version"], 1, "{now}");
+    assert_eq!(now["layout"], "{author}/{title}.{ext}", "{now}");
+    assert_eq!(now["formats"], "epub,pdf", "{now}");
+    assert_eq!(now["keep_duplicates"], true, "{now}");
+}
+
+/// Before, a recorded value that did not parse resumed silently with the default layout and
+/// formats; now the run stops before doing anything and says what is wrong.
+#[test]
+fn recorded_options_that_do_not_parse_stop_the_run_before_anything_is_done() {
+    let ws = workspace_with_old_db(FROM_DD8ADA3);
+    std::fs::write(ws.lib().join("new.pdf"), b"%PDF-1.4\n%%EOF\n").unwrap();
+    writable_db(&ws)
+        .execute(
+            "UPDATE migration SET options = '{\"layout\": \"{author}/{title}.{ext}\", \"formats\": 7}'",
+            [],
+        )
+        .unwrap();
+    let runs_before = ws.count("SELECT COUNT(*) FROM runs");
+    for args in [&["run"][..], &["retry-failed"]] {
+        let out = ws.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("options do not parse"), "{err}");
+    }
+    assert!(!Path::new(&ws.out()).exists(), "nothing may be written");
+    assert_eq!(ws.count("SELECT COUNT(*) FROM runs"), runs_before);
+}
