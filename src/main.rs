@@ -1,9 +1,8 @@
 //! The binary: parse the command line, set up logging, run the command, print its error once
 //! and exit with its code (see `exit.rs`).
 
-use anyhow::Context;
 use bookferry::cli::{Cli, Command, GlobalArgs};
-use bookferry::commands::{self, CommandError};
+use bookferry::commands;
 use bookferry::exit;
 use clap::Parser;
 use std::io::IsTerminal;
@@ -29,7 +28,7 @@ fn main() {
         }
     };
     if let Err(e) = init_logging(&cli.global) {
-        eprintln!("bookferry: {e:#}");
+        eprintln!("bookferry: {e}");
         std::process::exit(exit::NOTHING_DONE);
     }
     let result = match &cli.command {
@@ -40,9 +39,9 @@ fn main() {
     };
     match result {
         Ok(code) => std::process::exit(code),
-        Err(CommandError { code, message }) => {
-            eprintln!("bookferry: error: {message}");
-            std::process::exit(code);
+        Err(e) => {
+            eprintln!("bookferry: error: {e}");
+            std::process::exit(e.exit_code());
         }
     }
 }
@@ -65,7 +64,16 @@ fn keep_freed_buffers() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_buffers() {}
 
-fn init_logging(g: &GlobalArgs) -> anyhow::Result<()> {
+/// `--log-file` cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("--log-file {}: {source}", .path.display())]
+struct LogFileError {
+    path: std::path::PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+fn init_logging(g: &GlobalArgs) -> Result<(), LogFileError> {
     let level = match (g.quiet, g.verbose) {
         (true, _) => LevelFilter::ERROR,
         (false, 0) => LevelFilter::INFO,
@@ -89,7 +97,10 @@ fn init_logging(g: &GlobalArgs) -> anyhow::Result<()> {
                 .create(true)
                 .append(true)
                 .open(path)
-                .with_context(|| format!("--log-file {}", path.display()))?;
+                .map_err(|source| LogFileError {
+                    path: path.clone(),
+                    source,
+                })?;
             Some(
                 fmt::layer()
                     .with_writer(Mutex::new(f))

@@ -1,42 +1,25 @@
-//! One module per subcommand, plus what they share: the command error (with its exit code),
-//! opening a session on the state DB (lock, migrate, run record, recovery of dead runs), and
-//! resolving which migration a command works on.
+//! One module per subcommand, plus what they share: how a command ends (`error.rs`, with the
+//! one mapping to exit codes), the options a run resolves (`options.rs`), the run driver
+//! (`execute.rs`), opening a session on the state DB (lock, migrate, run record, recovery of
+//! dead runs), and resolving which migration a command works on.
 
+pub mod error;
 pub mod execute;
+pub mod options;
 pub mod retry_failed;
 pub mod run;
 pub mod scan;
 pub mod status;
+
+pub use error::{CommandError, Internal, Stop, UsageError};
 
 use crate::cli::GlobalArgs;
 use crate::exit;
 use crate::state::lock::StateLock;
 use crate::state::migration_record::{self, MigrationRecord};
 use crate::state::{runs, Db, StateError};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
-
-/// A command's failure: what to print (once, at the top) and the exit code.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct CommandError {
-    pub code: i32,
-    pub message: String,
-}
-
-impl CommandError {
-    pub fn usage(message: impl Into<String>) -> CommandError {
-        CommandError {
-            code: exit::NOTHING_DONE,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<StateError> for CommandError {
-    fn from(e: StateError) -> CommandError {
-        CommandError::usage(e.to_string())
-    }
-}
 
 pub type CmdResult = Result<i32, CommandError>;
 
@@ -46,7 +29,7 @@ pub fn state_path(global: &GlobalArgs) -> Result<PathBuf, CommandError> {
         .state
         .clone()
         .unwrap_or_else(|| PathBuf::from("bookferry.db"));
-    crate::target::canonicalize_lenient(&p).map_err(CommandError::usage)
+    Ok(crate::target::canonicalize_lenient(&p).map_err(UsageError::StatePath)?)
 }
 
 /// Refuse a state DB inside the source or the target tree (it would be migrated, or changed
@@ -59,11 +42,12 @@ pub fn check_state_location(
     for (what, root) in [("source", Some(source)), ("target", target)] {
         if let Some(root) = root {
             if state.starts_with(root) {
-                return Err(CommandError::usage(format!(
-                    "the state DB {} lies inside the {what} {}; put it elsewhere with --state",
-                    state.display(),
-                    root.display()
-                )));
+                return Err(UsageError::StateInsideRoot {
+                    state: state.to_path_buf(),
+                    what,
+                    root: root.to_path_buf(),
+                }
+                .into());
             }
         }
     }
@@ -84,11 +68,12 @@ pub fn check_roots_apart(source: &Path, target: Option<&Path>) -> Result<(), Com
         None
     };
     match clash {
-        Some(how) => Err(CommandError::usage(format!(
-            "the target {} {how} {}: bookferry never writes into the library it reads; give a target elsewhere",
-            target.display(),
-            source.display()
-        ))),
+        Some(how) => Err(UsageError::RootsOverlap {
+            target: target.to_path_buf(),
+            how,
+            source_root: source.to_path_buf(),
+        }
+        .into()),
         None => Ok(()),
     }
 }
@@ -110,10 +95,13 @@ pub fn recorded_migration(state: &Path) -> Result<Option<MigrationRecord>, Comma
     Ok(migration_record::load(&conn)?)
 }
 
-/// An open state DB with its lock held and this invocation's run record started.
+/// An open state DB with its lock held and this invocation's run record started. The record
+/// is ended on every path: by [`Session::finish`] with the command's ending, or, should the
+/// command leave any other way (a panic, an early return), when the session is dropped.
 pub struct Session {
     pub db: Db,
     pub run: i64,
+    ended: Cell<bool>,
     _lock: StateLock,
 }
 
@@ -134,12 +122,32 @@ impl Session {
         Ok(Session {
             db,
             run,
+            ended: Cell::new(false),
             _lock: lock,
         })
     }
 
-    /// Close the run record with its exit code.
-    pub fn end(&self, code: i32, outcome: &str) {
+    /// End the run record with how the command ended, and pass that on.
+    pub fn finish<T: Copy>(
+        &self,
+        result: Result<T, CommandError>,
+        ending: impl Fn(T) -> (i32, &'static str),
+    ) -> Result<T, CommandError> {
+        match &result {
+            Ok(v) => {
+                let (code, outcome) = ending(*v);
+                self.end(code, outcome);
+            }
+            Err(e) => self.end(e.exit_code(), e.outcome()),
+        }
+        result
+    }
+
+    /// Close the run record with its exit code (once; later calls do nothing).
+    fn end(&self, code: i32, outcome: &str) {
+        if self.ended.replace(true) {
+            return;
+        }
         match self.db.conn() {
             Ok(mut conn) => {
                 if let Err(e) = runs::end(&mut conn, self.run, code, outcome) {
@@ -148,6 +156,17 @@ impl Session {
             }
             Err(e) => tracing::error!("recording the end of run {}: {e}", self.run),
         }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let outcome = if std::thread::panicking() {
+            "panicked"
+        } else {
+            "aborted"
+        };
+        self.end(exit::STOPPED, outcome);
     }
 }
 
@@ -179,14 +198,67 @@ pub fn check_same_migration(
 ) -> Result<(), CommandError> {
     let target_differs = matches!((rec.target.as_deref(), target), (Some(a), Some(b)) if a != b);
     if rec.source != source || target_differs {
-        return Err(CommandError::usage(format!(
-            "the state DB {} belongs to the migration {} → {}; this one is {} → {}. Use another --state for it",
-            state.display(),
-            rec.source,
-            rec.target.as_deref().unwrap_or("(no target yet)"),
-            source,
-            target.unwrap_or("(no target)")
-        )));
+        return Err(UsageError::OtherMigration {
+            state: state.to_path_buf(),
+            recorded_source: rec.source.clone(),
+            recorded_target: rec.target.clone(),
+            given_source: source.to_string(),
+            target: target.map(str::to_string),
+        }
+        .into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_run_end(db: &Db) -> (Option<i64>, Option<String>, Option<i64>) {
+        db.conn()
+            .unwrap()
+            .query_row(
+                "SELECT exit_code, outcome, ended_at FROM runs ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+    }
+
+    /// Before, a command that left by `?` after opening its session (a failed count, a panic,
+    /// a writer that did not start) left its run record open, to be found "died" by the next
+    /// run.
+    #[test]
+    fn a_session_left_without_finishing_still_ends_its_run_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        let db = {
+            let s = Session::open(&state, "run").unwrap();
+            s.db.clone()
+        };
+        let (code, outcome, ended_at) = last_run_end(&db);
+        assert_eq!(code, Some(i64::from(exit::STOPPED)));
+        assert_eq!(outcome.as_deref(), Some("aborted"));
+        assert!(ended_at.is_some());
+
+        let panicked = std::panic::catch_unwind(|| {
+            let _s = Session::open(&state, "run").unwrap();
+            panic!("a fault inside the command");
+        });
+        assert!(panicked.is_err());
+        assert_eq!(last_run_end(&db).1.as_deref(), Some("panicked"));
+    }
+
+    #[test]
+    fn a_finished_session_records_its_ending_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Session::open(&dir.path().join("state.db"), "scan").unwrap();
+        let db = s.db.clone();
+        let out: Result<(), CommandError> = Err(UsageError::NoTarget.into());
+        assert!(s.finish(out, |()| (exit::OK, "finished")).is_err());
+        drop(s);
+        let (code, outcome, _) = last_run_end(&db);
+        assert_eq!(code, Some(i64::from(exit::NOTHING_DONE)));
+        assert_eq!(outcome.as_deref(), Some("usage"));
+    }
 }

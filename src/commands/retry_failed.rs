@@ -1,9 +1,10 @@
 //! `bookferry retry-failed`: put failed rows back where they failed (attempts kept) and run the
 //! recorded migration again, exactly as `run` would.
 
-use super::execute::{Execution, MigrationOptions};
+use super::execute::{Ended, Execution};
+use super::options::MigrationOptions;
 use super::{
-    check_roots_apart, check_state_location, recorded_migration, CmdResult, CommandError, Session,
+    check_roots_apart, check_state_location, recorded_migration, CmdResult, Session, UsageError,
 };
 use crate::cli::{GlobalArgs, RetryArgs};
 use crate::failure::FailureKind;
@@ -16,26 +17,17 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
     let state = super::state_path(global)?;
     for k in &args.kind {
         if FailureKind::parse(k).is_none() {
-            let known: Vec<&str> = FailureKind::ALL.iter().map(|k| k.as_str()).collect();
-            return Err(CommandError::usage(format!(
-                "--kind {k:?}: unknown failure kind (known: {})",
-                known.join(", ")
-            )));
+            return Err(UsageError::UnknownKind { given: k.clone() }.into());
         }
     }
     let Some(rec) = recorded_migration(&state)? else {
-        return Err(CommandError::usage(format!(
-            "no migration recorded in {}; nothing to retry",
-            state.display()
-        )));
+        return Err(UsageError::NothingToRetry(state).into());
     };
     let Some(target) = rec.target.clone() else {
-        return Err(CommandError::usage(
-            "this state DB has no target yet; use `bookferry run --to TARGET`",
-        ));
+        return Err(UsageError::NoTargetToRetry.into());
     };
-    let source = SourceSpec::parse(&rec.source).map_err(CommandError::usage)?;
-    let target = TargetSpec::parse(&target).map_err(CommandError::usage)?;
+    let source = SourceSpec::parse(&rec.source).map_err(UsageError::from)?;
+    let target = TargetSpec::parse(&target).map_err(UsageError::from)?;
     let options = MigrationOptions::resolve(Some(&rec.options), None, &args.target)?;
     check_state_location(&state, source.root(), target.local_root())?;
     check_roots_apart(source.root(), target.local_root())?;
@@ -49,7 +41,7 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
     )?;
     let n = retry::requeue_failed(&mut *session.db.conn()?, session.run, &args.kind)?;
     tracing::info!("retry-failed: {n} failed file(s) put back where they failed");
-    Execution {
+    let ended = Execution {
         session: &session,
         source,
         target,
@@ -60,5 +52,7 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
         dry_run: false,
         quiet: global.quiet,
     }
-    .execute()
+    .execute();
+    let ended = session.finish(ended, |e| (e.exit_code(), e.outcome()))?;
+    Ok(Ended::exit_code(ended))
 }

@@ -1,10 +1,11 @@
 //! `bookferry run`: check the target, scan (incrementally), and move every row to a final
 //! state. Without `--from/--to` it resumes the migration recorded in the state DB.
 
-use super::execute::{Execution, MigrationOptions};
+use super::execute::{Ended, Execution};
+use super::options::MigrationOptions;
 use super::{
     check_roots_apart, check_same_migration, check_state_location, recorded_migration, CmdResult,
-    CommandError, Session,
+    Session, UsageError,
 };
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::source::SourceSpec;
@@ -15,19 +16,14 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
     let state = super::state_path(global)?;
     let rec = recorded_migration(&state)?;
     let source = match (&args.from, &rec) {
-        (Some(s), _) => SourceSpec::parse(s),
-        (None, Some(r)) => SourceSpec::parse(&r.source),
-        (None, None) => Err(format!(
-            "no migration recorded in {}: give --from SOURCE --to TARGET",
-            state.display()
-        )),
-    }
-    .map_err(CommandError::usage)?;
+        (Some(s), _) => SourceSpec::parse(s).map_err(UsageError::from)?,
+        (None, Some(r)) => SourceSpec::parse(&r.source).map_err(UsageError::from)?,
+        (None, None) => return Err(UsageError::NoMigration(state).into()),
+    };
     let target = match (&args.to, rec.as_ref().and_then(|r| r.target.as_ref())) {
-        (Some(t), _) | (None, Some(t)) => TargetSpec::parse(t),
-        (None, None) => Err("no target recorded: give --to TARGET".to_string()),
-    }
-    .map_err(CommandError::usage)?;
+        (Some(t), _) | (None, Some(t)) => TargetSpec::parse(t).map_err(UsageError::from)?,
+        (None, None) => return Err(UsageError::NoTarget.into()),
+    };
     if let Some(rec) = &rec {
         check_same_migration(&state, rec, &source.to_spec(), Some(&target.to_spec()))?;
     }
@@ -47,7 +43,7 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
             options: options.to_recorded(),
         },
     )?;
-    Execution {
+    let ended = Execution {
         session: &session,
         source,
         target,
@@ -58,5 +54,7 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
         dry_run: args.dry_run,
         quiet: global.quiet,
     }
-    .execute()
+    .execute();
+    let ended = session.finish(ended, |e| (e.exit_code(), e.outcome()))?;
+    Ok(Ended::exit_code(ended))
 }

@@ -1,7 +1,7 @@
 //! `bookferry status`: counts and bytes per state, failures by kind, the current or last run's
 //! rate and ETA. Opens the state DB read-only, so it works from another terminal during a run.
 
-use super::{CmdResult, CommandError};
+use super::CmdResult;
 use crate::cli::{GlobalArgs, StatusArgs};
 use crate::exit;
 use crate::pipeline::progress::human_bytes;
@@ -53,10 +53,7 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
                 "eta_seconds": eta_secs,
             })),
         });
-        println!(
-            "{}",
-            serde_json::to_string(&out).map_err(|e| CommandError::usage(e.to_string()))?
-        );
+        println!("{out}");
         return Ok(exit::OK);
     }
     println!("state DB {}", state.display());

@@ -9,13 +9,14 @@ mod content;
 mod hash_stage;
 mod metadata_stage;
 pub mod progress;
+pub mod scan;
 mod transfer;
 
 use crate::failure::Failure;
 use crate::hash::Digests;
 use crate::skip_reason::SkipReason;
 use crate::state::rows::FileRow;
-use crate::state::writer::{Transition, WriterHandle};
+use crate::state::writer::{FlushError, FlushHook, Transition, WriterHandle};
 use crate::state::{Db, FileState};
 use crate::target::staged::Staged;
 use crate::target::Target;
@@ -181,6 +182,15 @@ impl Ctx {
         self.progress.skipped.add(1);
         self.progress.skipped_bytes.add(item.row.size);
     }
+}
+
+/// The state writer's hook before each commit that records placed files: the target's
+/// durability barrier, so the state DB never claims more than the disk holds.
+pub fn flush_hook(target: &Target) -> Option<FlushHook> {
+    let mut barrier = target.durability_barrier()?;
+    Some(Box::new(move || {
+        barrier().map_err(|e| FlushError(Box::new(e)))
+    }))
 }
 
 /// A scan that is still adding rows while the pipeline runs (see `commands::execute`). Rows
@@ -388,6 +398,6 @@ mod tests {
         });
         drop(ctx);
         let (_, fatal) = writer.finish();
-        assert_eq!(fatal, None);
+        assert!(fatal.is_none(), "{fatal:?}");
     }
 }

@@ -22,9 +22,14 @@ impl Default for FormatSet {
     }
 }
 
+/// A `--formats` list that names no format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--formats {0:?}: name at least one format, or `all`")]
+pub struct NoFormats(pub String);
+
 impl FormatSet {
     /// Parse `epub,pdf` or `all`. Leading dots and case are ignored.
-    pub fn parse(list: &str) -> Result<FormatSet, String> {
+    pub fn parse(list: &str) -> Result<FormatSet, NoFormats> {
         if list.trim().eq_ignore_ascii_case("all") {
             return Ok(FormatSet::All);
         }
@@ -34,9 +39,7 @@ impl FormatSet {
             .filter(|s| !s.is_empty())
             .collect();
         if set.is_empty() {
-            return Err(format!(
-                "--formats {list:?}: name at least one format, or `all`"
-            ));
+            return Err(NoFormats(list.into()));
         }
         Ok(FormatSet::Only(set))
     }

@@ -14,10 +14,25 @@ pub enum SourceSpec {
     Calibre(PathBuf),
 }
 
+/// Why a source cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceSpecError {
+    #[error("source {given}: {source}")]
+    Unresolvable {
+        given: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("source {}: not a folder", .0.display())]
+    NotAFolder(PathBuf),
+    #[error("source {}: no calibre metadata.db in this folder", .0.display())]
+    NotCalibre(PathBuf),
+}
+
 impl SourceSpec {
     /// `dir:PATH`, `calibre:PATH`, or a plain path (a calibre library when it holds
     /// `metadata.db`, else a folder).
-    pub fn parse(s: &str) -> Result<SourceSpec, String> {
+    pub fn parse(s: &str) -> Result<SourceSpec, SourceSpecError> {
         let (kind, raw) = if let Some(r) = s.strip_prefix("dir:") {
             (Some("dir"), r)
         } else if let Some(r) = s.strip_prefix("calibre:") {
@@ -25,20 +40,21 @@ impl SourceSpec {
         } else {
             (None, s)
         };
-        let path = Path::new(raw)
-            .canonicalize()
-            .map_err(|e| format!("source {raw}: {e}"))?;
+        let path =
+            Path::new(raw)
+                .canonicalize()
+                .map_err(|source| SourceSpecError::Unresolvable {
+                    given: raw.into(),
+                    source,
+                })?;
         if !path.is_dir() {
-            return Err(format!("source {}: not a folder", path.display()));
+            return Err(SourceSpecError::NotAFolder(path));
         }
         match kind {
             Some("dir") => Ok(SourceSpec::Dir(path)),
             Some(_) => {
                 if !calibre::is_calibre_library(&path) {
-                    return Err(format!(
-                        "source {}: no calibre metadata.db in this folder",
-                        path.display()
-                    ));
+                    return Err(SourceSpecError::NotCalibre(path));
                 }
                 Ok(SourceSpec::Calibre(path))
             }

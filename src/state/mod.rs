@@ -56,8 +56,10 @@ pub enum StateError {
     },
     #[error("the state DB's migration options are version {found}, from a newer bookferry (this binary knows up to {supported}); upgrade bookferry or use another --state")]
     OptionsTooNew { found: u32, supported: u32 },
-    #[error("state DB writer stopped: {0}")]
-    WriterGone(String),
+    #[error("the state DB writer stopped{}", .0.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    WriterGone(Option<std::sync::Arc<writer::WriterError>>),
+    #[error("state DB: cannot start the writer thread: {0}")]
+    WriterThread(#[source] std::io::Error),
     #[error("{0}")]
     Invalid(String),
 }

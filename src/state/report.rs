@@ -1,5 +1,6 @@
-//! Read-only questions for `status`: counts and bytes per state, failures by kind, the current
-//! or last run's rate. Works while a run is writing (WAL readers never block the writer).
+//! Read-only questions for `status` and a run's start and end: counts and bytes per state,
+//! failures by kind, the current or last run's rate, the work left. Works while a run is
+//! writing (WAL readers never block the writer).
 
 use super::{now_ms, FileState, Result};
 use rusqlite::{Connection, OptionalExtension};
@@ -110,4 +111,32 @@ pub fn last_run(conn: &Connection) -> Result<Option<RunSummary>> {
             },
         )
         .optional()?)
+}
+
+/// Rows not yet final (the work a run has ahead) and their bytes.
+pub fn active_totals(conn: &Connection) -> Result<(u64, u64)> {
+    let (n, b): (i64, i64) = conn.query_row(
+        &format!(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE state IN ({})",
+            super::runs::active_list()
+        ),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((n as u64, b as u64))
+}
+
+/// Rows `failed`.
+pub fn failed_count(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM files WHERE state = 'failed'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(n as u64)
+}
+
+/// The highest row id (ids only grow: rows are never deleted).
+pub fn last_file_id(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM files", [], |r| r.get(0))?)
 }

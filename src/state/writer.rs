@@ -73,8 +73,32 @@ impl Transition {
     }
 }
 
-/// Called before committing a batch that holds moves with `needs_flush`.
-pub type FlushHook = Box<dyn FnMut() -> std::io::Result<()> + Send>;
+/// Called before committing a batch that holds moves with `needs_flush`: whoever starts the
+/// writer decides what it does (the pipeline makes the target's placed files durable). The
+/// writer knows nothing of targets; the hook's error is carried as it came.
+pub type FlushHook = Box<dyn FnMut() -> std::result::Result<(), FlushError> + Send>;
+
+/// Why the hook run before a commit failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FlushError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// Why the writer stopped: nothing after this was committed, and the run must stop.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error("making the target's files durable before recording them: {0}")]
+    Flush(#[source] FlushError),
+    #[error("writing the state DB: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("{0}")]
+    State(#[source] Box<StateError>),
+}
+
+impl From<StateError> for WriterError {
+    fn from(e: StateError) -> WriterError {
+        WriterError::State(Box::new(e))
+    }
+}
 
 enum Msg {
     Transition(Box<Transition>),
@@ -104,8 +128,11 @@ pub struct WriterStats {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::SyncSender<Msg>,
-    fatal: Arc<Mutex<Option<String>>>,
+    fatal: Fatal,
 }
+
+/// The error that stopped the writer, once there is one.
+type Fatal = Arc<Mutex<Option<Arc<WriterError>>>>;
 
 pub struct Writer {
     handle: WriterHandle,
@@ -121,7 +148,7 @@ impl Writer {
         let join = std::thread::Builder::new()
             .name("state-writer".into())
             .spawn(move || writer_loop(conn, run, rx, flush, fatal2))
-            .map_err(|e| StateError::WriterGone(e.to_string()))?;
+            .map_err(StateError::WriterThread)?;
         Ok(Writer {
             handle: WriterHandle { tx, fatal },
             join,
@@ -133,7 +160,7 @@ impl Writer {
     }
 
     /// Commit everything sent so far and stop the thread.
-    pub fn finish(self) -> (WriterStats, Option<String>) {
+    pub fn finish(self) -> (WriterStats, Option<Arc<WriterError>>) {
         let fatal = self.handle.fatal.clone();
         let _ = self.handle.tx.send(Msg::Shutdown);
         drop(self.handle);
@@ -156,9 +183,8 @@ impl WriterHandle {
                 limit,
                 reply,
             })
-            .map_err(|_| StateError::WriterGone("claim".into()))?;
-        rx.await
-            .map_err(|_| StateError::WriterGone(self.fatal().unwrap_or_default()))?
+            .map_err(|_| StateError::WriterGone(self.fatal()))?;
+        rx.await.map_err(|_| StateError::WriterGone(self.fatal()))?
     }
 
     /// Wait until everything sent before is committed.
@@ -170,7 +196,7 @@ impl WriterHandle {
     }
 
     /// The error that stopped the writer (state DB disk full, target flush failed, …).
-    pub fn fatal(&self) -> Option<String> {
+    pub fn fatal(&self) -> Option<Arc<WriterError>> {
         self.fatal.lock().ok().and_then(|g| g.clone())
     }
 }
@@ -179,7 +205,7 @@ struct LoopState {
     conn: Conn,
     run: i64,
     flush: Option<FlushHook>,
-    fatal: Arc<Mutex<Option<String>>>,
+    fatal: Fatal,
     stats: WriterStats,
     dead: bool,
 }
@@ -196,7 +222,7 @@ impl LoopState {
             ) {
                 tracing::error!("state DB write failed: {e}");
                 if let Ok(mut g) = self.fatal.lock() {
-                    *g = Some(e);
+                    *g = Some(Arc::new(e));
                 }
                 self.dead = true;
             }
@@ -210,7 +236,7 @@ fn writer_loop(
     run: i64,
     rx: mpsc::Receiver<Msg>,
     flush: Option<FlushHook>,
-    fatal: Arc<Mutex<Option<String>>>,
+    fatal: Fatal,
 ) -> WriterStats {
     let mut st = LoopState {
         conn,
@@ -246,7 +272,7 @@ fn writer_loop(
             }) => {
                 let res = if st.dead {
                     Err(StateError::WriterGone(
-                        "the state DB writer stopped after an error".into(),
+                        st.fatal.lock().ok().and_then(|g| g.clone()),
                     ))
                 } else {
                     // A claim is its own small transaction; the rows it takes are not touched by
@@ -413,18 +439,16 @@ fn commit_batch(
     batch: &[Transition],
     flush: &mut Option<FlushHook>,
     stats: &mut WriterStats,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), WriterError> {
     if batch.iter().any(|t| t.needs_flush) {
         if let Some(f) = flush.as_mut() {
-            f().map_err(|e| format!("flushing the target before recording its files: {e}"))?;
+            f().map_err(WriterError::Flush)?;
         }
     }
     let mut counters = RunCounters::default();
     let mut conflicts = 0;
     let steps = plan_steps(batch, &mut conflicts);
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| e.to_string())?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_ms();
     let mut events: Vec<Event> = Vec::with_capacity(batch.len());
     {
@@ -440,7 +464,7 @@ fn commit_batch(
                     attempts = attempts + ?15, updated_at = ?16, state_changed_at = ?16
                  WHERE id = ?1 AND state = ?2 AND run_id = ?4",
             )
-            .map_err(|e| e.to_string())?;
+            ?;
         for chain in steps {
             let (last, last_from, to) = chain.last();
             let file_id = last.file_id;
@@ -454,27 +478,25 @@ fn commit_batch(
                 None => (None, None),
             };
             let attempts: i64 = chain.moves.iter().map(|(t, _, _)| t.attempts).sum();
-            let n = update
-                .execute(params![
-                    file_id,
-                    chain.first_from().as_str(),
-                    to.as_str(),
-                    run,
-                    chain.latest(|t| t.sha1.as_deref()),
-                    chain.latest(|t| t.blake3.as_deref()),
-                    md,
-                    origin,
-                    chain.latest(|t| t.warnings.as_deref()),
-                    chain.latest(|t| t.target_ref.as_deref()),
-                    chain.latest(|t| t.duplicate_of),
-                    chain.latest(|t| t.skip_reason.map(SkipReason::as_str)),
-                    kind,
-                    msg,
-                    attempts,
-                    now,
-                    last_from.as_str(),
-                ])
-                .map_err(|e| e.to_string())?;
+            let n = update.execute(params![
+                file_id,
+                chain.first_from().as_str(),
+                to.as_str(),
+                run,
+                chain.latest(|t| t.sha1.as_deref()),
+                chain.latest(|t| t.blake3.as_deref()),
+                md,
+                origin,
+                chain.latest(|t| t.warnings.as_deref()),
+                chain.latest(|t| t.target_ref.as_deref()),
+                chain.latest(|t| t.duplicate_of),
+                chain.latest(|t| t.skip_reason.map(SkipReason::as_str)),
+                kind,
+                msg,
+                attempts,
+                now,
+                last_from.as_str(),
+            ])?;
             if n == 0 {
                 tracing::warn!(
                     "file {file_id}: not in state {} for this run; move to {to} dropped",
@@ -507,9 +529,9 @@ fn commit_batch(
             }
         }
     }
-    insert_events(&tx, run, now, &events).map_err(|e| e.to_string())?;
-    runs::add_counters(&tx, run, &counters).map_err(|e| e.to_string())?;
-    tx.commit().map_err(|e| e.to_string())?;
+    insert_events(&tx, run, now, &events)?;
+    runs::add_counters(&tx, run, &counters)?;
+    tx.commit()?;
     stats.committed += batch.len() as u64 - conflicts;
     stats.transactions += 1;
     stats.conflicts += conflicts;
@@ -613,7 +635,7 @@ mod tests {
         }
         drop(h);
         let (stats, fatal) = writer.finish();
-        assert_eq!(fatal, None);
+        assert!(fatal.is_none(), "{fatal:?}");
         // One transaction unless the machine stalled past the commit delay while sending.
         assert_eq!(stats.committed, 2 * rows as u64);
 
@@ -678,7 +700,7 @@ mod tests {
         h.send(mv(c, Hashed, MetadataCached));
         drop(h);
         let (stats, fatal) = writer.finish();
-        assert_eq!(fatal, None);
+        assert!(fatal.is_none(), "{fatal:?}");
         assert_eq!(stats.conflicts, 2);
         assert_eq!(stats.counters.files_hashed, 1);
         assert_eq!(stats.counters.files_uploaded, 1);

@@ -29,16 +29,19 @@ pub enum LinkMode {
     Reflink,
 }
 
+/// A `--link` value that names no mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--link {0:?}: expected copy, hardlink, symlink or reflink")]
+pub struct UnknownLinkMode(pub String);
+
 impl LinkMode {
-    pub fn parse(s: &str) -> Result<LinkMode, String> {
+    pub fn parse(s: &str) -> Result<LinkMode, UnknownLinkMode> {
         match s {
             "copy" => Ok(LinkMode::Copy),
             "hardlink" => Ok(LinkMode::Hardlink),
             "symlink" => Ok(LinkMode::Symlink),
             "reflink" => Ok(LinkMode::Reflink),
-            _ => Err(format!(
-                "--link {s:?}: expected copy, hardlink, symlink or reflink"
-            )),
+            _ => Err(UnknownLinkMode(s.into())),
         }
     }
 

@@ -32,24 +32,37 @@ const FIELDS: &[&str] = &[
     "source_path",
 ];
 
+/// Why a `--layout` template is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("--layout {template:?}: unclosed `{{`")]
+    Unclosed { template: String },
+    #[error("--layout {template:?}: unknown field {{{field}}} (known: {})", FIELDS.join(", "))]
+    UnknownField { template: String, field: String },
+    #[error("--layout is empty")]
+    Empty,
+}
+
 impl Layout {
-    pub fn parse(template: &str) -> Result<Layout, String> {
+    pub fn parse(template: &str) -> Result<Layout, LayoutError> {
         let mut rest = template;
         while let Some(i) = rest.find('{') {
             let Some(j) = rest[i..].find('}') else {
-                return Err(format!("--layout {template:?}: unclosed `{{`"));
+                return Err(LayoutError::Unclosed {
+                    template: template.into(),
+                });
             };
             let field = &rest[i + 1..i + j];
             if !FIELDS.contains(&field) {
-                return Err(format!(
-                    "--layout {template:?}: unknown field {{{field}}} (known: {})",
-                    FIELDS.join(", ")
-                ));
+                return Err(LayoutError::UnknownField {
+                    template: template.into(),
+                    field: field.into(),
+                });
             }
             rest = &rest[i + j + 1..];
         }
         if template.trim().is_empty() {
-            return Err("--layout is empty".into());
+            return Err(LayoutError::Empty);
         }
         Ok(Layout {
             template: template.to_string(),

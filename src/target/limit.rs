@@ -236,8 +236,17 @@ impl TokenBucket {
     }
 }
 
+/// Why a `--bwlimit` rate is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RateError {
+    #[error("--bwlimit {0:?}: expected a rate like 500K, 20M or 1G")]
+    Malformed(String),
+    #[error("--bwlimit {0:?}: must be more than 0")]
+    NotPositive(String),
+}
+
 /// `20M` → 20 MiB/s; suffixes B, K, M, G (powers of 1024), as rclone's `--bwlimit`.
-pub fn parse_rate(s: &str) -> Result<u64, String> {
+pub fn parse_rate(s: &str) -> Result<u64, RateError> {
     let t = s.trim();
     let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
         Some('B') => (&t[..t.len() - 1], 1u64),
@@ -249,9 +258,9 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     let v: f64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("--bwlimit {s:?}: expected a rate like 500K, 20M or 1G"))?;
+        .map_err(|_| RateError::Malformed(s.into()))?;
     if v <= 0.0 {
-        return Err(format!("--bwlimit {s:?}: must be more than 0"));
+        return Err(RateError::NotPositive(s.into()));
     }
     Ok((v * mult as f64) as u64)
 }

@@ -14,7 +14,6 @@ pub mod staged;
 use crate::failure::Failure;
 use crate::hash::Digests;
 use crate::metadata::{Metadata, Origin};
-use crate::state::writer::FlushHook;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,17 +33,17 @@ pub enum TargetSpec {
 impl TargetSpec {
     /// Parse and canonicalize (a folder that does not exist yet is resolved through its nearest
     /// existing ancestor).
-    pub fn parse(s: &str) -> Result<TargetSpec, String> {
+    pub fn parse(s: &str) -> Result<TargetSpec, TargetSpecError> {
         if s.starts_with("http://") || s.starts_with("https://") {
-            let url = reqwest::Url::parse(s).map_err(|e| format!("target {s}: {e}"))?;
+            let url = reqwest::Url::parse(s).map_err(|source| TargetSpecError::Url {
+                given: s.into(),
+                source,
+            })?;
             if !url.username().is_empty() || url.password().is_some() {
-                return Err(
-                    "target: put no credentials in the URL; use BOOKFERRY_TOKEN or --token-file"
-                        .into(),
-                );
+                return Err(TargetSpecError::Credentials);
             }
             if url.query().is_some() || url.fragment().is_some() {
-                return Err(format!("target {s}: no query or fragment, please"));
+                return Err(TargetSpecError::QueryOrFragment(s.into()));
             }
             return Ok(TargetSpec::Http(
                 url.as_str().trim_end_matches('/').to_string(),
@@ -52,16 +51,13 @@ impl TargetSpec {
         }
         if let Some(rest) = s.strip_prefix("calibre:") {
             if rest.is_empty() {
-                return Err(
-                    "target calibre: needs the library's folder, e.g. calibre:~/Calibre Library"
-                        .into(),
-                );
+                return Err(TargetSpecError::CalibreWithoutPath);
             }
             return Ok(TargetSpec::Calibre(canonicalize_lenient(Path::new(rest))?));
         }
         let raw = s.strip_prefix("dir:").unwrap_or(s);
         if raw.is_empty() {
-            return Err("target: empty path".into());
+            return Err(TargetSpecError::EmptyPath);
         }
         Ok(TargetSpec::Dir(canonicalize_lenient(Path::new(raw))?))
     }
@@ -84,14 +80,44 @@ impl TargetSpec {
     }
 }
 
+/// Why a target cannot be used as given.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetSpecError {
+    #[error("target {given}: {source}")]
+    Url {
+        given: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("target: put no credentials in the URL; use BOOKFERRY_TOKEN or --token-file")]
+    Credentials,
+    #[error("target {0}: no query or fragment, please")]
+    QueryOrFragment(String),
+    #[error("target calibre: needs the library's folder, e.g. calibre:~/Calibre Library")]
+    CalibreWithoutPath,
+    #[error("target: empty path")]
+    EmptyPath,
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
+
+/// Why a path cannot be made absolute.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error("current folder: {0}")]
+    CurrentDir(#[source] std::io::Error),
+    #[error("{}: cannot resolve this path", .0.display())]
+    Unresolvable(PathBuf),
+}
+
 /// Canonicalize a path that may not exist yet: the existing ancestor is canonicalized and the
 /// rest appended (with `.`/`..` refused).
-pub fn canonicalize_lenient(p: &Path) -> Result<PathBuf, String> {
+pub fn canonicalize_lenient(p: &Path) -> Result<PathBuf, PathError> {
     let abs = if p.is_absolute() {
         p.to_path_buf()
     } else {
         std::env::current_dir()
-            .map_err(|e| format!("current folder: {e}"))?
+            .map_err(PathError::CurrentDir)?
             .join(p)
     };
     let mut existing = abs.as_path();
@@ -107,12 +133,12 @@ pub fn canonicalize_lenient(p: &Path) -> Result<PathBuf, String> {
             }
             Err(_) => {
                 let Some(name) = existing.file_name() else {
-                    return Err(format!("{}: cannot resolve this path", p.display()));
+                    return Err(PathError::Unresolvable(p.to_path_buf()));
                 };
                 rest.push(name.to_os_string());
                 existing = existing
                     .parent()
-                    .ok_or_else(|| format!("{}: cannot resolve this path", p.display()))?;
+                    .ok_or_else(|| PathError::Unresolvable(p.to_path_buf()))?;
             }
         }
     }
@@ -182,17 +208,31 @@ pub enum Transferred {
     },
 }
 
+/// Why what a target placed could not be made durable (nothing of it may be recorded).
+#[derive(Debug, thiserror::Error)]
+pub enum DurabilityError {
+    #[error("syncing the target folder: {0}")]
+    Folder(#[source] std::io::Error),
+    #[error("committing the calibre library: {0}")]
+    Calibre(#[source] std::io::Error),
+}
+
+/// Makes what a local target placed durable (see [`Target::durability_barrier`]).
+pub type DurabilityBarrier = Box<dyn FnMut() -> Result<(), DurabilityError> + Send>;
+
 /// Why a target cannot be used at all (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Unusable(pub String);
 
 /// Why a target cannot be opened.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// Unreachable, not writable, misconfigured: exit 2.
+    #[error("{0}")]
     Unusable(String),
     /// The server refused our credentials: exit 4.
+    #[error("{0}")]
     Auth(String),
 }
 /// Options shared by folder-like targets.
@@ -411,17 +451,20 @@ impl Target {
         }
     }
 
-    /// Whether transfers must be flushed before they are recorded.
-    pub fn flush_hook(&self) -> Option<FlushHook> {
+    /// What makes the placed files durable, for targets whose transfers must be made durable
+    /// before they are recorded (the pipeline runs it before each commit that records them).
+    pub fn durability_barrier(&self) -> Option<DurabilityBarrier> {
         match self {
             Target::Folder(f, _) => {
                 let f = f.clone();
-                Some(Box::new(move || f.flush()))
+                Some(Box::new(move || f.flush().map_err(DurabilityError::Folder)))
             }
             // The library's commit syncs the files, then records their books.
             Target::Calibre(c, _) => {
                 let c = c.clone();
-                Some(Box::new(move || c.commit()))
+                Some(Box::new(move || {
+                    c.commit().map_err(DurabilityError::Calibre)
+                }))
             }
             Target::Http(_) => None,
         }

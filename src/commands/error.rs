@@ -1,0 +1,215 @@
+//! What a command can end with, and the one mapping from an ending to its exit code (the codes
+//! themselves are named in `exit.rs`). `main` prints a [`CommandError`] once, at the top.
+
+use crate::exit;
+use crate::failure::{Failure, FailureKind};
+use crate::pipeline::scan::ScanError;
+use crate::source::formats::NoFormats;
+use crate::source::SourceSpecError;
+use crate::state::writer::WriterError;
+use crate::state::StateError;
+use crate::target::folder::UnknownLinkMode;
+use crate::target::layout::LayoutError;
+use crate::target::limit::RateError;
+use crate::target::{OpenError, PathError, TargetSpecError};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why a command did not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The command line, or what the state DB records, does not allow this: nothing was done.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// The state DB cannot be used (held by another process, from a newer bookferry,
+    /// unreadable) before anything was done.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The target cannot be used at all (checked before anything is done), or refused our
+    /// credentials.
+    #[error(transparent)]
+    Target(#[from] OpenError),
+    /// The scan stopped: the source cannot be read (nothing was done), or the state DB could
+    /// not be written.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    /// The run stopped part-way for a reason that concerns every file.
+    #[error("stopped: {0}")]
+    Stopped(#[from] Stop),
+    /// bookferry itself failed (a task panicked, a thread could not start). Work may have
+    /// begun; what was committed stays.
+    #[error("internal error: {0}")]
+    Internal(#[from] Internal),
+}
+
+/// bookferry's own faults.
+#[derive(Debug, thiserror::Error)]
+pub enum Internal {
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("the {task} task failed: {source}")]
+    Task {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Why a run stopped part-way; rows not finished stay where they were.
+#[derive(Debug, thiserror::Error)]
+pub enum Stop {
+    /// A failure that concerns every file (target full, gone, credentials refused).
+    #[error("{}", .0.message)]
+    Failure(Failure),
+    /// The state writer stopped: the state DB, or the target's durability barrier, failed.
+    #[error("{0}")]
+    Writer(Arc<WriterError>),
+    /// The state DB failed after the run began.
+    #[error("{0}")]
+    State(#[from] StateError),
+}
+
+impl CommandError {
+    /// The exit code of this ending (README "Exit codes").
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CommandError::Usage(_) | CommandError::State(_) => exit::NOTHING_DONE,
+            CommandError::Target(OpenError::Auth(_)) => exit::AUTH,
+            CommandError::Target(OpenError::Unusable(_)) => exit::NOTHING_DONE,
+            CommandError::Scan(ScanError::Source { .. } | ScanError::Calibre(_)) => {
+                exit::NOTHING_DONE
+            }
+            CommandError::Scan(ScanError::State(_)) => exit::STOPPED,
+            CommandError::Stopped(Stop::Failure(f)) if f.kind == FailureKind::Auth => exit::AUTH,
+            CommandError::Stopped(_) | CommandError::Internal(_) => exit::STOPPED,
+        }
+    }
+
+    /// The run record's `outcome` for this ending.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            CommandError::Usage(_) => "usage",
+            CommandError::State(_) => "state_db_error",
+            CommandError::Target(OpenError::Auth(_)) => "auth",
+            CommandError::Target(OpenError::Unusable(_)) => "target unusable",
+            CommandError::Scan(_) => "scan failed",
+            CommandError::Stopped(Stop::Failure(f)) => f.kind.as_str(),
+            CommandError::Stopped(Stop::Writer(_) | Stop::State(_)) => "state_db_error",
+            CommandError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+/// What the command line (or the recorded migration it resumes) gets wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error(transparent)]
+    Source(#[from] SourceSpecError),
+    #[error(transparent)]
+    TargetSpec(#[from] TargetSpecError),
+    #[error("--state: {0}")]
+    StatePath(#[source] PathError),
+    #[error(transparent)]
+    Formats(#[from] NoFormats),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Link(#[from] UnknownLinkMode),
+    #[error(transparent)]
+    Rate(#[from] RateError),
+    #[error("--transfers {0:?}: a number above 0, or auto")]
+    Transfers(String),
+    #[error("--tpslimit must be more than 0")]
+    TpsLimit,
+    #[error("--token-file {}: {source}", .path.display())]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--token-file {}: the file is empty", .0.display())]
+    EmptyTokenFile(PathBuf),
+    #[error("--kind {given:?}: unknown failure kind (known: {})", FailureKind::ALL.map(FailureKind::as_str).join(", "))]
+    UnknownKind { given: String },
+    #[error("the state DB {} lies inside the {what} {}; put it elsewhere with --state", .state.display(), .root.display())]
+    StateInsideRoot {
+        state: PathBuf,
+        what: &'static str,
+        root: PathBuf,
+    },
+    #[error("the target {} {how} {}: bookferry never writes into the library it reads; give a target elsewhere", .target.display(), .source_root.display())]
+    RootsOverlap {
+        target: PathBuf,
+        how: &'static str,
+        source_root: PathBuf,
+    },
+    #[error("the state DB {} belongs to the migration {recorded_source} → {}; this one is {given_source} → {}. Use another --state for it",
+        .state.display(),
+        .recorded_target.as_deref().unwrap_or("(no target yet)"),
+        .target.as_deref().unwrap_or("(no target)"))]
+    OtherMigration {
+        state: PathBuf,
+        recorded_source: String,
+        recorded_target: Option<String>,
+        given_source: String,
+        target: Option<String>,
+    },
+    #[error("no migration recorded in {}: give --from SOURCE --to TARGET", .0.display())]
+    NoMigration(PathBuf),
+    #[error("no target recorded: give --to TARGET")]
+    NoTarget,
+    #[error("no migration recorded in {}; nothing to retry", .0.display())]
+    NothingToRetry(PathBuf),
+    #[error("this state DB has no target yet; use `bookferry run --to TARGET`")]
+    NoTargetToRetry,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One table, checked against README's: a stop for every file is 5 (or 4 for
+    /// credentials), never 2, which promises that nothing was done.
+    #[test]
+    fn every_ending_has_its_documented_exit_code() {
+        let io = || std::io::Error::other("x");
+        let cases: Vec<(CommandError, i32)> = vec![
+            (UsageError::TpsLimit.into(), 2),
+            (StateError::Missing { path: "s".into() }.into(), 2),
+            (OpenError::Unusable("no".into()).into(), 2),
+            (OpenError::Auth("no".into()).into(), 4),
+            (
+                ScanError::Source {
+                    root: "r".into(),
+                    source: io(),
+                }
+                .into(),
+                2,
+            ),
+            (
+                ScanError::State(StateError::Io {
+                    path: "s".into(),
+                    source: io(),
+                })
+                .into(),
+                5,
+            ),
+            (
+                Stop::Failure(Failure::new(FailureKind::TargetFull, "full")).into(),
+                5,
+            ),
+            (
+                Stop::Failure(Failure::new(FailureKind::Auth, "401")).into(),
+                4,
+            ),
+            (
+                Stop::State(StateError::Missing { path: "s".into() }).into(),
+                5,
+            ),
+            (Internal::Runtime(io()).into(), 5),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.exit_code(), code, "{e:?}");
+        }
+    }
+}

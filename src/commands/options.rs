@@ -1,0 +1,142 @@
+//! What a run works with: the migration's options (recorded ones, with the command line's
+//! overrides) and the HTTP target's options from the command line and the environment.
+
+use super::UsageError;
+use crate::cli::{HttpArgs, TargetArgs, TuningArgs};
+use crate::source::formats::FormatSet;
+use crate::state::migration_record::{RecordedOptions, OPTIONS_VERSION};
+use crate::target::folder::LinkMode;
+use crate::target::http::{HttpOptions, Token, Transfers};
+use crate::target::layout::{Layout, DEFAULT_LAYOUT};
+use crate::target::limit::parse_rate;
+use crate::target::PlacementOptions;
+use std::time::Duration;
+
+/// The options a migration is recorded with.
+#[derive(Debug, Clone)]
+pub struct MigrationOptions {
+    pub formats: FormatSet,
+    pub placement: PlacementOptions,
+    pub keep_duplicates: bool,
+}
+
+impl MigrationOptions {
+    /// Recorded options, overridden by what the command line gives again.
+    pub fn resolve(
+        recorded: Option<&RecordedOptions>,
+        formats: Option<&str>,
+        target: &TargetArgs,
+    ) -> Result<MigrationOptions, UsageError> {
+        let none = RecordedOptions::default();
+        let rec = recorded.unwrap_or(&none);
+        let formats = match formats.or(rec.formats.as_deref()) {
+            Some(f) => FormatSet::parse(f)?,
+            None => FormatSet::default(),
+        };
+        if let (Some(given), Some(old)) = (&target.layout, &rec.layout) {
+            if given != old {
+                tracing::warn!(
+                    "--layout changed from {old:?}: files already placed stay where they are"
+                );
+            }
+        }
+        let layout_src = target.layout.as_deref().or(rec.layout.as_deref());
+        let layout = Layout::parse(layout_src.unwrap_or(DEFAULT_LAYOUT))?;
+        let link = LinkMode::parse(
+            target
+                .link
+                .as_deref()
+                .or(rec.link.as_deref())
+                .unwrap_or("copy"),
+        )?;
+        let keep_duplicates = target.keep_duplicates || rec.keep_duplicates;
+        let merge_formats = target.merge_formats || rec.merge_formats;
+        Ok(MigrationOptions {
+            formats,
+            placement: PlacementOptions {
+                layout,
+                link,
+                merge_formats,
+                ignore_calibre_lock: target.ignore_calibre_lock,
+                migration_key: String::new(),
+            },
+            keep_duplicates,
+        })
+    }
+
+    /// The options as the state DB records them.
+    pub fn to_recorded(&self) -> RecordedOptions {
+        RecordedOptions {
+            version: OPTIONS_VERSION,
+            formats: Some(self.formats.to_spec()),
+            layout: Some(self.placement.layout.template().to_string()),
+            link: Some(self.placement.link.as_str().to_string()),
+            keep_duplicates: self.keep_duplicates,
+            merge_formats: self.placement.merge_formats,
+        }
+    }
+}
+
+/// The HTTP target's options from the command line and the environment.
+pub fn http_options(http: &HttpArgs, tuning: &TuningArgs) -> Result<HttpOptions, UsageError> {
+    let transfers = match tuning.transfers.as_deref() {
+        None | Some("auto") => Transfers::Auto,
+        Some(n) => Transfers::Fixed(
+            n.parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| UsageError::Transfers(n.into()))?,
+        ),
+    };
+    let bwlimit = match &http.bwlimit {
+        Some(r) => Some(parse_rate(r)?),
+        None => None,
+    };
+    if http.tpslimit.is_some_and(|t| t <= 0.0) {
+        return Err(UsageError::TpsLimit);
+    }
+    Ok(HttpOptions {
+        token: load_token(http)?,
+        ca_cert: http.ca_cert.clone(),
+        insecure: http.insecure,
+        retries: http.retries,
+        stall_timeout: Duration::from_secs(http.stall_timeout.max(1)),
+        bwlimit,
+        tpslimit: http.tpslimit,
+        transfers,
+        ..HttpOptions::default()
+    })
+}
+
+/// The token from `$BOOKFERRY_TOKEN`, else `--token-file` (warning if others can read it).
+fn load_token(http: &HttpArgs) -> Result<Option<Token>, UsageError> {
+    if let Ok(t) = std::env::var("BOOKFERRY_TOKEN") {
+        if !t.trim().is_empty() {
+            return Ok(Some(Token::new(t.trim().to_string())));
+        }
+    }
+    let Some(path) = &http.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| UsageError::TokenFile {
+        path: path.clone(),
+        source,
+    })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    "--token-file {}: readable by others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    m.permissions().mode() & 0o777
+                );
+            }
+        }
+    }
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(UsageError::EmptyTokenFile(path.clone()));
+    }
+    Ok(Some(Token::new(token.to_string())))
+}

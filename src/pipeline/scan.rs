@@ -1,0 +1,441 @@
+//! The scan: walks a source (a folder tree, or a calibre library's `metadata.db`) and records
+//! its files in the state DB, incrementally — new files are added, changed ones go back to
+//! `pending`, vanished ones are noted; an interrupted scan of a folder resumes by skipping the
+//! folders it had finished. Blocking; a run drives it beside the pipeline (the pipeline takes
+//! each batch's new rows as it commits).
+
+use crate::metadata::Origin;
+use crate::source::folder::{WalkEvent, Walker};
+use crate::source::formats::FormatSet;
+use crate::source::{calibre, SourceSpec};
+use crate::state::rows::{ScannedFile, SourceKind};
+use crate::state::scan_store::{self, Known, ScanBatch};
+use crate::state::{Db, StateError};
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Rows written per scan transaction, at most.
+const BATCH: usize = 2000;
+/// The first transaction's rows: a run's pipeline starts on the first files found while the
+/// walk goes on (see `commands::execute`), so the first batches are small and grow.
+const FIRST_BATCH: usize = 128;
+
+/// Why a scan stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The source folder cannot be walked (gone, unreadable).
+    #[error("source {}: {source}", .root.display())]
+    Source {
+        root: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The calibre library's `metadata.db` cannot be read.
+    #[error("{0}")]
+    Calibre(#[from] calibre::CalibreError),
+    /// The state DB cannot be read or written.
+    #[error("scan: the state DB: {0}")]
+    State(#[from] StateError),
+}
+
+/// What a scan found.
+#[derive(Debug, Default)]
+pub struct ScanSummary {
+    pub seen: usize,
+    pub new: usize,
+    pub changed: usize,
+    pub vanished_failed: usize,
+    pub vanished_after_migration: usize,
+    pub skipped_entries: usize,
+    pub resumed_dirs: usize,
+    pub complete: bool,
+}
+
+impl ScanSummary {
+    pub fn describe(&self) -> String {
+        format!(
+            "scan: {} files seen, {} new, {} changed, {} vanished before migration, {} vanished after{}{}",
+            self.seen,
+            self.new,
+            self.changed,
+            self.vanished_failed,
+            self.vanished_after_migration,
+            if self.resumed_dirs > 0 {
+                format!(", resumed past {} finished folder(s)", self.resumed_dirs)
+            } else {
+                String::new()
+            },
+            if self.complete { "" } else { " (interrupted)" }
+        )
+    }
+}
+
+/// What a committed scan batch adds to the work left: rows that became active (new files, and
+/// changed files whose rows had finished) and their bytes (with the size change of a changed
+/// row that was still active).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Added {
+    pub rows: u64,
+    pub bytes: i64,
+}
+
+/// Files found but not yet compared with the DB are looked up together (one query) once this
+/// many are waiting (fewer while the batch has less room left); folders finished meanwhile are
+/// recorded after them.
+const LOOKUP: usize = 256;
+
+/// Scan a source into the state DB. Blocking. Stops early (complete = false) when `cancel` is set.
+/// `committed` is called after each batch is committed, with what it added.
+pub fn scan_source(
+    db: &Db,
+    run: i64,
+    source: &SourceSpec,
+    formats: &FormatSet,
+    cancel: &AtomicBool,
+    committed: &mut dyn FnMut(Added),
+) -> Result<ScanSummary, ScanError> {
+    let conn = db.conn()?;
+    let found_rows = scan_store::FoundRows::new(&conn)?;
+    let mut scan = Scan {
+        conn,
+        run,
+        committed,
+        found_rows,
+        waiting: Vec::new(),
+        dirs_waiting: Vec::new(),
+        batch: ScanBatch::default(),
+        added: Added::default(),
+        limit: FIRST_BATCH,
+        summary: ScanSummary::default(),
+    };
+    // Folders an interrupted pass of this scan finished, not entered again.
+    let mut already_walked = HashSet::new();
+    match source {
+        SourceSpec::Dir(root) => {
+            let walked = scan_store::walked_dirs(&scan.conn)?;
+            let exclude = state_files(db);
+            let mut walker = Walker::new(root.clone(), formats, exclude, &walked);
+            let mut write_err = None;
+            let complete = walker
+                .walk(&mut |ev| {
+                    let step = match ev {
+                        WalkEvent::File(f) => scan.found(ScannedFile {
+                            source_kind: SourceKind::Dir,
+                            source_ref: f.rel,
+                            path: f.abs,
+                            size: f.size,
+                            mtime_ns: f.mtime_ns,
+                            format: f.format,
+                            metadata: None,
+                        }),
+                        WalkEvent::DirDone(d) => scan.dir_done(d),
+                        WalkEvent::AlreadyWalked(d) => {
+                            scan.summary.resumed_dirs += 1;
+                            already_walked.insert(d);
+                            Ok(())
+                        }
+                        WalkEvent::Skipped(msg) => {
+                            scan.summary.skipped_entries += 1;
+                            tracing::warn!("{msg}");
+                            Ok(())
+                        }
+                    };
+                    if let Err(e) = step {
+                        write_err = Some(e);
+                        return false;
+                    }
+                    !cancel.load(Ordering::SeqCst)
+                })
+                .map_err(|source| ScanError::Source {
+                    root: root.clone(),
+                    source,
+                })?;
+            if let Some(e) = write_err {
+                return Err(ScanError::State(e));
+            }
+            scan.summary.complete = complete;
+        }
+        SourceSpec::Calibre(root) => {
+            let formats_in_library = calibre::read_library(root)?;
+            for cf in formats_in_library {
+                if cf.format.starts_with("original_")
+                    || formats.format_of(&format!("x.{}", cf.format)).is_none()
+                {
+                    continue;
+                }
+                let path = cf.abs_path(root);
+                let (size, mtime_ns) = match std::fs::metadata(&path) {
+                    Ok(m) => (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+                    Err(_) => (cf.size, 0),
+                };
+                scan.found(ScannedFile {
+                    source_kind: SourceKind::Calibre,
+                    source_ref: cf.source_ref(),
+                    path,
+                    size,
+                    mtime_ns,
+                    format: cf.format.clone(),
+                    metadata: Some((cf.metadata.clone(), Origin::Calibre)),
+                })?;
+            }
+            scan.summary.complete = !cancel.load(Ordering::SeqCst);
+        }
+    }
+    scan.compare_waiting()?;
+    scan.flush()?;
+    let mut summary = scan.summary;
+    if summary.complete {
+        let v = scan_store::finish(&mut scan.conn, run, &scan.found_rows, &already_walked)?;
+        summary.vanished_failed = v.failed;
+        summary.vanished_after_migration = v.gone_after_migration;
+    }
+    Ok(summary)
+}
+
+/// A scan under way: files found and waiting to be compared with the DB, the batch of rows to
+/// write, and what it has found so far.
+struct Scan<'a> {
+    conn: crate::state::Conn,
+    run: i64,
+    committed: &'a mut dyn FnMut(Added),
+    /// The recorded rows whose file this scan found.
+    found_rows: scan_store::FoundRows,
+    waiting: Vec<ScannedFile>,
+    /// Folders walked whole since the last lookup: recorded with (after) their waiting files.
+    dirs_waiting: Vec<String>,
+    batch: ScanBatch,
+    added: Added,
+    /// Rows in the next transaction, at most: grows from `FIRST_BATCH` to `BATCH`.
+    limit: usize,
+    summary: ScanSummary,
+}
+
+impl Scan<'_> {
+    fn found(&mut self, f: ScannedFile) -> crate::state::Result<()> {
+        self.waiting.push(f);
+        // No later than the batch's room, so the first, small batches commit on time.
+        let room = self.limit.saturating_sub(self.batch.len()).max(1);
+        if self.waiting.len() >= LOOKUP.min(room) {
+            self.compare_waiting()?;
+        }
+        Ok(())
+    }
+
+    /// A folder's whole subtree was walked: it is recorded with the next lookup's files, so
+    /// never before its own.
+    fn dir_done(&mut self, dir: String) -> crate::state::Result<()> {
+        self.dirs_waiting.push(dir);
+        if self.dirs_waiting.len() >= LOOKUP {
+            self.compare_waiting()?;
+        }
+        Ok(())
+    }
+
+    /// Compare the waiting files with their recorded rows (one query) and queue what changes,
+    /// then the folders finished meanwhile.
+    fn compare_waiting(&mut self) -> crate::state::Result<()> {
+        if !self.waiting.is_empty() {
+            let refs: Vec<&str> = self.waiting.iter().map(|f| f.source_ref.as_str()).collect();
+            let known = scan_store::known_rows(&self.conn, &refs)?;
+            for f in std::mem::take(&mut self.waiting) {
+                let k = known.get(&f.source_ref);
+                if let Some(k) = k {
+                    self.found_rows.insert(k.id);
+                }
+                consider(k, &mut self.summary, &mut self.added, f, &mut self.batch);
+            }
+        }
+        self.batch.dirs_done.append(&mut self.dirs_waiting);
+        self.flush_if_full()
+    }
+
+    fn flush_if_full(&mut self) -> crate::state::Result<()> {
+        if self.batch.len() >= self.limit {
+            self.limit = (self.limit * 2).min(BATCH);
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Write the batch (one transaction) and report what it added.
+    fn flush(&mut self) -> crate::state::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        scan_store::write_batch(&mut self.conn, self.run, &batch)?;
+        (self.committed)(std::mem::take(&mut self.added));
+        Ok(())
+    }
+}
+
+/// Compare one found file with what the DB knows of it (`known`: its row, if it has one) and
+/// queue what must change.
+fn consider(
+    known: Option<&Known>,
+    summary: &mut ScanSummary,
+    added: &mut Added,
+    f: ScannedFile,
+    batch: &mut ScanBatch,
+) {
+    summary.seen += 1;
+    match known {
+        None => {
+            summary.new += 1;
+            added.rows += 1;
+            added.bytes += f.size as i64;
+            batch.new.push(f);
+        }
+        Some(k) if k.size != f.size || k.mtime_ns != f.mtime_ns => {
+            summary.changed += 1;
+            if k.state.is_final() {
+                added.rows += 1;
+                added.bytes += f.size as i64;
+            } else {
+                added.bytes += f.size as i64 - k.size as i64;
+            }
+            batch.changed.push((k.id, k.state, f));
+        }
+        Some(k) if k.source_gone => batch.returned.push(k.id),
+        Some(_) => {}
+    }
+}
+
+/// The state DB and its companions, never to be recorded as books.
+fn state_files(db: &Db) -> HashSet<(u64, u64)> {
+    let p = db.path();
+    let mut names = vec![p.to_path_buf()];
+    for suffix in ["-wal", "-shm", ".lock"] {
+        let mut s = p.as_os_str().to_os_string();
+        s.push(suffix);
+        names.push(s.into());
+    }
+    names
+        .iter()
+        .filter_map(|n| std::fs::metadata(n).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::runs;
+
+    fn scan(db: &Db, root: &std::path::Path) -> (ScanSummary, Added) {
+        let run = runs::begin(&db.conn().unwrap(), "scan", &[]).unwrap();
+        let mut total = Added::default();
+        let summary = scan_source(
+            db,
+            run,
+            &SourceSpec::Dir(root.to_path_buf()),
+            &FormatSet::default(),
+            &AtomicBool::new(false),
+            &mut |a| {
+                total.rows += a.rows;
+                total.bytes += a.bytes;
+            },
+        )
+        .unwrap();
+        runs::end(&mut db.conn().unwrap(), run, 0, "finished").unwrap();
+        (summary, total)
+    }
+
+    /// What each committed batch reports adding is the work the run's progress counts: new
+    /// files, changed files whose rows had finished, and the size change of a changed file
+    /// whose row was still to do.
+    #[test]
+    fn a_scan_reports_the_rows_and_bytes_it_adds_to_the_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("lib");
+        std::fs::create_dir(&lib).unwrap();
+        for (name, len) in [("a.txt", 10), ("b.txt", 20), ("c.txt", 30)] {
+            std::fs::write(lib.join(name), vec![b'x'; len]).unwrap();
+        }
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let (summary, added) = scan(&db, &lib);
+        assert_eq!(summary.new, 3);
+        assert_eq!(added, Added { rows: 3, bytes: 60 });
+
+        // a.txt was migrated; b.txt is still to do. Both change; c.txt does not.
+        db.conn()
+            .unwrap()
+            .execute(
+                "UPDATE files SET state = 'uploaded' WHERE source_ref = 'a.txt'",
+                [],
+            )
+            .unwrap();
+        std::fs::write(lib.join("a.txt"), vec![b'y'; 15]).unwrap();
+        std::fs::write(lib.join("b.txt"), vec![b'y'; 12]).unwrap();
+        let (summary, added) = scan(&db, &lib);
+        assert_eq!((summary.new, summary.changed), (0, 2));
+        assert_eq!(
+            added,
+            Added {
+                rows: 1,
+                bytes: 15 - 8
+            }
+        );
+    }
+
+    /// At every commit, each folder the scan has recorded as walked (what an interrupted scan
+    /// skips when it resumes) has all its files recorded: a folder is never marked done while
+    /// its files wait to be compared with the DB. Many small folders, so folders finish long
+    /// before a lookup's worth of files is waiting.
+    #[test]
+    fn a_folder_is_recorded_as_walked_only_with_all_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("lib");
+        let folders = 3 * FIRST_BATCH;
+        for i in 0..folders {
+            let d = lib.join(format!("f{i:04}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("book.txt"), format!("book {i}")).unwrap();
+        }
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let run = runs::begin(&db.conn().unwrap(), "scan", &[]).unwrap();
+        let (mut commits, mut checked_folders) = (0, 0);
+        let summary = scan_source(
+            &db,
+            run,
+            &SourceSpec::Dir(lib.clone()),
+            &FormatSet::default(),
+            &AtomicBool::new(false),
+            &mut |added| {
+                if commits == 0 {
+                    // The first batch is a small one: the pipeline starts on it.
+                    assert!(added.rows <= FIRST_BATCH as u64, "{added:?}");
+                }
+                commits += 1;
+                let conn = db.conn().unwrap();
+                let done: Vec<String> = conn
+                    .prepare("SELECT dir FROM scan_progress WHERE dir != ''")
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+                for d in done {
+                    let rows: i64 = conn
+                        .query_row(
+                            "SELECT COUNT(*) FROM files WHERE source_ref = ?1 || '/book.txt'",
+                            [&d],
+                            |r| r.get(0),
+                        )
+                        .unwrap();
+                    assert_eq!(rows, 1, "folder {d} recorded as walked without its file");
+                    checked_folders += 1;
+                }
+            },
+        )
+        .unwrap();
+        assert!(summary.complete);
+        assert_eq!(summary.new, folders);
+        assert!(
+            commits > 1 && checked_folders > 0,
+            "{commits} {checked_folders}"
+        );
+    }
+}
