@@ -808,6 +808,13 @@ fn state_db_disk_full_stops_with_exit_5_keeps_the_db_sound_and_resumes() {
         assert!(t0.elapsed() < DEADLINE, "no progress");
         std::thread::sleep(Duration::from_millis(2));
     }
+    // Hold the state DB's write lock while filling its disk: the run cannot finish meanwhile.
+    let hold = WriteHold::take(&state);
+    let recorded = hold.count("SELECT COUNT(*) FROM files WHERE state IN ('uploaded', 'skipped')");
+    assert!(
+        run.running() && (recorded as usize) < ws.manifest.len(),
+        "the run finished before the disk could be filled"
+    );
     let filler = statefs.join("filler");
     {
         use std::io::Write;
@@ -817,10 +824,7 @@ fn state_db_disk_full_stops_with_exit_5_keeps_the_db_sound_and_resumes() {
         }
         let _ = f.sync_all();
     }
-    assert!(
-        run.running(),
-        "the run finished before the disk was full: the test proves nothing"
-    );
+    drop(hold);
     let out = run.wait(DEADLINE);
     assert_eq!(out.code, Some(5), "state DB disk full: {}", out.both());
     assert!(
