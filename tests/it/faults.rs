@@ -359,7 +359,8 @@ fn run_until_done(ws: &Workspace, first: Command, retry_extra: &[&str]) -> usize
 }
 
 /// A small tmpfs mounted on a folder for the length of a test; unmounted on drop (also when
-/// the test panics). `None` when not root (mounting needs it): the caller skips.
+/// the test panics). `None` when not root (mounting needs it): the caller skips, unless
+/// `BOOKFERRY_REQUIRE_ROOT` is set (see [`have_root`]).
 struct Tmpfs {
     dir: PathBuf,
 }
@@ -367,12 +368,7 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount(dir: &Path, size: u64) -> Option<Tmpfs> {
         std::fs::create_dir_all(dir).unwrap();
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!(
-                "not root: cannot mount a tmpfs on {}; test skipped",
-                dir.display()
-            );
+        if !have_root(&format!("mounting a tmpfs on {}", dir.display())) {
             return None;
         }
         let st = Command::new("mount")

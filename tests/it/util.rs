@@ -215,6 +215,24 @@ impl Drop for WriteHold {
     }
 }
 
+/// True when the tests run as root, which `what` needs (mounting a tmpfs, making a device node).
+/// When not: a skip, said out loud — or a failure when `BOOKFERRY_REQUIRE_ROOT` is set, as CI
+/// sets it.
+pub fn have_root(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("BOOKFERRY_REQUIRE_ROOT").is_none(),
+        "{what} needs root, but the tests run as uid {euid} and BOOKFERRY_REQUIRE_ROOT is set"
+    );
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    eprintln!("SKIPPED: {test}: {what} needs root");
+    false
+}
+
 /// `SELECT` one integer from a state DB that may not exist (or have no tables) yet: 0 then.
 /// For watching a run from outside while it writes.
 pub fn count_or_zero(db: &Path, sql: &str) -> i64 {
