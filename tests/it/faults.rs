@@ -359,7 +359,8 @@ fn run_until_done(ws: &Workspace, first: Command, retry_extra: &[&str]) -> usize
 }
 
 /// A small tmpfs mounted on a folder for the length of a test; unmounted on drop (also when
-/// the test panics). `None` when not root (mounting needs it): the caller skips.
+/// the test panics). `None` when not root (mounting needs it): the caller skips, unless
+/// `BOOKFERRY_REQUIRE_ROOT` is set (see [`have_root`]).
 struct Tmpfs {
     dir: PathBuf,
 }
@@ -367,12 +368,7 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount(dir: &Path, size: u64) -> Option<Tmpfs> {
         std::fs::create_dir_all(dir).unwrap();
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!(
-                "not root: cannot mount a tmpfs on {}; test skipped",
-                dir.display()
-            );
+        if !have_root(&format!("mounting a tmpfs on {}", dir.display())) {
             return None;
         }
         let st = Command::new("mount")
@@ -808,6 +804,13 @@ fn state_db_disk_full_stops_with_exit_5_keeps_the_db_sound_and_resumes() {
         assert!(t0.elapsed() < DEADLINE, "no progress");
         std::thread::sleep(Duration::from_millis(2));
     }
+    // Hold the state DB's write lock while filling its disk: the run cannot finish meanwhile.
+    let hold = WriteHold::take(&state);
+    let recorded = hold.count("SELECT COUNT(*) FROM files WHERE state IN ('uploaded', 'skipped')");
+    assert!(
+        run.running() && (recorded as usize) < ws.manifest.len(),
+        "the run finished before the disk could be filled"
+    );
     let filler = statefs.join("filler");
     {
         use std::io::Write;
@@ -817,10 +820,7 @@ fn state_db_disk_full_stops_with_exit_5_keeps_the_db_sound_and_resumes() {
         }
         let _ = f.sync_all();
     }
-    assert!(
-        run.running(),
-        "the run finished before the disk was full: the test proves nothing"
-    );
+    drop(hold);
     let out = run.wait(DEADLINE);
     assert_eq!(out.code, Some(5), "state DB disk full: {}", out.both());
     assert!(

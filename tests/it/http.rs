@@ -1220,9 +1220,10 @@ fn http_a_1_gib_sparse_file_is_streamed_with_flat_memory() {
         .unwrap();
     let pid = child.id() as i32;
     let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: wait4 on our own child with valid out-pointers; it reaps the child and reports
     // its own resource use (not that of other tests' processes).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(reaped, pid);
     assert!(

@@ -45,29 +45,33 @@ fn two_real_processes_on_one_state_db() {
         ])
         .spawn()
         .unwrap();
-    // Wait until the first holds the lock (its run record exists), then start a second.
+    // Wait until the first holds the lock (its run record exists), then hold the state DB's
+    // write lock: the first cannot end while the second starts.
     let t0 = std::time::Instant::now();
-    while t0.elapsed().as_secs() < 30 && first.try_wait().unwrap().is_none() {
-        if count_or_zero(&ws.state(), "SELECT COUNT(*) FROM runs") > 0 {
-            break;
-        }
+    while count_or_zero(&ws.state(), "SELECT COUNT(*) FROM runs") == 0 {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended before its run record could be seen"
+        );
+        assert!(t0.elapsed().as_secs() < 30, "the first run records nothing");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    let hold = WriteHold::take(&ws.state());
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first run ended before the second could start"
+    );
     let second = ws.migrate(&[]);
+    drop(hold);
     let first_status = first.wait().unwrap();
     assert_eq!(first_status.code(), Some(0));
-    if second.status.code() == Some(0) {
-        // The first finished before the second started: nothing to prove this time, but nothing
-        // may have gone wrong either.
-        assert_eq!(ws.target_files().len(), ws.unique_sha1s().len());
-        return;
-    }
     assert_eq!(second.status.code(), Some(2), "{}", stderr(&second));
     assert!(
         stderr(&second).contains(&format!("pid {}", first.id())),
         "{}",
         stderr(&second)
     );
+    assert_eq!(ws.target_files().len(), ws.unique_sha1s().len());
 }
 
 #[test]

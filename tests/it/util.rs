@@ -9,6 +9,7 @@ use sha1::{Digest, Sha1};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bookferry"))
@@ -182,6 +183,54 @@ impl Out {
             self.code, self.stderr, self.stdout
         )
     }
+}
+
+/// The state DB's write lock, taken from outside while a run works: until it is dropped the run
+/// can record nothing (its writes wait, up to the state DB's 30 s busy timeout), so it can
+/// neither finish a file nor end. A pause point the test controls, with no hook in the binary.
+/// Take it only once the run has made the DB (opening it here would create an empty one).
+pub struct WriteHold {
+    conn: Connection,
+}
+
+impl WriteHold {
+    pub fn take(db: &Path) -> WriteHold {
+        assert!(db.exists(), "{}: no state DB to hold yet", db.display());
+        let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE).unwrap();
+        // The run holds the lock a millisecond or two at a time: wait for it like it waits.
+        conn.busy_timeout(Duration::from_secs(30)).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        WriteHold { conn }
+    }
+
+    /// `SELECT` a single integer, inside the hold (what the run has recorded so far).
+    pub fn count(&self, sql: &str) -> i64 {
+        self.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+}
+
+impl Drop for WriteHold {
+    fn drop(&mut self) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+    }
+}
+
+/// True when the tests run as root, which `what` needs (mounting a tmpfs, making a device node).
+/// When not: a skip, said out loud — or a failure when `BOOKFERRY_REQUIRE_ROOT` is set, as CI
+/// sets it.
+pub fn have_root(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("BOOKFERRY_REQUIRE_ROOT").is_none(),
+        "{what} needs root, but the tests run as uid {euid} and BOOKFERRY_REQUIRE_ROOT is set"
+    );
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    eprintln!("SKIPPED: {test}: {what} needs root");
+    false
 }
 
 /// `SELECT` one integer from a state DB that may not exist (or have no tables) yet: 0 then.

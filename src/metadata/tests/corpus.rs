@@ -123,6 +123,10 @@ fn make_corpus(out: &Path) -> Option<PathBuf> {
         Ok(s) if s.success() => Some(out.join("lib.manifest.jsonl")),
         Ok(s) => panic!("make-corpus.py failed: {s}"),
         Err(e) => {
+            assert!(
+                std::env::var_os("BOOKFERRY_REQUIRE_PYTHON").is_none(),
+                "cannot run python3 ({e}) and BOOKFERRY_REQUIRE_PYTHON is set"
+            );
             eprintln!("SKIP corpus agreement: cannot run python3: {e}");
             None
         }
