@@ -31,6 +31,22 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
     }
 }
 
+/// Content this migration placed, of the batch's SHA-1s (none asked with `--keep-duplicates`).
+async fn placed_content(ctx: &Ctx, sha1s: Vec<String>) -> HashMap<Digests, (i64, String)> {
+    if ctx.cfg.keep_duplicates {
+        return HashMap::new();
+    }
+    let db = ctx.db.clone();
+    tokio::task::spawn_blocking(move || uploaded_with_content(&db, &sha1s))
+        .await
+        .ok()
+        .and_then(|r| {
+            r.map_err(|e| tracing::warn!("content check in the state DB: {e}"))
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
     let sha1s: Vec<String> = batch
         .iter()
@@ -40,19 +56,7 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
     if sha1s.is_empty() {
         return batch;
     }
-    let placed = if ctx.cfg.keep_duplicates {
-        HashMap::new()
-    } else {
-        let db = ctx.db.clone();
-        tokio::task::spawn_blocking(move || uploaded_with_content(&db, &sha1s))
-            .await
-            .ok()
-            .and_then(|r| {
-                r.map_err(|e| tracing::warn!("content check in the state DB: {e}"))
-                    .ok()
-            })
-            .unwrap_or_default()
-    };
+    let placed = placed_content(ctx, sha1s).await;
     let mut rest = Vec::with_capacity(batch.len());
     let mut queries = Vec::new();
     for item in batch {
@@ -97,15 +101,20 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
     if queries.is_empty() {
         return rest;
     }
-    let exists = match ctx.target.check_content(queries).await {
-        Ok(e) => e,
+    match ctx.target.check_content(queries).await {
+        Ok(exists) => record_answers(ctx, rest, &exists),
         Err(f) => {
             for item in &rest {
                 ctx.fail(item, f.clone(), 0);
             }
-            return Vec::new();
+            Vec::new()
         }
-    };
+    }
+}
+
+/// Skip the rows whose content the target has (`exists`: row id → where, when known); the
+/// rest go on.
+fn record_answers(ctx: &Ctx, rest: Vec<Item>, exists: &HashMap<i64, Option<String>>) -> Vec<Item> {
     let mut forward = Vec::with_capacity(rest.len());
     for item in rest {
         let Some(found_at) = exists.get(&item.row.id) else {

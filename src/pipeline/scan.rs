@@ -13,7 +13,7 @@ use crate::state::scan_store::{self, Known, ScanBatch};
 use crate::state::{Db, StateError};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Rows written per scan transaction, at most.
@@ -112,77 +112,13 @@ pub fn scan_source(
     };
     // Folders an interrupted pass of this scan finished, not entered again.
     let mut already_walked = HashSet::new();
-    match source {
+    scan.summary.complete = match source {
         SourceSpec::Dir(root) => {
-            let walked = scan_store::walked_dirs(&scan.conn)?;
             let exclude = state_files(db);
-            let mut walker = Walker::new(root.clone(), formats, exclude, &walked);
-            let mut write_err = None;
-            let complete = walker
-                .walk(&mut |ev| {
-                    let step = match ev {
-                        WalkEvent::File(f) => scan.found(ScannedFile {
-                            source_kind: SourceKind::Dir,
-                            source_ref: f.rel,
-                            path: f.abs,
-                            size: f.size,
-                            mtime_ns: f.mtime_ns,
-                            format: f.format,
-                            metadata: None,
-                        }),
-                        WalkEvent::DirDone(d) => scan.dir_done(d),
-                        WalkEvent::AlreadyWalked(d) => {
-                            scan.summary.resumed_dirs += 1;
-                            already_walked.insert(d);
-                            Ok(())
-                        }
-                        WalkEvent::Skipped(msg) => {
-                            scan.summary.skipped_entries += 1;
-                            tracing::warn!("{msg}");
-                            Ok(())
-                        }
-                    };
-                    if let Err(e) = step {
-                        write_err = Some(e);
-                        return false;
-                    }
-                    !cancel.load(Ordering::SeqCst)
-                })
-                .map_err(|source| ScanError::Source {
-                    root: root.clone(),
-                    source,
-                })?;
-            if let Some(e) = write_err {
-                return Err(ScanError::State(e));
-            }
-            scan.summary.complete = complete;
+            scan.walk_folder(root, formats, exclude, cancel, &mut already_walked)?
         }
-        SourceSpec::Calibre(root) => {
-            let formats_in_library = calibre::read_library(root)?;
-            for cf in formats_in_library {
-                if cf.format.starts_with("original_")
-                    || formats.format_of(&format!("x.{}", cf.format)).is_none()
-                {
-                    continue;
-                }
-                let path = cf.abs_path(root);
-                let (size, mtime_ns) = match std::fs::metadata(&path) {
-                    Ok(m) => (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
-                    Err(_) => (cf.size, 0),
-                };
-                scan.found(ScannedFile {
-                    source_kind: SourceKind::Calibre,
-                    source_ref: cf.source_ref(),
-                    path,
-                    size,
-                    mtime_ns,
-                    format: cf.format.clone(),
-                    metadata: Some((cf.metadata.clone(), Origin::Calibre)),
-                })?;
-            }
-            scan.summary.complete = !cancel.load(Ordering::SeqCst);
-        }
-    }
+        SourceSpec::Calibre(root) => scan.read_calibre(root, formats, cancel)?,
+    };
     scan.compare_waiting()?;
     scan.flush()?;
     let mut summary = scan.summary;
@@ -213,6 +149,92 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
+    /// Walk a folder tree, past the folders an interrupted scan finished (named in
+    /// `already_walked`). True when the walk went to its end.
+    fn walk_folder(
+        &mut self,
+        root: &Path,
+        formats: &FormatSet,
+        exclude: HashSet<(u64, u64)>,
+        cancel: &AtomicBool,
+        already_walked: &mut HashSet<String>,
+    ) -> Result<bool, ScanError> {
+        let walked = scan_store::walked_dirs(&self.conn)?;
+        let mut walker = Walker::new(root.to_path_buf(), formats, exclude, &walked);
+        let mut write_err = None;
+        let complete = walker
+            .walk(&mut |ev| {
+                let step = match ev {
+                    WalkEvent::File(f) => self.found(ScannedFile {
+                        source_kind: SourceKind::Dir,
+                        source_ref: f.rel,
+                        path: f.abs,
+                        size: f.size,
+                        mtime_ns: f.mtime_ns,
+                        format: f.format,
+                        metadata: None,
+                    }),
+                    WalkEvent::DirDone(d) => self.dir_done(d),
+                    WalkEvent::AlreadyWalked(d) => {
+                        self.summary.resumed_dirs += 1;
+                        already_walked.insert(d);
+                        Ok(())
+                    }
+                    WalkEvent::Skipped(msg) => {
+                        self.summary.skipped_entries += 1;
+                        tracing::warn!("{msg}");
+                        Ok(())
+                    }
+                };
+                if let Err(e) = step {
+                    write_err = Some(e);
+                    return false;
+                }
+                !cancel.load(Ordering::SeqCst)
+            })
+            .map_err(|source| ScanError::Source {
+                root: root.to_path_buf(),
+                source,
+            })?;
+        match write_err {
+            Some(e) => Err(ScanError::State(e)),
+            None => Ok(complete),
+        }
+    }
+
+    /// List a calibre library's formats (those `formats` takes) with their books' metadata.
+    /// True when the list went to its end.
+    fn read_calibre(
+        &mut self,
+        root: &Path,
+        formats: &FormatSet,
+        cancel: &AtomicBool,
+    ) -> Result<bool, ScanError> {
+        let formats_in_library = calibre::read_library(root)?;
+        for cf in formats_in_library {
+            if cf.format.starts_with("original_")
+                || formats.format_of(&format!("x.{}", cf.format)).is_none()
+            {
+                continue;
+            }
+            let path = cf.abs_path(root);
+            let (size, mtime_ns) = match std::fs::metadata(&path) {
+                Ok(m) => (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+                Err(_) => (cf.size, 0),
+            };
+            self.found(ScannedFile {
+                source_kind: SourceKind::Calibre,
+                source_ref: cf.source_ref(),
+                path,
+                size,
+                mtime_ns,
+                format: cf.format.clone(),
+                metadata: Some((cf.metadata.clone(), Origin::Calibre)),
+            })?;
+        }
+        Ok(!cancel.load(Ordering::SeqCst))
+    }
+
     fn found(&mut self, f: ScannedFile) -> crate::state::Result<()> {
         self.waiting.push(f);
         // No later than the batch's room, so the first, small batches commit on time.

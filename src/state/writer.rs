@@ -451,82 +451,22 @@ fn commit_batch(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_ms();
     let mut events: Vec<Event> = Vec::with_capacity(batch.len());
-    {
-        let mut update = tx
-            .prepare_cached(
-                "UPDATE files SET state = ?3,
-                    sha1 = COALESCE(?5, sha1), blake3 = COALESCE(?6, blake3),
-                    metadata = COALESCE(?7, metadata), metadata_origin = COALESCE(?8, metadata_origin),
-                    warnings = COALESCE(?9, warnings), target_ref = COALESCE(?10, target_ref),
-                    duplicate_of = COALESCE(?11, duplicate_of), skip_reason = COALESCE(?12, skip_reason),
-                    error_kind = ?13, error = ?14,
-                    failed_from = CASE WHEN ?3 = 'failed' THEN ?17 ELSE NULL END,
-                    attempts = attempts + ?15, updated_at = ?16, state_changed_at = ?16
-                 WHERE id = ?1 AND state = ?2 AND run_id = ?4",
-            )
-            ?;
-        for chain in steps {
-            let (last, last_from, to) = chain.last();
-            let file_id = last.file_id;
-            let metadata = chain.latest(|t| t.metadata.as_ref());
-            let (md, origin) = match metadata {
-                Some((m, o)) => (serde_json::to_string(m).ok(), Some(o.as_str())),
-                None => (None, None),
-            };
-            let (kind, msg) = match &last.error {
-                Some(f) => (Some(f.kind.as_str()), Some(f.message.as_str())),
-                None => (None, None),
-            };
-            let attempts: i64 = chain.moves.iter().map(|(t, _, _)| t.attempts).sum();
-            let n = update.execute(params![
-                file_id,
-                chain.first_from().as_str(),
-                to.as_str(),
-                run,
-                chain.latest(|t| t.sha1.as_deref()),
-                chain.latest(|t| t.blake3.as_deref()),
-                md,
-                origin,
-                chain.latest(|t| t.warnings.as_deref()),
-                chain.latest(|t| t.target_ref.as_deref()),
-                chain.latest(|t| t.duplicate_of),
-                chain.latest(|t| t.skip_reason.map(SkipReason::as_str)),
-                kind,
-                msg,
-                attempts,
-                now,
-                last_from.as_str(),
-            ])?;
-            if n == 0 {
-                tracing::warn!(
-                    "file {file_id}: not in state {} for this run; move to {to} dropped",
-                    chain.first_from()
-                );
-                conflicts += chain.moves.len() as u64;
-                continue;
-            }
-            for (t, from, to) in &chain.moves {
-                events.push(Event {
-                    file_id: t.file_id,
-                    from: *from,
-                    to: *to,
-                    detail: t
-                        .detail
-                        .as_deref()
-                        .or_else(|| t.error.as_ref().map(|f| f.message.as_str())),
-                });
-                if t.hashed {
-                    counters.files_hashed += 1;
-                }
-                match to {
-                    FileState::Uploaded => counters.files_uploaded += 1,
-                    FileState::Skipped => counters.files_skipped += 1,
-                    FileState::Failed => counters.files_failed += 1,
-                    _ => {}
-                }
-                counters.bytes_read += t.bytes_read as i64;
-                counters.bytes_sent += t.bytes_sent as i64;
-            }
+    for chain in steps {
+        if !update_row(&tx, run, now, &chain)? {
+            conflicts += chain.moves.len() as u64;
+            continue;
+        }
+        for (t, from, to) in &chain.moves {
+            events.push(Event {
+                file_id: t.file_id,
+                from: *from,
+                to: *to,
+                detail: t
+                    .detail
+                    .as_deref()
+                    .or_else(|| t.error.as_ref().map(|f| f.message.as_str())),
+            });
+            count_move(&mut counters, t, *to);
         }
     }
     insert_events(&tx, run, now, &events)?;
@@ -537,6 +477,79 @@ fn commit_batch(
     stats.conflicts += conflicts;
     stats.counters.add(&counters);
     Ok(())
+}
+
+/// Apply a row's chain of moves with one `UPDATE`; false when the row was not where the chain
+/// starts (or not held by this run), and nothing changed.
+fn update_row(
+    tx: &rusqlite::Transaction,
+    run: i64,
+    now: i64,
+    chain: &Chain,
+) -> rusqlite::Result<bool> {
+    let mut update = tx.prepare_cached(
+        "UPDATE files SET state = ?3,
+            sha1 = COALESCE(?5, sha1), blake3 = COALESCE(?6, blake3),
+            metadata = COALESCE(?7, metadata), metadata_origin = COALESCE(?8, metadata_origin),
+            warnings = COALESCE(?9, warnings), target_ref = COALESCE(?10, target_ref),
+            duplicate_of = COALESCE(?11, duplicate_of), skip_reason = COALESCE(?12, skip_reason),
+            error_kind = ?13, error = ?14,
+            failed_from = CASE WHEN ?3 = 'failed' THEN ?17 ELSE NULL END,
+            attempts = attempts + ?15, updated_at = ?16, state_changed_at = ?16
+         WHERE id = ?1 AND state = ?2 AND run_id = ?4",
+    )?;
+    let (last, last_from, to) = chain.last();
+    let file_id = last.file_id;
+    let (md, origin) = match chain.latest(|t| t.metadata.as_ref()) {
+        Some((m, o)) => (serde_json::to_string(m).ok(), Some(o.as_str())),
+        None => (None, None),
+    };
+    let (kind, msg) = match &last.error {
+        Some(f) => (Some(f.kind.as_str()), Some(f.message.as_str())),
+        None => (None, None),
+    };
+    let attempts: i64 = chain.moves.iter().map(|(t, _, _)| t.attempts).sum();
+    let n = update.execute(params![
+        file_id,
+        chain.first_from().as_str(),
+        to.as_str(),
+        run,
+        chain.latest(|t| t.sha1.as_deref()),
+        chain.latest(|t| t.blake3.as_deref()),
+        md,
+        origin,
+        chain.latest(|t| t.warnings.as_deref()),
+        chain.latest(|t| t.target_ref.as_deref()),
+        chain.latest(|t| t.duplicate_of),
+        chain.latest(|t| t.skip_reason.map(SkipReason::as_str)),
+        kind,
+        msg,
+        attempts,
+        now,
+        last_from.as_str(),
+    ])?;
+    if n == 0 {
+        tracing::warn!(
+            "file {file_id}: not in state {} for this run; move to {to} dropped",
+            chain.first_from()
+        );
+    }
+    Ok(n > 0)
+}
+
+/// What one committed move adds to the run's counters.
+fn count_move(counters: &mut RunCounters, t: &Transition, to: FileState) {
+    if t.hashed {
+        counters.files_hashed += 1;
+    }
+    match to {
+        FileState::Uploaded => counters.files_uploaded += 1,
+        FileState::Skipped => counters.files_skipped += 1,
+        FileState::Failed => counters.files_failed += 1,
+        _ => {}
+    }
+    counters.bytes_read += t.bytes_read as i64;
+    counters.bytes_sent += t.bytes_sent as i64;
 }
 
 #[cfg(test)]
