@@ -259,14 +259,12 @@ impl Target {
                     merge_formats: opts.merge_formats,
                     ignore_calibre_lock: opts.ignore_calibre_lock,
                     migration_key: opts.migration_key.clone(),
-                    source_uuids: Arc::new(
-                        if crate::source::calibre::is_calibre_library(source_root) {
-                            crate::source::calibre::book_uuids(source_root)
-                                .map_err(|e| OpenError::Unusable(e.to_string()))?
-                        } else {
-                            HashSet::new()
-                        },
-                    ),
+                    source_uuids: Arc::new(if crate::calibre::is_calibre_library(source_root) {
+                        crate::calibre::book_uuids(source_root)
+                            .map_err(|e| OpenError::Unusable(e.to_string()))?
+                    } else {
+                        HashSet::new()
+                    }),
                 };
                 let (root, source_root) = (root.clone(), source_root.to_path_buf());
                 let c = tokio::task::spawn_blocking(move || {
@@ -421,7 +419,7 @@ impl Target {
             // The library's commit syncs the files, then records their books.
             Target::Calibre(c, _) => {
                 let c = c.clone();
-                Some(Box::new(move || c.commit()))
+                Some(Box::new(move || c.commit().map_err(std::io::Error::other)))
             }
             Target::Http(_) => None,
         }

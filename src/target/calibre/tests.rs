@@ -4,6 +4,7 @@
 //! the calibre ones are skipped, saying so, when `calibredb` is not installed.
 
 use super::*;
+use crate::calibre::{schema, METADATA_DB};
 use crate::metadata::Metadata;
 use rusqlite::Connection;
 use serde_json::Value;
