@@ -17,6 +17,7 @@ pub mod schema;
 pub mod sql_functions;
 pub mod text;
 pub mod translit;
+mod translit_table;
 pub mod uuids;
 
 pub use read::{book_uuids, ReadError};
