@@ -16,8 +16,8 @@
 //! - hostile titles and authors, and symlinks planted in the library, never lead outside it.
 //!
 //! calibre's writer lock is one per user and machine (an abstract Unix socket), so every test here
-//! that runs bookferry into a calibre library or runs a calibre program holds [`serial`] for its
-//! whole length. Without `calibredb` the tests are skipped, saying so — unless
+//! that runs bookferry into a calibre library or runs a calibre program holds [`serial`] (a file
+//! lock the unit tests take too) for its whole length. Without `calibredb` the tests are skipped, saying so — unless
 //! `BOOKFERRY_REQUIRE_CALIBRE` is set (CI), where a missing calibre is a failure.
 
 use crate::util::*;
@@ -31,7 +31,6 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use zip::write::SimpleFileOptions;
 use zip::CompressionMethod;
@@ -39,11 +38,14 @@ use zip::CompressionMethod;
 // ---------------------------------------------------------------------------------------------
 // One test at a time; calibre or a skip
 
-static CALIBRE: Mutex<()> = Mutex::new(());
+/// One calibre test at a time on this machine, across processes (shared with the unit tests).
+#[path = "../support/calibre_serial.rs"]
+mod calibre_serial;
 
-/// Held for the whole of every test in this file: calibre's writer lock is machine-wide.
-fn serial() -> MutexGuard<'static, ()> {
-    CALIBRE.lock().unwrap_or_else(|p| p.into_inner())
+/// Held for the whole of every test in this file: calibre's writer lock is machine-wide, so
+/// these tests wait for every other calibre test, in this process or any other.
+fn serial() -> calibre_serial::Serial {
+    calibre_serial::serial()
 }
 
 /// True when calibre is installed. Without it: a skip, said out loud — or a failure when
