@@ -608,4 +608,30 @@ mod tests {
         assert_eq!(data_rows(&lib), ["EPUB", "PDF"]);
         assert!(!marker.exists(), "nothing left unrecorded");
     }
+
+    /// A commit that cannot write a book's `metadata.opf` fails with the calibre error that
+    /// says which file and why, its cause kept as its source; nothing is recorded.
+    #[test]
+    fn a_failed_commit_says_which_file_and_keeps_its_cause() {
+        let _serial = super::super::tests::serial();
+        let (_dir, src, lib, target) = new_library();
+        let epub = payload(&src, 1, "dune.epub", b"the epub's bytes");
+        let Transferred::Placed(placed) = target.transfer(&epub).unwrap() else {
+            panic!("the EPUB is written");
+        };
+        let book_dir = lib.join(placed.target_ref.rsplit_once('/').unwrap().0);
+        fs::remove_dir_all(&book_dir).unwrap();
+
+        let err = target.commit().expect_err("no folder for metadata.opf");
+        match &err {
+            CalibreError::Io { path, source, .. } => {
+                assert_eq!(path, &book_dir.join(crate::calibre::OPF_FILE));
+                assert_eq!(source.kind(), io::ErrorKind::NotFound);
+            }
+            other => panic!("expected CalibreError::Io, got {other:?}"),
+        }
+        let cause = std::error::Error::source(&err).expect("the cause is kept");
+        assert!(cause.downcast_ref::<io::Error>().is_some(), "{cause:?}");
+        assert!(data_rows(&lib).is_empty(), "nothing recorded");
+    }
 }
