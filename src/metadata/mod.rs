@@ -2,7 +2,7 @@
 //! (`Origin`), and the pure extractors that turn bytes into it. Nothing here knows the state DB,
 //! the network or the CLI: bytes (or a file to range-read) in, `Extracted` out.
 
-mod archive;
+pub(crate) mod archive;
 mod cbz;
 mod charset;
 mod docx;

@@ -214,7 +214,7 @@ pub enum DurabilityError {
     #[error("syncing the target folder: {0}")]
     Folder(#[source] std::io::Error),
     #[error("committing the calibre library: {0}")]
-    Calibre(#[source] std::io::Error),
+    Calibre(#[source] calibre::CalibreError),
 }
 
 /// Makes what a local target placed durable (see [`Target::durability_barrier`]).
@@ -299,14 +299,12 @@ impl Target {
                     merge_formats: opts.merge_formats,
                     ignore_calibre_lock: opts.ignore_calibre_lock,
                     migration_key: opts.migration_key.clone(),
-                    source_uuids: Arc::new(
-                        if crate::source::calibre::is_calibre_library(source_root) {
-                            crate::source::calibre::book_uuids(source_root)
-                                .map_err(|e| OpenError::Unusable(e.to_string()))?
-                        } else {
-                            HashSet::new()
-                        },
-                    ),
+                    source_uuids: Arc::new(if crate::calibre::is_calibre_library(source_root) {
+                        crate::calibre::book_uuids(source_root)
+                            .map_err(|e| OpenError::Unusable(e.to_string()))?
+                    } else {
+                        HashSet::new()
+                    }),
                 };
                 let (root, source_root) = (root.clone(), source_root.to_path_buf());
                 let c = tokio::task::spawn_blocking(move || {

@@ -243,7 +243,7 @@ impl Drop for Staged {
 
 /// A temporary name of this process, unique within it: `.bookferry-tmp-<pid>-<tag>-<n>` (a
 /// killed run's are swept by the next run).
-fn temp_name(tag: &str) -> String {
+pub(crate) fn temp_name(tag: &str) -> String {
     format!(
         "{TEMP_PREFIX}{}-{tag}-{}",
         PID.get_or_init(std::process::id),

@@ -16,8 +16,8 @@
 //! - hostile titles and authors, and symlinks planted in the library, never lead outside it.
 //!
 //! calibre's writer lock is one per user and machine (an abstract Unix socket), so every test here
-//! that runs bookferry into a calibre library or runs a calibre program holds [`serial`] for its
-//! whole length. Without `calibredb` the tests are skipped, saying so — unless
+//! that runs bookferry into a calibre library or runs a calibre program holds [`serial`] (a file
+//! lock the unit tests take too) for its whole length. Without `calibredb` the tests are skipped, saying so — unless
 //! `BOOKFERRY_REQUIRE_CALIBRE` is set (CI), where a missing calibre is a failure.
 
 use crate::util::*;
@@ -31,7 +31,6 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use zip::write::SimpleFileOptions;
 use zip::CompressionMethod;
@@ -39,11 +38,14 @@ use zip::CompressionMethod;
 // ---------------------------------------------------------------------------------------------
 // One test at a time; calibre or a skip
 
-static CALIBRE: Mutex<()> = Mutex::new(());
+/// One calibre test at a time on this machine, across processes (shared with the unit tests).
+#[path = "../support/calibre_serial.rs"]
+mod calibre_serial;
 
-/// Held for the whole of every test in this file: calibre's writer lock is machine-wide.
-fn serial() -> MutexGuard<'static, ()> {
-    CALIBRE.lock().unwrap_or_else(|p| p.into_inner())
+/// Held for the whole of every test in this file: calibre's writer lock is machine-wide, so
+/// these tests wait for every other calibre test, in this process or any other.
+fn serial() -> calibre_serial::Serial {
+    calibre_serial::serial()
 }
 
 /// True when calibre is installed. Without it: a skip, said out loud — or a failure when
@@ -2046,4 +2048,78 @@ fn hostile_titles_and_planted_symlinks_never_lead_outside_the_library() {
     let books = list(&ws, &lib);
     assert_eq!(books.len(), 1 + HOSTILE.len() + 1, "{books:#?}");
     assert_check_library_clean(&ws, &lib, "after hostile titles");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Folder names as calibre spells them
+
+/// (dc:title, dc:creator) in scripts calibre transliterates into its folder and file names.
+const SCRIPTS: &[(&str, &str)] = &[
+    ("ノルウェイの森", "村上春樹"),
+    ("红楼梦", "曹雪芹"),
+    ("홍길동전", "허균"),
+    ("Мастер и Маргарита", "Михаил Булгаков"),
+    ("Ὀδύσσεια", "Ὅμηρος"),
+    ("Ýmir og Þór", "Snorri Sturluson"),
+    ("L'Assommoir", "Émile Zola"),
+    ("Sjálfstætt fólk — «Ærø» 5 €", "Halldór Laxness"),
+];
+
+/// `books.path` (its ` (id)` cut off) → `data.name` of every book of a library.
+fn folder_names(lib: &Path) -> BTreeMap<String, String> {
+    let db = Connection::open_with_flags(lib.join("metadata.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    let mut stmt = db
+        .prepare("SELECT b.path, d.name FROM books b JOIN data d ON d.book = b.id")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap();
+    rows.map(|r| {
+        let (path, name) = r.unwrap();
+        let (dir, _id) = path.rsplit_once(" (").expect("`Title (id)`");
+        (dir.to_string(), name)
+    })
+    .collect()
+}
+
+/// The same books, added by `calibredb add` to one library (in CI's locale: no `LANG`) and
+/// migrated by bookferry into another, get the same folder and file names — CJK, Hangul,
+/// Cyrillic, polytonic Greek and accented Latin alike — and calibre finds bookferry's sound.
+#[test]
+fn books_get_the_folder_and_file_names_calibre_gives_them() {
+    let _s = serial();
+    if !have_calibre("books_get_the_folder_and_file_names_calibre_gives_them") {
+        return;
+    }
+    let ws = Workspace::empty();
+    let src = ws.lib();
+    let by_calibre = ws.path().join("by calibre");
+    let by_bookferry = ws.path().join("by bookferry");
+    for (i, (title, author)) in SCRIPTS.iter().enumerate() {
+        let file = src.join(format!("book {i}.epub"));
+        fs::write(&file, epub_bytes(title, author, &format!("book {i}"))).unwrap();
+        let out = Command::new("calibredb")
+            .args(["add", "--with-library"])
+            .arg(&by_calibre)
+            .arg(&file)
+            .env("CALIBRE_CONFIG_DIRECTORY", calibre_config(&ws))
+            .env_remove("LANG")
+            .env_remove("LC_ALL")
+            .env_remove("LANGUAGE")
+            .output()
+            .expect("calibredb runs");
+        assert!(out.status.success(), "calibredb add: {}", stderr(&out));
+    }
+    let out = to_calibre(&ws, &ws.state(), &src, &by_bookferry, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let calibres = folder_names(&by_calibre);
+    assert_eq!(calibres.len(), SCRIPTS.len(), "{calibres:#?}");
+    assert!(
+        calibres.contains_key("Cun Shang Chun Shu/noruueinoSen"),
+        "calibre romanizes CJK: {calibres:#?}"
+    );
+    assert_eq!(folder_names(&by_bookferry), calibres);
+    assert_check_library_clean(&ws, &by_bookferry, "with names in many scripts");
 }

@@ -3,7 +3,7 @@
 //! titles are equal, and the languages agree when both are known. A shared calibre uuid or
 //! identifier (ISBN, …) also counts. Kept in memory, loaded once, updated as books are planned.
 
-use super::functions::fuzzy_title;
+use crate::calibre::text::fuzzy_title;
 use rusqlite::Connection;
 use std::collections::{BTreeSet, HashMap};
 

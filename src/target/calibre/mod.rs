@@ -6,30 +6,37 @@
 //! and `cover.jpg`. calibre's triggers run unchanged on our connection, which registers
 //! calibre's SQL functions; calibre's writer lock is held while the library is open.
 //!
-//! [`CalibreLibrary`] (`writer.rs`) is the library API: the plan → write files → commit protocol
-//! and what a crash leaves. [`CalibreTarget`] (`target.rs`) is the pipeline's view: which book a
-//! file goes to, and the commit run from the state writer's flush hook.
+//! What a calibre library is — its files, schema, SQL functions, names and dates — is
+//! `crate::calibre`'s; this module is how bookferry writes one. [`CalibreLibrary`] is the
+//! library API (`library`: opening it, its books; `writer`: the plan → write files → commit
+//! protocol, its rows in `rows`; `recovery`: what a crash leaves). [`CalibreTarget`] (`target`,
+//! with `books`, `identity` and `cover`) is the pipeline's view: which book a file goes to, and
+//! the commit run from the state writer's flush hook.
 
-mod dates;
+mod books;
+mod cover;
+mod database;
 mod existing;
-pub mod functions;
+mod fields;
+mod identity;
 mod langs;
+mod library;
 pub mod lock;
-pub mod opf;
-pub mod paths;
-pub mod schema;
+mod recovery;
+mod rows;
 mod target;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
+pub use fields::{stored_identity, AddedFormat, Candidate, CommittedBook, PlannedBook};
+pub use library::CalibreLibrary;
 pub use lock::{calibre_is_writing, running_calibre_programs, CalibreLock};
+pub use recovery::{make_book_dir, PENDING_MARKER};
+pub use rows::RowsWriter;
 pub use target::{CalibreOptions, CalibreTarget};
-pub use writer::{
-    book_id_of, make_book_dir, stored_identity, write_opfs, AddedFormat, CalibreLibrary, Candidate,
-    CommittedBook, PlannedBook, RowsWriter, METADATA_DB, PENDING_MARKER, TEMP_PREFIX,
-};
+pub use writer::write_opfs;
 
 use std::path::PathBuf;
 

@@ -1,9 +1,11 @@
 //! Tests of the whole writer: the schema against a library calibre 6.13 made, crash recovery,
 //! and real calibre (`calibredb list`, `check_library`, `add`) judging libraries we wrote. Tests
-//! that open a library take calibre's machine-wide lock, so they run one at a time (`serial`);
+//! that open a library take calibre's machine-wide lock, so they run one at a time on the
+//! machine (`serial`, a file lock the integration tests take too);
 //! the calibre ones are skipped, saying so, when `calibredb` is not installed.
 
 use super::*;
+use crate::calibre::{schema, METADATA_DB};
 use crate::metadata::Metadata;
 use rusqlite::Connection;
 use serde_json::Value;
@@ -11,15 +13,17 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/calibre-library");
 
-static SERIAL: Mutex<()> = Mutex::new(());
+/// One calibre test at a time on this machine, across processes (shared with the integration
+/// tests).
+#[path = "../../../tests/support/calibre_serial.rs"]
+mod calibre_serial;
 
-/// One test at a time for everything that takes calibre's lock or runs calibre.
-pub(super) fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+/// One test at a time for everything that takes calibre's lock or runs calibre, in any process.
+pub(super) fn serial() -> calibre_serial::Serial {
+    calibre_serial::serial()
 }
 
 fn have_calibredb() -> bool {

@@ -1,23 +1,16 @@
 //! calibre's `metadata.db` schema: the statements that create a new library exactly as calibre
 //! 6.13 does (tables, indexes, triggers, views, in calibre's order, so `sqlite_master` matches a
-//! library calibre made), the rows a fresh library holds (`library_id`, `preferences`) and the
-//! check that an existing database is a calibre library we can write into.
+//! library calibre made), the rows a fresh library holds (`library_id`, `preferences`), and the
+//! tables without which a database is no calibre library.
 //!
 //! The statements are `sqlite_master` of a library created by calibre 6.13 (`calibredb list
 //! --with-library NEW`), i.e. calibre's `resources/metadata_sqlite.sql` plus its schema upgrades
 //! up to `user_version` 25. FTS5 shadow tables are created by their virtual tables.
 
-use super::functions;
-use super::CalibreError;
 use rusqlite::Connection;
-use std::path::Path;
 
 /// `PRAGMA user_version` of a library made by calibre 6.x (its schema upgrades stop at 25).
 pub const USER_VERSION: i64 = 25;
-
-/// The oldest schema we write into: the version where calibre's tables reached their current
-/// shape for everything we touch (annotations came with 24/25; we never write them).
-pub const MIN_USER_VERSION: i64 = 21;
 
 /// The `preferences` rows of a fresh calibre 6.13 library, in calibre's order.
 pub const FRESH_PREFERENCES: &[(&str, &str)] = &[
@@ -27,75 +20,41 @@ pub const FRESH_PREFERENCES: &[(&str, &str)] = &[
     ("grouped_search_terms", "{}"),
 ];
 
-/// Tables this module writes beyond those every calibre library has (the reader's list, in
-/// `source::calibre::REQUIRED_TABLES`); a database without them is not a library we can fill.
-pub const REQUIRED_WRITE_TABLES: &[&str] = &["library_id", "preferences"];
+/// The tables of a book's data and metadata, which every calibre library has (and bookferry
+/// reads); a database without them is not a calibre library.
+pub const REQUIRED_TABLES: &[&str] = &[
+    "books",
+    "data",
+    "authors",
+    "books_authors_link",
+    "series",
+    "books_series_link",
+    "tags",
+    "books_tags_link",
+    "identifiers",
+    "publishers",
+    "books_publishers_link",
+    "languages",
+    "books_languages_link",
+    "comments",
+    "ratings",
+    "books_ratings_link",
+];
 
-/// Create calibre's schema and the rows of a fresh library in an empty database, in one
-/// transaction. `library_uuid` becomes `library_id.uuid`.
-pub fn create(conn: &mut Connection, db: &Path, library_uuid: &str) -> Result<(), CalibreError> {
-    let err = |what: &'static str| {
-        move |e: rusqlite::Error| CalibreError::Db {
-            path: db.to_path_buf(),
-            what,
-            source: e,
-        }
-    };
-    let tx = conn
-        .transaction()
-        .map_err(err("starting the schema transaction"))?;
-    tx.execute_batch(SCHEMA)
-        .map_err(err("creating calibre's schema"))?;
-    tx.execute("INSERT INTO library_id (uuid) VALUES (?1)", [library_uuid])
-        .map_err(err("writing library_id"))?;
-    for (key, val) in FRESH_PREFERENCES {
-        tx.execute(
-            "INSERT INTO preferences (key, val) VALUES (?1, ?2)",
-            [key, val],
-        )
-        .map_err(err("writing preferences"))?;
-    }
-    tx.pragma_update(None, "user_version", USER_VERSION)
-        .map_err(err("setting user_version"))?;
-    tx.commit().map_err(err("committing the new library"))
-}
-
-/// Check that `conn` is a calibre library we can write into: the tables we use exist and the
-/// schema version is one calibre 6 would open without upgrading what we touch. Returns the
-/// library's `user_version`.
-pub fn check(conn: &Connection, db: &Path) -> Result<i64, CalibreError> {
-    let corrupt = |cause: String| CalibreError::NotCalibre {
-        path: db.to_path_buf(),
-        cause,
-    };
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| corrupt(format!("cannot read user_version: {e}")))?;
-    let mut stmt = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .map_err(|e| corrupt(format!("cannot list tables: {e}")))?;
+/// Which of `required` are not tables of `conn`'s database (compared as SQLite compares names:
+/// ignoring ASCII case), in `required`'s order.
+pub fn missing_tables<'a>(
+    conn: &Connection,
+    required: impl IntoIterator<Item = &'a str>,
+) -> rusqlite::Result<Vec<&'a str>> {
+    let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
     let names = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .and_then(|rows| rows.collect::<Result<std::collections::HashSet<String>, _>>())
-        .map_err(|e| corrupt(format!("cannot list tables: {e}")))?;
-    let missing: Vec<&str> = crate::source::calibre::REQUIRED_TABLES
-        .iter()
-        .chain(REQUIRED_WRITE_TABLES)
-        .copied()
-        .filter(|t| !names.contains(*t))
-        .collect();
-    if !missing.is_empty() {
-        return Err(corrupt(format!("missing tables: {}", missing.join(", "))));
-    }
-    if version < MIN_USER_VERSION {
-        return Err(corrupt(format!(
-            "schema version {version} is older than calibre 6 writes ({MIN_USER_VERSION}+); \
-             open the library in calibre once to upgrade it"
-        )));
-    }
-    // The triggers call calibre's SQL functions: make sure ours are there before any write.
-    functions::check_registered(conn).map_err(|e| corrupt(format!("SQL functions: {e}")))?;
-    Ok(version)
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(required
+        .into_iter()
+        .filter(|t| !names.iter().any(|n| n.eq_ignore_ascii_case(t)))
+        .collect())
 }
 
 /// calibre 6.13's schema, statement by statement, as in its `sqlite_master`.

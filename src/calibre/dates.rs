@@ -1,6 +1,6 @@
 //! Dates as calibre stores them: `2026-11-28 22:10:32.292116+00:00` in `metadata.db` (Python's
 //! `isoformat(' ')` of a UTC datetime), the same with `T` in `metadata.opf`, and
-//! `0101-01-01 00:00:00+00:00` for "no date".
+//! `0101-01-01 00:00:00+00:00` for "no date" (any year up to 101 reads as none).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -92,6 +92,19 @@ pub fn opf_form(db: &str) -> String {
     db.replacen(' ', "T", 1)
 }
 
+/// calibre's timestamp (`1940-05-03 00:00:00+00:00`) → `1940-05-03`. calibre writes
+/// `0101-01-01…` (any year ≤ 101) for "no date": None.
+pub fn day_of(raw: &str) -> Option<String> {
+    let date = raw.trim().get(..10)?;
+    let b = date.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if !(digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10)) {
+        return None;
+    }
+    let year: u32 = date[..4].parse().ok()?;
+    (year > 101).then(|| date.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +126,22 @@ mod tests {
         assert_eq!(pubdate(Some("junk")), UNDEFINED_DATE);
         assert_eq!(pubdate(None), UNDEFINED_DATE);
         assert_eq!(opf_form(UNDEFINED_DATE), "0101-01-01T00:00:00+00:00");
+    }
+
+    #[test]
+    fn days_of_calibre_dates() {
+        assert_eq!(
+            day_of("1940-05-03 00:00:00+00:00").as_deref(),
+            Some("1940-05-03")
+        );
+        assert_eq!(
+            day_of("2001-02-03T12:00:00+00:00").as_deref(),
+            Some("2001-02-03")
+        );
+        assert_eq!(day_of("0101-01-01 00:00:00+00:00"), None);
+        assert_eq!(day_of("0100-12-31 23:00:00+00:00"), None);
+        assert_eq!(day_of("garbage"), None);
+        assert_eq!(day_of(""), None);
+        assert_eq!(day_of(UNDEFINED_DATE), None);
     }
 }

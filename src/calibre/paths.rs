@@ -1,18 +1,12 @@
 //! calibre's rules for where a book's files live: `Author/Title (id)/Title - Author.ext`, built
-//! from ASCII-fied, sanitized names cut to calibre's length limits (calibre's
+//! from ASCII-fied (`translit`), sanitized names cut to calibre's length limits (calibre's
 //! `DB.construct_path_name` / `construct_file_name` and `ascii_filename` /
-//! `sanitize_file_name`, with Linux's `PATH_LIMIT` of 100).
-//!
-//! calibre transliterates with its unidecode tables; here accented Latin letters decompose to
-//! their base letters, and Latin ligatures/special letters, Greek, Cyrillic and common
-//! punctuation use a table with unidecode's spellings. Other scripts (CJK, …) become `_` where
-//! calibre would romanize: the folder name then differs from the one calibre would pick, which
-//! calibre accepts (it reads `books.path`), and renames only if the book's title or author is
-//! edited in calibre.
+//! `sanitize_file_name`, with Linux's `PATH_LIMIT` of 100); the names of a book's files in its
+//! folder; and which `books.path` values stay inside the library.
 
-use super::functions::py_space;
-use unicode_normalization::char::is_combining_mark;
-use unicode_normalization::UnicodeNormalization;
+use super::text::py_space;
+use super::translit::ascii_text;
+use std::path::{Component, Path};
 
 /// calibre's `DB.PATH_LIMIT` on Linux and macOS.
 pub const PATH_LIMIT: usize = 100;
@@ -21,213 +15,6 @@ const WINDOWS_RESERVED_NAMES: &[&str] = &[
     "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
     "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
 ];
-
-/// unidecode's ASCII for characters that do not decompose to ASCII.
-fn translit(c: char) -> Option<&'static str> {
-    Some(match c {
-        'ß' => "ss",
-        'Æ' => "AE",
-        'æ' => "ae",
-        'Ø' => "O",
-        'ø' => "o",
-        'Œ' => "OE",
-        'œ' => "oe",
-        'Þ' => "Th",
-        'þ' => "th",
-        'Ð' | 'Đ' => "D",
-        'ð' | 'đ' => "d",
-        'Ł' => "L",
-        'ł' => "l",
-        'Ħ' => "H",
-        'ħ' => "h",
-        'ı' => "i",
-        'ĸ' => "q",
-        'ſ' => "s",
-        'Ŋ' => "NG",
-        'ŋ' => "ng",
-        '\u{2010}' | '\u{2011}' | '\u{2012}' | '\u{2013}' => "-",
-        '\u{2014}' | '\u{2015}' => "--",
-        '\u{2018}' | '\u{2019}' | '\u{201a}' | '\u{201b}' | '\u{2032}' => "'",
-        '\u{201c}' | '\u{201d}' | '\u{201e}' | '\u{201f}' | '\u{2033}' => "\"",
-        '«' => "<<",
-        '»' => ">>",
-        '‹' => "<",
-        '›' => ">",
-        '\u{2026}' => "...",
-        '\u{2022}' => "*",
-        '·' => "*",
-        '×' => "x",
-        '÷' => "/",
-        '\u{2044}' => "/",
-        '¿' => "?",
-        '¡' => "!",
-        '©' => "(c)",
-        '®' => "(r)",
-        '°' => "deg",
-        '€' => "EUR",
-        '£' => "PS",
-        '¥' => "Y=",
-        '§' => "SS",
-        '¶' => "P",
-        // Greek (after NFKD has dropped the accents).
-        'Α' => "A",
-        'α' => "a",
-        'Β' => "B",
-        'β' => "b",
-        'Γ' => "G",
-        'γ' => "g",
-        'Δ' => "D",
-        'δ' => "d",
-        'Ε' => "E",
-        'ε' => "e",
-        'Ζ' => "Z",
-        'ζ' => "z",
-        'Η' => "E",
-        'η' => "e",
-        'Θ' => "Th",
-        'θ' => "th",
-        'Ι' => "I",
-        'ι' => "i",
-        'Κ' => "K",
-        'κ' => "k",
-        'Λ' => "L",
-        'λ' => "l",
-        'Μ' => "M",
-        'μ' => "m",
-        'Ν' => "N",
-        'ν' => "n",
-        'Ξ' => "Ks",
-        'ξ' => "ks",
-        'Ο' => "O",
-        'ο' => "o",
-        'Π' => "P",
-        'π' => "p",
-        'Ρ' => "R",
-        'ρ' => "r",
-        'Σ' => "S",
-        'σ' | 'ς' => "s",
-        'Τ' => "T",
-        'τ' => "t",
-        'Υ' => "U",
-        'υ' => "u",
-        'Φ' => "Ph",
-        'φ' => "ph",
-        'Χ' => "Kh",
-        'χ' => "kh",
-        'Ψ' => "Ps",
-        'ψ' => "ps",
-        'Ω' => "O",
-        'ω' => "o",
-        // Cyrillic.
-        'А' => "A",
-        'а' => "a",
-        'Б' => "B",
-        'б' => "b",
-        'В' => "V",
-        'в' => "v",
-        'Г' => "G",
-        'г' => "g",
-        'Д' => "D",
-        'д' => "d",
-        'Е' => "Ie",
-        'е' => "ie",
-        'Ж' => "Zh",
-        'ж' => "zh",
-        'З' => "Z",
-        'з' => "z",
-        'И' => "I",
-        'и' => "i",
-        'Й' => "I",
-        'й' => "i",
-        'К' => "K",
-        'к' => "k",
-        'Л' => "L",
-        'л' => "l",
-        'М' => "M",
-        'м' => "m",
-        'Н' => "N",
-        'н' => "n",
-        'О' => "O",
-        'о' => "o",
-        'П' => "P",
-        'п' => "p",
-        'Р' => "R",
-        'р' => "r",
-        'С' => "S",
-        'с' => "s",
-        'Т' => "T",
-        'т' => "t",
-        'У' => "U",
-        'у' => "u",
-        'Ф' => "F",
-        'ф' => "f",
-        'Х' => "Kh",
-        'х' => "kh",
-        'Ц' => "Ts",
-        'ц' => "ts",
-        'Ч' => "Ch",
-        'ч' => "ch",
-        'Ш' => "Sh",
-        'ш' => "sh",
-        'Щ' => "Shch",
-        'щ' => "shch",
-        'Ъ' | 'ъ' => "'",
-        'Ы' => "Y",
-        'ы' => "y",
-        'Ь' | 'ь' => "'",
-        'Э' => "E",
-        'э' => "e",
-        'Ю' => "Iu",
-        'ю' => "iu",
-        'Я' => "Ia",
-        'я' => "ia",
-        'Ё' => "Io",
-        'ё' => "io",
-        'Є' => "Ie",
-        'є' => "ie",
-        'І' => "I",
-        'і' => "i",
-        'Ї' => "I",
-        'ї' => "i",
-        'Ґ' => "G",
-        'ґ' => "g",
-        'Ў' => "U",
-        'ў' => "u",
-        _ => return None,
-    })
-}
-
-/// calibre's `ascii_text`: every character as ASCII (`?` where nothing fits).
-pub fn ascii_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else if let Some(t) = translit(c) {
-            out.push_str(t);
-        } else {
-            let mut any = false;
-            for d in std::iter::once(c).nfkd() {
-                if d.is_ascii() {
-                    out.push(d);
-                    any = true;
-                } else if let Some(t) = translit(d) {
-                    out.push_str(t);
-                    any = true;
-                } else if is_combining_mark(d) {
-                    any = true;
-                } else if py_space(d) {
-                    out.push(' ');
-                    any = true;
-                }
-            }
-            if !any {
-                out.push('?');
-            }
-        }
-    }
-    out
-}
 
 /// calibre's `_filename_sanitize_unicode`: characters no file name may hold on any platform.
 fn is_forbidden(c: char) -> bool {
@@ -341,6 +128,53 @@ pub fn file_stem(title: &str, first_author: &str) -> String {
     }
 }
 
+/// The id in a calibre book folder name `Title (id)`.
+pub fn book_id_of(name: &str) -> Option<i64> {
+    let inner = name.strip_suffix(')')?;
+    let (_, id) = inner.rsplit_once(" (")?;
+    id.parse().ok().filter(|id: &i64| *id > 0)
+}
+
+/// A format as `data.format` holds it (upper case, no leading dot), or `None` when it is not a
+/// file extension calibre can store.
+pub fn format_name(format: &str) -> Option<String> {
+    let fmt = format.trim().trim_start_matches('.').to_uppercase();
+    let storable = !fmt.is_empty()
+        && fmt
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        && !fmt.contains("..");
+    storable.then_some(fmt)
+}
+
+/// The name of a format file in its book's folder: `{data.name}.{data.format lowercased}`.
+pub fn format_file_name(name: &str, format: &str) -> String {
+    format!("{name}.{}", format.to_lowercase())
+}
+
+/// A format file relative to the library, `/`-separated: `{books.path}/{data.name}.{format}`.
+pub fn format_rel_path(book_path: &str, name: &str, format: &str) -> String {
+    format!("{book_path}/{}", format_file_name(name, format))
+}
+
+/// A book's cover relative to the library: `{books.path}/cover.jpg`.
+pub fn cover_rel_path(book_path: &str) -> String {
+    format!("{book_path}/{}", super::COVER_FILE)
+}
+
+/// True when `rel_path` (from `books.path`, `data.name`) stays inside the library: relative,
+/// `/`-separated, each part one plain name for this platform (no root, drive, `.`, `..`, empty
+/// part or embedded separator).
+pub fn is_safe_rel_path(rel_path: &str) -> bool {
+    rel_path.split('/').all(|part| {
+        let mut components = Path::new(part).components();
+        matches!(
+            (components.next(), components.next()),
+            (Some(Component::Normal(name)), None) if name == part
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,5 +254,48 @@ mod tests {
             assert_eq!(book_dir(id, title, author), dir);
             assert_eq!(file_stem(title, author), stem);
         }
+    }
+
+    #[test]
+    fn book_ids_from_folder_names() {
+        assert_eq!(book_id_of("Title (12)"), Some(12));
+        assert_eq!(book_id_of("A (b) (3)"), Some(3));
+        assert_eq!(book_id_of("Title"), None);
+        assert_eq!(book_id_of("Title (x)"), None);
+        assert_eq!(book_id_of("Title (0)"), None);
+    }
+
+    #[test]
+    fn safe_rel_paths() {
+        assert!(is_safe_rel_path(
+            "Émile Segura/Night (15)/Night - Émile Segura.epub"
+        ));
+        for bad in [
+            "/etc/passwd",
+            "a/../b.epub",
+            "a/./b.epub",
+            "a//b.epub",
+            "../b.epub",
+            "",
+        ] {
+            assert!(!is_safe_rel_path(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn format_names() {
+        assert_eq!(format_name(" .epub ").as_deref(), Some("EPUB"));
+        assert_eq!(
+            format_name("original_epub").as_deref(),
+            Some("ORIGINAL_EPUB")
+        );
+        assert_eq!(format_name("fb2.zip").as_deref(), Some("FB2.ZIP"));
+        for bad in ["", ".", "a..b", "e/pub", "ep ub"] {
+            assert_eq!(format_name(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            format_rel_path("A/T (1)", "T - A", "EPUB"),
+            "A/T (1)/T - A.epub"
+        );
     }
 }

@@ -1,0 +1,201 @@
+//! A book's values as calibre stores them (calibre's `db/write.py` adapters: stripped,
+//! de-duplicated, its language codes, a uuid), worked out from bookferry's [`Metadata`]; and
+//! the books the writer hands out: planned (an id and a folder, no row yet), committed, and
+//! formats added to committed books.
+
+use super::existing::Key;
+use super::langs;
+use crate::calibre::dates;
+use crate::calibre::text::py_strip as strip;
+use crate::calibre::{looks_like_uuid, uuid4};
+use crate::metadata::Metadata;
+use std::collections::HashSet;
+
+/// A book given an id and a folder, not yet recorded in `metadata.db`.
+#[derive(Debug, Clone)]
+pub struct PlannedBook {
+    /// The `books.id` it will have.
+    pub book_id: i64,
+    /// `books.path`: `Author/Title (id)`, relative to the library.
+    pub rel_dir: String,
+    /// `data.name`: every format file is `{file_stem}.{ext}`.
+    pub file_stem: String,
+    /// (FORMAT, size) of the files written so far.
+    pub formats: Vec<(String, u64)>,
+    pub has_cover: bool,
+    pub(super) fields: Fields,
+}
+
+/// A book's values after calibre's own cleaning (`db/write.py` adapters).
+#[derive(Debug, Clone)]
+pub(super) struct Fields {
+    pub(super) title: String,
+    pub(super) authors: Vec<String>,
+    pub(super) author_sort: Option<String>,
+    pub(super) series: Option<String>,
+    pub(super) series_index: Option<f64>,
+    pub(super) publisher: Option<String>,
+    pub(super) pubdate: String,
+    pub(super) languages: Vec<String>,
+    pub(super) identifiers: Vec<(String, String)>,
+    pub(super) tags: Vec<String>,
+    pub(super) comments: Option<String>,
+    pub(super) rating: Option<i64>,
+    pub(super) uuid: String,
+    pub(super) timestamp: String,
+}
+
+/// Case-insensitive de-duplication keeping the first spelling.
+fn uniq(items: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    items
+        .into_iter()
+        .filter(|s| !s.is_empty() && seen.insert(s.to_lowercase()))
+        .collect()
+}
+
+/// A book's values as calibre would store them, worked out before any lock is taken (the
+/// cleaning is most of the cost of deciding where a file goes): what
+/// [`CalibreLibrary::find_existing_candidate`] and [`CalibreLibrary::reserve_candidate`] take.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub(super) fields: Fields,
+    /// No author given ("Unknown" is not one to match on: calibre matches given authors).
+    pub(super) no_authors: bool,
+    /// The uuid the metadata gives, when it is one.
+    pub(super) given_uuid: Option<String>,
+}
+
+impl Candidate {
+    pub fn of(md: &Metadata) -> Candidate {
+        Candidate {
+            fields: Fields::from_metadata(md),
+            no_authors: md.authors.iter().all(|a| strip(a).is_empty()),
+            given_uuid: md
+                .uuid
+                .as_deref()
+                .map(|u| u.trim().to_lowercase())
+                .filter(|u| looks_like_uuid(u)),
+        }
+    }
+}
+
+impl Fields {
+    pub(super) fn from_metadata(md: &Metadata) -> Fields {
+        let (title, authors) = stored_identity(md);
+        let mut languages: Vec<String> = md.languages.clone();
+        if languages.is_empty() {
+            languages.extend(md.language.clone());
+        }
+        let mut identifiers: Vec<(String, String)> = Vec::new();
+        let mut push_id = |typ: &str, val: &str| {
+            let typ = strip(typ).to_lowercase().replace([':', ','], "");
+            let val = strip(val).replace(',', "|");
+            if !typ.is_empty() && !val.is_empty() && !identifiers.iter().any(|(t, _)| *t == typ) {
+                identifiers.push((typ, val));
+            }
+        };
+        for (t, v) in &md.identifiers {
+            push_id(t, v);
+        }
+        if let Some(isbn) = &md.isbn {
+            push_id("isbn", isbn);
+        }
+        Fields {
+            title,
+            authors,
+            author_sort: md
+                .author_sort
+                .as_deref()
+                .map(strip)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+            series: md
+                .series
+                .as_deref()
+                .map(strip)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+            series_index: md.series_index.filter(|i| i.is_finite()),
+            publisher: md
+                .publisher
+                .as_deref()
+                .map(strip)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+            pubdate: dates::pubdate(md.pubdate.as_deref()),
+            languages: uniq(languages.iter().filter_map(|l| langs::canonicalize(l))),
+            identifiers,
+            tags: uniq(md.tags.iter().map(|t| strip(t).replace(',', ";"))),
+            comments: md
+                .description
+                .as_deref()
+                .filter(|d| !strip(d).is_empty())
+                .map(String::from),
+            rating: md
+                .rating
+                .filter(|r| r.is_finite())
+                .map(|r| (r * 2.0).round().clamp(0.0, 10.0) as i64)
+                .filter(|r| *r > 0),
+            uuid: md
+                .uuid
+                .as_deref()
+                .map(|u| u.trim().to_lowercase())
+                .filter(|u| looks_like_uuid(u))
+                .unwrap_or_else(uuid4),
+            timestamp: dates::now(),
+        }
+    }
+
+    pub(super) fn key(&self) -> Key<'_> {
+        Key {
+            title: &self.title,
+            authors: &self.authors,
+            languages: &self.languages,
+            identifiers: &self.identifiers,
+            uuid: Some(&self.uuid),
+        }
+    }
+}
+
+/// A book already recorded in `metadata.db` (calibre's or committed by us).
+#[derive(Debug, Clone)]
+pub struct CommittedBook {
+    pub book_id: i64,
+    /// `books.path`.
+    pub rel_dir: String,
+    /// `data.name` of its formats (of its first one; or the name calibre would give a first).
+    pub file_stem: String,
+    /// Its formats, upper case.
+    pub formats: Vec<String>,
+}
+
+/// A format file written into a committed book, to be recorded in `data` by the next commit.
+#[derive(Debug, Clone)]
+pub struct AddedFormat {
+    pub book_id: i64,
+    /// `books.path` of the book.
+    pub rel_dir: String,
+    pub format: String,
+    pub file_stem: String,
+    pub size: u64,
+    /// The book had this format: its file was replaced (a changed source file), so only the
+    /// recorded size changes.
+    pub replaced: bool,
+}
+
+/// The title and authors a book made from `md` is stored with, after calibre's cleaning
+/// (authors as the user sees them: `,` not `|`).
+pub fn stored_identity(md: &Metadata) -> (String, Vec<String>) {
+    let title = md
+        .title
+        .as_deref()
+        .map(strip)
+        .filter(|t| !t.is_empty())
+        .unwrap_or("Unknown");
+    let mut authors = uniq(md.authors.iter().map(|a| strip(a).replace('&', ";")));
+    if authors.is_empty() {
+        authors.push("Unknown".into());
+    }
+    (title.to_string(), authors)
+}

@@ -1,0 +1,422 @@
+//! An open calibre library ([`CalibreLibrary`]): calibre's writer lock held while it is open,
+//! its database set up (`database`), and what the writer knows of its books — the index of
+//! the books it holds (calibre's duplicate rule, `existing`), the ids and folders handed to new
+//! books, and the recorded books' folders, names and formats as `metadata.db` has them.
+
+use super::database;
+use super::existing::{ExistingIndex, Key};
+use super::fields::{Candidate, CommittedBook, Fields, PlannedBook};
+use super::lock::CalibreLock;
+use super::recovery::make_book_dir;
+use super::rows::{Items, LibraryDb, RowsWriter};
+use super::CalibreError;
+use crate::calibre::{paths, uuid4, METADATA_DB};
+use crate::metadata::Metadata;
+use rusqlite::OptionalExtension;
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// An open calibre library, locked against calibre's own writers while it is open.
+pub struct CalibreLibrary {
+    pub(super) root: PathBuf,
+    db_path: PathBuf,
+    db: Arc<Mutex<LibraryDb>>,
+    pub(super) root_dir: File,
+    next_id: i64,
+    /// Books planned and not yet committed, with what identifies them.
+    pub(super) planned: HashMap<i64, Fields>,
+    pub(super) existing: ExistingIndex,
+    created: bool,
+    /// None only with `--ignore-calibre-lock` while a calibre program holds it.
+    _lock: Option<CalibreLock>,
+}
+
+impl std::fmt::Debug for CalibreLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CalibreLibrary")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CalibreLibrary {
+    /// Open the library at `root` for writing, creating a new one when `root` is missing or an
+    /// empty folder. Takes calibre's writer lock (fails with [`CalibreError::CalibreRunning`]
+    /// when a calibre program has it) and removes what an interrupted run left
+    /// ([`CalibreLibrary::cleanup_orphans`]).
+    pub fn open(root: &Path) -> Result<CalibreLibrary, CalibreError> {
+        CalibreLibrary::open_with(root, false)
+    }
+
+    /// [`CalibreLibrary::open`], going on without calibre's writer lock when a calibre program
+    /// holds it and `ignore_calibre_lock` (the user's `--ignore-calibre-lock`).
+    pub fn open_with(
+        root: &Path,
+        ignore_calibre_lock: bool,
+    ) -> Result<CalibreLibrary, CalibreError> {
+        let io_err = |what: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source: io::Error| CalibreError::Io { path, what, source }
+        };
+        let lock =
+            CalibreLock::try_acquire().map_err(io_err("cannot try calibre's writer lock", root))?;
+        if lock.is_none() && !ignore_calibre_lock {
+            return Err(CalibreError::CalibreRunning {
+                path: root.to_path_buf(),
+                programs: super::lock::running_calibre_programs(),
+            });
+        }
+        fs::create_dir_all(root).map_err(io_err("cannot create the library folder", root))?;
+        let db_path = root.join(METADATA_DB);
+        let created = if db_path.exists() {
+            false
+        } else {
+            let mut entries = fs::read_dir(root).map_err(io_err("cannot list the folder", root))?;
+            if let Some(entry) = entries.next() {
+                let name = entry
+                    .map(|e| e.file_name())
+                    .map_err(io_err("cannot list the folder", root))?;
+                return Err(CalibreError::NotCalibre {
+                    path: root.to_path_buf(),
+                    cause: format!(
+                        "the folder holds files ({:?}, …) but no {METADATA_DB}; give an empty or new folder to create a library",
+                        name
+                    ),
+                });
+            }
+            database::create_database(root, &db_path)?;
+            true
+        };
+        let conn = database::connect(&db_path)?;
+        let next_id = database::next_book_id(&conn, &db_path)?;
+        let root_dir = File::open(root).map_err(io_err("cannot open the library folder", root))?;
+        let mut lib = CalibreLibrary {
+            root: root.to_path_buf(),
+            db_path,
+            db: Arc::new(Mutex::new(LibraryDb {
+                conn,
+                items: Items::default(),
+            })),
+            root_dir,
+            next_id,
+            planned: HashMap::new(),
+            existing: ExistingIndex::default(),
+            created,
+            _lock: lock,
+        };
+        lib.load_caches()?;
+        lib.cleanup_orphans()?;
+        Ok(lib)
+    }
+
+    /// The library folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// True while this process holds calibre's writer lock (false only when it was opened with
+    /// `ignore_calibre_lock` while a calibre program held it).
+    pub fn holds_calibre_lock(&self) -> bool {
+        self._lock.is_some()
+    }
+
+    /// True when `open` created this library.
+    pub fn was_created(&self) -> bool {
+        self.created
+    }
+
+    pub(super) fn db(&self) -> MutexGuard<'_, LibraryDb> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What writes a commit's rows (step 3) while this library is free for other use: its
+    /// caller keeps the books of the commit planned until [`CalibreLibrary::recorded`].
+    pub fn rows_writer(&self) -> RowsWriter {
+        RowsWriter {
+            db: self.db.clone(),
+            db_path: self.db_path.clone(),
+        }
+    }
+
+    /// The library's `library_id.uuid`.
+    pub fn library_id(&self) -> Result<String, CalibreError> {
+        self.db()
+            .conn
+            .query_row("SELECT uuid FROM library_id", [], |r| r.get(0))
+            .map_err(|e| self.db_error("reading library_id", e))
+    }
+
+    pub(super) fn db_error(&self, what: &'static str, source: rusqlite::Error) -> CalibreError {
+        CalibreError::Db {
+            path: self.db_path.clone(),
+            what,
+            source,
+        }
+    }
+
+    pub(super) fn io_error(
+        &self,
+        what: &'static str,
+        path: &Path,
+        source: io::Error,
+    ) -> CalibreError {
+        CalibreError::Io {
+            path: path.to_path_buf(),
+            what,
+            source,
+        }
+    }
+
+    /// (Re)load the item tables' ids and the index of the library's books.
+    pub(super) fn load_caches(&mut self) -> Result<(), CalibreError> {
+        let mut db = self.db();
+        let loaded = Items::load(&db.conn).and_then(|i| Ok((i, ExistingIndex::load(&db.conn)?)));
+        let (items, existing) = match loaded {
+            Ok(r) => r,
+            Err(e) => {
+                drop(db);
+                return Err(self.db_error("reading the library", e));
+            }
+        };
+        db.items = items;
+        drop(db);
+        self.existing = existing;
+        Ok(())
+    }
+
+    /// The id of a book already in the library (or planned in this session) that is the same
+    /// as `md` by calibre's rule, if any.
+    pub fn find_existing(&self, md: &Metadata) -> Option<i64> {
+        self.find_existing_candidate(&Candidate::of(md))
+    }
+
+    /// [`CalibreLibrary::find_existing`] for a book's values computed beforehand.
+    pub fn find_existing_candidate(&self, c: &Candidate) -> Option<i64> {
+        let authors: &[String] = if c.no_authors { &[] } else { &c.fields.authors };
+        self.existing.find(&Key {
+            authors,
+            uuid: c.given_uuid.as_deref(),
+            ..c.fields.key()
+        })
+    }
+
+    /// Give a book its id and folder: the folder is created with the pending marker in it.
+    pub fn plan(&mut self, md: &Metadata) -> Result<PlannedBook, CalibreError> {
+        let book = self.reserve(md);
+        if let Err(e) = make_book_dir(&self.root, &book.rel_dir, book.book_id) {
+            self.planned.remove(&book.book_id);
+            self.existing.remove(book.book_id);
+            return Err(e);
+        }
+        Ok(book)
+    }
+
+    /// Give a book its id and folder name, without touching the disk: the caller makes the
+    /// folder with [`make_book_dir`] (outside any lock it holds) before writing into it.
+    pub fn reserve(&mut self, md: &Metadata) -> PlannedBook {
+        self.reserve_candidate(Candidate::of(md))
+    }
+
+    /// [`CalibreLibrary::reserve`] for a book's values computed beforehand.
+    pub fn reserve_candidate(&mut self, c: Candidate) -> PlannedBook {
+        let mut fields = c.fields;
+        if self
+            .existing
+            .find(&Key {
+                title: "",
+                authors: &[],
+                languages: &[],
+                identifiers: &[],
+                uuid: Some(&fields.uuid),
+            })
+            .is_some()
+        {
+            fields.uuid = uuid4();
+        }
+        let book_id = self.next_id;
+        self.next_id += 1;
+        let rel_dir = paths::book_dir(book_id, &fields.title, &fields.authors[0]);
+        let file_stem = paths::file_stem(&fields.title, &fields.authors[0]);
+        self.planned.insert(book_id, fields.clone());
+        self.existing.add(book_id, &fields.key());
+        PlannedBook {
+            book_id,
+            rel_dir,
+            file_stem,
+            formats: Vec::new(),
+            has_cover: false,
+            fields,
+        }
+    }
+
+    /// The absolute folder of a planned book.
+    pub fn dir_of(&self, book: &PlannedBook) -> PathBuf {
+        self.root.join(&book.rel_dir)
+    }
+
+    /// The folder-relative file name calibre gives format `format` of a book named `stem`, with
+    /// the format upper-cased as `data.format` holds it.
+    pub fn format_file(&self, stem: &str, format: &str) -> Result<(String, String), CalibreError> {
+        let Some(fmt) = paths::format_name(format) else {
+            return Err(CalibreError::Invalid {
+                path: self.root.clone(),
+                cause: format!("format {format:?} is not a file extension calibre can store"),
+            });
+        };
+        let name = paths::format_file_name(stem, &fmt);
+        Ok((fmt, name))
+    }
+
+    /// The id of the book (recorded, or planned in this session) with this calibre uuid.
+    pub fn find_by_uuid(&self, uuid: &str) -> Option<i64> {
+        self.existing.find(&Key {
+            title: "",
+            authors: &[],
+            languages: &[],
+            identifiers: &[],
+            uuid: Some(uuid),
+        })
+    }
+
+    /// True while `book_id` is planned and not yet committed.
+    pub fn is_planned(&self, book_id: i64) -> bool {
+        self.planned.contains_key(&book_id)
+    }
+
+    /// A recorded book's folder, file name and formats; `None` when there is no such row.
+    pub fn committed_book(&self, book_id: i64) -> Result<Option<CommittedBook>, CalibreError> {
+        let row: Option<(String, String, Option<String>)> = self
+            .db()
+            .conn
+            .query_row(
+                "SELECT path, title, (SELECT a.name FROM books_authors_link l
+                     JOIN authors a ON a.id = l.author WHERE l.book = books.id
+                     ORDER BY l.id LIMIT 1) FROM books WHERE id = ?1",
+                [book_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.db_error("reading a book", e))?;
+        let Some((rel_dir, title, author)) = row else {
+            return Ok(None);
+        };
+        // We write into this folder: it must be a real folder inside the library, reached
+        // through no symlink, whatever `books.path` says.
+        let mut dir = self.root.clone();
+        for comp in rel_dir.split('/') {
+            if comp.is_empty() || comp == "." || comp == ".." || comp.contains('\\') {
+                return Err(CalibreError::Invalid {
+                    path: self.root.join(&rel_dir),
+                    cause: format!(
+                        "book #{book_id}'s path {rel_dir:?} does not stay inside the library"
+                    ),
+                });
+            }
+            dir.push(comp);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(CalibreError::Invalid {
+                        path: dir,
+                        cause: format!(
+                            "book #{book_id}'s folder is a symlink or a file; bookferry does not write through links"
+                        ),
+                    })
+                }
+                Err(e) => return Err(self.io_error("cannot stat the book folder", &dir, e)),
+            }
+        }
+        let db = self.db();
+        let mut stmt = db
+            .conn
+            .prepare_cached("SELECT format, name FROM data WHERE book = ?1 ORDER BY id")
+            .map_err(|e| self.db_error("reading a book's formats", e))?;
+        let formats: Vec<(String, String)> = stmt
+            .query_map([book_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.db_error("reading a book's formats", e))?;
+        let author = author.unwrap_or_else(|| "Unknown".into()).replace('|', ",");
+        let file_stem = formats
+            .first()
+            .map(|(_, n)| n.clone())
+            .unwrap_or_else(|| paths::file_stem(&title, &author));
+        Ok(Some(CommittedBook {
+            book_id,
+            rel_dir,
+            file_stem,
+            formats: formats.into_iter().map(|(f, _)| f.to_uppercase()).collect(),
+        }))
+    }
+
+    /// A recorded book's uuid, title and authors (`,` not `|`), or `None` without such a row.
+    pub fn book_identity(
+        &self,
+        book_id: i64,
+    ) -> Result<Option<(String, String, Vec<String>)>, CalibreError> {
+        let row: Option<(Option<String>, Option<String>)> = self
+            .db()
+            .conn
+            .query_row(
+                "SELECT uuid, title FROM books WHERE id = ?1",
+                [book_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.db_error("reading a book", e))?;
+        let Some((uuid, title)) = row else {
+            return Ok(None);
+        };
+        let db = self.db();
+        let mut stmt = db
+            .conn
+            .prepare_cached(
+                "SELECT a.name FROM books_authors_link l JOIN authors a ON a.id = l.author
+                 WHERE l.book = ?1 ORDER BY l.id",
+            )
+            .map_err(|e| self.db_error("reading a book's authors", e))?;
+        let authors: Vec<String> = stmt
+            .query_map([book_id], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.db_error("reading a book's authors", e))?;
+        Ok(Some((
+            uuid.unwrap_or_default(),
+            title.unwrap_or_default(),
+            authors.into_iter().map(|a| a.replace('|', ",")).collect(),
+        )))
+    }
+
+    /// Every format file the library records: (path relative to the library, `data` size).
+    pub fn format_files(&self) -> Result<Vec<(String, u64)>, CalibreError> {
+        let db = self.db();
+        let mut stmt = db
+            .conn
+            .prepare(
+                "SELECT b.path, d.name, d.format, d.uncompressed_size FROM data d
+                 JOIN books b ON b.id = d.book",
+            )
+            .map_err(|e| self.db_error("reading the formats", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.db_error("reading the formats", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(dir, name, fmt, size)| {
+                (
+                    paths::format_rel_path(&dir, &name, &fmt),
+                    size.max(0) as u64,
+                )
+            })
+            .collect())
+    }
+}
