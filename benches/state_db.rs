@@ -15,6 +15,7 @@ use bookferry::state::rows::{ScannedFile, SourceKind};
 use bookferry::state::scan_store::{self, ScanBatch};
 use bookferry::state::writer::{Transition, Writer};
 use bookferry::state::{runs, Db, FileState};
+use bookferry::tuning::Tuning;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -62,7 +63,8 @@ fn main() {
         f2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     });
-    let writer = Writer::start(&db, run, Some(hook)).expect("start writer");
+    let writer =
+        Writer::start(&db, run, Some(hook), Tuning::detect().writer).expect("start writer");
     let handle = writer.handle();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -95,6 +95,11 @@ pub struct TuningArgs {
     /// Files hashed and parsed at once (default: one per CPU, plus one).
     #[arg(long, value_name = "N")]
     pub checkers: Option<usize>,
+    /// Memory for files read whole (hashed, parsed and written from one read), e.g. 64M or 1G
+    /// (K, M, G as --bwlimit). Default: 1/16 of the machine's memory, at most 256M. Files up
+    /// to 8 MiB (less with a small budget) are read so; larger ones are read twice.
+    #[arg(long, value_name = "SIZE")]
+    pub buffer_memory: Option<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -14,3 +14,4 @@ pub mod skip_reason;
 pub mod source;
 pub mod state;
 pub mod target;
+pub mod tuning;

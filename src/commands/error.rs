@@ -12,6 +12,7 @@ use crate::target::folder::UnknownLinkMode;
 use crate::target::layout::LayoutError;
 use crate::target::limit::RateError;
 use crate::target::{OpenError, PathError, TargetSpecError};
+use crate::tuning::BadSize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -119,6 +120,8 @@ pub enum UsageError {
     Rate(#[from] RateError),
     #[error("--transfers {0:?}: a number above 0, or auto")]
     Transfers(String),
+    #[error("--buffer-memory {0}")]
+    BufferMemory(#[source] BadSize),
     #[error("--tpslimit must be more than 0")]
     TpsLimit,
     #[error("--token-file {}: {source}", .path.display())]

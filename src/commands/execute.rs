@@ -4,7 +4,7 @@
 //! async task.
 
 use super::error::{CommandError, Internal, Stop};
-use super::options::{http_options, MigrationOptions};
+use super::options::{self, http_options, MigrationOptions};
 use super::Session;
 use crate::cli::{HttpArgs, TuningArgs};
 use crate::exit;
@@ -16,6 +16,7 @@ use crate::state::writer::{Writer, WriterStats};
 use crate::state::{migration_record, report};
 use crate::target::http::HttpOptions;
 use crate::target::{Target, TargetSpec};
+use crate::tuning::Tuning;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,14 +105,16 @@ impl Execution<'_> {
     /// Run to the end (or to a stop); the caller records how it ended.
     pub fn execute(self) -> Result<Ended, CommandError> {
         let http_opts = http_options(&self.http, &self.tuning)?;
+        let tuning = options::tuning(&self.tuning)?;
+        tracing::debug!("{tuning:?}");
         let before = self.read_before()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
-            .worker_threads(2)
-            .max_blocking_threads(self.blocking_threads())
+            .worker_threads(tuning.threads.workers)
+            .max_blocking_threads(self.blocking_threads(&tuning))
             .build()
             .map_err(Internal::Runtime)?;
-        let driven = rt.block_on(self.drive(&before, &http_opts));
+        let driven = rt.block_on(self.drive(&before, &http_opts, &tuning));
         rt.shutdown_timeout(Duration::from_secs(1));
         let ended = self.judge(driven?)?;
         Ok(ended)
@@ -126,34 +129,20 @@ impl Execution<'_> {
         })
     }
 
-    /// Threads for blocking work. A local target's whole run is CPU and local-disk work on
-    /// blocking threads (the scan; hashing, at most `checkers` groups at once; placing), so a few
-    /// more threads than hash groups keep the cores busy, and more only add thread switches
-    /// (measured, 2 cores, 2,000 files: copy 560 ms with up to 64 threads, 537 ms with 5; the
-    /// calibre target the same or better). An HTTP target reads the files it streams on blocking
-    /// threads, one read per chunk of every upload in flight: those must not queue behind the
-    /// hash groups.
-    fn blocking_threads(&self) -> usize {
+    /// Threads for blocking work: a local target's are set by its hash groups, an HTTP
+    /// target's by its uploads (see `crate::tuning::ThreadTuning`).
+    fn blocking_threads(&self, tuning: &Tuning) -> usize {
         match self.target {
-            TargetSpec::Dir(_) | TargetSpec::Calibre(_) => {
-                // The scan's thread, and one for the rest (content queries, placing).
-                self.checkers() + 2
-            }
-            TargetSpec::Http(_) => 64,
+            TargetSpec::Dir(_) | TargetSpec::Calibre(_) => tuning.threads.blocking_local,
+            TargetSpec::Http(_) => tuning.threads.blocking_http,
         }
-    }
-
-    /// Hash groups at once: `--checkers`, else the pipeline's default.
-    fn checkers(&self) -> usize {
-        self.tuning
-            .checkers
-            .map_or_else(|| PipelineConfig::default().checkers, |n| n.max(1))
     }
 
     async fn open_target(
         &self,
         before: &Before,
         http_opts: &HttpOptions,
+        tuning: &Tuning,
     ) -> Result<Arc<Target>, CommandError> {
         let mut placement = self.options.placement.clone();
         placement.migration_key = before.migration_key.clone();
@@ -162,6 +151,7 @@ impl Execution<'_> {
             self.source.root(),
             &placement,
             http_opts,
+            tuning.transfers,
             self.dry_run,
         )
         .await?;
@@ -173,13 +163,14 @@ impl Execution<'_> {
         &self,
         before: &Before,
         http_opts: &HttpOptions,
+        tuning: &Tuning,
     ) -> Result<Driven, CommandError> {
         let started = Instant::now();
         let cancel = Arc::new(AtomicBool::new(false));
         let signalled = Arc::new(AtomicBool::new(false));
         tokio::spawn(watch_signals(cancel.clone(), signalled.clone()));
 
-        let target = self.open_target(before, http_opts).await?;
+        let target = self.open_target(before, http_opts, tuning).await?;
         tracing::debug!("target open after {:?}", started.elapsed());
         let progress = Arc::new(Progress::default());
         progress.total.set(before.totals.0);
@@ -190,13 +181,12 @@ impl Execution<'_> {
         } else {
             pipeline::flush_hook(&target)
         };
-        let writer = Writer::start(&self.session.db, self.session.run, flush)?;
+        let writer = Writer::start(&self.session.db, self.session.run, flush, tuning.writer)?;
         let cfg = PipelineConfig {
             checksum: self.checksum,
             dry_run: self.dry_run,
             keep_duplicates: self.options.keep_duplicates || target.dedups_by_book(),
-            checkers: self.checkers(),
-            ..Default::default()
+            tuning: tuning.pipeline,
         };
         let ctx = Arc::new(Ctx::new(
             self.session.db.clone(),
@@ -211,7 +201,7 @@ impl Execution<'_> {
         // The scan and the pipeline run at once: the pipeline takes the scan's new rows as each
         // batch commits, and the rows recorded before once the scan is over.
         let (status_tx, status_rx) = tokio::sync::watch::channel(ScanStatus::default());
-        let scan = self.spawn_scan(status_tx, &cancel, &progress, started);
+        let scan = self.spawn_scan(status_tx, tuning, &cancel, &progress, started);
         let feed = ScanFeed {
             last_old_id: before.last_old_id,
             status: status_rx,
@@ -257,12 +247,14 @@ impl Execution<'_> {
     fn spawn_scan(
         &self,
         status: tokio::sync::watch::Sender<ScanStatus>,
+        tuning: &Tuning,
         cancel: &Arc<AtomicBool>,
         progress: &Arc<Progress>,
         started: Instant,
     ) -> tokio::task::JoinHandle<Result<ScanSummary, ScanError>> {
         let (db, run, quiet) = (self.session.db.clone(), self.session.run, self.quiet);
         let (source, formats) = (self.source.clone(), self.options.formats.clone());
+        let sizes = tuning.scan;
         let (cancel, progress) = (cancel.clone(), progress.clone());
         tokio::task::spawn_blocking(move || {
             let mut over = ScanOver {
@@ -270,7 +262,7 @@ impl Execution<'_> {
                 cancel: &cancel,
                 ok: false,
             };
-            let res = scan_source(&db, run, &source, &formats, &cancel, &mut |added| {
+            let res = scan_source(&db, run, &source, &formats, sizes, &cancel, &mut |added| {
                 progress.total.add(added.rows);
                 if added.bytes >= 0 {
                     progress.total_bytes.add(added.bytes as u64);

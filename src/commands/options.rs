@@ -10,6 +10,7 @@ use crate::target::http::{HttpOptions, Token, Transfers};
 use crate::target::layout::{Layout, DEFAULT_LAYOUT};
 use crate::target::limit::parse_rate;
 use crate::target::PlacementOptions;
+use crate::tuning::{parse_size, Machine, Overrides, Tuning};
 use std::time::Duration;
 
 /// The options a migration is recorded with.
@@ -75,6 +76,19 @@ impl MigrationOptions {
             merge_formats: self.placement.merge_formats,
         }
     }
+}
+
+/// The machine's tuning, with the command line's overrides.
+pub fn tuning(args: &TuningArgs) -> Result<Tuning, UsageError> {
+    let buffer_memory = match &args.buffer_memory {
+        Some(s) => Some(parse_size(s).map_err(UsageError::BufferMemory)?),
+        None => None,
+    };
+    let overrides = Overrides {
+        checkers: args.checkers,
+        buffer_memory,
+    };
+    Ok(Tuning::new(Machine::detect(), overrides))
 }
 
 /// The HTTP target's options from the command line and the environment.

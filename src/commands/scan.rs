@@ -11,6 +11,7 @@ use crate::pipeline::scan::scan_source;
 use crate::source::formats::FormatSet;
 use crate::source::SourceSpec;
 use crate::state::migration_record::{self, MigrationRecord, RecordedOptions};
+use crate::tuning::Tuning;
 use std::sync::atomic::AtomicBool;
 
 pub fn command(global: &GlobalArgs, args: &ScanArgs) -> CmdResult {
@@ -41,6 +42,7 @@ pub fn command(global: &GlobalArgs, args: &ScanArgs) -> CmdResult {
         session.run,
         &source,
         &formats,
+        Tuning::detect().scan,
         &cancel,
         &mut |_| {},
     )

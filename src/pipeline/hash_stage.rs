@@ -13,16 +13,14 @@ use crate::hash::{self, Hashed};
 use crate::metadata::{self, Extracted};
 use crate::state::FileState;
 use crate::target::staged::{Staged, Staging};
+use crate::tuning;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 
-/// The most files, and about the most bytes, hashed in one blocking task.
-const GROUP_FILES: usize = 8;
-const GROUP_BYTES: u64 = 8 << 20;
-
 pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sender<Item>) {
-    let slots = Arc::new(Semaphore::new(ctx.cfg.checkers.max(1)));
+    let t = ctx.cfg.tuning;
+    let slots = Arc::new(Semaphore::new(t.checkers.max(1)));
     while let Some(first) = rx.recv().await {
         // The group: this item, and what else is already queued (no waiting for more).
         let mut group = Vec::new();
@@ -39,7 +37,7 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
                 bytes += item.row.size;
                 group.push(item);
             }
-            if group.len() < GROUP_FILES && bytes < GROUP_BYTES {
+            if group.len() < t.hash_group_files && bytes < t.hash_group_bytes {
                 next = rx.try_recv().ok();
             }
         }
@@ -50,8 +48,8 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
             return;
         };
         for item in &mut group {
-            if item.row.size <= ctx.cfg.buffer_limit {
-                let kib = (item.row.size / 1024 + 1) as u32;
+            if item.row.size <= t.buffer_limit {
+                let kib = tuning::buffer_kib(item.row.size) as u32;
                 match ctx.buffers.clone().acquire_many_owned(kib).await {
                     Ok(p) => item._budget = Some(p),
                     Err(_) => return,
@@ -108,10 +106,10 @@ impl Job {
         Job {
             row_id: item.row.id,
             path: item.row.path.clone(),
-            buffer_limit: ctx.cfg.buffer_limit,
+            buffer_limit: ctx.cfg.tuning.buffer_limit,
             parse: metadata_stage::needs_extraction(&item.row)
                 .then(|| (item.row.format.clone(), item.row.source_ref.clone())),
-            stage_in: (item.row.size <= ctx.cfg.buffer_limit)
+            stage_in: (item.row.size <= ctx.cfg.tuning.buffer_limit)
                 .then(|| ctx.target.staging(item.row.size).cloned())
                 .flatten(),
         }

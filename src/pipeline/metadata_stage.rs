@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 
 pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sender<Item>) {
-    let slots = Arc::new(Semaphore::new(ctx.cfg.checkers.max(1)));
+    let slots = Arc::new(Semaphore::new(ctx.cfg.tuning.checkers.max(1)));
     while let Some(item) = rx.recv().await {
         if ctx.cancelled() {
             continue;

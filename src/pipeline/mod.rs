@@ -20,6 +20,7 @@ use crate::state::writer::{FlushError, FlushHook, Transition, WriterHandle};
 use crate::state::{Db, FileState};
 use crate::target::staged::Staged;
 use crate::target::Target;
+use crate::tuning::PipelineTuning;
 use progress::Progress;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,31 +29,24 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 /// How the pipeline runs.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
-    /// Files hashed (and parsed) at once, on blocking threads.
-    pub checkers: usize,
     /// Hash every file, even when the target has its name and size.
     pub checksum: bool,
     /// Hash and check, but write nothing to the target.
     pub dry_run: bool,
     /// Place content duplicates too, instead of skipping them.
     pub keep_duplicates: bool,
-    /// Files up to this size are read into memory once: hashed, parsed and sent from the buffer.
-    pub buffer_limit: u64,
-    /// Bytes of such buffers alive at once.
-    pub buffer_budget: u64,
+    /// Checkers, queue lengths, the claim batch and the buffer budget (see `crate::tuning`).
+    pub tuning: PipelineTuning,
 }
 
-impl Default for PipelineConfig {
-    fn default() -> PipelineConfig {
+impl PipelineConfig {
+    /// Copy mode, duplicates skipped, sized by `tuning`.
+    pub fn new(tuning: PipelineTuning) -> PipelineConfig {
         PipelineConfig {
-            // One more than the cores: a file's read waits on I/O while another's hash runs
-            // (measured: 2 cores, 2,000 files / 505 MB, copy mode 0.66 s → 0.61 s).
-            checkers: std::thread::available_parallelism().map_or(2, |n| n.get()) + 1,
             checksum: false,
             dry_run: false,
             keep_duplicates: false,
-            buffer_limit: 8 << 20,
-            buffer_budget: 256 << 20,
+            tuning,
         }
     }
 }
@@ -125,7 +119,8 @@ impl Ctx {
         progress: Arc<Progress>,
         cancel: Arc<AtomicBool>,
     ) -> Ctx {
-        let kib = (cfg.buffer_budget / 1024).clamp(1, Semaphore::MAX_PERMITS as u64) as usize;
+        let kib =
+            (cfg.tuning.buffer_budget / 1024).clamp(1, Semaphore::MAX_PERMITS as u64) as usize;
         Ctx {
             db,
             writer,
@@ -214,11 +209,12 @@ pub struct ScanStatus {
 /// Returns when all are done, or when the run was stopped (then the rows not finished stay in
 /// their last committed state).
 pub async fn run(ctx: Arc<Ctx>, feed: Option<ScanFeed>) {
-    let (to_check, check_in) = mpsc::channel::<Item>(2048);
-    let (to_hash, hash_in) = mpsc::channel::<Item>(2048);
-    let (to_content, content_in) = mpsc::channel::<Item>(512);
-    let (to_meta, meta_in) = mpsc::channel::<Item>(512);
-    let (to_transfer, transfer_in) = mpsc::channel::<Item>(512);
+    let t = &ctx.cfg.tuning;
+    let (to_check, check_in) = mpsc::channel::<Item>(t.check_queue.max(1));
+    let (to_hash, hash_in) = mpsc::channel::<Item>(t.check_queue.max(1));
+    let (to_content, content_in) = mpsc::channel::<Item>(t.stage_queue.max(1));
+    let (to_meta, meta_in) = mpsc::channel::<Item>(t.stage_queue.max(1));
+    let (to_transfer, transfer_in) = mpsc::channel::<Item>(t.stage_queue.max(1));
     let tasks = [
         tokio::spawn(claim_loop(ctx.clone(), to_check, feed)),
         tokio::spawn(check::stage(ctx.clone(), check_in, to_hash)),
@@ -268,11 +264,10 @@ enum Claimed {
 
 /// Claim one batch of active rows with ids above `after` and send them on.
 async fn claim_some(ctx: &Ctx, out: &mpsc::Sender<Item>, after: &mut i64) -> Claimed {
-    const CLAIM_BATCH: usize = 512;
     if ctx.cancelled() {
         return Claimed::Stop;
     }
-    let rows = match ctx.writer.claim(*after, CLAIM_BATCH).await {
+    let rows = match ctx.writer.claim(*after, ctx.cfg.tuning.claim_batch).await {
         Ok(rows) => rows,
         Err(e) => {
             ctx.stop_run(Failure::new(
@@ -335,6 +330,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
+        let tuning = crate::tuning::Tuning::detect();
         let placement = PlacementOptions::copy_to_source_paths();
         let spec = TargetSpec::parse(dir.path().join("target").to_str().unwrap()).unwrap();
         let target = rt
@@ -343,15 +339,16 @@ mod tests {
                 dir.path(),
                 &placement,
                 &Default::default(),
+                tuning.transfers,
                 false,
             ))
             .expect("target opens");
-        let writer = Writer::start(&db, run, None).unwrap();
+        let writer = Writer::start(&db, run, None, tuning.writer).unwrap();
         let ctx = Arc::new(Ctx::new(
             db.clone(),
             writer.handle(),
             Arc::new(target),
-            PipelineConfig::default(),
+            PipelineConfig::new(tuning.pipeline),
             Arc::new(Progress::default()),
             Arc::new(AtomicBool::new(false)),
         ));

@@ -11,16 +11,11 @@ use crate::source::{calibre, SourceSpec};
 use crate::state::rows::{ScannedFile, SourceKind};
 use crate::state::scan_store::{self, Known, ScanBatch};
 use crate::state::{Db, StateError};
+use crate::tuning::ScanTuning;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-
-/// Rows written per scan transaction, at most.
-const BATCH: usize = 2000;
-/// The first transaction's rows: a run's pipeline starts on the first files found while the
-/// walk goes on (see `commands::execute`), so the first batches are small and grow.
-const FIRST_BATCH: usize = 128;
 
 /// Why a scan stopped.
 #[derive(Debug, thiserror::Error)]
@@ -81,18 +76,16 @@ pub struct Added {
     pub bytes: i64,
 }
 
-/// Files found but not yet compared with the DB are looked up together (one query) once this
-/// many are waiting (fewer while the batch has less room left); folders finished meanwhile are
-/// recorded after them.
-const LOOKUP: usize = 256;
-
 /// Scan a source into the state DB. Blocking. Stops early (complete = false) when `cancel` is set.
-/// `committed` is called after each batch is committed, with what it added.
+/// `committed` is called after each batch is committed, with what it added. `sizes` sizes the
+/// transactions (small at first, so a run's pipeline starts on the first files found while the
+/// walk goes on, then growing) and the lookups of found files.
 pub fn scan_source(
     db: &Db,
     run: i64,
     source: &SourceSpec,
     formats: &FormatSet,
+    sizes: ScanTuning,
     cancel: &AtomicBool,
     committed: &mut dyn FnMut(Added),
 ) -> Result<ScanSummary, ScanError> {
@@ -107,7 +100,8 @@ pub fn scan_source(
         dirs_waiting: Vec::new(),
         batch: ScanBatch::default(),
         added: Added::default(),
-        limit: FIRST_BATCH,
+        sizes,
+        limit: sizes.first_batch,
         summary: ScanSummary::default(),
     };
     // Folders an interrupted pass of this scan finished, not entered again.
@@ -143,7 +137,8 @@ struct Scan<'a> {
     dirs_waiting: Vec<String>,
     batch: ScanBatch,
     added: Added,
-    /// Rows in the next transaction, at most: grows from `FIRST_BATCH` to `BATCH`.
+    sizes: ScanTuning,
+    /// Rows in the next transaction, at most: grows from `sizes.first_batch` to `sizes.batch`.
     limit: usize,
     summary: ScanSummary,
 }
@@ -239,7 +234,7 @@ impl Scan<'_> {
         self.waiting.push(f);
         // No later than the batch's room, so the first, small batches commit on time.
         let room = self.limit.saturating_sub(self.batch.len()).max(1);
-        if self.waiting.len() >= LOOKUP.min(room) {
+        if self.waiting.len() >= self.sizes.lookup.min(room) {
             self.compare_waiting()?;
         }
         Ok(())
@@ -249,7 +244,7 @@ impl Scan<'_> {
     /// never before its own.
     fn dir_done(&mut self, dir: String) -> crate::state::Result<()> {
         self.dirs_waiting.push(dir);
-        if self.dirs_waiting.len() >= LOOKUP {
+        if self.dirs_waiting.len() >= self.sizes.lookup {
             self.compare_waiting()?;
         }
         Ok(())
@@ -275,7 +270,7 @@ impl Scan<'_> {
 
     fn flush_if_full(&mut self) -> crate::state::Result<()> {
         if self.batch.len() >= self.limit {
-            self.limit = (self.limit * 2).min(BATCH);
+            self.limit = (self.limit * 2).min(self.sizes.batch);
             self.flush()?;
         }
         Ok(())
@@ -354,6 +349,7 @@ mod tests {
             run,
             &SourceSpec::Dir(root.to_path_buf()),
             &FormatSet::default(),
+            crate::tuning::Tuning::detect().scan,
             &AtomicBool::new(false),
             &mut |a| {
                 total.rows += a.rows;
@@ -405,12 +401,18 @@ mod tests {
     /// At every commit, each folder the scan has recorded as walked (what an interrupted scan
     /// skips when it resumes) has all its files recorded: a folder is never marked done while
     /// its files wait to be compared with the DB. Many small folders, so folders finish long
-    /// before a lookup's worth of files is waiting.
+    /// before a lookup's worth of files is waiting. The scan is sized small here (what it is
+    /// given, not the defaults): transactions of 4 rows growing to 16, lookups of 8.
     #[test]
     fn a_folder_is_recorded_as_walked_only_with_all_its_files() {
+        let sizes = ScanTuning {
+            first_batch: 4,
+            batch: 16,
+            lookup: 8,
+        };
         let dir = tempfile::tempdir().unwrap();
         let lib = dir.path().join("lib");
-        let folders = 3 * FIRST_BATCH;
+        let folders = 12 * sizes.batch;
         for i in 0..folders {
             let d = lib.join(format!("f{i:04}"));
             std::fs::create_dir_all(&d).unwrap();
@@ -418,18 +420,24 @@ mod tests {
         }
         let db = Db::open(&dir.path().join("state.db")).unwrap();
         let run = runs::begin(&db.conn().unwrap(), "scan", &[]).unwrap();
-        let (mut commits, mut checked_folders) = (0, 0);
+        let (mut commits, mut checked_folders, mut largest) = (0, 0, 0);
         let summary = scan_source(
             &db,
             run,
             &SourceSpec::Dir(lib.clone()),
             &FormatSet::default(),
+            sizes,
             &AtomicBool::new(false),
             &mut |added| {
-                if commits == 0 {
-                    // The first batch is a small one: the pipeline starts on it.
-                    assert!(added.rows <= FIRST_BATCH as u64, "{added:?}");
-                }
+                // The first batch is a small one (the pipeline starts on it); they grow to
+                // the largest, no further.
+                let most = if commits == 0 {
+                    sizes.first_batch
+                } else {
+                    sizes.batch
+                };
+                assert!(added.rows <= most as u64, "batch {commits}: {added:?}");
+                largest = largest.max(added.rows);
                 commits += 1;
                 let conn = db.conn().unwrap();
                 let done: Vec<String> = conn
@@ -458,6 +466,10 @@ mod tests {
         assert!(
             commits > 1 && checked_folders > 0,
             "{commits} {checked_folders}"
+        );
+        assert!(
+            largest > sizes.first_batch as u64,
+            "the batches grow: {largest}"
         );
     }
 }

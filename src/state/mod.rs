@@ -73,8 +73,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The pause before retry `tries` (0, 1, …) of a statement that found the DB locked by another
 /// connection: short at first, because the scan's batches and the writer's claims and commits
 /// hold the write lock for a millisecond or two at a time. (SQLite's own busy handler sleeps
-/// 1, 2, 5, 10, … ms: a claim that met the scan's first commits slept 18 ms while both cores
-/// waited for work.) Longer pauses follow for a lock held long.
+/// 1, 2, 5, 10, … ms: a claim that met the scan's first commits slept far longer than the lock
+/// was held, while the cores waited for work.) Longer pauses follow for a lock held long.
 fn lock_wait(tries: i32) -> Duration {
     match tries {
         ..SHORT_TRIES => Duration::from_micros(100),

@@ -10,19 +10,12 @@ use super::{now_ms, Conn, Db, FileState, Result, StateError};
 use crate::failure::Failure;
 use crate::metadata::{Metadata, Origin};
 use crate::skip_reason::SkipReason;
+use crate::tuning::WriterTuning;
 use rusqlite::{params, TransactionBehavior};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-/// Messages queued for the writer before senders wait (bounds memory if the state DB is slow).
-const QUEUE: usize = 16_384;
-/// The most transitions in one transaction.
-const MAX_BATCH: usize = 2000;
-/// The longest a transition waits for its commit.
-const MAX_DELAY: Duration = Duration::from_millis(100);
-const HEARTBEAT: Duration = Duration::from_secs(2);
+use std::time::Instant;
 
 /// One row's move from one state to another, with what the move learned.
 #[derive(Debug, Clone)]
@@ -140,14 +133,20 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(db: &Db, run: i64, flush: Option<FlushHook>) -> Result<Writer> {
+    /// Start the writer thread of `run`; `tuning` sizes its queue and its transactions.
+    pub fn start(
+        db: &Db,
+        run: i64,
+        flush: Option<FlushHook>,
+        tuning: WriterTuning,
+    ) -> Result<Writer> {
         let conn = db.conn()?;
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (tx, rx) = mpsc::sync_channel(tuning.queue);
         let fatal = Arc::new(Mutex::new(None));
         let fatal2 = fatal.clone();
         let join = std::thread::Builder::new()
             .name("state-writer".into())
-            .spawn(move || writer_loop(conn, run, rx, flush, fatal2))
+            .spawn(move || writer_loop(conn, run, rx, flush, fatal2, tuning))
             .map_err(StateError::WriterThread)?;
         Ok(Writer {
             handle: WriterHandle { tx, fatal },
@@ -237,6 +236,7 @@ fn writer_loop(
     rx: mpsc::Receiver<Msg>,
     flush: Option<FlushHook>,
     fatal: Fatal,
+    tuning: WriterTuning,
 ) -> WriterStats {
     let mut st = LoopState {
         conn,
@@ -251,9 +251,9 @@ fn writer_loop(
     let mut last_beat = Instant::now();
     loop {
         let wait = if pending.is_empty() {
-            HEARTBEAT
+            tuning.heartbeat
         } else {
-            MAX_DELAY.saturating_sub(first_at.elapsed())
+            tuning.max_delay.saturating_sub(first_at.elapsed())
         };
         match rx.recv_timeout(wait) {
             Ok(Msg::Transition(t)) => {
@@ -261,7 +261,7 @@ fn writer_loop(
                     first_at = Instant::now();
                 }
                 pending.push(*t);
-                if pending.len() >= MAX_BATCH {
+                if pending.len() >= tuning.max_batch {
                     st.commit(&mut pending);
                 }
             }
@@ -291,7 +291,7 @@ fn writer_loop(
                 break;
             }
         }
-        if !st.dead && last_beat.elapsed() >= HEARTBEAT {
+        if !st.dead && last_beat.elapsed() >= tuning.heartbeat {
             let _ = runs::heartbeat(&st.conn, run);
             last_beat = Instant::now();
         }
@@ -603,6 +603,14 @@ mod tests {
     /// Rows for `names` recorded by a scan, then claimed through a writer of a new run:
     /// (temp dir holding the DB, the DB, the run, its writer, the rows' ids as claimed).
     fn claimed(names: &[&str]) -> (tempfile::TempDir, Db, i64, Writer, Vec<i64>) {
+        claimed_with(names, crate::tuning::Tuning::detect().writer)
+    }
+
+    /// [`claimed`], with a writer sized by `tuning`.
+    fn claimed_with(
+        names: &[&str],
+        tuning: WriterTuning,
+    ) -> (tempfile::TempDir, Db, i64, Writer, Vec<i64>) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("state.db")).unwrap();
         let run = {
@@ -612,7 +620,7 @@ mod tests {
             runs::end(&mut conn, scan, 0, "finished").unwrap();
             runs::begin(&conn, "run", &[]).unwrap()
         };
-        let writer = Writer::start(&db, run, None).unwrap();
+        let writer = Writer::start(&db, run, None, tuning).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -678,6 +686,28 @@ mod tests {
             })
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// The writer's transactions are as large as the tuning it was started with says: seven
+    /// moves, at most three per transaction, commit in three (and none waits for the delay,
+    /// set far beyond the test).
+    #[test]
+    fn the_writer_commits_at_most_its_tunings_batch_per_transaction() {
+        let names = ["t0", "t1", "t2", "t3", "t4", "t5", "t6"];
+        let tuning = WriterTuning {
+            max_batch: 3,
+            max_delay: std::time::Duration::from_secs(3600),
+            ..crate::tuning::Tuning::detect().writer
+        };
+        let (_dir, _db, _run, writer, ids) = claimed_with(&names, tuning);
+        let h = writer.handle();
+        for &id in &ids {
+            h.send(mv(id, FileState::Pending, FileState::Checked));
+        }
+        drop(h);
+        let (stats, fatal) = writer.finish();
+        assert!(fatal.is_none(), "{fatal:?}");
+        assert_eq!((stats.committed, stats.transactions), (7, 3));
     }
 
     /// Two rows through a real writer on a real state DB: the merged writes leave each row

@@ -16,9 +16,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The shortest time between the starts of two background `syncfs` calls. Measured (2,000
-/// files, 474 MB, copy mode, a 700 MB/s device): a flush only at each commit (every ~100 ms)
-/// left the device idle for the run's first ~150 ms and gave 0.74–0.95 s; every 20 ms, 0.74 s.
+/// The shortest time between the starts of two background `syncfs` calls: short against the
+/// state writer's commit delay (100 ms), as a flush only at each commit left the device idle
+/// for the run's first commit interval while the CPU hashed. Commit 4051f9a measured it on a
+/// 700 MB/s device; to compare values, run the copy rows of
+/// `BENCH_WRITE_MBPS=700 bash bench/engine.sh` with this set to each.
 pub const PAUSE: Duration = Duration::from_millis(20);
 
 /// Make everything written to `dir`'s filesystem durable: one `syncfs`.

@@ -9,6 +9,7 @@ use super::limit::{Limiter, TokenBucket};
 use super::{OpenError, Payload, Placed};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::Digests;
+use crate::tuning::TransferTuning;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::{multipart, Client, StatusCode};
@@ -124,7 +125,12 @@ struct Transient {
 
 impl HttpTarget {
     /// Build the client and make the pre-flight check call: reachable, token accepted.
-    pub async fn open(base: &str, opts: &HttpOptions) -> Result<HttpTarget, OpenError> {
+    /// `transfers` bounds the adaptive limit of `--transfers auto`.
+    pub async fn open(
+        base: &str,
+        opts: &HttpOptions,
+        transfers: &TransferTuning,
+    ) -> Result<HttpTarget, OpenError> {
         let mut builder = Client::builder()
             .connect_timeout(opts.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -154,7 +160,7 @@ impl HttpTarget {
             .map_err(|e| OpenError::Unusable(format!("HTTP client: {e}")))?;
         let limiter = match opts.transfers {
             Transfers::Fixed(n) => Limiter::fixed(n),
-            Transfers::Auto => Limiter::adaptive(2, 64),
+            Transfers::Auto => Limiter::adaptive(transfers.http_start, transfers.http_max),
         };
         let target = HttpTarget {
             base: base.trim_end_matches('/').to_string(),

@@ -45,8 +45,9 @@ struct LimitState {
 /// A quiet spell after which one more slot above the ceiling is tried.
 const PROBE_AFTER: Duration = Duration::from_secs(10);
 /// … or after this many successes, but not sooner than `PROBE_MIN_INTERVAL`: a probe the server
-/// refuses costs one transfer a `Retry-After` wait, and against a fast server 500 successes
-/// took ~0.15 s (the upload bench with no server-side cost saw 8 refusals in a 2,000-file run).
+/// refuses costs one transfer a `Retry-After` wait, and a fast server gives 500 successes in a
+/// fraction of a second, so probes by count alone would keep it refusing (the 503 count that
+/// `BENCH_UPLOAD_STORE_MS=0 cargo bench --bench upload` prints shows how often).
 const PROBE_AFTER_SUCCESSES: u64 = 500;
 const PROBE_MIN_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -245,24 +246,17 @@ pub enum RateError {
     NotPositive(String),
 }
 
-/// `20M` → 20 MiB/s; suffixes B, K, M, G (powers of 1024), as rclone's `--bwlimit`.
+/// `20M` → 20 MiB/s: a size per second (see `tuning::parse_size`), as rclone's `--bwlimit`.
 pub fn parse_rate(s: &str) -> Result<u64, RateError> {
     let t = s.trim();
-    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('B') => (&t[..t.len() - 1], 1u64),
-        Some('K') => (&t[..t.len() - 1], 1 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1 << 10),
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| RateError::Malformed(s.into()))?;
-    if v <= 0.0 {
+    if t.starts_with('-') {
         return Err(RateError::NotPositive(s.into()));
     }
-    Ok((v * mult as f64) as u64)
+    match crate::tuning::parse_size(t) {
+        Ok(0) => Err(RateError::NotPositive(s.into())),
+        Ok(v) => Ok(v),
+        Err(_) => Err(RateError::Malformed(s.into())),
+    }
 }
 
 #[cfg(test)]

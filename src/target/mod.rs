@@ -14,6 +14,7 @@ pub mod staged;
 use crate::failure::Failure;
 use crate::hash::Digests;
 use crate::metadata::{Metadata, Origin};
+use crate::tuning::TransferTuning;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -269,28 +270,30 @@ pub enum Target {
     Calibre(Arc<calibre::CalibreTarget>, Arc<limit::Limiter>),
 }
 
-/// Local disks gain little past a few writers at once.
-fn local_transfers(t: http::Transfers) -> usize {
+/// A local target's limit on transfers: `--transfers N`, else the tuning's for `auto`.
+fn local_transfers(t: http::Transfers, auto: &TransferTuning) -> usize {
     match t {
         http::Transfers::Fixed(n) => n,
-        http::Transfers::Auto => 8,
+        http::Transfers::Auto => auto.local,
     }
 }
 
 impl Target {
-    /// Check the target is usable and open it.
+    /// Check the target is usable and open it. `transfers` sizes its limit on transfers in
+    /// flight when `--transfers` is `auto`.
     pub async fn open(
         spec: &TargetSpec,
         source_root: &Path,
         opts: &PlacementOptions,
         http_opts: &http::HttpOptions,
+        transfers: TransferTuning,
         dry_run: bool,
     ) -> Result<Target, OpenError> {
         match spec {
             TargetSpec::Dir(root) => {
                 let f = folder::FolderTarget::open(root, source_root, opts.clone(), dry_run)
                     .map_err(|e| OpenError::Unusable(e.0))?;
-                let n = local_transfers(http_opts.transfers);
+                let n = local_transfers(http_opts.transfers, &transfers);
                 Ok(Target::Folder(Arc::new(f), limit::Limiter::fixed(n)))
             }
             TargetSpec::Calibre(root) => {
@@ -313,11 +316,11 @@ impl Target {
                 .await
                 .map_err(|e| OpenError::Unusable(format!("internal: opening the library: {e}")))?
                 .map_err(|e| OpenError::Unusable(e.0))?;
-                let n = local_transfers(http_opts.transfers);
+                let n = local_transfers(http_opts.transfers, &transfers);
                 Ok(Target::Calibre(Arc::new(c), limit::Limiter::fixed(n)))
             }
             TargetSpec::Http(base) => Ok(Target::Http(Arc::new(
-                http::HttpTarget::open(base, http_opts).await?,
+                http::HttpTarget::open(base, http_opts, &transfers).await?,
             ))),
         }
     }

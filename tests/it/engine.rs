@@ -119,6 +119,34 @@ fn each_source_byte_is_read_once_for_small_files() {
     );
 }
 
+/// `--buffer-memory` sizes the memory for files read whole: with 1M, only files up to 127 KiB
+/// are (a hash group of eight such files fits in it, so no group waits forever for budget it
+/// holds itself); larger ones are read again to be placed. The run still ends with every
+/// content in the target.
+#[test]
+fn a_small_buffer_memory_reads_larger_files_again_and_the_run_ends() {
+    let ws = Workspace::with_corpus_sized(40, 21, 256);
+    let out = ws.migrate(&["--buffer-memory", "1M"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let unique: std::collections::BTreeSet<String> = ws.target_files().into_values().collect();
+    assert_eq!(unique, ws.unique_sha1s());
+    let total: i64 = ws.manifest.iter().map(|e| e.size as i64).sum();
+    let read = ws.count("SELECT bytes_read FROM runs WHERE command = 'run'");
+    assert!(
+        ws.manifest.iter().any(|e| e.size > 127 * 1024) && read > total,
+        "read {read} bytes of a {total}-byte library"
+    );
+
+    let bad = Workspace::with_corpus(2, 22);
+    let out = bad.migrate(&["--buffer-memory", "lots"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--buffer-memory \"lots\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn dry_run_writes_nothing_and_keeps_its_hashes() {
     let ws = Workspace::with_corpus(40, 13);
