@@ -10,6 +10,7 @@ mod epub;
 mod fb2;
 pub mod filename;
 mod ids;
+pub mod lang;
 mod mobi;
 pub mod normalize;
 mod pdf;
