@@ -1,23 +1,59 @@
-//! Byte-to-text decoders for the legacy encodings ebook metadata comes in: UTF-16 (BE/LE),
-//! Windows-1252, Windows-1251, Latin-1 and PDFDocEncoding. Lossy by design: a bad byte becomes
-//! U+FFFD, never an error.
+//! Bytes to text for the encodings ebook metadata comes in. Every encoding a label (XML
+//! declaration, MOBI code page) or a BOM can name is decoded by encoding_rs; only
+//! PDFDocEncoding, which encoding_rs does not know, is decoded here by hand. Lossy by design: a
+//! bad byte becomes U+FFFD, never an error.
 
-/// Windows-1252 0x80..=0x9F (0 = undefined).
-const CP1252_HIGH: [u16; 32] = [
-    0x20AC, 0, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039,
-    0x0152, 0, 0x017D, 0, 0, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC,
-    0x2122, 0x0161, 0x203A, 0x0153, 0, 0x017E, 0x0178,
+use encoding_rs::Encoding;
+use std::borrow::Cow;
+
+pub use encoding_rs::{UTF_16BE, UTF_16LE, UTF_8};
+
+/// Labels older bookferry read that are not in the WHATWG list encoding_rs follows.
+const EXTRA_LABELS: &[(&str, &Encoding)] = &[
+    ("latin-1", encoding_rs::WINDOWS_1252),
+    ("win-1251", encoding_rs::WINDOWS_1251),
+    ("1252", encoding_rs::WINDOWS_1252),
 ];
 
-/// Windows-1251 0x80..=0xBF (0xC0..=0xFF map to U+0410..=U+044F).
-const CP1251_HIGH: [u16; 64] = [
-    0x0402, 0x0403, 0x201A, 0x0453, 0x201E, 0x2026, 0x2020, 0x2021, 0x20AC, 0x2030, 0x0409, 0x2039,
-    0x040A, 0x040C, 0x040B, 0x040F, 0x0452, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014,
-    0, 0x2122, 0x0459, 0x203A, 0x045A, 0x045C, 0x045B, 0x045F, 0x00A0, 0x040E, 0x045E, 0x0408,
-    0x00A4, 0x0490, 0x00A6, 0x00A7, 0x0401, 0x00A9, 0x0404, 0x00AB, 0x00AC, 0x00AD, 0x00AE, 0x0407,
-    0x00B0, 0x00B1, 0x0406, 0x0456, 0x0491, 0x00B5, 0x00B6, 0x00B7, 0x0451, 0x2116, 0x0454, 0x00BB,
-    0x0458, 0x0405, 0x0455, 0x0457,
-];
+/// The encoding a label names (`koi8-r`, `CP866`, `ISO-8859-5`, `windows-1251`, …: the WHATWG
+/// labels, any case), None when it names none.
+///
+/// `iso-8859-1`, `latin1` and `us-ascii` name Windows-1252, as in WHATWG, and that is what we
+/// want for metadata too: the two differ only in 0x80..=0x9F, which Latin-1 maps to C1 control
+/// characters that no title or name contains, while files labelled Latin-1 that use those bytes
+/// were written as Windows-1252 and mean its quotes, dashes and €. Read as Latin-1 they would
+/// become invisible controls (and then spaces, after `normalize::text`).
+///
+/// ISO-2022-KR, ISO-2022-CN and HZ name encoding_rs's replacement encoding: it decodes any input
+/// to one U+FFFD, so nothing is guessed from text we cannot read.
+pub fn for_label(label: &str) -> Option<&'static Encoding> {
+    let label = label.trim();
+    Encoding::for_label(label.as_bytes()).or_else(|| {
+        EXTRA_LABELS
+            .iter()
+            .find(|(l, _)| l.eq_ignore_ascii_case(label))
+            .map(|(_, e)| *e)
+    })
+}
+
+/// The encoding a Windows code page number names (MOBI's text encoding field: 1252, 65001),
+/// None when it names none we can decode.
+pub fn for_code_page(code_page: u32) -> Option<&'static Encoding> {
+    codepage::to_encoding_no_replacement(u16::try_from(code_page).ok()?)
+}
+
+/// `bytes` (with no BOM, or one to keep as text) in `encoding`. Borrows when `bytes` is valid
+/// UTF-8 and the encoding is UTF-8.
+pub fn decode<'a>(bytes: &'a [u8], encoding: &'static Encoding) -> Cow<'a, str> {
+    encoding.decode_without_bom_handling(bytes).0
+}
+
+/// `bytes` in the encoding its BOM names (UTF-8, UTF-16BE, UTF-16LE), the BOM removed; None
+/// when there is no BOM.
+pub fn decode_bom(bytes: &[u8]) -> Option<Cow<'_, str>> {
+    let (encoding, bom) = Encoding::for_bom(bytes)?;
+    Some(decode(&bytes[bom..], encoding))
+}
 
 /// PDFDocEncoding 0x18..=0x1F and 0x80..=0x9F (0 = undefined); the rest is Latin-1.
 const PDFDOC_LOW: [u16; 8] = [
@@ -37,31 +73,7 @@ fn from_u16(u: u16) -> char {
     }
 }
 
-pub fn cp1252(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|&b| match b {
-            0x80..=0x9F => from_u16(CP1252_HIGH[usize::from(b - 0x80)]),
-            _ => char::from(b),
-        })
-        .collect()
-}
-
-pub fn cp1251(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|&b| match b {
-            0x80..=0xBF => from_u16(CP1251_HIGH[usize::from(b - 0x80)]),
-            0xC0..=0xFF => from_u16(0x0410 + u16::from(b - 0xC0)),
-            _ => char::from(b),
-        })
-        .collect()
-}
-
-pub fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| char::from(b)).collect()
-}
-
+/// PDFDocEncoding (PDF 32000-1 annex D), the encoding of a PDF text string without a BOM.
 pub fn pdfdoc(bytes: &[u8]) -> String {
     bytes
         .iter()
@@ -74,41 +86,30 @@ pub fn pdfdoc(bytes: &[u8]) -> String {
         .collect()
 }
 
-pub fn utf16(bytes: &[u8], big_endian: bool) -> String {
-    let units = bytes.chunks_exact(2).map(|c| {
-        if big_endian {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_le_bytes([c[0], c[1]])
-        }
-    });
-    char::decode_utf16(units)
-        .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
-        .collect()
-}
-
-/// Decode by a declared encoding label (XML `encoding=`, MOBI code page); unknown → UTF-8 lossy.
-pub fn decode_labelled(bytes: &[u8], label: &str) -> String {
-    match label.trim().to_ascii_lowercase().as_str() {
-        "windows-1251" | "cp1251" | "win-1251" => cp1251(bytes),
-        "windows-1252" | "cp1252" | "1252" => cp1252(bytes),
-        "iso-8859-1" | "latin1" | "latin-1" | "iso8859-1" => latin1(bytes),
-        "utf-16" | "utf-16le" => utf16(bytes, false),
-        "utf-16be" => utf16(bytes, true),
-        _ => String::from_utf8_lossy(bytes).into_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn decoders() {
-        assert_eq!(cp1252(b"caf\xe9 \x80"), "café €");
-        assert_eq!(cp1251(b"\xcf\xf3\xf8\xea\xe8\xed"), "Пушкин");
-        assert_eq!(pdfdoc(b"a\x84b"), "a\u{2014}b");
-        assert_eq!(utf16(&[0, 0x41, 0xD8], true), "A");
-        assert_eq!(decode_labelled(b"\xc3\xa9", "UTF-8"), "é");
+        let label = |l: &str| for_label(l).map(Encoding::name);
+        assert_eq!(label(" KOI8-R "), Some("KOI8-R"));
+        assert_eq!(label("cp866"), Some("IBM866"));
+        assert_eq!(label("ISO-8859-1"), Some("windows-1252"));
+        assert_eq!(label("Latin-1"), Some("windows-1252"));
+        assert_eq!(label("win-1251"), Some("windows-1251"));
+        assert_eq!(label("iso-2022-kr"), Some("replacement"));
+        assert_eq!(label("no-such-encoding"), None);
+        assert_eq!(for_code_page(65001), Some(UTF_8));
+        assert_eq!(
+            for_code_page(1252).map(Encoding::name),
+            Some("windows-1252")
+        );
+        assert_eq!(for_code_page(50225), None); // ISO-2022-KR: replacement
+        assert_eq!(for_code_page(70_000), None);
+        assert_eq!(pdfdoc(b"a\x84b\xa0"), "a\u{2014}b€");
+        assert_eq!(decode(&[0, 0x41, 0xD8], UTF_16BE), "A\u{FFFD}");
+        assert_eq!(decode_bom(b"\xEF\xBB\xBF\xc3\xa9").as_deref(), Some("é"));
+        assert_eq!(decode_bom(b"\xc3\xa9"), None);
     }
 }

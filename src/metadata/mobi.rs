@@ -109,14 +109,12 @@ fn read_inner(
         return Ok(()); // plain PalmDOC: no metadata
     }
     let header_len = be32(&rec, 20).ok_or("truncated MOBI header")? as usize;
-    let utf8 = be32(&rec, 28) != Some(1252);
-    let decode = |b: &[u8]| {
-        if utf8 {
-            String::from_utf8_lossy(b).into_owned()
-        } else {
-            charset::cp1252(b)
-        }
-    };
+    // 1252 or 65001 (UTF-8) in practice; any other code page is honoured, and one we cannot
+    // decode is read as UTF-8.
+    let encoding = be32(&rec, 28)
+        .and_then(charset::for_code_page)
+        .unwrap_or(charset::UTF_8);
+    let decode = |b: &[u8]| charset::decode(b, encoding).into_owned();
     if let (Some(off), Some(l)) = (be32(&rec, 84), be32(&rec, 88)) {
         let (off, l) = (off as usize, l as usize);
         if let Some(name) = rec.get(off..off.saturating_add(l)) {
@@ -199,13 +197,19 @@ pub mod tests {
     use super::*;
     use crate::metadata::source::SliceSource;
 
-    /// A minimal BOOKMOBI file with the given EXTH records.
+    /// A minimal BOOKMOBI file with the given EXTH records, in UTF-8.
     pub fn build(full_name: &str, exth: &[(u32, &str)]) -> Vec<u8> {
+        let exth: Vec<(u32, &[u8])> = exth.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        build_encoded(65001, full_name.as_bytes(), &exth)
+    }
+
+    /// A minimal BOOKMOBI file whose MOBI header names `code_page` as its text encoding.
+    fn build_encoded(code_page: u32, full_name: &[u8], exth: &[(u32, &[u8])]) -> Vec<u8> {
         let mut ex = Vec::new();
         for (k, v) in exth {
             ex.extend_from_slice(&k.to_be_bytes());
             ex.extend_from_slice(&(v.len() as u32 + 8).to_be_bytes());
-            ex.extend_from_slice(v.as_bytes());
+            ex.extend_from_slice(v);
         }
         let mut exth_block = b"EXTH".to_vec();
         exth_block.extend_from_slice(&(ex.len() as u32 + 12).to_be_bytes());
@@ -215,14 +219,14 @@ pub mod tests {
         let mut rec = vec![0u8; 16 + header_len as usize];
         rec[16..20].copy_from_slice(b"MOBI");
         rec[20..24].copy_from_slice(&header_len.to_be_bytes());
-        rec[28..32].copy_from_slice(&65001u32.to_be_bytes());
+        rec[28..32].copy_from_slice(&code_page.to_be_bytes());
         rec[92..96].copy_from_slice(&0x0Cu32.to_be_bytes());
         rec[128..132].copy_from_slice(&0x40u32.to_be_bytes());
         rec.extend_from_slice(&exth_block);
         let name_off = rec.len() as u32;
         rec[84..88].copy_from_slice(&name_off.to_be_bytes());
         rec[88..92].copy_from_slice(&(full_name.len() as u32).to_be_bytes());
-        rec.extend_from_slice(full_name.as_bytes());
+        rec.extend_from_slice(full_name);
         let mut f = vec![0u8; 78];
         f[60..68].copy_from_slice(b"BOOKMOBI");
         f[76..78].copy_from_slice(&2u16.to_be_bytes());
@@ -262,6 +266,26 @@ pub mod tests {
             Some("B000FC0SIM")
         );
         assert_eq!(md.languages, vec!["fr"]); // from the locale
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn code_pages() {
+        // Windows-1252 (the other encoding MOBI names) and another Windows code page.
+        let f = build_encoded(1252, b"Caf\xe9 \x93x\x94", &[(100, b"M\xfcller")]);
+        let (mut md, mut w) = (Metadata::default(), Vec::new());
+        read(&mut SliceSource::new(&f), &mut md, &mut w);
+        assert_eq!(md.title.as_deref(), Some("Café \u{201C}x\u{201D}"));
+        assert_eq!(md.authors, vec!["Müller"]);
+        let f = build_encoded(
+            1251,
+            b"\xcf\xe8\xea\xed\xe8\xea",
+            &[(100, b"\xc1\xf3\xed\xe8\xed")],
+        );
+        let (mut md, mut w) = (Metadata::default(), Vec::new());
+        read(&mut SliceSource::new(&f), &mut md, &mut w);
+        assert_eq!(md.title.as_deref(), Some("Пикник"));
+        assert_eq!(md.authors, vec!["Бунин"]);
         assert!(w.is_empty(), "{w:?}");
     }
 
