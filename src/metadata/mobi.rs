@@ -62,6 +62,25 @@ fn locale_language(locale: u32) -> Option<&'static str> {
     })
 }
 
+/// Why a file's MOBI header could not be read (a warning on the row, never fatal).
+#[derive(Debug, thiserror::Error)]
+enum MobiError {
+    #[error("read error: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("file too short for a PalmDB header")]
+    TooShort,
+    #[error("not a MOBI/PalmDOC file (type {0:?})")]
+    NotMobi(String),
+    #[error("no records")]
+    NoRecords,
+    #[error("truncated record list")]
+    TruncatedRecordList,
+    #[error("record 0 has no MOBI header")]
+    NoMobiHeader,
+    #[error("truncated MOBI header")]
+    TruncatedHeader,
+}
+
 pub fn read(src: &mut dyn Source, md: &mut Metadata, warnings: &mut Vec<String>) {
     if let Err(e) = read_inner(src, md, warnings) {
         warnings.push(format!("MOBI: {e}"));
@@ -72,26 +91,25 @@ fn read_inner(
     src: &mut dyn Source,
     md: &mut Metadata,
     warnings: &mut Vec<String>,
-) -> Result<(), String> {
-    let head = src.read_at(0, PALMDB_HEADER).map_err(|e| e.to_string())?;
+) -> Result<(), MobiError> {
+    let head = src.read_at(0, PALMDB_HEADER).map_err(MobiError::Read)?;
     if head.len() < PALMDB_HEADER {
-        return Err("file too short for a PalmDB header".into());
+        return Err(MobiError::TooShort);
     }
     let kind = &head[60..68];
     if kind != b"BOOKMOBI" && kind != b"TEXtREAd" {
-        return Err(format!(
-            "not a MOBI/PalmDOC file (type {:?})",
-            String::from_utf8_lossy(kind)
+        return Err(MobiError::NotMobi(
+            String::from_utf8_lossy(kind).into_owned(),
         ));
     }
     let n = usize::from(be16(&head, 76).unwrap_or(0));
     if n == 0 {
-        return Err("no records".into());
+        return Err(MobiError::NoRecords);
     }
     let list = src
         .read_at(PALMDB_HEADER as u64, 16)
-        .map_err(|e| e.to_string())?;
-    let r0 = u64::from(be32(&list, 0).ok_or("truncated record list")?);
+        .map_err(MobiError::Read)?;
+    let r0 = u64::from(be32(&list, 0).ok_or(MobiError::TruncatedRecordList)?);
     let r1 = if n > 1 {
         be32(&list, 8).map(u64::from)
     } else {
@@ -101,14 +119,14 @@ fn read_inner(
     let len = usize::try_from(end.saturating_sub(r0))
         .unwrap_or(RECORD0_CAP)
         .min(RECORD0_CAP);
-    let rec = src.read_at(r0, len).map_err(|e| e.to_string())?;
+    let rec = src.read_at(r0, len).map_err(MobiError::Read)?;
     if rec.get(16..20) != Some(b"MOBI".as_slice()) {
         if kind == b"BOOKMOBI" {
-            return Err("record 0 has no MOBI header".into());
+            return Err(MobiError::NoMobiHeader);
         }
         return Ok(()); // plain PalmDOC: no metadata
     }
-    let header_len = be32(&rec, 20).ok_or("truncated MOBI header")? as usize;
+    let header_len = be32(&rec, 20).ok_or(MobiError::TruncatedHeader)? as usize;
     // 1252 or 65001 (UTF-8) in practice; any other code page is honoured, and one we cannot
     // decode is read as UTF-8.
     let encoding = be32(&rec, 28)
@@ -287,6 +305,36 @@ pub mod tests {
         assert_eq!(md.title.as_deref(), Some("Пикник"));
         assert_eq!(md.authors, vec!["Бунин"]);
         assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn broken_headers_are_typed_errors() {
+        let err = |f: &[u8]| {
+            read_inner(
+                &mut SliceSource::new(f),
+                &mut Metadata::default(),
+                &mut Vec::new(),
+            )
+        };
+        assert!(matches!(err(b"junk"), Err(MobiError::TooShort)));
+        let good = build("x", &[]);
+        let mut f = good.clone();
+        f[60..68].copy_from_slice(b"BOOKPDF!");
+        assert!(matches!(err(&f), Err(MobiError::NotMobi(t)) if t == "BOOKPDF!"));
+        let mut f = good.clone();
+        f[76..78].copy_from_slice(&[0, 0]);
+        assert!(matches!(err(&f), Err(MobiError::NoRecords)));
+        let mut f = good.clone();
+        f[96 + 16..96 + 20].copy_from_slice(b"JUNK"); // record 0 starts at 96
+        assert!(matches!(err(&f), Err(MobiError::NoMobiHeader)));
+        // What the row's warning says.
+        let (mut md, mut w) = (Metadata::default(), Vec::new());
+        f[60..68].copy_from_slice(b"BOOKPDF!");
+        read(&mut SliceSource::new(&f), &mut md, &mut w);
+        assert_eq!(
+            w,
+            vec![r#"MOBI: not a MOBI/PalmDOC file (type "BOOKPDF!")"#]
+        );
     }
 
     #[test]
