@@ -213,7 +213,7 @@ fn read_exth(
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use crate::metadata::source::SliceSource;
+    use crate::source::SliceSource;
 
     /// A minimal BOOKMOBI file with the given EXTH records, in UTF-8.
     pub fn build(full_name: &str, exth: &[(u32, &str)]) -> Vec<u8> {

@@ -2,7 +2,7 @@
 //! extract must agree with what calibre reads back (`expected.json`), field by field.
 
 use super::data_dir;
-use crate::metadata::{extract, extract_from_file, Extracted, Origin};
+use crate::{extract, extract_from_file, Extracted, Origin};
 use serde_json::Value;
 
 fn check(name: &str, want: &serde_json::Map<String, Value>, got: &Extracted) -> Vec<String> {

@@ -1,6 +1,11 @@
 //! Book metadata: the one `Metadata` shape every source and target speaks, where it came from
 //! (`Origin`), and the pure extractors that turn bytes into it. Nothing here knows the state DB,
 //! the network or the CLI: bytes (or a file to range-read) in, `Extracted` out.
+//!
+//! A crate of its own (bookferry reaches it as `bookferry::metadata`) so the parsers build,
+//! test and can be used without the rest of bookferry, and can never reach into it.
+
+#![forbid(unsafe_code)]
 
 mod archive;
 mod cbz;
