@@ -24,8 +24,8 @@ const EXTRA_LABELS: &[(&str, &Encoding)] = &[
 /// were written as Windows-1252 and mean its quotes, dashes and €. Read as Latin-1 they would
 /// become invisible controls (and then spaces, after `normalize::text`).
 ///
-/// ISO-2022-KR, ISO-2022-CN and HZ name encoding_rs's replacement encoding: it decodes any input
-/// to one U+FFFD, so nothing is guessed from text we cannot read.
+/// ISO-2022-KR, ISO-2022-CN and HZ name encoding_rs's replacement encoding, which decodes
+/// nothing (any input becomes one U+FFFD): callers refuse such text rather than guess.
 pub fn for_label(label: &str) -> Option<&'static Encoding> {
     let label = label.trim();
     Encoding::for_label(label.as_bytes()).or_else(|| {

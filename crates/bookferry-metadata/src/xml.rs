@@ -164,7 +164,7 @@ pub fn parse(bytes: &[u8], opts: Options<'_>) -> (Option<Element>, Vec<String>) 
         return (
             None,
             vec![format!(
-                "XML in encoding {label}, which cannot be read safely: not read"
+                "XML declares encoding {label}, which is not decoded: not read"
             )],
         );
     }
