@@ -8,7 +8,7 @@ pub mod commands;
 pub mod exit;
 pub mod failure;
 pub mod hash;
-pub mod metadata;
+pub use bookferry_metadata as metadata;
 pub mod pipeline;
 pub mod skip_reason;
 pub mod source;

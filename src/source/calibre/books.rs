@@ -2,8 +2,7 @@
 //! `books`, and one per link table, whose rows are grouped by book ([`Links`]) and taken as
 //! each book's formats come by.
 
-use super::iso639::to_iso639_1;
-use super::{CalibreError, CalibreFormat};
+use super::{to_iso639_1, CalibreError, CalibreFormat};
 use crate::calibre::dates;
 use crate::calibre::paths::{cover_rel_path, format_rel_path, is_safe_rel_path};
 use crate::calibre::read::ReadOnlyDb;

@@ -10,14 +10,17 @@
 //! library that calibre changes meanwhile is still read as one consistent snapshot.
 
 mod books;
-mod iso639;
 
 #[cfg(test)]
 mod tests;
 
 pub use crate::calibre::read::DEFAULT_BUSY_TIMEOUT;
 pub use crate::calibre::{book_uuids, is_calibre_library, ReadError as CalibreError, METADATA_DB};
-pub use iso639::to_iso639_1;
+/// calibre's language code (ISO 639-3, e.g. `eng`) → ISO 639-1 (`en`) where one exists, else
+/// the code as found (lowercased).
+pub fn to_iso639_1(code: &str) -> String {
+    crate::metadata::lang::iso639_1(code).unwrap_or_else(|| code.trim().to_ascii_lowercase())
+}
 
 use crate::calibre::read::ReadOnlyDb;
 use crate::metadata::Metadata;

@@ -425,3 +425,26 @@ fn an_idle_wal_database_is_read_without_new_files() {
         "no new files"
     );
 }
+
+#[test]
+fn iso639_conversion() {
+    for (code, want) in [
+        ("eng", "en"),
+        ("fra", "fr"),
+        ("fre", "fr"),
+        ("deu", "de"),
+        ("ger", "de"),
+        ("spa", "es"),
+        ("pol", "pl"),
+        ("jpn", "ja"),
+        ("zho", "zh"),
+        ("ukr", "uk"),
+        ("rus", "ru"),
+        ("ENG", "en"),
+        ("en", "en"),
+        ("haw", "haw"),
+        ("und", "und"),
+    ] {
+        assert_eq!(to_iso639_1(code), want, "{code}");
+    }
+}

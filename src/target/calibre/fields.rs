@@ -4,10 +4,10 @@
 //! formats added to committed books.
 
 use super::existing::Key;
-use super::langs;
 use crate::calibre::dates;
 use crate::calibre::text::py_strip as strip;
 use crate::calibre::{looks_like_uuid, uuid4};
+use crate::metadata::lang;
 use crate::metadata::Metadata;
 use std::collections::HashSet;
 
@@ -124,7 +124,7 @@ impl Fields {
                 .filter(|s| !s.is_empty())
                 .map(String::from),
             pubdate: dates::pubdate(md.pubdate.as_deref()),
-            languages: uniq(languages.iter().filter_map(|l| langs::canonicalize(l))),
+            languages: uniq(languages.iter().filter_map(|l| lang::canonicalize(l))),
             identifiers,
             tags: uniq(md.tags.iter().map(|t| strip(t).replace(',', ";"))),
             comments: md

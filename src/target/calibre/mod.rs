@@ -19,7 +19,6 @@ mod database;
 mod existing;
 mod fields;
 mod identity;
-mod langs;
 mod library;
 pub mod lock;
 mod recovery;

@@ -477,7 +477,7 @@ fn assert_calibre_sees(lib_root: &Path, samples: &[Sample], ids: &[i64]) {
         let want_langs: Vec<String> =
             s.md.languages
                 .iter()
-                .filter_map(|l| langs::canonicalize(l))
+                .filter_map(|l| crate::metadata::lang::canonicalize(l))
                 .collect();
         assert_eq!(langs, want_langs, "book {id}");
         let formats: Vec<String> = serde_json::from_value(b["formats"].clone()).expect("formats");

@@ -230,7 +230,7 @@ pub fn read_package(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::archive::tests::build;
+    use crate::archive::tests::build;
     use std::io::Cursor;
 
     const CONTAINER: &[u8] = br#"<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles><rootfile full-path="OPS/book.opf" media-type="application/oebps-package+xml"/></rootfiles></container>"#;

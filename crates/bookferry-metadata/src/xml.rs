@@ -5,6 +5,7 @@
 //! Malformed input yields the tree read so far plus a warning.
 
 use super::charset;
+use encoding_rs::Encoding;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 use std::borrow::Cow;
@@ -115,42 +116,35 @@ impl Element {
     }
 }
 
-/// Bytes to text honouring a BOM or the XML declaration's `encoding` (UTF-8, UTF-16,
-/// Windows-1251/1252, Latin-1); anything else is read as UTF-8, lossily.
-pub fn decode(bytes: &[u8]) -> Cow<'_, str> {
-    if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
-        return String::from_utf8_lossy(rest);
-    }
-    if let Some(rest) = bytes.strip_prefix(b"\xFE\xFF") {
-        return Cow::Owned(charset::utf16(rest, true));
-    }
-    if let Some(rest) = bytes.strip_prefix(b"\xFF\xFE") {
-        return Cow::Owned(charset::utf16(rest, false));
+/// The encoding of an XML document and its bytes after any BOM: the BOM's, else UTF-16 seen in
+/// the first `<?`, else the declaration's `encoding`, else UTF-8 (also for labels we do not know).
+fn sniff(bytes: &[u8]) -> (&'static Encoding, &[u8]) {
+    if let Some((encoding, bom)) = Encoding::for_bom(bytes) {
+        return (encoding, &bytes[bom..]);
     }
     if bytes.starts_with(b"<\0?\0") {
-        return Cow::Owned(charset::utf16(bytes, false));
+        return (charset::UTF_16LE, bytes);
     }
     if bytes.starts_with(b"\0<\0?") {
-        return Cow::Owned(charset::utf16(bytes, true));
+        return (charset::UTF_16BE, bytes);
     }
+    let declared = declared_label(bytes).and_then(charset::for_label);
+    // A declaration we could read as ASCII is not in UTF-16, whatever it says (WHATWG reads a
+    // `<meta charset=utf-16>` the same way).
+    let encoding = declared.filter(|e| *e != charset::UTF_16LE && *e != charset::UTF_16BE);
+    (encoding.unwrap_or(charset::UTF_8), bytes)
+}
+
+/// The `encoding` label of an XML declaration at the start of `bytes`.
+fn declared_label(bytes: &[u8]) -> Option<&str> {
     let head = &bytes[..bytes.len().min(256)];
-    if head.starts_with(b"<?xml") {
-        if let Some(end) = head.iter().position(|&b| b == b'>') {
-            let decl = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
-            if let Some(i) = decl.find("encoding") {
-                let label: String = decl[i + 8..]
-                    .trim_start_matches([' ', '='])
-                    .trim_start_matches(['"', '\''])
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                    .collect();
-                if !label.is_empty() && !label.starts_with("utf-8") && !label.starts_with("utf8") {
-                    return Cow::Owned(charset::decode_labelled(bytes, &label));
-                }
-            }
-        }
-    }
-    String::from_utf8_lossy(bytes)
+    let decl = head.strip_prefix(b"<?xml")?;
+    let decl = &decl[..decl.iter().position(|&b| b == b'>')?];
+    let decl = std::str::from_utf8(decl).ok()?;
+    let at = decl.to_ascii_lowercase().find("encoding")?;
+    let rest = decl[at + "encoding".len()..].trim_start_matches([' ', '\t', '\r', '\n', '=']);
+    let quote = rest.chars().next().filter(|c| matches!(c, '"' | '\''))?;
+    rest[1..].split(quote).next()
 }
 
 /// Parse options: stop once an element with this local name has closed (e.g. FB2's
@@ -160,9 +154,21 @@ pub struct Options<'a> {
     pub stop_after: Option<&'a str>,
 }
 
-/// Parse bytes into a tree. Returns the root element (partial on error) and warnings.
+/// Parse bytes into a tree. Returns the root element (partial on error) and warnings. The bytes
+/// are decoded as their BOM or XML declaration says (any encoding encoding_rs has a label for),
+/// else as UTF-8; lossily: a bad byte is U+FFFD.
 pub fn parse(bytes: &[u8], opts: Options<'_>) -> (Option<Element>, Vec<String>) {
-    let text = decode(bytes);
+    let (encoding, rest) = sniff(bytes);
+    if encoding == encoding_rs::REPLACEMENT {
+        let label = declared_label(bytes).unwrap_or_default();
+        return (
+            None,
+            vec![format!(
+                "XML declares encoding {label}, which is not decoded: not read"
+            )],
+        );
+    }
+    let text = charset::decode(rest, encoding);
     parse_str(&text, opts)
 }
 
@@ -382,6 +388,38 @@ mod tests {
             u16.extend_from_slice(&u.to_le_bytes());
         }
         assert_eq!(root_bytes(&u16).text(), "é");
+    }
+
+    #[test]
+    fn declared_encodings() {
+        // KOI8-R, cp866 and ISO-8859-5 "Пушкин"; labels in any case.
+        for (label, bytes) in [
+            ("koi8-r", &b"\xf0\xd5\xdb\xcb\xc9\xce"[..]),
+            ("CP866", b"\x8f\xe3\xe8\xaa\xa8\xad"),
+            ("iso-8859-5", b"\xbf\xe3\xe8\xda\xd8\xdd"),
+        ] {
+            let mut doc = format!("<?xml version='1.0' encoding='{label}'?><a>").into_bytes();
+            doc.extend_from_slice(bytes);
+            doc.extend_from_slice(b"</a>");
+            assert_eq!(root_bytes(&doc).text(), "Пушкин", "{label}");
+        }
+        // ISO-8859-1 is read as Windows-1252: 0x80..=0x9F are the quotes and dashes the writer
+        // meant, not C1 control characters.
+        let latin1 =
+            b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><a>\x93Caf\xe9\x94 \x96 \x80</a>";
+        assert_eq!(root_bytes(latin1).text(), "\u{201C}Café\u{201D} \u{2013} €");
+        // A declaration readable as ASCII is not UTF-16, whatever it says.
+        let liar = "<?xml version=\"1.0\" encoding=\"UTF-16\"?><a>é</a>";
+        assert_eq!(root_bytes(liar.as_bytes()).text(), "é");
+    }
+
+    #[test]
+    fn undecodable_encoding_is_not_guessed() {
+        // ISO-2022-KR is 7-bit: read as UTF-8 it would give plausible ASCII nonsense.
+        let doc = b"<?xml version=\"1.0\" encoding=\"ISO-2022-KR\"?><a>\x0e!l\x0f</a>";
+        let (r, w) = parse(doc, Options::default());
+        assert_eq!(r, None);
+        assert!(w.iter().any(|w| w.contains("ISO-2022-KR")), "{w:?}");
     }
 
     fn root_bytes(b: &[u8]) -> Element {

@@ -62,6 +62,25 @@ fn locale_language(locale: u32) -> Option<&'static str> {
     })
 }
 
+/// Why a file's MOBI header could not be read (a warning on the row, never fatal).
+#[derive(Debug, thiserror::Error)]
+enum MobiError {
+    #[error("read error: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("file too short for a PalmDB header")]
+    TooShort,
+    #[error("not a MOBI/PalmDOC file (type {0:?})")]
+    NotMobi(String),
+    #[error("no records")]
+    NoRecords,
+    #[error("truncated record list")]
+    TruncatedRecordList,
+    #[error("record 0 has no MOBI header")]
+    NoMobiHeader,
+    #[error("truncated MOBI header")]
+    TruncatedHeader,
+}
+
 pub fn read(src: &mut dyn Source, md: &mut Metadata, warnings: &mut Vec<String>) {
     if let Err(e) = read_inner(src, md, warnings) {
         warnings.push(format!("MOBI: {e}"));
@@ -72,26 +91,25 @@ fn read_inner(
     src: &mut dyn Source,
     md: &mut Metadata,
     warnings: &mut Vec<String>,
-) -> Result<(), String> {
-    let head = src.read_at(0, PALMDB_HEADER).map_err(|e| e.to_string())?;
+) -> Result<(), MobiError> {
+    let head = src.read_at(0, PALMDB_HEADER).map_err(MobiError::Read)?;
     if head.len() < PALMDB_HEADER {
-        return Err("file too short for a PalmDB header".into());
+        return Err(MobiError::TooShort);
     }
     let kind = &head[60..68];
     if kind != b"BOOKMOBI" && kind != b"TEXtREAd" {
-        return Err(format!(
-            "not a MOBI/PalmDOC file (type {:?})",
-            String::from_utf8_lossy(kind)
+        return Err(MobiError::NotMobi(
+            String::from_utf8_lossy(kind).into_owned(),
         ));
     }
     let n = usize::from(be16(&head, 76).unwrap_or(0));
     if n == 0 {
-        return Err("no records".into());
+        return Err(MobiError::NoRecords);
     }
     let list = src
         .read_at(PALMDB_HEADER as u64, 16)
-        .map_err(|e| e.to_string())?;
-    let r0 = u64::from(be32(&list, 0).ok_or("truncated record list")?);
+        .map_err(MobiError::Read)?;
+    let r0 = u64::from(be32(&list, 0).ok_or(MobiError::TruncatedRecordList)?);
     let r1 = if n > 1 {
         be32(&list, 8).map(u64::from)
     } else {
@@ -101,22 +119,20 @@ fn read_inner(
     let len = usize::try_from(end.saturating_sub(r0))
         .unwrap_or(RECORD0_CAP)
         .min(RECORD0_CAP);
-    let rec = src.read_at(r0, len).map_err(|e| e.to_string())?;
+    let rec = src.read_at(r0, len).map_err(MobiError::Read)?;
     if rec.get(16..20) != Some(b"MOBI".as_slice()) {
         if kind == b"BOOKMOBI" {
-            return Err("record 0 has no MOBI header".into());
+            return Err(MobiError::NoMobiHeader);
         }
         return Ok(()); // plain PalmDOC: no metadata
     }
-    let header_len = be32(&rec, 20).ok_or("truncated MOBI header")? as usize;
-    let utf8 = be32(&rec, 28) != Some(1252);
-    let decode = |b: &[u8]| {
-        if utf8 {
-            String::from_utf8_lossy(b).into_owned()
-        } else {
-            charset::cp1252(b)
-        }
-    };
+    let header_len = be32(&rec, 20).ok_or(MobiError::TruncatedHeader)? as usize;
+    // 1252 or 65001 (UTF-8) in practice; any other code page is honoured, and one we cannot
+    // decode is read as UTF-8.
+    let encoding = be32(&rec, 28)
+        .and_then(charset::for_code_page)
+        .unwrap_or(charset::UTF_8);
+    let decode = |b: &[u8]| charset::decode(b, encoding).into_owned();
     if let (Some(off), Some(l)) = (be32(&rec, 84), be32(&rec, 88)) {
         let (off, l) = (off as usize, l as usize);
         if let Some(name) = rec.get(off..off.saturating_add(l)) {
@@ -197,15 +213,21 @@ fn read_exth(
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use crate::metadata::source::SliceSource;
+    use crate::source::SliceSource;
 
-    /// A minimal BOOKMOBI file with the given EXTH records.
+    /// A minimal BOOKMOBI file with the given EXTH records, in UTF-8.
     pub fn build(full_name: &str, exth: &[(u32, &str)]) -> Vec<u8> {
+        let exth: Vec<(u32, &[u8])> = exth.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        build_encoded(65001, full_name.as_bytes(), &exth)
+    }
+
+    /// A minimal BOOKMOBI file whose MOBI header names `code_page` as its text encoding.
+    fn build_encoded(code_page: u32, full_name: &[u8], exth: &[(u32, &[u8])]) -> Vec<u8> {
         let mut ex = Vec::new();
         for (k, v) in exth {
             ex.extend_from_slice(&k.to_be_bytes());
             ex.extend_from_slice(&(v.len() as u32 + 8).to_be_bytes());
-            ex.extend_from_slice(v.as_bytes());
+            ex.extend_from_slice(v);
         }
         let mut exth_block = b"EXTH".to_vec();
         exth_block.extend_from_slice(&(ex.len() as u32 + 12).to_be_bytes());
@@ -215,14 +237,14 @@ pub mod tests {
         let mut rec = vec![0u8; 16 + header_len as usize];
         rec[16..20].copy_from_slice(b"MOBI");
         rec[20..24].copy_from_slice(&header_len.to_be_bytes());
-        rec[28..32].copy_from_slice(&65001u32.to_be_bytes());
+        rec[28..32].copy_from_slice(&code_page.to_be_bytes());
         rec[92..96].copy_from_slice(&0x0Cu32.to_be_bytes());
         rec[128..132].copy_from_slice(&0x40u32.to_be_bytes());
         rec.extend_from_slice(&exth_block);
         let name_off = rec.len() as u32;
         rec[84..88].copy_from_slice(&name_off.to_be_bytes());
         rec[88..92].copy_from_slice(&(full_name.len() as u32).to_be_bytes());
-        rec.extend_from_slice(full_name.as_bytes());
+        rec.extend_from_slice(full_name);
         let mut f = vec![0u8; 78];
         f[60..68].copy_from_slice(b"BOOKMOBI");
         f[76..78].copy_from_slice(&2u16.to_be_bytes());
@@ -263,6 +285,56 @@ pub mod tests {
         );
         assert_eq!(md.languages, vec!["fr"]); // from the locale
         assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn code_pages() {
+        // Windows-1252 (the other encoding MOBI names) and another Windows code page.
+        let f = build_encoded(1252, b"Caf\xe9 \x93x\x94", &[(100, b"M\xfcller")]);
+        let (mut md, mut w) = (Metadata::default(), Vec::new());
+        read(&mut SliceSource::new(&f), &mut md, &mut w);
+        assert_eq!(md.title.as_deref(), Some("Café \u{201C}x\u{201D}"));
+        assert_eq!(md.authors, vec!["Müller"]);
+        let f = build_encoded(
+            1251,
+            b"\xcf\xe8\xea\xed\xe8\xea",
+            &[(100, b"\xc1\xf3\xed\xe8\xed")],
+        );
+        let (mut md, mut w) = (Metadata::default(), Vec::new());
+        read(&mut SliceSource::new(&f), &mut md, &mut w);
+        assert_eq!(md.title.as_deref(), Some("Пикник"));
+        assert_eq!(md.authors, vec!["Бунин"]);
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn broken_headers_are_typed_errors() {
+        let err = |f: &[u8]| {
+            read_inner(
+                &mut SliceSource::new(f),
+                &mut Metadata::default(),
+                &mut Vec::new(),
+            )
+        };
+        assert!(matches!(err(b"junk"), Err(MobiError::TooShort)));
+        let good = build("x", &[]);
+        let mut f = good.clone();
+        f[60..68].copy_from_slice(b"BOOKPDF!");
+        assert!(matches!(err(&f), Err(MobiError::NotMobi(t)) if t == "BOOKPDF!"));
+        let mut f = good.clone();
+        f[76..78].copy_from_slice(&[0, 0]);
+        assert!(matches!(err(&f), Err(MobiError::NoRecords)));
+        let mut f = good.clone();
+        f[96 + 16..96 + 20].copy_from_slice(b"JUNK"); // record 0 starts at 96
+        assert!(matches!(err(&f), Err(MobiError::NoMobiHeader)));
+        // What the row's warning says.
+        let (mut md, mut w) = (Metadata::default(), Vec::new());
+        f[60..68].copy_from_slice(b"BOOKPDF!");
+        read(&mut SliceSource::new(&f), &mut md, &mut w);
+        assert_eq!(
+            w,
+            vec![r#"MOBI: not a MOBI/PalmDOC file (type "BOOKPDF!")"#]
+        );
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub fn read_comic_info(root: &Element, md: &mut Metadata) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::archive::tests::build;
+    use crate::archive::tests::build;
     use std::io::Cursor;
 
     #[test]

@@ -563,7 +563,7 @@ impl Doc<'_> {
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use crate::metadata::source::{FileSource, SliceSource};
+    use crate::source::{FileSource, SliceSource};
     use std::io::Write;
 
     fn zlib(data: &[u8]) -> Vec<u8> {

@@ -1,8 +1,8 @@
 //! Property tests: arbitrary bytes and mutated valid files (bytes flipped, inserted, or the
 //! file truncated) never panic in any extractor and return quickly.
 
-use crate::metadata::archive::tests::build as zip;
-use crate::metadata::{extract, mobi, pdf, Origin};
+use crate::archive::tests::build as zip;
+use crate::{extract, mobi, pdf, Origin};
 use proptest::prelude::*;
 use std::time::{Duration, Instant};
 

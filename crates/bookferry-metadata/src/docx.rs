@@ -40,7 +40,7 @@ fn read_core(core: &Element, md: &mut Metadata) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::archive::tests::build;
+    use crate::archive::tests::build;
     use std::io::Cursor;
 
     #[test]

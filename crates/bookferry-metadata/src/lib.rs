@@ -1,8 +1,13 @@
 //! Book metadata: the one `Metadata` shape every source and target speaks, where it came from
 //! (`Origin`), and the pure extractors that turn bytes into it. Nothing here knows the state DB,
 //! the network or the CLI: bytes (or a file to range-read) in, `Extracted` out.
+//!
+//! A crate of its own (bookferry reaches it as `bookferry::metadata`) so the parsers build,
+//! test and can be used without the rest of bookferry, and can never reach into it.
 
-pub(crate) mod archive;
+#![forbid(unsafe_code)]
+
+pub mod archive;
 mod cbz;
 mod charset;
 mod docx;
@@ -10,6 +15,7 @@ mod epub;
 mod fb2;
 pub mod filename;
 mod ids;
+pub mod lang;
 mod mobi;
 pub mod normalize;
 mod pdf;

@@ -1,28 +1,65 @@
-//! Language codes as calibre stores them (`languages.lang_code`): ISO 639-2/T or 639-3, three
-//! lowercase letters (calibre's `canonicalize_lang`). Two-letter codes, bibliographic variants
-//! (`fre`, `ger`, …), regional tags (`en-US`) and a few English names are mapped; codes that
-//! mean "no language" (`und`, `zxx`, `mis`, `mul`) and anything unrecognizable are dropped.
+//! Language codes, one table for every part of bookferry: ISO 639-1 (what `Metadata` holds,
+//! `normalize::language`) and calibre's ISO 639-2/T-or-3 codes (`languages.lang_code`, calibre's
+//! `canonicalize_lang`). Both read the same input: a code of two or three letters, a
+//! bibliographic variant (`fre`, `ger`, …), a regional tag (`en-US`, `pt_BR`) or one of a few
+//! English names. Codes that mean "no language" (`und`, `zxx`, `mis`, `mul`) give None.
 
-/// calibre's code for `raw`, or None when it names no language calibre would store.
+/// Codes that name no language: undetermined, no linguistic content, uncoded, multiple.
+const NO_LANGUAGE: &[&str] = &["und", "zxx", "mis", "mul"];
+
+/// The primary subtag of a lowercased tag: `en-us` → `en`, `pt_br` → `pt`.
+fn primary(lower: &str) -> &str {
+    lower.split(['-', '_']).next().unwrap_or("")
+}
+
+/// The 639-2/T code of a three-letter 639-2/B code (`fre` → `fra`), else the code itself.
+fn terminology(code: &str) -> &str {
+    BIBLIOGRAPHIC
+        .iter()
+        .find(|(b, _)| *b == code)
+        .map_or(code, |(_, t)| t)
+}
+
+/// The three-letter code of an English language name (`english` → `eng`).
+fn by_name(lower: &str) -> Option<&'static str> {
+    NAMES.iter().find(|(n, _)| *n == lower).map(|(_, c)| *c)
+}
+
+/// calibre's code for `raw` (ISO 639-2/T, or 639-3 where 639-2 has none), or None when it
+/// names no language calibre would store. Unknown two-letter codes and names give None;
+/// an unknown three-letter code is kept as it is (639-3 has thousands this table lacks).
 pub fn canonicalize(raw: &str) -> Option<String> {
     let lower = raw.trim().to_ascii_lowercase();
-    let code = lower.split(['-', '_']).next().unwrap_or("");
+    let code = primary(&lower);
     let code = match code.len() {
         2 => ISO_639_1_TO_3
             .binary_search_by(|(two, _)| two.cmp(&code))
             .ok()
             .map(|i| ISO_639_1_TO_3[i].1.to_string())?,
-        3 if code.bytes().all(|b| b.is_ascii_lowercase()) => BIBLIOGRAPHIC
-            .iter()
-            .find(|(b, _)| *b == code)
-            .map(|(_, t)| t.to_string())
-            .unwrap_or_else(|| code.to_string()),
-        _ => NAMES
-            .iter()
-            .find(|(n, _)| *n == lower)
-            .map(|(_, c)| c.to_string())?,
+        3 if code.bytes().all(|b| b.is_ascii_lowercase()) => terminology(code).to_string(),
+        _ => by_name(&lower)?.to_string(),
     };
-    (!matches!(code.as_str(), "und" | "zxx" | "mis" | "mul")).then_some(code)
+    (!NO_LANGUAGE.contains(&code.as_str())).then_some(code)
+}
+
+/// ISO 639-1 for `raw` where the language has a two-letter code (`eng`, `fre`, `en-US`,
+/// `English` → `en`); else its three-letter code as found (`haw` → `haw`). A two-letter code
+/// is kept as found even when this table lacks it. None for "no language" codes and for
+/// anything that is not two or three letters or a known name.
+pub fn iso639_1(raw: &str) -> Option<String> {
+    let lower = raw.trim().to_ascii_lowercase();
+    let code = primary(&lower).trim();
+    if NO_LANGUAGE.contains(&code) {
+        return None;
+    }
+    let letters = code.bytes().all(|b| b.is_ascii_lowercase());
+    let three = match code.len() {
+        2 if letters => return Some(code.to_string()),
+        3 if letters => terminology(code),
+        _ => by_name(code)?,
+    };
+    let two = ISO_639_1_TO_3.iter().find(|(_, t)| *t == three);
+    Some(two.map_or(three, |(two, _)| two).to_string())
 }
 
 /// ISO 639-2/B codes → the 639-2/T (= 639-3) codes calibre uses.
@@ -256,7 +293,7 @@ const ISO_639_1_TO_3: &[(&str, &str)] = &[
 
 #[cfg(test)]
 mod tests {
-    use super::canonicalize;
+    use super::*;
 
     #[test]
     fn codes_become_calibres() {
@@ -268,5 +305,50 @@ mod tests {
         assert_eq!(canonicalize("und"), None);
         assert_eq!(canonicalize("x"), None);
         assert_eq!(canonicalize("qq"), None);
+    }
+
+    #[test]
+    fn codes_become_iso639_1() {
+        for (raw, want) in [
+            ("eng", "en"),
+            ("fre", "fr"),
+            ("ger", "de"),
+            ("deu", "de"),
+            ("en-US", "en"),
+            ("pt_BR", "pt"),
+            ("JA", "ja"),
+            ("chi", "zh"),
+            ("English", "en"),
+            ("kaz", "kk"),
+            ("hbs", "sh"),
+            ("haw", "haw"),
+            ("fil", "fil"),
+        ] {
+            assert_eq!(iso639_1(raw).as_deref(), Some(want), "{raw}");
+        }
+        for raw in ["und", "zxx", "mis", "mul", "x", "1234", "", "klingon"] {
+            assert_eq!(iso639_1(raw), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn tables_are_consistent() {
+        // Sorted and unique for the binary search; a 639-2/T code maps back to one 639-1 code.
+        assert!(ISO_639_1_TO_3.windows(2).all(|w| w[0].0 < w[1].0));
+        let mut three: Vec<&str> = ISO_639_1_TO_3.iter().map(|(_, t)| *t).collect();
+        three.sort_unstable();
+        three.dedup();
+        assert_eq!(three.len(), ISO_639_1_TO_3.len());
+        // Every code and name goes both ways through the same table.
+        for (two, t) in ISO_639_1_TO_3 {
+            assert_eq!(canonicalize(two).as_deref(), Some(*t));
+            assert_eq!(iso639_1(t).as_deref(), Some(*two));
+        }
+        for (b, t) in BIBLIOGRAPHIC {
+            assert_eq!(iso639_1(b), iso639_1(t), "{b}");
+        }
+        for (name, t) in NAMES {
+            assert_eq!(canonicalize(name).as_deref(), Some(*t));
+        }
     }
 }

@@ -1,8 +1,8 @@
-//! calibre-converted fixtures (`tests/data/converted/`): what we extract must agree with what
-//! calibre reads back (`expected.json`), field by field.
+//! Fixtures checked against calibre (`tests/data/converted/`, `tests/data/encodings/`): what we
+//! extract must agree with what calibre reads back (`expected.json`), field by field.
 
 use super::data_dir;
-use crate::metadata::{extract, extract_from_file, Extracted, Origin};
+use crate::{extract, extract_from_file, Extracted, Origin};
 use serde_json::Value;
 
 fn check(name: &str, want: &serde_json::Map<String, Value>, got: &Extracted) -> Vec<String> {
@@ -33,9 +33,10 @@ fn check(name: &str, want: &serde_json::Map<String, Value>, got: &Extracted) -> 
     bad
 }
 
-#[test]
-fn calibre_fixtures_agree_with_expected_json() {
-    let dir = data_dir().join("converted");
+/// Extract every file `dir/expected.json` names (from its bytes and from disk) and compare with
+/// the values there; returns how many files were checked and what disagreed.
+fn agree(dir: &str) -> (usize, Vec<String>) {
+    let dir = data_dir().join(dir);
     let expected: Value =
         serde_json::from_slice(&std::fs::read(dir.join("expected.json")).expect("expected.json"))
             .expect("json");
@@ -57,6 +58,22 @@ fn calibre_fixtures_agree_with_expected_json() {
         }
         checked += 1;
     }
+    (checked, bad)
+}
+
+#[test]
+fn calibre_fixtures_agree_with_expected_json() {
+    let (checked, bad) = agree("converted");
     assert_eq!(checked, 5);
+    assert!(bad.is_empty(), "{bad:#?}");
+}
+
+/// FB2 in KOI8-R, cp866 and ISO-8859-5 (`tests/data/encodings/`, written by Python's codecs
+/// with the encoding named in the XML declaration): Cyrillic titles, authors and series read
+/// as calibre reads them, not as U+FFFD.
+#[test]
+fn legacy_cyrillic_encodings_agree_with_calibre() {
+    let (checked, bad) = agree("encodings");
+    assert_eq!(checked, 3);
     assert!(bad.is_empty(), "{bad:#?}");
 }

@@ -162,7 +162,7 @@ mod tests {
         let mut raw = b"<?xml version=\"1.0\" encoding=\"windows-1251\"?><FictionBook><description><title-info><book-title>".to_vec();
         raw.extend_from_slice(b"\xcf\xe8\xea\xed\xe8\xea");
         raw.extend_from_slice(b"</book-title></title-info></description><body/></FictionBook>");
-        let z = crate::metadata::archive::tests::build(&[("book.fb2", &raw)]);
+        let z = crate::archive::tests::build(&[("book.fb2", &raw)]);
         let mut ar = archive::open(std::io::Cursor::new(z)).expect("zip");
         let (mut md, mut w) = (Metadata::default(), Vec::new());
         read_zip(&mut ar, &mut md, &mut w);

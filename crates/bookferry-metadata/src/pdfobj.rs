@@ -366,14 +366,10 @@ impl<'a> Parser<'a> {
 /// A PDF text string to Rust text: UTF-16BE (BOM FE FF), UTF-8 (BOM EF BB BF), else
 /// PDFDocEncoding.
 pub fn text_string(b: &[u8]) -> String {
-    if let Some(r) = b.strip_prefix(b"\xFE\xFF") {
-        charset::utf16(r, true)
-    } else if let Some(r) = b.strip_prefix(b"\xFF\xFE") {
-        charset::utf16(r, false)
-    } else if let Some(r) = b.strip_prefix(b"\xEF\xBB\xBF") {
-        String::from_utf8_lossy(r).into_owned()
-    } else {
-        charset::pdfdoc(b)
+    // FF FE (UTF-16LE) is not in the standard, but some writers use it.
+    match charset::decode_bom(b) {
+        Some(text) => text.into_owned(),
+        None => charset::pdfdoc(b),
     }
 }
 

@@ -3,8 +3,8 @@
 //! with what the manifest says was embedded, per format and field. Fails below 99% for
 //! EPUB, PDF, FB2 and CBZ on any field the format embeds.
 
-use crate::metadata::normalize;
-use crate::metadata::{extract, extract_from_file, Metadata, Origin};
+use crate::normalize;
+use crate::{extract, extract_from_file, Metadata, Origin};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -110,9 +110,7 @@ fn actual(field: &str, md: &Metadata) -> Value {
 }
 
 fn make_corpus(out: &Path) -> Option<PathBuf> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tools")
-        .join("make-corpus.py");
+    let script = super::repo_dir().join("tools").join("make-corpus.py");
     let lib = out.join("lib");
     let status = Command::new("python3")
         .arg(&script)

@@ -2,7 +2,7 @@
 //! author lists, language codes (ISO 639-1 where one exists), dates (ISO 8601) and ISBNs.
 //! Parsers put raw values in `Metadata`; `finish` normalizes the whole record once.
 
-use super::Metadata;
+use super::{lang, Metadata};
 use unicode_normalization::UnicodeNormalization;
 
 /// Trim, NFC, collapse runs of whitespace (incl. control characters) to one space.
@@ -73,112 +73,10 @@ pub fn tags(raw: &[String]) -> Vec<String> {
     out
 }
 
-/// ISO 639-2/B, 639-2/T and common 639-3 codes (and a few English names) → ISO 639-1.
-const LANGS: &[(&str, &str)] = &[
-    ("eng", "en"),
-    ("english", "en"),
-    ("fre", "fr"),
-    ("fra", "fr"),
-    ("french", "fr"),
-    ("ger", "de"),
-    ("deu", "de"),
-    ("german", "de"),
-    ("spa", "es"),
-    ("spanish", "es"),
-    ("jpn", "ja"),
-    ("japanese", "ja"),
-    ("pol", "pl"),
-    ("polish", "pl"),
-    ("rus", "ru"),
-    ("russian", "ru"),
-    ("ita", "it"),
-    ("italian", "it"),
-    ("por", "pt"),
-    ("portuguese", "pt"),
-    ("chi", "zh"),
-    ("zho", "zh"),
-    ("chinese", "zh"),
-    ("dut", "nl"),
-    ("nld", "nl"),
-    ("dutch", "nl"),
-    ("ara", "ar"),
-    ("ces", "cs"),
-    ("cze", "cs"),
-    ("dan", "da"),
-    ("ell", "el"),
-    ("gre", "el"),
-    ("fin", "fi"),
-    ("heb", "he"),
-    ("hin", "hi"),
-    ("hun", "hu"),
-    ("ind", "id"),
-    ("kor", "ko"),
-    ("nor", "no"),
-    ("nob", "nb"),
-    ("nno", "nn"),
-    ("swe", "sv"),
-    ("tur", "tr"),
-    ("ukr", "uk"),
-    ("vie", "vi"),
-    ("tha", "th"),
-    ("ron", "ro"),
-    ("rum", "ro"),
-    ("bul", "bg"),
-    ("hrv", "hr"),
-    ("srp", "sr"),
-    ("slk", "sk"),
-    ("slo", "sk"),
-    ("slv", "sl"),
-    ("est", "et"),
-    ("lav", "lv"),
-    ("lit", "lt"),
-    ("cat", "ca"),
-    ("eus", "eu"),
-    ("baq", "eu"),
-    ("glg", "gl"),
-    ("isl", "is"),
-    ("ice", "is"),
-    ("gle", "ga"),
-    ("cym", "cy"),
-    ("wel", "cy"),
-    ("fas", "fa"),
-    ("per", "fa"),
-    ("urd", "ur"),
-    ("ben", "bn"),
-    ("tam", "ta"),
-    ("msa", "ms"),
-    ("may", "ms"),
-    ("lat", "la"),
-    ("epo", "eo"),
-    ("afr", "af"),
-    ("sqi", "sq"),
-    ("alb", "sq"),
-    ("hye", "hy"),
-    ("arm", "hy"),
-    ("kat", "ka"),
-    ("geo", "ka"),
-    ("bel", "be"),
-    ("mkd", "mk"),
-    ("mac", "mk"),
-    ("bos", "bs"),
-    ("swa", "sw"),
-    ("tgl", "tl"),
-    ("fil", "tl"),
-];
-
-/// A language tag to ISO 639-1 where possible: `eng` → `en`, `en-US` → `en`, `FR` → `fr`.
-/// `und`, `zxx` and non-codes → None.
+/// A language tag to ISO 639-1 where possible: `eng` → `en`, `en-US` → `en`, `FR` → `fr`
+/// (see `lang::iso639_1`). `und`, `zxx` and non-codes → None.
 pub fn language(raw: &str) -> Option<String> {
-    let t = text(raw).to_ascii_lowercase();
-    let primary = t.split(['-', '_']).next().unwrap_or("").trim();
-    if primary.is_empty() || matches!(primary, "und" | "zxx" | "mul" | "x") {
-        return None;
-    }
-    if let Some((_, two)) = LANGS.iter().find(|(k, _)| *k == primary) {
-        return Some((*two).to_string());
-    }
-    let alpha = primary.chars().all(|c| c.is_ascii_alphabetic());
-    (alpha && (2..=3).contains(&primary.len())).then(|| primary.to_string())
+    lang::iso639_1(&text(raw))
 }
 
 /// A date to ISO 8601 `YYYY`, `YYYY-MM` or `YYYY-MM-DD`: `D:19651124…` → `1965-11-24`,
@@ -379,10 +277,15 @@ mod tests {
             ("pt_BR", "pt"),
             ("JA", "ja"),
             ("chi", "zh"),
+            // Beyond the few dozen codes of the old table: the full ISO 639 table.
+            ("kaz", "kk"),
+            ("Swedish", "sv"),
+            ("wln", "wa"),
         ] {
             assert_eq!(language(a).as_deref(), Some(b), "{a}");
         }
         assert_eq!(language("und"), None);
+        assert_eq!(language("mis"), None);
         assert_eq!(language("haw").as_deref(), Some("haw"));
         assert_eq!(language("1234"), None);
     }
