@@ -95,6 +95,18 @@ impl fmt::Display for FailureKind {
     }
 }
 
+impl From<crate::hash::HashError> for Failure {
+    fn from(e: crate::hash::HashError) -> Failure {
+        use crate::hash::HashError;
+        let kind = match &e {
+            HashError::Io { source, .. } => FailureKind::of_source_io(source),
+            HashError::NotAFile(_) => FailureKind::Unreadable,
+            HashError::Empty(_) => FailureKind::EmptyFile,
+        };
+        Failure::new(kind, e.to_string())
+    }
+}
+
 /// A failure with its one-line message (which names the file and the cause).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {

@@ -1,11 +1,10 @@
 //! SHA-1 and BLAKE3 computed together in one pass, over a buffer already in memory, a reader, or
 //! a file read once (kept in memory when small). Knows nothing of the DB or the network.
 
-use crate::failure::{Failure, FailureKind};
 use sha1::{Digest, Sha1};
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Both digests of the same bytes, as lowercase hex. Equal digests are the same content: the
 /// pipeline keys duplicates by both (SHA-1 alone has public collisions).
@@ -106,28 +105,37 @@ pub struct Hashed {
     pub data: Option<Vec<u8>>,
 }
 
+/// Why a file could not be hashed; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("{}: {what}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a regular file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("{}: the file is empty (0 bytes)", .0.display())]
+    Empty(PathBuf),
+}
+
 /// Read a file once: hash it, and keep its bytes if it is small.
-pub fn hash_file(path: &Path, buffer_limit: u64) -> Result<Hashed, Failure> {
-    let io_fail = |what: &str, e: std::io::Error| {
-        Failure::new(
-            FailureKind::of_source_io(&e),
-            format!("{}: {what}: {e}", path.display()),
-        )
+pub fn hash_file(path: &Path, buffer_limit: u64) -> Result<Hashed, HashError> {
+    let io_fail = |what: &'static str, source: std::io::Error| HashError::Io {
+        path: path.to_path_buf(),
+        what,
+        source,
     };
     let mut file = File::open(path).map_err(|e| io_fail("cannot open", e))?;
     let meta = file.metadata().map_err(|e| io_fail("cannot stat", e))?;
     if !meta.is_file() {
-        return Err(Failure::new(
-            FailureKind::Unreadable,
-            format!("{}: not a regular file", path.display()),
-        ));
+        return Err(HashError::NotAFile(path.to_path_buf()));
     }
     let size = meta.len();
     if size == 0 {
-        return Err(Failure::new(
-            FailureKind::EmptyFile,
-            format!("{}: the file is empty (0 bytes)", path.display()),
-        ));
+        return Err(HashError::Empty(path.to_path_buf()));
     }
     if size <= buffer_limit {
         let mut data = Vec::with_capacity(size as usize + 1);
@@ -136,10 +144,7 @@ pub fn hash_file(path: &Path, buffer_limit: u64) -> Result<Hashed, Failure> {
         file.read_to_end(&mut data)
             .map_err(|e| io_fail("cannot read", e))?;
         if data.is_empty() {
-            return Err(Failure::new(
-                FailureKind::EmptyFile,
-                format!("{}: the file is empty (0 bytes)", path.display()),
-            ));
+            return Err(HashError::Empty(path.to_path_buf()));
         }
         let n = data.len() as u64;
         return Ok(Hashed {
