@@ -179,8 +179,18 @@ mod tests {
         let cases: Vec<(CommandError, i32)> = vec![
             (UsageError::TpsLimit.into(), 2),
             (StateError::Missing { path: "s".into() }.into(), 2),
-            (OpenError::Unusable("no".into()).into(), 2),
-            (OpenError::Auth("no".into()).into(), 4),
+            (
+                OpenError::from(crate::target::Unusable::NotAFolder("t".into())).into(),
+                2,
+            ),
+            (
+                OpenError::from(crate::target::http::AuthRefused {
+                    server: "http://h".into(),
+                    status: reqwest::StatusCode::UNAUTHORIZED,
+                })
+                .into(),
+                4,
+            ),
             (
                 ScanError::Source {
                     root: "r".into(),

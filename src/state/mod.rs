@@ -60,8 +60,6 @@ pub enum StateError {
     WriterGone(Option<std::sync::Arc<writer::WriterError>>),
     #[error("state DB: cannot start the writer thread: {0}")]
     WriterThread(#[source] std::io::Error),
-    #[error("{0}")]
-    Invalid(String),
 }
 
 pub type Result<T> = std::result::Result<T, StateError>;

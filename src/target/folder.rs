@@ -82,28 +82,24 @@ impl FolderTarget {
         opts: PlacementOptions,
         dry_run: bool,
     ) -> Result<FolderTarget, Unusable> {
-        let unusable = |what: &str, e: &dyn std::fmt::Display| {
-            Unusable(format!("target folder {}: {what}: {e}", root.display()))
+        let unusable = |what: &'static str, source: io::Error| Unusable::FolderIo {
+            root: root.to_path_buf(),
+            what,
+            source,
         };
         if root.exists() && !root.is_dir() {
-            return Err(Unusable(format!(
-                "target folder {}: exists and is not a folder",
-                root.display()
-            )));
+            return Err(Unusable::NotAFolder(root.to_path_buf()));
         }
         if !dry_run {
-            fs::create_dir_all(root).map_err(|e| unusable("cannot create it", &e))?;
+            fs::create_dir_all(root).map_err(|e| unusable("cannot create it", e))?;
         }
         let meta = match fs::metadata(root) {
             Ok(m) => Some(m),
             Err(e) if dry_run && e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(unusable("cannot read it", &e)),
+            Err(e) => return Err(unusable("cannot read it", e)),
         };
         if meta.as_ref().is_some_and(|m| !m.is_dir()) {
-            return Err(Unusable(format!(
-                "target folder {}: exists and is not a folder",
-                root.display()
-            )));
+            return Err(Unusable::NotAFolder(root.to_path_buf()));
         }
         let mut target = FolderTarget {
             root: root.to_path_buf(),
@@ -124,11 +120,11 @@ impl FolderTarget {
             let probe = root.join(format!("{TEMP_PREFIX}probe-{}", std::process::id()));
             File::create(&probe)
                 .and_then(|mut f| f.write_all(b"probe"))
-                .map_err(|e| unusable("not writable", &e))?;
+                .map_err(|e| unusable("not writable", e))?;
             let linked = target.probe_link_mode(&probe, source_root, &meta);
             let _ = fs::remove_file(&probe);
             linked?;
-            let dir = File::open(root).map_err(|e| unusable("cannot open", &e))?;
+            let dir = File::open(root).map_err(|e| unusable("cannot open", e))?;
             // Without its thread, each flush is a syncfs of its own (as the flusher's is).
             target.flusher = dir.try_clone().and_then(Flusher::start).ok();
             target.root_dir = Some(dir);
@@ -155,15 +151,17 @@ impl FolderTarget {
     ) -> Result<(), Unusable> {
         let mode = self.opts.link;
         if matches!(mode, LinkMode::Hardlink | LinkMode::Reflink) {
-            let src = fs::metadata(source_root)
-                .map_err(|e| Unusable(format!("source {}: {e}", source_root.display())))?;
+            let src = fs::metadata(source_root).map_err(|source| Unusable::SourceUnreadable {
+                root: source_root.to_path_buf(),
+                source,
+            })?;
             if src.dev() != target_meta.dev() {
-                return Err(Unusable(format!(
-                    "--link {}: source {} and target {} are on different filesystems; use --link copy or symlink",
-                    mode.as_str(),
-                    source_root.display(),
-                    self.root.display()
-                )));
+                return Err(Unusable::LinkAcrossFilesystems {
+                    mode,
+                    source_root: source_root.to_path_buf(),
+                    what: "target",
+                    target: self.root.clone(),
+                });
             }
         }
         if mode == LinkMode::Reflink {
@@ -172,11 +170,9 @@ impl FolderTarget {
                 .and_then(|src| Ok((src, File::create(&clone)?)))
                 .and_then(|(src, dst)| reflink(&src, &dst));
             let _ = fs::remove_file(&clone);
-            res.map_err(|e| {
-                Unusable(format!(
-                    "--link reflink: the target filesystem at {} cannot clone files ({e}); use --link copy",
-                    self.root.display()
-                ))
+            res.map_err(|source| Unusable::NoReflink {
+                target: self.root.clone(),
+                source,
             })?;
         }
         Ok(())

@@ -6,7 +6,7 @@
 //! The token lives only in memory and is never printed.
 
 use super::limit::{Limiter, TokenBucket};
-use super::{OpenError, Payload, Placed};
+use super::{OpenError, Payload, Placed, Unusable};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::Digests;
 use crate::tuning::TransferTuning;
@@ -94,7 +94,7 @@ pub struct HttpTarget {
 enum Attempt<T> {
     Done(T),
     Permanent(Failure),
-    Auth(String),
+    Auth(AuthRefused),
     Transient(Transient),
 }
 
@@ -110,6 +110,14 @@ enum BodyError {
     Unreadable(Failure),
     /// The file's size is no longer the one hashed.
     SizeChanged,
+}
+
+/// The server refused our credentials (401/403): every file would be refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{server} refused our credentials ({status}): set the right token in BOOKFERRY_TOKEN or --token-file")]
+pub struct AuthRefused {
+    pub server: String,
+    pub status: StatusCode,
 }
 
 /// A failure worth another try.
@@ -137,14 +145,15 @@ impl HttpTarget {
             .tcp_nodelay(true)
             .user_agent(concat!("bookferry/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &opts.ca_cert {
-            let pem = std::fs::read(path)
-                .map_err(|e| OpenError::Unusable(format!("--ca-cert {}: {e}", path.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                OpenError::Unusable(format!(
-                    "--ca-cert {}: not a PEM certificate: {e}",
-                    path.display()
-                ))
+            let pem = std::fs::read(path).map_err(|source| Unusable::CaCertUnreadable {
+                path: path.clone(),
+                source,
             })?;
+            let cert =
+                reqwest::Certificate::from_pem(&pem).map_err(|source| Unusable::CaCertNotPem {
+                    path: path.clone(),
+                    source,
+                })?;
             builder = builder.add_root_certificate(cert);
         }
         if base.starts_with("http://") {
@@ -155,9 +164,7 @@ impl HttpTarget {
             tracing::warn!("--insecure: the server's TLS certificate is NOT verified; anyone on the path can read the token and the books");
             builder = builder.danger_accept_invalid_certs(true);
         }
-        let client = builder
-            .build()
-            .map_err(|e| OpenError::Unusable(format!("HTTP client: {e}")))?;
+        let client = builder.build().map_err(Unusable::HttpClient)?;
         let limiter = match opts.transfers {
             Transfers::Fixed(n) => Limiter::fixed(n),
             Transfers::Auto => Limiter::adaptive(transfers.http_start, transfers.http_max),
@@ -179,12 +186,13 @@ impl HttpTarget {
         loop {
             match target.check_once(&[]).await {
                 Attempt::Done(_) => return Ok(target),
-                Attempt::Auth(m) => return Err(OpenError::Auth(m)),
-                Attempt::Permanent(f) => return Err(OpenError::Unusable(f.message)),
+                Attempt::Auth(a) => return Err(OpenError::Auth(a)),
+                Attempt::Permanent(f) => return Err(Unusable::Server(f).into()),
                 Attempt::Transient(t) => {
                     tries += 1;
                     if t.unreachable || tries > target.retries {
-                        return Err(OpenError::Unusable(t.message));
+                        let gone = Failure::new(FailureKind::TargetGone, t.message);
+                        return Err(Unusable::Server(gone).into());
                     }
                     tokio::time::sleep(t.retry_after.unwrap_or_else(|| backoff(tries))).await;
                 }
@@ -334,7 +342,7 @@ impl HttpTarget {
                     ));
                 }
                 Attempt::Permanent(f) => return Err(f),
-                Attempt::Auth(m) => return Err(Failure::new(FailureKind::Auth, m)),
+                Attempt::Auth(a) => return Err(Failure::new(FailureKind::Auth, a.to_string())),
                 Attempt::Transient(t) => self.retry_later(&name, &mut tries, t, in_flight).await?,
             }
         }
@@ -392,7 +400,7 @@ impl HttpTarget {
                     return Ok(v);
                 }
                 Attempt::Permanent(f) => return Err(f),
-                Attempt::Auth(m) => return Err(Failure::new(FailureKind::Auth, m)),
+                Attempt::Auth(a) => return Err(Failure::new(FailureKind::Auth, a.to_string())),
                 Attempt::Transient(t) => {
                     let in_flight = self.limiter.in_flight() + 1;
                     self.retry_later(what, &mut tries, t, in_flight).await?
@@ -644,9 +652,10 @@ async fn classify_status<T>(
         file.to_string()
     };
     match status.as_u16() {
-        401 | 403 => Attempt::Auth(format!(
-            "{base} refused our credentials ({status}): set the right token in BOOKFERRY_TOKEN or --token-file"
-        )),
+        401 | 403 => Attempt::Auth(AuthRefused {
+            server: base.to_string(),
+            status,
+        }),
         400 => Attempt::Permanent(Failure::new(
             FailureKind::Rejected,
             format!("{who}: the server rejected it (400): {server_error}"),

@@ -221,20 +221,80 @@ pub enum DurabilityError {
 /// Makes what a local target placed durable (see [`Target::durability_barrier`]).
 pub type DurabilityBarrier = Box<dyn FnMut() -> Result<(), DurabilityError> + Send>;
 
-/// Why a target cannot be used at all (exit code 2).
+/// Why a target cannot be used at all (exit code 2); each names the target and the cause.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Unusable(pub String);
+pub enum Unusable {
+    #[error("target folder {}: {what}: {source}", .root.display())]
+    FolderIo {
+        root: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("target folder {}: exists and is not a folder", .0.display())]
+    NotAFolder(PathBuf),
+    #[error("source {}: {source}", .root.display())]
+    SourceUnreadable {
+        root: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--link {}: source {} and {} {} are on different filesystems; use --link copy or symlink",
+        .mode.as_str(), .source_root.display(), .what, .target.display())]
+    LinkAcrossFilesystems {
+        mode: folder::LinkMode,
+        source_root: PathBuf,
+        /// "target" or "calibre library".
+        what: &'static str,
+        target: PathBuf,
+    },
+    #[error("--link reflink: the target filesystem at {} cannot clone files ({source}); use --link copy", .target.display())]
+    NoReflink {
+        target: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("calibre library {0}")]
+    Calibre(#[source] calibre::CalibreError),
+    #[error("calibre library {}: cannot open: {source}", .root.display())]
+    CalibreIo {
+        root: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The source library's book uuids cannot be read.
+    #[error("{0}")]
+    SourceLibrary(#[source] crate::calibre::ReadError),
+    #[error("--ca-cert {}: {source}", .path.display())]
+    CaCertUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--ca-cert {}: not a PEM certificate: {source}", .path.display())]
+    CaCertNotPem {
+        path: PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    /// The server answered the pre-flight check with a refusal, or could not be reached.
+    #[error("{}", .0.message)]
+    Server(Failure),
+    #[error("internal: opening the target: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
 
 /// Why a target cannot be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// Unreachable, not writable, misconfigured: exit 2.
-    #[error("{0}")]
-    Unusable(String),
+    #[error(transparent)]
+    Unusable(#[from] Unusable),
     /// The server refused our credentials: exit 4.
-    #[error("{0}")]
-    Auth(String),
+    #[error(transparent)]
+    Auth(#[from] http::AuthRefused),
 }
 /// Options shared by folder-like targets.
 #[derive(Debug, Clone)]
@@ -291,8 +351,7 @@ impl Target {
     ) -> Result<Target, OpenError> {
         match spec {
             TargetSpec::Dir(root) => {
-                let f = folder::FolderTarget::open(root, source_root, opts.clone(), dry_run)
-                    .map_err(|e| OpenError::Unusable(e.0))?;
+                let f = folder::FolderTarget::open(root, source_root, opts.clone(), dry_run)?;
                 let n = local_transfers(http_opts.transfers, &transfers);
                 Ok(Target::Folder(Arc::new(f), limit::Limiter::fixed(n)))
             }
@@ -303,8 +362,7 @@ impl Target {
                     ignore_calibre_lock: opts.ignore_calibre_lock,
                     migration_key: opts.migration_key.clone(),
                     source_uuids: Arc::new(if crate::calibre::is_calibre_library(source_root) {
-                        crate::calibre::book_uuids(source_root)
-                            .map_err(|e| OpenError::Unusable(e.to_string()))?
+                        crate::calibre::book_uuids(source_root).map_err(Unusable::SourceLibrary)?
                     } else {
                         HashSet::new()
                     }),
@@ -314,8 +372,7 @@ impl Target {
                     calibre::CalibreTarget::open(&root, &source_root, copts, dry_run)
                 })
                 .await
-                .map_err(|e| OpenError::Unusable(format!("internal: opening the library: {e}")))?
-                .map_err(|e| OpenError::Unusable(e.0))?;
+                .map_err(Unusable::Task)??;
                 let n = local_transfers(http_opts.transfers, &transfers);
                 Ok(Target::Calibre(Arc::new(c), limit::Limiter::fixed(n)))
             }

@@ -75,7 +75,7 @@ impl CalibreTarget {
         opts: CalibreOptions,
         dry_run: bool,
     ) -> Result<CalibreTarget, Unusable> {
-        let unusable = |e: CalibreError| Unusable(format!("calibre library {e}"));
+        let unusable = Unusable::Calibre;
         let mut target = CalibreTarget {
             root: root.to_path_buf(),
             opts: opts.clone(),
@@ -107,12 +107,12 @@ impl CalibreTarget {
             let (src, dst) = (dev(source_root), dev(root));
             if let (Ok(s), Ok(d)) = (src, dst) {
                 if s != d {
-                    return Err(Unusable(format!(
-                        "--link {}: source {} and calibre library {} are on different filesystems; use --link copy or symlink",
-                        opts.link.as_str(),
-                        source_root.display(),
-                        root.display()
-                    )));
+                    return Err(Unusable::LinkAcrossFilesystems {
+                        mode: opts.link,
+                        source_root: source_root.to_path_buf(),
+                        what: "calibre library",
+                        target: root.to_path_buf(),
+                    });
                 }
             }
         }
@@ -126,11 +126,9 @@ impl CalibreTarget {
             lib.library_id().map_err(unusable)?,
             opts.migration_key
         );
-        target.root_dir = Some(File::open(root).map_err(|e| {
-            Unusable(format!(
-                "calibre library {}: cannot open: {e}",
-                root.display()
-            ))
+        target.root_dir = Some(File::open(root).map_err(|source| Unusable::CalibreIo {
+            root: root.to_path_buf(),
+            source,
         })?);
         if opts.link == LinkMode::Copy && target.by_name.is_empty() {
             target.staging = Some(Staging::probe(root));
