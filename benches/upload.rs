@@ -51,6 +51,7 @@
 //!   metadata, so bookferry rightly sends them without skip_extraction and the server extracts)
 //!   BENCH_UPLOAD_DIAG=1 (also run bookferry with --transfers MAX_IN_FLIGHT, as a diagnostic)
 //!   BENCH_UPLOAD_BOOKFERRY_ARGS= (extra arguments for the measured bookferry runs, to try changes)
+//!   BENCH_UPLOAD_BIN= (another bookferry binary to measure, e.g. an older build, to compare)
 //!   BENCH_DIR=$TMPDIR or /tmp (corpora: must be a real disk for the kernel count)
 //!   BENCH_UPLOAD_STATE_DIR=/dev/shm (state DBs: tmpfs keeps their I/O out of the kernel count)
 
@@ -730,7 +731,10 @@ fn calibrate(files: &[PathBuf], bin: &Path, corpus_bytes: u64, cfg: &Config, sta
 
 fn main() {
     let cfg = Config::from_env();
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_bookferry"));
+    let bin = std::env::var_os("BENCH_UPLOAD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bookferry")));
+    println!("bookferry binary: {}", bin.display());
     let base_dir = std::env::var_os("BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# bench/ab.sh OLD_BIN NEW_BIN — two bookferry binaries side by side, interleaved, on the same
+# corpus: is a change no slower? Prints each run's wall time, the medians and the median of the
+# rounds' own new/old ratios (a round's runs are seconds apart, so the VM's drift between rounds
+# cancels). Asserts nothing.
+#
+# Each round runs, in alternating order (old first in odd rounds, new first in even ones):
+#   folder copy:  bookferry run --from SRC --to DIR --keep-duplicates && sync -f DIR
+#   calibre fill: bookferry run --from SRC --to calibre:LIB && sync -f LIB
+# each into a fresh folder (no deletes between timed runs: on ext4 creating files right after
+# deleting many is slower), page cache warm.
+#
+# Environment (defaults): AB_FILES=2000 AB_KIB=256 AB_ROUNDS=7 AB_SEED=7 AB_KINDS="copy calibre"
+#   BENCH_DIR=${TMPDIR:-/tmp} (about 2 x AB_ROUNDS x AB_FILES x AB_KIB of space, removed at exit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OLD=$(realpath "$1")
+NEW=$(realpath "$2")
+FILES=${AB_FILES:-2000}
+KIB=${AB_KIB:-256}
+ROUNDS=${AB_ROUNDS:-7}
+SEED=${AB_SEED:-7}
+KINDS=${AB_KINDS:-copy calibre}
+WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/bookferry-ab.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+python3 tools/make-corpus.py "$WORK/src" --files "$FILES" --seed "$SEED" --avg-kib "$KIB" >/dev/null
+cat "$WORK"/src/*/* >/dev/null 2>&1 || true
+find "$WORK/src" -type f -exec cat {} + >/dev/null
+
+# run KIND BIN NAME: one timed run into a fresh destination; prints the wall time in ms.
+run() {
+    local kind=$1 bin=$2 name=$3 dest start
+    dest="$WORK/out/$name"
+    mkdir -p "$WORK/out"
+    start=$(now_ms)
+    case $kind in
+        copy) "$bin" --state "$dest.db" run --from "$WORK/src" --to "$dest" --keep-duplicates -q ;;
+        calibre) "$bin" --state "$dest.db" run --from "$WORK/src" --to "calibre:$dest" -q ;;
+    esac
+    sync -f "$WORK/out"
+    echo $(($(now_ms) - start))
+}
+
+echo "old: $OLD"
+echo "new: $NEW"
+echo "corpus: $FILES files, ~$KIB KiB each, seed $SEED; $ROUNDS rounds"
+for kind in $KINDS; do
+    olds=() news=() ratios=()
+    for r in $(seq 1 "$ROUNDS"); do
+        if [ $((r % 2)) -eq 1 ]; then
+            o=$(run "$kind" "$OLD" "$kind-old-$r"); n=$(run "$kind" "$NEW" "$kind-new-$r")
+        else
+            n=$(run "$kind" "$NEW" "$kind-new-$r"); o=$(run "$kind" "$OLD" "$kind-old-$r")
+        fi
+        olds+=("$o"); news+=("$n")
+        ratios+=("$(awk -v a="$n" -v b="$o" 'BEGIN { printf "%.3f", a / b }')")
+        echo "$kind round $r: old $o ms, new $n ms"
+    done
+    mo=$(median "${olds[@]}"); mn=$(median "${news[@]}"); mr=$(median "${ratios[@]}")
+    echo "$kind: median old $mo ms, new $mn ms; new/old of medians $(awk -v a="$mn" -v b="$mo" 'BEGIN { printf "%.3f", a / b }'), median of round ratios $mr"
+done
