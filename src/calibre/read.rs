@@ -45,7 +45,11 @@ pub enum ReadError {
     },
 
     #[error("{}: not a readable calibre database: {cause}", .path.display())]
-    Corrupt { path: PathBuf, cause: String },
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        cause: Unreadable,
+    },
 
     #[error("{}: {what}: {source}", .path.display())]
     Query {
@@ -65,6 +69,26 @@ pub enum ReadError {
         book_id: i64,
         rel_path: String,
     },
+}
+
+/// Why a library's database cannot be read ([`ReadError::Corrupt`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    /// SQLite finds no database in the file, or a damaged one.
+    #[error("{0}")]
+    Damaged(#[source] rusqlite::Error),
+
+    /// A writer that died mid-transaction left a journal to roll back first, which only a
+    /// writer (calibre) may do; a read-only connection meets it as `SQLITE_READONLY`.
+    #[error(
+        "{0} (an interrupted write left a journal to roll back: open the library in calibre \
+         once, then retry)"
+    )]
+    HotJournal(#[source] rusqlite::Error),
+
+    /// Tables of [`REQUIRED_TABLES`] that are not there: another program's database.
+    #[error("missing calibre tables: {}", .0.join(", "))]
+    MissingTables(Vec<&'static str>),
 }
 
 /// A library's `metadata.db`, to be opened read-only.
@@ -120,16 +144,11 @@ impl ReadOnlyDb {
             },
             Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => ReadError::Corrupt {
                 path,
-                cause: e.to_string(),
+                cause: Unreadable::Damaged(e),
             },
-            // A read-only connection meets this when a crashed writer left a hot journal that
-            // must be rolled back first; only a writer (calibre) may do that.
             Some(ErrorCode::ReadOnly) => ReadError::Corrupt {
                 path,
-                cause: format!(
-                    "{e} (an interrupted write left a journal to roll back: open the library in \
-                     calibre once, then retry)"
-                ),
+                cause: Unreadable::HotJournal(e),
             },
             _ => ReadError::Query {
                 path,
@@ -148,7 +167,7 @@ impl ReadOnlyDb {
         } else {
             Err(ReadError::Corrupt {
                 path: self.db.clone(),
-                cause: format!("missing calibre tables: {}", missing.join(", ")),
+                cause: Unreadable::MissingTables(missing),
             })
         }
     }
@@ -226,5 +245,122 @@ mod tests {
         let uri = sqlite_ro_uri(Path::new("/a b/#1 ?é%/metadata.db"), false);
         assert_eq!(uri, "file:///a%20b/%231%20%3F%C3%A9%25/metadata.db?mode=ro");
         assert!(sqlite_ro_uri(Path::new("/l/metadata.db"), true).ends_with("?mode=ro&immutable=1"));
+    }
+
+    /// Open `root`'s database read-only and check its tables, as the calibre source does.
+    fn read(root: &Path) -> Result<(), ReadError> {
+        let db = ReadOnlyDb::of_library(root, Duration::from_millis(100))?;
+        let conn = db.open()?;
+        db.check_schema(&conn)
+    }
+
+    /// The SQLite error an error's chain holds, if any.
+    fn sqlite_cause(e: &ReadError) -> Option<ErrorCode> {
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            if let Some(e) = c.downcast_ref::<rusqlite::Error>() {
+                return e.sqlite_error_code();
+            }
+            cause = c.source();
+        }
+        None
+    }
+
+    /// A file that is not an SQLite database: the message names it and says what SQLite said;
+    /// SQLite's error is kept as the cause.
+    #[test]
+    fn a_damaged_database_keeps_sqlite_s_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join(METADATA_DB);
+        std::fs::write(&db, b"this is not a database at all, just bytes").unwrap();
+        let err = read(tmp.path()).expect_err("not a database");
+        assert!(
+            matches!(
+                err,
+                ReadError::Corrupt {
+                    cause: Unreadable::Damaged(_),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: not a readable calibre database: file is not a database",
+                db.display()
+            )
+        );
+        assert_eq!(sqlite_cause(&err), Some(ErrorCode::NotADatabase), "{err:?}");
+    }
+
+    /// A writer that died mid-transaction leaves a hot journal a reader may not roll back:
+    /// the message says how to get out of it; SQLite's error is kept as the cause.
+    #[test]
+    fn a_hot_journal_says_to_open_calibre_and_keeps_sqlite_s_error() {
+        let (writer, reader) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let w = Connection::open(writer.path().join(METADATA_DB)).unwrap();
+        w.execute_batch(
+            "CREATE TABLE books (id INTEGER PRIMARY KEY, x TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+             INSERT INTO books (x) SELECT printf('%.200c', 'x') FROM n;
+             PRAGMA cache_size = 1;
+             BEGIN;
+             UPDATE books SET x = 'y';",
+        )
+        .unwrap();
+        // What a crash at this moment leaves: the database and its journal, no lock.
+        for name in [METADATA_DB, "metadata.db-journal"] {
+            std::fs::copy(writer.path().join(name), reader.path().join(name)).unwrap();
+        }
+        w.execute_batch("ROLLBACK").unwrap();
+
+        let err = read(reader.path()).expect_err("a hot journal");
+        assert!(
+            matches!(
+                err,
+                ReadError::Corrupt {
+                    cause: Unreadable::HotJournal(_),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: not a readable calibre database: attempt to write a readonly database \
+                 (an interrupted write left a journal to roll back: open the library in \
+                 calibre once, then retry)",
+                reader.path().join(METADATA_DB).display()
+            )
+        );
+        assert_eq!(sqlite_cause(&err), Some(ErrorCode::ReadOnly), "{err:?}");
+    }
+
+    /// An SQLite database without calibre's tables: every missing one is named, in order.
+    #[test]
+    fn missing_tables_are_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join(METADATA_DB);
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("CREATE TABLE books (id INTEGER PRIMARY KEY)")
+            .unwrap();
+        let err = read(tmp.path()).expect_err("not calibre's");
+        let missing: Vec<&str> = REQUIRED_TABLES[1..].to_vec();
+        assert_eq!(REQUIRED_TABLES[0], "books");
+        assert!(
+            matches!(&err, ReadError::Corrupt { cause: Unreadable::MissingTables(t), .. } if *t == missing),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: not a readable calibre database: missing calibre tables: {}",
+                db.display(),
+                missing.join(", ")
+            )
+        );
     }
 }

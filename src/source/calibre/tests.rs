@@ -3,7 +3,7 @@
 //! databases.
 
 use super::*;
-use crate::calibre::read::is_idle_wal_database;
+use crate::calibre::read::{is_idle_wal_database, Unreadable};
 use rusqlite::Connection;
 use std::collections::BTreeMap;
 use std::fs;
@@ -379,8 +379,11 @@ fn corrupt_or_foreign_databases_are_corrupt() {
         .and_then(|c| c.execute_batch("CREATE TABLE books (id INTEGER PRIMARY KEY)"))
         .expect("make a foreign db");
     match read_library(other.path()) {
-        Err(CalibreError::Corrupt { cause, .. }) => {
-            assert!(cause.contains("data"), "{cause}")
+        Err(CalibreError::Corrupt {
+            cause: Unreadable::MissingTables(tables),
+            ..
+        }) => {
+            assert!(tables.contains(&"data"), "{tables:?}")
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }

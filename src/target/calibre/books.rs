@@ -43,14 +43,14 @@ pub(super) struct Books {
     pub(super) folders_to_make: HashMap<i64, FolderState>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(super) enum FolderState {
     /// No transfer has taken it on yet.
     Unclaimed,
     /// A transfer is making it.
     Making,
-    /// Making it failed, with this error.
-    Failed(String),
+    /// Making it failed, with this error (the cause of every other file of the book).
+    Failed(Arc<CalibreError>),
 }
 
 /// Where one file goes.
@@ -197,9 +197,9 @@ impl Books {
                     Some(b) => b.clone(),
                     None => {
                         let Some(b) = self.lib.committed_book(book_id)? else {
-                            return Err(CalibreError::Invalid {
+                            return Err(CalibreError::BookGone {
                                 path: self.lib.root().to_path_buf(),
-                                cause: format!("book #{book_id} vanished from the library"),
+                                book_id,
                             });
                         };
                         self.committed.insert(book_id, b.clone());

@@ -3,7 +3,7 @@
 //! an existing one checked to be a calibre library bookferry can write into, and the connection
 //! set up as calibre sets up its own (its SQL functions and temporary triggers).
 
-use super::CalibreError;
+use super::{CalibreError, Unwritable};
 use crate::calibre::schema::{
     missing_tables, FRESH_PREFERENCES, REQUIRED_TABLES, SCHEMA, USER_VERSION,
 };
@@ -134,26 +134,23 @@ pub(super) fn next_book_id(conn: &Connection, db_path: &Path) -> Result<i64, Cal
 /// schema version is one calibre 6 would open without upgrading what we touch. Returns the
 /// library's `user_version`.
 pub fn check(conn: &Connection, db: &Path) -> Result<i64, CalibreError> {
-    let corrupt = |cause: String| CalibreError::NotCalibre {
+    let unwritable = |cause: Unwritable| CalibreError::NotCalibre {
         path: db.to_path_buf(),
         cause,
     };
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| corrupt(format!("cannot read user_version: {e}")))?;
+        .map_err(|e| unwritable(Unwritable::UserVersion(e)))?;
     let required = REQUIRED_TABLES.iter().chain(REQUIRED_WRITE_TABLES).copied();
     let missing =
-        missing_tables(conn, required).map_err(|e| corrupt(format!("cannot list tables: {e}")))?;
+        missing_tables(conn, required).map_err(|e| unwritable(Unwritable::ListingTables(e)))?;
     if !missing.is_empty() {
-        return Err(corrupt(format!("missing tables: {}", missing.join(", "))));
+        return Err(unwritable(Unwritable::MissingTables(missing)));
     }
     if version < MIN_USER_VERSION {
-        return Err(corrupt(format!(
-            "schema version {version} is older than calibre 6 writes ({MIN_USER_VERSION}+); \
-             open the library in calibre once to upgrade it"
-        )));
+        return Err(unwritable(Unwritable::OldSchema(version)));
     }
     // The triggers call calibre's SQL functions: make sure ours are there before any write.
-    sql_functions::check_registered(conn).map_err(|e| corrupt(format!("SQL functions: {e}")))?;
+    sql_functions::check_registered(conn).map_err(|e| unwritable(Unwritable::SqlFunctions(e)))?;
     Ok(version)
 }

@@ -9,7 +9,7 @@ use super::fields::{Candidate, CommittedBook, Fields, PlannedBook};
 use super::lock::CalibreLock;
 use super::recovery::make_book_dir;
 use super::rows::{Items, LibraryDb, RowsWriter};
-use super::CalibreError;
+use super::{CalibreError, Unwritable};
 use crate::calibre::{paths, uuid4, METADATA_DB};
 use crate::metadata::Metadata;
 use rusqlite::OptionalExtension;
@@ -81,10 +81,7 @@ impl CalibreLibrary {
                     .map_err(io_err("cannot list the folder", root))?;
                 return Err(CalibreError::NotCalibre {
                     path: root.to_path_buf(),
-                    cause: format!(
-                        "the folder holds files ({:?}, …) but no {METADATA_DB}; give an empty or new folder to create a library",
-                        name
-                    ),
+                    cause: Unwritable::FolderHoldsFiles { first: name },
                 });
             }
             database::create_database(root, &db_path)?;
@@ -261,9 +258,9 @@ impl CalibreLibrary {
     /// the format upper-cased as `data.format` holds it.
     pub fn format_file(&self, stem: &str, format: &str) -> Result<(String, String), CalibreError> {
         let Some(fmt) = paths::format_name(format) else {
-            return Err(CalibreError::Invalid {
+            return Err(CalibreError::NotAFormat {
                 path: self.root.clone(),
-                cause: format!("format {format:?} is not a file extension calibre can store"),
+                format: format.to_string(),
             });
         };
         let name = paths::format_file_name(stem, &fmt);
@@ -308,24 +305,16 @@ impl CalibreLibrary {
         let mut dir = self.root.clone();
         for comp in rel_dir.split('/') {
             if comp.is_empty() || comp == "." || comp == ".." || comp.contains('\\') {
-                return Err(CalibreError::Invalid {
+                return Err(CalibreError::PathOutside {
                     path: self.root.join(&rel_dir),
-                    cause: format!(
-                        "book #{book_id}'s path {rel_dir:?} does not stay inside the library"
-                    ),
+                    book_id,
+                    rel_dir: rel_dir.clone(),
                 });
             }
             dir.push(comp);
             match fs::symlink_metadata(&dir) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(CalibreError::Invalid {
-                        path: dir,
-                        cause: format!(
-                            "book #{book_id}'s folder is a symlink or a file; bookferry does not write through links"
-                        ),
-                    })
-                }
+                Ok(_) => return Err(CalibreError::FolderIsLink { path: dir, book_id }),
                 Err(e) => return Err(self.io_error("cannot stat the book folder", &dir, e)),
             }
         }

@@ -37,7 +37,11 @@ pub use rows::RowsWriter;
 pub use target::{CalibreOptions, CalibreTarget};
 pub use writer::write_opfs;
 
+use crate::calibre::METADATA_DB;
+use database::MIN_USER_VERSION;
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Why writing into a calibre library failed; each names the file or folder and the cause.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +75,104 @@ pub enum CalibreError {
     },
 
     #[error("{}: not a calibre library bookferry can write into: {cause}", .path.display())]
-    NotCalibre { path: PathBuf, cause: String },
+    NotCalibre {
+        path: PathBuf,
+        #[source]
+        cause: Unwritable,
+    },
 
-    #[error("{}: {cause}", .path.display())]
-    Invalid { path: PathBuf, cause: String },
+    /// A format calibre cannot store (`data.format` is a file extension).
+    #[error("{}: format {format:?} is not a file extension calibre can store", .path.display())]
+    NotAFormat { path: PathBuf, format: String },
+
+    /// A second file of one format for a planned book (`path` is the file).
+    #[error("{}: book {book_id} already has a {format} file", .path.display())]
+    FormatTwice {
+        path: PathBuf,
+        book_id: i64,
+        format: String,
+    },
+
+    /// A commit of a book that is not planned (`path` is its folder).
+    #[error(
+        "{}: book {book_id} is not planned in this library (committed already?)",
+        .path.display()
+    )]
+    NotPlanned { path: PathBuf, book_id: i64 },
+
+    /// A book the library held when it was opened has no row any more.
+    #[error("{}: book #{book_id} vanished from the library", .path.display())]
+    BookGone { path: PathBuf, book_id: i64 },
+
+    /// A recorded book's `books.path` leads out of the library (absolute, `..`, empty part).
+    #[error(
+        "{}: book #{book_id}'s path {rel_dir:?} does not stay inside the library",
+        .path.display()
+    )]
+    PathOutside {
+        path: PathBuf,
+        book_id: i64,
+        rel_dir: String,
+    },
+
+    /// A recorded book's folder, or a folder on its way, is a symlink or a file.
+    #[error(
+        "{}: book #{book_id}'s folder is a symlink or a file; bookferry does not write through \
+         links",
+        .path.display()
+    )]
+    FolderIsLink { path: PathBuf, book_id: i64 },
+
+    /// An author folder to make a book's folder in is a file or a symlink.
+    #[error("{}: exists and is not a folder (or is a symlink)", .path.display())]
+    AuthorNotAFolder { path: PathBuf },
+
+    /// A new book's folder is there already: someone else's, never written into.
+    #[error(
+        "{}: book {book_id}'s folder already exists and is not bookferry's to reuse",
+        .path.display()
+    )]
+    FolderExists { path: PathBuf, book_id: i64 },
+
+    /// Another file of a new book failed to make its folder (`path` is this file); `source`
+    /// is that file's error, shared by every file of the book.
+    #[error("{}: the book's folder could not be made: {source}", .path.display())]
+    FolderNotMade {
+        path: PathBuf,
+        #[source]
+        source: Arc<CalibreError>,
+    },
+}
+
+/// Why a folder or database is not a calibre library bookferry can write into
+/// ([`CalibreError::NotCalibre`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Unwritable {
+    /// A folder with files but no `metadata.db` (`first` is one of them): not made a library.
+    #[error(
+        "the folder holds files ({first:?}, …) but no {METADATA_DB}; give an empty or new \
+         folder to create a library"
+    )]
+    FolderHoldsFiles { first: OsString },
+
+    #[error("cannot read user_version: {0}")]
+    UserVersion(#[source] rusqlite::Error),
+
+    #[error("cannot list tables: {0}")]
+    ListingTables(#[source] rusqlite::Error),
+
+    /// Tables calibre has and the writer needs that are not there.
+    #[error("missing tables: {}", .0.join(", "))]
+    MissingTables(Vec<&'static str>),
+
+    /// A schema older than `MIN_USER_VERSION` (21): calibre upgrades it when it opens it.
+    #[error(
+        "schema version {0} is older than calibre 6 writes ({MIN_USER_VERSION}+); open the \
+         library in calibre once to upgrade it"
+    )]
+    OldSchema(i64),
+
+    /// calibre's SQL functions, which its triggers call, do not run on the connection.
+    #[error("SQL functions: {0}")]
+    SqlFunctions(#[source] rusqlite::Error),
 }

@@ -31,21 +31,13 @@ pub fn make_book_dir(root: &Path, rel_dir: &str, book_id: i64) -> Result<(), Cal
     let author_dir = root.join(author_rel);
     match fs::symlink_metadata(&author_dir) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(CalibreError::Invalid {
-                path: author_dir,
-                cause: "exists and is not a folder (or is a symlink)".into(),
-            })
-        }
+        Ok(_) => return Err(CalibreError::AuthorNotAFolder { path: author_dir }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&author_dir) {
             Ok(()) => {}
             // Made a moment ago by another book of this author.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if !fs::symlink_metadata(&author_dir).is_ok_and(|m| m.is_dir()) {
-                    return Err(CalibreError::Invalid {
-                        path: author_dir,
-                        cause: "exists and is not a folder (or is a symlink)".into(),
-                    });
+                    return Err(CalibreError::AuthorNotAFolder { path: author_dir });
                 }
             }
             Err(e) => return Err(io_error("cannot create the author folder", &author_dir, e)),
@@ -55,12 +47,7 @@ pub fn make_book_dir(root: &Path, rel_dir: &str, book_id: i64) -> Result<(), Cal
     let dir = root.join(rel_dir);
     if let Err(e) = fs::create_dir(&dir) {
         return Err(if e.kind() == io::ErrorKind::AlreadyExists {
-            CalibreError::Invalid {
-                path: dir,
-                cause: format!(
-                    "book {book_id}'s folder already exists and is not bookferry's to reuse"
-                ),
-            }
+            CalibreError::FolderExists { path: dir, book_id }
         } else {
             io_error("cannot create the book folder", &dir, e)
         });

@@ -32,7 +32,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// How the calibre target places books.
 #[derive(Debug, Clone)]
@@ -179,8 +179,8 @@ impl CalibreTarget {
 
     /// Put one file into its book. Blocking: called on a blocking thread.
     pub fn transfer(&self, p: &Payload) -> Result<Transferred, Failure> {
-        let fail = |e: CalibreError| {
-            let kind = match &e {
+        let fail = |e: &CalibreError| {
+            let kind = match e {
                 CalibreError::Io { source, .. } => FailureKind::of_target_io(source),
                 _ => FailureKind::TargetWrite,
             };
@@ -197,7 +197,7 @@ impl CalibreTarget {
             };
             match books
                 .decide(p, &self.opts, &self.uuid_seed, known)
-                .map_err(fail)?
+                .map_err(|e| fail(&e))?
             {
                 Decision::Skip(reason, detail) => {
                     return Ok(Transferred::AlreadyThere { reason, detail })
@@ -211,7 +211,7 @@ impl CalibreTarget {
         if let Err(e) = self.folder_for(&slot) {
             let mut books = self.books().expect("open: checked above");
             books.not_written(&slot);
-            return Err(fail(e));
+            return Err(fail(&e));
         }
         let written = self.write_format(p, &slot.path).and_then(|placed| {
             if let Some(dest) = &slot.replaces {
@@ -261,8 +261,9 @@ impl CalibreTarget {
         }
     }
 
-    /// Make the slot's book folder (or wait until the transfer making it is done).
-    fn folder_for(&self, slot: &Slot) -> Result<(), CalibreError> {
+    /// Make the slot's book folder (or wait until the transfer making it is done). The error
+    /// is shared: a failure to make the folder is also the cause of every other file's.
+    fn folder_for(&self, slot: &Slot) -> Result<(), Arc<CalibreError>> {
         match slot.folder {
             Folder::Ready => Ok(()),
             Folder::Make => {
@@ -271,13 +272,13 @@ impl CalibreTarget {
                     .rsplit_once('/')
                     .map_or("", |(d, _)| d)
                     .to_string();
-                let made = make_book_dir(&self.root, &rel_dir, slot.book_id);
+                let made = make_book_dir(&self.root, &rel_dir, slot.book_id).map_err(Arc::new);
                 let mut books = self.books().expect("open: checked above");
                 match &made {
                     Ok(()) => books.folders_to_make.remove(&slot.book_id),
                     Err(e) => books
                         .folders_to_make
-                        .insert(slot.book_id, FolderState::Failed(e.to_string())),
+                        .insert(slot.book_id, FolderState::Failed(Arc::clone(e))),
                 };
                 made
             }
@@ -287,10 +288,10 @@ impl CalibreTarget {
                     match books.folders_to_make.get(&slot.book_id) {
                         None => return Ok(()),
                         Some(FolderState::Failed(e)) => {
-                            return Err(CalibreError::Invalid {
+                            return Err(Arc::new(CalibreError::FolderNotMade {
                                 path: self.root.join(&slot.rel_path),
-                                cause: format!("the book's folder could not be made: {e}"),
-                            })
+                                source: Arc::clone(e),
+                            }))
                         }
                         Some(_) => {}
                     }
@@ -606,6 +607,85 @@ mod tests {
         target.commit().unwrap();
         assert_eq!(data_rows(&lib), ["EPUB", "PDF"]);
         assert!(!marker.exists(), "nothing left unrecorded");
+    }
+
+    /// A book whose folder could not be made: the file that was to make it fails saying why;
+    /// another file of the book, waiting for the folder, fails too, that first error kept as
+    /// its cause.
+    #[test]
+    fn a_book_folder_that_could_not_be_made_fails_its_other_files_with_the_cause() {
+        let _serial = super::super::tests::serial();
+        let (_dir, src, lib, target) = new_library();
+        // The author's folder cannot be made: a file has its name.
+        let author = lib.join("Frank Herbert");
+        fs::write(&author, b"not a folder").unwrap();
+        let why = format!(
+            "{}: exists and is not a folder (or is a symlink)",
+            author.display()
+        );
+        // Both files are given their book before either makes its folder: the first makes
+        // it, the second waits for it.
+        let decide = |p: &Payload| {
+            let known = Identified::of(p, &target.uuid_seed);
+            let mut books = target.books().unwrap();
+            match books.decide(p, &target.opts, &target.uuid_seed, known) {
+                Ok(Decision::Write(slot)) => slot,
+                _ => panic!("{} is written", p.source_rel),
+            }
+        };
+        let epub = decide(&payload(&src, 1, "dune.epub", b"the epub's bytes"));
+        let pdf = decide(&payload(&src, 2, "dune.pdf", b"the pdf's bytes"));
+        assert_eq!((epub.folder, pdf.folder), (Folder::Make, Folder::Await));
+        let err = target.folder_for(&epub).expect_err("no author folder");
+        assert_eq!(err.to_string(), why);
+
+        let err = target
+            .folder_for(&pdf)
+            .expect_err("the folder is not there");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: the book's folder could not be made: {why}",
+                pdf.path.display()
+            )
+        );
+        let cause = std::error::Error::source(&err).expect("the first error is kept");
+        assert_eq!(cause.to_string(), why);
+        let CalibreError::FolderNotMade { source, .. } = &*err else {
+            panic!("expected FolderNotMade, got {err:?}");
+        };
+        assert!(
+            matches!(&**source, CalibreError::AuthorNotAFolder { path } if *path == author),
+            "{source:?}"
+        );
+    }
+
+    /// A book the library held when it was opened, deleted since (by calibre, say): a file
+    /// that goes to it fails, naming it.
+    #[test]
+    fn a_book_deleted_meanwhile_fails_its_file_naming_it() {
+        let _serial = super::super::tests::serial();
+        let (_dir, src, lib, target) = new_library();
+        let epub = payload(&src, 1, "dune.epub", b"the epub's bytes");
+        let Transferred::Placed(_) = target.transfer(&epub).unwrap() else {
+            panic!("the EPUB is written");
+        };
+        target.commit().unwrap();
+        drop(target);
+        let target = CalibreTarget::open(&lib, &src, copy_options(), false).expect("reopened");
+        let conn = rusqlite::Connection::open(lib.join(METADATA_DB)).unwrap();
+        crate::calibre::sql_functions::register(&conn).unwrap();
+        assert_eq!(conn.execute("DELETE FROM books", []).unwrap(), 1);
+
+        let pdf = payload(&src, 2, "dune.pdf", b"the pdf's bytes");
+        let failed = target.transfer(&pdf).expect_err("the book is gone");
+        assert_eq!(
+            failed.message,
+            format!(
+                "dune.pdf: {}: book #1 vanished from the library",
+                lib.display()
+            )
+        );
     }
 
     /// A commit that cannot write a book's `metadata.opf` fails with the calibre error that

@@ -269,7 +269,238 @@ fn a_folder_with_other_files_is_refused() {
     let tmp = tempfile::tempdir().expect("tmp");
     fs::write(tmp.path().join("notes.txt"), "x").expect("write");
     let err = CalibreLibrary::open(tmp.path()).expect_err("refused");
-    assert!(matches!(err, CalibreError::NotCalibre { .. }), "{err}");
+    assert!(
+        matches!(&err, CalibreError::NotCalibre { cause: Unwritable::FolderHoldsFiles { first }, .. } if first == "notes.txt"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: not a calibre library bookferry can write into: the folder holds files \
+             (\"notes.txt\", …) but no metadata.db; give an empty or new folder to create a \
+             library",
+            tmp.path().display()
+        )
+    );
+}
+
+/// The SQLite error an error's chain holds, if any.
+fn sqlite_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rusqlite::Error> {
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if let Some(e) = c.downcast_ref::<rusqlite::Error>() {
+            return Some(e);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// A database bookferry cannot write into is refused before anything is written, saying why
+/// in the words it always used; SQLite's error, when there is one, is kept as the cause.
+#[test]
+fn a_database_bookferry_cannot_write_into_is_refused_saying_why() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let refused = |root: &Path| CalibreLibrary::open(root).expect_err("refused");
+
+    let foreign = tmp.path().join("foreign");
+    fs::create_dir(&foreign).expect("mkdir");
+    let db = foreign.join(METADATA_DB);
+    Connection::open(&db)
+        .and_then(|c| c.execute_batch("CREATE TABLE books (id INTEGER PRIMARY KEY)"))
+        .expect("a database that is not calibre's");
+    let err = refused(&foreign);
+    assert!(
+        matches!(&err, CalibreError::NotCalibre { cause: Unwritable::MissingTables(t), .. } if t.len() == 17 && t[0] == "data"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: not a calibre library bookferry can write into: missing tables: data, \
+             authors, books_authors_link, series, books_series_link, tags, books_tags_link, \
+             identifiers, publishers, books_publishers_link, languages, books_languages_link, \
+             comments, ratings, books_ratings_link, library_id, preferences",
+            db.display()
+        )
+    );
+
+    let old = tmp.path().join("old");
+    fs::create_dir(&old).expect("mkdir");
+    let db = old.join(METADATA_DB);
+    fs::copy(Path::new(FIXTURE).join(METADATA_DB), &db).expect("copy the fixture's database");
+    Connection::open(&db)
+        .and_then(|c| c.pragma_update(None, "user_version", 20))
+        .expect("an older schema");
+    let err = refused(&old);
+    assert!(
+        matches!(
+            err,
+            CalibreError::NotCalibre {
+                cause: Unwritable::OldSchema(20),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: not a calibre library bookferry can write into: schema version 20 is older \
+             than calibre 6 writes (21+); open the library in calibre once to upgrade it",
+            db.display()
+        )
+    );
+
+    // A connection without calibre's SQL functions, which its triggers call.
+    let conn = Connection::open(Path::new(FIXTURE).join(METADATA_DB)).expect("open fixture");
+    let err = database::check(&conn, &db).expect_err("no SQL functions");
+    assert!(
+        matches!(
+            err,
+            CalibreError::NotCalibre {
+                cause: Unwritable::SqlFunctions(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let message = format!(
+        "{}: not a calibre library bookferry can write into: SQL functions: no such function: \
+         title_sort",
+        db.display()
+    );
+    assert!(err.to_string().starts_with(&message), "{err}");
+    let cause = sqlite_cause(&err).expect("SQLite's error is the cause");
+    assert!(cause.to_string().contains("title_sort"), "{cause:?}");
+}
+
+/// What the library refuses to do to a book, each in the words it always used.
+#[test]
+fn a_book_the_library_cannot_write_says_why() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path().join("lib");
+    let mut lib = CalibreLibrary::open(&root).expect("open");
+    let md = |t: &str| Metadata {
+        title: Some(t.into()),
+        authors: vec!["Ann Leckie".into()],
+        ..Default::default()
+    };
+
+    let err = lib.format_file("Stem", "e/pub").expect_err("not a format");
+    assert!(
+        matches!(&err, CalibreError::NotAFormat { format, .. } if format == "e/pub"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: format \"e/pub\" is not a file extension calibre can store",
+            root.display()
+        )
+    );
+
+    let mut book = lib.plan(&md("Twice")).expect("plan");
+    lib.write_format(&mut book, "epub", &mut &b"data"[..])
+        .expect("write");
+    let err = lib
+        .write_format(&mut book, "EPUB", &mut &b"data"[..])
+        .expect_err("a second EPUB");
+    assert!(
+        matches!(&err, CalibreError::FormatTwice { book_id, format, .. } if *book_id == book.book_id && format == "EPUB"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: book {} already has a EPUB file",
+            lib.dir_of(&book).join("Twice - Ann Leckie.epub").display(),
+            book.book_id
+        )
+    );
+
+    lib.commit(std::slice::from_ref(&book)).expect("commit");
+    let err = lib
+        .commit(std::slice::from_ref(&book))
+        .expect_err("committed already");
+    assert!(
+        matches!(err, CalibreError::NotPlanned { book_id, .. } if book_id == book.book_id),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: book {} is not planned in this library (committed already?)",
+            lib.dir_of(&book).display(),
+            book.book_id
+        )
+    );
+
+    let id = book.book_id;
+    let err = make_book_dir(&root, &book.rel_dir, id).expect_err("the folder is there");
+    assert!(
+        matches!(err, CalibreError::FolderExists { book_id, .. } if book_id == id),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: book {id}'s folder already exists and is not bookferry's to reuse",
+            lib.dir_of(&book).display()
+        )
+    );
+
+    fs::write(root.join("A File"), "x").expect("write");
+    let err = make_book_dir(&root, "A File/Book (99)", 99).expect_err("the author is a file");
+    assert!(
+        matches!(err, CalibreError::AuthorNotAFolder { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: exists and is not a folder (or is a symlink)",
+            root.join("A File").display()
+        )
+    );
+
+    // The book's folder replaced by a link to elsewhere.
+    let dir = lib.dir_of(&book);
+    let elsewhere = tmp.path().join("elsewhere");
+    fs::rename(&dir, &elsewhere).expect("move the folder away");
+    std::os::unix::fs::symlink(&elsewhere, &dir).expect("symlink");
+    let err = lib.committed_book(id).expect_err("a link");
+    assert!(
+        matches!(err, CalibreError::FolderIsLink { book_id, .. } if book_id == id),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: book #{id}'s folder is a symlink or a file; bookferry does not write through links",
+            dir.display()
+        )
+    );
+
+    // `books.path` leading out of the library.
+    lib.db()
+        .conn
+        .execute("UPDATE books SET path = '../outside' WHERE id = ?1", [id])
+        .expect("update");
+    let err = lib.committed_book(id).expect_err("outside");
+    assert!(
+        matches!(&err, CalibreError::PathOutside { book_id, rel_dir, .. } if *book_id == id && rel_dir == "../outside"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: book #{id}'s path \"../outside\" does not stay inside the library",
+            root.join("../outside").display()
+        )
+    );
 }
 
 #[test]

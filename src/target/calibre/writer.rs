@@ -53,9 +53,10 @@ impl CalibreLibrary {
         let (fmt, name) = self.format_file(&book.file_stem, format)?;
         let path = self.dir_of(book).join(name);
         if book.formats.iter().any(|(f, _)| *f == fmt) {
-            return Err(CalibreError::Invalid {
+            return Err(CalibreError::FormatTwice {
                 path,
-                cause: format!("book {} already has a {fmt} file", book.book_id),
+                book_id: book.book_id,
+                format: fmt,
             });
         }
         let mut out = OpenOptions::new()
@@ -138,12 +139,9 @@ impl CalibreLibrary {
         let db = self.db();
         for b in books {
             if !self.planned.contains_key(&b.book_id) {
-                return Err(CalibreError::Invalid {
+                return Err(CalibreError::NotPlanned {
                     path: self.dir_of(b),
-                    cause: format!(
-                        "book {} is not planned in this library (committed already?)",
-                        b.book_id
-                    ),
+                    book_id: b.book_id,
                 });
             }
             resolved.push(self.resolve(&db, b, &mut series_max)?);
