@@ -28,11 +28,11 @@ use super::paths;
 use super::schema;
 use super::CalibreError;
 use crate::metadata::Metadata;
+use crate::target::flusher::syncfs;
 use rusqlite::{Connection, OptionalExtension, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -812,11 +812,7 @@ impl CalibreLibrary {
 
     /// Make every file written so far durable (one `syncfs` of the library's filesystem).
     pub fn flush(&self) -> Result<(), CalibreError> {
-        // SAFETY: the fd is open for as long as `self.root_dir` lives.
-        if unsafe { libc::syncfs(self.root_dir.as_raw_fd()) } != 0 {
-            return Err(self.io_error("syncfs failed", &self.root, io::Error::last_os_error()));
-        }
-        Ok(())
+        syncfs(&self.root_dir).map_err(|e| self.io_error("syncfs failed", &self.root, e))
     }
 
     /// Record planned books whose files are written: their `metadata.opf` is written, all files
