@@ -82,8 +82,11 @@ impl FailureKind {
 
     /// Classify an I/O error met while writing to a target folder.
     pub fn of_target_io(e: &std::io::Error) -> FailureKind {
-        match e.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => FailureKind::TargetFull,
+        // ENOSPC and EDQUOT.
+        match e.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                FailureKind::TargetFull
+            }
             _ => FailureKind::TargetWrite,
         }
     }
@@ -126,5 +129,20 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.message, self.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::io::Errno;
+
+    #[test]
+    fn a_full_disk_or_quota_is_target_full_and_other_write_errors_are_not() {
+        let kind = |e: Errno| FailureKind::of_target_io(&std::io::Error::from(e));
+        assert_eq!(kind(Errno::NOSPC), FailureKind::TargetFull);
+        assert_eq!(kind(Errno::DQUOT), FailureKind::TargetFull);
+        assert_eq!(kind(Errno::ROFS), FailureKind::TargetWrite);
+        assert_eq!(kind(Errno::NOTDIR), FailureKind::TargetWrite);
     }
 }

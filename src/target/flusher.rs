@@ -10,7 +10,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -25,11 +24,7 @@ pub const PAUSE: Duration = Duration::from_millis(20);
 
 /// Make everything written to `dir`'s filesystem durable: one `syncfs`.
 pub fn syncfs(dir: &File) -> io::Result<()> {
-    // SAFETY: syncfs takes a valid open file descriptor and touches no memory of ours.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::syncfs(dir)?)
 }
 
 /// Counts writes into the target; cheap to clone (each staging holds one).

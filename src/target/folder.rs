@@ -12,7 +12,6 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -557,26 +556,8 @@ pub(crate) fn commit_temp(temp: &Path, dest: &Path, replace: bool) -> io::Result
 /// `renameat2(RENAME_NOREPLACE)`: one call that fails with `AlreadyExists` if `dest` exists
 /// (a hard link and an unlink did the same in two, and cost a measurable share of a copy).
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-    };
-    let (from, to) = (c(from)?, c(to)?);
-    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    Ok(renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE)?)
 }
 
 /// `Title - Author.epub` → `Title - Author (2).epub`.
@@ -595,13 +576,7 @@ fn with_suffix(name: &str, n: u32) -> String {
 
 /// Clone `src`'s extents into `dst` (FICLONE): a copy that shares blocks until written.
 fn reflink(src: &File, dst: &File) -> io::Result<()> {
-    const FICLONE: libc::c_ulong = 0x4004_9409;
-    // SAFETY: FICLONE takes the destination fd and the source fd as its argument.
-    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::ioctl_ficlone(dst, src)?)
 }
 
 /// Index the target tree by (base name, size), removing temp files a killed run left.

@@ -20,7 +20,6 @@ use super::flusher::WriteCount;
 use super::folder::{commit_temp, TEMP_PREFIX};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -251,11 +250,14 @@ pub(crate) fn temp_name(tag: &str) -> String {
     )
 }
 
+/// `O_TMPFILE` as `OpenOptions::custom_flags` takes it (it fits: 0o20200000).
+const O_TMPFILE: i32 = rustix::fs::OFlags::TMPFILE.bits() as i32;
+
 /// A new unnamed file in `dir` holding `bytes`.
 fn write_unnamed(dir: &Path, bytes: &[u8]) -> io::Result<File> {
     let mut file = OpenOptions::new()
         .write(true)
-        .custom_flags(libc::O_TMPFILE)
+        .custom_flags(O_TMPFILE)
         .mode(0o666)
         .open(dir)?;
     file.write_all(bytes)?;
@@ -278,38 +280,19 @@ fn probe_unnamed(dir: &Path) -> bool {
 
 /// The process's soft limit on open files.
 fn soft_fd_limit() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass and nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1024;
-    }
-    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+    use rustix::process::{getrlimit, Resource};
+    // `None`: no limit.
+    getrlimit(Resource::Nofile)
+        .current
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// Give an unnamed file its name: `linkat` through `/proc/self/fd`, which needs no privilege;
 /// fails with `AlreadyExists` if `dest` exists.
 fn link_unnamed(file: &File, dest: &Path) -> io::Result<()> {
-    let from = format!("/proc/self/fd/{}\0", file.as_raw_fd());
-    let to = std::ffi::CString::new(dest.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            from.as_ptr().cast(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    use rustix::fs::{linkat, AtFlags, CWD};
+    let from = format!("/proc/self/fd/{}", file.as_raw_fd());
+    Ok(linkat(CWD, from, CWD, dest, AtFlags::SYMLINK_FOLLOW)?)
 }
 
 #[cfg(test)]

@@ -5,79 +5,36 @@
 //! tells us when one of them is running.
 
 use std::io;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
 
 /// The abstract socket name calibre binds (without the leading NUL).
 pub fn lock_name() -> String {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    format!("calibre-singleinstance-{euid}-db")
+    format!(
+        "calibre-singleinstance-{}-db",
+        rustix::process::geteuid().as_raw()
+    )
 }
 
 /// Holds calibre's writer lock until dropped: no calibre program can open a library for
 /// writing meanwhile (they exit with "Another calibre program … is running").
 #[derive(Debug)]
 pub struct CalibreLock {
-    fd: libc::c_int,
+    /// Bound to the lock's name; closing it frees the name.
+    _socket: UnixListener,
 }
 
 impl CalibreLock {
     /// Take the lock. `Ok(None)` when a calibre program (or another holder) has it.
     pub fn try_acquire() -> io::Result<Option<CalibreLock>> {
-        // SAFETY: plain socket(2) call; the fd is owned by the returned guard or closed below.
-        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
+        // A stream socket, as calibre's: abstract names of different socket types do not
+        // clash. (std also listens on it, which calibre does not; binding is what excludes.)
+        let addr = SocketAddr::from_abstract_name(lock_name())?;
+        match UnixListener::bind_addr(&addr) {
+            Ok(socket) => Ok(Some(CalibreLock { _socket: socket })),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(None),
+            Err(e) => Err(e),
         }
-        let name = lock_name();
-        // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        // Abstract namespace: sun_path[0] = 0, then the name, no terminating NUL (the length
-        // says where it ends, as Python passes it).
-        let bytes = name.as_bytes();
-        if bytes.len() + 1 > addr.sun_path.len() {
-            // SAFETY: fd is ours and open.
-            unsafe { libc::close(fd) };
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "lock name too long",
-            ));
-        }
-        for (i, b) in bytes.iter().enumerate() {
-            addr.sun_path[i + 1] = *b as libc::c_char;
-        }
-        let len = std::mem::size_of::<libc::sa_family_t>() + 1 + bytes.len();
-        loop {
-            // SAFETY: addr is a valid sockaddr_un and len does not exceed its size.
-            let rc = unsafe {
-                libc::bind(
-                    fd,
-                    &addr as *const libc::sockaddr_un as *const libc::sockaddr,
-                    len as libc::socklen_t,
-                )
-            };
-            if rc == 0 {
-                return Ok(Some(CalibreLock { fd }));
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            // SAFETY: fd is ours and open.
-            unsafe { libc::close(fd) };
-            return if e.raw_os_error() == Some(libc::EADDRINUSE) {
-                Ok(None)
-            } else {
-                Err(e)
-            };
-        }
-    }
-}
-
-impl Drop for CalibreLock {
-    fn drop(&mut self) {
-        // SAFETY: fd is owned by this guard and closed exactly once.
-        unsafe { libc::close(self.fd) };
     }
 }
 
@@ -103,8 +60,7 @@ pub fn running_calibre_programs() -> Vec<String> {
         "ebook-viewer",
         "lrfviewer",
     ];
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let euid = rustix::process::geteuid().as_raw();
     let mut found = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return found;

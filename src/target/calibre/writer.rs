@@ -21,10 +21,10 @@ use crate::calibre::dates;
 use crate::calibre::opf::{self, OpfBook};
 use crate::calibre::text::{author_to_author_sort, title_sort};
 use crate::calibre::{COVER_FILE, OPF_FILE};
+use crate::target::flusher::syncfs;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 impl CalibreLibrary {
@@ -102,11 +102,7 @@ impl CalibreLibrary {
 
     /// Make every file written so far durable (one `syncfs` of the library's filesystem).
     pub fn flush(&self) -> Result<(), CalibreError> {
-        // SAFETY: the fd is open for as long as `self.root_dir` lives.
-        if unsafe { libc::syncfs(self.root_dir.as_raw_fd()) } != 0 {
-            return Err(self.io_error("syncfs failed", &self.root, io::Error::last_os_error()));
-        }
-        Ok(())
+        syncfs(&self.root_dir).map_err(|e| self.io_error("syncfs failed", &self.root, e))
     }
 
     /// Record planned books whose files are written: their `metadata.opf` is written, all files
