@@ -14,7 +14,6 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 fn main() {
-    keep_freed_buffers();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -45,24 +44,6 @@ fn main() {
         }
     }
 }
-
-/// Every file up to 8 MiB passes through one buffer of its size (read once, hashed, parsed,
-/// written or sent). glibc's defaults can give such a buffer its own `mmap` and hand it back
-/// on free, so a file's read faults in fresh zeroed pages. Serving them from the heap and
-/// keeping freed memory (up to 128 MiB spare) reuses pages instead: in a calibre copy run's
-/// profile, page faults fell from 7.6% to 4.9% of the samples (no wall-time change showed
-/// through this VM's noise). The buffer budget (256 MiB) bounds what is kept.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_buffers() {
-    // SAFETY: mallopt only tunes glibc's allocator; called first thing, before any thread.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_buffers() {}
 
 /// `--log-file` cannot be opened.
 #[derive(Debug, thiserror::Error)]
