@@ -71,6 +71,34 @@ struct Refine {
     value: String,
 }
 
+/// The `refines` metas of an OPF, by the id they refine.
+struct Refines(HashMap<String, Vec<Refine>>);
+
+impl Refines {
+    fn read(metas: &[&Element]) -> Refines {
+        let mut refines: HashMap<String, Vec<Refine>> = HashMap::new();
+        for m in metas {
+            if let (Some(target), Some(property)) = (m.attr("refines"), m.attr("property")) {
+                refines
+                    .entry(target.trim_start_matches('#').to_string())
+                    .or_default()
+                    .push(Refine {
+                        property: property.to_string(),
+                        scheme: m.attr("scheme").map(str::to_string),
+                        value: m.text().trim().to_string(),
+                    });
+            }
+        }
+        Refines(refines)
+    }
+
+    /// The refinement `prop` of element `e` (found by its `id`).
+    fn of(&self, e: &Element, prop: &str) -> Option<&Refine> {
+        let id = e.attr("id")?;
+        self.0.get(id)?.iter().find(|r| r.property == prop)
+    }
+}
+
 /// Fill `md` from a parsed OPF `package` element. `opf_path` resolves relative hrefs.
 pub fn read_package(
     package: &Element,
@@ -85,59 +113,18 @@ pub fn read_package(
         warnings.push("OPF without <metadata>".into());
         return;
     };
-    let mut refines: HashMap<String, Vec<Refine>> = HashMap::new();
     let metas = meta.descendants("meta");
-    for m in &metas {
-        if let (Some(target), Some(property)) = (m.attr("refines"), m.attr("property")) {
-            refines
-                .entry(target.trim_start_matches('#').to_string())
-                .or_default()
-                .push(Refine {
-                    property: property.to_string(),
-                    scheme: m.attr("scheme").map(str::to_string),
-                    value: m.text().trim().to_string(),
-                });
-        }
-    }
-    let refined = |e: &Element, prop: &str| -> Option<&Refine> {
-        let id = e.attr("id")?;
-        refines.get(id)?.iter().find(|r| r.property == prop)
-    };
+    let refines = Refines::read(&metas);
 
     // Title: the one refined as title-type main, else the first.
     let titles = meta.descendants("title");
-    let main = titles
-        .iter()
-        .find(|t| refined(t, "title-type").is_some_and(|r| r.value == "main"));
+    let main = titles.iter().find(|t| {
+        refines
+            .of(t, "title-type")
+            .is_some_and(|r| r.value == "main")
+    });
     md.title = main.or(titles.first()).and_then(|t| t.text_opt());
-
-    // Authors: creators with role aut (attribute or refines) or no role at all.
-    let mut sorts = Vec::new();
-    for c in meta.descendants("creator") {
-        let role = c
-            .attr("role")
-            .map(str::to_string)
-            .or_else(|| refined(c, "role").map(|r| r.value.clone()));
-        if role
-            .as_deref()
-            .is_some_and(|r| !r.eq_ignore_ascii_case("aut"))
-        {
-            continue;
-        }
-        let Some(name) = c.text_opt() else { continue };
-        md.authors.push(name);
-        if let Some(fa) = c
-            .attr("file-as")
-            .map(str::to_string)
-            .or_else(|| refined(c, "file-as").map(|r| r.value.clone()))
-        {
-            sorts.push(fa);
-        }
-    }
-    if !sorts.is_empty() {
-        md.author_sort = Some(sorts.join(" & "));
-    }
-
+    read_authors(meta, &refines, md);
     md.languages = meta
         .descendants("language")
         .iter()
@@ -156,11 +143,65 @@ pub fn read_package(
             .is_none_or(|e| e.eq_ignore_ascii_case("publication"))
     });
     md.pubdate = publication.or(dates.first()).and_then(|d| d.text_opt());
+    read_identifiers(meta, &refines, md, warnings);
 
+    // calibre metas (EPUB 2 `name`/`content`, also written by calibre into EPUB 3).
+    let named = |n: &str| -> Option<&str> {
+        metas
+            .iter()
+            .find(|m| m.attr("name") == Some(n))
+            .and_then(|m| m.attr("content"))
+    };
+    read_series(&metas, &refines, &named, md);
+    if let Some(r) = named("calibre:rating").and_then(|r| r.trim().parse::<f64>().ok()) {
+        if r.is_finite() && (0.0..=10.0).contains(&r) {
+            md.rating = Some(r);
+        }
+    }
+    md.cover = cover_href(package, named("cover")).map(|h| archive::resolve(opf_path, h));
+}
+
+/// Authors: creators with role aut (attribute or refines) or no role at all; their `file-as`
+/// values make the author sort.
+fn read_authors(meta: &Element, refines: &Refines, md: &mut Metadata) {
+    let mut sorts = Vec::new();
+    for c in meta.descendants("creator") {
+        let role = c
+            .attr("role")
+            .map(str::to_string)
+            .or_else(|| refines.of(c, "role").map(|r| r.value.clone()));
+        if role
+            .as_deref()
+            .is_some_and(|r| !r.eq_ignore_ascii_case("aut"))
+        {
+            continue;
+        }
+        let Some(name) = c.text_opt() else { continue };
+        md.authors.push(name);
+        if let Some(fa) = c
+            .attr("file-as")
+            .map(str::to_string)
+            .or_else(|| refines.of(c, "file-as").map(|r| r.value.clone()))
+        {
+            sorts.push(fa);
+        }
+    }
+    if !sorts.is_empty() {
+        md.author_sort = Some(sorts.join(" & "));
+    }
+}
+
+/// Identifiers, with their scheme from the attribute or an ONIX codelist 5 refinement.
+fn read_identifiers(
+    meta: &Element,
+    refines: &Refines,
+    md: &mut Metadata,
+    warnings: &mut Vec<String>,
+) {
     for i in meta.descendants("identifier") {
         let Some(value) = i.text_opt() else { continue };
         let scheme = i.attr("scheme").map(str::to_string).or_else(|| {
-            refined(i, "identifier-type").and_then(|r| {
+            refines.of(i, "identifier-type").and_then(|r| {
                 match (r.scheme.as_deref(), r.value.as_str()) {
                     (Some(s), "02" | "15") if s.contains("codelist5") => Some("isbn".to_string()),
                     (Some(s), "22") if s.contains("codelist5") => Some("uri".to_string()),
@@ -171,43 +212,43 @@ pub fn read_package(
         });
         ids::add_raw(md, scheme.as_deref(), &value, warnings);
     }
+}
 
-    // calibre metas (EPUB 2 `name`/`content`, also written by calibre into EPUB 3).
-    let named = |n: &str| -> Option<&str> {
-        metas
-            .iter()
-            .find(|m| m.attr("name") == Some(n))
-            .and_then(|m| m.attr("content"))
-    };
+/// The series: calibre's metas, else an EPUB 3 collection of type series (or of no type).
+fn read_series<'a>(
+    metas: &[&'a Element],
+    refines: &Refines,
+    named: &dyn Fn(&str) -> Option<&'a str>,
+    md: &mut Metadata,
+) {
     if let Some(s) = named("calibre:series") {
         md.series = Some(s.to_string());
         md.series_index = named("calibre:series_index")
             .and_then(super::normalize::series_index)
             .or(Some(1.0));
-    } else {
-        // EPUB 3 collections: belongs-to-collection, refined by collection-type/group-position.
-        for m in metas.iter().filter(|m| {
-            m.attr("property") == Some("belongs-to-collection") && m.attr("refines").is_none()
-        }) {
-            let ctype = refined(m, "collection-type").map(|r| r.value.as_str());
-            if ctype.is_some_and(|t| t != "series") {
-                continue;
-            }
-            md.series = m.text_opt();
-            md.series_index =
-                refined(m, "group-position").and_then(|r| super::normalize::series_index(&r.value));
-            if md.series.is_some() {
-                break;
-            }
+        return;
+    }
+    // EPUB 3 collections: belongs-to-collection, refined by collection-type/group-position.
+    for m in metas.iter().filter(|m| {
+        m.attr("property") == Some("belongs-to-collection") && m.attr("refines").is_none()
+    }) {
+        let ctype = refines.of(m, "collection-type").map(|r| r.value.as_str());
+        if ctype.is_some_and(|t| t != "series") {
+            continue;
+        }
+        md.series = m.text_opt();
+        md.series_index = refines
+            .of(m, "group-position")
+            .and_then(|r| super::normalize::series_index(&r.value));
+        if md.series.is_some() {
+            break;
         }
     }
-    if let Some(r) = named("calibre:rating").and_then(|r| r.trim().parse::<f64>().ok()) {
-        if r.is_finite() && (0.0..=10.0).contains(&r) {
-            md.rating = Some(r);
-        }
-    }
+}
 
-    // Cover: meta name=cover → manifest item (by id, else as an href); EPUB 3 cover-image.
+/// The cover's href: the manifest item with the EPUB 3 `cover-image` property, else the item
+/// the `cover` meta names (by id, else as an href itself).
+fn cover_href<'a>(package: &'a Element, cover_meta: Option<&'a str>) -> Option<&'a str> {
     let items: Vec<&Element> = package
         .child("manifest")
         .map(|m| m.children_named("item").collect())
@@ -216,15 +257,14 @@ pub fn read_package(
         i.attr("properties")
             .is_some_and(|p| p.split_whitespace().any(|p| p == "cover-image"))
     });
-    let by_meta = named("cover").and_then(|id| {
+    let by_meta = cover_meta.and_then(|id| {
         items
             .iter()
             .find(|i| i.attr("id") == Some(id))
             .and_then(|i| i.attr("href"))
             .or(Some(id))
     });
-    let href = by_props.and_then(|i| i.attr("href")).or(by_meta);
-    md.cover = href.map(|h| archive::resolve(opf_path, h));
+    by_props.and_then(|i| i.attr("href")).or(by_meta)
 }
 
 #[cfg(test)]

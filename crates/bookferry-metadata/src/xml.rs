@@ -204,15 +204,19 @@ fn predefined(name: &str) -> Option<char> {
     })
 }
 
-pub fn parse_str(src: &str, opts: Options<'_>) -> (Option<Element>, Vec<String>) {
+/// A reader that forgives what ebook tools write: mismatched or unmatched end tags, bare `&`.
+fn lenient_reader(src: &str) -> Reader<&[u8]> {
     let mut reader = Reader::from_str(src);
-    {
-        let c = reader.config_mut();
-        c.check_end_names = false;
-        c.allow_dangling_amp = true;
-        c.allow_unmatched_ends = true;
-        c.check_comments = false;
-    }
+    let c = reader.config_mut();
+    c.check_end_names = false;
+    c.allow_dangling_amp = true;
+    c.allow_unmatched_ends = true;
+    c.check_comments = false;
+    reader
+}
+
+pub fn parse_str(src: &str, opts: Options<'_>) -> (Option<Element>, Vec<String>) {
+    let mut reader = lenient_reader(src);
     let mut warnings = Vec::new();
     // stack[0] is a synthetic document node.
     let mut stack: Vec<Element> = vec![Element::default()];
@@ -303,7 +307,11 @@ pub fn parse_str(src: &str, opts: Options<'_>) -> (Option<Element>, Vec<String>)
     if stack.len() > 1 && opts.stop_after.is_none() {
         warnings.push("XML ended before all elements were closed".into());
     }
-    // Close whatever is still open so the partial tree is kept.
+    (close_open(stack), warnings)
+}
+
+/// Close whatever is still open, so a partial tree is kept, and return the root element.
+fn close_open(mut stack: Vec<Element>) -> Option<Element> {
     while stack.len() > 1 {
         if let Some(done) = stack.pop() {
             if let Some(parent) = stack.last_mut() {
@@ -311,8 +319,7 @@ pub fn parse_str(src: &str, opts: Options<'_>) -> (Option<Element>, Vec<String>)
             }
         }
     }
-    let root = stack.pop().and_then(|doc| doc.elements().next().cloned());
-    (root, warnings)
+    stack.pop().and_then(|doc| doc.elements().next().cloned())
 }
 
 #[cfg(test)]
