@@ -8,7 +8,8 @@
 #   folder copy:  bookferry run --from SRC --to DIR --keep-duplicates && sync -f DIR
 #   calibre fill: bookferry run --from SRC --to calibre:LIB && sync -f LIB
 # each into a fresh folder (no deletes between timed runs: on ext4 creating files right after
-# deleting many is slower), page cache warm.
+# deleting many is slower), after bench/warm.sh's warm_corpus and warm_memory (page cache and
+# memory as a physical machine would have them) and a sync.
 #
 # Environment (defaults): AB_FILES=2000 AB_KIB=256 AB_ROUNDS=7 AB_SEED=7 AB_KINDS="copy calibre"
 #   BENCH_DIR=${TMPDIR:-/tmp} (about 2 x AB_ROUNDS x AB_FILES x AB_KIB of space, removed at exit).
@@ -27,15 +28,17 @@ trap 'rm -rf "$WORK"' EXIT
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
+. bench/warm.sh
 python3 tools/make-corpus.py "$WORK/src" --files "$FILES" --seed "$SEED" --avg-kib "$KIB" >/dev/null
-cat "$WORK"/src/*/* >/dev/null 2>&1 || true
-find "$WORK/src" -type f -exec cat {} + >/dev/null
 
 # run KIND BIN NAME: one timed run into a fresh destination; prints the wall time in ms.
 run() {
     local kind=$1 bin=$2 name=$3 dest start
     dest="$WORK/out/$name"
     mkdir -p "$WORK/out"
+    sync
+    warm_corpus "$WORK/src"
+    warm_memory
     start=$(now_ms)
     case $kind in
         copy) "$bin" --state "$dest.db" run --from "$WORK/src" --to "$dest" --keep-duplicates -q ;;
