@@ -134,6 +134,11 @@ pub struct ScanTuning {
     /// (fewer while the batch has less room); folders finished meanwhile are recorded after
     /// them. Default 256, fixed.
     pub lookup: usize,
+    /// Books read from a calibre library's `metadata.db` per read transaction: their formats,
+    /// with their metadata, are what a calibre scan holds in memory at once, and calibre's
+    /// writers wait for one such read at most (`source::calibre`). Default 512, fixed: it sizes
+    /// SQLite reads, not work for the cores.
+    pub calibre_books: usize,
 }
 
 /// The state writer's queue and commits.
@@ -222,6 +227,7 @@ impl Tuning {
                 first_batch: 128,
                 batch: 2000,
                 lookup: 256,
+                calibre_books: 512,
             },
             writer: WriterTuning {
                 queue: 16_384,
@@ -309,6 +315,7 @@ mod tests {
                     first_batch: 128,
                     batch: 2000,
                     lookup: 256,
+                    calibre_books: 512,
                 },
                 writer: WriterTuning {
                     queue: 16_384,

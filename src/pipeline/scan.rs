@@ -197,37 +197,62 @@ impl Scan<'_> {
         }
     }
 
-    /// List a calibre library's formats (those `formats` takes) with their books' metadata.
-    /// True when the list went to its end.
+    /// List a calibre library's formats (those `formats` takes) with their books' metadata,
+    /// `sizes.calibre_books` books at a time, checking `cancel` before each chunk and each
+    /// format. True when the list went to its end.
     fn read_calibre(
         &mut self,
         root: &Path,
         formats: &FormatSet,
         cancel: &AtomicBool,
     ) -> Result<bool, ScanError> {
-        let formats_in_library = calibre::read_library(root)?;
-        for cf in formats_in_library {
-            if cf.format.starts_with("original_")
-                || formats.format_of(&format!("x.{}", cf.format)).is_none()
-            {
-                continue;
+        let mut library = calibre::LibraryReader::open(
+            root,
+            self.sizes.calibre_books,
+            calibre::DEFAULT_BUSY_TIMEOUT,
+        )?;
+        loop {
+            if cancel.load(Ordering::SeqCst) {
+                return Ok(false);
             }
-            let path = cf.abs_path(root);
-            let (size, mtime_ns) = match std::fs::metadata(&path) {
-                Ok(m) => (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
-                Err(_) => (cf.size, 0),
+            let Some(chunk) = library.next_chunk()? else {
+                return Ok(true);
             };
-            self.found(ScannedFile {
-                source_kind: SourceKind::Calibre,
-                source_ref: cf.source_ref(),
-                path,
-                size,
-                mtime_ns,
-                format: cf.format.clone(),
-                metadata: Some((cf.metadata.clone(), Origin::Calibre)),
-            })?;
+            for cf in chunk {
+                if cancel.load(Ordering::SeqCst) {
+                    return Ok(false);
+                }
+                if cf.format.starts_with("original_")
+                    || formats.format_of(&format!("x.{}", cf.format)).is_none()
+                {
+                    continue;
+                }
+                self.found_calibre(root, cf)?;
+            }
         }
-        Ok(!cancel.load(Ordering::SeqCst))
+    }
+
+    /// One format of a calibre book: its file's size and mtime as found (calibre's size, and
+    /// no mtime, when the file is missing).
+    fn found_calibre(
+        &mut self,
+        root: &Path,
+        cf: calibre::CalibreFormat,
+    ) -> crate::state::Result<()> {
+        let path = cf.abs_path(root);
+        let (size, mtime_ns) = match std::fs::metadata(&path) {
+            Ok(m) => (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+            Err(_) => (cf.size, 0),
+        };
+        self.found(ScannedFile {
+            source_kind: SourceKind::Calibre,
+            source_ref: cf.source_ref(),
+            path,
+            size,
+            mtime_ns,
+            format: cf.format,
+            metadata: Some((cf.metadata, Origin::Calibre)),
+        })
     }
 
     fn found(&mut self, f: ScannedFile) -> crate::state::Result<()> {
@@ -409,6 +434,7 @@ mod tests {
             first_batch: 4,
             batch: 16,
             lookup: 8,
+            calibre_books: 512,
         };
         let dir = tempfile::tempdir().unwrap();
         let lib = dir.path().join("lib");
@@ -471,5 +497,113 @@ mod tests {
             largest > sizes.first_batch as u64,
             "the batches grow: {largest}"
         );
+    }
+
+    /// The rows a scan recorded, in the order it recorded them: what a run then migrates.
+    fn recorded(db: &Db) -> Vec<(String, String, i64, String, Option<String>)> {
+        db.conn()
+            .unwrap()
+            .prepare("SELECT source_ref, path, size, format, metadata FROM files ORDER BY id")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// Scan the calibre library at `root` into a new state DB in `dir`, read `calibre_books`
+    /// books at a time; `committed` may set `cancel`.
+    fn scan_calibre(
+        dir: &Path,
+        root: &Path,
+        calibre_books: usize,
+        cancel: &AtomicBool,
+        committed: &mut dyn FnMut(Added),
+    ) -> (Db, ScanSummary) {
+        let sizes = ScanTuning {
+            first_batch: 2,
+            batch: 8,
+            lookup: 2,
+            calibre_books,
+        };
+        let db = Db::open(&dir.join("state.db")).unwrap();
+        let run = runs::begin(&db.conn().unwrap(), "scan", &[]).unwrap();
+        let source = SourceSpec::Calibre(root.to_path_buf());
+        let summary = scan_source(
+            &db,
+            run,
+            &source,
+            &FormatSet::default(),
+            sizes,
+            cancel,
+            committed,
+        )
+        .unwrap();
+        runs::end(&mut db.conn().unwrap(), run, 0, "finished").unwrap();
+        (db, summary)
+    }
+
+    /// A calibre library read 3 books at a time is recorded exactly as when read whole: the
+    /// same rows (source_ref, path, size, format, calibre's metadata) in the same order.
+    #[test]
+    fn a_calibre_library_read_in_small_chunks_is_recorded_as_when_read_whole() {
+        let (_lib, root) = crate::source::calibre::tests::copy_fixture();
+        let (whole_dir, small_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let never = AtomicBool::new(false);
+        let (whole, whole_summary) =
+            scan_calibre(whole_dir.path(), &root, usize::MAX, &never, &mut |_| {});
+        let (small, small_summary) = scan_calibre(small_dir.path(), &root, 3, &never, &mut |_| {});
+        assert!(whole_summary.complete && small_summary.complete);
+        assert_eq!(small_summary.seen, 43);
+        assert_eq!(whole_summary.seen, 43);
+        let rows = recorded(&small);
+        assert_eq!(rows.len(), 43);
+        assert!(
+            rows.iter().all(|r| r.4.is_some()),
+            "every row has calibre's metadata"
+        );
+        assert_eq!(rows, recorded(&whole));
+    }
+
+    /// Ctrl-C during the scan of a calibre library: the scan stops within the chunk of books it
+    /// holds (3 here) instead of listing the rest, and says it did not finish. `cancel` is set
+    /// at the first commit (of 2 rows). Book 40 has an unsafe path, which fails any read of
+    /// the chunk that holds it: the scan never reads it.
+    #[test]
+    fn a_calibre_scan_stops_when_cancelled_without_reading_the_rest() {
+        let (_lib, root) = crate::source::calibre::tests::copy_fixture();
+        rusqlite::Connection::open(root.join("metadata.db"))
+            .unwrap()
+            .execute("UPDATE data SET name = '../../escape' WHERE book = 40", [])
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cancel = AtomicBool::new(false);
+        let mut commits = 0;
+        let (db, summary) = scan_calibre(dir.path(), &root, 3, &cancel, &mut |_| {
+            commits += 1;
+            cancel.store(true, Ordering::SeqCst);
+        });
+        assert!(commits >= 1);
+        assert!(!summary.complete, "{summary:?}");
+        // The formats of the library's first 3 books, at most, were seen and recorded.
+        let first_chunk: i64 = rusqlite::Connection::open(root.join("metadata.db"))
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM data
+                 WHERE book IN (SELECT id FROM books ORDER BY id LIMIT 3)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let first_chunk = first_chunk as usize;
+        assert!(first_chunk < 43);
+        assert!(
+            (1..=first_chunk).contains(&summary.seen),
+            "seen {} of the first chunk's {first_chunk} formats",
+            summary.seen
+        );
+        assert_eq!(recorded(&db).len(), summary.seen);
     }
 }

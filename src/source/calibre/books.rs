@@ -1,6 +1,8 @@
-//! The queries that read a library's books into [`CalibreFormat`]s: one over `data` joined to
-//! `books`, and one per link table, whose rows are grouped by book ([`Links`]) and taken as
-//! each book's formats come by.
+//! The queries that read one chunk of a library's books (a range of book ids) into
+//! [`CalibreFormat`]s: one over `data` joined to `books`, and one per link table, whose rows are
+//! grouped by book ([`Links`]) and taken as each book's formats come by. Every query is limited
+//! to the chunk's ids through the `book` column's index (calibre indexes it in every table read
+//! here), so a chunk costs its own rows, not the library's.
 
 use super::{to_iso639_1, CalibreError, CalibreFormat};
 use crate::calibre::dates;
@@ -10,6 +12,7 @@ use crate::metadata::Metadata;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
 use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
 
 /// One row of `data` joined to its `books` row.
 struct FormatRow {
@@ -26,12 +29,33 @@ struct FormatRow {
     has_cover: bool,
 }
 
-/// Every format of every book, by book id then calibre's order of formats.
+/// The id of the last book of the chunk of `books` books whose ids are `first` or more; `None`
+/// when there is no such book.
+pub(super) fn last_id_of_chunk(
+    db: &ReadOnlyDb,
+    conn: &Connection,
+    first: i64,
+    books: usize,
+) -> Result<Option<i64>, CalibreError> {
+    let what = "reading book ids";
+    let limit = i64::try_from(books).unwrap_or(i64::MAX);
+    conn.query_row(
+        "SELECT MAX(id) FROM (SELECT id FROM books WHERE id >= ?1 ORDER BY id LIMIT ?2)",
+        (first, limit),
+        |r| r.get(0),
+    )
+    .map_err(|e| db.error(what, e))
+}
+
+/// Every format of the books whose ids are in `ids`, by book id then calibre's order of
+/// formats.
 pub(super) fn read_formats(
     db: &ReadOnlyDb,
     conn: &Connection,
+    ids: RangeInclusive<i64>,
 ) -> Result<Vec<CalibreFormat>, CalibreError> {
-    let mut links = Links::read(db, conn)?;
+    let ids = (*ids.start(), *ids.end());
+    let mut links = Links::read(db, conn, ids)?;
     let what = "reading books and formats";
     let mut stmt = conn
         .prepare(
@@ -39,10 +63,11 @@ pub(super) fn read_formats(
                     b.title, b.path, b.author_sort, b.series_index, b.pubdate, b.uuid,
                     b.has_cover
              FROM data d JOIN books b ON b.id = d.book
+             WHERE d.book BETWEEN ?1 AND ?2
              ORDER BY d.book, d.id",
         )
         .map_err(|e| db.error(what, e))?;
-    let mut rows = stmt.query([]).map_err(|e| db.error(what, e))?;
+    let mut rows = stmt.query(ids).map_err(|e| db.error(what, e))?;
     let mut out = Vec::new();
     // Metadata is built once per book (its rows are adjacent) and cloned for its other
     // formats.
@@ -79,7 +104,7 @@ pub(super) fn read_formats(
     Ok(out)
 }
 
-/// The link tables' rows, by book.
+/// The link tables' rows of one chunk of books, by book.
 struct Links {
     authors: HashMap<i64, Vec<String>>,
     series: HashMap<i64, Vec<String>>,
@@ -92,51 +117,62 @@ struct Links {
 }
 
 impl Links {
-    fn read(db: &ReadOnlyDb, conn: &Connection) -> Result<Links, CalibreError> {
+    /// The rows of the books whose ids are `ids.0` to `ids.1`, each book's in the order of
+    /// their ids (languages: in calibre's `item_order`). Ordered by book first, which the
+    /// `book` index gives as it is read.
+    fn read(db: &ReadOnlyDb, conn: &Connection, ids: (i64, i64)) -> Result<Links, CalibreError> {
         Ok(Links {
             authors: text_links(
                 db,
                 conn,
+                ids,
                 "reading authors",
                 "SELECT l.book, a.name FROM books_authors_link l JOIN authors a ON a.id = l.author
-                 ORDER BY l.id",
+                 WHERE l.book BETWEEN ?1 AND ?2 ORDER BY l.book, l.id",
             )?,
             series: text_links(
                 db,
                 conn,
+                ids,
                 "reading series",
                 "SELECT l.book, s.name FROM books_series_link l JOIN series s ON s.id = l.series
-                 ORDER BY l.id",
+                 WHERE l.book BETWEEN ?1 AND ?2 ORDER BY l.book, l.id",
             )?,
             tags: text_links(
                 db,
                 conn,
+                ids,
                 "reading tags",
                 "SELECT l.book, t.name FROM books_tags_link l JOIN tags t ON t.id = l.tag
-                 ORDER BY l.id",
+                 WHERE l.book BETWEEN ?1 AND ?2 ORDER BY l.book, l.id",
             )?,
             publishers: text_links(
                 db,
                 conn,
+                ids,
                 "reading publishers",
                 "SELECT l.book, p.name FROM books_publishers_link l
-                 JOIN publishers p ON p.id = l.publisher ORDER BY l.id",
+                 JOIN publishers p ON p.id = l.publisher
+                 WHERE l.book BETWEEN ?1 AND ?2 ORDER BY l.book, l.id",
             )?,
             languages: text_links(
                 db,
                 conn,
+                ids,
                 "reading languages",
                 "SELECT l.book, g.lang_code FROM books_languages_link l
-                 JOIN languages g ON g.id = l.lang_code ORDER BY l.book, l.item_order, l.id",
+                 JOIN languages g ON g.id = l.lang_code
+                 WHERE l.book BETWEEN ?1 AND ?2 ORDER BY l.book, l.item_order, l.id",
             )?,
             comments: text_links(
                 db,
                 conn,
+                ids,
                 "reading comments",
-                "SELECT book, text FROM comments ORDER BY id",
+                "SELECT book, text FROM comments WHERE book BETWEEN ?1 AND ?2 ORDER BY book, id",
             )?,
-            identifiers: identifiers(db, conn)?,
-            ratings: ratings(db, conn)?,
+            identifiers: identifiers(db, conn, ids)?,
+            ratings: ratings(db, conn, ids)?,
         })
     }
 
@@ -176,15 +212,17 @@ impl Links {
     }
 }
 
-/// `(book, text)` rows grouped by book, in the query's order; NULL and blank texts dropped.
+/// `(book, text)` rows of the books `ids` (`?1`, `?2` in `sql`) grouped by book, in the query's
+/// order; NULL and blank texts dropped.
 fn text_links(
     db: &ReadOnlyDb,
     conn: &Connection,
+    ids: (i64, i64),
     what: &'static str,
     sql: &str,
 ) -> Result<HashMap<i64, Vec<String>>, CalibreError> {
     let mut stmt = conn.prepare(sql).map_err(|e| db.error(what, e))?;
-    let mut rows = stmt.query([]).map_err(|e| db.error(what, e))?;
+    let mut rows = stmt.query(ids).map_err(|e| db.error(what, e))?;
     let mut by_book: HashMap<i64, Vec<String>> = HashMap::new();
     while let Some(row) = rows.next().map_err(|e| db.error(what, e))? {
         let book: i64 = row.get(0).map_err(|e| db.error(what, e))?;
@@ -196,16 +234,20 @@ fn text_links(
     Ok(by_book)
 }
 
-/// Scheme (lowercased) → value, per book.
+/// Scheme (lowercased) → value, per book of `ids`.
 fn identifiers(
     db: &ReadOnlyDb,
     conn: &Connection,
+    ids: (i64, i64),
 ) -> Result<HashMap<i64, BTreeMap<String, String>>, CalibreError> {
     let what = "reading identifiers";
     let mut stmt = conn
-        .prepare("SELECT book, type, val FROM identifiers ORDER BY id")
+        .prepare(
+            "SELECT book, type, val FROM identifiers WHERE book BETWEEN ?1 AND ?2
+             ORDER BY book, id",
+        )
         .map_err(|e| db.error(what, e))?;
-    let mut rows = stmt.query([]).map_err(|e| db.error(what, e))?;
+    let mut rows = stmt.query(ids).map_err(|e| db.error(what, e))?;
     let mut by_book: HashMap<i64, BTreeMap<String, String>> = HashMap::new();
     while let Some(row) = rows.next().map_err(|e| db.error(what, e))? {
         let book: i64 = row.get(0).map_err(|e| db.error(what, e))?;
@@ -221,16 +263,21 @@ fn identifiers(
     Ok(by_book)
 }
 
-/// Stars as calibre shows them (its 0–10 value halved); 0 means unrated.
-fn ratings(db: &ReadOnlyDb, conn: &Connection) -> Result<HashMap<i64, f64>, CalibreError> {
+/// Stars as calibre shows them (its 0–10 value halved), per book of `ids`; 0 means unrated.
+fn ratings(
+    db: &ReadOnlyDb,
+    conn: &Connection,
+    ids: (i64, i64),
+) -> Result<HashMap<i64, f64>, CalibreError> {
     let what = "reading ratings";
     let mut stmt = conn
         .prepare(
             "SELECT l.book, r.rating FROM books_ratings_link l
-             JOIN ratings r ON r.id = l.rating ORDER BY l.id",
+             JOIN ratings r ON r.id = l.rating
+             WHERE l.book BETWEEN ?1 AND ?2 ORDER BY l.book, l.id",
         )
         .map_err(|e| db.error(what, e))?;
-    let mut rows = stmt.query([]).map_err(|e| db.error(what, e))?;
+    let mut rows = stmt.query(ids).map_err(|e| db.error(what, e))?;
     let mut by_book = HashMap::new();
     while let Some(row) = rows.next().map_err(|e| db.error(what, e))? {
         let book: i64 = row.get(0).map_err(|e| db.error(what, e))?;

@@ -1,6 +1,6 @@
 //! Tests of the calibre source: a copy of the fixture library read whole and compared with
-//! what `calibredb list` printed for it, edge cases from edited copies, locks, and damaged
-//! databases.
+//! what `calibredb list` printed for it, read in chunks and compared with the whole read, edge
+//! cases from edited copies, locks, and damaged databases.
 
 use super::*;
 use crate::calibre::read::{is_idle_wal_database, Unreadable};
@@ -19,7 +19,7 @@ const CALIBREDB_JSON: &str = concat!(
 const CALIBREDB_ROOT: &str = "/tmp/bookferry-ref/calibre-library/";
 
 /// A writable copy of the fixture in a temp dir, under a name that needs URI escaping.
-fn copy_fixture() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn copy_fixture() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let root = tmp.path().join("my library #1 ?é%20");
     copy_dir(Path::new(FIXTURE), &root);
@@ -62,6 +62,36 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
         }
     }
     out
+}
+
+/// Every format of every book in the library at `root`, read whole: one chunk of all its books,
+/// in one read transaction.
+fn read_library(root: &Path) -> Result<Vec<CalibreFormat>, CalibreError> {
+    read_library_with_timeout(root, DEFAULT_BUSY_TIMEOUT)
+}
+
+/// [`read_library`] with the time to wait for a writer's lock given.
+fn read_library_with_timeout(
+    root: &Path,
+    busy_timeout: Duration,
+) -> Result<Vec<CalibreFormat>, CalibreError> {
+    let chunks = read_chunks(root, usize::MAX, busy_timeout)?;
+    assert!(chunks.len() <= 1, "one chunk, or none for no books");
+    Ok(chunks.into_iter().flatten().collect())
+}
+
+/// The library at `root` read `books` books at a time, chunk by chunk.
+fn read_chunks(
+    root: &Path,
+    books: usize,
+    busy_timeout: Duration,
+) -> Result<Vec<Vec<CalibreFormat>>, CalibreError> {
+    let mut reader = LibraryReader::open(root, books, busy_timeout)?;
+    let mut chunks = Vec::new();
+    while let Some(chunk) = reader.next_chunk()? {
+        chunks.push(chunk);
+    }
+    Ok(chunks)
 }
 
 fn writer(root: &Path) -> Connection {
@@ -297,6 +327,90 @@ fn edge_cases_from_an_edited_copy() {
     assert_eq!(book1.metadata.series.as_deref(), Some("Garden Cycle"));
     assert_eq!(book1.metadata.series_index, Some(7.0));
     assert_eq!(book1.metadata.language.as_deref(), Some("fr"));
+}
+
+/// Read a few books at a time, the library gives exactly what it gives read whole (the same
+/// formats, in the same order, with the same metadata), at every chunk size; on the fixture,
+/// and on a copy with gaps in its book ids (deleted books), books without formats, and link
+/// rows added out of book order.
+#[test]
+fn reading_in_chunks_gives_what_reading_whole_gives() {
+    let (_tmp, root) = copy_fixture();
+    let (_tmp2, gaps) = copy_fixture();
+    writer(&gaps)
+        .execute_batch(
+            // calibre's delete trigger takes the books' link rows with them.
+            "DELETE FROM books WHERE id IN (4, 5, 6, 7, 20);
+             DELETE FROM data WHERE book IN (10, 11);
+             INSERT INTO tags (id, name) VALUES (900, 'added later');
+             INSERT INTO books_tags_link (book, tag) VALUES (41, 900), (1, 900), (22, 900);",
+        )
+        .expect("edit copy");
+    for (lib, books_in_lib) in [(&root, 41_usize), (&gaps, 36)] {
+        let whole = read_library(lib).expect("read whole");
+        for books in [1, 2, 3, 7, 35, 36, 41, 42] {
+            let chunks = read_chunks(lib, books, DEFAULT_BUSY_TIMEOUT).expect("read in chunks");
+            assert_eq!(
+                chunks.len(),
+                books_in_lib.div_ceil(books),
+                "{books} books per chunk"
+            );
+            let chunked: Vec<CalibreFormat> = chunks.into_iter().flatten().collect();
+            assert_eq!(chunked, whole, "{books} books per chunk");
+        }
+    }
+    let gapped = read_library(&gaps).expect("read whole");
+    let ids: std::collections::BTreeSet<i64> = gapped.iter().map(|f| f.book_id).collect();
+    assert_eq!(ids.len(), 34, "{ids:?}");
+    let tagged: Vec<i64> = gapped
+        .iter()
+        .filter(|f| f.metadata.tags.iter().any(|t| t == "added later"))
+        .map(|f| f.book_id)
+        .collect();
+    assert!(
+        tagged.contains(&1) && tagged.contains(&22) && tagged.contains(&41),
+        "{tagged:?}"
+    );
+}
+
+/// What a chunk holds is bounded by the chunk, not the library: at most `books` books' formats,
+/// the chunks in book id order and disjoint, together every format.
+#[test]
+fn a_chunk_holds_the_formats_of_its_books_only() {
+    let (_tmp, root) = copy_fixture();
+    let most_formats_of_a_book = {
+        let w = writer(&root);
+        w.query_row(
+            "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM data GROUP BY book)",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .expect("count formats") as usize
+    };
+    for books in [1, 2, 3] {
+        let mut reader =
+            LibraryReader::open(&root, books, DEFAULT_BUSY_TIMEOUT).expect("open library");
+        let (mut seen, mut chunks, mut last_book) = (0, 0, i64::MIN);
+        while let Some(chunk) = reader.next_chunk().expect("read a chunk") {
+            chunks += 1;
+            let ids: std::collections::BTreeSet<i64> = chunk.iter().map(|f| f.book_id).collect();
+            assert!(ids.len() <= books, "chunk {chunks}: books {ids:?}");
+            assert!(
+                chunk.len() <= books * most_formats_of_a_book,
+                "chunk {chunks}: {} formats held at once",
+                chunk.len()
+            );
+            assert!(
+                ids.first().is_none_or(|first| *first > last_book),
+                "chunk {chunks} goes back to book {ids:?} after book {last_book}"
+            );
+            last_book = ids.last().copied().unwrap_or(last_book);
+            seen += chunk.len();
+        }
+        assert_eq!(chunks, 41_usize.div_ceil(books), "{books} books per chunk");
+        assert_eq!(seen, 43, "{books} books per chunk");
+        assert!(reader.next_chunk().expect("read past the end").is_none());
+    }
 }
 
 #[test]
