@@ -2,7 +2,7 @@
 # bench/ab.sh OLD_BIN NEW_BIN — two bookferry binaries side by side, interleaved, on the same
 # corpus: is a change no slower? Prints each run's wall time, the medians and the median of the
 # rounds' own new/old ratios (a round's runs are seconds apart, so the VM's drift between rounds
-# cancels). Asserts nothing.
+# cancels), and the median CPU time (user + system) of each. Asserts nothing.
 #
 # Each round runs, in alternating order (old first in odd rounds, new first in even ones):
 #   folder copy:  bookferry run --from SRC --to DIR --keep-duplicates && sync -f DIR
@@ -41,28 +41,31 @@ run() {
     warm_memory
     start=$(now_ms)
     case $kind in
-        copy) "$bin" --state "$dest.db" run --from "$WORK/src" --to "$dest" --keep-duplicates -q ;;
-        calibre) "$bin" --state "$dest.db" run --from "$WORK/src" --to "calibre:$dest" -q ;;
+        copy) /usr/bin/time -f '%U %S' -o "$WORK/cpu" \
+            "$bin" --state "$dest.db" run --from "$WORK/src" --to "$dest" --keep-duplicates -q ;;
+        calibre) /usr/bin/time -f '%U %S' -o "$WORK/cpu" \
+            "$bin" --state "$dest.db" run --from "$WORK/src" --to "calibre:$dest" -q ;;
     esac
     sync -f "$WORK/out"
-    echo $(($(now_ms) - start))
+    echo "$(($(now_ms) - start)) $(awk '{ printf "%d", ($1 + $2) * 1000 }' "$WORK/cpu")"
 }
 
 echo "old: $OLD"
 echo "new: $NEW"
 echo "corpus: $FILES files, ~$KIB KiB each, seed $SEED; $ROUNDS rounds"
 for kind in $KINDS; do
-    olds=() news=() ratios=()
+    olds=() news=() ratios=() ocpus=() ncpus=()
     for r in $(seq 1 "$ROUNDS"); do
         if [ $((r % 2)) -eq 1 ]; then
-            o=$(run "$kind" "$OLD" "$kind-old-$r"); n=$(run "$kind" "$NEW" "$kind-new-$r")
+            read -r o oc < <(run "$kind" "$OLD" "$kind-old-$r"); read -r n nc < <(run "$kind" "$NEW" "$kind-new-$r")
         else
-            n=$(run "$kind" "$NEW" "$kind-new-$r"); o=$(run "$kind" "$OLD" "$kind-old-$r")
+            read -r n nc < <(run "$kind" "$NEW" "$kind-new-$r"); read -r o oc < <(run "$kind" "$OLD" "$kind-old-$r")
         fi
-        olds+=("$o"); news+=("$n")
+        olds+=("$o"); news+=("$n"); ocpus+=("$oc"); ncpus+=("$nc")
         ratios+=("$(awk -v a="$n" -v b="$o" 'BEGIN { printf "%.3f", a / b }')")
-        echo "$kind round $r: old $o ms, new $n ms"
+        echo "$kind round $r: old $o ms (cpu $oc), new $n ms (cpu $nc)"
     done
     mo=$(median "${olds[@]}"); mn=$(median "${news[@]}"); mr=$(median "${ratios[@]}")
-    echo "$kind: median old $mo ms, new $mn ms; new/old of medians $(awk -v a="$mn" -v b="$mo" 'BEGIN { printf "%.3f", a / b }'), median of round ratios $mr"
+    co=$(median "${ocpus[@]}"); cn=$(median "${ncpus[@]}")
+    echo "$kind: median old $mo ms, new $mn ms; new/old of medians $(awk -v a="$mn" -v b="$mo" 'BEGIN { printf "%.3f", a / b }'), median of round ratios $mr; cpu ms old $co, new $cn ($(awk -v a="$cn" -v b="$co" 'BEGIN { printf "%.3f", a / b }'))"
 done
