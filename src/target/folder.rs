@@ -4,7 +4,7 @@
 //! makes its writes durable in batches (`syncfs`) rather than per file.
 
 use super::flusher::{syncfs, Flusher};
-use super::staged::Staging;
+use super::staged::{temp_name, Staging};
 use super::{ContentQuery, NameQuery, Payload, Placed, PlacementOptions, Unusable};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::{self, DualHasher};
@@ -13,7 +13,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Prefix of bookferry's temporary files; a run removes any it finds left by a killed one.
@@ -69,7 +68,6 @@ pub struct FolderTarget {
     flusher: Option<Flusher>,
     /// Where the hash task stages copies (copy mode, not a dry run): see `target::staged`.
     staging: Option<Staging>,
-    temp_counter: AtomicU64,
     /// Folders (relative) already checked or created by this run: not checked again per file.
     known_dirs: Mutex<HashSet<String>>,
 }
@@ -109,14 +107,13 @@ impl FolderTarget {
             root_dir: None,
             flusher: None,
             staging: None,
-            temp_counter: AtomicU64::new(0),
             known_dirs: Mutex::new(HashSet::new()),
         };
         let Some(meta) = meta else {
             return Ok(target);
         };
         if !dry_run {
-            let probe = root.join(format!("{TEMP_PREFIX}probe-{}", std::process::id()));
+            let probe = root.join(temp_name("probe"));
             File::create(&probe)
                 .and_then(|mut f| f.write_all(b"probe"))
                 .map_err(|e| unusable("not writable", e))?;
@@ -401,12 +398,7 @@ impl FolderTarget {
                 if !replace && p.staged.is_some() && fs::symlink_metadata(dest).is_ok() {
                     return Err(io::Error::from(io::ErrorKind::AlreadyExists));
                 }
-                let temp = parent.join(format!(
-                    "{TEMP_PREFIX}{}-{}-{}",
-                    std::process::id(),
-                    p.row_id,
-                    self.temp_counter.fetch_add(1, Ordering::Relaxed)
-                ));
+                let temp = parent.join(temp_name(&format!("r{}", p.row_id)));
                 let res = self.write_temp(p, &temp).and_then(|placed| {
                     commit_temp(&temp, dest, replace)?;
                     Ok(placed)
