@@ -4,9 +4,8 @@
 //! async task.
 
 use super::error::{CommandError, Internal, Stop};
-use super::options::{self, http_options, MigrationOptions};
+use super::options::MigrationOptions;
 use super::Session;
-use crate::cli::{HttpArgs, TuningArgs};
 use crate::exit;
 use crate::pipeline::progress::{human_bytes, Progress, Reporter};
 use crate::pipeline::scan::{scan_source, ScanError, ScanSummary};
@@ -74,8 +73,9 @@ pub struct Execution<'a> {
     pub source: SourceSpec,
     pub target: TargetSpec,
     pub options: MigrationOptions,
-    pub tuning: TuningArgs,
-    pub http: HttpArgs,
+    /// Resolved before the session opens, so a bad value changes nothing.
+    pub tuning: Tuning,
+    pub http_opts: HttpOptions,
     pub checksum: bool,
     pub dry_run: bool,
     pub quiet: bool,
@@ -104,17 +104,16 @@ struct Driven {
 impl Execution<'_> {
     /// Run to the end (or to a stop); the caller records how it ended.
     pub fn execute(self) -> Result<Ended, CommandError> {
-        let http_opts = http_options(&self.http, &self.tuning)?;
-        let tuning = options::tuning(&self.tuning)?;
+        let (http_opts, tuning) = (&self.http_opts, &self.tuning);
         tracing::debug!("{tuning:?}");
         let before = self.read_before()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .worker_threads(tuning.threads.workers)
-            .max_blocking_threads(self.blocking_threads(&tuning))
+            .max_blocking_threads(self.blocking_threads(tuning))
             .build()
             .map_err(Internal::Runtime)?;
-        let driven = rt.block_on(self.drive(&before, &http_opts, &tuning));
+        let driven = rt.block_on(self.drive(&before, http_opts, tuning));
         rt.shutdown_timeout(Duration::from_secs(1));
         let ended = self.judge(driven?)?;
         Ok(ended)

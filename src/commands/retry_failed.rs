@@ -2,7 +2,7 @@
 //! recorded migration again, exactly as `run` would.
 
 use super::execute::{Ended, Execution};
-use super::options::MigrationOptions;
+use super::options::{self, MigrationOptions};
 use super::{
     check_roots_apart, check_state_location, recorded_migration, CmdResult, Session, UsageError,
 };
@@ -31,6 +31,8 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
     let options = MigrationOptions::resolve(Some(&rec.options), None, &args.target)?;
     check_state_location(&state, source.root(), target.local_root())?;
     check_roots_apart(source.root(), target.local_root())?;
+    let http_opts = options::http_options(&args.http, &args.tuning)?;
+    let tuning = options::tuning(&args.tuning)?;
     let session = Session::open(&state, "retry-failed")?;
     migration_record::save(
         &*session.db.conn()?,
@@ -46,8 +48,8 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
         source,
         target,
         options,
-        tuning: args.tuning.clone(),
-        http: args.http.clone(),
+        tuning,
+        http_opts,
         checksum: false,
         dry_run: false,
         quiet: global.quiet,

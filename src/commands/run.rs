@@ -2,7 +2,7 @@
 //! state. Without `--from/--to` it resumes the migration recorded in the state DB.
 
 use super::execute::{Ended, Execution};
-use super::options::MigrationOptions;
+use super::options::{self, MigrationOptions};
 use super::{
     check_roots_apart, check_same_migration, check_state_location, recorded_migration, CmdResult,
     Session, UsageError,
@@ -34,6 +34,8 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
     )?;
     check_state_location(&state, source.root(), target.local_root())?;
     check_roots_apart(source.root(), target.local_root())?;
+    let http_opts = options::http_options(&args.http, &args.tuning)?;
+    let tuning = options::tuning(&args.tuning)?;
     let session = Session::open(&state, "run")?;
     migration_record::save(
         &*session.db.conn()?,
@@ -48,8 +50,8 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
         source,
         target,
         options,
-        tuning: args.tuning.clone(),
-        http: args.http.clone(),
+        tuning,
+        http_opts,
         checksum: args.checksum,
         dry_run: args.dry_run,
         quiet: global.quiet,

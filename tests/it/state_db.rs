@@ -137,3 +137,24 @@ fn recorded_options_that_do_not_parse_stop_the_run_before_anything_is_done() {
     assert!(!Path::new(&ws.out()).exists(), "nothing may be written");
     assert_eq!(ws.count("SELECT COUNT(*) FROM runs"), runs_before);
 }
+
+/// A value the command line gets wrong is refused before the state DB is made or bound: the
+/// corrected command then runs on a clean slate. (`--transfers` and `--buffer-memory` were
+/// checked after the session opened, leaving a DB bound to the migration and a run record.)
+#[test]
+fn a_bad_option_on_a_first_run_creates_no_state_db() {
+    let ws = Workspace::empty();
+    std::fs::write(ws.lib().join("a.txt"), "a book\n").unwrap();
+    for bad in [
+        &["--transfers", "0"][..],
+        &["--buffer-memory", "lots"],
+        &["--bwlimit", "fast"],
+    ] {
+        let out = ws.migrate(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
+        assert!(!ws.state().exists(), "{bad:?} left a state DB");
+        assert!(!ws.out().exists(), "{bad:?} created the target");
+    }
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
