@@ -451,8 +451,9 @@ fn commit_batch(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_ms();
     let mut events: Vec<Event> = Vec::with_capacity(batch.len());
+    let mut update = tx.prepare_cached(UPDATE_ROW)?;
     for chain in steps {
-        if !update_row(&tx, run, now, &chain)? {
+        if !update_row(&mut update, run, now, &chain)? {
             conflicts += chain.moves.len() as u64;
             continue;
         }
@@ -469,6 +470,7 @@ fn commit_batch(
             count_move(&mut counters, t, *to);
         }
     }
+    drop(update);
     insert_events(&tx, run, now, &events)?;
     runs::add_counters(&tx, run, &counters)?;
     tx.commit()?;
@@ -479,16 +481,8 @@ fn commit_batch(
     Ok(())
 }
 
-/// Apply a row's chain of moves with one `UPDATE`; false when the row was not where the chain
-/// starts (or not held by this run), and nothing changed.
-fn update_row(
-    tx: &rusqlite::Transaction,
-    run: i64,
-    now: i64,
-    chain: &Chain,
-) -> rusqlite::Result<bool> {
-    let mut update = tx.prepare_cached(
-        "UPDATE files SET state = ?3,
+/// One row's `UPDATE` from the first state of its chain to the last (see [`update_row`]).
+const UPDATE_ROW: &str = "UPDATE files SET state = ?3,
             sha1 = COALESCE(?5, sha1), blake3 = COALESCE(?6, blake3),
             metadata = COALESCE(?7, metadata), metadata_origin = COALESCE(?8, metadata_origin),
             warnings = COALESCE(?9, warnings), target_ref = COALESCE(?10, target_ref),
@@ -496,8 +490,17 @@ fn update_row(
             error_kind = ?13, error = ?14,
             failed_from = CASE WHEN ?3 = 'failed' THEN ?17 ELSE NULL END,
             attempts = attempts + ?15, updated_at = ?16, state_changed_at = ?16
-         WHERE id = ?1 AND state = ?2 AND run_id = ?4",
-    )?;
+         WHERE id = ?1 AND state = ?2 AND run_id = ?4";
+
+/// Apply a row's chain of moves with one `UPDATE` (`update`: [`UPDATE_ROW`], prepared once
+/// per batch); false when the row was not where the chain starts (or not held by this run),
+/// and nothing changed.
+fn update_row(
+    update: &mut rusqlite::CachedStatement,
+    run: i64,
+    now: i64,
+    chain: &Chain,
+) -> rusqlite::Result<bool> {
     let (last, last_from, to) = chain.last();
     let file_id = last.file_id;
     let (md, origin) = match chain.latest(|t| t.metadata.as_ref()) {
