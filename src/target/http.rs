@@ -771,7 +771,7 @@ fn redirect_failure(
     let shown = target.map_or(location, |t| t.to_string());
     let advice = match to_https {
         Some(https) => format!("the server redirects http:// to https://; use --to {https}"),
-        None => "the upload protocol has no redirects: give --to the URL the server really serves (a missing path prefix?)".to_string(),
+        None => "the upload protocol has no redirects: the --to URL is not the one the server serves (a missing path prefix?), or the server changed since the run began".to_string(),
     };
     Failure::new(
         FailureKind::BadServer,
