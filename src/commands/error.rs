@@ -216,6 +216,10 @@ mod tests {
                 4,
             ),
             (
+                Stop::Failure(Failure::new(FailureKind::BadServer, "302")).into(),
+                5,
+            ),
+            (
                 Stop::State(StateError::Missing { path: "s".into() }).into(),
                 5,
             ),

@@ -12,6 +12,7 @@ mod calibre_source;
 mod calibre_target;
 mod engine;
 mod faults;
+mod hostile_server;
 mod http;
 mod kill;
 mod rescan;
