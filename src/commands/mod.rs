@@ -6,6 +6,7 @@
 pub mod error;
 pub mod execute;
 pub mod options;
+pub mod report;
 pub mod retry_failed;
 pub mod run;
 pub mod scan;

@@ -4,6 +4,7 @@
 
 pub mod claim;
 pub mod file_state;
+pub mod listing;
 pub mod lock;
 pub mod migration_record;
 pub mod report;

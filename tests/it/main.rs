@@ -14,6 +14,7 @@ mod engine;
 mod faults;
 mod http;
 mod kill;
+mod report;
 mod rescan;
 mod retry;
 mod safety;
