@@ -48,6 +48,9 @@ pub enum Command {
     /// List files with their state, reason, source and target (default: the failed, the
     /// skipped and those with warnings). Safe while a run is going.
     Report(ReportArgs),
+    /// Check that what was migrated is still there, intact: reads each placed file and compares
+    /// it with the digests recorded when it was migrated. Never writes to the target; resumable.
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -216,4 +219,11 @@ pub enum ReportFormat {
     Table,
     Csv,
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also check the source files: changed or gone since they were migrated.
+    #[arg(long)]
+    pub source: bool,
 }

@@ -175,6 +175,8 @@ pub enum UsageError {
         state: PathBuf,
         known: Option<String>,
     },
+    #[error("verify: {kind} target cannot be verified by this version yet (folder targets can)")]
+    VerifyUnsupported { kind: &'static str },
     #[error("{}: cannot write the report: {source}", .path.display())]
     ReportOutput {
         path: PathBuf,

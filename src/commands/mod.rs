@@ -11,6 +11,7 @@ pub mod retry_failed;
 pub mod run;
 pub mod scan;
 pub mod status;
+pub mod verify;
 
 pub use error::{CommandError, Internal, Stop, UsageError};
 

@@ -13,6 +13,7 @@ pub mod rows;
 pub mod runs;
 pub mod scan_store;
 pub mod schema_version;
+pub mod verify_store;
 pub mod writer;
 
 pub use file_state::FileState;

@@ -20,3 +20,4 @@ mod retry;
 mod safety;
 mod signals;
 mod state_db;
+mod verify;
