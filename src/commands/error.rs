@@ -165,6 +165,24 @@ pub enum UsageError {
     NothingToRetry(PathBuf),
     #[error("this state DB has no target yet; use `bookferry run --to TARGET`")]
     NoTargetToRetry,
+    #[error("--reason {given:?}: unknown reason (failure kinds: {}; skip reasons: {})",
+        FailureKind::ALL.map(FailureKind::as_str).join(", "),
+        crate::skip_reason::SkipReason::ALL.map(crate::skip_reason::SkipReason::as_str).join(", "))]
+    UnknownReason { given: String },
+    #[error("--run {given}: no such run in {} (runs: {})", .state.display(), .known.as_deref().unwrap_or("none yet"))]
+    NoSuchRun {
+        given: i64,
+        state: PathBuf,
+        known: Option<String>,
+    },
+    #[error("verify: {kind} target cannot be verified by this version yet (folder targets can)")]
+    VerifyUnsupported { kind: &'static str },
+    #[error("{}: cannot write the report: {source}", .path.display())]
+    ReportOutput {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]

@@ -919,7 +919,12 @@ fn an_empty_state_db_with_user_version_0_is_migrated_in_place() {
         let v: i64 = c
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 1, "{}: migrated to the current schema", state.display());
+        assert_eq!(
+            v,
+            bookferry::state::schema_version::SCHEMA_VERSION,
+            "{}: migrated to the current schema",
+            state.display()
+        );
         assert_eq!(
             one_i64(
                 state,
