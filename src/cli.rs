@@ -223,7 +223,9 @@ pub enum ReportFormat {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Also check the source files: changed or gone since they were migrated.
+    /// Also check the source files: changed or gone since they were migrated (folder targets).
     #[arg(long)]
     pub source: bool,
+    #[command(flatten)]
+    pub http: HttpArgs,
 }

@@ -177,6 +177,8 @@ pub enum UsageError {
     },
     #[error("verify: {kind} target cannot be verified by this version yet (folder targets can)")]
     VerifyUnsupported { kind: &'static str },
+    #[error("verify --source is for folder targets (an HTTP target is verified by asking the server what it holds)")]
+    VerifySourceOverHttp,
     #[error("{}: cannot write the report: {source}", .path.display())]
     ReportOutput {
         path: PathBuf,

@@ -4,14 +4,16 @@
 //! the target; it takes the state DB's lock like `run`, and records each verdict as it goes
 //! (`state::verify_store`), so an interrupted verify continues where it stopped.
 //!
-//! Folder targets only, for now: the file at `target_ref` is read once and hashed (SHA-1 and
-//! BLAKE3).
+//! Folder target: the file at `target_ref` is read once and hashed (SHA-1 and BLAKE3). HTTP
+//! target: the server is asked by SHA-1 in batches (the protocol's check call), which can only
+//! answer *present* or *missing*.
 
-use super::{recorded_migration, CmdResult, Session, UsageError};
-use crate::cli::{GlobalArgs, VerifyArgs};
+use super::{options, recorded_migration, CmdResult, Internal, Session, Stop, UsageError};
+use crate::cli::{GlobalArgs, TuningArgs, VerifyArgs};
 use crate::exit;
 use crate::hash::{self, Digests};
 use crate::state::verify_store::{self, Found, PassOptions, ToVerify, Verdict};
+use crate::target::http::HttpTarget;
 use crate::target::TargetSpec;
 use std::path::{Path, PathBuf};
 
@@ -29,16 +31,29 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
         return Err(UsageError::NoTarget.into());
     };
     let target = TargetSpec::parse(&target).map_err(UsageError::from)?;
-    let root = match &target {
-        TargetSpec::Dir(root) => root.clone(),
-        TargetSpec::Http(_) => return Err(UsageError::VerifyUnsupported { kind: "an HTTP" }.into()),
+    let verbose = global.verbose > 0;
+    let (session, ended) = match &target {
+        TargetSpec::Dir(root) => {
+            let hardlinked = rec.options.link.as_deref() == Some("hardlink");
+            let session = Session::open(&state, "verify")?;
+            let ended = verify_folder(&session, root, args, hardlinked, verbose);
+            (session, ended)
+        }
+        TargetSpec::Http(base) => {
+            if args.source {
+                return Err(UsageError::VerifySourceOverHttp.into());
+            }
+            let no_tuning = TuningArgs::default();
+            let http_opts = options::http_options(&args.http, &no_tuning)?;
+            let tuning = options::tuning(&no_tuning)?;
+            let session = Session::open(&state, "verify")?;
+            let ended = verify_http(&session, base, &http_opts, &tuning, verbose);
+            (session, ended)
+        }
         TargetSpec::Calibre(_) => {
             return Err(UsageError::VerifyUnsupported { kind: "a calibre" }.into())
         }
     };
-    let hardlinked = rec.options.link.as_deref() == Some("hardlink");
-    let session = Session::open(&state, "verify")?;
-    let ended = verify_folder(&session, &root, args, hardlinked, global.verbose > 0);
     session.finish(ended, |code| {
         (
             code,
@@ -80,25 +95,45 @@ fn verify_folder(
         verify_store::record(&mut conn, pass.id, &verdicts)?;
     }
     verify_store::end_pass(&conn, pass.id)?;
-    let (counts, differs) = verify_store::outcome(&conn, pass.id)?;
+    print_outcome(
+        &conn,
+        pass.id,
+        &root.display().to_string(),
+        opts.source,
+        verbose,
+        Found::as_str,
+    )
+}
+
+/// The summary (a line per side), the files that differ (the first `LISTED`, all with `-v`),
+/// and the exit code. `name` says what a verdict is called for this target.
+fn print_outcome(
+    conn: &rusqlite::Connection,
+    pass: i64,
+    target: &str,
+    source: bool,
+    verbose: bool,
+    name: fn(Found) -> &'static str,
+) -> CmdResult {
+    let (counts, differs) = verify_store::outcome(conn, pass)?;
     let by = |side: &[u64; 4]| {
         Found::ALL
             .iter()
             .filter(|f| side[**f as usize] > 0 || **f == Found::Ok)
-            .map(|f| format!("{} {}", side[*f as usize], f.as_str()))
+            .map(|f| format!("{} {}", side[*f as usize], name(*f)))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    println!("verified {} files in {}", counts.checked, root.display());
+    println!("verified {} files in {target}", counts.checked);
     println!("  target: {}", by(&counts.target));
-    if opts.source {
+    if source {
         println!("  source: {}", by(&counts.source));
     }
     let shown = if verbose { differs.len() } else { LISTED };
     for d in differs.iter().take(shown) {
         let mut what = Vec::new();
         if d.target != Found::Ok {
-            what.push(format!("target {}", d.target.as_str()));
+            what.push(format!("target {}", name(d.target)));
         }
         if let Some(s) = d.source.filter(|s| *s != Found::Ok) {
             what.push(format!("source {}", s.as_str()));
@@ -123,6 +158,68 @@ fn verify_folder(
     } else {
         exit::FAILED_ROWS
     })
+}
+
+/// An HTTP server can only say whether it holds a content: `ok` is "present" there.
+fn http_name(f: Found) -> &'static str {
+    match f {
+        Found::Ok => "present",
+        other => other.as_str(),
+    }
+}
+
+/// Rows asked about in one check call (the protocol's limit).
+const HTTP_BATCH: usize = 1000;
+
+fn verify_http(
+    session: &Session,
+    base: &str,
+    http_opts: &crate::target::http::HttpOptions,
+    tuning: &crate::tuning::Tuning,
+    verbose: bool,
+) -> CmdResult {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Internal::Runtime)?;
+    let target = runtime.block_on(HttpTarget::open(base, http_opts, &tuning.transfers))?;
+    let mut conn = session.db.conn()?;
+    let pass = verify_store::begin_pass(&mut conn, session.run, PassOptions::default())?;
+    let mut after = 0;
+    loop {
+        let rows = verify_store::unchecked(&conn, pass.id, false, after, HTTP_BATCH)?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        let items: Vec<(i64, String, u64, Option<String>)> = rows
+            .iter()
+            .map(|r| {
+                let name = Path::new(&r.path)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (r.id, name, r.size, r.sha1.clone())
+            })
+            .collect();
+        let present = runtime
+            .block_on(target.check(&items))
+            .map_err(Stop::Failure)?;
+        let verdicts: Vec<Verdict> = rows
+            .iter()
+            .map(|r| Verdict {
+                file_id: r.id,
+                target: if present.contains(&r.id) {
+                    Found::Ok
+                } else {
+                    Found::Missing
+                },
+                source: None,
+                detail: None,
+            })
+            .collect();
+        verify_store::record(&mut conn, pass.id, &verdicts)?;
+    }
+    verify_store::end_pass(&conn, pass.id)?;
+    print_outcome(&conn, pass.id, base, false, verbose, http_name)
 }
 
 /// Check a batch, `workers` files at a time; verdicts in the rows' order.

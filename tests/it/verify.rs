@@ -2,6 +2,7 @@
 //! replaced in the target are found, exactly those; `--source` finds changed and deleted source
 //! files; an interrupted verify continues its pass.
 
+use crate::protocol_server::{ServerConfig, TestServer};
 use crate::util::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -204,4 +205,54 @@ fn an_interrupted_verify_continues_its_pass() {
         ws.count("SELECT COUNT(*) FROM verify_passes"),
         ws.count("SELECT COUNT(*) FROM verify_passes WHERE ended_at IS NOT NULL")
     );
+}
+
+/// An HTTP target: the server is asked by SHA-1; what it lost is reported missing, and only
+/// that ("present" is all the protocol can say).
+#[test]
+fn verify_asks_an_http_server_and_finds_exactly_what_it_lost() {
+    let ws = Workspace::with_corpus(40, 21);
+    let server = TestServer::start(ServerConfig::default());
+    let url = server.root_url();
+    let o = ws
+        .cmd(&["run", "--from", ws.lib().to_str().unwrap(), "--to", &url])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let n = ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded'");
+    let (code, out) = verify(&ws, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("target: {n} present")), "{out}");
+
+    let lost: Vec<(String, String)> = {
+        let db = ws.db();
+        let mut st = db
+            .prepare(
+                "SELECT source_ref, sha1 FROM files WHERE state = 'uploaded' ORDER BY id LIMIT 3",
+            )
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    for (_, sha1) in &lost {
+        server.forget(sha1);
+    }
+    let (code, out) = verify(&ws, &["-v"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("target: {} present, 3 missing", n - 3)),
+        "{out}"
+    );
+    let missing: Vec<String> = verdicts(&ws)
+        .into_iter()
+        .filter(|(_, (t, _))| t == "missing")
+        .map(|(k, _)| k)
+        .collect();
+    let mut expected: Vec<String> = lost.into_iter().map(|(s, _)| s).collect();
+    expected.sort();
+    assert_eq!(missing, expected, "{out}");
+    let (code, out) = verify(&ws, &["--source"]);
+    assert_eq!(code, Some(2), "{out}");
 }

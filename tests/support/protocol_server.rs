@@ -384,6 +384,18 @@ impl TestServer {
             .or_insert(0) += 1;
     }
 
+    /// The server loses one file (a disk problem, an admin's delete): asked about its SHA-1, it
+    /// answers `missing`.
+    #[allow(dead_code)] // used by the integration tests, not by the benchmark
+    pub fn forget(&self, sha1: &str) {
+        let mut st = lock(&self.shared.state);
+        if let Some(f) = st.files.remove(sha1) {
+            if let Some(n) = st.by_name_size.get_mut(&(f.filename.clone(), f.size)) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
     /// Forget all files and zero all counters (faults and down state are kept).
     pub fn reset_state(&self) {
         *lock(&self.shared.state) = State::default();
