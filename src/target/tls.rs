@@ -301,3 +301,61 @@ impl ServerCertVerifier for FileVerifier {
             .supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(ca: bool) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        if ca {
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        (p.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    fn load(text: &str) -> Result<CaFile, CaCertError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, text).unwrap();
+        CaFile::load(&path)
+    }
+
+    #[test]
+    fn every_certificate_is_a_pin_and_only_ca_certificates_are_roots() {
+        let (leaf, key) = cert(false);
+        let (ca, _) = cert(true);
+        // A key beside the certificates (a combined PEM) is passed over.
+        let f = load(&format!("{key}{leaf}{ca}")).unwrap();
+        assert_eq!((f.pins.len(), f.roots.len()), (2, 1));
+        let f = load(&leaf).unwrap();
+        assert_eq!((f.pins.len(), f.roots.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_file_without_a_readable_certificate_is_refused() {
+        let (_, key) = cert(false);
+        for text in [key.as_str(), "", "not PEM at all\n"] {
+            assert!(
+                matches!(load(text), Err(CaCertError::NoCertificate { .. })),
+                "{text:?}"
+            );
+        }
+        let broken = "-----BEGIN CERTIFICATE-----\nMIIB!!!\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            load(broken),
+            Err(CaCertError::NotPem { .. } | CaCertError::BadCertificate { .. })
+        ));
+        let not_x509 = "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            load(not_x509),
+            Err(CaCertError::BadCertificate { number: 1, .. })
+        ));
+        let missing = std::path::Path::new("/nonexistent/ca.pem");
+        assert!(matches!(
+            CaFile::load(missing),
+            Err(CaCertError::Unreadable { .. })
+        ));
+    }
+}
