@@ -140,7 +140,8 @@ pub struct HttpArgs {
     /// File holding the server's bearer token (should be mode 0600). Or set $BOOKFERRY_TOKEN.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// Extra PEM CA certificate to trust (a self-signed home server).
+    /// PEM file to trust instead of the system's CAs: the server's own certificate (trusted
+    /// when presented exactly, whatever its names and dates) or its CA's (full checks).
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
     /// Do not verify the server's TLS certificate (dangerous: prefer --ca-cert).

@@ -124,6 +124,8 @@ pub enum UsageError {
     BufferMemory(#[source] BadSize),
     #[error("--tpslimit must be more than 0")]
     TpsLimit,
+    #[error(transparent)]
+    CaCert(#[from] crate::target::tls::CaCertError),
     #[error("--token-file {}: {source}", .path.display())]
     TokenFile {
         path: PathBuf,

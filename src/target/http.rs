@@ -21,7 +21,6 @@ use reqwest::{multipart, Client, StatusCode};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,7 +57,7 @@ pub enum Transfers {
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     pub token: Option<Token>,
-    pub ca_cert: Option<PathBuf>,
+    pub ca_cert: Option<super::tls::CaFile>,
     pub insecure: bool,
     pub retries: u32,
     pub stall_timeout: Duration,
@@ -158,17 +157,16 @@ impl HttpTarget {
             // The protocol has no redirects: a 3xx is an answer (see `redirect_failure`), and
             // the token never goes anywhere but the base URL.
             .redirect(reqwest::redirect::Policy::none());
-        if let Some(path) = &opts.ca_cert {
-            let pem = std::fs::read(path).map_err(|source| Unusable::CaCertUnreadable {
-                path: path.clone(),
-                source,
-            })?;
-            let cert =
-                reqwest::Certificate::from_pem(&pem).map_err(|source| Unusable::CaCertNotPem {
-                    path: path.clone(),
+        if let Some(ca) = &opts.ca_cert {
+            // The file's pins and CAs replace the system's roots (see target/tls.rs);
+            // `--insecure` verifies nothing, so it wins.
+            if !opts.insecure && !base.starts_with("http://") {
+                let tls = ca.client_config().map_err(|source| Unusable::CaCertTls {
+                    path: ca.path().to_path_buf(),
                     source,
                 })?;
-            builder = builder.add_root_certificate(cert);
+                builder = builder.tls_backend_preconfigured(tls);
+            }
         }
         if base.starts_with("http://") {
             // Plain HTTP: no need to load the system's CA store.
@@ -660,11 +658,7 @@ fn transient_of<T>(base: &str, what: &str, e: reqwest::Error) -> Attempt<T> {
     } else {
         causes.join(": ")
     };
-    let hint = if cause.to_lowercase().contains("certificate") {
-        " (a self-signed server? trust its CA with --ca-cert FILE)"
-    } else {
-        ""
-    };
+    let hint = super::tls::certificate_hint(&cause);
     let message = if unreachable {
         format!("{what}: cannot connect to {base}: {cause}{hint}")
     } else if timeout {

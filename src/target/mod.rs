@@ -10,6 +10,7 @@ pub mod http;
 pub mod layout;
 pub mod limit;
 pub mod staged;
+pub mod tls;
 
 use crate::failure::Failure;
 use crate::hash::Digests;
@@ -265,17 +266,13 @@ pub enum Unusable {
     /// The source library's book uuids cannot be read.
     #[error("{0}")]
     SourceLibrary(#[source] crate::calibre::ReadError),
-    #[error("--ca-cert {}: {source}", .path.display())]
-    CaCertUnreadable {
+    /// The TLS configuration for a `--ca-cert` file (read at usage time, see
+    /// [`tls::CaFile::load`]) cannot be built.
+    #[error("--ca-cert {}: cannot set up TLS with it: {source}", .path.display())]
+    CaCertTls {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
-    },
-    #[error("--ca-cert {}: not a PEM certificate: {source}", .path.display())]
-    CaCertNotPem {
-        path: PathBuf,
-        #[source]
-        source: reqwest::Error,
+        source: rustls::Error,
     },
     #[error("HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),

@@ -21,4 +21,5 @@ mod retry;
 mod safety;
 mod signals;
 mod state_db;
+mod tls;
 mod verify;
