@@ -3,6 +3,7 @@
 
 use crate::exit;
 use crate::failure::{Failure, FailureKind};
+use crate::pipeline::fault::{Cause, Fault};
 use crate::pipeline::scan::ScanError;
 use crate::source::formats::NoFormats;
 use crate::source::SourceSpecError;
@@ -54,6 +55,10 @@ pub enum Internal {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// A stage of the pipeline failed (a task panicked, a state-DB read it needed failed); the
+    /// run stopped there and left the rows where they were.
+    #[error("{0}")]
+    Pipeline(#[from] Fault),
 }
 
 /// Why a run stopped part-way; rows not finished stay where they were.
@@ -96,6 +101,10 @@ impl CommandError {
             CommandError::Scan(_) => "scan failed",
             CommandError::Stopped(Stop::Failure(f)) => f.kind.as_str(),
             CommandError::Stopped(Stop::Writer(_) | Stop::State(_)) => "state_db_error",
+            CommandError::Internal(Internal::Pipeline(Fault {
+                cause: Cause::StateDb(_),
+                ..
+            })) => "state_db_error",
             CommandError::Internal(_) => "internal_error",
         }
     }
@@ -246,6 +255,14 @@ mod tests {
                 5,
             ),
             (Internal::Runtime(io()).into(), 5),
+            (
+                Internal::Pipeline(Fault::new(
+                    crate::pipeline::fault::Stage::Hash,
+                    Cause::Panicked("x".into()),
+                ))
+                .into(),
+                5,
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(e.exit_code(), code, "{e:?}");

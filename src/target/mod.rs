@@ -412,9 +412,7 @@ impl Target {
             // the folder before the run (placed by something else, or by a run that died).
             Target::Folder(f, _) => {
                 let f = f.clone();
-                Ok(tokio::task::spawn_blocking(move || f.check_content(&q))
-                    .await
-                    .unwrap_or_default())
+                Ok(joined(tokio::task::spawn_blocking(move || f.check_content(&q))).await)
             }
             // A calibre library's unit is the book: two books may hold the same bytes. The
             // transfer finds a file already in its own book (see `calibre/target.rs`).
@@ -475,20 +473,11 @@ impl Target {
                 (limiter, Box::new(move |p| c.transfer(p)))
             }
         };
-        let count = group.len();
         let _slot = limiter.acquire().await;
-        tokio::task::spawn_blocking(move || group.iter().map(place).collect())
-            .await
-            .unwrap_or_else(|e| {
-                (0..count)
-                    .map(|_| {
-                        Err(Failure::new(
-                            crate::failure::FailureKind::TargetWrite,
-                            format!("internal: transfer task failed: {e}"),
-                        ))
-                    })
-                    .collect()
-            })
+        joined(tokio::task::spawn_blocking(move || {
+            group.iter().map(place).collect()
+        }))
+        .await
     }
 
     /// Whether content duplicates are kept apart by the target itself (the calibre target
@@ -523,5 +512,17 @@ impl Target {
             }
             Target::Http(_) => None,
         }
+    }
+}
+
+/// A blocking task's result. Its panic goes on in the caller (the pipeline stops the run for
+/// it, see `pipeline::fault`): never read as an answer ("nothing there") or as the files' fault.
+async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
+    match task.await {
+        Ok(v) => v,
+        Err(e) => match e.try_into_panic() {
+            Ok(payload) => std::panic::resume_unwind(payload),
+            Err(e) => std::panic::resume_unwind(Box::new(e.to_string())),
+        },
     }
 }
