@@ -2112,6 +2112,129 @@ fn two_books_of_a_calibre_source_holding_the_same_bytes_stay_two_books() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// bookferry's own lock on a library
+
+/// Book folders of the library that hold a pending marker: books a run is writing.
+fn books_in_progress(lib: &Path) -> BTreeSet<String> {
+    all_entries(lib)
+        .into_keys()
+        .filter_map(|rel| rel.strip_suffix("/.bookferry-pending").map(String::from))
+        .collect()
+}
+
+#[test]
+fn a_second_bookferry_on_the_same_library_is_refused_whatever_the_flags() {
+    let _s = serial();
+    if !have_calibre("a_second_bookferry_on_the_same_library") {
+        return;
+    }
+    let ws = Workspace::with_corpus_sized(1500, 98, 8);
+    let want = expectations(
+        &ws,
+        &Extras {
+            files: vec![],
+            first_author_only: None,
+        },
+    );
+    let lib = ws.path().join("library");
+    // Another migration's source, into the same library.
+    let other = ws.path().join("other source");
+    fs::create_dir_all(&other).unwrap();
+    for i in 0..3 {
+        fs::write(
+            other.join(format!("Second Runner {i}.epub")),
+            epub_bytes(
+                &format!("Second Runner {i}"),
+                "Otto Other",
+                "another migration",
+            ),
+        )
+        .unwrap();
+    }
+    let landed = || {
+        count_or_zero(
+            &ws.state(),
+            "SELECT COUNT(*) FROM files WHERE state IN ('uploaded', 'skipped')",
+        )
+    };
+    let mut first = to_calibre_cmd(
+        &ws,
+        &ws.state(),
+        &ws.lib(),
+        &lib,
+        &["--transfers", "1", "--checkers", "1", "-q"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let t0 = Instant::now();
+    while landed() < 20
+        && t0.elapsed() < Duration::from_secs(60)
+        && first.try_wait().unwrap().is_none()
+    {
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    // Paused: the first run can record nothing more, while it goes on writing books (each in
+    // a marked folder) that it cannot commit yet.
+    let hold = WriteHold::take(&ws.state());
+    let t0 = Instant::now();
+    while books_in_progress(&lib).is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first run ended before it could be paused; make the corpus larger"
+    );
+    let in_progress = books_in_progress(&lib);
+    assert!(
+        !in_progress.is_empty(),
+        "the first run has no book in progress"
+    );
+
+    let mut f = Findings::default();
+    for (i, flags) in [&["--ignore-calibre-lock"][..], &[][..]].iter().enumerate() {
+        let state = ws.path().join(format!("second-{i}.db"));
+        let out = to_calibre(&ws, &state, &other, &lib, flags);
+        let err = stderr(&out);
+        f.check(out.status.code() == Some(2), || {
+            format!(
+                "a second run {flags:?} exited {:?}, not 2: {err}",
+                out.status.code()
+            )
+        });
+        let named = format!("another bookferry run (pid {})", first.id());
+        f.check(err.contains(&named), || {
+            format!("a second run {flags:?}: the refusal names the first run ({named}): {err}")
+        });
+        f.check(
+            count_or_zero(&state, "SELECT COUNT(*) FROM files") == 0,
+            || format!("a second run {flags:?} recorded files"),
+        );
+    }
+    // The first run's books in progress are all still there.
+    for dir in &in_progress {
+        f.check(lib.join(dir).is_dir(), || {
+            format!("{dir}: a book the first run was writing is gone")
+        });
+    }
+    drop(hold);
+    let code = first.wait().unwrap().code();
+    f.check(code == Some(0), || format!("the first run exited {code:?}"));
+    let problems = check_library_problems(&ws, &lib);
+    f.check(problems.is_empty(), || {
+        format!("check_library: {problems:?}")
+    });
+    let books = list(&ws, &lib);
+    f.check(!books.iter().any(|b| b["authors"] == "Otto Other"), || {
+        "the refused run's books are in the library".into()
+    });
+    judge_library(&lib, &books, &rows(&ws.state()), &want, true, &mut f);
+    judge_folders(&lib, &books, &mut f);
+    f.assert_none("two bookferry runs on one library");
+}
+
+// ---------------------------------------------------------------------------------------------
 // 7. Containment
 
 /// Hostile (file name, dc:title, dc:creator): each would climb out of the library if used raw.
