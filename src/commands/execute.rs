@@ -187,7 +187,7 @@ impl Execution<'_> {
         let cfg = PipelineConfig {
             checksum: self.checksum,
             dry_run: self.dry_run,
-            keep_duplicates: self.options.keep_duplicates || target.dedups_by_book(),
+            keep_duplicates: self.options.keep_duplicates || target.keeps_source_books(),
             tuning: tuning.pipeline,
         };
         let ctx = Arc::new(Ctx::new(

@@ -353,16 +353,18 @@ impl Target {
                 Ok(Target::Folder(Arc::new(f), limit::Limiter::fixed(n)))
             }
             TargetSpec::Calibre(root) => {
+                let from_library = crate::calibre::is_calibre_library(source_root);
                 let copts = calibre::CalibreOptions {
                     link: opts.link,
                     merge_formats: opts.merge_formats,
                     ignore_calibre_lock: opts.ignore_calibre_lock,
                     migration_key: opts.migration_key.clone(),
-                    source_uuids: Arc::new(if crate::calibre::is_calibre_library(source_root) {
+                    source_uuids: Arc::new(if from_library {
                         crate::calibre::book_uuids(source_root).map_err(Unusable::SourceLibrary)?
                     } else {
                         HashSet::new()
                     }),
+                    keep_source_books: from_library,
                 };
                 let (root, source_root) = (root.clone(), source_root.to_path_buf());
                 let c = tokio::task::spawn_blocking(move || {
@@ -414,9 +416,14 @@ impl Target {
                 let f = f.clone();
                 Ok(joined(tokio::task::spawn_blocking(move || f.check_content(&q))).await)
             }
-            // A calibre library's unit is the book: two books may hold the same bytes. The
-            // transfer finds a file already in its own book (see `calibre/target.rs`).
-            Target::Calibre(..) => Ok(HashMap::new()),
+            // Format files the library held at open (from a calibre source, none: two books
+            // may hold the same bytes; see `calibre/target.rs`).
+            Target::Calibre(c, _) => {
+                let c = c.clone();
+                Ok(tokio::task::spawn_blocking(move || c.check_content(&q))
+                    .await
+                    .unwrap_or_default())
+            }
             Target::Http(h) => {
                 let items: Vec<_> = q
                     .into_iter()
@@ -480,10 +487,14 @@ impl Target {
         .await
     }
 
-    /// Whether content duplicates are kept apart by the target itself (the calibre target
-    /// decides per book), so the pipeline must not skip them by SHA-1.
-    pub fn dedups_by_book(&self) -> bool {
-        matches!(self, Target::Calibre(..))
+    /// Whether content duplicates must all be placed, the pipeline skipping none by content:
+    /// only a calibre library filled from a calibre library (a folder holding `metadata.db`,
+    /// as `open` tells), where the source's books are the unit: two books holding the same
+    /// bytes stay two books, and no book loses a format. From a folder source, every target
+    /// keeps one copy of each content and skips the others as `duplicate` (unless
+    /// `--keep-duplicates`).
+    pub fn keeps_source_books(&self) -> bool {
+        matches!(self, Target::Calibre(c, _) if c.keeps_source_books())
     }
 
     /// Where the file would go (for `--dry-run`).
