@@ -19,3 +19,4 @@ mod retry;
 mod safety;
 mod signals;
 mod state_db;
+mod vfat;
