@@ -262,3 +262,43 @@ fn a_linux_target_keeps_the_layouts_names() {
     }
     assert!(!names.keys().any(|n| n.contains(" (2)")), "{names:#?}");
 }
+
+/// The name check (a file of the same name and size in the target: skipped without hashing)
+/// compares names as the filesystem does: on exFAT, `DUNE - FRANK HERBERT.TXT` there is the
+/// source's `dune - frank herbert.txt`. A file of another size is not.
+#[test]
+fn exfat_the_name_check_finds_a_file_there_in_another_case() {
+    let ws = Workspace::empty();
+    let Some(_mount) = FatMount::mount(Fat::Exfat, &ws.path().join("fat.img"), &ws.out()) else {
+        return;
+    };
+    std::fs::write(ws.lib().join("dune - frank herbert.txt"), "the same size").unwrap();
+    std::fs::write(ws.lib().join("emma - jane austen.txt"), "another size").unwrap();
+    std::fs::create_dir_all(ws.out().join("Old")).unwrap();
+    std::fs::write(
+        ws.out().join("Old/DUNE - FRANK HERBERT.TXT"),
+        "THE SAME SIZE",
+    )
+    .unwrap();
+    std::fs::write(
+        ws.out().join("Old/EMMA - JANE AUSTEN.TXT"),
+        "not the same size",
+    )
+    .unwrap();
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let reason = |source: &str| -> (String, Option<String>) {
+        ws.db()
+            .query_row(
+                "SELECT state, skip_reason FROM files WHERE source_ref = ?1",
+                [source],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    assert_eq!(
+        reason("dune - frank herbert.txt"),
+        ("skipped".into(), Some("target_has_name_size".into()))
+    );
+    assert_eq!(reason("emma - jane austen.txt"), ("uploaded".into(), None));
+}
