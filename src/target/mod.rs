@@ -9,6 +9,7 @@ pub mod folder;
 pub mod http;
 pub mod layout;
 pub mod limit;
+pub mod name_rules;
 pub mod staged;
 pub mod tls;
 

@@ -23,3 +23,4 @@ mod signals;
 mod state_db;
 mod tls;
 mod verify;
+mod vfat;
