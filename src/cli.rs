@@ -111,7 +111,9 @@ pub struct TargetArgs {
     pub link: Option<String>,
     /// Where files go inside a target folder. Fields: {author} {authors} {title} {series}
     /// {series_index} {language} {publisher} {year} {ext} {name} {source_path}.
-    /// Default: {author}/{title}/{title} - {author}.{ext}
+    /// The file name must end with `.{ext}` and no folder may be `..`: other templates are
+    /// refused (exit 2), never adjusted. Every field is sanitized (no `/`, control, bidi or
+    /// zero-width characters). Default: {author}/{title}/{title} - {author}.{ext}
     #[arg(long, value_name = "TEMPLATE")]
     pub layout: Option<String>,
     /// Copy content duplicates too, instead of skipping them.

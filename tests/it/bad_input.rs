@@ -1404,3 +1404,75 @@ fn look_alike_non_utf8_names_are_three_books_and_all_migrate() {
         4
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bad command lines
+
+/// Bidi controls (U+202A–U+202E, U+2066–U+2069, U+200E/U+200F, U+061C) and zero-width
+/// characters (U+200B–U+200D, U+2060, U+FEFF) in a title and an author (from an EPUB's OPF and
+/// from a file name) never reach a name in the target; the books still arrive, byte for byte.
+#[test]
+fn bidi_controls_and_zero_width_characters_never_reach_a_target_name() {
+    let ws = Workspace::empty();
+    let lib = ws.lib();
+    let invisible = "\u{202A}\u{202B}\u{202C}\u{202D}\u{202E}\u{2066}\u{2067}\u{2068}\u{2069}\u{200E}\u{200F}\u{061C}\u{200B}\u{200C}\u{200D}\u{2060}\u{FEFF}";
+    let epub = good_epub(
+        &format!("Evil{invisible}bup.exe"),
+        &format!("Ann{invisible} Author"),
+        "bidi",
+    );
+    fs::write(lib.join("Reversed.epub"), &epub).unwrap();
+    fs::write(
+        lib.join(format!(
+            "Name\u{202E}txt.exe{invisible} - Bo\u{200B} Writer.txt"
+        )),
+        "from the name",
+    )
+    .unwrap();
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let placed = ws.target_files();
+    let names: Vec<&String> = placed.keys().collect();
+    for name in &names {
+        let bad: Vec<String> = name
+            .chars()
+            .filter(|c| invisible.contains(*c))
+            .map(|c| format!("U+{:04X}", c as u32))
+            .collect();
+        assert!(bad.is_empty(), "{name:?} holds {bad:?}");
+    }
+    // (The EPUB's parser reads some of them as spaces, which the name keeps.)
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("Ann Author/Evil") && n.ends_with(" - Ann Author.epub")),
+        "{names:?}"
+    );
+    assert!(
+        placed.contains_key("Bo Writer/Nametxt.exe/Nametxt.exe - Bo Writer.txt"),
+        "{names:?}"
+    );
+    let want: BTreeSet<String> = [sha1_of(&epub), sha1_of(b"from the name")].into();
+    assert_eq!(placed.values().cloned().collect::<BTreeSet<_>>(), want);
+}
+
+/// A `--layout` with a `..` folder, or whose file name has no `.{ext}`, is refused before
+/// anything is made (exit 2, the message says why; no state DB, no target); before, both were
+/// accepted and the first silently dropped its `..`.
+#[test]
+fn a_layout_leading_out_of_the_target_or_without_an_extension_is_refused_before_anything_is_made() {
+    let ws = Workspace::empty();
+    fs::write(ws.lib().join("Dune - Frank Herbert.txt"), "dune").unwrap();
+    for (layout, says) in [
+        ("../{title}.{ext}", "`..`"),
+        ("{author}/../../{title}.{ext}", "`..`"),
+        ("{author}/{title}", ".{ext}"),
+    ] {
+        let out = ws.migrate(&["--layout", layout]);
+        assert_eq!(out.status.code(), Some(2), "{layout}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{layout}: {}", stderr(&out));
+        assert!(!ws.state().exists(), "{layout}: a state DB was made");
+        assert!(!ws.out().exists(), "{layout}: the target was made");
+    }
+    assert!(!ws.path().join("Dune.txt").exists());
+}
