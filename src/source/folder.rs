@@ -172,20 +172,10 @@ impl<'a> Walker<'a> {
 }
 
 /// A file name as it goes into a source reference: as it is when it is UTF-8; otherwise each
-/// byte that is not UTF-8 written `\xFF`, so two names that differ only there stay apart.
+/// byte that is not UTF-8 written `\xFF`, so two names that differ only there stay apart (see
+/// [`crate::path_text`]).
 pub fn name_for_ref(name: &std::ffi::OsStr) -> std::borrow::Cow<'_, str> {
-    use std::os::unix::ffi::OsStrExt;
-    if let Some(s) = name.to_str() {
-        return s.into();
-    }
-    let mut out = String::new();
-    for chunk in name.as_bytes().utf8_chunks() {
-        out.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02X}"));
-        }
-    }
-    out.into()
+    crate::path_text::escape(name)
 }
 
 /// Hidden files, editors' and downloaders' temporary files, bookferry's own temp files.

@@ -1476,3 +1476,134 @@ fn a_layout_leading_out_of_the_target_or_without_an_extension_is_refused_before_
     }
     assert!(!ws.path().join("Dune.txt").exists());
 }
+
+/// A path of the workspace whose last name holds bytes that are not UTF-8.
+fn odd_path(ws: &Workspace, name: &[u8]) -> PathBuf {
+    ws.path().join(OsStr::from_bytes(name))
+}
+
+/// The newest run record's arguments, as stored.
+fn last_arguments(state: &Path) -> String {
+    rusqlite::Connection::open(state)
+        .unwrap()
+        .query_row(
+            "SELECT arguments FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// Paths that are not UTF-8 in `--state`, `--log-file`, `--token-file`, `--from` and `--to`
+/// work: the run migrates, `runs.arguments` and the recorded migration hold the bytes escaped
+/// as `source_ref` escapes them (`\xFF`), and a plain `run` resumes the recorded migration from
+/// them. Before, `std::env::args()` panicked (exit 101) after the state DB and its lock were
+/// made.
+#[test]
+fn paths_that_are_not_utf8_work_and_are_recorded_escaped() {
+    let ws = Workspace::empty();
+    let lib = odd_path(&ws, b"lib\xff");
+    let out = odd_path(&ws, b"out\xfe");
+    let state = odd_path(&ws, b"state\xfd.db");
+    let log = odd_path(&ws, b"log\xfc.txt");
+    let token = odd_path(&ws, b"token\xfb");
+    fs::create_dir(&lib).unwrap();
+    fs::write(lib.join("Dune - Frank Herbert.txt"), "dune").unwrap();
+    fs::write(&token, "not-used-by-a-folder").unwrap();
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+    let bookferry = |args: &[&OsStr]| {
+        Command::new(bin())
+            .current_dir(ws.path())
+            .env_remove("BOOKFERRY_STATE")
+            .env_remove("BOOKFERRY_TOKEN")
+            .arg("--state")
+            .arg(&state)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Only the state DB's path is odd: this panicked in `std::env::args()` (exit 101).
+    let plain = ws.path().join("plain");
+    fs::create_dir(&plain).unwrap();
+    fs::write(plain.join("Plain - Some Author.txt"), "plain").unwrap();
+    let other_state = odd_path(&ws, b"other\xfa.db");
+    let first = Command::new(bin())
+        .env_remove("BOOKFERRY_STATE")
+        .arg("--state")
+        .arg(&other_state)
+        .args(["scan", "--from"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "odd --state: {}",
+        stderr(&first)
+    );
+    assert!(
+        last_arguments(&other_state).contains(r#"other\\xFA.db"#),
+        "{}",
+        last_arguments(&other_state)
+    );
+
+    let scan = bookferry(&[OsStr::new("scan"), OsStr::new("--from"), lib.as_os_str()]);
+    assert_eq!(scan.status.code(), Some(0), "scan: {}", stderr(&scan));
+    let run = bookferry(&[
+        OsStr::new("--log-file"),
+        log.as_os_str(),
+        OsStr::new("run"),
+        OsStr::new("--from"),
+        lib.as_os_str(),
+        OsStr::new("--to"),
+        out.as_os_str(),
+        OsStr::new("--token-file"),
+        token.as_os_str(),
+    ]);
+    assert_eq!(run.status.code(), Some(0), "run: {}", stderr(&run));
+    assert!(out
+        .join("Frank Herbert/Dune/Dune - Frank Herbert.txt")
+        .is_file());
+    assert!(
+        fs::metadata(&log).unwrap().len() > 0,
+        "the log file was written"
+    );
+
+    let args: Vec<String> = serde_json::from_str(&last_arguments(&state)).unwrap();
+    let escaped = |p: &Path| source_ref(p);
+    for (flag, p) in [
+        ("--state", &state),
+        ("--log-file", &log),
+        ("--from", &lib),
+        ("--to", &out),
+        ("--token-file", &token),
+    ] {
+        let i = args.iter().position(|a| a == flag).expect(flag);
+        assert_eq!(args[i + 1], escaped(p), "{flag} in {args:?}");
+    }
+    let (source, target): (String, String) = rusqlite::Connection::open(&state)
+        .unwrap()
+        .query_row("SELECT source, target FROM migration", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(
+        source,
+        format!("dir:{}", escaped(&lib.canonicalize().unwrap()))
+    );
+    assert_eq!(
+        target,
+        format!("dir:{}", escaped(&out.canonicalize().unwrap()))
+    );
+    assert!(source.ends_with("lib\\xFF"), "{source}");
+
+    // The recorded migration resumes from those escaped paths: a new file arrives.
+    fs::write(lib.join("Emma - Jane Austen.txt"), "emma").unwrap();
+    let again = bookferry(&[OsStr::new("run")]);
+    assert_eq!(again.status.code(), Some(0), "resume: {}", stderr(&again));
+    assert!(out
+        .join("Jane Austen/Emma/Emma - Jane Austen.txt")
+        .is_file());
+    let status = bookferry(&[OsStr::new("status")]);
+    assert_eq!(status.status.code(), Some(0), "status: {}", stderr(&status));
+}
