@@ -1,9 +1,10 @@
 //! Bad input: a library of good files salted with every kind of broken, hostile or unreadable
 //! file, migrated to a folder by an unprivileged user. The rule checked for each:
 //!
-//! - bytes that cannot be read (no permission, vanished) → `failed`, with a kind and a message
+//! - bytes that cannot be read (no permission) → `failed`, with a kind and a message
 //!   naming the file and the cause; entries that are not regular files (FIFO, device, symlink
-//!   loop, dangling link, unreadable folder) → not recorded, with a log line, never read;
+//!   loop, dangling link, unreadable folder) → not recorded, with a log line, never read; a
+//!   file removed from the source before it was migrated → `skipped` as `source_gone`;
 //! - a zero-byte file → `failed` with kind `empty_file`;
 //! - bytes that can be read but whose format is broken (zip bomb, billion laughs, truncated or
 //!   non-ZIP EPUB, broken or encrypted PDF, non-XML FB2, bad EXTH) → migrated byte for byte, with
@@ -264,6 +265,9 @@ enum Expect {
     },
     /// No row; a log line names the entry and holds `cause`.
     NotRecorded { cause: &'static str },
+    /// Left the source before it was migrated: `skipped`, `source_gone`, placed nowhere, with
+    /// an `events` row naming the file.
+    Gone,
     /// Migrated as it is (hostile names and titles: checked separately for where they land).
     Migrated,
 }
@@ -533,13 +537,7 @@ fn build_bad_corpus(lib: &Path) -> BadCorpus {
         good_epub("Vanishes", "Test Author", "gone"),
     )
     .unwrap();
-    c.add(
-        vanishing.clone(),
-        Expect::Failed {
-            kind: "source_missing",
-            cause: "vanished",
-        },
-    );
+    c.add(vanishing.clone(), Expect::Gone);
     let rewritten = PathBuf::from("bad/Rewritten Same Size - Test Author.txt");
     fs::write(lib.join(&rewritten), noise(BIG, 1)).unwrap();
     let growing = PathBuf::from("bad/Grows - Test Author.txt");
@@ -1146,6 +1144,22 @@ fn each_planted_file_ended_as_the_rule_says(o: &Outcome, f: &mut Findings) {
                     || format!("{key}: no log line naming it and {cause:?}"),
                 );
             }
+            Expect::Gone => {
+                let Some(r) = o.row(&key, f) else { continue };
+                f.eq(
+                    (r.state.as_str(), r.skip_reason.as_deref()),
+                    ("skipped", Some("source_gone")),
+                    || format!("{key}: state and skip reason ({:?})", r.error),
+                );
+                f.check(r.target_ref.is_none(), || {
+                    format!("{key}: placed anyway: {r:?}")
+                });
+                let detail = events_detail(o.ws, r.id);
+                f.check(
+                    detail.contains(&name) && detail.contains("source_gone"),
+                    || format!("{key}: no event naming it as source_gone: {detail:?}"),
+                );
+            }
             Expect::Migrated => {
                 let Some(r) = o.row(&key, f) else { continue };
                 f.eq(r.state.as_str(), "uploaded", || format!("{key}: {r:?}"));
@@ -1606,4 +1620,69 @@ fn paths_that_are_not_utf8_work_and_are_recorded_escaped() {
         .is_file());
     let status = bookferry(&[OsStr::new("status")]);
     assert_eq!(status.status.code(), Some(0), "status: {}", stderr(&status));
+}
+
+/// `--formats` takes any extension (m4b, lrf, azw4 are real): a name that matches no file is
+/// warned about, by name; when nothing at all matches, `run` and `scan` exit 2 listing the
+/// formats the source does have, record no row and leave the state DB bound to no migration
+/// (so the corrected command, or another migration, may use it). Before, `--formats epbu`
+/// reported "0 files seen" and exited 0.
+#[test]
+fn formats_that_match_nothing_are_named_and_matching_nothing_at_all_exits_2() {
+    let ws = Workspace::empty();
+    let lib = ws.lib();
+    fs::write(
+        lib.join("Dune - Frank Herbert.epub"),
+        good_epub("Dune", "Frank Herbert", "d"),
+    )
+    .unwrap();
+    fs::write(
+        lib.join("Emma - Jane Austen.epub"),
+        good_epub("Emma", "Jane Austen", "e"),
+    )
+    .unwrap();
+    fs::write(lib.join("Notes - Ann Author.txt"), "notes").unwrap();
+    fs::write(lib.join("README"), "no extension").unwrap();
+    for args in [
+        vec!["scan", "--from", lib.to_str().unwrap(), "--formats", "epbu"],
+        vec![
+            "run",
+            "--from",
+            lib.to_str().unwrap(),
+            "--to",
+            ws.out().to_str().unwrap(),
+            "--formats",
+            "epbu,m4b",
+        ],
+    ] {
+        let out = ws.run(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for said in ["epbu", "epub (2)", "txt (1)", "no extension (1)"] {
+            assert!(err.contains(said), "{args:?}: {said:?} not in {err}");
+        }
+        assert_eq!(count_or_zero(&ws.state(), "SELECT COUNT(*) FROM files"), 0);
+        assert_eq!(
+            count_or_zero(&ws.state(), "SELECT COUNT(*) FROM migration"),
+            0
+        );
+    }
+    let out = ws.migrate(&["--formats", "epub,m4b,lrf"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for named in ["\"m4b\"", "\"lrf\""] {
+        assert!(
+            err.lines().any(|l| l.contains("WARN") && l.contains(named)),
+            "no warning naming {named}: {err}"
+        );
+    }
+    assert!(
+        !err.lines()
+            .any(|l| l.contains("WARN") && l.contains("\"epub\"")),
+        "{err}"
+    );
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded'"),
+        2
+    );
 }
