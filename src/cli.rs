@@ -1,6 +1,8 @@
 //! The command line (clap derive): every subcommand, flag, help text and environment variable.
+//! Paths are taken as the bytes given (`OsString`/`PathBuf`), never required to be UTF-8.
 
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -58,7 +60,7 @@ pub struct ScanArgs {
     /// The library: a folder (or dir:PATH), or a calibre library (calibre:PATH, or a folder
     /// holding metadata.db).
     #[arg(long, value_name = "SOURCE")]
-    pub from: String,
+    pub from: OsString,
     /// Formats to record, comma-separated (e.g. epub,pdf), or `all` for every file.
     /// Default: common ebook formats.
     #[arg(long, value_name = "LIST")]
@@ -69,11 +71,11 @@ pub struct ScanArgs {
 pub struct RunArgs {
     /// The library to migrate (see `scan --from`). Default: the recorded source.
     #[arg(long, value_name = "SOURCE")]
-    pub from: Option<String>,
+    pub from: Option<OsString>,
     /// Where the files go: a folder (dir:PATH or a plain path), or a server speaking the upload
     /// protocol (http(s)://HOST[:PORT][/PREFIX]). Default: the recorded target.
     #[arg(long, value_name = "TARGET")]
-    pub to: Option<String>,
+    pub to: Option<OsString>,
     /// Formats to migrate (see `scan --formats`).
     #[arg(long, value_name = "LIST")]
     pub formats: Option<String>,
@@ -117,7 +119,9 @@ pub struct TargetArgs {
     pub link: Option<String>,
     /// Where files go inside a target folder. Fields: {author} {authors} {title} {series}
     /// {series_index} {language} {publisher} {year} {ext} {name} {source_path}.
-    /// Default: {author}/{title}/{title} - {author}.{ext}
+    /// The file name must end with `.{ext}` and no folder may be `..`: other templates are
+    /// refused (exit 2), never adjusted. Every field is sanitized (no `/`, control, bidi or
+    /// zero-width characters). Default: {author}/{title}/{title} - {author}.{ext}
     #[arg(long, value_name = "TEMPLATE")]
     pub layout: Option<String>,
     /// Copy content duplicates too, instead of skipping them.

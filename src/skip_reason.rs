@@ -17,15 +17,19 @@ pub enum SkipReason {
     TargetHasBook,
     /// calibre target: the book has this format already, with other bytes.
     BookHasFormat,
+    /// The file left the source (deleted, renamed, moved) before it was migrated: nothing to
+    /// send. A scan that finds it again sends the row back to `pending`.
+    SourceGone,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 5] = [
+    pub const ALL: [SkipReason; 6] = [
         SkipReason::TargetHasNameSize,
         SkipReason::TargetHasContent,
         SkipReason::Duplicate,
         SkipReason::TargetHasBook,
         SkipReason::BookHasFormat,
+        SkipReason::SourceGone,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +39,7 @@ impl SkipReason {
             SkipReason::Duplicate => "duplicate",
             SkipReason::TargetHasBook => "target_has_book",
             SkipReason::BookHasFormat => "book_has_format",
+            SkipReason::SourceGone => "source_gone",
         }
     }
 

@@ -82,9 +82,12 @@ impl CommandError {
             CommandError::Usage(_) | CommandError::State(_) => exit::NOTHING_DONE,
             CommandError::Target(OpenError::Auth(_)) => exit::AUTH,
             CommandError::Target(OpenError::Unusable(_)) => exit::NOTHING_DONE,
-            CommandError::Scan(ScanError::Source { .. } | ScanError::Calibre(_)) => {
-                exit::NOTHING_DONE
-            }
+            CommandError::Scan(
+                ScanError::Source { .. }
+                | ScanError::Calibre(_)
+                | ScanError::NoMatchingFormats { .. }
+                | ScanError::SourceEmpty { .. },
+            ) => exit::NOTHING_DONE,
             CommandError::Scan(ScanError::State(_)) => exit::STOPPED,
             CommandError::Stopped(Stop::Failure(f)) if f.kind == FailureKind::Auth => exit::AUTH,
             CommandError::Stopped(_) | CommandError::Internal(_) => exit::STOPPED,

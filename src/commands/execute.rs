@@ -281,7 +281,7 @@ impl Execution<'_> {
             });
             if let Ok(summary) = &res {
                 over.ok = true;
-                progress.total.sub(summary.vanished_failed as u64);
+                progress.total.sub(summary.vanished_active as u64);
                 tracing::debug!("scan done after {:?}", started.elapsed());
                 if !quiet {
                     tracing::info!("{}", summary.describe());

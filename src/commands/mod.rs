@@ -172,12 +172,18 @@ impl Drop for Session {
     }
 }
 
-/// The command line as recorded in `runs.arguments`: values of secret-bearing options removed.
+/// The command line as recorded in `runs.arguments`: values of secret-bearing options removed;
+/// bytes that are not UTF-8 (a path may hold any) written `\xFF`, as in `files.source_ref`.
 pub fn redacted_args() -> Vec<String> {
+    redact(std::env::args_os())
+}
+
+fn redact(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<String> {
     const SECRET: &[&str] = &["--token", "--password"];
     let mut out = Vec::new();
     let mut hide_next = false;
-    for a in std::env::args() {
+    for a in args {
+        let a = crate::path_text::escape(&a).into_owned();
         if hide_next {
             out.push("<redacted>".into());
             hide_next = false;
@@ -249,6 +255,32 @@ mod tests {
         });
         assert!(panicked.is_err());
         assert_eq!(last_run_end(&db).1.as_deref(), Some("panicked"));
+    }
+
+    /// Before, any argument that was not UTF-8 panicked here (`std::env::args`).
+    #[test]
+    fn arguments_that_are_not_utf8_are_recorded_escaped_and_secrets_hidden() {
+        use std::os::unix::ffi::OsStringExt;
+        let args = [
+            b"bookferry".to_vec(),
+            b"--state".to_vec(),
+            b"/tmp/st\xffate.db".to_vec(),
+            b"--token".to_vec(),
+            b"s\xfeecret".to_vec(),
+            b"--password=hunter2".to_vec(),
+        ]
+        .map(std::ffi::OsString::from_vec);
+        assert_eq!(
+            redact(args),
+            [
+                "bookferry",
+                "--state",
+                "/tmp/st\\xFFate.db",
+                "--token",
+                "<redacted>",
+                "--password=<redacted>"
+            ]
+        );
     }
 
     #[test]

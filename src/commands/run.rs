@@ -16,12 +16,13 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
     let state = super::state_path(global)?;
     let rec = recorded_migration(&state)?;
     let source = match (&args.from, &rec) {
-        (Some(s), _) => SourceSpec::parse(s).map_err(UsageError::from)?,
+        (Some(s), _) => SourceSpec::from_arg(s).map_err(UsageError::from)?,
         (None, Some(r)) => SourceSpec::parse(&r.source).map_err(UsageError::from)?,
         (None, None) => return Err(UsageError::NoMigration(state).into()),
     };
     let target = match (&args.to, rec.as_ref().and_then(|r| r.target.as_ref())) {
-        (Some(t), _) | (None, Some(t)) => TargetSpec::parse(t).map_err(UsageError::from)?,
+        (Some(t), _) => TargetSpec::from_arg(t).map_err(UsageError::from)?,
+        (None, Some(t)) => TargetSpec::parse(t).map_err(UsageError::from)?,
         (None, None) => return Err(UsageError::NoTarget.into()),
     };
     if let Some(rec) = &rec {

@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicBool;
 
 pub fn command(global: &GlobalArgs, args: &ScanArgs) -> CmdResult {
     let state = super::state_path(global)?;
-    let source = SourceSpec::parse(&args.from).map_err(UsageError::from)?;
+    let source = SourceSpec::from_arg(&args.from).map_err(UsageError::from)?;
     let formats = match &args.formats {
         Some(f) => FormatSet::parse(f).map_err(UsageError::from)?,
         None => FormatSet::default(),

@@ -1,5 +1,6 @@
-//! `bookferry status`: counts and bytes per state, failures by kind, the current or last run's
-//! rate and ETA. Opens the state DB read-only, so it works from another terminal during a run.
+//! `bookferry status`: counts and bytes per state, skips by reason, failures by kind, the
+//! current or last run's rate and ETA. Opens the state DB read-only, so it works from another
+//! terminal during a run.
 
 use super::CmdResult;
 use crate::cli::{GlobalArgs, StatusArgs};
@@ -15,6 +16,7 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
     let conn = db.conn()?;
     let counts = report::state_counts(&conn)?;
     let failures = report::failures_by_kind(&conn)?;
+    let skips = report::skips_by_reason(&conn)?;
     let last = report::last_run(&conn)?;
     let remaining: u64 = FileState::ACTIVE.iter().map(|s| counts.files_in(*s)).sum();
     let eta_secs = last
@@ -38,6 +40,7 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
             "bytes": {"total": counts.bytes_total, "done": counts.bytes_done},
             "bytes_by_state": bytes_by_state,
             "failures": failures,
+            "skips": skips,
             "run": last.as_ref().map(|r| json!({
                 "id": r.id,
                 "command": r.command,
@@ -68,6 +71,12 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
         human_bytes(counts.bytes_total),
         human_bytes(counts.bytes_done)
     );
+    if !skips.is_empty() {
+        println!("skipped by reason:");
+        for (k, n) in &skips {
+            println!("  {k}: {n}");
+        }
+    }
     if !failures.is_empty() {
         println!("failures by kind:");
         for (k, n) in &failures {

@@ -8,11 +8,12 @@ use crate::metadata::Origin;
 use crate::source::folder::{WalkEvent, Walker};
 use crate::source::formats::FormatSet;
 use crate::source::{calibre, SourceSpec};
+use crate::state::migration_record;
 use crate::state::rows::{ScannedFile, SourceKind};
 use crate::state::scan_store::{self, Known, ScanBatch};
 use crate::state::{Db, StateError};
 use crate::tuning::ScanTuning;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,21 @@ pub enum ScanError {
     /// The state DB cannot be read or written.
     #[error("scan: the state DB: {0}")]
     State(#[from] StateError),
+    /// `--formats` matched no file at all (a usage error: nothing was recorded or changed).
+    #[error("--formats {formats}: no file in the source is of {}; the source has {present}. Nothing was recorded{}",
+        if .formats.contains(',') { "these formats" } else { "this format" },
+        if *.forgot_migration { "; the state DB is bound to no migration" } else { "" })]
+    NoMatchingFormats {
+        formats: String,
+        /// The formats the source does have, with counts (`epub (12), pdf (3)`).
+        present: String,
+        /// The migration this command had just recorded was forgotten again.
+        forgot_migration: bool,
+    },
+    /// The source holds no file, yet the state DB records files from it: a drive not mounted,
+    /// an empty mount point. No row is touched.
+    #[error("source {}: holds no files, yet the state DB records files from it; is a drive not mounted? Nothing was changed", .root.display())]
+    SourceEmpty { root: PathBuf },
 }
 
 /// What a scan found.
@@ -41,8 +57,14 @@ pub struct ScanSummary {
     pub seen: usize,
     pub new: usize,
     pub changed: usize,
-    pub vanished_failed: usize,
+    /// Rows not yet migrated (or failed) whose file left the source: now `skipped`,
+    /// `source_gone`.
+    pub vanished_before_migration: usize,
+    /// Of those, the rows that were still to do (not `failed`): work the run no longer has.
+    pub vanished_active: usize,
     pub vanished_after_migration: usize,
+    /// Rows `skipped` as `source_gone` whose file is back, to migrate now.
+    pub reappeared: usize,
     pub skipped_entries: usize,
     pub resumed_dirs: usize,
     pub complete: bool,
@@ -51,11 +73,12 @@ pub struct ScanSummary {
 impl ScanSummary {
     pub fn describe(&self) -> String {
         format!(
-            "scan: {} files seen, {} new, {} changed, {} vanished before migration, {} vanished after{}{}",
+            "scan: {} files seen, {} new, {} changed, {} back, {} gone before migration (skipped, source_gone), {} gone after{}{}",
             self.seen,
             self.new,
             self.changed,
-            self.vanished_failed,
+            self.reappeared,
+            self.vanished_before_migration,
             self.vanished_after_migration,
             if self.resumed_dirs > 0 {
                 format!(", resumed past {} finished folder(s)", self.resumed_dirs)
@@ -94,6 +117,8 @@ pub fn scan_source(
     let mut scan = Scan {
         conn,
         run,
+        seen_formats: BTreeSet::new(),
+        unmatched: BTreeMap::new(),
         committed,
         found_rows,
         waiting: Vec::new(),
@@ -115,10 +140,12 @@ pub fn scan_source(
     };
     scan.compare_waiting()?;
     scan.flush()?;
-    let mut summary = scan.summary;
+    let mut summary = std::mem::take(&mut scan.summary);
     if summary.complete {
+        scan.judge_matches(source, formats, &summary)?;
         let v = scan_store::finish(&mut scan.conn, run, &scan.found_rows, &already_walked)?;
-        summary.vanished_failed = v.failed;
+        summary.vanished_before_migration = v.gone_before_migration + v.failed_now_gone;
+        summary.vanished_active = v.gone_before_migration;
         summary.vanished_after_migration = v.gone_after_migration;
     }
     Ok(summary)
@@ -129,6 +156,10 @@ pub fn scan_source(
 struct Scan<'a> {
     conn: crate::state::Conn,
     run: i64,
+    /// The formats of the files found.
+    seen_formats: BTreeSet<String>,
+    /// Files passed over for their format, by format (`""`: no extension).
+    unmatched: BTreeMap<String, u64>,
     committed: &'a mut dyn FnMut(Added),
     /// The recorded rows whose file this scan found.
     found_rows: scan_store::FoundRows,
@@ -191,10 +222,59 @@ impl Scan<'_> {
                 root: root.to_path_buf(),
                 source,
             })?;
+        for (format, n) in std::mem::take(&mut walker.unmatched) {
+            *self.unmatched.entry(format).or_default() += n;
+        }
         match write_err {
             Some(e) => Err(ScanError::State(e)),
             None => Ok(complete),
         }
+    }
+
+    /// After a complete scan, before any row is judged vanished: when no file at all was found,
+    /// stop (exit 2, no row touched) if `--formats` matched nothing the source has, or if the
+    /// source is empty while the state DB records files from it; a format named in `--formats`
+    /// that matches no file is warned about.
+    fn judge_matches(
+        &mut self,
+        source: &SourceSpec,
+        formats: &FormatSet,
+        summary: &ScanSummary,
+    ) -> Result<(), ScanError> {
+        if summary.seen == 0 && summary.resumed_dirs == 0 {
+            scan_store::abandon(&self.conn)?;
+            if !self.unmatched.is_empty() {
+                let forgot_migration = migration_record::forget_if_unused(&self.conn)?;
+                return Err(ScanError::NoMatchingFormats {
+                    formats: formats.to_spec(),
+                    present: describe_formats(&self.unmatched),
+                    forgot_migration,
+                });
+            }
+            let takes = |f: &str| formats.format_of(&format!("x.{f}")).is_some();
+            if scan_store::any_row_present(&self.conn, &takes)? {
+                return Err(ScanError::SourceEmpty {
+                    root: source.root().to_path_buf(),
+                });
+            }
+            return Ok(());
+        }
+        let FormatSet::Only(asked) = formats else {
+            return Ok(());
+        };
+        if *formats == FormatSet::default() {
+            // Not named by the user: most libraries have few of the default formats.
+            return Ok(());
+        }
+        for f in asked.difference(&self.seen_formats) {
+            if !scan_store::any_row_present(&self.conn, &|r: &str| r == f)? {
+                tracing::warn!(
+                    "--formats: no file in the source is of format {f:?} (files of formats not asked for: {})",
+                    describe_formats(&self.unmatched)
+                );
+            }
+        }
+        Ok(())
     }
 
     /// List a calibre library's formats (those `formats` takes) with their books' metadata,
@@ -222,9 +302,11 @@ impl Scan<'_> {
                 if cancel.load(Ordering::SeqCst) {
                     return Ok(false);
                 }
-                if cf.format.starts_with("original_")
-                    || formats.format_of(&format!("x.{}", cf.format)).is_none()
-                {
+                if cf.format.starts_with("original_") {
+                    continue;
+                }
+                if formats.format_of(&format!("x.{}", cf.format)).is_none() {
+                    *self.unmatched.entry(cf.format).or_default() += 1;
                     continue;
                 }
                 self.found_calibre(root, cf)?;
@@ -256,6 +338,9 @@ impl Scan<'_> {
     }
 
     fn found(&mut self, f: ScannedFile) -> crate::state::Result<()> {
+        if !self.seen_formats.contains(&f.format) {
+            self.seen_formats.insert(f.format.clone());
+        }
         self.waiting.push(f);
         // No later than the batch's room, so the first, small batches commit on time.
         let room = self.limit.saturating_sub(self.batch.len()).max(1);
@@ -324,6 +409,12 @@ fn consider(
 ) {
     summary.seen += 1;
     match known {
+        Some(k) if k.skipped_as_gone => {
+            summary.reappeared += 1;
+            added.rows += 1;
+            added.bytes += f.size as i64;
+            batch.reappeared.push((k.id, f));
+        }
         None => {
             summary.new += 1;
             added.rows += 1;
@@ -342,6 +433,29 @@ fn consider(
         }
         Some(k) if k.source_gone => batch.returned.push(k.id),
         Some(_) => {}
+    }
+}
+
+/// `epub (12), pdf (3), no extension (1)`, most common first (20 at most); `none` when empty.
+fn describe_formats(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "none".into();
+    }
+    let mut v: Vec<(&String, &u64)> = counts.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let shown: Vec<String> = v
+        .iter()
+        .take(20)
+        .map(|(f, n)| match f.as_str() {
+            "" => format!("no extension ({n})"),
+            f => format!("{f} ({n})"),
+        })
+        .collect();
+    let more = v.len().saturating_sub(20);
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
     }
 }
 

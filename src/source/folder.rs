@@ -3,7 +3,7 @@
 //! once its whole subtree is done (so an interrupted scan can resume by folder).
 
 use super::formats::FormatSet;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -38,8 +38,14 @@ pub struct Walker<'a> {
     pub exclude: HashSet<(u64, u64)>,
     /// Folders (relative) a previous, interrupted scan finished.
     pub walked: &'a HashSet<String>,
+    /// Regular files the format set did not take, by format (`""`: no extension): what the
+    /// source has when `--formats` matches nothing. At most [`UNMATCHED_KINDS`] formats.
+    pub unmatched: BTreeMap<String, u64>,
     visited: HashSet<(u64, u64)>,
 }
+
+/// Formats counted in [`Walker::unmatched`], at most (a tree of odd names stays bounded).
+pub const UNMATCHED_KINDS: usize = 1000;
 
 impl<'a> Walker<'a> {
     pub fn new(
@@ -53,6 +59,7 @@ impl<'a> Walker<'a> {
             formats,
             exclude,
             walked,
+            unmatched: BTreeMap::new(),
             visited: HashSet::new(),
         }
     }
@@ -139,6 +146,11 @@ impl<'a> Walker<'a> {
                     continue;
                 }
                 let Some(format) = self.formats.format_of(&name_lossy) else {
+                    let other = super::formats::format_of(&name_lossy).unwrap_or_default();
+                    if self.unmatched.len() < UNMATCHED_KINDS || self.unmatched.contains_key(&other)
+                    {
+                        *self.unmatched.entry(other).or_default() += 1;
+                    }
                     continue;
                 };
                 let found = FoundFile {
@@ -172,20 +184,10 @@ impl<'a> Walker<'a> {
 }
 
 /// A file name as it goes into a source reference: as it is when it is UTF-8; otherwise each
-/// byte that is not UTF-8 written `\xFF`, so two names that differ only there stay apart.
+/// byte that is not UTF-8 written `\xFF`, so two names that differ only there stay apart (see
+/// [`crate::path_text`]).
 pub fn name_for_ref(name: &std::ffi::OsStr) -> std::borrow::Cow<'_, str> {
-    use std::os::unix::ffi::OsStrExt;
-    if let Some(s) = name.to_str() {
-        return s.into();
-    }
-    let mut out = String::new();
-    for chunk in name.as_bytes().utf8_chunks() {
-        out.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02X}"));
-        }
-    }
-    out.into()
+    crate::path_text::escape(name)
 }
 
 /// Hidden files, editors' and downloaders' temporary files, bookferry's own temp files.

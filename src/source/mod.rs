@@ -5,6 +5,8 @@ pub mod calibre;
 pub mod folder;
 pub mod formats;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// The source as the user named it, canonicalized.
@@ -30,13 +32,20 @@ pub enum SourceSpecError {
 }
 
 impl SourceSpec {
-    /// `dir:PATH`, `calibre:PATH`, or a plain path (a calibre library when it holds
-    /// `metadata.db`, else a folder).
+    /// A source recorded in the state DB (`to_spec`'s text: bytes that are not UTF-8 written
+    /// `\xFF`, see [`crate::path_text`]).
     pub fn parse(s: &str) -> Result<SourceSpec, SourceSpecError> {
-        let (kind, raw) = if let Some(r) = s.strip_prefix("dir:") {
-            (Some("dir"), r)
-        } else if let Some(r) = s.strip_prefix("calibre:") {
-            (Some("calibre"), r)
+        SourceSpec::from_arg(&crate::path_text::unescape(s))
+    }
+
+    /// `dir:PATH`, `calibre:PATH`, or a plain path (a calibre library when it holds
+    /// `metadata.db`, else a folder), as given on the command line: any bytes.
+    pub fn from_arg(s: &OsStr) -> Result<SourceSpec, SourceSpecError> {
+        let bytes = s.as_bytes();
+        let (kind, raw) = if let Some(r) = bytes.strip_prefix(b"dir:") {
+            (Some("dir"), OsStr::from_bytes(r))
+        } else if let Some(r) = bytes.strip_prefix(b"calibre:") {
+            (Some("calibre"), OsStr::from_bytes(r))
         } else {
             (None, s)
         };
@@ -44,7 +53,7 @@ impl SourceSpec {
             Path::new(raw)
                 .canonicalize()
                 .map_err(|source| SourceSpecError::Unresolvable {
-                    given: raw.into(),
+                    given: crate::path_text::escape(raw).into_owned(),
                     source,
                 })?;
         if !path.is_dir() {
@@ -69,11 +78,14 @@ impl SourceSpec {
         }
     }
 
-    /// The canonical form recorded in the state DB.
+    /// The canonical form recorded in the state DB (bytes that are not UTF-8 written `\xFF`,
+    /// as in `files.source_ref`; [`SourceSpec::parse`] reads it back).
     pub fn to_spec(&self) -> String {
         match self {
-            SourceSpec::Dir(p) => format!("dir:{}", p.display()),
-            SourceSpec::Calibre(p) => format!("calibre:{}", p.display()),
+            SourceSpec::Dir(p) => format!("dir:{}", crate::path_text::escape(p.as_os_str())),
+            SourceSpec::Calibre(p) => {
+                format!("calibre:{}", crate::path_text::escape(p.as_os_str()))
+            }
         }
     }
 }

@@ -125,6 +125,17 @@ pub fn save(conn: &Connection, rec: &MigrationRecord) -> Result<()> {
     Ok(())
 }
 
+/// Forget the recorded migration while no file was ever recorded for it: a command that
+/// stopped on a usage error found by its scan (`--formats` matching nothing) leaves the state
+/// DB bound to no migration, as if it had never run (its `runs` record stays).
+pub fn forget_if_unused(conn: &Connection) -> Result<bool> {
+    let n = conn.execute(
+        "DELETE FROM migration WHERE NOT EXISTS (SELECT 1 FROM files)",
+        [],
+    )?;
+    Ok(n > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,17 @@ pub fn failures_by_kind(conn: &Connection) -> Result<BTreeMap<String, u64>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Skipped rows by `skip_reason` (`source_gone` among them: files that left the source).
+pub fn skips_by_reason(conn: &Connection) -> Result<BTreeMap<String, u64>> {
+    let mut st = conn.prepare(
+        "SELECT COALESCE(skip_reason, 'unknown'), COUNT(*) FROM files WHERE state = 'skipped' GROUP BY 1",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// The newest `run`/`retry-failed` record, with its rate.
 #[derive(Debug, Clone)]
 pub struct RunSummary {

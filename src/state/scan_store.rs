@@ -16,6 +16,8 @@ pub struct Known {
     pub mtime_ns: i64,
     pub state: FileState,
     pub source_gone: bool,
+    /// `skipped` as `source_gone`: the file had left the source before it was migrated.
+    pub skipped_as_gone: bool,
 }
 
 /// The recorded rows of these source references (those that have one): one query, by the
@@ -27,7 +29,8 @@ pub fn known_rows(conn: &Connection, refs: &[&str]) -> Result<HashMap<String, Kn
         return Ok(known);
     }
     let mut st = conn.prepare_cached(
-        "SELECT source_ref, id, size, mtime_ns, state, source_gone FROM files
+        "SELECT source_ref, id, size, mtime_ns, state, source_gone,
+             state = 'skipped' AND skip_reason = 'source_gone' FROM files
          WHERE source_ref IN (SELECT value FROM json_each(?1))",
     )?;
     let list = serde_json::to_string(refs).expect("a list of strings serializes");
@@ -41,6 +44,7 @@ pub fn known_rows(conn: &Connection, refs: &[&str]) -> Result<HashMap<String, Kn
                 mtime_ns: r.get(3)?,
                 state: FileState::parse(&state).unwrap_or(FileState::Pending),
                 source_gone: r.get::<_, i64>(5)? != 0,
+                skipped_as_gone: r.get::<_, i64>(6)? != 0,
             },
         ))
     })?;
@@ -98,13 +102,19 @@ pub struct ScanBatch {
     pub changed: Vec<(i64, FileState, ScannedFile)>,
     /// Rows marked `source_gone` earlier whose file is back.
     pub returned: Vec<i64>,
+    /// Rows `skipped` as `source_gone` whose file is back: to `pending`, as a changed file.
+    pub reappeared: Vec<(i64, ScannedFile)>,
     /// Folders whose whole subtree is in this or an earlier batch.
     pub dirs_done: Vec<String>,
 }
 
 impl ScanBatch {
     pub fn len(&self) -> usize {
-        self.new.len() + self.changed.len() + self.dirs_done.len() + self.returned.len()
+        self.new.len()
+            + self.changed.len()
+            + self.dirs_done.len()
+            + self.returned.len()
+            + self.reappeared.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -170,6 +180,26 @@ pub fn write_batch(conn: &mut Connection, run: i64, batch: &ScanBatch) -> Result
                 "source file changed (size or mtime); migrating it again"
             ])?;
         }
+        for (id, f) in &batch.reappeared {
+            let (md, origin) = metadata_columns(f);
+            reset.execute(params![
+                id,
+                path_to_sql(&f.path),
+                f.size as i64,
+                f.mtime_ns,
+                md,
+                origin,
+                None::<i64>,
+                now
+            ])?;
+            event.execute(params![
+                id,
+                run,
+                now,
+                FileState::Skipped.as_str(),
+                "source file is back; migrating it"
+            ])?;
+        }
         let mut back =
             tx.prepare_cached("UPDATE files SET source_gone = 0, updated_at = ?2 WHERE id = ?1")?;
         for id in &batch.returned {
@@ -184,7 +214,7 @@ pub fn write_batch(conn: &mut Connection, run: i64, batch: &ScanBatch) -> Result
         &tx,
         run,
         &RunCounters {
-            files_scanned: (batch.new.len() + batch.changed.len()) as i64,
+            files_scanned: (batch.new.len() + batch.changed.len() + batch.reappeared.len()) as i64,
             ..Default::default()
         },
     )?;
@@ -202,8 +232,11 @@ fn metadata_columns(f: &ScannedFile) -> (Option<String>, Option<&'static str>) {
 /// What a finished scan found missing.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Vanished {
-    /// Not yet migrated: now `failed` with kind `source_missing`.
-    pub failed: usize,
+    /// Not yet migrated (active): now `skipped` as `source_gone`.
+    pub gone_before_migration: usize,
+    /// `failed` (a file that vanished under the hash stage, or a failure of a file since
+    /// removed): now `skipped` as `source_gone` too.
+    pub failed_now_gone: usize,
     /// Already migrated: stay done, noted `source_gone`.
     pub gone_after_migration: usize,
 }
@@ -211,6 +244,10 @@ pub struct Vanished {
 /// Close a complete scan: recorded rows whose file it did not find (not in `found`, nor under
 /// a folder in `walked_before`, which an interrupted pass of this scan walked) are handled as
 /// vanished, and the scan's folder progress is cleared so the next scan walks everything again.
+///
+/// A file the user removed from the source is no failure of the migration: a row not yet
+/// migrated (or `failed`) ends `skipped` with reason `source_gone` (one `events` row each,
+/// counted in the run's `files_skipped`); a migrated one stays done, its `source_gone` flag set.
 pub fn finish(
     conn: &mut Connection,
     run: i64,
@@ -246,38 +283,69 @@ pub fn finish(
     let now = now_ms();
     let mut out = Vanished::default();
     {
-        let mut fail = tx.prepare_cached(
-            "UPDATE files SET state = 'failed', failed_from = state, error_kind = 'source_missing',
-                 error = ?2, run_id = ?3, updated_at = ?4, state_changed_at = ?4
-             WHERE id = ?1 AND state = ?5",
+        let mut skip = tx.prepare_cached(
+            "UPDATE files SET state = 'skipped', skip_reason = 'source_gone', source_gone = 1,
+                 error = NULL, error_kind = NULL, failed_from = NULL, run_id = ?2,
+                 updated_at = ?3, state_changed_at = ?3
+             WHERE id = ?1 AND state = ?4",
         )?;
         let mut event = tx.prepare_cached(
             "INSERT INTO events (file_id, run_id, at, from_state, to_state, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             VALUES (?1, ?2, ?3, ?4, 'skipped', ?5)",
         )?;
         let mut gone = tx.prepare_cached(
             "UPDATE files SET source_gone = 1, updated_at = ?2 WHERE id = ?1 AND source_gone = 0",
         )?;
         for row in &missing {
-            if row.state.is_final() && row.state != FileState::Failed {
+            if matches!(row.state, FileState::Uploaded | FileState::Skipped) {
                 if !row.source_gone && gone.execute(params![row.id, now])? > 0 {
                     out.gone_after_migration += 1;
                 }
-            } else if row.state != FileState::Failed {
-                let msg = format!(
-                    "{}: source file vanished before it was migrated",
-                    row.source_ref
-                );
-                if fail.execute(params![row.id, msg, run, now, row.state.as_str()])? > 0 {
-                    event.execute(params![row.id, run, now, row.state.as_str(), "failed", msg])?;
-                    out.failed += 1;
+                continue;
+            }
+            let msg = format!(
+                "{}: gone from the source before it was migrated (source_gone)",
+                row.source_ref
+            );
+            if skip.execute(params![row.id, run, now, row.state.as_str()])? > 0 {
+                event.execute(params![row.id, run, now, row.state.as_str(), msg])?;
+                if row.state == FileState::Failed {
+                    out.failed_now_gone += 1;
+                } else {
+                    out.gone_before_migration += 1;
                 }
             }
         }
     }
+    runs::add_counters(
+        &tx,
+        run,
+        &RunCounters {
+            files_skipped: (out.gone_before_migration + out.failed_now_gone) as i64,
+            ..Default::default()
+        },
+    )?;
     tx.execute("DELETE FROM scan_progress", [])?;
     tx.commit()?;
     Ok(out)
+}
+
+/// A scan that stopped on its own verdict (nothing matched, the source is empty): the next
+/// scan walks everything again.
+pub fn abandon(conn: &Connection) -> Result<()> {
+    conn.execute("DELETE FROM scan_progress", [])?;
+    Ok(())
+}
+
+/// Whether any row of a format `takes` accepts is still in the source as far as the state DB
+/// knows (not `source_gone`): a scan that finds no file at all then finds a source that has
+/// disappeared.
+pub fn any_row_present(conn: &Connection, takes: &dyn Fn(&str) -> bool) -> Result<bool> {
+    let mut st = conn.prepare("SELECT DISTINCT format FROM files WHERE source_gone = 0")?;
+    let present = st
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(present.iter().any(|f| takes(f)))
 }
 
 /// A recorded row whose file a finished scan did not find.
@@ -380,11 +448,26 @@ mod tests {
         assert_eq!(got, want);
     }
 
-    /// A finished scan: a row it did not find goes `failed` (`source_missing`), unless it lies
-    /// under a folder an interrupted pass of the scan walked; found rows are left alone.
+    /// A finished scan: a row it did not find ends `skipped` as `source_gone` (a `failed` one
+    /// too; a migrated one keeps its state, flagged), unless it lies under a folder an
+    /// interrupted pass of the scan walked; found rows are left alone. Before, such a row went
+    /// `failed`/`source_missing`, and every later run exited 1 for it.
     #[test]
-    fn finish_fails_the_rows_not_found_outside_folders_walked_before() {
-        let (_dir, mut conn, run) = scanned(&["a/x.epub", "b/c/y.epub", "z.epub"]);
+    fn finish_skips_the_rows_not_found_as_source_gone_outside_folders_walked_before() {
+        let (_dir, mut conn, run) = scanned(&[
+            "a/x.epub",
+            "b/c/y.epub",
+            "z.epub",
+            "failed.epub",
+            "done.epub",
+        ]);
+        conn.execute_batch(
+            "UPDATE files SET state = 'failed', failed_from = 'checked',
+                 error_kind = 'source_missing', error = 'vanished' WHERE source_ref = 'failed.epub';
+             UPDATE files SET state = 'uploaded', target_ref = 'done.epub'
+                 WHERE source_ref = 'done.epub';",
+        )
+        .unwrap();
         let mut found = FoundRows::new(&conn).unwrap();
         found.insert(1);
         let walked = HashSet::from(["b".to_string()]);
@@ -392,29 +475,59 @@ mod tests {
         assert_eq!(
             v,
             Vanished {
-                failed: 1,
-                gone_after_migration: 0
+                gone_before_migration: 1,
+                failed_now_gone: 1,
+                gone_after_migration: 1,
             }
         );
-        let states: Vec<(String, String, Option<String>)> = conn
-            .prepare("SELECT source_ref, state, error_kind FROM files ORDER BY id")
+        type Row = (String, String, Option<String>, Option<String>, i64);
+        let rows: Vec<Row> = conn
+            .prepare(
+                "SELECT source_ref, state, skip_reason, error_kind, source_gone FROM files ORDER BY id",
+            )
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        let pending = |r: &str| (r.to_string(), "pending".to_string(), None);
+        let row = |r: &str, st: &str, skip: Option<&str>, gone| {
+            (
+                r.to_string(),
+                st.to_string(),
+                skip.map(String::from),
+                None,
+                gone,
+            )
+        };
+        let gone = Some("source_gone");
         assert_eq!(
-            states,
+            rows,
             [
-                pending("a/x.epub"),
-                pending("b/c/y.epub"),
-                (
-                    "z.epub".into(),
-                    "failed".into(),
-                    Some("source_missing".into())
-                ),
+                row("a/x.epub", "pending", None, 0),
+                row("b/c/y.epub", "pending", None, 0),
+                row("z.epub", "skipped", gone, 1),
+                row("failed.epub", "skipped", gone, 1),
+                row("done.epub", "uploaded", None, 1),
             ]
         );
+        let events: Vec<(String, String)> = conn
+            .prepare(
+                "SELECT COALESCE(from_state, ''), detail FROM events WHERE to_state = 'skipped' ORDER BY id",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[0].0, "pending");
+        assert_eq!(events[1].0, "failed");
+        assert!(events[0].1.contains("z.epub") && events[0].1.contains("source_gone"));
+        let skipped: i64 = conn
+            .query_row("SELECT files_skipped FROM runs WHERE id = ?1", [run], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(skipped, 2);
     }
 }

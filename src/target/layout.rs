@@ -41,6 +41,13 @@ pub enum LayoutError {
     UnknownField { template: String, field: String },
     #[error("--layout is empty")]
     Empty,
+    /// A literal `..` folder would put books outside the target.
+    #[error("--layout {template:?}: a `..` folder would lead outside the target")]
+    ParentDir { template: String },
+    /// The file name part must end with `.{{ext}}`, or books would have no (or a wrong)
+    /// extension.
+    #[error("--layout {template:?}: the file name must end with `.{{ext}}` (e.g. `{{author}}/{{title}}.{{ext}}`)")]
+    NoExtension { template: String },
 }
 
 impl Layout {
@@ -63,6 +70,16 @@ impl Layout {
         }
         if template.trim().is_empty() {
             return Err(LayoutError::Empty);
+        }
+        if template.split('/').any(|c| c.trim() == "..") {
+            return Err(LayoutError::ParentDir {
+                template: template.into(),
+            });
+        }
+        if !template.ends_with(".{ext}") {
+            return Err(LayoutError::NoExtension {
+                template: template.into(),
+            });
         }
         Ok(Layout {
             template: template.to_string(),
@@ -172,12 +189,14 @@ pub fn sanitize_rel_path(rel: &str) -> String {
     }
 }
 
-/// One file or folder name: no separators, no control characters, no `.`/`..`, no leading or
-/// trailing dots and spaces, not a Windows reserved name, at most `NAME_BUDGET` bytes (cut on a
-/// character boundary, the extension kept).
+/// One file or folder name: no separators, no control characters, no bidi controls or
+/// zero-width characters (they make a name read other than it is: `evil\u{202E}fdp.exe`), no
+/// `.`/`..`, no leading or trailing dots and spaces, not a Windows reserved name, at most
+/// `NAME_BUDGET` bytes (cut on a character boundary, the extension kept).
 pub fn sanitize_component(s: &str) -> String {
     let mut out: String = s
         .chars()
+        .filter(|c| !is_invisible_format(*c))
         .map(|c| match c {
             '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
             c if c.is_control() => '_',
@@ -200,6 +219,20 @@ pub fn sanitize_component(s: &str) -> String {
         out.insert(0, '_');
     }
     truncate_name(&out, NAME_BUDGET)
+}
+
+/// Bidi controls (LRM, RLM, ALM, the embeddings, overrides and isolates) and zero-width
+/// characters (ZWSP, ZWNJ, ZWJ, word joiner, BOM): removed from every target name.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{061C}'
+            | '\u{FEFF}'
+    )
 }
 
 fn truncate_name(name: &str, max: usize) -> String {
@@ -273,5 +306,65 @@ mod tests {
     fn unknown_field_is_refused() {
         assert!(Layout::parse("{nope}.{ext}").is_err());
         assert!(Layout::parse("{title").is_err());
+    }
+
+    /// Before, `../{title}.{ext}` was accepted (and its `..` silently dropped), and `{title}`
+    /// gave files without an extension.
+    #[test]
+    fn a_layout_leading_out_of_the_target_or_without_an_extension_is_refused() {
+        for t in [
+            "../{title}.{ext}",
+            "{author}/../../{title}.{ext}",
+            " .. /{title}.{ext}",
+        ] {
+            assert!(
+                matches!(Layout::parse(t), Err(LayoutError::ParentDir { .. })),
+                "{t:?}"
+            );
+        }
+        for t in [
+            "{author}/{title}",
+            "{title}.epub",
+            "{title} [{ext}]",
+            "{ext}/{title}",
+        ] {
+            assert!(
+                matches!(Layout::parse(t), Err(LayoutError::NoExtension { .. })),
+                "{t:?}"
+            );
+        }
+        for t in [
+            DEFAULT_LAYOUT,
+            "{source_path}.{ext}",
+            "..{title}.{ext}",
+            "{ext}/{title}.{ext}",
+        ] {
+            assert!(Layout::parse(t).is_ok(), "{t:?}");
+        }
+    }
+
+    /// A title or author carrying bidi controls or zero-width characters reaches the target
+    /// name without them (and so does a source path used when there is no title).
+    #[test]
+    fn bidi_controls_and_zero_width_characters_never_reach_a_name() {
+        let invisible = [
+            '\u{200B}', '\u{200C}', '\u{200D}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}',
+            '\u{202C}', '\u{202D}', '\u{202E}', '\u{2060}', '\u{2066}', '\u{2067}', '\u{2068}',
+            '\u{2069}', '\u{061C}', '\u{FEFF}',
+        ];
+        let l = Layout::parse(DEFAULT_LAYOUT).unwrap();
+        for c in invisible {
+            let title = format!("Evil{c}fdp.exe");
+            let p = l.render(Some(&md(&title, &format!("A{c}nn"))), "x.epub", "epub");
+            assert_eq!(
+                p, "Ann/Evilfdp.exe/Evilfdp.exe - Ann.epub",
+                "U+{:04X}",
+                c as u32
+            );
+            let p = l.render(None, &format!("d{c}ir/b{c}ook.epub"), "epub");
+            assert_eq!(p, "dir/book.epub", "U+{:04X}", c as u32);
+        }
+        assert_eq!(sanitize_component("\u{202E}\u{200B}"), "");
+        assert_eq!(sanitize_component("Łucja – Книга 書"), "Łucja – Книга 書");
     }
 }

@@ -36,7 +36,34 @@ pub enum TargetSpec {
 impl TargetSpec {
     /// Parse and canonicalize (a folder that does not exist yet is resolved through its nearest
     /// existing ancestor).
+    ///
+    /// `s` is a target recorded in the state DB (`to_spec`'s text: bytes that are not UTF-8
+    /// written `\xFF`); [`TargetSpec::from_arg`] takes one from the command line.
     pub fn parse(s: &str) -> Result<TargetSpec, TargetSpecError> {
+        TargetSpec::from_arg(&crate::path_text::unescape(s))
+    }
+
+    /// A target as given on the command line: a path of any bytes, or a URL (UTF-8).
+    pub fn from_arg(arg: &std::ffi::OsStr) -> Result<TargetSpec, TargetSpecError> {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(s) = arg.to_str() else {
+            let bytes = arg.as_bytes();
+            if bytes.starts_with(b"http://") || bytes.starts_with(b"https://") {
+                return Err(TargetSpecError::UrlNotUtf8(
+                    crate::path_text::escape(arg).into_owned(),
+                ));
+            }
+            let (calibre, raw) = match bytes.strip_prefix(b"calibre:") {
+                Some(r) => (true, r),
+                None => (false, bytes.strip_prefix(b"dir:").unwrap_or(bytes)),
+            };
+            let path = canonicalize_lenient(Path::new(std::ffi::OsStr::from_bytes(raw)))?;
+            return Ok(if calibre {
+                TargetSpec::Calibre(path)
+            } else {
+                TargetSpec::Dir(path)
+            });
+        };
         if s.starts_with("http://") || s.starts_with("https://") {
             let url = reqwest::Url::parse(s).map_err(|source| TargetSpecError::Url {
                 given: s.into(),
@@ -68,9 +95,13 @@ impl TargetSpec {
     /// The canonical form recorded in the state DB.
     pub fn to_spec(&self) -> String {
         match self {
-            TargetSpec::Dir(p) => format!("dir:{}", p.display()),
+            TargetSpec::Dir(p) => {
+                format!("dir:{}", crate::path_text::escape(p.as_os_str()))
+            }
             TargetSpec::Http(u) => u.clone(),
-            TargetSpec::Calibre(p) => format!("calibre:{}", p.display()),
+            TargetSpec::Calibre(p) => {
+                format!("calibre:{}", crate::path_text::escape(p.as_os_str()))
+            }
         }
     }
 
@@ -100,6 +131,8 @@ pub enum TargetSpecError {
     CalibreWithoutPath,
     #[error("target: empty path")]
     EmptyPath,
+    #[error("target {0}: a URL must be UTF-8")]
+    UrlNotUtf8(String),
     #[error(transparent)]
     Path(#[from] PathError),
 }

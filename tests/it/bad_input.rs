@@ -1,9 +1,10 @@
 //! Bad input: a library of good files salted with every kind of broken, hostile or unreadable
 //! file, migrated to a folder by an unprivileged user. The rule checked for each:
 //!
-//! - bytes that cannot be read (no permission, vanished) → `failed`, with a kind and a message
+//! - bytes that cannot be read (no permission) → `failed`, with a kind and a message
 //!   naming the file and the cause; entries that are not regular files (FIFO, device, symlink
-//!   loop, dangling link, unreadable folder) → not recorded, with a log line, never read;
+//!   loop, dangling link, unreadable folder) → not recorded, with a log line, never read; a
+//!   file removed from the source before it was migrated → `skipped` as `source_gone`;
 //! - a zero-byte file → `failed` with kind `empty_file`;
 //! - bytes that can be read but whose format is broken (zip bomb, billion laughs, truncated or
 //!   non-ZIP EPUB, broken or encrypted PDF, non-XML FB2, bad EXTH) → migrated byte for byte, with
@@ -264,6 +265,9 @@ enum Expect {
     },
     /// No row; a log line names the entry and holds `cause`.
     NotRecorded { cause: &'static str },
+    /// Left the source before it was migrated: `skipped`, `source_gone`, placed nowhere, with
+    /// an `events` row naming the file.
+    Gone,
     /// Migrated as it is (hostile names and titles: checked separately for where they land).
     Migrated,
 }
@@ -533,13 +537,7 @@ fn build_bad_corpus(lib: &Path) -> BadCorpus {
         good_epub("Vanishes", "Test Author", "gone"),
     )
     .unwrap();
-    c.add(
-        vanishing.clone(),
-        Expect::Failed {
-            kind: "source_missing",
-            cause: "vanished",
-        },
-    );
+    c.add(vanishing.clone(), Expect::Gone);
     let rewritten = PathBuf::from("bad/Rewritten Same Size - Test Author.txt");
     fs::write(lib.join(&rewritten), noise(BIG, 1)).unwrap();
     let growing = PathBuf::from("bad/Grows - Test Author.txt");
@@ -1146,6 +1144,22 @@ fn each_planted_file_ended_as_the_rule_says(o: &Outcome, f: &mut Findings) {
                     || format!("{key}: no log line naming it and {cause:?}"),
                 );
             }
+            Expect::Gone => {
+                let Some(r) = o.row(&key, f) else { continue };
+                f.eq(
+                    (r.state.as_str(), r.skip_reason.as_deref()),
+                    ("skipped", Some("source_gone")),
+                    || format!("{key}: state and skip reason ({:?})", r.error),
+                );
+                f.check(r.target_ref.is_none(), || {
+                    format!("{key}: placed anyway: {r:?}")
+                });
+                let detail = events_detail(o.ws, r.id);
+                f.check(
+                    detail.contains(&name) && detail.contains("source_gone"),
+                    || format!("{key}: no event naming it as source_gone: {detail:?}"),
+                );
+            }
             Expect::Migrated => {
                 let Some(r) = o.row(&key, f) else { continue };
                 f.eq(r.state.as_str(), "uploaded", || format!("{key}: {r:?}"));
@@ -1402,5 +1416,273 @@ fn look_alike_non_utf8_names_are_three_books_and_all_migrate() {
     assert_eq!(
         ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded'"),
         4
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad command lines
+
+/// Bidi controls (U+202A–U+202E, U+2066–U+2069, U+200E/U+200F, U+061C) and zero-width
+/// characters (U+200B–U+200D, U+2060, U+FEFF) in a title and an author (from an EPUB's OPF and
+/// from a file name) never reach a name in the target; the books still arrive, byte for byte.
+#[test]
+fn bidi_controls_and_zero_width_characters_never_reach_a_target_name() {
+    let ws = Workspace::empty();
+    let lib = ws.lib();
+    let invisible = "\u{202A}\u{202B}\u{202C}\u{202D}\u{202E}\u{2066}\u{2067}\u{2068}\u{2069}\u{200E}\u{200F}\u{061C}\u{200B}\u{200C}\u{200D}\u{2060}\u{FEFF}";
+    let epub = good_epub(
+        &format!("Evil{invisible}bup.exe"),
+        &format!("Ann{invisible} Author"),
+        "bidi",
+    );
+    fs::write(lib.join("Reversed.epub"), &epub).unwrap();
+    fs::write(
+        lib.join(format!(
+            "Name\u{202E}txt.exe{invisible} - Bo\u{200B} Writer.txt"
+        )),
+        "from the name",
+    )
+    .unwrap();
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let placed = ws.target_files();
+    let names: Vec<&String> = placed.keys().collect();
+    for name in &names {
+        let bad: Vec<String> = name
+            .chars()
+            .filter(|c| invisible.contains(*c))
+            .map(|c| format!("U+{:04X}", c as u32))
+            .collect();
+        assert!(bad.is_empty(), "{name:?} holds {bad:?}");
+    }
+    // (The EPUB's parser reads some of them as spaces, which the name keeps.)
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("Ann Author/Evil") && n.ends_with(" - Ann Author.epub")),
+        "{names:?}"
+    );
+    assert!(
+        placed.contains_key("Bo Writer/Nametxt.exe/Nametxt.exe - Bo Writer.txt"),
+        "{names:?}"
+    );
+    let want: BTreeSet<String> = [sha1_of(&epub), sha1_of(b"from the name")].into();
+    assert_eq!(placed.values().cloned().collect::<BTreeSet<_>>(), want);
+}
+
+/// A `--layout` with a `..` folder, or whose file name has no `.{ext}`, is refused before
+/// anything is made (exit 2, the message says why; no state DB, no target); before, both were
+/// accepted and the first silently dropped its `..`.
+#[test]
+fn a_layout_leading_out_of_the_target_or_without_an_extension_is_refused_before_anything_is_made() {
+    let ws = Workspace::empty();
+    fs::write(ws.lib().join("Dune - Frank Herbert.txt"), "dune").unwrap();
+    for (layout, says) in [
+        ("../{title}.{ext}", "`..`"),
+        ("{author}/../../{title}.{ext}", "`..`"),
+        ("{author}/{title}", ".{ext}"),
+    ] {
+        let out = ws.migrate(&["--layout", layout]);
+        assert_eq!(out.status.code(), Some(2), "{layout}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{layout}: {}", stderr(&out));
+        assert!(!ws.state().exists(), "{layout}: a state DB was made");
+        assert!(!ws.out().exists(), "{layout}: the target was made");
+    }
+    assert!(!ws.path().join("Dune.txt").exists());
+}
+
+/// A path of the workspace whose last name holds bytes that are not UTF-8.
+fn odd_path(ws: &Workspace, name: &[u8]) -> PathBuf {
+    ws.path().join(OsStr::from_bytes(name))
+}
+
+/// The newest run record's arguments, as stored.
+fn last_arguments(state: &Path) -> String {
+    rusqlite::Connection::open(state)
+        .unwrap()
+        .query_row(
+            "SELECT arguments FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// Paths that are not UTF-8 in `--state`, `--log-file`, `--token-file`, `--from` and `--to`
+/// work: the run migrates, `runs.arguments` and the recorded migration hold the bytes escaped
+/// as `source_ref` escapes them (`\xFF`), and a plain `run` resumes the recorded migration from
+/// them. Before, `std::env::args()` panicked (exit 101) after the state DB and its lock were
+/// made.
+#[test]
+fn paths_that_are_not_utf8_work_and_are_recorded_escaped() {
+    let ws = Workspace::empty();
+    let lib = odd_path(&ws, b"lib\xff");
+    let out = odd_path(&ws, b"out\xfe");
+    let state = odd_path(&ws, b"state\xfd.db");
+    let log = odd_path(&ws, b"log\xfc.txt");
+    let token = odd_path(&ws, b"token\xfb");
+    fs::create_dir(&lib).unwrap();
+    fs::write(lib.join("Dune - Frank Herbert.txt"), "dune").unwrap();
+    fs::write(&token, "not-used-by-a-folder").unwrap();
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+    let bookferry = |args: &[&OsStr]| {
+        Command::new(bin())
+            .current_dir(ws.path())
+            .env_remove("BOOKFERRY_STATE")
+            .env_remove("BOOKFERRY_TOKEN")
+            .arg("--state")
+            .arg(&state)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Only the state DB's path is odd: this panicked in `std::env::args()` (exit 101).
+    let plain = ws.path().join("plain");
+    fs::create_dir(&plain).unwrap();
+    fs::write(plain.join("Plain - Some Author.txt"), "plain").unwrap();
+    let other_state = odd_path(&ws, b"other\xfa.db");
+    let first = Command::new(bin())
+        .env_remove("BOOKFERRY_STATE")
+        .arg("--state")
+        .arg(&other_state)
+        .args(["scan", "--from"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "odd --state: {}",
+        stderr(&first)
+    );
+    assert!(
+        last_arguments(&other_state).contains(r#"other\\xFA.db"#),
+        "{}",
+        last_arguments(&other_state)
+    );
+
+    let scan = bookferry(&[OsStr::new("scan"), OsStr::new("--from"), lib.as_os_str()]);
+    assert_eq!(scan.status.code(), Some(0), "scan: {}", stderr(&scan));
+    let run = bookferry(&[
+        OsStr::new("--log-file"),
+        log.as_os_str(),
+        OsStr::new("run"),
+        OsStr::new("--from"),
+        lib.as_os_str(),
+        OsStr::new("--to"),
+        out.as_os_str(),
+        OsStr::new("--token-file"),
+        token.as_os_str(),
+    ]);
+    assert_eq!(run.status.code(), Some(0), "run: {}", stderr(&run));
+    assert!(out
+        .join("Frank Herbert/Dune/Dune - Frank Herbert.txt")
+        .is_file());
+    assert!(
+        fs::metadata(&log).unwrap().len() > 0,
+        "the log file was written"
+    );
+
+    let args: Vec<String> = serde_json::from_str(&last_arguments(&state)).unwrap();
+    let escaped = |p: &Path| source_ref(p);
+    for (flag, p) in [
+        ("--state", &state),
+        ("--log-file", &log),
+        ("--from", &lib),
+        ("--to", &out),
+        ("--token-file", &token),
+    ] {
+        let i = args.iter().position(|a| a == flag).expect(flag);
+        assert_eq!(args[i + 1], escaped(p), "{flag} in {args:?}");
+    }
+    let (source, target): (String, String) = rusqlite::Connection::open(&state)
+        .unwrap()
+        .query_row("SELECT source, target FROM migration", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(
+        source,
+        format!("dir:{}", escaped(&lib.canonicalize().unwrap()))
+    );
+    assert_eq!(
+        target,
+        format!("dir:{}", escaped(&out.canonicalize().unwrap()))
+    );
+    assert!(source.ends_with("lib\\xFF"), "{source}");
+
+    // The recorded migration resumes from those escaped paths: a new file arrives.
+    fs::write(lib.join("Emma - Jane Austen.txt"), "emma").unwrap();
+    let again = bookferry(&[OsStr::new("run")]);
+    assert_eq!(again.status.code(), Some(0), "resume: {}", stderr(&again));
+    assert!(out
+        .join("Jane Austen/Emma/Emma - Jane Austen.txt")
+        .is_file());
+    let status = bookferry(&[OsStr::new("status")]);
+    assert_eq!(status.status.code(), Some(0), "status: {}", stderr(&status));
+}
+
+/// `--formats` takes any extension (m4b, lrf, azw4 are real): a name that matches no file is
+/// warned about, by name; when nothing at all matches, `run` and `scan` exit 2 listing the
+/// formats the source does have, record no row and leave the state DB bound to no migration
+/// (so the corrected command, or another migration, may use it). Before, `--formats epbu`
+/// reported "0 files seen" and exited 0.
+#[test]
+fn formats_that_match_nothing_are_named_and_matching_nothing_at_all_exits_2() {
+    let ws = Workspace::empty();
+    let lib = ws.lib();
+    fs::write(
+        lib.join("Dune - Frank Herbert.epub"),
+        good_epub("Dune", "Frank Herbert", "d"),
+    )
+    .unwrap();
+    fs::write(
+        lib.join("Emma - Jane Austen.epub"),
+        good_epub("Emma", "Jane Austen", "e"),
+    )
+    .unwrap();
+    fs::write(lib.join("Notes - Ann Author.txt"), "notes").unwrap();
+    fs::write(lib.join("README"), "no extension").unwrap();
+    for args in [
+        vec!["scan", "--from", lib.to_str().unwrap(), "--formats", "epbu"],
+        vec![
+            "run",
+            "--from",
+            lib.to_str().unwrap(),
+            "--to",
+            ws.out().to_str().unwrap(),
+            "--formats",
+            "epbu,m4b",
+        ],
+    ] {
+        let out = ws.run(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for said in ["epbu", "epub (2)", "txt (1)", "no extension (1)"] {
+            assert!(err.contains(said), "{args:?}: {said:?} not in {err}");
+        }
+        assert_eq!(count_or_zero(&ws.state(), "SELECT COUNT(*) FROM files"), 0);
+        assert_eq!(
+            count_or_zero(&ws.state(), "SELECT COUNT(*) FROM migration"),
+            0
+        );
+    }
+    let out = ws.migrate(&["--formats", "epub,m4b,lrf"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for named in ["\"m4b\"", "\"lrf\""] {
+        assert!(
+            err.lines().any(|l| l.contains("WARN") && l.contains(named)),
+            "no warning naming {named}: {err}"
+        );
+    }
+    assert!(
+        !err.lines()
+            .any(|l| l.contains("WARN") && l.contains("\"epub\"")),
+        "{err}"
+    );
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded'"),
+        2
     );
 }

@@ -1,6 +1,7 @@
 //! Incremental scans: new files are added, changed files migrate again (replacing the copy this
-//! migration placed), vanished files fail (`source_missing`) or, if already migrated, stay done
-//! with `source_gone` noted.
+//! migration placed), vanished files end `skipped` as `source_gone` or, if already migrated,
+//! stay done with `source_gone` noted; a source that disappeared whole stops the run, touching
+//! no row.
 
 use crate::util::*;
 
@@ -15,23 +16,22 @@ fn rescan_after_modifying_adding_and_deleting_source_files() {
     let out = ws.migrate(&[]);
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "a vanished file fails the run: {}",
+        Some(0),
+        "a file removed from the source is no failure: {}",
         stderr(&out)
     );
-    let (state, kind, err): (String, String, String) = ws
+    let (state, reason, gone): (String, String, i64) = ws
         .db()
         .query_row(
-            "SELECT state, error_kind, error FROM files WHERE source_ref = 'Early Bird - Ann Author.txt'",
+            "SELECT state, skip_reason, source_gone FROM files WHERE source_ref = 'Early Bird - Ann Author.txt'",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
     assert_eq!(
-        (state.as_str(), kind.as_str()),
-        ("failed", "source_missing")
+        (state.as_str(), reason.as_str(), gone),
+        ("skipped", "source_gone", 1)
     );
-    assert!(err.contains("Early Bird - Ann Author.txt"), "{err}");
 
     // Modify one migrated file, delete another, add a new one.
     let pick = |i: usize| {
@@ -59,12 +59,7 @@ fn rescan_after_modifying_adding_and_deleting_source_files() {
     std::fs::write(ws.lib().join("Late Arrival - Bo Writer.txt"), "new book").unwrap();
 
     let out = ws.run(&["run"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "still the one failure: {}",
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // The changed file migrated again, replacing our own copy in place.
     assert_eq!(target_of(&modified.path), modified_target);
     assert_eq!(
@@ -94,7 +89,8 @@ fn rescan_after_modifying_adding_and_deleting_source_files() {
 
 /// Rows a dry run left hashed (`metadata_cached`) whose files then change or vanish, while new
 /// files arrive: the run's scan and pipeline go at once, yet a changed file is hashed again and
-/// its new bytes migrate, and a vanished one fails; no move is refused as stale.
+/// its new bytes migrate, and a vanished one is skipped (`source_gone`); no move is refused as
+/// stale.
 #[test]
 fn rows_left_by_a_dry_run_whose_files_changed_migrate_their_new_bytes() {
     let ws = Workspace::with_corpus(30, 41);
@@ -115,8 +111,8 @@ fn rows_left_by_a_dry_run_whose_files_changed_migrate_their_new_bytes() {
     let out = ws.run(&["run"]);
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "the vanished file fails: {}",
+        Some(0),
+        "the vanished file is skipped: {}",
         stderr(&out)
     );
     assert!(!stderr(&out).contains("stale"), "{}", stderr(&out));
@@ -140,17 +136,17 @@ fn rows_left_by_a_dry_run_whose_files_changed_migrate_their_new_bytes() {
         hashed, 2,
         "hashed by the dry run, then again after the change"
     );
-    let (state, kind): (String, String) = ws
+    let (state, reason): (String, String) = ws
         .db()
         .query_row(
-            "SELECT state, error_kind FROM files WHERE source_ref = ?1",
+            "SELECT state, skip_reason FROM files WHERE source_ref = ?1",
             [&vanished],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
     assert_eq!(
-        (state.as_str(), kind.as_str()),
-        ("failed", "source_missing")
+        (state.as_str(), reason.as_str()),
+        ("skipped", "source_gone")
     );
     assert!(ws.count("SELECT COUNT(*) FROM files WHERE source_ref LIKE 'more/%'") >= 400);
     assert_eq!(
@@ -220,4 +216,178 @@ fn append_chapter(path: &std::path::Path) -> Vec<u8> {
     bytes.extend_from_slice(b"\nan appended chapter\n");
     std::fs::write(path, &bytes).unwrap();
     bytes
+}
+
+/// One row per source file: (source_ref, state, skip_reason, error_kind).
+fn row_states(ws: &Workspace) -> Vec<(String, String, Option<String>, Option<String>)> {
+    ws.db()
+        .prepare("SELECT source_ref, state, skip_reason, error_kind FROM files ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// A file deleted, and one renamed, after the scan and before they were migrated; and a row a
+/// run before left `failed`/`source_missing` (its file vanished under the hash stage). None of
+/// them is a failure of the migration: the run ends `skipped`/`source_gone` for each (with an
+/// `events` row), migrates the renamed file under its new name, exits 0, and `status` lists the
+/// reason; `retry-failed` has nothing to do. A file that comes back is migrated. Before, the
+/// rows went (or stayed) `failed`/`source_missing` and every later run exited 1.
+#[test]
+fn files_removed_or_renamed_before_migration_end_skipped_as_source_gone_and_the_run_exits_0() {
+    let ws = Workspace::with_corpus(12, 57);
+    let lib = ws.lib();
+    for (name, text) in [
+        ("Deleted - Ann Author.txt", "deleted"),
+        ("Renamed - Bo Writer.txt", "renamed"),
+        ("Under Hash - Cy Poet.txt", "under hash"),
+    ] {
+        std::fs::write(lib.join(name), text).unwrap();
+    }
+    let out = ws.run(&["scan", "--from", lib.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A run before this one failed this row as the hash stage does when the file vanished.
+    let db = rusqlite::Connection::open(ws.state()).unwrap();
+    db.execute(
+        "UPDATE files SET state = 'failed', failed_from = 'checked', error_kind = 'source_missing',
+             error = 'Under Hash - Cy Poet.txt: source file vanished before it was migrated'
+         WHERE source_ref = 'Under Hash - Cy Poet.txt'",
+        [],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO events (file_id, run_id, at, from_state, to_state, detail)
+         SELECT id, NULL, 0, 'pending', 'failed', 'vanished' FROM files
+         WHERE source_ref = 'Under Hash - Cy Poet.txt'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let deleted = std::fs::read(lib.join("Deleted - Ann Author.txt")).unwrap();
+    std::fs::remove_file(lib.join("Deleted - Ann Author.txt")).unwrap();
+    std::fs::remove_file(lib.join("Under Hash - Cy Poet.txt")).unwrap();
+    std::fs::rename(
+        lib.join("Renamed - Bo Writer.txt"),
+        lib.join("Renamed Again - Bo Writer.txt"),
+    )
+    .unwrap();
+
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows = row_states(&ws);
+    let gone = |r: &str| {
+        (
+            r.to_string(),
+            "skipped".to_string(),
+            Some("source_gone".to_string()),
+            None,
+        )
+    };
+    for r in [
+        "Deleted - Ann Author.txt",
+        "Renamed - Bo Writer.txt",
+        "Under Hash - Cy Poet.txt",
+    ] {
+        assert!(rows.contains(&gone(r)), "{r}: {rows:?}");
+        let events = ws.count(&format!(
+            "SELECT COUNT(*) FROM events e JOIN files f ON f.id = e.file_id
+             WHERE f.source_ref = '{r}' AND e.to_state = 'skipped' AND e.detail LIKE '%source_gone%'"
+        ));
+        assert_eq!(events, 1, "{r}: one events row");
+    }
+    assert!(ws
+        .out()
+        .join("Bo Writer/Renamed Again/Renamed Again - Bo Writer.txt")
+        .is_file());
+    let s = ws.status();
+    assert_eq!(s["skips"]["source_gone"], 3, "{s}");
+    assert_eq!(s["states"]["failed"], 0, "{s}");
+    let text = ws.run(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("source_gone: 3"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    let retry = ws.run(&["retry-failed"]);
+    assert_eq!(retry.status.code(), Some(0), "{}", stderr(&retry));
+    let again = ws.run(&["run"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+
+    // The deleted file comes back as it was: it is migrated now.
+    std::fs::write(lib.join("Deleted - Ann Author.txt"), &deleted).unwrap();
+    let back = ws.run(&["run"]);
+    assert_eq!(back.status.code(), Some(0), "{}", stderr(&back));
+    let (state, reason, gone): (String, Option<String>, i64) = ws
+        .db()
+        .query_row(
+            "SELECT state, skip_reason, source_gone FROM files WHERE source_ref = 'Deleted - Ann Author.txt'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((state.as_str(), reason, gone), ("uploaded", None, 0));
+    assert!(ws
+        .out()
+        .join("Ann Author/Deleted/Deleted - Ann Author.txt")
+        .is_file());
+    assert_event_histories_valid(&ws);
+    assert_status_adds_up(&ws.status());
+}
+
+/// The whole source gone (a folder removed) or empty (a drive not mounted: an empty mount
+/// point) is a hard error: exit 2, and no row, event or run counter of the migration changes,
+/// whether the rows were still to do or already migrated. The first held before; the second
+/// failed every row not yet migrated as `source_missing` (and flagged every migrated one).
+#[test]
+fn a_source_that_disappeared_whole_stops_with_exit_2_and_touches_no_row() {
+    let ws = Workspace::with_corpus(10, 58);
+    let lib = ws.lib();
+    let hidden = ws.path().join("unmounted");
+    let snapshot = |ws: &Workspace| {
+        let rows: Vec<(i64, String, Option<String>, i64, i64)> = ws
+            .db()
+            .prepare("SELECT id, state, error_kind, source_gone, updated_at FROM files ORDER BY id")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        (rows, ws.count("SELECT COUNT(*) FROM events"))
+    };
+    let out = ws.run(&["scan", "--from", lib.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for migrated in [false, true] {
+        if migrated {
+            let out = ws.migrate(&[]);
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        }
+        let before = snapshot(&ws);
+        assert!(!before.0.is_empty());
+        // Removed whole.
+        std::fs::rename(&lib, &hidden).unwrap();
+        let out = ws.migrate(&[]);
+        assert_eq!(out.status.code(), Some(2), "removed: {}", stderr(&out));
+        assert_eq!(snapshot(&ws), before, "removed: rows changed");
+        // An empty mount point.
+        std::fs::create_dir(&lib).unwrap();
+        let out = ws.migrate(&[]);
+        assert_eq!(out.status.code(), Some(2), "empty: {}", stderr(&out));
+        assert!(stderr(&out).contains("not mounted"), "{}", stderr(&out));
+        assert_eq!(snapshot(&ws), before, "empty: rows changed");
+        let out = ws.run(&["scan", "--from", lib.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "scan, empty: {}", stderr(&out));
+        assert_eq!(snapshot(&ws), before, "scan, empty: rows changed");
+        std::fs::remove_dir(&lib).unwrap();
+        std::fs::rename(&hidden, &lib).unwrap();
+    }
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "back: {}", stderr(&out));
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE source_gone = 1"),
+        0
+    );
 }

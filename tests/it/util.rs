@@ -383,7 +383,8 @@ fn allowed(from: Option<&str>, to: &str) -> bool {
         (None, _) => false,
         (Some(a), b) if a == b => false,
         (Some(_), "pending") => true,
-        (Some("failed"), b) => matches!(b, "checked" | "hashed" | "metadata_cached"),
+        // A scan that finds a failed row's file gone skips it (`source_gone`).
+        (Some("failed"), b) => matches!(b, "checked" | "hashed" | "metadata_cached" | "skipped"),
         (Some("uploaded" | "skipped"), _) => false,
         (Some(_), "failed" | "skipped") => true,
         (Some(a), b) => rank(a) < rank(b),
