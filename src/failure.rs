@@ -83,6 +83,47 @@ impl FailureKind {
         )
     }
 
+    /// What a user does about rows failed this way: what to fix first (if anything), and
+    /// whether `retry-failed --kind` is then the way to send them again.
+    pub fn next_step(self) -> NextStep {
+        use FailureKind as K;
+        let (fix, retry) = match self {
+            K::SourceMissing => (
+                "run again: a scan that no longer finds them marks them source_gone",
+                false,
+            ),
+            K::Unreadable => (
+                "make the files readable (permissions, a failing disk), then",
+                true,
+            ),
+            K::EmptyFile => (
+                "nothing to send: the files have no bytes (replace them in the source, then run)",
+                false,
+            ),
+            K::TargetWrite => (
+                "see why the target refused them (bookferry report --failed), fix it, then",
+                true,
+            ),
+            K::TargetFull => ("free space on the target, then", true),
+            K::Rejected => (
+                "the server refused these files for good (bookferry report --failed says why)",
+                false,
+            ),
+            K::TransientExhausted => ("the target kept failing them; when it is healthy,", true),
+            K::Auth => (
+                "set the right token (BOOKFERRY_TOKEN or --token-file), then",
+                true,
+            ),
+            K::TargetGone => ("when the target is reachable again,", true),
+            K::StateDb => ("free space for the state DB, then", true),
+            K::BadReply | K::BadServer => (
+                "the server's replies did not prove the store; fix the server, then",
+                true,
+            ),
+        };
+        NextStep { fix, retry }
+    }
+
     /// Classify an I/O error met while reading a source file.
     pub fn of_source_io(e: &std::io::Error) -> FailureKind {
         match e.kind() {
@@ -101,6 +142,14 @@ impl FailureKind {
             _ => FailureKind::TargetWrite,
         }
     }
+}
+
+/// The advice `status` gives for one failure kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextStep {
+    pub fix: &'static str,
+    /// `bookferry retry-failed --kind KIND` sends them again once fixed.
+    pub retry: bool,
 }
 
 impl fmt::Display for FailureKind {

@@ -1,11 +1,14 @@
-//! `bookferry status`: counts and bytes per state, skips by reason, failures by kind, the
-//! current or last run's rate and ETA. Opens the state DB read-only, so it works from another
-//! terminal during a run.
+//! `bookferry status`: the migration (source → target), counts and bytes per state, skips by
+//! reason, failures by kind with the next step for each, files with warnings, the current or
+//! last run's rate and ETA, and the command that continues the migration. Opens the state DB
+//! read-only, so it works from another terminal during a run.
 
 use super::CmdResult;
 use crate::cli::{GlobalArgs, StatusArgs};
 use crate::exit;
+use crate::failure::FailureKind;
 use crate::pipeline::progress::human_bytes;
+use crate::state::migration_record;
 use crate::state::report;
 use crate::state::{Db, FileState};
 use serde_json::json;
@@ -18,7 +21,19 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
     let failures = report::failures_by_kind(&conn)?;
     let skips = report::skips_by_reason(&conn)?;
     let last = report::last_run(&conn)?;
+    let warned = report::files_with_warnings(&conn)?;
+    let migration = migration_record::load(&conn)?;
+    let me = command_prefix(global);
+    let next_steps: Vec<(String, u64, String)> = failures
+        .iter()
+        .map(|(kind, n)| (kind.clone(), *n, advice(kind, &me)))
+        .collect();
+    let running = last.as_ref().is_some_and(|r| r.running);
     let remaining: u64 = FileState::ACTIVE.iter().map(|s| counts.files_in(*s)).sum();
+    let continue_with = (!running && remaining > 0).then(|| match &migration {
+        Some(m) if m.target.is_some() => format!("{me} run"),
+        _ => format!("{me} run --to TARGET"),
+    });
     let eta_secs = last
         .as_ref()
         .filter(|r| r.running && r.files_per_sec > 0.0)
@@ -41,6 +56,12 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
             "bytes_by_state": bytes_by_state,
             "failures": failures,
             "skips": skips,
+            "migration": migration.as_ref().map(|m| json!({"source": m.source, "target": m.target})),
+            "files_with_warnings": warned,
+            "next_steps": next_steps.iter().map(|(kind, n, advice)| json!({
+                "kind": kind, "files": n, "advice": advice,
+            })).collect::<Vec<_>>(),
+            "continue": continue_with,
             "run": last.as_ref().map(|r| json!({
                 "id": r.id,
                 "command": r.command,
@@ -60,6 +81,13 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
         return Ok(exit::OK);
     }
     println!("state DB {}", state.display());
+    if let Some(m) = &migration {
+        println!(
+            "migration: {} → {}",
+            m.source,
+            m.target.as_deref().unwrap_or("(no target yet)")
+        );
+    }
     println!("{:>16}  {:>9}  {:>10}", "state", "files", "bytes");
     for (k, (n, b)) in &counts.by_state {
         println!("{k:>16}  {n:>9}  {:>10}", human_bytes(*b));
@@ -78,14 +106,14 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
         }
     }
     if !failures.is_empty() {
-        println!("failures by kind:");
-        for (k, n) in &failures {
-            println!("  {k}: {n}");
+        println!("failures by kind, and what to do:");
+        for (kind, n, advice) in &next_steps {
+            println!("  {kind}: {n} — {advice}");
         }
-        println!(
-            "  (details: sqlite3 {} 'SELECT * FROM failures')",
-            state.display()
-        );
+        println!("  (each file and its error: {me} report --failed)");
+    }
+    if warned > 0 {
+        println!("files with warnings: {warned} (which and why: {me} report --warnings)");
     }
     if let Some(r) = last {
         let what = if r.running {
@@ -108,5 +136,72 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
             println!("eta: {:.0}s for {remaining} remaining files", eta);
         }
     }
+    if let Some(cmd) = &continue_with {
+        println!("{remaining} files still to migrate; to continue: {cmd}");
+    }
     Ok(exit::OK)
+}
+
+/// `bookferry`, with `--state` when the state DB was given (so the command can be pasted).
+fn command_prefix(global: &GlobalArgs) -> String {
+    match &global.state {
+        Some(p) => format!(
+            "bookferry --state {}",
+            shell_quote(&crate::path_text::escape(p.as_os_str()))
+        ),
+        None => "bookferry".into(),
+    }
+}
+
+/// A word as a POSIX shell reads it back: as is when plain, else in single quotes.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The advice for rows failed with `kind` (a kind this binary does not know is listed with
+/// the generic way to look at them).
+fn advice(kind: &str, me: &str) -> String {
+    match FailureKind::parse(kind) {
+        Some(k) => {
+            let step = k.next_step();
+            if step.retry {
+                format!("{} {me} retry-failed --kind {k}", step.fix)
+            } else {
+                step.fix.to_string()
+            }
+        }
+        None => format!("see {me} report --reason {kind}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pasted_command_reads_back_as_the_path() {
+        assert_eq!(shell_quote("/srv/state.db"), "/srv/state.db");
+        assert_eq!(shell_quote("/my books/s.db"), "'/my books/s.db'");
+        assert_eq!(shell_quote("/it's/s.db"), "'/it'\\''s/s.db'");
+    }
+
+    #[test]
+    fn every_failure_kind_has_advice_and_retryable_ones_name_the_command() {
+        for k in FailureKind::ALL {
+            let a = advice(k.as_str(), "bookferry");
+            assert!(!a.is_empty());
+            assert_eq!(
+                a.contains(&format!("bookferry retry-failed --kind {k}")),
+                k.next_step().retry,
+                "{a}"
+            );
+        }
+    }
 }

@@ -76,6 +76,15 @@ pub fn skips_by_reason(conn: &Connection) -> Result<BTreeMap<String, u64>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Files that met problems while being read (not fatal): `files.warnings` is not empty.
+pub fn files_with_warnings(conn: &Connection) -> Result<u64> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM files WHERE COALESCE(warnings, '') <> ''",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
 /// The newest `run`/`retry-failed` record, with its rate.
 #[derive(Debug, Clone)]
 pub struct RunSummary {

@@ -222,3 +222,52 @@ fn report_into_a_closed_pipe_ends_quietly() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(out.stderr.is_empty(), "{}", stderr(&out));
 }
+
+/// `status` explains itself: the migration, skips by reason, each failure kind with what to do,
+/// the files with warnings, and the command that continues — with `--state` so it can be pasted.
+#[test]
+fn status_names_the_migration_the_next_steps_and_the_command_to_continue() {
+    let ws = migrated();
+    let s = ws.state().display().to_string();
+    let o = ws.run(&["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    let lib = ws.lib().display().to_string();
+    assert!(text.contains(&format!("migration: dir:{lib} → dir:")), "{text}");
+    assert!(text.contains("  duplicate: 1\n"), "{text}");
+    assert!(text.contains("  target_has_name_size: 1\n"), "{text}");
+    assert!(
+        text.contains("  empty_file: 1 — nothing to send: the files have no bytes"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "files with warnings: 1 (which and why: bookferry --state {s} report --warnings)"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("to continue"), "nothing left to migrate: {text}");
+
+    let json = ws.status();
+    assert_eq!(json["files_with_warnings"], 1, "{json}");
+    assert_eq!(json["migration"]["source"], format!("dir:{lib}"), "{json}");
+    assert_eq!(json["next_steps"][0]["kind"], "empty_file", "{json}");
+    assert!(json["continue"].is_null(), "{json}");
+
+    // A scan alone leaves rows to migrate and no target: say how to go on.
+    let other = ws.path().join("other.db");
+    let o = ws
+        .cmd_with_state(&other, &["scan", "--from", &lib])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = ws.cmd_with_state(&other, &["status"]).output().unwrap();
+    let text = stdout(&o);
+    assert!(
+        text.contains(&format!(
+            "files still to migrate; to continue: bookferry --state {} run --to TARGET",
+            other.display()
+        )),
+        "{text}"
+    );
+}
