@@ -454,9 +454,7 @@ impl Target {
             // may hold the same bytes; see `calibre/target.rs`).
             Target::Calibre(c, _) => {
                 let c = c.clone();
-                Ok(tokio::task::spawn_blocking(move || c.check_content(&q))
-                    .await
-                    .unwrap_or_default())
+                Ok(joined(tokio::task::spawn_blocking(move || c.check_content(&q))).await)
             }
             Target::Http(h) => {
                 let items: Vec<_> = q

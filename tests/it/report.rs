@@ -233,7 +233,10 @@ fn status_names_the_migration_the_next_steps_and_the_command_to_continue() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = stdout(&o);
     let lib = ws.lib().display().to_string();
-    assert!(text.contains(&format!("migration: dir:{lib} → dir:")), "{text}");
+    assert!(
+        text.contains(&format!("migration: dir:{lib} → dir:")),
+        "{text}"
+    );
     assert!(text.contains("  duplicate: 1\n"), "{text}");
     assert!(text.contains("  target_has_name_size: 1\n"), "{text}");
     assert!(
@@ -246,7 +249,10 @@ fn status_names_the_migration_the_next_steps_and_the_command_to_continue() {
         )),
         "{text}"
     );
-    assert!(!text.contains("to continue"), "nothing left to migrate: {text}");
+    assert!(
+        !text.contains("to continue"),
+        "nothing left to migrate: {text}"
+    );
 
     let json = ws.status();
     assert_eq!(json["files_with_warnings"], 1, "{json}");
