@@ -260,7 +260,7 @@ impl Execution<'_> {
         progress: &Arc<Progress>,
         started: Instant,
     ) -> tokio::task::JoinHandle<Result<ScanSummary, ScanError>> {
-        let (db, run, quiet) = (self.session.db.clone(), self.session.run, self.quiet);
+        let (db, run) = (self.session.db.clone(), self.session.run);
         let (source, formats) = (self.source.clone(), self.options.formats.clone());
         let sizes = tuning.scan;
         let (cancel, progress) = (cancel.clone(), progress.clone());
@@ -283,9 +283,8 @@ impl Execution<'_> {
                 over.ok = true;
                 progress.total.sub(summary.vanished_active as u64);
                 tracing::debug!("scan done after {:?}", started.elapsed());
-                if !quiet {
-                    tracing::info!("{}", summary.describe());
-                }
+                // Logged whatever -q says: -q quiets the terminal, never the --log-file.
+                tracing::info!("{}", summary.describe());
             }
             res
         })
@@ -309,9 +308,8 @@ impl Execution<'_> {
         } else {
             self.rows_left().map_err(CommandError::from)
         };
-        if !self.quiet {
-            self.print_summary(&d.progress, &d.writer, d.started);
-        }
+        // Logged whatever -q says: -q quiets the terminal, never the --log-file.
+        self.print_summary(&d.progress, &d.writer, d.started);
         let ended = ended?;
         if let Some(advice) = ended.advice() {
             tracing::warn!("{advice}");

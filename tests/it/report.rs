@@ -277,3 +277,18 @@ fn status_names_the_migration_the_next_steps_and_the_command_to_continue() {
         "{text}"
     );
 }
+
+/// `-q` quiets the terminal, never the `--log-file`: the file gets the scan's and the run's
+/// summaries (and the debug lines) while standard error stays empty.
+#[test]
+fn quiet_keeps_the_terminal_silent_and_the_log_file_whole() {
+    let ws = Workspace::with_corpus(20, 9);
+    let log = ws.path().join("run.log");
+    let o = ws.migrate(&["-q", "--log-file", log.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "-q printed: {}", stderr(&o));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("INFO") && text.contains("done in"), "{text}");
+    assert!(text.contains("scan: "), "{text}");
+    assert!(text.contains("DEBUG"), "{text}");
+}
