@@ -3,6 +3,7 @@
 //! the stages run at once as a pipeline. Stages report every move to the single state writer;
 //! a failure that concerns every file (auth, target full, target gone) stops the whole run.
 
+mod adopt;
 mod batch;
 mod check;
 mod content;
@@ -209,6 +210,8 @@ pub struct ScanStatus {
 /// Returns when all are done, or when the run was stopped (then the rows not finished stay in
 /// their last committed state).
 pub async fn run(ctx: Arc<Ctx>, feed: Option<ScanFeed>) {
+    // Before any claim: a dead run's unrecorded placements are recorded as this migration's.
+    adopt::placements(&ctx).await;
     let t = &ctx.cfg.tuning;
     let (to_check, check_in) = mpsc::channel::<Item>(t.check_queue.max(1));
     let (to_hash, hash_in) = mpsc::channel::<Item>(t.check_queue.max(1));

@@ -6,6 +6,7 @@ pub mod claim;
 pub mod file_state;
 pub mod lock;
 pub mod migration_record;
+pub mod placement;
 pub mod report;
 pub mod retry;
 pub mod rows;

@@ -5,8 +5,12 @@ use super::{Result, StateError};
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 
-/// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../../schema.sql")];
+/// Migration `i` brings the schema from version `i` to `i + 1`: `schema.sql` makes version 1,
+/// `migrations/N_*.sql` each later version N.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema.sql"),
+    include_str!("migrations/2_planned_ref.sql"),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
