@@ -9,7 +9,7 @@ use super::{Ctx, Item};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::Digests;
 use crate::skip_reason::SkipReason;
-use crate::state::FileState;
+use crate::state::{placement, FileState};
 use crate::target::{Payload, Target, Transferred};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -200,15 +200,20 @@ async fn transfer_group(ctx: &Ctx, group: Vec<Item>) -> Vec<Option<i64>> {
     ids
 }
 
-/// Where a folder target will place each payload (before any ` (N)` suffix); other targets
-/// claim nothing.
+/// Where a folder target will place each payload (before any ` (N)` suffix), or which content
+/// an HTTP target is sent; a calibre target claims nothing here (it marks its books in
+/// progress itself, see `target::calibre`).
 fn planned_refs(ctx: &Ctx, payloads: &[Payload]) -> Vec<(i64, String)> {
     match &*ctx.target {
         Target::Folder(f, _) => payloads
             .iter()
             .map(|p| (p.row_id, f.destination_of(p)))
             .collect(),
-        _ => Vec::new(),
+        Target::Http(_) => payloads
+            .iter()
+            .map(|p| (p.row_id, placement::sent_ref(&p.digests.sha1)))
+            .collect(),
+        Target::Calibre(..) => Vec::new(),
     }
 }
 

@@ -12,8 +12,9 @@ use crate::hash::Digests;
 use rusqlite::{params, Connection, TransactionBehavior};
 use std::path::PathBuf;
 
-/// Record that run `run` is about to place each row at its ref (relative to the target, before
-/// any ` (N)` suffix). Rows the run does not hold are left alone.
+/// Record that run `run` is about to place each row at its ref (a folder target: the path
+/// relative to it, before any ` (N)` suffix; an HTTP target: [`sent_ref`]). Rows the run does
+/// not hold are left alone.
 pub fn claim(conn: &mut Connection, run: i64, planned: &[(i64, String)]) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
@@ -25,6 +26,16 @@ pub fn claim(conn: &mut Connection, run: i64, planned: &[(i64, String)]) -> Resu
     }
     tx.commit()?;
     Ok(())
+}
+
+/// The planned ref of an upload of content `sha1` (an HTTP server knows content by SHA-1).
+pub fn sent_ref(sha1: &str) -> String {
+    format!("sha1:{sha1}")
+}
+
+/// The SHA-1 an upload was claimed for, if `planned` is an upload's ref.
+pub fn sent_sha1(planned: &str) -> Option<&str> {
+    planned.strip_prefix("sha1:")
 }
 
 /// A row a dead run claimed a placement for and did not record as finished.
@@ -81,8 +92,9 @@ pub struct Adoption {
     pub planned_ref: String,
     pub size: u64,
     pub mtime_ns: i64,
-    /// Where the file is (the planned ref, or a ` (N)` name after it).
-    pub target_ref: String,
+    /// Where the file is (the planned ref, or a ` (N)` name after it); `None` where the
+    /// target does not say (an HTTP server's existence check gives no id).
+    pub target_ref: Option<String>,
     /// The row's content, as the target's file holds it.
     pub digests: Digests,
 }
@@ -128,10 +140,10 @@ pub fn adopt(conn: &mut Connection, run: i64, adoptions: &[Adoption]) -> Result<
                 run,
                 now,
                 a.from.as_str(),
-                format!(
-                    "→ {} (placed by a run that stopped before recording it)",
-                    a.target_ref
-                ),
+                match &a.target_ref {
+                    Some(at) => format!("→ {at} (placed by a run that stopped before recording it)"),
+                    None => "sent by a run that stopped before recording it; the target holds its content".to_string(),
+                },
             ])?;
             counters.files_uploaded += 1;
         }
@@ -217,7 +229,7 @@ mod tests {
                 planned_ref: l.planned_ref.clone(),
                 size: l.size,
                 mtime_ns: l.mtime_ns,
-                target_ref: format!("x/{} (2).epub", l.id),
+                target_ref: Some(format!("x/{} (2).epub", l.id)),
                 digests: digests(&l.source_ref),
             })
             .collect();

@@ -342,3 +342,97 @@ fn a_file_placed_by_a_killed_run_is_adopted_and_a_later_change_replaces_it_in_pl
         ("uploaded", Some(rel.as_str()))
     );
 }
+
+/// Uploads a killed run sent and the server stored, but whose move to `uploaded` the run did
+/// not live to record, are this migration's: the next run records them `uploaded` (the server
+/// is asked by SHA-1, as before, but now for every row the dead run was sending, whatever state
+/// the DB had it in), never `skipped` as content the server already had; each stored once.
+#[test]
+fn uploads_a_killed_run_sent_without_recording_are_adopted_as_uploaded() {
+    use crate::protocol_server::{Faults, ServerConfig, TestServer};
+    let ws = Workspace::with_corpus_sized(600, 68, 16);
+    // Every reply waits 15 ms after the upload was stored: kills land in between.
+    let srv = TestServer::start(ServerConfig {
+        faults: Faults {
+            stall: Some(Duration::from_millis(15)),
+            p_stall: 1.0,
+            seed: 7,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let lib = ws.lib();
+    let args = |extra: &'static [&'static str]| {
+        let mut a = vec![
+            "run",
+            "--from",
+            lib.to_str().unwrap(),
+            "--to",
+            &srv.base_url,
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    let mut lost = 0;
+    for _ in 0..20 {
+        let mut child = ws
+            .cmd(&args(&["--transfers", "2", "-q"]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = srv.stats().stored_count_by_sha1.len();
+        let t0 = Instant::now();
+        while srv.stats().stored_count_by_sha1.len() < base + 8
+            && t0.elapsed() < Duration::from_secs(60)
+        {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        // Held by the server, not recorded as done.
+        let done: std::collections::BTreeSet<String> = ws
+            .db()
+            .prepare("SELECT sha1 FROM files WHERE state IN ('uploaded', 'skipped') AND sha1 IS NOT NULL")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        lost += srv
+            .stats()
+            .stored_count_by_sha1
+            .keys()
+            .filter(|s| !done.contains(*s))
+            .count();
+        if lost > 0 {
+            break;
+        }
+    }
+    assert!(lost > 0, "no kill left an upload unrecorded");
+    let out = ws.cmd(&args(&[])).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "final run: {}", stderr(&out));
+    let said_held: Vec<(String, String)> = ws
+        .db()
+        .prepare(
+            "SELECT source_ref, skip_reason FROM files
+             WHERE state = 'skipped' AND skip_reason <> 'duplicate'",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        said_held.is_empty(),
+        "{} row(s) sent by the killed run recorded as held by the server before, e.g. {:?}",
+        said_held.len(),
+        &said_held[..said_held.len().min(3)]
+    );
+    let s = srv.stats();
+    assert!(s.stored_count_by_sha1.values().all(|&n| n == 1));
+    assert_eq!(s.stored_count_by_sha1.len(), ws.unique_sha1s().len());
+}
