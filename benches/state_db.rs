@@ -107,7 +107,7 @@ fn main() {
     for chunk in ids.chunks(CLAIM_BATCH) {
         for w in stages.windows(2) {
             for &id in chunk {
-                handle.send(transition(id, w[0], w[1]));
+                handle.blocking_send(transition(id, w[0], w[1]));
                 sent += 1;
             }
         }

@@ -45,6 +45,12 @@ pub enum Command {
     Status(StatusArgs),
     /// Put failed rows back where they failed and run them again.
     RetryFailed(RetryArgs),
+    /// List files with their state, reason, source and target (default: the failed, the
+    /// skipped and those with warnings). Safe while a run is going.
+    Report(ReportArgs),
+    /// Check that what was migrated is still there, intact: reads each placed file and compares
+    /// it with the digests recorded when it was migrated. Never writes to the target; resumable.
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -134,7 +140,8 @@ pub struct HttpArgs {
     /// File holding the server's bearer token (should be mode 0600). Or set $BOOKFERRY_TOKEN.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// Extra PEM CA certificate to trust (a self-signed home server).
+    /// PEM file to trust instead of the system's CAs: the server's own certificate (trusted
+    /// when presented exactly, whatever its names and dates) or its CA's (full checks).
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
     /// Do not verify the server's TLS certificate (dangerous: prefer --ca-cert).
@@ -170,6 +177,56 @@ pub struct RetryArgs {
     pub tuning: TuningArgs,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Files that failed, with the error.
+    #[arg(long)]
+    pub failed: bool,
+    /// Files skipped, with the reason.
+    #[arg(long)]
+    pub skipped: bool,
+    /// Content duplicates, each with the file it duplicates (grouped by that file).
+    #[arg(long)]
+    pub duplicates: bool,
+    /// Files migrated (or not) with warnings: problems met reading them.
+    #[arg(long)]
+    pub warnings: bool,
+    /// Files migrated, with where they went.
+    #[arg(long)]
+    pub uploaded: bool,
+    /// Every file, whatever its state.
+    #[arg(long)]
+    pub all: bool,
+    /// Only files with this failure kind or skip reason (repeatable), e.g. --reason duplicate.
+    #[arg(long, value_name = "REASON")]
+    pub reason: Vec<String>,
+    /// Only files that run N moved (`bookferry status` shows the runs).
+    #[arg(long, value_name = "N")]
+    pub run: Option<i64>,
+    /// table (for a terminal), csv or json (for scripts; the columns and keys are in README).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    /// Write the report to FILE instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also check the source files: changed or gone since they were migrated (folder targets).
+    #[arg(long)]
+    pub source: bool,
     #[command(flatten)]
     pub http: HttpArgs,
 }

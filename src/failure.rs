@@ -26,10 +26,16 @@ pub enum FailureKind {
     TargetGone,
     /// The state DB cannot be written (disk full, I/O error). Stops the run; never a row's kind.
     StateDb,
+    /// The server's reply does not prove what it claims (an upload's `200`/`201` without a
+    /// non-empty `id` or without the `sha1` sent, a check reply without its `files` list).
+    BadReply,
+    /// The server stopped following the upload protocol for every file: it redirects, or it
+    /// answered several uploads in a row with a bad reply. Stops the run; never a row's kind.
+    BadServer,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 10] = [
+    pub const ALL: [FailureKind; 12] = [
         FailureKind::SourceMissing,
         FailureKind::Unreadable,
         FailureKind::EmptyFile,
@@ -40,6 +46,8 @@ impl FailureKind {
         FailureKind::Auth,
         FailureKind::TargetGone,
         FailureKind::StateDb,
+        FailureKind::BadReply,
+        FailureKind::BadServer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +62,8 @@ impl FailureKind {
             FailureKind::Auth => "auth",
             FailureKind::TargetGone => "target_gone",
             FailureKind::StateDb => "state_db",
+            FailureKind::BadReply => "bad_reply",
+            FailureKind::BadServer => "bad_server",
         }
     }
 
@@ -69,6 +79,7 @@ impl FailureKind {
                 | FailureKind::Auth
                 | FailureKind::TargetGone
                 | FailureKind::StateDb
+                | FailureKind::BadServer
         )
     }
 

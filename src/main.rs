@@ -35,6 +35,8 @@ fn main() {
         Command::Run(a) => commands::run::command(&cli.global, a),
         Command::Status(a) => commands::status::command(&cli.global, a),
         Command::RetryFailed(a) => commands::retry_failed::command(&cli.global, a),
+        Command::Report(a) => commands::report::command(&cli.global, a),
+        Command::Verify(a) => commands::verify::command(&cli.global, a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -3,6 +3,7 @@
 
 use crate::exit;
 use crate::failure::{Failure, FailureKind};
+use crate::pipeline::fault::{Cause, Fault};
 use crate::pipeline::scan::ScanError;
 use crate::source::formats::NoFormats;
 use crate::source::SourceSpecError;
@@ -54,6 +55,10 @@ pub enum Internal {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// A stage of the pipeline failed (a task panicked, a state-DB read it needed failed); the
+    /// run stopped there and left the rows where they were.
+    #[error("{0}")]
+    Pipeline(#[from] Fault),
 }
 
 /// Why a run stopped part-way; rows not finished stay where they were.
@@ -96,6 +101,10 @@ impl CommandError {
             CommandError::Scan(_) => "scan failed",
             CommandError::Stopped(Stop::Failure(f)) => f.kind.as_str(),
             CommandError::Stopped(Stop::Writer(_) | Stop::State(_)) => "state_db_error",
+            CommandError::Internal(Internal::Pipeline(Fault {
+                cause: Cause::StateDb(_),
+                ..
+            })) => "state_db_error",
             CommandError::Internal(_) => "internal_error",
         }
     }
@@ -124,6 +133,8 @@ pub enum UsageError {
     BufferMemory(#[source] BadSize),
     #[error("--tpslimit must be more than 0")]
     TpsLimit,
+    #[error(transparent)]
+    CaCert(#[from] crate::target::tls::CaCertError),
     #[error("--token-file {}: {source}", .path.display())]
     TokenFile {
         path: PathBuf,
@@ -165,6 +176,26 @@ pub enum UsageError {
     NothingToRetry(PathBuf),
     #[error("this state DB has no target yet; use `bookferry run --to TARGET`")]
     NoTargetToRetry,
+    #[error("--reason {given:?}: unknown reason (failure kinds: {}; skip reasons: {})",
+        FailureKind::ALL.map(FailureKind::as_str).join(", "),
+        crate::skip_reason::SkipReason::ALL.map(crate::skip_reason::SkipReason::as_str).join(", "))]
+    UnknownReason { given: String },
+    #[error("--run {given}: no such run in {} (runs: {})", .state.display(), .known.as_deref().unwrap_or("none yet"))]
+    NoSuchRun {
+        given: i64,
+        state: PathBuf,
+        known: Option<String>,
+    },
+    #[error("verify: {kind} target cannot be verified by this version yet (folder targets can)")]
+    VerifyUnsupported { kind: &'static str },
+    #[error("verify --source is for folder targets (an HTTP target is verified by asking the server what it holds)")]
+    VerifySourceOverHttp,
+    #[error("{}: cannot write the report: {source}", .path.display())]
+    ReportOutput {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]
@@ -216,10 +247,22 @@ mod tests {
                 4,
             ),
             (
+                Stop::Failure(Failure::new(FailureKind::BadServer, "302")).into(),
+                5,
+            ),
+            (
                 Stop::State(StateError::Missing { path: "s".into() }).into(),
                 5,
             ),
             (Internal::Runtime(io()).into(), 5),
+            (
+                Internal::Pipeline(Fault::new(
+                    crate::pipeline::fault::Stage::Hash,
+                    Cause::Panicked("x".into()),
+                ))
+                .into(),
+                5,
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(e.exit_code(), code, "{e:?}");

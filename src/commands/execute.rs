@@ -7,6 +7,7 @@ use super::error::{CommandError, Internal, Stop};
 use super::options::MigrationOptions;
 use super::Session;
 use crate::exit;
+use crate::pipeline::fault::{Fault, Stage};
 use crate::pipeline::progress::{human_bytes, Progress, Reporter};
 use crate::pipeline::scan::{scan_source, ScanError, ScanSummary};
 use crate::pipeline::{self, Ctx, PipelineConfig, ScanFeed, ScanStatus};
@@ -94,6 +95,8 @@ struct Before {
 struct Driven {
     scan: Result<ScanSummary, ScanError>,
     stopped_by: Option<crate::failure::Failure>,
+    /// A fault of bookferry's own that stopped the pipeline.
+    fault: Option<Fault>,
     writer: WriterStats,
     writer_fatal: Option<Arc<crate::state::writer::WriterError>>,
     signalled: bool,
@@ -184,7 +187,7 @@ impl Execution<'_> {
         let cfg = PipelineConfig {
             checksum: self.checksum,
             dry_run: self.dry_run,
-            keep_duplicates: self.options.keep_duplicates || target.dedups_by_book(),
+            keep_duplicates: self.options.keep_duplicates || target.keeps_source_books(),
             tuning: tuning.pipeline,
         };
         let ctx = Arc::new(Ctx::new(
@@ -208,7 +211,11 @@ impl Execution<'_> {
         tracing::debug!("pipeline starts after {:?}", started.elapsed());
         let mut pipeline = tokio::spawn(pipeline::run(ctx.clone(), Some(feed)));
         tokio::select! {
-            _ = &mut pipeline => {}
+            res = &mut pipeline => {
+                if let Err(e) = res {
+                    ctx.abort(Fault::joined(Stage::Pipeline, e));
+                }
+            }
             _ = grace_after_cancel(cancel.clone()) => {
                 tracing::warn!("in-flight work did not finish within 10 s; the next run takes it up");
             }
@@ -218,6 +225,7 @@ impl Execution<'_> {
         // Over by now, or stopping: the pipeline waits for it unless the run was cancelled.
         let scan = scan.await;
         let stopped_by = ctx.stopped_by();
+        let fault = ctx.take_fault();
         drop(ctx);
         // Joining the writer waits for its last commit: not on a runtime worker.
         let (writer, writer_fatal) = tokio::task::spawn_blocking(move || writer.finish())
@@ -233,6 +241,7 @@ impl Execution<'_> {
                 source,
             })?,
             stopped_by,
+            fault,
             writer,
             writer_fatal,
             signalled: signalled.load(Ordering::SeqCst),
@@ -282,21 +291,23 @@ impl Execution<'_> {
         })
     }
 
-    /// How the run ended, from the first reason there is: the scan, the writer, a run-wide
-    /// failure, a signal, then the rows themselves.
+    /// How the run ended, from the first reason there is: the scan, the writer, a fault of
+    /// bookferry's own, a run-wide failure, a signal, then the rows themselves.
     fn judge(&self, d: Driven) -> Result<Ended, CommandError> {
         if d.writer.conflicts > 0 {
             tracing::warn!("{} state move(s) were refused as stale", d.writer.conflicts);
         }
         d.scan?;
         let ended = if let Some(e) = d.writer_fatal {
-            Err(Stop::Writer(e))
+            Err(Stop::Writer(e).into())
+        } else if let Some(f) = d.fault {
+            Err(CommandError::Internal(Internal::Pipeline(f)))
         } else if let Some(f) = d.stopped_by {
-            Err(Stop::Failure(f))
+            Err(Stop::Failure(f).into())
         } else if d.signalled {
             Ok(Ended::Interrupted)
         } else {
-            self.rows_left()
+            self.rows_left().map_err(CommandError::from)
         };
         if !self.quiet {
             self.print_summary(&d.progress, &d.writer, d.started);

@@ -6,10 +6,12 @@
 pub mod error;
 pub mod execute;
 pub mod options;
+pub mod report;
 pub mod retry_failed;
 pub mod run;
 pub mod scan;
 pub mod status;
+pub mod verify;
 
 pub use error::{CommandError, Internal, Stop, UsageError};
 

@@ -9,6 +9,7 @@ use crate::target::folder::LinkMode;
 use crate::target::http::{HttpOptions, Token, Transfers};
 use crate::target::layout::{Layout, DEFAULT_LAYOUT};
 use crate::target::limit::parse_rate;
+use crate::target::tls::CaFile;
 use crate::target::PlacementOptions;
 use crate::tuning::{parse_size, Machine, Overrides, Tuning};
 use std::time::Duration;
@@ -111,7 +112,7 @@ pub fn http_options(http: &HttpArgs, tuning: &TuningArgs) -> Result<HttpOptions,
     }
     Ok(HttpOptions {
         token: load_token(http)?,
-        ca_cert: http.ca_cert.clone(),
+        ca_cert: http.ca_cert.as_deref().map(CaFile::load).transpose()?,
         insecure: http.insecure,
         retries: http.retries,
         stall_timeout: Duration::from_secs(http.stall_timeout.max(1)),

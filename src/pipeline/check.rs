@@ -42,6 +42,9 @@ async fn check_batch(ctx: &Ctx, pending: Vec<Item>) -> Option<Vec<Item>> {
     let exists = if ctx.cfg.checksum {
         Default::default()
     } else {
+        for item in &pending {
+            super::fault::panic_if_injected("name-check", &item.row.source_ref);
+        }
         let queries = pending
             .iter()
             .map(|i| NameQuery {
@@ -54,7 +57,7 @@ async fn check_batch(ctx: &Ctx, pending: Vec<Item>) -> Option<Vec<Item>> {
             Ok(exists) => exists,
             Err(f) => {
                 for item in &pending {
-                    ctx.fail(item, f.clone(), 0);
+                    ctx.fail(item, f.clone(), 0).await;
                 }
                 return None;
             }
@@ -72,14 +75,15 @@ async fn check_batch(ctx: &Ctx, pending: Vec<Item>) -> Option<Vec<Item>> {
                     item.row.size
                 ),
                 None,
-            );
+            )
+            .await;
             continue;
         }
         let mut t = item.to(FileState::Checked);
         if ctx.cfg.checksum {
             t.detail = Some("--checksum: hashed without a name+size check".into());
         }
-        ctx.writer.send(t);
+        ctx.writer.send(t).await;
         item.row.state = FileState::Checked;
         ctx.progress.checked.add(1);
         checked.push(item);

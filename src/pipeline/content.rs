@@ -5,7 +5,8 @@
 //! transfer whose reply was lost in a crash is not sent a second time.
 
 use super::batch::next_batch;
-use super::{Ctx, Item};
+use super::fault::{Cause, Fault, Stage};
+use super::{tasks, Ctx, Item};
 use crate::hash::Digests;
 use crate::skip_reason::SkipReason;
 use crate::state::FileState;
@@ -32,19 +33,27 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
 }
 
 /// Content this migration placed, of the batch's SHA-1s (none asked with `--keep-duplicates`).
-async fn placed_content(ctx: &Ctx, sha1s: Vec<String>) -> HashMap<Digests, (i64, String)> {
+/// `None` when the state DB could not say: the run is stopped for it, as an answer of "none"
+/// would send duplicates.
+async fn placed_content(
+    ctx: &Ctx,
+    sha1s: Vec<String>,
+    inject: bool,
+) -> Option<HashMap<Digests, (i64, String)>> {
     if ctx.cfg.keep_duplicates {
-        return HashMap::new();
+        return Some(HashMap::new());
     }
     let db = ctx.db.clone();
-    tokio::task::spawn_blocking(move || uploaded_with_content(&db, &sha1s))
-        .await
-        .ok()
-        .and_then(|r| {
-            r.map_err(|e| tracing::warn!("content check in the state DB: {e}"))
-                .ok()
-        })
-        .unwrap_or_default()
+    let read = tasks::blocking(ctx, Stage::ContentCheck, move || {
+        uploaded_with_content(&db, &sha1s, inject)
+    });
+    match read.await? {
+        Ok(placed) => Some(placed),
+        Err(e) => {
+            ctx.abort(Fault::new(Stage::ContentCheck, Cause::StateDb(e)));
+            None
+        }
+    }
 }
 
 async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
@@ -56,7 +65,13 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
     if sha1s.is_empty() {
         return batch;
     }
-    let placed = placed_content(ctx, sha1s).await;
+    let inject = batch
+        .iter()
+        .any(|i| super::fault::injected("content-db", &i.row.source_ref));
+    let Some(placed) = placed_content(ctx, sha1s, inject).await else {
+        // The run is stopping; the batch's rows stay where they are.
+        return Vec::new();
+    };
     let mut rest = Vec::with_capacity(batch.len());
     let mut queries = Vec::new();
     for item in batch {
@@ -74,7 +89,8 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
                     SkipReason::Duplicate,
                     format!("same content as file #{first} ({first_ref})"),
                     Some(*first),
-                );
+                )
+                .await;
                 continue;
             }
             // A content another row of this run already went on to transfer with is not asked
@@ -102,10 +118,10 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
         return rest;
     }
     match ctx.target.check_content(queries).await {
-        Ok(exists) => record_answers(ctx, rest, &exists),
+        Ok(exists) => record_answers(ctx, rest, &exists).await,
         Err(f) => {
             for item in &rest {
-                ctx.fail(item, f.clone(), 0);
+                ctx.fail(item, f.clone(), 0).await;
             }
             Vec::new()
         }
@@ -114,7 +130,11 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
 
 /// Skip the rows whose content the target has (`exists`: row id → where, when known); the
 /// rest go on.
-fn record_answers(ctx: &Ctx, rest: Vec<Item>, exists: &HashMap<i64, Option<String>>) -> Vec<Item> {
+async fn record_answers(
+    ctx: &Ctx,
+    rest: Vec<Item>,
+    exists: &HashMap<i64, Option<String>>,
+) -> Vec<Item> {
     let mut forward = Vec::with_capacity(rest.len());
     for item in rest {
         let Some(found_at) = exists.get(&item.row.id) else {
@@ -129,7 +149,7 @@ fn record_answers(ctx: &Ctx, rest: Vec<Item>, exists: &HashMap<i64, Option<Strin
             let mut t = item.to(FileState::Uploaded);
             t.target_ref = found_at.clone();
             t.detail = Some("found on the target after an interrupted transfer".into());
-            ctx.writer.send(t);
+            ctx.writer.send(t).await;
             ctx.progress.uploaded.add(1);
             ctx.progress.uploaded_bytes.add(item.row.size);
         } else {
@@ -142,17 +162,19 @@ fn record_answers(ctx: &Ctx, rest: Vec<Item>, exists: &HashMap<i64, Option<Strin
                 SkipReason::TargetHasContent,
                 format!("target already has this content (same SHA-1){at}"),
                 None,
-            );
+            )
+            .await;
         }
     }
     forward
 }
 
 /// Rows already `uploaded` with one of these SHA-1s: content (both digests) → (id, where it
-/// went).
+/// went). `inject`: the test hook's fault, a query SQLite refuses.
 fn uploaded_with_content(
     db: &crate::state::Db,
     sha1s: &[String],
+    inject: bool,
 ) -> crate::state::Result<HashMap<Digests, (i64, String)>> {
     // One query per chunk of SHA-1s (not one per row); the lowest id wins, as it landed first.
     const CHUNK: usize = 500;
@@ -162,8 +184,9 @@ fn uploaded_with_content(
     let unique: Vec<&String> = unique.into_iter().collect();
     for chunk in unique.chunks(CHUNK) {
         let sql = format!(
-            "SELECT sha1, COALESCE(blake3, ''), id, COALESCE(target_ref, source_ref) FROM files
+            "SELECT sha1, COALESCE(blake3, ''), id, COALESCE(target_ref, source_ref) FROM {}
              WHERE state = 'uploaded' AND sha1 IN ({}) ORDER BY id",
+            if inject { "no_such_table" } else { "files" },
             vec!["?"; chunk.len()].join(", ")
         );
         let mut st = conn.prepare(&sql)?;

@@ -7,8 +7,10 @@
 //! together are hashed as a group in one blocking task: a hand-off to a blocking thread (a
 //! wake-up, a context switch) per file was a measurable share of a local copy's CPU.
 
+use super::fault::Stage;
+use super::tasks::{self, Tasks};
 use super::{metadata_stage, Ctx, Item};
-use crate::failure::{Failure, FailureKind};
+use crate::failure::Failure;
 use crate::hash::{self, Hashed};
 use crate::metadata::{self, Extracted};
 use crate::state::FileState;
@@ -21,7 +23,9 @@ use tokio::sync::{mpsc, Semaphore};
 pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sender<Item>) {
     let t = ctx.cfg.tuning;
     let slots = Arc::new(Semaphore::new(t.checkers.max(1)));
+    let mut groups = Tasks::new(Stage::Hash);
     while let Some(first) = rx.recv().await {
+        groups.reap(&ctx);
         // The group: this item, and what else is already queued (no waiting for more).
         let mut group = Vec::new();
         let mut bytes = 0;
@@ -58,36 +62,28 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
         }
         let ctx = ctx.clone();
         let out = out.clone();
-        tokio::spawn(async move {
+        groups.spawn(async move {
             let jobs: Vec<Job> = group.iter().map(|item| Job::of(&ctx, item)).collect();
-            let count = jobs.len();
-            let results = tokio::task::spawn_blocking(move || {
-                jobs.into_iter().map(Job::run).collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_else(|e| {
-                (0..count)
-                    .map(|_| {
-                        Err(Failure::new(
-                            FailureKind::Unreadable,
-                            format!("internal: hashing task failed: {e}"),
-                        ))
-                    })
-                    .collect()
-            });
+            let hash_all = move || jobs.into_iter().map(Job::run).collect::<Vec<_>>();
+            // A panic is bookferry's fault, not the files': the run stops, the rows stay.
+            let Some(results) = tasks::blocking(&ctx, Stage::Hash, hash_all).await else {
+                return;
+            };
             drop(slot);
             for (item, res) in group.into_iter().zip(results) {
                 match res {
                     Ok(read) => {
-                        if out.send(hashed(&ctx, item, read)).await.is_err() {
+                        let item = hashed(&ctx, item, read).await;
+                        if out.send(item).await.is_err() {
                             return;
                         }
                     }
-                    Err(f) => ctx.fail(&item, f, 0),
+                    Err(f) => ctx.fail(&item, f, 0).await,
                 }
             }
         });
     }
+    groups.join_all(&ctx).await;
 }
 
 /// What the blocking task needs of one item.
@@ -118,6 +114,7 @@ impl Job {
     /// Read and hash the file; parse its metadata while its bytes are in memory, and stage
     /// them in the target if it takes them. Blocking.
     fn run(self) -> Result<Read, Failure> {
+        super::fault::panic_if_injected("hash", &self.path.to_string_lossy());
         let mut hashed = hash::hash_file(&self.path, self.buffer_limit)?;
         let extracted = match (&hashed.data, self.parse) {
             (Some(data), Some((format, rel))) => Some(metadata::extract(&format, data, &rel)),
@@ -150,7 +147,7 @@ struct Read {
 }
 
 /// Record the move to `hashed` and carry what the read gave on with the item.
-fn hashed(ctx: &Ctx, mut item: Item, read: Read) -> Item {
+async fn hashed(ctx: &Ctx, mut item: Item, read: Read) -> Item {
     let Read {
         hashed: h,
         extracted,
@@ -161,7 +158,7 @@ fn hashed(ctx: &Ctx, mut item: Item, read: Read) -> Item {
     t.blake3 = Some(h.digests.blake3.clone());
     t.hashed = true;
     t.bytes_read = h.bytes_read;
-    ctx.writer.send(t);
+    ctx.writer.send(t).await;
     ctx.progress.hashed.add(1);
     ctx.progress.hashed_bytes.add(h.bytes_read);
     ctx.progress.bytes_read.add(h.bytes_read);

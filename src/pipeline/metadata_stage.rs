@@ -3,6 +3,8 @@
 //! small file's bytes were parsed by the hash stage in the same blocking task that read them;
 //! a large file is parsed here, from the file.
 
+use super::fault::Stage;
+use super::tasks::{self, Tasks};
 use super::{Ctx, Item};
 use crate::metadata::{self, Origin};
 use crate::state::rows::FileRow;
@@ -12,7 +14,9 @@ use tokio::sync::{mpsc, Semaphore};
 
 pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sender<Item>) {
     let slots = Arc::new(Semaphore::new(ctx.cfg.tuning.checkers.max(1)));
+    let mut parses = Tasks::new(Stage::Metadata);
     while let Some(item) = rx.recv().await {
+        parses.reap(&ctx);
         if ctx.cancelled() {
             continue;
         }
@@ -25,7 +29,7 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
         if !needs_parsing(&item) {
             // Known already (calibre, or parsed by the hash stage): recorded right here.
             let (item, read) = with_metadata(item);
-            if out.send(cached(&ctx, item, read)).await.is_err() {
+            if out.send(cached(&ctx, item, read).await).await.is_err() {
                 return;
             }
             continue;
@@ -35,19 +39,17 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
         };
         let ctx = ctx.clone();
         let out = out.clone();
-        tokio::spawn(async move {
-            let (item, read) = match tokio::task::spawn_blocking(move || with_metadata(item)).await
-            {
-                Ok(done) => done,
-                Err(e) => {
-                    tracing::error!("internal: metadata task failed: {e}");
-                    return;
-                }
+        parses.spawn(async move {
+            let parse = move || with_metadata(item);
+            let Some((item, read)) = tasks::blocking(&ctx, Stage::Metadata, parse).await else {
+                return;
             };
             drop(slot);
-            let _ = out.send(cached(&ctx, item, read)).await;
+            let item = cached(&ctx, item, read).await;
+            let _ = out.send(item).await;
         });
     }
+    parses.join_all(&ctx).await;
 }
 
 /// Whether the file's own metadata must be extracted for this row (not when the source's
@@ -62,7 +64,7 @@ fn needs_parsing(item: &Item) -> bool {
 }
 
 /// Record the move to `metadata_cached` with what the item now knows.
-fn cached(ctx: &Ctx, mut item: Item, read: u64) -> Item {
+async fn cached(ctx: &Ctx, mut item: Item, read: u64) -> Item {
     let mut t = item.to(FileState::MetadataCached);
     t.bytes_read = read;
     ctx.progress.bytes_read.add(read);
@@ -72,7 +74,7 @@ fn cached(ctx: &Ctx, mut item: Item, read: u64) -> Item {
     if !item.warnings.is_empty() {
         t.warnings = Some(item.warnings.join("\n"));
     }
-    ctx.writer.send(t);
+    ctx.writer.send(t).await;
     ctx.progress.metadata.add(1);
     item.row.state = FileState::MetadataCached;
     item

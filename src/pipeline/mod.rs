@@ -1,16 +1,20 @@
 //! The coordinator: claims rows in batches and moves them through the stages (check → hash →
 //! content check → metadata → transfer), each a task joined to the next by a bounded channel so
 //! the stages run at once as a pipeline. Stages report every move to the single state writer;
-//! a failure that concerns every file (auth, target full, target gone) stops the whole run.
+//! a failure that concerns every file (auth, target full, target gone) stops the whole run, and
+//! so does a fault of bookferry's own (a task that panicked, see `fault`), leaving the rows
+//! where they were. Every task is joined (`tasks`): none can vanish and leave the run waiting.
 
 mod adopt;
 mod batch;
 mod check;
 mod content;
+pub mod fault;
 mod hash_stage;
 mod metadata_stage;
 pub mod progress;
 pub mod scan;
+mod tasks;
 mod transfer;
 
 use crate::failure::Failure;
@@ -22,6 +26,7 @@ use crate::state::{Db, FileState};
 use crate::target::staged::Staged;
 use crate::target::Target;
 use crate::tuning::PipelineTuning;
+use fault::{Fault, Stage};
 use progress::Progress;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -104,6 +109,7 @@ pub struct Ctx {
     pub progress: Arc<Progress>,
     cancel: Arc<AtomicBool>,
     stop: Mutex<Option<Failure>>,
+    fault: Mutex<Option<Fault>>,
     buffers: Arc<Semaphore>,
     /// Content (SHA-1 and BLAKE3: SHA-1 alone has public collisions, and a migration must not
     /// take one such file for a duplicate of the other) → the first row of this run that went
@@ -130,6 +136,7 @@ impl Ctx {
             progress,
             cancel,
             stop: Mutex::new(None),
+            fault: Mutex::new(None),
             buffers: Arc::new(Semaphore::new(kib)),
             seen_content: Mutex::new(Default::default()),
         }
@@ -155,8 +162,24 @@ impl Ctx {
         self.stop.lock().ok().and_then(|g| g.clone())
     }
 
+    /// Stop the run for a fault of bookferry's own: no row is given a fate for it (they stay
+    /// where they were), nothing new starts, and the run ends with it (exit 5). The first fault
+    /// is kept.
+    pub fn abort(&self, f: Fault) {
+        tracing::error!("internal error: {f}");
+        if let Ok(mut g) = self.fault.lock() {
+            g.get_or_insert(f);
+        }
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// The fault that stopped the run, if one did (taken once, by the run driver).
+    pub fn take_fault(&self) -> Option<Fault> {
+        self.fault.lock().ok().and_then(|mut g| g.take())
+    }
+
     /// Record a failure for one row (or stop the run, for a run-wide one).
-    fn fail(&self, item: &Item, f: Failure, attempts: i64) {
+    async fn fail(&self, item: &Item, f: Failure, attempts: i64) {
         if f.kind.stops_run() {
             self.stop_run(f);
             return;
@@ -165,16 +188,22 @@ impl Ctx {
         let mut t = item.to(FileState::Failed);
         t.attempts = attempts;
         t.error = Some(f);
-        self.writer.send(t);
+        self.writer.send(t).await;
         self.progress.failed.add(1);
     }
 
-    fn skip(&self, item: &Item, reason: SkipReason, detail: String, duplicate_of: Option<i64>) {
+    async fn skip(
+        &self,
+        item: &Item,
+        reason: SkipReason,
+        detail: String,
+        duplicate_of: Option<i64>,
+    ) {
         let mut t = item.to(FileState::Skipped);
         t.skip_reason = Some(reason);
         t.detail = Some(detail);
         t.duplicate_of = duplicate_of;
-        self.writer.send(t);
+        self.writer.send(t).await;
         self.progress.skipped.add(1);
         self.progress.skipped_bytes.add(item.row.size);
     }
@@ -218,21 +247,46 @@ pub async fn run(ctx: Arc<Ctx>, feed: Option<ScanFeed>) {
     let (to_content, content_in) = mpsc::channel::<Item>(t.stage_queue.max(1));
     let (to_meta, meta_in) = mpsc::channel::<Item>(t.stage_queue.max(1));
     let (to_transfer, transfer_in) = mpsc::channel::<Item>(t.stage_queue.max(1));
-    let tasks = [
-        tokio::spawn(claim_loop(ctx.clone(), to_check, feed)),
-        tokio::spawn(check::stage(ctx.clone(), check_in, to_hash)),
-        tokio::spawn(hash_stage::stage(ctx.clone(), hash_in, to_content)),
-        tokio::spawn(content::stage(ctx.clone(), content_in, to_meta)),
-        tokio::spawn(metadata_stage::stage(ctx.clone(), meta_in, to_transfer)),
-        tokio::spawn(transfer::stage(ctx.clone(), transfer_in)),
-    ];
-    for t in tasks {
-        if let Err(e) = t.await {
-            tracing::error!("internal: a pipeline stage failed: {e}");
-            ctx.cancel.store(true, Ordering::SeqCst);
+    // A stage that panics stops the run; the others see it and drain what they hold.
+    let mut stages = tokio::task::JoinSet::new();
+    let mut names = std::collections::HashMap::new();
+    let mut spawn = |stage: Stage, task: StageTask| {
+        names.insert(stages.spawn(task).id(), stage);
+    };
+    spawn(
+        Stage::Claim,
+        Box::pin(claim_loop(ctx.clone(), to_check, feed)),
+    );
+    spawn(
+        Stage::NameCheck,
+        Box::pin(check::stage(ctx.clone(), check_in, to_hash)),
+    );
+    spawn(
+        Stage::Hash,
+        Box::pin(hash_stage::stage(ctx.clone(), hash_in, to_content)),
+    );
+    spawn(
+        Stage::ContentCheck,
+        Box::pin(content::stage(ctx.clone(), content_in, to_meta)),
+    );
+    spawn(
+        Stage::Metadata,
+        Box::pin(metadata_stage::stage(ctx.clone(), meta_in, to_transfer)),
+    );
+    spawn(
+        Stage::Transfer,
+        Box::pin(transfer::stage(ctx.clone(), transfer_in)),
+    );
+    while let Some(res) = stages.join_next_with_id().await {
+        if let Err(e) = res {
+            let stage = names.get(&e.id()).copied().unwrap_or(Stage::Pipeline);
+            ctx.abort(Fault::joined(stage, e));
         }
     }
 }
+
+/// One stage's task, as the coordinator spawns it.
+type StageTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Claim batches of active rows (in id order) and feed them to the first stage: while a scan
 /// runs, its new rows as it commits them; then every active row this run does not hold yet.

@@ -5,6 +5,8 @@
 //! target gets the rows ready at once in groups (up to 8, one blocking task and one slot each);
 //! an HTTP target one upload per task.
 
+use super::fault::Stage;
+use super::tasks::Tasks;
 use super::{Ctx, Item};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::Digests;
@@ -36,13 +38,11 @@ struct Dispatch {
     landed: HashMap<Digests, i64>,
     /// Rows cleared to go, not yet handed to a task.
     ready: Vec<Item>,
-    /// Rows handed to tasks and not finished.
-    running: usize,
 }
 
 impl Dispatch {
     /// A row from the metadata stage: ready, waiting behind its SHA-1, or a duplicate.
-    fn admit(&mut self, ctx: &Ctx, item: Item) {
+    async fn admit(&mut self, ctx: &Ctx, item: Item) {
         if ctx.cancelled() || item.row.state != FileState::MetadataCached {
             return;
         }
@@ -54,7 +54,7 @@ impl Dispatch {
             }
         };
         if let Some(first) = self.landed.get(&key) {
-            skip_duplicate(ctx, &item, *first);
+            skip_duplicate(ctx, &item, *first).await;
         } else if let Some(waiting) = self.in_flight.get_mut(&key.sha1) {
             waiting.push_back(item);
         } else {
@@ -66,8 +66,7 @@ impl Dispatch {
     /// A transfer ended: the rows that waited for its SHA-1 are skipped as duplicates of what
     /// landed, and the first other one (the first failed, or a different content under the
     /// same SHA-1) is ready next.
-    fn finished(&mut self, ctx: &Ctx, done: Done) {
-        self.running -= 1;
+    async fn finished(&mut self, ctx: &Ctx, done: Done) {
         let Some(key) = done.key.filter(|_| !ctx.cfg.keep_duplicates) else {
             return;
         };
@@ -80,7 +79,7 @@ impl Dispatch {
                 .content_key()
                 .and_then(|k| self.landed.get(&k).copied());
             match first {
-                Some(first) => skip_duplicate(ctx, &item, first),
+                Some(first) => skip_duplicate(ctx, &item, first).await,
                 None => {
                     self.ready.push(item);
                     self.in_flight.insert(key.sha1.clone(), waiting);
@@ -96,7 +95,9 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
     // are really in flight.
     let queued = Arc::new(Semaphore::new(MAX_QUEUED));
     let limiter = ctx.target.limiter();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    // Every transfer task is joined: one that panicked stops the run (it cannot leave the
+    // stage waiting for its rows).
+    let mut running = Tasks::<Vec<Done>>::new(Stage::Transfer);
     // A local target takes the rows ready at once in groups (one blocking task each); an HTTP
     // target one upload per task.
     let group_size = if ctx.target.is_local() && !ctx.cfg.dry_run {
@@ -106,16 +107,14 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
     };
     let mut d = Dispatch::default();
     let mut input_open = true;
-    let launch = |d: &mut Dispatch| {
+    let launch = |d: &mut Dispatch, running: &mut Tasks<Vec<Done>>| {
         while !d.ready.is_empty() {
             let rest = d.ready.split_off(d.ready.len().min(group_size));
             let group = std::mem::replace(&mut d.ready, rest);
-            d.running += group.len();
             let ctx = ctx.clone();
             let limiter = limiter.clone();
             let queued = queued.clone();
-            let done_tx = done_tx.clone();
-            tokio::spawn(async move {
+            running.spawn(async move {
                 let keys: Vec<_> = group.iter().map(Item::content_key).collect();
                 let permits = queued.acquire_many_owned(group.len() as u32).await;
                 let ids = if ctx.cancelled() || permits.is_err() {
@@ -125,25 +124,26 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
                 };
                 ctx.progress.limit.set(limiter.current() as u64);
                 ctx.progress.in_flight.set(limiter.in_flight() as u64);
-                for (key, id) in keys.into_iter().zip(ids) {
-                    let _ = done_tx.send(Done { key, id });
-                }
+                keys.into_iter()
+                    .zip(ids)
+                    .map(|(key, id)| Done { key, id })
+                    .collect()
             });
         }
     };
     loop {
-        if !input_open && d.running == 0 && d.ready.is_empty() {
+        if !input_open && running.is_empty() && d.ready.is_empty() {
             break;
         }
         tokio::select! {
             next = rx.recv(), if input_open => {
                 match next {
                     Some(item) => {
-                        d.admit(&ctx, item);
+                        d.admit(&ctx, item).await;
                         // And whatever else is queued already (no waiting for more).
                         while d.ready.len() < group_size {
                             match rx.try_recv() {
-                                Ok(item) => d.admit(&ctx, item),
+                                Ok(item) => d.admit(&ctx, item).await,
                                 Err(_) => break,
                             }
                         }
@@ -151,29 +151,38 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
                     None => input_open = false,
                 }
             }
-            Some(done) = done_rx.recv(), if d.running > 0 => d.finished(&ctx, done),
+            Some(ended) = running.next(&ctx), if !running.is_empty() => {
+                // A task that did not return stopped the run: its rows stay where they were.
+                for done in ended.unwrap_or_default() {
+                    d.finished(&ctx, done).await;
+                }
+            }
         }
-        launch(&mut d);
+        launch(&mut d, &mut running);
     }
 }
 
-fn skip_duplicate(ctx: &Ctx, item: &Item, first: i64) {
+async fn skip_duplicate(ctx: &Ctx, item: &Item, first: i64) {
     ctx.skip(
         item,
         SkipReason::Duplicate,
         format!("same content as file #{first}, migrated in this run"),
         Some(first),
-    );
+    )
+    .await;
 }
 
 /// Send a group of rows (one row, for HTTP; see `Target::transfer_group`); returns each row's
 /// id when it landed, in order.
 async fn transfer_group(ctx: &Ctx, group: Vec<Item>) -> Vec<Option<i64>> {
+    for item in &group {
+        super::fault::panic_if_injected("transfer", &item.row.source_ref);
+    }
     let mut ids = vec![None; group.len()];
     let mut payloads = Vec::new();
     let mut sent = Vec::new();
     for (i, item) in group.iter().enumerate() {
-        match prepare(ctx, item) {
+        match prepare(ctx, item).await {
             Prepared::Finished(id) => ids[i] = id,
             Prepared::Send(p) => {
                 payloads.push(*p);
@@ -194,7 +203,7 @@ async fn transfer_group(ctx: &Ctx, group: Vec<Item>) -> Vec<Option<i64>> {
         }
         let results = ctx.target.transfer_group(payloads).await;
         for (i, res) in sent.into_iter().zip(results) {
-            ids[i] = record(ctx, &group[i], res);
+            ids[i] = record(ctx, &group[i], res).await;
         }
     }
     ids
@@ -223,7 +232,7 @@ enum Prepared {
     Send(Box<Payload>),
 }
 
-fn prepare(ctx: &Ctx, item: &Item) -> Prepared {
+async fn prepare(ctx: &Ctx, item: &Item) -> Prepared {
     let Some(payload) = payload_of(item) else {
         ctx.fail(
             item,
@@ -232,7 +241,8 @@ fn prepare(ctx: &Ctx, item: &Item) -> Prepared {
                 format!("{}: no hash recorded", item.row.path.display()),
             ),
             0,
-        );
+        )
+        .await;
         return Prepared::Finished(None);
     };
     if ctx.cfg.dry_run {
@@ -249,10 +259,10 @@ fn prepare(ctx: &Ctx, item: &Item) -> Prepared {
 }
 
 /// Record what the target did with a row; returns its id when it landed.
-fn record(ctx: &Ctx, item: &Item, res: Result<Transferred, Failure>) -> Option<i64> {
+async fn record(ctx: &Ctx, item: &Item, res: Result<Transferred, Failure>) -> Option<i64> {
     match res {
         Ok(Transferred::AlreadyThere { reason, detail }) => {
-            ctx.skip(item, reason, detail, None);
+            ctx.skip(item, reason, detail, None).await;
             None
         }
         Ok(Transferred::Placed(placed)) => {
@@ -270,14 +280,14 @@ fn record(ctx: &Ctx, item: &Item, res: Result<Transferred, Failure>) -> Option<i
                 t.sha1 = Some(sha1);
                 t.blake3 = Some(blake3);
             }
-            ctx.writer.send(t);
+            ctx.writer.send(t).await;
             ctx.progress.uploaded.add(1);
             ctx.progress.uploaded_bytes.add(item.row.size);
             ctx.progress.bytes_read.add(placed.bytes_read);
             Some(item.row.id)
         }
         Err(f) => {
-            ctx.fail(item, f, 1);
+            ctx.fail(item, f, 1).await;
             None
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod claim;
 pub mod file_state;
+pub mod listing;
 pub mod lock;
 pub mod migration_record;
 pub mod placement;
@@ -13,6 +14,7 @@ pub mod rows;
 pub mod runs;
 pub mod scan_store;
 pub mod schema_version;
+pub mod verify_store;
 pub mod writer;
 
 pub use file_state::FileState;

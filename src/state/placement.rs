@@ -200,7 +200,7 @@ mod tests {
         // Row a is placed and recorded; b and c are placed but the run dies before recording.
         let mut up = Transition::new(a, Pending, Uploaded);
         up.target_ref = Some(format!("x/{a}.epub"));
-        h.send(up);
+        rt.block_on(h.send(up));
         drop(h);
         let (_, fatal) = writer.finish();
         assert!(fatal.is_none());

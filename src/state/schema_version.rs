@@ -6,10 +6,11 @@ use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`: `schema.sql` makes version 1,
-/// `migrations/N_*.sql` each later version N.
+/// each file of `migrations/` a later version.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../schema.sql"),
-    include_str!("migrations/2_planned_ref.sql"),
+    include_str!("migrations/verify.sql"),
+    include_str!("migrations/3_planned_ref.sql"),
 ];
 
 /// The schema version this binary writes.

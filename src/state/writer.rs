@@ -13,10 +13,11 @@ use crate::metadata::{Metadata, Origin};
 use crate::skip_reason::SkipReason;
 use crate::tuning::WriterTuning;
 use rusqlite::{params, TransactionBehavior};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// One row's move from one state to another, with what the move learned.
 #[derive(Debug, Clone)]
@@ -118,10 +119,12 @@ pub struct WriterStats {
     pub counters: RunCounters,
 }
 
-/// Cheap to clone; every clone sends to the same writer thread.
+/// Cheap to clone; every clone sends to the same writer thread. The queue is bounded (memory
+/// stays bounded while the state DB is slow): async code waits for room with `.await`, never
+/// holding a runtime worker thread; a plain thread uses the `blocking_` forms.
 #[derive(Clone)]
 pub struct WriterHandle {
-    tx: mpsc::SyncSender<Msg>,
+    tx: mpsc::Sender<Msg>,
     fatal: Fatal,
     /// For the placement claims, which do not go through the writer thread (see `plan`).
     db: Db,
@@ -145,7 +148,7 @@ impl Writer {
         tuning: WriterTuning,
     ) -> Result<Writer> {
         let conn = db.conn()?;
-        let (tx, rx) = mpsc::sync_channel(tuning.queue);
+        let (tx, rx) = mpsc::channel(tuning.queue.max(1));
         let fatal = Arc::new(Mutex::new(None));
         let fatal2 = fatal.clone();
         let join = std::thread::Builder::new()
@@ -170,7 +173,7 @@ impl Writer {
     /// Commit everything sent so far and stop the thread.
     pub fn finish(self) -> (WriterStats, Option<Arc<WriterError>>) {
         let fatal = self.handle.fatal.clone();
-        let _ = self.handle.tx.send(Msg::Shutdown);
+        let _ = self.handle.tx.blocking_send(Msg::Shutdown);
         drop(self.handle);
         let stats = self.join.join().unwrap_or_default();
         let err = fatal.lock().map(|g| g.clone()).unwrap_or(None);
@@ -179,8 +182,14 @@ impl Writer {
 }
 
 impl WriterHandle {
-    pub fn send(&self, t: Transition) {
-        let _ = self.tx.send(Msg::Transition(Box::new(t)));
+    /// Queue a move; waits (asynchronously) while the queue is full.
+    pub async fn send(&self, t: Transition) {
+        let _ = self.tx.send(Msg::Transition(Box::new(t))).await;
+    }
+
+    /// [`WriterHandle::send`] from a thread that is not running async code (it panics there).
+    pub fn blocking_send(&self, t: Transition) {
+        let _ = self.tx.blocking_send(Msg::Transition(Box::new(t)));
     }
 
     pub async fn claim(&self, after: i64, limit: usize) -> Result<Vec<FileRow>> {
@@ -191,6 +200,7 @@ impl WriterHandle {
                 limit,
                 reply,
             })
+            .await
             .map_err(|_| StateError::WriterGone(self.fatal()))?;
         rx.await.map_err(|_| StateError::WriterGone(self.fatal()))?
     }
@@ -220,7 +230,7 @@ impl WriterHandle {
     /// Wait until everything sent before is committed.
     pub async fn flush(&self) {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Msg::Flush { reply }).is_ok() {
+        if self.tx.send(Msg::Flush { reply }).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -261,6 +271,41 @@ impl LoopState {
     }
 }
 
+/// The writer thread's end of the queue: waits for the next message at most so long. The
+/// senders are async (see [`WriterHandle`]); this thread waits on a timer of its own.
+struct Inbox {
+    rx: mpsc::Receiver<Msg>,
+    timer: tokio::runtime::Runtime,
+}
+
+impl Inbox {
+    fn new(rx: mpsc::Receiver<Msg>) -> std::io::Result<Inbox> {
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        Ok(Inbox { rx, timer })
+    }
+
+    fn recv_timeout(&mut self, wait: Duration) -> std::result::Result<Msg, RecvTimeoutError> {
+        match self.rx.try_recv() {
+            Ok(m) => return Ok(m),
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                return Err(RecvTimeoutError::Disconnected)
+            }
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        let rx = &mut self.rx;
+        match self
+            .timer
+            .block_on(async { tokio::time::timeout(wait, rx.recv()).await })
+        {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err(RecvTimeoutError::Disconnected),
+            Err(_) => Err(RecvTimeoutError::Timeout),
+        }
+    }
+}
+
 fn writer_loop(
     conn: Conn,
     run: i64,
@@ -280,13 +325,24 @@ fn writer_loop(
     let mut pending: Vec<Transition> = Vec::new();
     let mut first_at = Instant::now();
     let mut last_beat = Instant::now();
+    let mut inbox = match Inbox::new(rx) {
+        Ok(inbox) => inbox,
+        Err(e) => {
+            let e = WriterError::from(StateError::WriterThread(e));
+            tracing::error!("state writer: {e}");
+            if let Ok(mut g) = st.fatal.lock() {
+                *g = Some(Arc::new(e));
+            }
+            return st.stats;
+        }
+    };
     loop {
         let wait = if pending.is_empty() {
             tuning.heartbeat
         } else {
             tuning.max_delay.saturating_sub(first_at.elapsed())
         };
-        match rx.recv_timeout(wait) {
+        match inbox.recv_timeout(wait) {
             Ok(Msg::Transition(t)) => {
                 if pending.is_empty() {
                     first_at = Instant::now();
@@ -685,10 +741,10 @@ mod tests {
         for (i, &id) in ids.iter().enumerate() {
             let mut t = mv(id, Pending, Checked);
             t.detail = (i % 2 == 0).then(|| format!("note {i}"));
-            h.send(t);
+            h.blocking_send(t);
         }
         for &id in &ids {
-            h.send(mv(id, Checked, Hashed));
+            h.blocking_send(mv(id, Checked, Hashed));
         }
         drop(h);
         let (stats, fatal) = writer.finish();
@@ -724,6 +780,97 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// A stage never parks a runtime worker waiting for the writer: with the writer stuck in
+    /// its flush hook (a slow disk, a calibre commit) and its queue full, the senders on a
+    /// two-worker runtime wait without holding a worker, so a timer on the same runtime (as the
+    /// HTTP stall watchdog is) keeps ticking; once the hook returns, every move is committed.
+    #[test]
+    fn senders_wait_for_a_stuck_writer_without_parking_the_runtime() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::time::Duration;
+        let names: Vec<String> = (0..64).map(|i| format!("w{i}.epub")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let tuning = WriterTuning {
+            queue: 2,
+            max_batch: 1,
+            ..crate::tuning::Tuning::detect().writer
+        };
+        let (_dir, db, run, writer, ids) = claimed_with(&names, tuning);
+        // The rows are claimed by `run`; a second writer of that run has the stuck hook.
+        let (_, fatal) = writer.finish();
+        assert!(fatal.is_none(), "{fatal:?}");
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let entered = Arc::new(AtomicBool::new(false));
+        let in_hook = entered.clone();
+        let hook: FlushHook = Box::new(move || {
+            in_hook.store(true, Ordering::SeqCst);
+            // Blocks until `release` is dropped; returns at once from then on.
+            let _ = released.recv();
+            Ok(())
+        });
+        let writer = Writer::start(&db, run, Some(hook), tuning).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            rt.spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(10));
+                loop {
+                    every.tick().await;
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let senders: Vec<_> = ids
+            .chunks(16)
+            .map(|chunk| {
+                let (h, chunk) = (writer.handle(), chunk.to_vec());
+                rt.spawn(async move {
+                    for id in chunk {
+                        let mut t = mv(id, FileState::Pending, FileState::Checked);
+                        t.needs_flush = true;
+                        h.send(t).await;
+                    }
+                })
+            })
+            .collect();
+        let t0 = std::time::Instant::now();
+        while !entered.load(Ordering::SeqCst) {
+            assert!(t0.elapsed() < Duration::from_secs(30), "the hook never ran");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The writer is stuck and its queue full: the senders wait. The timer goes on.
+        let before = ticks.load(Ordering::SeqCst);
+        let t0 = std::time::Instant::now();
+        while ticks.load(Ordering::SeqCst) < before + 5 && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let after = ticks.load(Ordering::SeqCst);
+        drop(release);
+        assert!(
+            after >= before + 5,
+            "the runtime froze while the writer was stuck: {} tick(s) in {:?}",
+            after - before,
+            t0.elapsed()
+        );
+        rt.block_on(async {
+            for s in senders {
+                tokio::time::timeout(Duration::from_secs(60), s)
+                    .await
+                    .expect("the senders finish once the writer goes on")
+                    .unwrap();
+            }
+        });
+        ticker.abort();
+        let (stats, fatal) = writer.finish();
+        assert!(fatal.is_none(), "{fatal:?}");
+        assert_eq!(stats.committed, 64);
+    }
+
     /// The writer's transactions are as large as the tuning it was started with says: seven
     /// moves, at most three per transaction, commit in three (and none waits for the delay,
     /// set far beyond the test).
@@ -738,7 +885,7 @@ mod tests {
         let (_dir, _db, _run, writer, ids) = claimed_with(&names, tuning);
         let h = writer.handle();
         for &id in &ids {
-            h.send(mv(id, FileState::Pending, FileState::Checked));
+            h.blocking_send(mv(id, FileState::Pending, FileState::Checked));
         }
         drop(h);
         let (stats, fatal) = writer.finish();
@@ -754,29 +901,29 @@ mod tests {
         let (_dir, db, run, writer, ids) = claimed(&["b0.epub", "b1.epub", "b2.epub"]);
         let h = writer.handle();
         let (a, b, c) = (ids[0], ids[1], ids[2]);
-        h.send(mv(a, Pending, Checked));
-        h.send(mv(b, Pending, Checked));
+        h.blocking_send(mv(a, Pending, Checked));
+        h.blocking_send(mv(b, Pending, Checked));
         let mut hashed = mv(a, Checked, Hashed);
         hashed.sha1 = Some("s1".into());
         hashed.blake3 = Some("b3".into());
         hashed.hashed = true;
         hashed.bytes_read = 10;
-        h.send(hashed);
+        h.blocking_send(hashed);
         let mut failed = mv(b, Checked, Failed);
         failed.error = Some(Failure::new(
             crate::failure::FailureKind::Unreadable,
             "b1.epub: cannot read",
         ));
-        h.send(failed);
-        h.send(mv(a, Hashed, MetadataCached));
+        h.blocking_send(failed);
+        h.blocking_send(mv(a, Hashed, MetadataCached));
         let mut up = mv(a, MetadataCached, Uploaded);
         up.target_ref = Some("x/b0.epub".into());
         up.attempts = 1;
         up.bytes_sent = 10;
-        h.send(up);
+        h.blocking_send(up);
         // Row c is pending, not checked: the whole chain is refused and c stays pending.
-        h.send(mv(c, Checked, Hashed));
-        h.send(mv(c, Hashed, MetadataCached));
+        h.blocking_send(mv(c, Checked, Hashed));
+        h.blocking_send(mv(c, Hashed, MetadataCached));
         drop(h);
         let (stats, fatal) = writer.finish();
         assert!(fatal.is_none(), "{fatal:?}");

@@ -1,14 +1,17 @@
 //! The folder target: books placed under a root folder by the layout template, by copy (temp
 //! name, then an atomic no-replace link), hardlink, symlink or reflink. Never overwrites a file it
 //! did not place, never writes outside the root (not even through a symlink planted in it), and
-//! makes its writes durable in batches (`syncfs`) rather than per file.
+//! makes its writes durable in batches (`syncfs`) rather than per file. Names follow the
+//! target filesystem's rules (`target::name_rules`, probed at open): on vfat, exFAT or an SMB
+//! share they are fitted to its characters and compared without case.
 
 use super::flusher::{syncfs, Flusher};
+use super::name_rules::{NameRules, Placing};
 use super::staged::{temp_name, Staging};
 use super::{ContentQuery, NameQuery, Payload, Placed, PlacementOptions, Unusable};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::{self, Digests, DualHasher};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -56,7 +59,7 @@ impl LinkMode {
 pub struct FolderTarget {
     root: PathBuf,
     opts: PlacementOptions,
-    /// (base name, size) of every file in the target when the run started.
+    /// (base name's key, size) of every file in the target when the run started.
     index: HashMap<(String, u64), String>,
     /// The same files by size, for the content check.
     by_size: HashMap<u64, Vec<String>>,
@@ -68,8 +71,13 @@ pub struct FolderTarget {
     flusher: Option<Flusher>,
     /// Where the hash task stages copies (copy mode, not a dry run): see `target::staged`.
     staging: Option<Staging>,
-    /// Folders (relative) already checked or created by this run: not checked again per file.
-    known_dirs: Mutex<HashSet<String>>,
+    /// Folders already checked or created by this run (by key, see `NameRules::key`), with
+    /// their names as the filesystem spells them: not checked again per file.
+    known_dirs: Mutex<HashMap<String, String>>,
+    /// What names the target's filesystem takes (POSIX in a dry run: nothing is probed).
+    names: NameRules,
+    /// Destination names being placed now: two transfers never take one name at once.
+    placing: Placing,
 }
 
 impl FolderTarget {
@@ -107,7 +115,9 @@ impl FolderTarget {
             root_dir: None,
             flusher: None,
             staging: None,
-            known_dirs: Mutex::new(HashSet::new()),
+            known_dirs: Mutex::new(HashMap::new()),
+            names: NameRules::POSIX,
+            placing: Placing::default(),
         };
         let Some(meta) = meta else {
             return Ok(target);
@@ -120,6 +130,15 @@ impl FolderTarget {
             let linked = target.probe_link_mode(&probe, source_root, &meta);
             let _ = fs::remove_file(&probe);
             linked?;
+            target.names = NameRules::probe(root, temp_name)
+                .map_err(|e| unusable("cannot probe its file names", e))?;
+            if !target.names.is_posix() {
+                tracing::info!(
+                    "target folder {}: its filesystem {}: names are fitted to it",
+                    root.display(),
+                    target.names.describe()
+                );
+            }
             let dir = File::open(root).map_err(|e| unusable("cannot open", e))?;
             // Without its thread, each flush is a syncfs of its own (as the flusher's is).
             target.flusher = dir.try_clone().and_then(Flusher::start).ok();
@@ -132,7 +151,7 @@ impl FolderTarget {
                 target.staging = Some(staging);
             }
         }
-        target.index = index_tree(root, !dry_run);
+        target.index = index_tree(root, !dry_run, &target.names);
         for ((_, size), rel) in &target.index {
             target.by_size.entry(*size).or_default().push(rel.clone());
         }
@@ -176,7 +195,10 @@ impl FolderTarget {
 
     pub fn check_names(&self, q: &[NameQuery]) -> std::collections::HashSet<i64> {
         q.iter()
-            .filter(|n| self.index.contains_key(&(n.file_name.clone(), n.size)))
+            .filter(|n| {
+                let key = self.names.key(&n.file_name);
+                self.index.contains_key(&(key, n.size))
+            })
             .map(|n| n.key)
             .collect()
     }
@@ -220,9 +242,15 @@ impl FolderTarget {
                 return prev.clone();
             }
         }
-        self.opts
+        let rel = self
+            .opts
             .layout
-            .render(p.metadata.as_ref(), &p.source_rel, &p.format)
+            .render(p.metadata.as_ref(), &p.source_rel, &p.format);
+        if self.names.is_posix() {
+            return rel;
+        }
+        let fitted: Vec<String> = rel.split('/').map(|c| self.names.fit(c)).collect();
+        fitted.join("/")
     }
 
     /// Where a placement this migration claimed at `planned` (a [`Self::destination_of`]
@@ -303,9 +331,12 @@ impl FolderTarget {
             )
         };
         let parent_rel = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-        let parent = self
+        // The folders as the filesystem spells them (on a case-insensitive one, an existing
+        // `Dune/` takes `dune/x.epub`): what the row records is what is there.
+        let (parent, parent_rel) = self
             .ensure_dir_inside(parent_rel)
             .map_err(|(path, e)| write_err("cannot create target folder", &path, e))?;
+        let parent_rel = parent_rel.as_str();
         let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
         // A staged copy is linked into place by one call that fails if the name is taken, so
         // what stands there is looked at only then (a `stat` per file saved). Anything else
@@ -329,10 +360,13 @@ impl FolderTarget {
                 format!("{parent_rel}/{candidate_name}")
             };
             let replace = replacing && n == 1;
+            let _held = self.placing.hold(self.names.key(&candidate_rel));
             if !replace && look_first {
                 match look(&candidate)? {
                     AtName::Free => {}
-                    AtName::Identical(len) => return Ok(identical(candidate_rel, len)),
+                    AtName::Identical(len) => {
+                        return Ok(identical(self.spelled(parent_rel, candidate_rel), len))
+                    }
                     AtName::Taken => continue,
                 }
             }
@@ -344,7 +378,7 @@ impl FolderTarget {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     if !look_first {
                         if let AtName::Identical(len) = look(&candidate)? {
-                            return Ok(identical(candidate_rel, len));
+                            return Ok(identical(self.spelled(parent_rel, candidate_rel), len));
                         }
                     }
                 }
@@ -374,53 +408,89 @@ impl FolderTarget {
     }
 
     /// Create the folders of `rel` under the root, refusing to pass through a symlink (a link
-    /// planted in the target must not lead a write outside it).
-    fn ensure_dir_inside(&self, rel: &str) -> Result<PathBuf, (PathBuf, io::Error)> {
-        if self.known_dirs.lock().is_ok_and(|k| k.contains(rel)) {
-            return Ok(self.root.join(rel));
+    /// planted in the target must not lead a write outside it). Returns the folder and its
+    /// relative path as the filesystem spells it (on a case-insensitive target, a folder
+    /// already there may carry another case than `rel`).
+    fn ensure_dir_inside(&self, rel: &str) -> Result<(PathBuf, String), (PathBuf, io::Error)> {
+        let known = |asked: &str| {
+            let key = self.names.key(asked);
+            self.known_dirs
+                .lock()
+                .ok()
+                .and_then(|k| k.get(&key).cloned())
+        };
+        if let Some(spelled) = known(rel) {
+            return Ok((self.root.join(&spelled), spelled));
         }
         let mut dir = self.root.clone();
-        let mut done = String::new();
+        let mut asked = String::new();
+        let mut spelled = String::new();
         for comp in rel.split('/').filter(|c| !c.is_empty()) {
-            dir.push(comp);
-            if !done.is_empty() {
-                done.push('/');
+            if !asked.is_empty() {
+                asked.push('/');
             }
-            done.push_str(comp);
-            if self.known_dirs.lock().is_ok_and(|k| k.contains(&done)) {
+            asked.push_str(comp);
+            if let Some(known) = known(&asked) {
+                dir = self.root.join(&known);
+                spelled = known;
                 continue;
             }
+            let parent = dir.clone();
+            dir.push(comp);
+            let mut name = comp.to_string();
             // Most folders of a migration are new: make it first, and look at what is there
-            // only when something is.
-            match fs::create_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    match fs::symlink_metadata(&dir) {
-                        Ok(m) if m.is_dir() => {}
-                        Ok(m) if m.file_type().is_symlink() => {
-                            return Err((
-                                dir,
-                                io::Error::other(
-                                    "is a symlink; bookferry does not write through links",
-                                ),
-                            ));
+            // only when that fails (a FUSE vfat says EPERM, not EEXIST, for a folder that is
+            // there in another case).
+            if let Err(e) = fs::create_dir(&dir) {
+                match fs::symlink_metadata(&dir) {
+                    Ok(m) if m.is_dir() => {
+                        if self.names.case_insensitive {
+                            if let Some(real) = spelled_in(&parent, comp, &self.names) {
+                                dir = parent.join(&real);
+                                name = real;
+                            }
                         }
-                        Ok(_) => {
-                            return Err((
-                                dir,
-                                io::Error::other("a file stands where a folder must go"),
-                            ));
-                        }
-                        Err(e) => return Err((dir, e)),
                     }
+                    Ok(m) if m.file_type().is_symlink() => {
+                        return Err((
+                            dir,
+                            io::Error::other(
+                                "is a symlink; bookferry does not write through links",
+                            ),
+                        ));
+                    }
+                    Ok(_) => {
+                        return Err((
+                            dir,
+                            io::Error::other("a file stands where a folder must go"),
+                        ));
+                    }
+                    Err(_) => return Err((dir, e)),
                 }
-                Err(e) => return Err((dir, e)),
             }
+            if !spelled.is_empty() {
+                spelled.push('/');
+            }
+            spelled.push_str(&name);
             if let Ok(mut k) = self.known_dirs.lock() {
-                k.insert(done.clone());
+                k.insert(self.names.key(&asked), spelled.clone());
             }
         }
-        Ok(dir)
+        Ok((dir, spelled))
+    }
+
+    /// `rel`, a file in the folder `parent_rel`, with its name as the filesystem spells it: on
+    /// a case-insensitive target the file found at a name may carry another case.
+    fn spelled(&self, parent_rel: &str, rel: String) -> String {
+        if !self.names.case_insensitive {
+            return rel;
+        }
+        let name = rel.rsplit('/').next().unwrap_or(&rel);
+        match spelled_in(&self.root.join(parent_rel), name, &self.names) {
+            Some(real) if parent_rel.is_empty() => real,
+            Some(real) => format!("{parent_rel}/{real}"),
+            None => rel,
+        }
     }
 
     fn same_content(&self, existing: &Path, p: &Payload) -> bool {
@@ -630,8 +700,27 @@ fn reflink(src: &File, dst: &File) -> io::Result<()> {
     Ok(rustix::fs::ioctl_ficlone(dst, src)?)
 }
 
-/// Index the target tree by (base name, size), removing temp files a killed run left.
-fn index_tree(root: &Path, clean: bool) -> HashMap<(String, u64), String> {
+/// The name of the entry of `dir` that is `name` by `names` (itself when it is there as
+/// spelled): how the filesystem spells a name it folds case in.
+fn spelled_in(dir: &Path, name: &str, names: &NameRules) -> Option<String> {
+    let key = names.key(name);
+    let mut found = None;
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let Some(entry_name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if entry_name == name {
+            return Some(entry_name);
+        }
+        if found.is_none() && names.key(&entry_name) == key {
+            found = Some(entry_name);
+        }
+    }
+    found
+}
+
+/// Index the target tree by (base name's key, size), removing temp files a killed run left.
+fn index_tree(root: &Path, clean: bool, names: &NameRules) -> HashMap<(String, u64), String> {
     let mut index = HashMap::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
@@ -652,7 +741,7 @@ fn index_tree(root: &Path, clean: bool) -> HashMap<(String, u64), String> {
                 }
             } else if ft.is_file() || ft.is_symlink() {
                 if let Ok(m) = fs::metadata(entry.path()) {
-                    index.insert((name, m.len()), child_rel);
+                    index.insert((names.key(&name), m.len()), child_rel);
                 }
             }
         }

@@ -1,9 +1,13 @@
-//! The HTTP target: the upload protocol of `shared/upload-protocol.md` (v1). Batched existence
+//! The HTTP target: the upload protocol of `docs/upload-protocol.md` (v1.1). Batched existence
 //! checks (by name+size, then by SHA-1), multipart uploads with the parts in protocol order and
 //! the file streamed from disk or sent from the hash stage's buffer, error classification with
 //! retries (exponential backoff with jitter, `Retry-After` honoured), 422 → re-hash, a stall
-//! timeout on upload progress, and pacing (`--bwlimit`, `--tpslimit`, adaptive concurrency).
-//! The token lives only in memory and is never printed.
+//! timeout on upload progress and on every reply, and pacing (`--bwlimit`, `--tpslimit`,
+//! adaptive concurrency). It trusts nothing the server did not prove (`reply`): no redirect is
+//! followed, and an upload counts as stored only when the reply echoes an id and the SHA-1 sent.
+//! The token lives only in memory, is never printed, and goes to the base URL's host only.
+
+mod reply;
 
 use super::limit::{Limiter, TokenBucket};
 use super::{OpenError, Payload, Placed, Unusable};
@@ -12,18 +16,20 @@ use crate::hash::Digests;
 use crate::tuning::TransferTuning;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use reply::{Proof, Unproven};
 use reqwest::{multipart, Client, StatusCode};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Items per check call (the protocol's maximum).
 pub const CHECK_BATCH: usize = 1000;
 const CHUNK: usize = 256 * 1024;
+/// Upload replies in a row that proved no store before the run stops (`bad_server`).
+const BAD_REPLIES_TO_STOP: u32 = 5;
 
 /// A bearer token that never shows itself in `Debug` or `Display`.
 #[derive(Clone)]
@@ -51,7 +57,7 @@ pub enum Transfers {
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     pub token: Option<Token>,
-    pub ca_cert: Option<PathBuf>,
+    pub ca_cert: Option<super::tls::CaFile>,
     pub insecure: bool,
     pub retries: u32,
     pub stall_timeout: Duration,
@@ -88,6 +94,8 @@ pub struct HttpTarget {
     limiter: Arc<Limiter>,
     /// Source bytes streamed from disk (files not in the hash stage's buffer).
     pub bytes_streamed: AtomicU64,
+    /// Upload replies in a row that proved no store (reset by one that does).
+    bad_replies: AtomicU32,
 }
 
 /// One try's outcome, before retries.
@@ -103,6 +111,8 @@ enum UploadReply {
     Stored(Placed),
     /// The server saw other bytes than the SHA-1 we sent (422): re-hash the file and try again.
     Rehash,
+    /// A `200`/`201` whose body does not prove the store.
+    Unproven(Unproven),
 }
 
 /// Why an upload's body could not be made.
@@ -143,18 +153,20 @@ impl HttpTarget {
             .connect_timeout(opts.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
-            .user_agent(concat!("bookferry/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &opts.ca_cert {
-            let pem = std::fs::read(path).map_err(|source| Unusable::CaCertUnreadable {
-                path: path.clone(),
-                source,
-            })?;
-            let cert =
-                reqwest::Certificate::from_pem(&pem).map_err(|source| Unusable::CaCertNotPem {
-                    path: path.clone(),
+            .user_agent(concat!("bookferry/", env!("CARGO_PKG_VERSION")))
+            // The protocol has no redirects: a 3xx is an answer (see `redirect_failure`), and
+            // the token never goes anywhere but the base URL.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &opts.ca_cert {
+            // The file's pins and CAs replace the system's roots (see target/tls.rs);
+            // `--insecure` verifies nothing, so it wins.
+            if !opts.insecure && !base.starts_with("http://") {
+                let tls = ca.client_config().map_err(|source| Unusable::CaCertTls {
+                    path: ca.path().to_path_buf(),
                     source,
                 })?;
-            builder = builder.add_root_certificate(cert);
+                builder = builder.tls_backend_preconfigured(tls);
+            }
         }
         if base.starts_with("http://") {
             // Plain HTTP: no need to load the system's CA store.
@@ -179,6 +191,7 @@ impl HttpTarget {
             tps: opts.tpslimit.map(TokenBucket::new),
             limiter,
             bytes_streamed: AtomicU64::new(0),
+            bad_replies: AtomicU32::new(0),
         };
         // Pre-flight: one check call. A server that cannot be reached at all is reported at
         // once; other transient answers (5xx, 503, resets) get the usual retries.
@@ -255,34 +268,28 @@ impl HttpTarget {
             .authorize(self.client.post(self.url("/api/upload/check")))
             .timeout(self.stall)
             .json(&json!({ "files": files }));
-        let resp = match req.send().await {
+        let mut resp = match req.send().await {
             Ok(r) => r,
             Err(e) => return transient_of(&self.base, "check call", e),
         };
         let status = resp.status();
         if status != StatusCode::OK {
-            return classify_status(&self.base, "check call", status, resp, "").await;
+            return self.classify_status("check call", status, resp, "").await;
         }
-        let body: Value = match resp.json().await {
-            Ok(v) => v,
-            Err(e) => return transient_of(&self.base, "check call", e),
+        let body = match reply::read_json(&mut resp, self.stall).await {
+            Ok(b) => b,
+            Err(e) => return self.unread_reply("check call", e),
         };
-        let mut exists = HashSet::new();
-        if let Some(list) = body.get("files").and_then(Value::as_array) {
-            for f in list {
-                let key = f.get("key").and_then(|k| {
-                    k.as_str()
-                        .map(str::to_string)
-                        .or_else(|| k.as_i64().map(|i| i.to_string()))
-                });
-                if f.get("status").and_then(Value::as_str) == Some("exists") {
-                    if let Some(k) = key.and_then(|k| k.parse::<i64>().ok()) {
-                        exists.insert(k);
-                    }
-                }
-            }
+        match reply::check_exists(&body) {
+            Ok(exists) => Attempt::Done(exists),
+            Err(why) => Attempt::Permanent(Failure::new(
+                FailureKind::BadReply,
+                format!(
+                    "{}: the check call's reply is not the protocol's: {why}",
+                    self.base
+                ),
+            )),
         }
-        Attempt::Done(exists)
     }
 
     /// Upload one file (retrying what is transient, re-hashing on 422).
@@ -302,6 +309,7 @@ impl HttpTarget {
             drop(slot);
             match outcome {
                 Attempt::Done(UploadReply::Stored(mut placed)) => {
+                    self.bad_replies.store(0, Ordering::Relaxed);
                     self.limiter.on_success(started.elapsed(), concurrency);
                     placed.new_digests = new_digests;
                     if placed.new_digests.is_some() {
@@ -341,11 +349,46 @@ impl HttpTarget {
                         format!("{name}: the server kept seeing other bytes than we sent (422), even after re-hashing"),
                     ));
                 }
+                Attempt::Done(UploadReply::Unproven(why)) => return Err(self.bad_reply(&name, why)),
                 Attempt::Permanent(f) => return Err(f),
                 Attempt::Auth(a) => return Err(Failure::new(FailureKind::Auth, a.to_string())),
                 Attempt::Transient(t) => self.retry_later(&name, &mut tries, t, in_flight).await?,
             }
         }
+    }
+
+    /// An upload whose success reply proved no store: the row fails `bad_reply`; after
+    /// [`BAD_REPLIES_TO_STOP`] in a row the server is taken for one that does not follow the
+    /// protocol at all, and the run stops.
+    fn bad_reply(&self, name: &str, why: Unproven) -> Failure {
+        let in_a_row = self.bad_replies.fetch_add(1, Ordering::Relaxed) + 1;
+        if in_a_row >= BAD_REPLIES_TO_STOP {
+            return Failure::new(
+                FailureKind::BadServer,
+                format!(
+                    "{}: {in_a_row} uploads in a row got a success reply that proves no store (last: {name}: {why}); the server does not follow the upload protocol (v1.1: a reply carries the file's id and the sha1 sent)",
+                    self.base
+                ),
+            );
+        }
+        Failure::new(
+            FailureKind::BadReply,
+            format!("{name}: the server answered success, but its reply proves no store: {why}; not taken as uploaded"),
+        )
+    }
+
+    /// A reply whose body could not be read whole: transient (a stalled reply also tells the
+    /// limiter the server is overloaded).
+    fn unread_reply<T>(&self, what: &str, e: reply::ReadError) -> Attempt<T> {
+        if let reply::ReadError::Io(e) = e {
+            return transient_of(&self.base, what, e);
+        }
+        Attempt::Transient(Transient {
+            overload: matches!(e, reply::ReadError::Stalled(_)),
+            message: format!("{what}: {e}"),
+            retry_after: None,
+            unreachable: false,
+        })
     }
 
     /// One more try after a transient failure: tell the limiter about overload, wait (the
@@ -413,7 +456,7 @@ impl HttpTarget {
         if let Some(tps) = &self.tps {
             tps.take(1.0).await;
         }
-        let progress = Arc::new(AtomicU64::new(now_ms()));
+        let progress = Arc::new(Progress::new());
         let (body, streamed) = match self.file_body(p, progress.clone()).await {
             Ok(b) => b,
             Err(BodyError::Unreadable(f)) => return Attempt::Permanent(f),
@@ -450,35 +493,24 @@ impl HttpTarget {
                 });
             }
         };
-        let resp = match resp {
+        let mut resp = match resp {
             Ok(r) => r,
             Err(e) => return transient_of(&self.base, &format!("upload of {}", p.file_name), e),
         };
         let status = resp.status();
         if status == StatusCode::OK || status == StatusCode::CREATED {
-            let body: Value = match resp.json().await {
-                Ok(v) => v,
-                Err(e) => return transient_of(&self.base, "upload reply", e),
+            let what = format!("upload of {}", p.file_name);
+            let body = match reply::read_json(&mut resp, self.stall).await {
+                Ok(b) => b,
+                Err(e) => return self.unread_reply(&what, e),
             };
-            let Some(id) = body.get("id").map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string())
-            }) else {
-                return Attempt::Transient(Transient {
-                    message: format!("upload of {}: reply without an id", p.file_name),
-                    retry_after: None,
-                    overload: false,
-                    unreachable: false,
-                });
+            let Proof { id, duplicate } = match reply::upload_proof(&body, &p.digests.sha1) {
+                Ok(proof) => proof,
+                Err(why) => return Attempt::Done(UploadReply::Unproven(why)),
             };
             if streamed {
                 self.bytes_streamed.fetch_add(p.size, Ordering::Relaxed);
             }
-            let duplicate = body
-                .get("duplicate")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
             return Attempt::Done(UploadReply::Stored(Placed {
                 target_ref: id.clone(),
                 bytes_sent: p.size,
@@ -495,8 +527,7 @@ impl HttpTarget {
         if status == StatusCode::UNPROCESSABLE_ENTITY {
             return Attempt::Done(UploadReply::Rehash);
         }
-        classify_status(
-            &self.base,
+        self.classify_status(
             &format!("upload of {}", p.file_name),
             status,
             resp,
@@ -510,7 +541,7 @@ impl HttpTarget {
     async fn file_body(
         &self,
         p: &Payload,
-        progress: Arc<AtomicU64>,
+        progress: Arc<Progress>,
     ) -> Result<(reqwest::Body, bool), BodyError> {
         let bw = self.bw.clone();
         let pace = move |chunk: Bytes| {
@@ -520,7 +551,7 @@ impl HttpTarget {
                 if let Some(bw) = bw {
                     bw.take(chunk.len() as f64).await;
                 }
-                progress.store(now_ms(), Ordering::Relaxed);
+                progress.mark();
                 Ok::<Bytes, std::io::Error>(chunk)
             }
         };
@@ -565,21 +596,40 @@ impl AsRef<[u8]> for Shared {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// When a request last moved (a body chunk sent), on the monotonic clock: a wall clock
+/// stepped back or forward neither suspends nor fires the stall timeout.
+struct Progress {
+    base: Instant,
+    /// Milliseconds after `base`.
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
 }
 
 /// Resolves when nothing moved (no body chunk sent, no reply) for `stall`.
-async fn stall_watch(progress: Arc<AtomicU64>, stall: Duration) {
+async fn stall_watch(progress: Arc<Progress>, stall: Duration) {
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let idle = now_ms().saturating_sub(progress.load(Ordering::Relaxed));
-        if idle >= stall.as_millis() as u64 {
+        let due = progress.last() + stall;
+        if Instant::now() >= due {
             return;
         }
+        tokio::time::sleep_until(due.into()).await;
     }
 }
 
@@ -608,11 +658,7 @@ fn transient_of<T>(base: &str, what: &str, e: reqwest::Error) -> Attempt<T> {
     } else {
         causes.join(": ")
     };
-    let hint = if cause.to_lowercase().contains("certificate") {
-        " (a self-signed server? trust its CA with --ca-cert FILE)"
-    } else {
-        ""
-    };
+    let hint = super::tls::certificate_hint(&cause);
     let message = if unreachable {
         format!("{what}: cannot connect to {base}: {cause}{hint}")
     } else if timeout {
@@ -628,57 +674,137 @@ fn transient_of<T>(base: &str, what: &str, e: reqwest::Error) -> Attempt<T> {
     })
 }
 
-async fn classify_status<T>(
+impl HttpTarget {
+    /// The attempt's outcome for a reply other than the expected success; an error body is read
+    /// only in part (`reply::error_text`).
+    async fn classify_status<T>(
+        &self,
+        what: &str,
+        status: StatusCode,
+        mut resp: reqwest::Response,
+        file: &str,
+    ) -> Attempt<T> {
+        let base = &self.base;
+        if status.is_redirection() {
+            return Attempt::Permanent(redirect_failure(base, what, status, &resp));
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(600)));
+        let server_error = reply::error_text(&mut resp, self.stall).await;
+        let who = if file.is_empty() {
+            what.to_string()
+        } else {
+            file.to_string()
+        };
+        match status.as_u16() {
+            401 | 403 => Attempt::Auth(AuthRefused {
+                server: base.to_string(),
+                status,
+            }),
+            400 => Attempt::Permanent(Failure::new(
+                FailureKind::Rejected,
+                format!("{who}: the server rejected it (400): {server_error}"),
+            )),
+            413 => Attempt::Permanent(Failure::new(
+                FailureKind::Rejected,
+                format!("{who}: too large for this server (413): {server_error}"),
+            )),
+            429 | 503 => Attempt::Transient(Transient {
+                message: format!("{what}: server overloaded ({status})"),
+                retry_after,
+                overload: true,
+                unreachable: false,
+            }),
+            s if s >= 500 => Attempt::Transient(Transient {
+                message: format!("{what}: server error {status}: {server_error}"),
+                retry_after,
+                overload: false,
+                unreachable: false,
+            }),
+            _ => Attempt::Permanent(Failure::new(
+                FailureKind::Rejected,
+                format!("{who}: unexpected answer {status}: {server_error}"),
+            )),
+        }
+    }
+}
+
+/// A `3xx`: the protocol has none, so the base URL is wrong (at the pre-flight check) or the
+/// server changed (later); either way no file can go on. Names where it points, and says so when
+/// it is the common case: `http://` sent to `https://` on the same host.
+fn redirect_failure(
     base: &str,
     what: &str,
     status: StatusCode,
-    resp: reqwest::Response,
-    file: &str,
-) -> Attempt<T> {
-    let retry_after = resp
+    resp: &reqwest::Response,
+) -> Failure {
+    let location = resp
         .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s.min(600)));
-    let text = resp.text().await.unwrap_or_default();
-    let server_error = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| text.chars().take(200).collect());
-    let who = if file.is_empty() {
-        what.to_string()
-    } else {
-        file.to_string()
+        .get(reqwest::header::LOCATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let Some(location) = location else {
+        return Failure::new(
+            FailureKind::BadServer,
+            format!("{what}: {base} answered {status} without a Location; the upload protocol has no redirects"),
+        );
     };
-    match status.as_u16() {
-        401 | 403 => Attempt::Auth(AuthRefused {
-            server: base.to_string(),
-            status,
-        }),
-        400 => Attempt::Permanent(Failure::new(
-            FailureKind::Rejected,
-            format!("{who}: the server rejected it (400): {server_error}"),
-        )),
-        413 => Attempt::Permanent(Failure::new(
-            FailureKind::Rejected,
-            format!("{who}: too large for this server (413): {server_error}"),
-        )),
-        429 | 503 => Attempt::Transient(Transient {
-            message: format!("{what}: server overloaded ({status})"),
-            retry_after,
-            overload: true,
-            unreachable: false,
-        }),
-        s if s >= 500 => Attempt::Transient(Transient {
-            message: format!("{what}: server error {status}: {server_error}"),
-            retry_after,
-            overload: false,
-            unreachable: false,
-        }),
-        _ => Attempt::Permanent(Failure::new(
-            FailureKind::Rejected,
-            format!("{who}: unexpected answer {status}: {server_error}"),
-        )),
+    let target = resp.url().join(&location).ok();
+    let to_https = target.as_ref().and_then(|t| {
+        let from = reqwest::Url::parse(base).ok()?;
+        (from.scheme() == "http" && t.scheme() == "https" && from.host() == t.host()).then(|| {
+            let mut https = from.clone();
+            let _ = https.set_scheme("https");
+            let _ = https.set_port(t.port());
+            https.as_str().trim_end_matches('/').to_string()
+        })
+    });
+    let shown = target.map_or(location, |t| t.to_string());
+    let advice = match to_https {
+        Some(https) => format!("the server redirects http:// to https://; use --to {https}"),
+        None => "the upload protocol has no redirects: the --to URL is not the one the server serves (a missing path prefix?), or the server changed since the run began".to_string(),
+    };
+    Failure::new(
+        FailureKind::BadServer,
+        format!("{what}: {base} answered {status} redirecting to {shown}; not followed: {advice}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The watchdog fires once nothing moved for the stall timeout, never while chunks keep
+    /// coming. (Its clock is `Instant`, the monotonic one: a wall clock stepped back no longer
+    /// suspends it, nor does one stepped forward fire it. No test steps the machine's clock.)
+    #[tokio::test]
+    async fn the_stall_watchdog_fires_after_the_stall_and_not_while_chunks_move() {
+        let stall = Duration::from_secs(2);
+        let progress = Arc::new(Progress::new());
+        let watch = tokio::spawn(stall_watch(progress.clone(), stall));
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            progress.mark();
+        }
+        assert!(!watch.is_finished(), "fired while chunks kept moving");
+        let last = Instant::now();
+        tokio::time::timeout(Duration::from_secs(30), watch)
+            .await
+            .expect("the watchdog never fired")
+            .unwrap();
+        assert!(last.elapsed() >= stall - Duration::from_millis(100));
+    }
+
+    #[test]
+    fn progress_is_measured_from_its_last_mark() {
+        let p = Progress::new();
+        let before = Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        p.mark();
+        assert!(p.last() >= before + Duration::from_millis(19));
+        assert!(p.last() <= Instant::now());
     }
 }

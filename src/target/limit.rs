@@ -133,8 +133,9 @@ impl Limiter {
             if n < limit {
                 continue;
             }
-            // Also wake now and then: a limit raised by another task notifies nobody.
-            let _ = tokio::time::timeout(Duration::from_millis(100), released).await;
+            // Woken when a slot is given back or the limit rises (`on_success`); registered
+            // before the limit and the count were read, so neither can slip by unseen.
+            released.await;
         }
     }
 
@@ -144,6 +145,15 @@ impl Limiter {
         if !self.adaptive {
             return;
         }
+        let before = self.current();
+        self.grow(latency, concurrency);
+        if self.current() > before {
+            // More slots: the transfers waiting for one take them now.
+            self.released.notify_waiters();
+        }
+    }
+
+    fn grow(&self, latency: Duration, concurrency: usize) {
         let Ok(mut s) = self.state.lock() else { return };
         s.proven = s.proven.max(concurrency);
         let base = match s.base_latency {
@@ -341,6 +351,30 @@ mod tests {
         f.on_overload(9);
         f.on_success(Duration::from_millis(1), 4);
         assert_eq!(f.current(), 4);
+    }
+
+    /// Paused time: the clock moves only when every task waits for a timer, so a waiter that
+    /// polls shows as time passing, one woken by the raise as none.
+    #[tokio::test(start_paused = true)]
+    async fn a_rising_limit_wakes_a_waiter_at_once() {
+        let l = Limiter::adaptive(1, 8);
+        let _a = l.acquire().await;
+        let l2 = l.clone();
+        let waiter = tokio::spawn(async move { l2.acquire().await });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished(), "a slot beyond the limit of 1");
+        let t0 = tokio::time::Instant::now();
+        l.on_success(Duration::from_millis(5), 1);
+        assert_eq!(l.current(), 2);
+        let _b = waiter.await.unwrap();
+        assert_eq!(l.in_flight(), 2);
+        assert_eq!(
+            t0.elapsed(),
+            Duration::ZERO,
+            "the waiter took the new slot only after polling"
+        );
     }
 
     #[tokio::test]

@@ -9,7 +9,9 @@ pub mod folder;
 pub mod http;
 pub mod layout;
 pub mod limit;
+pub mod name_rules;
 pub mod staged;
+pub mod tls;
 
 use crate::failure::Failure;
 use crate::hash::Digests;
@@ -265,17 +267,13 @@ pub enum Unusable {
     /// The source library's book uuids cannot be read.
     #[error("{0}")]
     SourceLibrary(#[source] crate::calibre::ReadError),
-    #[error("--ca-cert {}: {source}", .path.display())]
-    CaCertUnreadable {
+    /// The TLS configuration for a `--ca-cert` file (read at usage time, see
+    /// [`tls::CaFile::load`]) cannot be built.
+    #[error("--ca-cert {}: cannot set up TLS with it: {source}", .path.display())]
+    CaCertTls {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
-    },
-    #[error("--ca-cert {}: not a PEM certificate: {source}", .path.display())]
-    CaCertNotPem {
-        path: PathBuf,
-        #[source]
-        source: reqwest::Error,
+        source: rustls::Error,
     },
     #[error("HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
@@ -356,16 +354,18 @@ impl Target {
                 Ok(Target::Folder(Arc::new(f), limit::Limiter::fixed(n)))
             }
             TargetSpec::Calibre(root) => {
+                let from_library = crate::calibre::is_calibre_library(source_root);
                 let copts = calibre::CalibreOptions {
                     link: opts.link,
                     merge_formats: opts.merge_formats,
                     ignore_calibre_lock: opts.ignore_calibre_lock,
                     migration_key: opts.migration_key.clone(),
-                    source_uuids: Arc::new(if crate::calibre::is_calibre_library(source_root) {
+                    source_uuids: Arc::new(if from_library {
                         crate::calibre::book_uuids(source_root).map_err(Unusable::SourceLibrary)?
                     } else {
                         HashSet::new()
                     }),
+                    keep_source_books: from_library,
                 };
                 let (root, source_root) = (root.clone(), source_root.to_path_buf());
                 let c = tokio::task::spawn_blocking(move || {
@@ -415,13 +415,16 @@ impl Target {
             // the folder before the run (placed by something else, or by a run that died).
             Target::Folder(f, _) => {
                 let f = f.clone();
-                Ok(tokio::task::spawn_blocking(move || f.check_content(&q))
+                Ok(joined(tokio::task::spawn_blocking(move || f.check_content(&q))).await)
+            }
+            // Format files the library held at open (from a calibre source, none: two books
+            // may hold the same bytes; see `calibre/target.rs`).
+            Target::Calibre(c, _) => {
+                let c = c.clone();
+                Ok(tokio::task::spawn_blocking(move || c.check_content(&q))
                     .await
                     .unwrap_or_default())
             }
-            // A calibre library's unit is the book: two books may hold the same bytes. The
-            // transfer finds a file already in its own book (see `calibre/target.rs`).
-            Target::Calibre(..) => Ok(HashMap::new()),
             Target::Http(h) => {
                 let items: Vec<_> = q
                     .into_iter()
@@ -478,26 +481,21 @@ impl Target {
                 (limiter, Box::new(move |p| c.transfer(p)))
             }
         };
-        let count = group.len();
         let _slot = limiter.acquire().await;
-        tokio::task::spawn_blocking(move || group.iter().map(place).collect())
-            .await
-            .unwrap_or_else(|e| {
-                (0..count)
-                    .map(|_| {
-                        Err(Failure::new(
-                            crate::failure::FailureKind::TargetWrite,
-                            format!("internal: transfer task failed: {e}"),
-                        ))
-                    })
-                    .collect()
-            })
+        joined(tokio::task::spawn_blocking(move || {
+            group.iter().map(place).collect()
+        }))
+        .await
     }
 
-    /// Whether content duplicates are kept apart by the target itself (the calibre target
-    /// decides per book), so the pipeline must not skip them by SHA-1.
-    pub fn dedups_by_book(&self) -> bool {
-        matches!(self, Target::Calibre(..))
+    /// Whether content duplicates must all be placed, the pipeline skipping none by content:
+    /// only a calibre library filled from a calibre library (a folder holding `metadata.db`,
+    /// as `open` tells), where the source's books are the unit: two books holding the same
+    /// bytes stay two books, and no book loses a format. From a folder source, every target
+    /// keeps one copy of each content and skips the others as `duplicate` (unless
+    /// `--keep-duplicates`).
+    pub fn keeps_source_books(&self) -> bool {
+        matches!(self, Target::Calibre(c, _) if c.keeps_source_books())
     }
 
     /// Where the file would go (for `--dry-run`).
@@ -526,5 +524,17 @@ impl Target {
             }
             Target::Http(_) => None,
         }
+    }
+}
+
+/// A blocking task's result. Its panic goes on in the caller (the pipeline stops the run for
+/// it, see `pipeline::fault`): never read as an answer ("nothing there") or as the files' fault.
+async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
+    match task.await {
+        Ok(v) => v,
+        Err(e) => match e.try_into_panic() {
+            Ok(payload) => std::panic::resume_unwind(payload),
+            Err(e) => std::panic::resume_unwind(Box::new(e.to_string())),
+        },
     }
 }

@@ -236,12 +236,14 @@ fn bookferry_leftovers(lib: &Path) -> Vec<String> {
 /// One `files` row, with the detail of its last event.
 #[derive(Debug, Clone)]
 struct Row {
+    id: i64,
     state: String,
     skip_reason: Option<String>,
     target_ref: Option<String>,
     sha1: Option<String>,
     error: Option<String>,
     detail: Option<String>,
+    duplicate_of: Option<i64>,
 }
 
 /// source_ref → row, from any state DB.
@@ -250,7 +252,8 @@ fn rows(state: &Path) -> BTreeMap<String, Row> {
     let mut st = db
         .prepare(
             "SELECT f.source_ref, f.state, f.skip_reason, f.target_ref, f.sha1, f.error,
-                    (SELECT e.detail FROM events e WHERE e.file_id = f.id ORDER BY e.id DESC LIMIT 1)
+                    (SELECT e.detail FROM events e WHERE e.file_id = f.id ORDER BY e.id DESC LIMIT 1),
+                    f.id, f.duplicate_of
              FROM files f",
         )
         .unwrap();
@@ -264,6 +267,8 @@ fn rows(state: &Path) -> BTreeMap<String, Row> {
                 sha1: r.get(4)?,
                 error: r.get(5)?,
                 detail: r.get(6)?,
+                id: r.get(7)?,
+                duplicate_of: r.get(8)?,
             },
         ))
     })
@@ -617,10 +622,18 @@ fn judge_library(
                 let holders = lib_sha.get(sha).cloned().unwrap_or_default();
                 match reason {
                     "book_has_format" | "target_has_book" | "target_has_content" => {
-                        // The detail names the book: "calibre book #N …" / "… as #N …".
-                        let named: Option<i64> = detail.split('#').nth(1).and_then(|s| {
-                            s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-                        });
+                        // The detail names the book: "calibre book #N …" / "… as #N …", or
+                        // its file: "… at Author/Title (N)/file".
+                        let named: Option<i64> = detail
+                            .split('#')
+                            .nth(1)
+                            .and_then(|s| {
+                                s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+                            })
+                            .or_else(|| {
+                                let (_, at) = detail.rsplit_once(" at ")?;
+                                folder_book_id(at.split('/').nth(1)?)
+                            });
                         f.check(named.is_some_and(|n| holders.contains(&n)), || {
                             format!(
                                 "{src}: skipped {reason} ({detail}) but the book holding its bytes is {holders:?}"
@@ -634,6 +647,26 @@ fn judge_library(
                                 "{src}: skipped target_has_book ({detail}) in a migration into a new library: the library had no book before it"
                             )
                         });
+                    }
+                    "duplicate" => {
+                        // Skipped as a copy of another row of this migration, which holds its
+                        // bytes in the library.
+                        let kept = rows.values().find(|k| Some(k.id) == r.duplicate_of);
+                        f.check(
+                            kept.is_some_and(|k| {
+                                k.state == "uploaded"
+                                    && k.sha1.as_deref() == Some(sha.as_str())
+                                    && k.target_ref
+                                        .as_deref()
+                                        .is_some_and(|t| sha1_file(&lib.join(t)) == *sha)
+                            }),
+                            || {
+                                format!(
+                                    "{src}: skipped duplicate of {:?} ({detail}), which is not an uploaded row holding its bytes: {kept:?}",
+                                    r.duplicate_of
+                                )
+                            },
+                        );
                     }
                     "target_has_name_size" => {
                         f.check(!holders.is_empty(), || {
@@ -669,8 +702,15 @@ fn judge_library(
         }
     }
     // calibre's view of each book.
+    // (A file skipped as a duplicate is in its twin's book: its own name says nothing.)
     let mut formats_of_key: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for (src, (_, w)) in want {
+        if rows
+            .get(src)
+            .is_some_and(|r| r.skip_reason.as_deref() == Some("duplicate"))
+        {
+            continue;
+        }
         let ext = src.rsplit('.').next().unwrap().to_lowercase();
         formats_of_key.entry(&w.key).or_default().insert(ext);
     }
@@ -977,7 +1017,12 @@ fn a_corpus_fills_a_new_library_that_calibre_reads_adds_to_and_serves() {
     judge_library(&lib, &books, &rows, &want, true, &mut f);
     judge_folders(&lib, &books, &mut f);
     f.assert_none("corpus → new library");
-    let keys: BTreeSet<&str> = want.values().map(|(_, w)| w.key.as_str()).collect();
+    // A content duplicate is one copy, in its twin's book: no book of its own.
+    let keys: BTreeSet<&str> = want
+        .iter()
+        .filter(|(src, _)| rows[src.as_str()].skip_reason.as_deref() != Some("duplicate"))
+        .map(|(_, (_, w))| w.key.as_str())
+        .collect();
     assert_eq!(books.len(), keys.len(), "one calibre book per source book");
     assert!(
         books.iter().any(|b| format_exts(b).len() > 1),
@@ -1384,7 +1429,7 @@ fn a_second_migration_into_the_same_library_adds_nothing() {
             r.state != "skipped"
                 || !matches!(
                     r.skip_reason.as_deref(),
-                    Some("target_has_name_size" | "target_has_book")
+                    Some("target_has_name_size" | "target_has_content" | "target_has_book")
                 )
         })
         .map(|(src, r)| format!("{src}: {} {:?} — {:?}", r.state, r.skip_reason, r.detail))
@@ -1810,7 +1855,7 @@ fn a_changed_source_file_replaces_its_own_file_and_no_other() {
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     };
     run();
-    // A later copy of Dune (same bytes, same book): placed as already there.
+    // A later copy of Dune (same bytes): skipped as Dune's duplicate.
     fs::copy(src.join(dune), src.join(copy)).unwrap();
     run();
     // Both change: Emma (its own file), and the copy of Dune (whose row names Dune's file).
@@ -1863,6 +1908,330 @@ fn a_changed_source_file_replaces_its_own_file_and_no_other() {
         "Dune's bytes are gone from the library"
     );
     assert_check_library_clean(&ws, &lib, "after changed files");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content duplicates: one rule for every target
+
+/// The two rows of a pair of copies: (kept, skipped) by their states.
+fn kept_and_skipped<'a>(
+    rows: &BTreeMap<String, Row>,
+    a: &'a str,
+    b: &'a str,
+) -> (&'a str, &'a str) {
+    match (rows[a].state.as_str(), rows[b].state.as_str()) {
+        ("uploaded", "skipped") => (a, b),
+        ("skipped", "uploaded") => (b, a),
+        other => panic!("{a} and {b}: one is uploaded and the other skipped, not {other:?}"),
+    }
+}
+
+#[test]
+fn a_content_duplicate_from_a_folder_is_one_calibre_book_and_the_copy_its_skipped_duplicate() {
+    let _s = serial();
+    if !have_calibre("a_content_duplicate_from_a_folder") {
+        return;
+    }
+    let ws = Workspace::empty();
+    let lib = ws.path().join("library");
+    let src = ws.lib();
+    // The same bytes under two names (the second as a browser saves a file twice), and an
+    // EPUB copied into another folder.
+    let text = "Call me Ishmael. Some years ago - never mind how long precisely - ...";
+    fs::write(src.join("Moby Dick.txt"), text).unwrap();
+    fs::write(src.join("Moby Dick (1).txt"), text).unwrap();
+    let emma = epub_bytes(
+        "Emma",
+        "Jane Austen",
+        "Emma Woodhouse, handsome, clever, and rich",
+    );
+    fs::create_dir_all(src.join("copies")).unwrap();
+    fs::write(src.join("Emma.epub"), &emma).unwrap();
+    fs::write(src.join("copies/Emma (copy).epub"), &emma).unwrap();
+
+    let out = to_calibre(&ws, &ws.state(), &src, &lib, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let books = list(&ws, &lib);
+    let rows = rows(&ws.state());
+    let titles: Vec<&str> = books.iter().filter_map(|b| b["title"].as_str()).collect();
+    assert_eq!(
+        books.len(),
+        2,
+        "one calibre book per content, as a folder target keeps one file: {titles:?}"
+    );
+    let mut kept_txt = String::new();
+    for (a, b) in [
+        ("Moby Dick.txt", "Moby Dick (1).txt"),
+        ("Emma.epub", "copies/Emma (copy).epub"),
+    ] {
+        let (kept, skipped) = kept_and_skipped(&rows, a, b);
+        let (k, d) = (&rows[kept], &rows[skipped]);
+        assert_eq!(
+            d.skip_reason.as_deref(),
+            Some("duplicate"),
+            "{skipped}: {d:?}"
+        );
+        assert_eq!(d.duplicate_of, Some(k.id), "{skipped} names the copy kept");
+        let t = k.target_ref.as_deref().unwrap();
+        assert_eq!(
+            sha1_file(&lib.join(t)),
+            sha1_file(&src.join(kept)),
+            "{kept}"
+        );
+        let ext = kept.rsplit('.').next().unwrap();
+        assert_eq!(format_exts(&by_id(&books)[&ref_book_id(t)]), [ext]);
+        if ext == "txt" {
+            kept_txt = kept.to_string();
+        }
+    }
+    // The kept copy's name decides the book (a TXT's title comes from its file name).
+    let stem = kept_txt.strip_suffix(".txt").unwrap();
+    assert!(titles.contains(&stem), "{kept_txt} was kept: {titles:?}");
+    assert_check_library_clean(&ws, &lib, "after a source with duplicates");
+
+    // A third copy, added later: a duplicate of the copy the first run placed, whatever its
+    // name; the library is left as it was.
+    let before = library_state(&ws, &lib);
+    fs::write(src.join("Moby Dick (2).txt"), text).unwrap();
+    let out = to_calibre(&ws, &ws.state(), &src, &lib, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let again = self::rows(&ws.state());
+    let third = &again["Moby Dick (2).txt"];
+    assert_eq!(
+        (third.state.as_str(), third.skip_reason.as_deref()),
+        ("skipped", Some("duplicate")),
+        "{third:?}"
+    );
+    assert_eq!(third.duplicate_of, Some(rows[&kept_txt].id), "{third:?}");
+    assert_eq!(library_state(&ws, &lib), before, "the library changed");
+    // The README's duplicates query lists every copy skipped, with the one kept.
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files d JOIN files o ON o.id = d.duplicate_of"),
+        3
+    );
+
+    // Another migration from the same folder (another state DB) finds every copy in the
+    // library, under its own name or by its bytes, and adds nothing.
+    let second = ws.path().join("second.db");
+    let out = to_calibre(&ws, &second, &src, &lib, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(library_state(&ws, &lib), before, "the library changed");
+    for (s, r) in self::rows(&second) {
+        assert!(
+            r.state == "skipped"
+                && matches!(
+                    r.skip_reason.as_deref(),
+                    Some("target_has_name_size" | "target_has_content" | "duplicate")
+                ),
+            "{s}: the library has its bytes: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn two_books_of_a_calibre_source_holding_the_same_bytes_stay_two_books() {
+    let _s = serial();
+    if !have_calibre("two_books_of_a_calibre_source") {
+        return;
+    }
+    let ws = Workspace::empty();
+    let source = ws.path().join("source library");
+    // calibre itself adds one EPUB twice (two books), and a TXT to the second book.
+    let epub = ws.path().join("Persuasion.epub");
+    fs::write(
+        &epub,
+        epub_bytes(
+            "Persuasion",
+            "Jane Austen",
+            "Sir Walter Elliot, of Kellynch Hall",
+        ),
+    )
+    .unwrap();
+    let txt = ws.path().join("Persuasion.txt");
+    fs::write(
+        &txt,
+        "Sir Walter Elliot, of Kellynch Hall, in Somersetshire",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        calibredb(
+            &ws,
+            &source,
+            &["add", "--duplicates", epub.to_str().unwrap()],
+        );
+    }
+    let ids: Vec<i64> = list(&ws, &source)
+        .iter()
+        .map(|b| b["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    let second = ids.iter().max().unwrap().to_string();
+    calibredb(
+        &ws,
+        &source,
+        &["add_format", &second, txt.to_str().unwrap()],
+    );
+    let source_books = list(&ws, &source);
+    let epub_shas: BTreeSet<String> = source_books
+        .iter()
+        .flat_map(|b| b["formats"].as_array().unwrap().clone())
+        .filter_map(|p| p.as_str().map(String::from))
+        .filter(|p| p.ends_with(".epub"))
+        .map(|p| sha1_file(Path::new(&p)))
+        .collect();
+    assert_eq!(
+        epub_shas.len(),
+        1,
+        "the source's two EPUBs hold the same bytes"
+    );
+
+    let lib = ws.path().join("library");
+    let out = to_calibre(&ws, &ws.state(), &source, &lib, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The source's structure wins: two books, each with all its formats.
+    let books = list(&ws, &lib);
+    let mut formats: Vec<Vec<String>> = books.iter().map(format_exts).collect();
+    formats.sort();
+    assert_eq!(formats, [vec!["epub"], vec!["epub", "txt"]], "{books:#?}");
+    let uuids = |bs: &[Value]| -> BTreeSet<String> {
+        bs.iter()
+            .map(|b| b["uuid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        uuids(&books),
+        uuids(&source_books),
+        "each book keeps its uuid"
+    );
+    let rows = rows(&ws.state());
+    assert_eq!(rows.len(), 3);
+    for (src, r) in &rows {
+        assert_eq!(r.state, "uploaded", "{src}: {r:?}");
+    }
+    assert_check_library_clean(&ws, &lib, "after a calibre source with twin books");
+}
+
+// ---------------------------------------------------------------------------------------------
+// bookferry's own lock on a library
+
+/// Book folders of the library that hold a pending marker: books a run is writing.
+fn books_in_progress(lib: &Path) -> BTreeSet<String> {
+    all_entries(lib)
+        .into_keys()
+        .filter_map(|rel| rel.strip_suffix("/.bookferry-pending").map(String::from))
+        .collect()
+}
+
+#[test]
+fn a_second_bookferry_on_the_same_library_is_refused_whatever_the_flags() {
+    let _s = serial();
+    if !have_calibre("a_second_bookferry_on_the_same_library") {
+        return;
+    }
+    let ws = Workspace::with_corpus_sized(1500, 98, 8);
+    let want = expectations(
+        &ws,
+        &Extras {
+            files: vec![],
+            first_author_only: None,
+        },
+    );
+    let lib = ws.path().join("library");
+    // Another migration's source, into the same library.
+    let other = ws.path().join("other source");
+    fs::create_dir_all(&other).unwrap();
+    for i in 0..3 {
+        fs::write(
+            other.join(format!("Second Runner {i}.epub")),
+            epub_bytes(
+                &format!("Second Runner {i}"),
+                "Otto Other",
+                "another migration",
+            ),
+        )
+        .unwrap();
+    }
+    let landed = || {
+        count_or_zero(
+            &ws.state(),
+            "SELECT COUNT(*) FROM files WHERE state IN ('uploaded', 'skipped')",
+        )
+    };
+    let mut first = to_calibre_cmd(
+        &ws,
+        &ws.state(),
+        &ws.lib(),
+        &lib,
+        &["--transfers", "1", "--checkers", "1", "-q"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let t0 = Instant::now();
+    while landed() < 20
+        && t0.elapsed() < Duration::from_secs(60)
+        && first.try_wait().unwrap().is_none()
+    {
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    // Paused: the first run can record nothing more, while it goes on writing books (each in
+    // a marked folder) that it cannot commit yet.
+    let hold = WriteHold::take(&ws.state());
+    let t0 = Instant::now();
+    while books_in_progress(&lib).is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first run ended before it could be paused; make the corpus larger"
+    );
+    let in_progress = books_in_progress(&lib);
+    assert!(
+        !in_progress.is_empty(),
+        "the first run has no book in progress"
+    );
+
+    let mut f = Findings::default();
+    for (i, flags) in [&["--ignore-calibre-lock"][..], &[][..]].iter().enumerate() {
+        let state = ws.path().join(format!("second-{i}.db"));
+        let out = to_calibre(&ws, &state, &other, &lib, flags);
+        let err = stderr(&out);
+        f.check(out.status.code() == Some(2), || {
+            format!(
+                "a second run {flags:?} exited {:?}, not 2: {err}",
+                out.status.code()
+            )
+        });
+        let named = format!("another bookferry run (pid {})", first.id());
+        f.check(err.contains(&named), || {
+            format!("a second run {flags:?}: the refusal names the first run ({named}): {err}")
+        });
+        f.check(
+            count_or_zero(&state, "SELECT COUNT(*) FROM files") == 0,
+            || format!("a second run {flags:?} recorded files"),
+        );
+    }
+    // The first run's books in progress are all still there.
+    for dir in &in_progress {
+        f.check(lib.join(dir).is_dir(), || {
+            format!("{dir}: a book the first run was writing is gone")
+        });
+    }
+    drop(hold);
+    let code = first.wait().unwrap().code();
+    f.check(code == Some(0), || format!("the first run exited {code:?}"));
+    let problems = check_library_problems(&ws, &lib);
+    f.check(problems.is_empty(), || {
+        format!("check_library: {problems:?}")
+    });
+    let books = list(&ws, &lib);
+    f.check(!books.iter().any(|b| b["authors"] == "Otto Other"), || {
+        "the refused run's books are in the library".into()
+    });
+    judge_library(&lib, &books, &rows(&ws.state()), &want, true, &mut f);
+    judge_folders(&lib, &books, &mut f);
+    f.assert_none("two bookferry runs on one library");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -918,7 +918,12 @@ fn an_empty_state_db_with_user_version_0_is_migrated_in_place() {
         let v: i64 = c
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 2, "{}: migrated to the current schema", state.display());
+        assert_eq!(
+            v,
+            bookferry::state::schema_version::SCHEMA_VERSION,
+            "{}: migrated to the current schema",
+            state.display()
+        );
         assert_eq!(
             one_i64(
                 state,
@@ -1297,4 +1302,138 @@ fn a_read_only_source_is_migrated_and_left_exactly_as_it_was() {
             "{what}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// 9. Faults of bookferry's own stop the run; they never read as a file's fate
+//
+// A panic cannot be made to happen from outside, so these use the debug build's test hook
+// `BOOKFERRY_FAULT=POINT:NAME` (`pipeline::fault`): at POINT, the file whose path contains NAME
+// makes the pipeline fail.
+
+/// Longest a run with an injected fault may take: it must stop, never hang.
+const FAULT_DEADLINE: Duration = Duration::from_secs(90);
+
+/// A file of the library whose content no other file has.
+fn lone_file(ws: &Workspace) -> Entry {
+    ws.manifest
+        .iter()
+        .find(|e| ws.manifest.iter().filter(|x| x.sha1 == e.sha1).count() == 1)
+        .expect("a file with unique content")
+        .clone()
+}
+
+/// `run` into the target folder with the fault `point` injected for the file `name`.
+fn run_with_fault(ws: &Workspace, point: &str, name: &str) -> Out {
+    let mut cmd = run_cmd(ws, &ws.state(), &[], s(&ws.out()), &[]);
+    cmd.env("BOOKFERRY_FAULT", format!("{point}:{name}"));
+    Running::start(ws, cmd).wait(FAULT_DEADLINE)
+}
+
+/// The run stopped with exit 5 naming the fault, and no row was given a fate for it.
+fn assert_stopped_by_fault(ws: &Workspace, out: &Out, stage: &str, victim: &str) {
+    assert_eq!(out.code, Some(5), "{}", out.both());
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with("bookferry: error: internal error")
+                && l.contains(&format!("the {stage} failed"))),
+        "the error names the fault in the {stage}: {}",
+        out.stderr
+    );
+    let rows = rows_of(&ws.state());
+    let v = &rows[victim];
+    assert!(
+        ["pending", "checked", "hashed", "metadata_cached"].contains(&v.state.as_str())
+            && v.error_kind.is_none(),
+        "{victim}: left where it was, not {} ({:?}: {:?})",
+        v.state,
+        v.error_kind,
+        v.error
+    );
+    let failed: Vec<_> = rows.iter().filter(|(_, r)| r.state == "failed").collect();
+    assert!(failed.is_empty(), "rows failed for the fault: {failed:?}");
+}
+
+/// Without the fault, the next run completes the migration.
+fn assert_next_run_completes(ws: &Workspace) {
+    let again = exec(ws, run_cmd(ws, &ws.state(), &[], s(&ws.out()), &[]));
+    assert_eq!(again.code, Some(0), "{}", again.both());
+    assert_folder_complete(ws, &ws.state());
+    assert_event_histories_valid(ws);
+}
+
+#[test]
+fn a_panic_in_the_name_check_stops_the_run_with_exit_5_and_moves_no_row() {
+    let ws = Workspace::with_corpus_sized(30, 91, 8);
+    let victim = lone_file(&ws);
+    let out = run_with_fault(&ws, "name-check", &victim.path);
+    assert_stopped_by_fault(&ws, &out, "name check", &victim.path);
+    assert_next_run_completes(&ws);
+}
+
+#[test]
+fn a_panic_while_hashing_stops_the_run_and_is_not_recorded_as_an_unreadable_file() {
+    let ws = Workspace::with_corpus_sized(30, 92, 8);
+    let victim = lone_file(&ws);
+    let out = run_with_fault(&ws, "hash", &victim.path);
+    assert_stopped_by_fault(&ws, &out, "hashing", &victim.path);
+    assert_next_run_completes(&ws);
+}
+
+#[test]
+fn a_panic_in_a_transfer_task_stops_the_run_instead_of_hanging_it() {
+    let ws = Workspace::with_corpus_sized(30, 93, 8);
+    let victim = lone_file(&ws);
+    let out = run_with_fault(&ws, "transfer", &victim.path);
+    assert_stopped_by_fault(&ws, &out, "transfer", &victim.path);
+    assert_next_run_completes(&ws);
+}
+
+#[test]
+fn a_state_db_error_in_the_content_check_stops_the_run_and_sends_no_duplicate() {
+    let ws = Workspace::with_corpus_sized(20, 94, 8);
+    let first = exec(&ws, run_cmd(&ws, &ws.state(), &[], s(&ws.out()), &[]));
+    assert_eq!(first.code, Some(0), "{}", first.both());
+    // A copy of a migrated file under another name: only the state DB knows it is a duplicate
+    // of a row this migration placed.
+    let original = lone_file(&ws);
+    let copy = "copy-of-a-migrated-book.epub";
+    std::fs::copy(ws.lib().join(&original.path), ws.lib().join(copy)).unwrap();
+    let target_before = ws.target_files();
+
+    let out = run_with_fault(&ws, "content-db", copy);
+    assert_stopped_by_fault(&ws, &out, "content check", copy);
+    assert!(
+        out.stderr.contains("state DB") && out.stderr.contains("no_such_table"),
+        "the cause is the state DB's error: {}",
+        out.stderr
+    );
+    assert_eq!(ws.target_files(), target_before, "nothing placed");
+
+    // Without the fault it is the duplicate it is.
+    let again = exec(&ws, run_cmd(&ws, &ws.state(), &[], s(&ws.out()), &[]));
+    assert_eq!(again.code, Some(0), "{}", again.both());
+    assert_eq!(
+        ws.target_files(),
+        target_before,
+        "the duplicate was not placed"
+    );
+    let original_id = one_i64(
+        &ws.state(),
+        &format!(
+            "SELECT id FROM files WHERE source_ref = '{}'",
+            original.path.replace('\'', "''")
+        ),
+    );
+    assert_eq!(
+        one_text(
+            &ws.state(),
+            &format!(
+                "SELECT state || '/' || skip_reason || '/' || duplicate_of FROM files
+                 WHERE source_ref = '{copy}'"
+            )
+        ),
+        Some(format!("skipped/duplicate/{original_id}"))
+    );
 }

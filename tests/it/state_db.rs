@@ -114,8 +114,12 @@ fn a_migration_recorded_by_dd8ada3_resumes_with_its_recorded_options() {
     assert_eq!(now["layout"], "{author}/{title}.{ext}", "{now}");
     assert_eq!(now["formats"], "epub,pdf", "{now}");
     assert_eq!(now["keep_duplicates"], true, "{now}");
-    // Migrated to schema version 2 in place: `files.planned_ref`, cleared once a row is done.
-    assert_eq!(ws.count("PRAGMA user_version"), 2);
+    // Migrated to the current schema in place (3: `files.planned_ref`, cleared once a row is
+    // done).
+    assert_eq!(
+        ws.count("PRAGMA user_version"),
+        bookferry::state::schema_version::SCHEMA_VERSION
+    );
     assert_eq!(
         ws.count("SELECT COUNT(*) FROM files WHERE planned_ref IS NOT NULL"),
         0

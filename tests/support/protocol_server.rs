@@ -4,7 +4,7 @@
 //! This module owns the server side only: `POST {base}/api/upload/check` and
 //! `POST {base}/api/upload`, strict validation of what the client sends, SHA-1
 //! dedup, seeded fault injection (500, connection reset, reply lost after
-//! storing, stalls, the whole server going down), optional TLS (HTTPS with a
+//! storing, stalls, the whole server going down, redirects, success replies that lie), optional TLS (HTTPS with a
 //! given certificate, e.g. a self-signed one), `503 + Retry-After` above a
 //! concurrency limit, simulated server-side extraction, and counters a test can
 //! assert on. It listens on 127.0.0.1 (port 0 unless told otherwise) and runs on
@@ -124,6 +124,26 @@ pub struct Faults {
     /// Refuse connections (listener closed) and reset open ones.
     pub down: bool,
     pub seed: u64,
+    /// Answer requests `302` with this `Location` instead of serving them.
+    pub redirect_to: Option<String>,
+    /// With `redirect_to`: redirect uploads only (check calls are served), as a server that
+    /// starts redirecting once the pre-flight check has passed.
+    pub redirect_uploads_only: bool,
+    /// Store uploads as usual, but answer them with this success reply that proves nothing.
+    pub lie: Option<Lie>,
+}
+
+/// A success reply (`201`/`200`) that does not prove the store (protocol v1.1, section 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lie {
+    /// `"id": null`.
+    NullId,
+    /// The `sha1` echo is another SHA-1 than the one sent.
+    OtherSha1,
+    /// No `sha1` echo.
+    NoSha1,
+    /// A body that is not JSON.
+    NotJson,
 }
 
 /// Snapshot of the server's counters.
@@ -174,6 +194,12 @@ pub struct Stats {
     pub tls_handshake_failures: u64,
     /// TLS connections whose handshake succeeded.
     pub tls_handshakes: u64,
+    /// Every request that reached the server (before routing), and those of them carrying an
+    /// `Authorization` header.
+    pub requests_total: u64,
+    pub requests_with_authorization: u64,
+    /// Requests answered with a redirect (`Faults::redirect_to`).
+    pub redirects_sent: u64,
 }
 
 /// What the server holds for one SHA-1.
@@ -356,6 +382,18 @@ impl TestServer {
         *st.by_name_size
             .entry((filename.to_string(), size))
             .or_insert(0) += 1;
+    }
+
+    /// The server loses one file (a disk problem, an admin's delete): asked about its SHA-1, it
+    /// answers `missing`.
+    #[allow(dead_code)] // used by the integration tests, not by the benchmark
+    pub fn forget(&self, sha1: &str) {
+        let mut st = lock(&self.shared.state);
+        if let Some(f) = st.files.remove(sha1) {
+            if let Some(n) = st.by_name_size.get_mut(&(f.filename.clone(), f.size)) {
+                *n = n.saturating_sub(1);
+            }
+        }
     }
 
     /// Forget all files and zero all counters (faults and down state are kept).
@@ -777,6 +815,11 @@ async fn handle(
     ctx: ConnCtx,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    let with_auth = req.headers().contains_key(AUTHORIZATION);
+    shared.with_stats(|s| {
+        s.requests_total += 1;
+        s.requests_with_authorization += u64::from(with_auth);
+    });
     let resp = route(&shared, &ctx, req).await;
     let status = resp.status().as_u16();
     shared.with_stats(|s| *s.status_counts.entry(status).or_insert(0) += 1);
@@ -804,6 +847,21 @@ async fn route(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Respon
         drain(req.into_body(), DRAIN_CAP).await;
         return error_response(StatusCode::NOT_FOUND, "no such endpoint");
     };
+    let redirect = {
+        let f = lock(&shared.faults);
+        f.redirect_to
+            .clone()
+            .filter(|_| matches!(route, Route::Upload) || !f.redirect_uploads_only)
+    };
+    if let Some(location) = redirect {
+        shared.with_stats(|s| s.redirects_sent += 1);
+        drain(req.into_body(), DRAIN_CAP).await;
+        let mut resp = error_response(StatusCode::FOUND, "moved");
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(hyper::header::LOCATION, v);
+        }
+        return resp;
+    }
     if req.method() != Method::POST {
         shared.with_stats(|s| s.unrouted += 1);
         drain(req.into_body(), DRAIN_CAP).await;
@@ -1496,8 +1554,19 @@ async fn finish_upload(shared: &Shared, up: Upload) -> Response<Full<Bytes>> {
     } else {
         StatusCode::CREATED
     };
-    json_response(
-        status,
-        json!({ "id": id, "sha1": sha1, "duplicate": duplicate }),
-    )
+    let lie = lock(&shared.faults).lie;
+    let body = match lie {
+        None => json!({ "id": id, "sha1": sha1, "duplicate": duplicate }),
+        Some(Lie::NullId) => json!({ "id": null, "sha1": sha1, "duplicate": duplicate }),
+        Some(Lie::OtherSha1) => {
+            json!({ "id": id, "sha1": "0".repeat(40), "duplicate": duplicate })
+        }
+        Some(Lie::NoSha1) => json!({ "id": id, "duplicate": duplicate }),
+        Some(Lie::NotJson) => {
+            let mut resp = Response::new(Full::new(Bytes::from_static(b"<html>Stored!</html>")));
+            *resp.status_mut() = status;
+            return resp;
+        }
+    };
+    json_response(status, body)
 }

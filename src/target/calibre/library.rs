@@ -1,7 +1,8 @@
-//! An open calibre library ([`CalibreLibrary`]): calibre's writer lock held while it is open,
-//! its database set up (`database`), and what the writer knows of its books — the index of
-//! the books it holds (calibre's duplicate rule, `existing`), the ids and folders handed to new
-//! books, and the recorded books' folders, names and formats as `metadata.db` has them.
+//! An open calibre library ([`CalibreLibrary`]): bookferry's own lock (`run_lock`) and
+//! calibre's writer lock held while it is open, its database set up (`database`), and what the
+//! writer knows of its books — the index of the books it holds (calibre's duplicate rule,
+//! `existing`), the ids and folders handed to new books, and the recorded books' folders, names
+//! and formats as `metadata.db` has them.
 
 use super::database;
 use super::existing::{ExistingIndex, Key};
@@ -9,6 +10,7 @@ use super::fields::{Candidate, CommittedBook, Fields, PlannedBook};
 use super::lock::CalibreLock;
 use super::recovery::make_book_dir;
 use super::rows::{Items, LibraryDb, RowsWriter};
+use super::run_lock::RunLock;
 use super::{CalibreError, Unwritable};
 use crate::calibre::{paths, uuid4, METADATA_DB};
 use crate::metadata::Metadata;
@@ -32,6 +34,9 @@ pub struct CalibreLibrary {
     created: bool,
     /// None only with `--ignore-calibre-lock` while a calibre program holds it.
     _lock: Option<CalibreLock>,
+    /// bookferry's own lock on this library: no other bookferry writes into it meanwhile, so
+    /// what `cleanup_orphans` finds in progress was left by a run that is dead.
+    _run_lock: RunLock,
 }
 
 impl std::fmt::Debug for CalibreLibrary {
@@ -44,9 +49,11 @@ impl std::fmt::Debug for CalibreLibrary {
 
 impl CalibreLibrary {
     /// Open the library at `root` for writing, creating a new one when `root` is missing or an
-    /// empty folder. Takes calibre's writer lock (fails with [`CalibreError::CalibreRunning`]
-    /// when a calibre program has it) and removes what an interrupted run left
-    /// ([`CalibreLibrary::cleanup_orphans`]).
+    /// empty folder. Takes bookferry's own lock on the library (fails with
+    /// [`CalibreError::LibraryInUse`] while another bookferry holds it) and calibre's writer
+    /// lock (fails with [`CalibreError::CalibreRunning`] when a calibre program has it), then
+    /// removes what an interrupted run left ([`CalibreLibrary::cleanup_orphans`]): with the
+    /// lock held, whoever left it is dead.
     pub fn open(root: &Path) -> Result<CalibreLibrary, CalibreError> {
         CalibreLibrary::open_with(root, false)
     }
@@ -61,6 +68,13 @@ impl CalibreLibrary {
             let path = path.to_path_buf();
             move |source: io::Error| CalibreError::Io { path, what, source }
         };
+        // bookferry's own lock first, so another bookferry is named as such; a library still
+        // to be made is locked once its folder exists (after calibre's lock allows making it).
+        let run_lock = if root.is_dir() {
+            Some(RunLock::acquire(root)?)
+        } else {
+            None
+        };
         let lock =
             CalibreLock::try_acquire().map_err(io_err("cannot try calibre's writer lock", root))?;
         if lock.is_none() && !ignore_calibre_lock {
@@ -70,6 +84,10 @@ impl CalibreLibrary {
             });
         }
         fs::create_dir_all(root).map_err(io_err("cannot create the library folder", root))?;
+        let run_lock = match run_lock {
+            Some(l) => l,
+            None => RunLock::acquire(root)?,
+        };
         let db_path = root.join(METADATA_DB);
         let created = if db_path.exists() {
             false
@@ -103,6 +121,7 @@ impl CalibreLibrary {
             existing: ExistingIndex::default(),
             created,
             _lock: lock,
+            _run_lock: run_lock,
         };
         lib.load_caches()?;
         lib.cleanup_orphans()?;

@@ -4,7 +4,8 @@
 //! publishers, languages, identifiers, comments, ratings, data and their links, reusing existing
 //! items), the files at calibre's path (`Author/Title (id)/Title - Author.ext`), `metadata.opf`
 //! and `cover.jpg`. calibre's triggers run unchanged on our connection, which registers
-//! calibre's SQL functions; calibre's writer lock is held while the library is open.
+//! calibre's SQL functions; calibre's writer lock and bookferry's own lock on the library
+//! (`run_lock`) are held while the library is open.
 //!
 //! What a calibre library is — its files, schema, SQL functions, names and dates — is
 //! `crate::calibre`'s; this module is how bookferry writes one. [`CalibreLibrary`] is the
@@ -23,6 +24,7 @@ mod library;
 pub mod lock;
 mod recovery;
 mod rows;
+mod run_lock;
 mod target;
 mod writer;
 
@@ -34,6 +36,7 @@ pub use library::CalibreLibrary;
 pub use lock::{calibre_is_writing, running_calibre_programs, CalibreLock};
 pub use recovery::{make_book_dir, PENDING_MARKER};
 pub use rows::RowsWriter;
+pub use run_lock::RunLock;
 pub use target::{CalibreOptions, CalibreTarget};
 pub use writer::write_opfs;
 
@@ -57,6 +60,17 @@ pub enum CalibreError {
         path: PathBuf,
         programs: Vec<String>,
     },
+
+    /// Another process (another bookferry run) holds bookferry's lock on this library
+    /// (`run_lock`); `holder` is its pid when the kernel's lock table names it.
+    #[error(
+        "{}: another bookferry run{} is writing into this calibre library; wait for it to end \
+         (two runs into one library would remove each other's unfinished books, whatever \
+         flags are given)",
+        .path.display(),
+        .holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    LibraryInUse { path: PathBuf, holder: Option<u32> },
 
     #[error("{}: {what}: {source}", .path.display())]
     Io {

@@ -3,7 +3,9 @@
 //! [`CalibreLibrary::cleanup_orphans`] (run by `open` too) removes marked folders that have no
 //! `books` row, and in a recorded book's folder only the files its marker names that `data`
 //! does not record, then the marker (a crash between the commit and the marker's removal).
-//! Folders without a marker are calibre's and never touched.
+//! Folders without a marker are calibre's and never touched. Cleaning runs only while this
+//! process holds bookferry's lock on the library (`run_lock`), so no live bookferry run is
+//! writing the marked folders it removes: whoever left them is dead.
 
 use super::library::CalibreLibrary;
 use super::CalibreError;

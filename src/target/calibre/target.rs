@@ -26,7 +26,7 @@ use crate::hash;
 use crate::skip_reason::SkipReason;
 use crate::target::folder::{write_new_file, LinkMode, TEMP_PREFIX};
 use crate::target::staged::Staging;
-use crate::target::{NameQuery, Payload, Placed, Transferred, Unusable};
+use crate::target::{ContentQuery, NameQuery, Payload, Placed, Transferred, Unusable};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
@@ -47,6 +47,10 @@ pub struct CalibreOptions {
     /// A calibre source's book uuids: a target book with one of them is a copy of a source
     /// book, never to be taken for another source book.
     pub source_uuids: std::sync::Arc<HashSet<String>>,
+    /// The source is a calibre library: its books are kept as they are, two that hold the
+    /// same bytes too, so content is never looked up across books ([`CalibreTarget::check_content`]
+    /// answers nothing) and the pipeline skips no content duplicate.
+    pub keep_source_books: bool,
 }
 
 /// A calibre library being filled by one run.
@@ -63,6 +67,10 @@ pub struct CalibreTarget {
     root_dir: Option<File>,
     /// (lowercased file name, size) → path of a format file the library held at open.
     by_name: HashMap<(String, u64), String>,
+    /// Size → paths of the format files of that size the library held at open.
+    by_size: HashMap<u64, Vec<String>>,
+    /// Path → SHA-1 of format files hashed for the content check (`None`: unreadable).
+    sha1_of: Mutex<HashMap<String, Option<String>>>,
     /// Where the hash task stages copies (see `staging`).
     staging: Option<Staging>,
 }
@@ -84,6 +92,8 @@ impl CalibreTarget {
             uuid_seed: String::new(),
             root_dir: None,
             by_name: HashMap::new(),
+            by_size: HashMap::new(),
+            sha1_of: Mutex::new(HashMap::new()),
             staging: None,
         };
         if dry_run {
@@ -119,6 +129,7 @@ impl CalibreTarget {
         remove_staged_leftovers(root);
         for (rel, size) in lib.format_files().map_err(unusable)? {
             let name = rel.rsplit('/').next().unwrap_or(&rel).to_lowercase();
+            target.by_size.entry(size).or_default().push(rel.clone());
             target.by_name.insert((name, size), rel);
         }
         let uuid_seed = format!(
@@ -159,6 +170,49 @@ impl CalibreTarget {
             })
             .map(|n| n.key)
             .collect()
+    }
+
+    /// Whether the source's books are kept as they are (a calibre source): no content
+    /// duplicate is skipped (see [`CalibreOptions::keep_source_books`]).
+    pub fn keeps_source_books(&self) -> bool {
+        self.opts.keep_source_books
+    }
+
+    /// Queries whose bytes (SHA-1) a format file the library held at open has, with its path:
+    /// from a folder source a library is asked as a target folder is, each candidate of the
+    /// right size hashed once. From a calibre source, nothing: two books may hold the same
+    /// bytes. Blocking: reads files.
+    pub fn check_content(&self, q: &[ContentQuery]) -> HashMap<i64, Option<String>> {
+        let mut found = HashMap::new();
+        if self.opts.keep_source_books {
+            return found;
+        }
+        for c in q {
+            let Some(candidates) = self.by_size.get(&c.size) else {
+                continue;
+            };
+            for rel in candidates {
+                let known = self.sha1_of.lock().ok().and_then(|m| m.get(rel).cloned());
+                let sha1 = match known {
+                    Some(s) => s,
+                    None => {
+                        let s = File::open(self.root.join(rel))
+                            .and_then(hash::hash_reader)
+                            .map(|(d, _)| d.sha1)
+                            .ok();
+                        if let Ok(mut m) = self.sha1_of.lock() {
+                            m.insert(rel.clone(), s.clone());
+                        }
+                        s
+                    }
+                };
+                if sha1.as_deref() == Some(c.sha1.as_str()) {
+                    found.insert(c.key, Some(rel.clone()));
+                    break;
+                }
+            }
+        }
+        found
     }
 
     /// Where a file would go (for `--dry-run`).
@@ -484,6 +538,7 @@ mod tests {
             ignore_calibre_lock: true,
             migration_key: "test".into(),
             source_uuids: Arc::new(HashSet::new()),
+            keep_source_books: false,
         }
     }
 

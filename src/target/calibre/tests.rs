@@ -507,12 +507,24 @@ fn a_book_the_library_cannot_write_says_why() {
 fn the_lock_keeps_a_second_writer_out() {
     let _s = serial();
     let tmp = tempfile::tempdir().expect("tmp");
-    let lib = CalibreLibrary::open(tmp.path()).expect("open");
+    let lib = CalibreLibrary::open(&tmp.path().join("a")).expect("open");
     assert!(calibre_is_writing());
-    let err = CalibreLibrary::open(tmp.path()).expect_err("second writer");
+    // Another library: calibre's lock (machine-wide) refuses it.
+    let err = CalibreLibrary::open(&tmp.path().join("b")).expect_err("second writer");
     assert!(matches!(err, CalibreError::CalibreRunning { .. }), "{err}");
+    // The same library: bookferry's own lock refuses it first, also when calibre's lock is
+    // ignored, naming this process.
+    for ignore_calibre_lock in [false, true] {
+        let err = CalibreLibrary::open_with(&tmp.path().join("a"), ignore_calibre_lock)
+            .expect_err("second writer of one library");
+        assert!(
+            matches!(err, CalibreError::LibraryInUse { holder: Some(pid), .. } if pid == std::process::id()),
+            "{err}"
+        );
+    }
     drop(lib);
     assert!(!calibre_is_writing());
+    drop(CalibreLibrary::open_with(&tmp.path().join("a"), false).expect("free again"));
 }
 
 #[test]

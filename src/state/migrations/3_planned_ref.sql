@@ -1,4 +1,4 @@
--- bookferry state DB, schema version 2: where a transfer was about to place a file.
+-- bookferry state DB, schema version 3: where a transfer was about to place a file.
 --
 -- `files.planned_ref` is written (in a small transaction of its own, one per group of files)
 -- just before a folder target places a row, and cleared when the row's move to a final state

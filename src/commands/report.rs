@@ -1,0 +1,284 @@
+//! `bookferry report`: lists files with their state, reason, source and target, as a table for
+//! a terminal or as CSV/JSON for scripts. Reads the state DB read-only (safe during a run) and
+//! streams the rows: one row in memory at a time, whatever the library's size.
+
+use super::{CmdResult, UsageError};
+use crate::cli::{GlobalArgs, ReportArgs, ReportFormat};
+use crate::exit;
+use crate::failure::FailureKind;
+use crate::skip_reason::SkipReason;
+use crate::state::listing::{each_listed, Listed, Selection};
+use crate::state::Db;
+use rusqlite::Connection;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+pub fn command(global: &GlobalArgs, args: &ReportArgs) -> CmdResult {
+    let state = super::state_path(global)?;
+    let selection = selection_of(args)?;
+    let db = Db::open_read_only(&state)?;
+    let conn = db.conn()?;
+    if let Some(run) = selection.run {
+        check_run_exists(&conn, run, &state)?;
+    }
+    let (sink, path): (Box<dyn Write>, PathBuf) = match &args.output {
+        Some(p) => {
+            let f = std::fs::File::create(p).map_err(|source| UsageError::ReportOutput {
+                path: p.clone(),
+                source,
+            })?;
+            (Box::new(f), p.clone())
+        }
+        None => (
+            Box::new(io::stdout().lock()),
+            PathBuf::from("standard output"),
+        ),
+    };
+    let mut out = BufWriter::new(sink);
+    let written = write_report(&conn, &selection, args.format, &mut out).and_then(|n| {
+        out.flush()?;
+        Ok(n)
+    });
+    match written {
+        Ok(n) => {
+            if args.output.is_some() || args.format != ReportFormat::Table {
+                tracing::info!("{n} files listed");
+            }
+            Ok(exit::OK)
+        }
+        // `bookferry report | head`: the reader has what it wanted.
+        Err(WriteError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(exit::OK),
+        Err(WriteError::Io(source)) => Err(UsageError::ReportOutput { path, source }.into()),
+        Err(WriteError::State(e)) => Err(e.into()),
+    }
+}
+
+/// The rows to list: the flags given, or by default what needs a look (failed, skipped,
+/// warnings).
+fn selection_of(args: &ReportArgs) -> Result<Selection, UsageError> {
+    for r in &args.reason {
+        if FailureKind::parse(r).is_none() && SkipReason::parse(r).is_none() {
+            return Err(UsageError::UnknownReason { given: r.clone() });
+        }
+    }
+    let mut s = Selection {
+        failed: args.failed,
+        skipped: args.skipped,
+        duplicates: args.duplicates,
+        warnings: args.warnings,
+        uploaded: args.uploaded,
+        all: args.all,
+        reasons: args.reason.clone(),
+        run: args.run,
+    };
+    let any_kind = s.failed || s.skipped || s.duplicates || s.warnings || s.uploaded || s.all;
+    if !any_kind {
+        s = Selection {
+            reasons: s.reasons,
+            run: s.run,
+            ..if args.reason.is_empty() && args.run.is_none() {
+                Selection::problems()
+            } else {
+                Selection::all()
+            }
+        };
+    }
+    Ok(s)
+}
+
+fn check_run_exists(conn: &Connection, run: i64, state: &Path) -> Result<(), super::CommandError> {
+    let (found, first, last): (i64, Option<i64>, Option<i64>) = conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM runs WHERE id = ?1), MIN(id), MAX(id) FROM runs",
+            [run],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(crate::state::StateError::from)?;
+    if found > 0 {
+        return Ok(());
+    }
+    Err(UsageError::NoSuchRun {
+        given: run,
+        state: state.to_path_buf(),
+        known: first.zip(last).map(|(a, b)| format!("{a}–{b}")),
+    }
+    .into())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+impl From<csv::Error> for WriteError {
+    fn from(e: csv::Error) -> WriteError {
+        WriteError::Io(e.into())
+    }
+}
+
+impl From<serde_json::Error> for WriteError {
+    fn from(e: serde_json::Error) -> WriteError {
+        WriteError::Io(e.into())
+    }
+}
+
+/// Writes the listing; returns how many files it listed.
+fn write_report(
+    conn: &Connection,
+    selection: &Selection,
+    format: ReportFormat,
+    out: &mut dyn Write,
+) -> Result<u64, WriteError> {
+    let mut n = 0u64;
+    match format {
+        ReportFormat::Table => {
+            each_listed(conn, selection, |l| {
+                n += 1;
+                write_table_row(out, &l)
+            })??;
+            if n == 0 {
+                writeln!(out, "no files match")?;
+            } else {
+                writeln!(out, "{n} files listed")?;
+            }
+        }
+        ReportFormat::Csv => {
+            let mut w = csv::Writer::from_writer(&mut *out);
+            w.write_record(CSV_COLUMNS)?;
+            each_listed(conn, selection, |l| {
+                n += 1;
+                w.write_record(csv_record(&l))
+            })??;
+            w.flush()?;
+        }
+        ReportFormat::Json => {
+            out.write_all(b"[")?;
+            each_listed(conn, selection, |l| -> Result<(), WriteError> {
+                out.write_all(if n == 0 { b"\n" } else { b",\n" })?;
+                n += 1;
+                serde_json::to_writer(&mut *out, &l)?;
+                Ok(())
+            })??;
+            out.write_all(b"\n]\n")?;
+        }
+    }
+    Ok(n)
+}
+
+/// The CSV header: `Listed`'s fields, in order (README "Reports").
+const CSV_COLUMNS: [&str; 16] = [
+    "id",
+    "state",
+    "reason",
+    "source",
+    "path",
+    "target",
+    "duplicate_of",
+    "duplicate_of_source",
+    "duplicate_of_target",
+    "size",
+    "format",
+    "sha1",
+    "message",
+    "warnings",
+    "run",
+    "changed_at",
+];
+
+fn csv_record(l: &Listed) -> [String; 16] {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let num = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
+    [
+        l.id.to_string(),
+        l.state.clone(),
+        opt(&l.reason),
+        l.source.clone(),
+        l.path.clone(),
+        opt(&l.target),
+        num(l.duplicate_of),
+        opt(&l.duplicate_of_source),
+        opt(&l.duplicate_of_target),
+        l.size.to_string(),
+        l.format.clone(),
+        opt(&l.sha1),
+        opt(&l.message),
+        l.warnings.join("\n"),
+        num(l.run),
+        l.changed_at.clone(),
+    ]
+}
+
+/// One file, one line (plus a line per warning): `#ID state reason source → target`, or
+/// `source: message` when it did not arrive.
+fn write_table_row(out: &mut dyn Write, l: &Listed) -> io::Result<()> {
+    let reason = l.reason.as_deref().unwrap_or("");
+    write!(
+        out,
+        "#{:<7} {:<15} {:<21} {}",
+        l.id, l.state, reason, l.source
+    )?;
+    match (l.state.as_str(), &l.duplicate_of) {
+        ("skipped", Some(first)) => write!(
+            out,
+            " — duplicate of #{first} {}{}",
+            l.duplicate_of_source.as_deref().unwrap_or("?"),
+            l.duplicate_of_target
+                .as_deref()
+                .map(|t| format!(" → {t}"))
+                .unwrap_or_default()
+        )?,
+        ("uploaded", _) => write!(out, " → {}", l.target.as_deref().unwrap_or("?"))?,
+        _ => {
+            if let Some(m) = &l.message {
+                write!(out, " — {m}")?;
+            }
+        }
+    }
+    writeln!(out)?;
+    for w in &l.warnings {
+        writeln!(out, "{:>9} warning: {w}", "")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_csv_header_names_every_field_of_a_listed_row_in_order() {
+        let l = Listed {
+            id: 1,
+            state: "uploaded".into(),
+            reason: None,
+            source: "a".into(),
+            path: "/a".into(),
+            target: None,
+            duplicate_of: None,
+            duplicate_of_source: None,
+            duplicate_of_target: None,
+            size: 1,
+            format: "epub".into(),
+            sha1: None,
+            message: None,
+            warnings: vec![],
+            run: None,
+            changed_at: "t".into(),
+        };
+        let json = serde_json::to_value(&l).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        let mut expected: Vec<&str> = CSV_COLUMNS.to_vec();
+        expected.sort();
+        let mut keys = keys;
+        keys.sort();
+        assert_eq!(keys, expected);
+    }
+}

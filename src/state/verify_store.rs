@@ -1,0 +1,354 @@
+//! What `bookferry verify` keeps in the state DB: its passes (`verify_passes`) and the latest
+//! verdict on each file (`verified`). A pass that did not end is continued by the next verify
+//! with the same options, so an interrupted check of 200,000 books goes on where it stopped.
+
+use super::{now_ms, Result};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+/// What a pass checks besides the placed files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PassOptions {
+    /// Source files are read too: changed or gone since they were migrated.
+    pub source: bool,
+    /// Rows skipped because the target had a file of that name and size are looked inside.
+    pub content: bool,
+}
+
+/// A pass, new or continued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub id: i64,
+    /// Files this pass checked before (it is a continued pass).
+    pub already_checked: u64,
+}
+
+/// Continue the last pass if it did not end and has these options; else begin a new one.
+pub fn begin_pass(conn: &mut Connection, run: i64, opts: PassOptions) -> Result<Pass> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let open: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM verify_passes WHERE ended_at IS NULL AND source = ?1 AND content = ?2
+             AND id = (SELECT MAX(id) FROM verify_passes)",
+            params![opts.source, opts.content],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let pass = match open {
+        Some(id) => {
+            let n: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM verified WHERE pass_id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            Pass {
+                id,
+                already_checked: n as u64,
+            }
+        }
+        None => {
+            tx.execute(
+                "UPDATE verify_passes SET ended_at = ?1 WHERE ended_at IS NULL",
+                [now_ms()],
+            )?;
+            tx.execute(
+                "INSERT INTO verify_passes (run_id, started_at, source, content)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![run, now_ms(), opts.source, opts.content],
+            )?;
+            Pass {
+                id: tx.last_insert_rowid(),
+                already_checked: 0,
+            }
+        }
+    };
+    tx.commit()?;
+    Ok(pass)
+}
+
+pub fn end_pass(conn: &Connection, pass: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE verify_passes SET ended_at = ?1 WHERE id = ?2",
+        params![now_ms(), pass],
+    )?;
+    Ok(())
+}
+
+/// A row to check: where its file went, and what it held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToVerify {
+    pub id: i64,
+    pub state: String,
+    pub source_ref: String,
+    pub path: String,
+    pub target_ref: String,
+    pub size: u64,
+    pub sha1: Option<String>,
+    pub blake3: Option<String>,
+}
+
+/// The rows this pass has still to check, after `after_id`, in id order: every `uploaded`
+/// row with a target reference, and with `--content` the name-and-size skips that have one.
+pub fn unchecked(
+    conn: &Connection,
+    pass: i64,
+    content: bool,
+    after_id: i64,
+    limit: usize,
+) -> Result<Vec<ToVerify>> {
+    let mut st = conn.prepare_cached(
+        "SELECT f.id, f.state, f.source_ref, f.path, f.target_ref, f.size, f.sha1, f.blake3
+         FROM files f
+         WHERE f.id > ?1 AND f.target_ref IS NOT NULL
+           AND (f.state = 'uploaded'
+                OR (?2 AND f.state = 'skipped' AND f.skip_reason = 'target_has_name_size'))
+           AND NOT EXISTS (SELECT 1 FROM verified v WHERE v.file_id = f.id AND v.pass_id = ?3)
+         ORDER BY f.id LIMIT ?4",
+    )?;
+    let rows = st.query_map(params![after_id, content, pass, limit as i64], |r| {
+        Ok(ToVerify {
+            id: r.get(0)?,
+            state: r.get(1)?,
+            source_ref: r.get(2)?,
+            path: r.get(3)?,
+            target_ref: r.get(4)?,
+            size: r.get::<_, i64>(5)? as u64,
+            sha1: r.get(6)?,
+            blake3: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// What one side of a file looks like now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    Ok,
+    Missing,
+    Changed,
+    Unreadable,
+}
+
+impl Found {
+    pub const ALL: [Found; 4] = [Found::Ok, Found::Missing, Found::Changed, Found::Unreadable];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Found::Ok => "ok",
+            Found::Missing => "missing",
+            Found::Changed => "changed",
+            Found::Unreadable => "unreadable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Found> {
+        Found::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+/// The verdict on one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub file_id: i64,
+    pub target: Found,
+    /// `None` when the source was not checked.
+    pub source: Option<Found>,
+    pub detail: Option<String>,
+}
+
+/// Record a batch of verdicts in one transaction.
+pub fn record(conn: &mut Connection, pass: i64, verdicts: &[Verdict]) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT OR REPLACE INTO verified (file_id, pass_id, target, source, detail, checked_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let at = now_ms();
+        for v in verdicts {
+            st.execute(params![
+                v.file_id,
+                pass,
+                v.target.as_str(),
+                v.source.map(Found::as_str),
+                v.detail,
+                at
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A file of this pass that did not match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Differs {
+    pub file_id: i64,
+    pub source_ref: String,
+    pub target_ref: String,
+    pub target: Found,
+    pub source: Option<Found>,
+    pub detail: Option<String>,
+}
+
+/// Counts of this pass by what was found (target side, then source side), and the files that
+/// did not match, in id order.
+pub fn outcome(conn: &Connection, pass: i64) -> Result<(PassCounts, Vec<Differs>)> {
+    let mut counts = PassCounts::default();
+    let mut st = conn.prepare(
+        "SELECT v.file_id, f.source_ref, COALESCE(f.target_ref, ''), v.target, v.source, v.detail
+         FROM verified v JOIN files f ON f.id = v.file_id
+         WHERE v.pass_id = ?1 ORDER BY v.file_id",
+    )?;
+    let mut differs = Vec::new();
+    let mut rows = st.query([pass])?;
+    while let Some(r) = rows.next()? {
+        let target = Found::parse(&r.get::<_, String>(3)?).unwrap_or(Found::Unreadable);
+        let source = r
+            .get::<_, Option<String>>(4)?
+            .and_then(|s| Found::parse(&s));
+        counts.checked += 1;
+        counts.target[target as usize] += 1;
+        if let Some(s) = source {
+            counts.source[s as usize] += 1;
+        }
+        if target != Found::Ok || source.is_some_and(|s| s != Found::Ok) {
+            differs.push(Differs {
+                file_id: r.get(0)?,
+                source_ref: r.get(1)?,
+                target_ref: r.get(2)?,
+                target,
+                source,
+                detail: r.get(5)?,
+            });
+        }
+    }
+    Ok((counts, differs))
+}
+
+/// How many files of a pass were found each way (indexed by `Found as usize`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassCounts {
+    pub checked: u64,
+    pub target: [u64; 4],
+    pub source: [u64; 4],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema_version::migrate(&mut conn, std::path::Path::new("mem")).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (id, command, started_at, heartbeat_at, pid, host, version, arguments)
+               VALUES (1, 'verify', 0, 0, 1, 'h', 'v', '[]'), (2, 'verify', 0, 0, 1, 'h', 'v', '[]');
+             INSERT INTO files (id, source_kind, source_ref, path, size, mtime_ns, format, state,
+                                target_ref, skip_reason, created_at, updated_at, state_changed_at)
+             VALUES (1, 'dir', 'a', '/s/a', 1, 0, 'txt', 'uploaded', 'A', NULL, 0, 0, 0),
+                    (2, 'dir', 'b', '/s/b', 1, 0, 'txt', 'skipped', 'B', 'target_has_name_size', 0, 0, 0),
+                    (3, 'dir', 'c', '/s/c', 1, 0, 'txt', 'uploaded', 'C', NULL, 0, 0, 0),
+                    (4, 'dir', 'd', '/s/d', 1, 0, 'txt', 'failed', NULL, NULL, 0, 0, 0);",
+        )
+        .unwrap();
+        conn
+    }
+
+    fn ids(rows: &[ToVerify]) -> Vec<i64> {
+        rows.iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn an_unfinished_pass_is_continued_and_a_finished_one_is_not() {
+        let mut conn = db();
+        let opts = PassOptions::default();
+        let p = begin_pass(&mut conn, 1, opts).unwrap();
+        assert_eq!(ids(&unchecked(&conn, p.id, false, 0, 10).unwrap()), [1, 3]);
+        let ok = |id| Verdict {
+            file_id: id,
+            target: Found::Ok,
+            source: None,
+            detail: None,
+        };
+        record(&mut conn, p.id, &[ok(1)]).unwrap();
+        // Interrupted here: the next verify continues with what is left.
+        let again = begin_pass(&mut conn, 2, opts).unwrap();
+        assert_eq!(
+            again,
+            Pass {
+                id: p.id,
+                already_checked: 1
+            }
+        );
+        assert_eq!(ids(&unchecked(&conn, p.id, false, 0, 10).unwrap()), [3]);
+        // Other options: a new pass, from the start.
+        let other = begin_pass(
+            &mut conn,
+            2,
+            PassOptions {
+                content: true,
+                source: false,
+            },
+        )
+        .unwrap();
+        assert_ne!(other.id, p.id);
+        assert_eq!(
+            ids(&unchecked(&conn, other.id, true, 0, 10).unwrap()),
+            [1, 2, 3]
+        );
+        end_pass(&conn, other.id).unwrap();
+        let next = begin_pass(
+            &mut conn,
+            2,
+            PassOptions {
+                content: true,
+                source: false,
+            },
+        )
+        .unwrap();
+        assert_ne!(next.id, other.id);
+        assert_eq!(next.already_checked, 0);
+    }
+
+    #[test]
+    fn the_outcome_counts_each_side_and_lists_what_differs() {
+        let mut conn = db();
+        let p = begin_pass(
+            &mut conn,
+            1,
+            PassOptions {
+                source: true,
+                content: false,
+            },
+        )
+        .unwrap();
+        record(
+            &mut conn,
+            p.id,
+            &[
+                Verdict {
+                    file_id: 1,
+                    target: Found::Ok,
+                    source: Some(Found::Changed),
+                    detail: Some("source".into()),
+                },
+                Verdict {
+                    file_id: 3,
+                    target: Found::Missing,
+                    source: Some(Found::Ok),
+                    detail: None,
+                },
+            ],
+        )
+        .unwrap();
+        let (counts, differs) = outcome(&conn, p.id).unwrap();
+        assert_eq!(counts.checked, 2);
+        assert_eq!(counts.target, [1, 1, 0, 0]);
+        assert_eq!(counts.source, [1, 0, 1, 0]);
+        assert_eq!(
+            differs.iter().map(|d| d.file_id).collect::<Vec<_>>(),
+            [1, 3]
+        );
+        assert_eq!(differs[1].target_ref, "C");
+    }
+}

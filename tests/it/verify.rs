@@ -1,0 +1,258 @@
+//! `bookferry verify`, end to end on a folder target: files deleted, truncated, rewritten or
+//! replaced in the target are found, exactly those; `--source` finds changed and deleted source
+//! files; an interrupted verify continues its pass.
+
+use crate::protocol_server::{ServerConfig, TestServer};
+use crate::util::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn verify(ws: &Workspace, args: &[&str]) -> (Option<i32>, String) {
+    let mut a = vec!["verify"];
+    a.extend_from_slice(args);
+    let o = ws.run(&a);
+    (
+        o.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+/// The `verified` rows of the last pass: source_ref → (target, source) verdicts.
+fn verdicts(ws: &Workspace) -> std::collections::BTreeMap<String, (String, Option<String>)> {
+    let db = ws.db();
+    let mut st = db
+        .prepare(
+            "SELECT f.source_ref, v.target, v.source FROM verified v JOIN files f ON f.id = v.file_id
+             WHERE v.pass_id = (SELECT MAX(id) FROM verify_passes)",
+        )
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn target_of(ws: &Workspace, source_ref: &str) -> std::path::PathBuf {
+    let rel: String = ws
+        .db()
+        .query_row(
+            "SELECT target_ref FROM files WHERE source_ref = ?1",
+            [source_ref],
+            |r| r.get(0),
+        )
+        .unwrap();
+    ws.out().join(rel)
+}
+
+#[test]
+fn verify_finds_exactly_the_files_deleted_truncated_rewritten_or_replaced() {
+    let ws = Workspace::with_corpus(60, 11);
+    let o = ws.migrate(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let n = ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded'");
+    let (code, out) = verify(&ws, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("target: {n} ok")), "{out}");
+
+    let names: Vec<String> = ws.manifest.iter().map(|e| e.path.clone()).collect();
+    let uploaded = |n: &String| {
+        ws.count(&format!(
+            "SELECT COUNT(*) FROM files WHERE state = 'uploaded' AND source_ref = '{}'",
+            n.replace('\'', "''")
+        )) == 1
+    };
+    let picked: Vec<&String> = names.iter().filter(|n| uploaded(n)).take(4).collect();
+    let (deleted, truncated, rewritten, fifo) = (picked[0], picked[1], picked[2], picked[3]);
+    std::fs::remove_file(target_of(&ws, deleted)).unwrap();
+    let t = target_of(&ws, truncated);
+    let len = std::fs::metadata(&t).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&t)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    // Same size, other bytes: only the content tells.
+    let r = target_of(&ws, rewritten);
+    let mut bytes = std::fs::read(&r).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&r, bytes).unwrap();
+    // Something that would block a reader: verify must not hang on it.
+    let f = target_of(&ws, fifo);
+    std::fs::remove_file(&f).unwrap();
+    let c = std::ffi::CString::new(f.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+
+    let (code, out) = verify(&ws, &["-v"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "target: {} ok, 1 missing, 2 changed, 1 unreadable",
+            n - 4
+        )),
+        "{out}"
+    );
+    let v = verdicts(&ws);
+    assert_eq!(v.len() as i64, n);
+    let differing: Vec<(&str, &str)> = v
+        .iter()
+        .filter(|(_, (t, _))| t != "ok")
+        .map(|(k, (t, _))| (k.as_str(), t.as_str()))
+        .collect();
+    let mut expected = vec![
+        (deleted.as_str(), "missing"),
+        (truncated.as_str(), "changed"),
+        (rewritten.as_str(), "changed"),
+        (fifo.as_str(), "unreadable"),
+    ];
+    expected.sort();
+    assert_eq!(differing, expected, "{out}");
+    for name in [deleted, truncated, rewritten, fifo] {
+        assert!(out.contains(name.as_str()), "{name} not listed:\n{out}");
+    }
+    // verify never writes to the target: the deleted file is still missing.
+    assert!(!target_of(&ws, deleted).exists());
+}
+
+#[test]
+fn verify_source_finds_changed_source_files() {
+    let ws = Workspace::empty();
+    std::fs::write(ws.lib().join("a.txt"), "alpha alpha\n").unwrap();
+    std::fs::write(ws.lib().join("b.txt"), "bravo bravo\n").unwrap();
+    std::fs::write(ws.lib().join("c.txt"), "charlie\n").unwrap();
+    let o = ws.migrate(&["--layout", "{source_path}.{ext}"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Same size, other bytes; and one gone.
+    std::fs::write(ws.lib().join("b.txt"), "bravo BRAVO\n").unwrap();
+    std::fs::remove_file(ws.lib().join("c.txt")).unwrap();
+
+    let (code, out) = verify(&ws, &[]);
+    assert_eq!(
+        code,
+        Some(0),
+        "without --source the target alone is checked: {out}"
+    );
+    let (code, out) = verify(&ws, &["--source"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("source: 1 ok, 1 missing, 1 changed"), "{out}");
+    let v = verdicts(&ws);
+    assert_eq!(v["a.txt"], ("ok".into(), Some("ok".into())), "{out}");
+    assert_eq!(v["b.txt"], ("ok".into(), Some("changed".into())), "{out}");
+    assert_eq!(v["c.txt"], ("ok".into(), Some("missing".into())), "{out}");
+}
+
+#[test]
+fn an_interrupted_verify_continues_its_pass() {
+    let ws = Workspace::with_corpus_sized(3000, 5, 8);
+    let o = ws.migrate(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let uploaded = ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded'");
+    let pass_rows = |db: &Path| {
+        count_or_zero(
+            db,
+            "SELECT COUNT(*) FROM verified WHERE pass_id = (SELECT MAX(id) FROM verify_passes)",
+        )
+    };
+    let pass_ended = |db: &Path| {
+        count_or_zero(
+            db,
+            "SELECT COUNT(*) FROM verify_passes WHERE id = (SELECT MAX(id) FROM verify_passes) AND ended_at IS NOT NULL",
+        ) == 1
+    };
+    // Kill a verify once it has recorded some verdicts and before it ends (a fast machine
+    // may finish first: then try again, with a new pass).
+    let mut interrupted_at = None;
+    for _ in 0..5 {
+        let mut child = ws.cmd(&["verify"]).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let n = pass_rows(&ws.state());
+            if n > 0 && !pass_ended(&ws.state()) {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                if !pass_ended(&ws.state()) {
+                    interrupted_at = Some(pass_rows(&ws.state()));
+                }
+                break;
+            }
+            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if interrupted_at.is_some() {
+            break;
+        }
+    }
+    let done_before = interrupted_at.expect("a verify killed part-way");
+    assert!(done_before > 0 && done_before < uploaded);
+    let (code, out) = verify(&ws, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("continuing the verify pass begun earlier"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("target: {uploaded} ok")), "{out}");
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM verify_passes"),
+        ws.count("SELECT COUNT(*) FROM verify_passes WHERE ended_at IS NOT NULL")
+    );
+}
+
+/// An HTTP target: the server is asked by SHA-1; what it lost is reported missing, and only
+/// that ("present" is all the protocol can say).
+#[test]
+fn verify_asks_an_http_server_and_finds_exactly_what_it_lost() {
+    let ws = Workspace::with_corpus(40, 21);
+    let server = TestServer::start(ServerConfig::default());
+    let url = server.root_url();
+    let o = ws
+        .cmd(&["run", "--from", ws.lib().to_str().unwrap(), "--to", &url])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let n = ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded'");
+    let (code, out) = verify(&ws, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("target: {n} present")), "{out}");
+
+    let lost: Vec<(String, String)> = {
+        let db = ws.db();
+        let mut st = db
+            .prepare(
+                "SELECT source_ref, sha1 FROM files WHERE state = 'uploaded' ORDER BY id LIMIT 3",
+            )
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    for (_, sha1) in &lost {
+        server.forget(sha1);
+    }
+    let (code, out) = verify(&ws, &["-v"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("target: {} present, 3 missing", n - 3)),
+        "{out}"
+    );
+    let missing: Vec<String> = verdicts(&ws)
+        .into_iter()
+        .filter(|(_, (t, _))| t == "missing")
+        .map(|(k, _)| k)
+        .collect();
+    let mut expected: Vec<String> = lost.into_iter().map(|(s, _)| s).collect();
+    expected.sort();
+    assert_eq!(missing, expected, "{out}");
+    let (code, out) = verify(&ws, &["--source"]);
+    assert_eq!(code, Some(2), "{out}");
+}
