@@ -5,6 +5,7 @@
 //! so does a fault of bookferry's own (a task that panicked, see `fault`), leaving the rows
 //! where they were. Every task is joined (`tasks`): none can vanish and leave the run waiting.
 
+mod adopt;
 mod batch;
 mod check;
 mod content;
@@ -238,6 +239,8 @@ pub struct ScanStatus {
 /// Returns when all are done, or when the run was stopped (then the rows not finished stay in
 /// their last committed state).
 pub async fn run(ctx: Arc<Ctx>, feed: Option<ScanFeed>) {
+    // Before any claim: a dead run's unrecorded placements are recorded as this migration's.
+    adopt::placements(&ctx).await;
     let t = &ctx.cfg.tuning;
     let (to_check, check_in) = mpsc::channel::<Item>(t.check_queue.max(1));
     let (to_hash, hash_in) = mpsc::channel::<Item>(t.check_queue.max(1));

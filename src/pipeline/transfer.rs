@@ -11,8 +11,8 @@ use super::{Ctx, Item};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::Digests;
 use crate::skip_reason::SkipReason;
-use crate::state::FileState;
-use crate::target::{Payload, Transferred};
+use crate::state::{placement, FileState};
+use crate::target::{Payload, Target, Transferred};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
@@ -191,12 +191,39 @@ async fn transfer_group(ctx: &Ctx, group: Vec<Item>) -> Vec<Option<i64>> {
         }
     }
     if !payloads.is_empty() {
+        // Where each is about to go, committed first (`state::placement`): a file placed by a
+        // run killed before recording it is then adopted by the next run, never taken for one
+        // the target already had.
+        if let Err(e) = ctx.writer.plan(planned_refs(ctx, &payloads)).await {
+            ctx.stop_run(Failure::new(
+                FailureKind::StateDb,
+                format!("the state DB could not be written before placing files: {e}"),
+            ));
+            return ids;
+        }
         let results = ctx.target.transfer_group(payloads).await;
         for (i, res) in sent.into_iter().zip(results) {
             ids[i] = record(ctx, &group[i], res).await;
         }
     }
     ids
+}
+
+/// Where a folder target will place each payload (before any ` (N)` suffix), or which content
+/// an HTTP target is sent; a calibre target claims nothing here (it marks its books in
+/// progress itself, see `target::calibre`).
+fn planned_refs(ctx: &Ctx, payloads: &[Payload]) -> Vec<(i64, String)> {
+    match &*ctx.target {
+        Target::Folder(f, _) => payloads
+            .iter()
+            .map(|p| (p.row_id, f.destination_of(p)))
+            .collect(),
+        Target::Http(_) => payloads
+            .iter()
+            .map(|p| (p.row_id, placement::sent_ref(&p.digests.sha1)))
+            .collect(),
+        Target::Calibre(..) => Vec::new(),
+    }
 }
 
 /// What a row needs before the target: its payload, or nothing more (a dry run, or no hash).

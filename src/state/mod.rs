@@ -7,6 +7,7 @@ pub mod file_state;
 pub mod listing;
 pub mod lock;
 pub mod migration_record;
+pub mod placement;
 pub mod report;
 pub mod retry;
 pub mod rows;

@@ -5,10 +5,12 @@ use super::{Result, StateError};
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 
-/// Migration `i` brings the schema from version `i` to `i + 1`.
+/// Migration `i` brings the schema from version `i` to `i + 1`: `schema.sql` makes version 1,
+/// each file of `migrations/` a later version.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../schema.sql"),
-    include_str!("migrations/verify.sql"),
+    include_str!("migrations/2_verify.sql"),
+    include_str!("migrations/3_planned_ref.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -4,6 +4,7 @@
 //! only place the pipeline writes to SQLite.
 
 use super::claim::claim_batch;
+use super::placement;
 use super::rows::FileRow;
 use super::runs::{self, RunCounters};
 use super::{now_ms, Conn, Db, FileState, Result, StateError};
@@ -125,6 +126,9 @@ pub struct WriterStats {
 pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
     fatal: Fatal,
+    /// For the placement claims, which do not go through the writer thread (see `plan`).
+    db: Db,
+    run: i64,
 }
 
 /// The error that stopped the writer, once there is one.
@@ -152,7 +156,12 @@ impl Writer {
             .spawn(move || writer_loop(conn, run, rx, flush, fatal2, tuning))
             .map_err(StateError::WriterThread)?;
         Ok(Writer {
-            handle: WriterHandle { tx, fatal },
+            handle: WriterHandle {
+                tx,
+                fatal,
+                db: db.clone(),
+                run,
+            },
             join,
         })
     }
@@ -194,6 +203,28 @@ impl WriterHandle {
             .await
             .map_err(|_| StateError::WriterGone(self.fatal()))?;
         rx.await.map_err(|_| StateError::WriterGone(self.fatal()))?
+    }
+
+    /// The run this writer records.
+    pub fn run(&self) -> i64 {
+        self.run
+    }
+
+    /// Record where each row is about to be placed (`files.planned_ref`, see
+    /// `state::placement`), committed before this returns. Its own small transaction on a
+    /// blocking thread, not a message to the writer thread: the writer's commits wait for the
+    /// target's `syncfs`, and placements must not wait for that.
+    pub async fn plan(&self, planned: Vec<(i64, String)>) -> Result<()> {
+        if planned.is_empty() {
+            return Ok(());
+        }
+        let (db, run) = (self.db.clone(), self.run);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.conn()?;
+            placement::claim(&mut conn, run, &planned)
+        })
+        .await
+        .map_err(|_| StateError::WriterGone(self.fatal()))?
     }
 
     /// Wait until everything sent before is committed.
@@ -544,6 +575,8 @@ const UPDATE_ROW: &str = "UPDATE files SET state = ?3,
             warnings = COALESCE(?9, warnings), target_ref = COALESCE(?10, target_ref),
             duplicate_of = COALESCE(?11, duplicate_of), skip_reason = COALESCE(?12, skip_reason),
             error_kind = ?13, error = ?14,
+            planned_ref = CASE WHEN ?3 IN ('uploaded', 'skipped', 'failed') THEN NULL
+                               ELSE planned_ref END,
             failed_from = CASE WHEN ?3 = 'failed' THEN ?17 ELSE NULL END,
             attempts = attempts + ?15, updated_at = ?16, state_changed_at = ?16
          WHERE id = ?1 AND state = ?2 AND run_id = ?4";

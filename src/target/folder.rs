@@ -10,7 +10,7 @@ use super::name_rules::{NameRules, Placing};
 use super::staged::{temp_name, Staging};
 use super::{ContentQuery, NameQuery, Payload, Placed, PlacementOptions, Unusable};
 use crate::failure::{Failure, FailureKind};
-use crate::hash::{self, DualHasher};
+use crate::hash::{self, Digests, DualHasher};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -251,6 +251,65 @@ impl FolderTarget {
         }
         let fitted: Vec<String> = rel.split('/').map(|c| self.names.fit(c)).collect();
         fitted.join("/")
+    }
+
+    /// Where a placement this migration claimed at `planned` (a [`Self::destination_of`]
+    /// result recorded before placing, see `state::placement`) ended, if it was made: the first
+    /// of `planned`, `planned (2)`, … (the names `place` tries, in order, up to the first free
+    /// one) that holds the row's content — `known` digests, or else those of the source file,
+    /// hashed here. Returns where, with the content. Blocking: reads the candidates.
+    pub fn find_placed(
+        &self,
+        planned: &str,
+        source: &Path,
+        size: u64,
+        known: Option<&Digests>,
+    ) -> Option<(String, Digests)> {
+        let inside = Path::new(planned)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside || planned.is_empty() {
+            return None;
+        }
+        let (parent_rel, name) = planned.rsplit_once('/').unwrap_or(("", planned));
+        let hashed = |p: &Path| {
+            File::open(p)
+                .and_then(hash::hash_reader)
+                .ok()
+                .map(|(d, _)| d)
+        };
+        let mut content = known.cloned();
+        for n in 1..=1000u32 {
+            let candidate_name = match n {
+                1 => name.to_string(),
+                _ => with_suffix(name, n),
+            };
+            let rel = match parent_rel {
+                "" => candidate_name,
+                dir => format!("{dir}/{candidate_name}"),
+            };
+            let path = self.root.join(&rel);
+            // The transfer took the first free name: nothing of ours after one.
+            let meta = fs::symlink_metadata(&path).ok()?;
+            let ours = if self.opts.link == LinkMode::Symlink {
+                meta.file_type().is_symlink() && fs::read_link(&path).is_ok_and(|t| t == source)
+            } else if meta.is_file() && meta.len() == size {
+                if content.is_none() {
+                    content = hashed(source);
+                }
+                let there = hashed(&path);
+                content
+                    .as_ref()
+                    .zip(there)
+                    .is_some_and(|(c, t)| t.same_content(c))
+            } else {
+                false
+            };
+            if ours {
+                return content.or_else(|| hashed(source)).map(|c| (rel, c));
+            }
+        }
+        None
     }
 
     /// Place one file. Blocking: called on a blocking thread.
@@ -787,6 +846,37 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["book.epub"]);
+    }
+
+    /// A placement claimed at `book.epub` is found where the transfer would have put it: at
+    /// the name, or at the first ` (N)` after names taken by other files; never a file with
+    /// other bytes, nor one past the first free name.
+    #[test]
+    fn a_claimed_placement_is_found_at_its_name_or_the_suffix_the_transfer_took() {
+        let (_dir, src, root, target) = copy_target(&[]);
+        let ours = b"our book";
+        fs::write(src.join("book.epub"), ours).unwrap();
+        let source = src.join("book.epub");
+        let digests = hash::hash_bytes(ours);
+        let find = |known: Option<&Digests>| target.find_placed("book.epub", &source, 8, known);
+        assert!(find(Some(&digests)).is_none(), "nothing placed yet");
+
+        fs::write(root.join("book.epub"), b"theirs!!").unwrap();
+        fs::write(root.join("book (2).epub"), b"another").unwrap();
+        assert!(find(None).is_none(), "other bytes are not ours");
+        // Past a free name the transfer never went.
+        fs::write(root.join("book (4).epub"), ours).unwrap();
+        assert!(find(None).is_none(), "past the first free name");
+
+        fs::write(root.join("book (3).epub"), ours).unwrap();
+        let want = Some(("book (3).epub".to_string(), digests.clone()));
+        assert_eq!(find(Some(&digests)), want);
+        // Unknown digests: the source file is hashed.
+        assert_eq!(find(None), want);
+        // A ref leading out of the root is never looked at.
+        assert!(target
+            .find_placed("../src/book.epub", &source, 8, None)
+            .is_none());
     }
 
     #[test]

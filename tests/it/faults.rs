@@ -892,9 +892,8 @@ fn a_copy_of_a_file_the_target_already_holds_by_name_and_size_is_not_placed_agai
 
 #[test]
 fn an_empty_state_db_with_user_version_0_is_migrated_in_place() {
-    // Schema version 1 is the only one so far, so "older" can only mean version 0: a file a bare
-    // `sqlite3` made (no tables), or an empty file. Migrations from a populated older schema get
-    // their test when a version 2 exists.
+    // Version 0: a file a bare `sqlite3` made (no tables), or an empty file, is migrated through
+    // every version. (A populated version 1 DB: `state_db::…dd8ada3…`.)
     let ws = Workspace::with_corpus_sized(12, 86, 8);
     let made_by_sqlite = ws.path().join("sqlite3-made.db");
     {

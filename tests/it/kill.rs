@@ -1,9 +1,13 @@
 //! `kill -9` at many moments (by time, so some land in the scan and hash stages, and by progress,
 //! so they land mid-transfer), then runs to completion: nothing lost, nothing placed twice, no
-//! finished row hashed again, every row's history valid. `BOOKFERRY_LONG_TESTS=1` kills 100 times.
+//! finished row hashed again, every row's history valid; the files the killed runs placed are
+//! recorded as placed (never as files the target already had), and a file the target did have
+//! stays untouched. `BOOKFERRY_LONG_TESTS=1` kills 100 times.
 
 use crate::util::*;
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -25,6 +29,14 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
         21,
         if long { 8 } else { 16 },
     );
+    // A file the target held before the migration, with the bytes of one source file (under
+    // another name): it must stay as it is, and that source file `target_has_content`.
+    let planted_sha1 = ws.manifest[7].sha1.clone();
+    let planted = ws.out().join("kept/already here.bin");
+    std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
+    std::fs::copy(ws.lib().join(&ws.manifest[7].path), &planted).unwrap();
+    let planted_before = inode_and_mtime(&planted);
+
     let mut rng = Lcg(0x5eed);
     let mut kills = 0;
     let mut attempts = 0;
@@ -108,9 +120,319 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
         ws.count("SELECT COUNT(*) FROM events WHERE to_state = 'hashed'")
     );
     assert_event_histories_valid(&ws);
+
+    // What the killed runs placed is recorded as placed, where it is: every uploaded row's
+    // file exists, and into this fresh target no row says the target had its content before
+    // (but the rows of the planted file's content, which it did have, untouched).
+    assert_uploaded_rows_point_at_their_files(&ws);
+    let claimed_by_target: Vec<(String, String)> = ws
+        .db()
+        .prepare(
+            "SELECT source_ref, sha1 FROM files
+             WHERE state = 'skipped' AND skip_reason = 'target_has_content'",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let wrongly: Vec<_> = claimed_by_target
+        .iter()
+        .filter(|(_, sha1)| *sha1 != planted_sha1)
+        .collect();
+    assert!(
+        wrongly.is_empty(),
+        "{} row(s) of a fresh target recorded as 'the target already had it', e.g. {:?}",
+        wrongly.len(),
+        &wrongly[..wrongly.len().min(5)]
+    );
+    assert!(
+        claimed_by_target
+            .iter()
+            .any(|(_, sha1)| *sha1 == planted_sha1),
+        "the file the target had beforehand was not recognised"
+    );
+    assert_eq!(
+        inode_and_mtime(&planted),
+        planted_before,
+        "the file the target had beforehand was touched"
+    );
+    assert_eq!(
+        ws.count("SELECT SUM(files_uploaded) FROM runs"),
+        ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded'"),
+        "every uploaded row is counted in the totals of the run that recorded it"
+    );
     // Runs that were killed are recorded as died, not left "running".
     assert_eq!(
         ws.count("SELECT COUNT(*) FROM runs WHERE ended_at IS NULL"),
         0
     );
+}
+
+fn inode_and_mtime(p: &Path) -> (u64, i64, i64) {
+    let m = std::fs::metadata(p).unwrap();
+    (m.ino(), m.mtime(), m.mtime_nsec())
+}
+
+/// Every `uploaded` row has a `target_ref`, and a file is there.
+fn assert_uploaded_rows_point_at_their_files(ws: &Workspace) {
+    let refs: Vec<(String, Option<String>)> = ws
+        .db()
+        .prepare("SELECT source_ref, target_ref FROM files WHERE state = 'uploaded'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (source, target) in refs {
+        let target = target.unwrap_or_else(|| panic!("{source}: uploaded without a target_ref"));
+        assert!(
+            ws.out().join(&target).is_file(),
+            "{source}: uploaded to {target}, which is not in the target"
+        );
+    }
+}
+
+/// Files in the target that no `uploaded` row names: placed by a killed run, not recorded.
+fn unrecorded_placements(ws: &Workspace) -> Vec<String> {
+    let recorded: std::collections::BTreeSet<String> = ws
+        .db()
+        .prepare("SELECT target_ref FROM files WHERE state = 'uploaded' AND target_ref IS NOT NULL")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    ws.target_files()
+        .into_keys()
+        .filter(|k| !k.contains(".bookferry-tmp") && !recorded.contains(k))
+        .collect()
+}
+
+/// A file a killed run placed without recording it is this migration's: the next run records
+/// it as `uploaded` where it is, and a later change to its source file replaces it there (no
+/// ` (2)` beside a stale copy).
+#[test]
+fn a_file_placed_by_a_killed_run_is_adopted_and_a_later_change_replaces_it_in_place() {
+    let ws = Workspace::with_corpus_sized(3000, 33, 8);
+    // Kill right after files appear in the target: the writer records them up to 100 ms later.
+    let mut placed = Vec::new();
+    for _ in 0..20 {
+        let mut child = ws
+            .migrate_cmd(&["--transfers", "2", "--checkers", "1", "-q"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = ws.target_files().len();
+        let t0 = Instant::now();
+        while ws.target_files().len() < base + 20 && t0.elapsed() < Duration::from_secs(60) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        placed = unrecorded_placements(&ws);
+        if !placed.is_empty() {
+            break;
+        }
+    }
+    assert!(!placed.is_empty(), "no kill left an unrecorded placement");
+    // Each one's source file and the state its row was left in (by content: the layout names
+    // files by their metadata).
+    let target = ws.target_files();
+    let state_of = |path: &str| -> String {
+        ws.db()
+            .query_row(
+                "SELECT state FROM files WHERE source_ref = ?1",
+                [path],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let left: Vec<(String, &Entry, String)> = placed
+        .iter()
+        .filter_map(|rel| {
+            let sha = &target[rel];
+            let mut same = ws.manifest.iter().filter(|e| &e.sha1 == sha);
+            let e = same.next()?;
+            same.next()
+                .is_none()
+                .then(|| (rel.clone(), e, state_of(&e.path)))
+        })
+        .collect();
+    assert!(
+        !left.is_empty(),
+        "no unrecorded placement of a unique content"
+    );
+    eprintln!(
+        "unrecorded placements, by the state their rows were left in: {:?}",
+        left.iter().map(|(_, _, s)| s.as_str()).collect::<Vec<_>>()
+    );
+
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "rerun: {}", stderr(&out));
+    assert_uploaded_rows_point_at_their_files(&ws);
+    for (rel, e, _) in &left {
+        let row: (String, Option<String>, Option<String>) = ws
+            .db()
+            .query_row(
+                "SELECT state, skip_reason, target_ref FROM files WHERE source_ref = ?1",
+                [&e.path],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (row.0.as_str(), row.1.as_deref(), row.2.as_deref()),
+            ("uploaded", None, Some(rel.as_str())),
+            "{}: placed at {rel} by the killed run",
+            e.path
+        );
+    }
+    // Preferably one whose row had not reached the transfer's state in the DB.
+    let (rel, entry, _) = left
+        .iter()
+        .find(|(_, _, s)| s != "metadata_cached")
+        .unwrap_or(&left[0])
+        .clone();
+
+    // The source file changes; the next run replaces the copy where it is.
+    let src = ws.lib().join(&entry.path);
+    let mut bytes = std::fs::read(&src).unwrap();
+    bytes.extend_from_slice(b"\nrevised edition\n");
+    std::fs::write(&src, &bytes).unwrap();
+    let out = ws.migrate(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "run after the change: {}",
+        stderr(&out)
+    );
+    let now = ws.target_files();
+    let stem = rel
+        .rsplit_once('.')
+        .map_or(rel.as_str(), |(s, _)| s)
+        .to_string();
+    let beside: Vec<_> = now
+        .keys()
+        .filter(|k| k.starts_with(&format!("{stem} (")))
+        .collect();
+    assert!(
+        beside.is_empty(),
+        "{}: the changed file was placed beside the stale copy {rel}: {beside:?}",
+        entry.path
+    );
+    assert_eq!(
+        std::fs::read(ws.out().join(&rel)).unwrap(),
+        bytes,
+        "{rel}: not replaced by the changed source file"
+    );
+    let (state, target_ref): (String, Option<String>) = ws
+        .db()
+        .query_row(
+            "SELECT state, target_ref FROM files WHERE source_ref = ?1",
+            [&entry.path],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), target_ref.as_deref()),
+        ("uploaded", Some(rel.as_str()))
+    );
+}
+
+/// Uploads a killed run sent and the server stored, but whose move to `uploaded` the run did
+/// not live to record, are this migration's: the next run records them `uploaded` (the server
+/// is asked by SHA-1, as before, but now for every row the dead run was sending, whatever state
+/// the DB had it in), never `skipped` as content the server already had; each stored once.
+#[test]
+fn uploads_a_killed_run_sent_without_recording_are_adopted_as_uploaded() {
+    use crate::protocol_server::{Faults, ServerConfig, TestServer};
+    let ws = Workspace::with_corpus_sized(600, 68, 16);
+    // Every reply waits 15 ms after the upload was stored: kills land in between.
+    let srv = TestServer::start(ServerConfig {
+        faults: Faults {
+            stall: Some(Duration::from_millis(15)),
+            p_stall: 1.0,
+            seed: 7,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let lib = ws.lib();
+    let args = |extra: &'static [&'static str]| {
+        let mut a = vec![
+            "run",
+            "--from",
+            lib.to_str().unwrap(),
+            "--to",
+            &srv.base_url,
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    let mut lost = 0;
+    for _ in 0..20 {
+        let mut child = ws
+            .cmd(&args(&["--transfers", "2", "-q"]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = srv.stats().stored_count_by_sha1.len();
+        let t0 = Instant::now();
+        while srv.stats().stored_count_by_sha1.len() < base + 8
+            && t0.elapsed() < Duration::from_secs(60)
+        {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        // Held by the server, not recorded as done.
+        let done: std::collections::BTreeSet<String> = ws
+            .db()
+            .prepare("SELECT sha1 FROM files WHERE state IN ('uploaded', 'skipped') AND sha1 IS NOT NULL")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        lost += srv
+            .stats()
+            .stored_count_by_sha1
+            .keys()
+            .filter(|s| !done.contains(*s))
+            .count();
+        if lost > 0 {
+            break;
+        }
+    }
+    assert!(lost > 0, "no kill left an upload unrecorded");
+    let out = ws.cmd(&args(&[])).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "final run: {}", stderr(&out));
+    let said_held: Vec<(String, String)> = ws
+        .db()
+        .prepare(
+            "SELECT source_ref, skip_reason FROM files
+             WHERE state = 'skipped' AND skip_reason <> 'duplicate'",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        said_held.is_empty(),
+        "{} row(s) sent by the killed run recorded as held by the server before, e.g. {:?}",
+        said_held.len(),
+        &said_held[..said_held.len().min(3)]
+    );
+    let s = srv.stats();
+    assert!(s.stored_count_by_sha1.values().all(|&n| n == 1));
+    assert_eq!(s.stored_count_by_sha1.len(), ws.unique_sha1s().len());
 }

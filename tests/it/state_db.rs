@@ -1,6 +1,7 @@
 //! State DBs written by earlier binaries (`tests/data/state-db/`) keep working: a migration
 //! recorded by them resumes with the options it was recorded with, and a recorded value that
-//! cannot be read is refused, never replaced by the defaults.
+//! cannot be read is refused, never replaced by the defaults. One state DB, one process,
+//! whatever path reaches it.
 
 use crate::util::*;
 use std::os::unix::fs::MetadataExt;
@@ -113,6 +114,16 @@ fn a_migration_recorded_by_dd8ada3_resumes_with_its_recorded_options() {
     assert_eq!(now["layout"], "{author}/{title}.{ext}", "{now}");
     assert_eq!(now["formats"], "epub,pdf", "{now}");
     assert_eq!(now["keep_duplicates"], true, "{now}");
+    // Migrated to the current schema in place (3: `files.planned_ref`, cleared once a row is
+    // done).
+    assert_eq!(
+        ws.count("PRAGMA user_version"),
+        bookferry::state::schema_version::SCHEMA_VERSION
+    );
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE planned_ref IS NOT NULL"),
+        0
+    );
 }
 
 /// Before, a recorded value that did not parse resumed silently with the default layout and
@@ -157,4 +168,82 @@ fn a_bad_option_on_a_first_run_creates_no_state_db() {
     }
     let out = ws.migrate(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// A second process reaching the running DB through a hard link (or a symlink) is refused as
+/// one on the same path is, naming the holder; `status` works meanwhile, by either path.
+/// (Before, the lock was `<path>.lock` beside the path given: the second process ran on the
+/// same DB.)
+#[test]
+fn a_second_process_reaching_the_db_by_another_path_is_refused() {
+    let ws = Workspace::with_corpus(400, 54);
+    let hard = ws.path().join("elsewhere/hard.db");
+    let soft = ws.path().join("elsewhere/soft.db");
+    std::fs::create_dir_all(hard.parent().unwrap()).unwrap();
+    let mut first = ws.migrate_cmd(&["--transfers", "1", "-q"]).spawn().unwrap();
+    // Once the first holds the lock (its run record exists), hold the DB's write lock so the
+    // first cannot end while the others start.
+    let t0 = std::time::Instant::now();
+    while count_or_zero(&ws.state(), "SELECT COUNT(*) FROM runs") == 0 {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended early"
+        );
+        assert!(t0.elapsed().as_secs() < 30, "the first run records nothing");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::fs::hard_link(ws.state(), &hard).unwrap();
+    std::os::unix::fs::symlink(ws.state(), &soft).unwrap();
+    let hold = WriteHold::take(&ws.state());
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first run ended early"
+    );
+    let (lib, out) = (ws.lib(), ws.out());
+    let mut refused = Vec::new();
+    for other in [&hard, &soft] {
+        let second = ws
+            .cmd_with_state(
+                other,
+                &[
+                    "run",
+                    "--from",
+                    lib.to_str().unwrap(),
+                    "--to",
+                    out.to_str().unwrap(),
+                ],
+            )
+            .output()
+            .unwrap();
+        let status = ws
+            .cmd_with_state(other, &["status", "--json"])
+            .output()
+            .unwrap();
+        refused.push((other.clone(), second, status));
+    }
+    drop(hold);
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+    for (other, second, status) in refused {
+        assert_eq!(
+            second.status.code(),
+            Some(2),
+            "{}: {}",
+            other.display(),
+            stderr(&second)
+        );
+        let err = stderr(&second);
+        assert!(
+            err.contains("in use by another bookferry process")
+                && err.contains(&format!("pid {}", first.id())),
+            "{}: {err}",
+            other.display()
+        );
+        assert_eq!(status.status.code(), Some(0), "status: {}", stderr(&status));
+    }
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM runs"),
+        1,
+        "only the first run was recorded"
+    );
+    assert_eq!(ws.target_files().len(), ws.unique_sha1s().len());
 }
