@@ -231,6 +231,19 @@ pub struct VerifyArgs {
     /// Also check the source files: changed or gone since they were migrated (folder targets).
     #[arg(long)]
     pub source: bool,
+    /// Put the files found missing (or changed) at the target back to be migrated by the next
+    /// run (repeatable). Never destroys: a changed file stays, the new copy goes beside it.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub repair: Vec<RepairKind>,
+    /// With --repair: do not ask (needed when not on a terminal).
+    #[arg(long)]
+    pub yes: bool,
     #[command(flatten)]
     pub http: HttpArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RepairKind {
+    Missing,
+    Changed,
 }

@@ -193,6 +193,8 @@ pub enum UsageError {
     VerifyUnsupported { kind: &'static str },
     #[error("verify --source is for folder targets (an HTTP target is verified by asking the server what it holds)")]
     VerifySourceOverHttp,
+    #[error("verify --repair: {files} files would be put back to be migrated; not on a terminal to ask, so say --yes")]
+    RepairNeedsYes { files: usize },
     #[error("{}: cannot write the report: {source}", .path.display())]
     ReportOutput {
         path: PathBuf,

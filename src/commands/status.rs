@@ -143,7 +143,7 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
 }
 
 /// `bookferry`, with `--state` when the state DB was given (so the command can be pasted).
-fn command_prefix(global: &GlobalArgs) -> String {
+pub(super) fn command_prefix(global: &GlobalArgs) -> String {
     match &global.state {
         Some(p) => format!(
             "bookferry --state {}",

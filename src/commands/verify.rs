@@ -9,7 +9,7 @@
 //! answer *present* or *missing*.
 
 use super::{options, recorded_migration, CmdResult, Internal, Session, Stop, UsageError};
-use crate::cli::{GlobalArgs, TuningArgs, VerifyArgs};
+use crate::cli::{GlobalArgs, RepairKind, TuningArgs, VerifyArgs};
 use crate::exit;
 use crate::hash::{self, Digests};
 use crate::state::verify_store::{self, Found, PassOptions, ToVerify, Verdict};
@@ -32,11 +32,12 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
     };
     let target = TargetSpec::parse(&target).map_err(UsageError::from)?;
     let verbose = global.verbose > 0;
+    let me = super::status::command_prefix(global);
     let (session, ended) = match &target {
         TargetSpec::Dir(root) => {
             let hardlinked = rec.options.link.as_deref() == Some("hardlink");
             let session = Session::open(&state, "verify")?;
-            let ended = verify_folder(&session, root, args, hardlinked, verbose);
+            let ended = verify_folder(&session, root, args, hardlinked, verbose, &me);
             (session, ended)
         }
         TargetSpec::Http(base) => {
@@ -47,7 +48,7 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
             let http_opts = options::http_options(&args.http, &no_tuning)?;
             let tuning = options::tuning(&no_tuning)?;
             let session = Session::open(&state, "verify")?;
-            let ended = verify_http(&session, base, &http_opts, &tuning, verbose);
+            let ended = verify_http(&session, args, base, &http_opts, &tuning, verbose, &me);
             (session, ended)
         }
         TargetSpec::Calibre(_) => {
@@ -72,6 +73,7 @@ fn verify_folder(
     args: &VerifyArgs,
     hardlinked: bool,
     verbose: bool,
+    me: &str,
 ) -> CmdResult {
     let opts = PassOptions {
         source: args.source,
@@ -95,14 +97,74 @@ fn verify_folder(
         verify_store::record(&mut conn, pass.id, &verdicts)?;
     }
     verify_store::end_pass(&conn, pass.id)?;
-    print_outcome(
+    let code = print_outcome(
         &conn,
         pass.id,
         &root.display().to_string(),
         opts.source,
         verbose,
         Found::as_str,
-    )
+    )?;
+    repair(session, &mut conn, pass.id, args, hardlinked, me)?;
+    Ok(code)
+}
+
+/// `--repair`: put the files found missing or changed (as chosen) back to be migrated, after
+/// the list above and a yes (asked on a terminal; `--yes` otherwise). Never destroys: the rows
+/// lose their `target_ref`, so the next run places a new copy and leaves a changed file as it
+/// is.
+fn repair(
+    session: &Session,
+    conn: &mut rusqlite::Connection,
+    pass: i64,
+    args: &VerifyArgs,
+    hardlinked: bool,
+    me: &str,
+) -> Result<(), super::CommandError> {
+    if args.repair.is_empty() {
+        return Ok(());
+    }
+    let mut kinds: Vec<Found> = args
+        .repair
+        .iter()
+        .map(|r| match r {
+            RepairKind::Missing => Found::Missing,
+            RepairKind::Changed => Found::Changed,
+        })
+        .collect();
+    if hardlinked && kinds.contains(&Found::Changed) {
+        println!(
+            "not repairing changed files: the target's files are hard links to the source's, so \
+             the source changed too (a new copy would carry the same bytes)"
+        );
+        kinds.retain(|k| *k != Found::Changed);
+    }
+    let (_, differs) = verify_store::outcome(conn, pass)?;
+    let chosen = differs.iter().filter(|d| kinds.contains(&d.target)).count();
+    if chosen == 0 {
+        println!("nothing to repair");
+        return Ok(());
+    }
+    if !args.yes {
+        use std::io::{BufRead, IsTerminal, Write};
+        if !std::io::stdin().is_terminal() {
+            return Err(UsageError::RepairNeedsYes { files: chosen }.into());
+        }
+        print!("put these {chosen} files back to be migrated by the next run? [y/N] ");
+        std::io::stdout().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).ok();
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("nothing repaired");
+            return Ok(());
+        }
+    }
+    let ids = verify_store::requeue(conn, session.run, pass, &kinds)?;
+    println!(
+        "{} files put back to be migrated; place them with `{me} run`",
+        ids.len()
+    );
+    Ok(())
 }
 
 /// The summary (a line per side), the files that differ (the first `LISTED`, all with `-v`),
@@ -173,10 +235,12 @@ const HTTP_BATCH: usize = 1000;
 
 fn verify_http(
     session: &Session,
+    args: &VerifyArgs,
     base: &str,
     http_opts: &crate::target::http::HttpOptions,
     tuning: &crate::tuning::Tuning,
     verbose: bool,
+    me: &str,
 ) -> CmdResult {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -219,7 +283,9 @@ fn verify_http(
         verify_store::record(&mut conn, pass.id, &verdicts)?;
     }
     verify_store::end_pass(&conn, pass.id)?;
-    print_outcome(&conn, pass.id, base, false, verbose, http_name)
+    let code = print_outcome(&conn, pass.id, base, false, verbose, http_name)?;
+    repair(session, &mut conn, pass.id, args, false, me)?;
+    Ok(code)
 }
 
 /// Check a batch, `workers` files at a time; verdicts in the rows' order.

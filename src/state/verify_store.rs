@@ -233,6 +233,51 @@ pub struct PassCounts {
     pub source: [u64; 4],
 }
 
+/// Put the files this pass found `found` (missing or changed at the target) back to be
+/// migrated: `checked` (hashed again, then placed), with no `target_ref`, so the next run places
+/// a new copy and never writes over what is there now (a changed file stays as it is; the new
+/// copy goes beside it). One `events` row each says why. Only `uploaded` rows move; returns
+/// their ids.
+pub fn requeue(conn: &mut Connection, run: i64, pass: i64, found: &[Found]) -> Result<Vec<i64>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    let mut ids = Vec::new();
+    {
+        let mut pick = tx.prepare(
+            "SELECT f.id, v.target FROM verified v JOIN files f ON f.id = v.file_id
+             WHERE v.pass_id = ?1 AND f.state = 'uploaded' ORDER BY f.id",
+        )?;
+        let rows = pick.query_map([pass], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        for row in rows {
+            let (id, target) = row?;
+            if Found::parse(&target).is_some_and(|f| found.contains(&f)) {
+                ids.push(id);
+            }
+        }
+        let mut event = tx.prepare(
+            "INSERT INTO events (file_id, run_id, at, from_state, to_state, detail)
+             SELECT id, ?2, ?3, 'uploaded', 'checked',
+                    'verify --repair: ' || ?4 || ' at the target (was ' || COALESCE(target_ref, '?') || ')'
+             FROM files WHERE id = ?1",
+        )?;
+        let mut update = tx.prepare(
+            "UPDATE files SET state = 'checked', target_ref = NULL, run_id = NULL,
+                 updated_at = ?2, state_changed_at = ?2
+             WHERE id = ?1 AND state = 'uploaded'",
+        )?;
+        let mut verdict = tx.prepare("SELECT target FROM verified WHERE file_id = ?1")?;
+        for id in &ids {
+            let what: String = verdict.query_row([id], |r| r.get(0))?;
+            event.execute(params![id, run, now, what])?;
+            update.execute(params![id, now])?;
+        }
+    }
+    tx.commit()?;
+    Ok(ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +353,48 @@ mod tests {
         .unwrap();
         assert_ne!(next.id, other.id);
         assert_eq!(next.already_checked, 0);
+    }
+
+    #[test]
+    fn repair_puts_back_only_the_chosen_kinds_with_an_event_and_no_target_ref() {
+        let mut conn = db();
+        let p = begin_pass(&mut conn, 1, PassOptions::default()).unwrap();
+        let v = |file_id, target| Verdict {
+            file_id,
+            target,
+            source: None,
+            detail: None,
+        };
+        record(
+            &mut conn,
+            p.id,
+            &[v(1, Found::Missing), v(3, Found::Changed)],
+        )
+        .unwrap();
+        assert_eq!(requeue(&mut conn, 2, p.id, &[Found::Missing]).unwrap(), [1]);
+        let row = |id: i64| -> (String, Option<String>) {
+            conn.query_row(
+                "SELECT state, target_ref FROM files WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(row(1), ("checked".into(), None));
+        assert_eq!(row(3), ("uploaded".into(), Some("C".into())));
+        let detail: String = conn
+            .query_row(
+                "SELECT detail FROM events WHERE file_id = 1 AND run_id = 2",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(detail, "verify --repair: missing at the target (was A)");
+        // Asked again: nothing left to move.
+        assert!(requeue(&mut conn, 2, p.id, &[Found::Missing])
+            .unwrap()
+            .is_empty());
+        assert_eq!(requeue(&mut conn, 2, p.id, &[Found::Changed]).unwrap(), [3]);
     }
 
     #[test]

@@ -256,3 +256,78 @@ fn verify_asks_an_http_server_and_finds_exactly_what_it_lost() {
     let (code, out) = verify(&ws, &["--source"]);
     assert_eq!(code, Some(2), "{out}");
 }
+
+/// `--repair missing --repair changed --yes`, then `run`: the deleted file is placed again and
+/// the changed one gets a new copy beside it, never over it; a verify after that finds all
+/// well. Without a terminal and without `--yes`, nothing is repaired (exit 2).
+#[test]
+fn repair_then_run_restores_what_was_lost_without_overwriting_anything() {
+    let ws = Workspace::with_corpus(40, 13);
+    let o = ws.migrate(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let two: Vec<String> = {
+        let db = ws.db();
+        let mut st = db
+            .prepare("SELECT source_ref FROM files WHERE state = 'uploaded' ORDER BY id LIMIT 2")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let (gone, changed) = (&two[0], &two[1]);
+    let gone_path = target_of(&ws, gone);
+    let changed_path = target_of(&ws, changed);
+    let gone_bytes = std::fs::read(&gone_path).unwrap();
+    std::fs::remove_file(&gone_path).unwrap();
+    std::fs::write(&changed_path, b"edited by someone").unwrap();
+
+    let o = ws
+        .cmd(&["verify", "--repair", "missing"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("say --yes"), "{}", stderr(&o));
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE state <> 'uploaded' AND state <> 'skipped'"),
+        0
+    );
+
+    let (code, out) = verify(
+        &ws,
+        &["--repair", "missing", "--repair", "changed", "--yes"],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("2 files put back to be migrated"), "{out}");
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM events WHERE detail LIKE 'verify --repair:%'"),
+        2
+    );
+    assert_eq!(std::fs::read(&changed_path).unwrap(), b"edited by someone");
+
+    let o = ws.run(&["run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(&gone_path).unwrap(),
+        gone_bytes,
+        "placed again where it was"
+    );
+    assert_eq!(
+        std::fs::read(&changed_path).unwrap(),
+        b"edited by someone",
+        "the changed file is never overwritten"
+    );
+    let new_copy = target_of(&ws, changed);
+    assert_ne!(new_copy, changed_path, "the new copy goes beside it");
+    let want = ws
+        .manifest
+        .iter()
+        .find(|e| &e.path == changed)
+        .unwrap()
+        .sha1
+        .clone();
+    assert_eq!(sha1_file(&new_copy), want);
+    let (code, out) = verify(&ws, &[]);
+    assert_eq!(code, Some(0), "{out}");
+}
