@@ -6,6 +6,7 @@
 //! share they are fitted to its characters and compared without case.
 
 use super::flusher::{syncfs, Flusher};
+use super::held_files::HeldFiles;
 use super::name_rules::{NameRules, Placing};
 use super::staged::{temp_name, Staging};
 use super::{ContentQuery, NameQuery, Payload, Placed, PlacementOptions, Unusable};
@@ -61,10 +62,8 @@ pub struct FolderTarget {
     opts: PlacementOptions,
     /// (base name's key, size) of every file in the target when the run started.
     index: HashMap<(String, u64), String>,
-    /// The same files by size, for the content check.
-    by_size: HashMap<u64, Vec<String>>,
-    /// SHA-1 of target files hashed for the content check (each read at most once).
-    sha1_of: Mutex<HashMap<String, Option<String>>>,
+    /// The same files, for the content check.
+    held: HeldFiles,
     root_dir: Option<File>,
     /// Writes back what the run writes while it runs, and makes it durable for the state
     /// writer (see `target::flusher`); not in a dry run.
@@ -110,8 +109,7 @@ impl FolderTarget {
             root: root.to_path_buf(),
             opts,
             index: HashMap::new(),
-            by_size: HashMap::new(),
-            sha1_of: Mutex::new(HashMap::new()),
+            held: HeldFiles::new(root.to_path_buf()),
             root_dir: None,
             flusher: None,
             staging: None,
@@ -153,7 +151,7 @@ impl FolderTarget {
         }
         target.index = index_tree(root, !dry_run, &target.names);
         for ((_, size), rel) in &target.index {
-            target.by_size.entry(*size).or_default().push(rel.clone());
+            target.held.add(rel.clone(), *size);
         }
         Ok(target)
     }
@@ -206,33 +204,7 @@ impl FolderTarget {
     /// Which queried contents already sit in the target (a file of the same size and SHA-1 that
     /// was there when the run started), and where. Blocking: reads those files once each.
     pub fn check_content(&self, q: &[ContentQuery]) -> HashMap<i64, Option<String>> {
-        let mut found = HashMap::new();
-        for c in q {
-            let Some(candidates) = self.by_size.get(&c.size) else {
-                continue;
-            };
-            for rel in candidates {
-                let known = self.sha1_of.lock().ok().and_then(|m| m.get(rel).cloned());
-                let sha1 = match known {
-                    Some(s) => s,
-                    None => {
-                        let s = File::open(self.root.join(rel))
-                            .and_then(hash::hash_reader)
-                            .map(|(d, _)| d.sha1)
-                            .ok();
-                        if let Ok(mut m) = self.sha1_of.lock() {
-                            m.insert(rel.clone(), s.clone());
-                        }
-                        s
-                    }
-                };
-                if sha1.as_deref() == Some(c.sha1.as_str()) {
-                    found.insert(c.key, Some(rel.clone()));
-                    break;
-                }
-            }
-        }
-        found
+        self.held.find(q)
     }
 
     /// The relative destination of a payload (before any ` (2)` suffix).
@@ -549,9 +521,7 @@ impl FolderTarget {
     /// the run started (the content check may find the file there, and a staged copy would be
     /// written for nothing).
     pub fn staging(&self, size: u64) -> Option<&Staging> {
-        self.staging
-            .as_ref()
-            .filter(|_| !self.by_size.contains_key(&size))
+        self.staging.as_ref().filter(|_| !self.held.has_size(size))
     }
 
     /// Make everything written so far durable: a `syncfs` of the target's filesystem that

@@ -6,6 +6,7 @@
 pub mod calibre;
 pub mod flusher;
 pub mod folder;
+pub mod held_files;
 pub mod http;
 pub mod layout;
 pub mod limit;

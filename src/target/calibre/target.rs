@@ -25,6 +25,7 @@ use crate::failure::{Failure, FailureKind};
 use crate::hash;
 use crate::skip_reason::SkipReason;
 use crate::target::folder::{write_new_file, LinkMode, TEMP_PREFIX};
+use crate::target::held_files::HeldFiles;
 use crate::target::staged::Staging;
 use crate::target::{ContentQuery, NameQuery, Payload, Placed, Transferred, Unusable};
 use std::collections::{HashMap, HashSet};
@@ -67,10 +68,8 @@ pub struct CalibreTarget {
     root_dir: Option<File>,
     /// (lowercased file name, size) → path of a format file the library held at open.
     by_name: HashMap<(String, u64), String>,
-    /// Size → paths of the format files of that size the library held at open.
-    by_size: HashMap<u64, Vec<String>>,
-    /// Path → SHA-1 of format files hashed for the content check (`None`: unreadable).
-    sha1_of: Mutex<HashMap<String, Option<String>>>,
+    /// The format files the library held at open, for the content check.
+    held: HeldFiles,
     /// Where the hash task stages copies (see `staging`).
     staging: Option<Staging>,
 }
@@ -92,8 +91,7 @@ impl CalibreTarget {
             uuid_seed: String::new(),
             root_dir: None,
             by_name: HashMap::new(),
-            by_size: HashMap::new(),
-            sha1_of: Mutex::new(HashMap::new()),
+            held: HeldFiles::new(root.to_path_buf()),
             staging: None,
         };
         if dry_run {
@@ -129,7 +127,7 @@ impl CalibreTarget {
         remove_staged_leftovers(root);
         for (rel, size) in lib.format_files().map_err(unusable)? {
             let name = rel.rsplit('/').next().unwrap_or(&rel).to_lowercase();
-            target.by_size.entry(size).or_default().push(rel.clone());
+            target.held.add(rel.clone(), size);
             target.by_name.insert((name, size), rel);
         }
         let uuid_seed = format!(
@@ -183,36 +181,10 @@ impl CalibreTarget {
     /// right size hashed once. From a calibre source, nothing: two books may hold the same
     /// bytes. Blocking: reads files.
     pub fn check_content(&self, q: &[ContentQuery]) -> HashMap<i64, Option<String>> {
-        let mut found = HashMap::new();
         if self.opts.keep_source_books {
-            return found;
+            return HashMap::new();
         }
-        for c in q {
-            let Some(candidates) = self.by_size.get(&c.size) else {
-                continue;
-            };
-            for rel in candidates {
-                let known = self.sha1_of.lock().ok().and_then(|m| m.get(rel).cloned());
-                let sha1 = match known {
-                    Some(s) => s,
-                    None => {
-                        let s = File::open(self.root.join(rel))
-                            .and_then(hash::hash_reader)
-                            .map(|(d, _)| d.sha1)
-                            .ok();
-                        if let Ok(mut m) = self.sha1_of.lock() {
-                            m.insert(rel.clone(), s.clone());
-                        }
-                        s
-                    }
-                };
-                if sha1.as_deref() == Some(c.sha1.as_str()) {
-                    found.insert(c.key, Some(rel.clone()));
-                    break;
-                }
-            }
-        }
-        found
+        self.held.find(q)
     }
 
     /// Where a file would go (for `--dry-run`).
