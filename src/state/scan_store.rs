@@ -160,45 +160,38 @@ pub fn write_batch(conn: &mut Connection, run: i64, batch: &ScanBatch) -> Result
                  state_changed_at = ?8
              WHERE id = ?1",
         )?;
+        // A file to migrate again: back to `pending` with what the scan saw, and why.
+        let mut migrate_again =
+            |id: i64, f: &ScannedFile, from: FileState, why: &str| -> rusqlite::Result<()> {
+                let (md, origin) = metadata_columns(f);
+                reset.execute(params![
+                    id,
+                    path_to_sql(&f.path),
+                    f.size as i64,
+                    f.mtime_ns,
+                    md,
+                    origin,
+                    None::<i64>,
+                    now
+                ])?;
+                event.execute(params![id, run, now, from.as_str(), why])?;
+                Ok(())
+            };
         for (id, old_state, f) in &batch.changed {
-            let (md, origin) = metadata_columns(f);
-            reset.execute(params![
-                id,
-                path_to_sql(&f.path),
-                f.size as i64,
-                f.mtime_ns,
-                md,
-                origin,
-                None::<i64>,
-                now
-            ])?;
-            event.execute(params![
-                id,
-                run,
-                now,
-                old_state.as_str(),
-                "source file changed (size or mtime); migrating it again"
-            ])?;
+            migrate_again(
+                *id,
+                f,
+                *old_state,
+                "source file changed (size or mtime); migrating it again",
+            )?;
         }
         for (id, f) in &batch.reappeared {
-            let (md, origin) = metadata_columns(f);
-            reset.execute(params![
-                id,
-                path_to_sql(&f.path),
-                f.size as i64,
-                f.mtime_ns,
-                md,
-                origin,
-                None::<i64>,
-                now
-            ])?;
-            event.execute(params![
-                id,
-                run,
-                now,
-                FileState::Skipped.as_str(),
-                "source file is back; migrating it"
-            ])?;
+            migrate_again(
+                *id,
+                f,
+                FileState::Skipped,
+                "source file is back; migrating it",
+            )?;
         }
         let mut back =
             tx.prepare_cached("UPDATE files SET source_gone = 0, updated_at = ?2 WHERE id = ?1")?;
