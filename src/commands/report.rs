@@ -71,8 +71,7 @@ fn selection_of(args: &ReportArgs) -> Result<Selection, UsageError> {
         reasons: args.reason.clone(),
         run: args.run,
     };
-    let any_kind = s.failed || s.skipped || s.duplicates || s.warnings || s.uploaded || s.all;
-    if !any_kind {
+    if !s.lists_any_kind() {
         s = Selection {
             reasons: s.reasons,
             run: s.run,

@@ -23,7 +23,7 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
     let last = report::last_run(&conn)?;
     let warned = report::files_with_warnings(&conn)?;
     let migration = migration_record::load(&conn)?;
-    let me = command_prefix(global);
+    let me = super::command_prefix(global);
     let next_steps: Vec<(String, u64, String)> = failures
         .iter()
         .map(|(kind, n)| (kind.clone(), *n, advice(kind, &me)))
@@ -142,29 +142,6 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
     Ok(exit::OK)
 }
 
-/// `bookferry`, with `--state` when the state DB was given (so the command can be pasted).
-pub(super) fn command_prefix(global: &GlobalArgs) -> String {
-    match &global.state {
-        Some(p) => format!(
-            "bookferry --state {}",
-            shell_quote(&crate::path_text::escape(p.as_os_str()))
-        ),
-        None => "bookferry".into(),
-    }
-}
-
-/// A word as a POSIX shell reads it back: as is when plain, else in single quotes.
-fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
 /// The advice for rows failed with `kind` (a kind this binary does not know is listed with
 /// the generic way to look at them).
 fn advice(kind: &str, me: &str) -> String {
@@ -187,9 +164,12 @@ mod tests {
 
     #[test]
     fn a_pasted_command_reads_back_as_the_path() {
-        assert_eq!(shell_quote("/srv/state.db"), "/srv/state.db");
-        assert_eq!(shell_quote("/my books/s.db"), "'/my books/s.db'");
-        assert_eq!(shell_quote("/it's/s.db"), "'/it'\\''s/s.db'");
+        assert_eq!(super::super::shell_quote("/srv/state.db"), "/srv/state.db");
+        assert_eq!(
+            super::super::shell_quote("/my books/s.db"),
+            "'/my books/s.db'"
+        );
+        assert_eq!(super::super::shell_quote("/it's/s.db"), "'/it'\\''s/s.db'");
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
     };
     let target = TargetSpec::parse(&target).map_err(UsageError::from)?;
     let verbose = global.verbose > 0;
-    let me = super::status::command_prefix(global);
+    let me = super::command_prefix(global);
     let (session, ended) = match &target {
         TargetSpec::Dir(root) => {
             let hardlinked = rec.options.link.as_deref() == Some("hardlink");

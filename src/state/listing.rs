@@ -42,8 +42,13 @@ impl Selection {
         }
     }
 
-    fn lists_any_kind(&self) -> bool {
-        self.all || self.failed || self.skipped || self.duplicates || self.warnings || self.uploaded
+    /// Whether any kind is chosen (with none, nothing is listed).
+    pub fn lists_any_kind(&self) -> bool {
+        self.duplicates || self.lists_other_than_duplicates()
+    }
+
+    fn lists_other_than_duplicates(&self) -> bool {
+        self.all || self.failed || self.skipped || self.warnings || self.uploaded
     }
 
     /// The WHERE clause (over `files AS f`) and its parameters.
@@ -177,12 +182,6 @@ pub fn each_listed<E>(
         }
     }
     Ok(Ok(()))
-}
-
-impl Selection {
-    fn lists_other_than_duplicates(&self) -> bool {
-        self.all || self.failed || self.skipped || self.warnings || self.uploaded
-    }
 }
 
 #[cfg(test)]

@@ -243,6 +243,8 @@ pub fn requeue(conn: &mut Connection, run: i64, pass: i64, found: &[Found]) -> R
     let now = now_ms();
     let mut ids = Vec::new();
     {
+        // The rows to move, with the verdict that sends them back (one query for the pass).
+        let mut chosen = Vec::new();
         let mut pick = tx.prepare(
             "SELECT f.id, v.target FROM verified v JOIN files f ON f.id = v.file_id
              WHERE v.pass_id = ?1 AND f.state = 'uploaded' ORDER BY f.id",
@@ -252,8 +254,8 @@ pub fn requeue(conn: &mut Connection, run: i64, pass: i64, found: &[Found]) -> R
         })?;
         for row in rows {
             let (id, target) = row?;
-            if Found::parse(&target).is_some_and(|f| found.contains(&f)) {
-                ids.push(id);
+            if let Some(f) = Found::parse(&target).filter(|f| found.contains(f)) {
+                chosen.push((id, f));
             }
         }
         let mut event = tx.prepare(
@@ -267,11 +269,10 @@ pub fn requeue(conn: &mut Connection, run: i64, pass: i64, found: &[Found]) -> R
                  updated_at = ?2, state_changed_at = ?2
              WHERE id = ?1 AND state = 'uploaded'",
         )?;
-        let mut verdict = tx.prepare("SELECT target FROM verified WHERE file_id = ?1")?;
-        for id in &ids {
-            let what: String = verdict.query_row([id], |r| r.get(0))?;
-            event.execute(params![id, run, now, what])?;
+        for (id, what) in chosen {
+            event.execute(params![id, run, now, what.as_str()])?;
             update.execute(params![id, now])?;
+            ids.push(id);
         }
     }
     tx.commit()?;
