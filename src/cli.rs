@@ -72,8 +72,10 @@ pub struct RunArgs {
     /// The library to migrate (see `scan --from`). Default: the recorded source.
     #[arg(long, value_name = "SOURCE")]
     pub from: Option<OsString>,
-    /// Where the files go: a folder (dir:PATH or a plain path), or a server speaking the upload
-    /// protocol (http(s)://HOST[:PORT][/PREFIX]). Default: the recorded target.
+    /// Where the files go: a folder (dir:PATH or a plain path), a calibre library
+    /// (calibre:PATH), or a server speaking the upload protocol (http(s)://HOST[:PORT][/PREFIX]).
+    /// Prefixes are case-insensitive; other `scheme://` and `name:` forms are refused.
+    /// Default: the recorded target.
     #[arg(long, value_name = "TARGET")]
     pub to: Option<OsString>,
     /// Formats to migrate (see `scan --formats`).

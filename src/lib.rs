@@ -2,6 +2,7 @@
 //! fast, resumably and auditably. The binary (`main.rs`) parses the command line and calls
 //! `commands`; everything else is a library so tests and benchmarks can reach it.
 
+pub mod arg_form;
 mod arrows;
 pub mod calibre;
 pub mod cli;
