@@ -119,12 +119,15 @@ pub struct TargetArgs {
     /// server that writes metadata into books) changes the source file too.
     #[arg(long, value_name = "MODE")]
     pub link: Option<String>,
-    /// Where files go inside a target folder. Fields: {author} {authors} {title} {series}
-    /// {series_index} {language} {publisher} {year} {ext} {name} {source_path}.
-    /// The file name must end with `.{ext}` and no folder may be `..`: other templates are
-    /// refused (exit 2), never adjusted. Every field is sanitized (no `/`, control, bidi or
-    /// zero-width characters). Default: {author}/{title}/{title} - {author}.{ext}
-    #[arg(long, value_name = "TEMPLATE")]
+    /// Where files go inside a target folder: a template, or a preset (kavita, komga,
+    /// audiobookshelf). Fields: {author} {authors} {title} {series} {series_index} {language}
+    /// {publisher} {year} {ext} {name} {source_path}; {field|fallback} when empty (e.g.
+    /// {series|Standalone}), {field:02} pads a number (1.5 → 01.5), and {?…} disappears when a
+    /// field inside is empty (e.g. {?{series}/}). The file name must end with `.{ext}` and no
+    /// folder may be `..`: other templates are refused (exit 2), never adjusted. Every field is
+    /// sanitized (no `/`, control, bidi or zero-width characters).
+    /// Default: {author}/{title}/{title} - {author}.{ext}
+    #[arg(long, value_name = "TEMPLATE|PRESET")]
     pub layout: Option<String>,
     /// Copy content duplicates too, instead of skipping them.
     #[arg(long)]

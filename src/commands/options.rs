@@ -35,15 +35,16 @@ impl MigrationOptions {
             Some(f) => FormatSet::parse(f)?,
             None => FormatSet::default(),
         };
-        if let (Some(given), Some(old)) = (&target.layout, &rec.layout) {
-            if given != old {
+        let layout_src = target.layout.as_deref().or(rec.layout.as_deref());
+        let layout = Layout::parse(layout_src.unwrap_or(DEFAULT_LAYOUT))?;
+        if let (Some(_), Some(old)) = (&target.layout, &rec.layout) {
+            // A preset is recorded as its template: naming it again is no change.
+            if layout.template() != old {
                 tracing::warn!(
                     "--layout changed from {old:?}: files already placed stay where they are"
                 );
             }
         }
-        let layout_src = target.layout.as_deref().or(rec.layout.as_deref());
-        let layout = Layout::parse(layout_src.unwrap_or(DEFAULT_LAYOUT))?;
         let link = LinkMode::parse(
             target
                 .link

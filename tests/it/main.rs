@@ -16,6 +16,7 @@ mod faults;
 mod hostile_server;
 mod http;
 mod kill;
+mod layouts;
 mod report;
 mod rescan;
 mod retry;
