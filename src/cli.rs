@@ -53,6 +53,16 @@ pub enum Command {
     /// Check that what was migrated is still there, intact: reads each placed file and compares
     /// it with the digests recorded when it was migrated. Never writes to the target; resumable.
     Verify(VerifyArgs),
+    /// Start over: rename the state DB to a dated backup beside it (its history kept), so the
+    /// next run starts fresh. Never touches the source or the target.
+    Forget(ForgetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Do not ask (needed when not on a terminal).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -37,6 +37,7 @@ fn main() {
         Command::RetryFailed(a) => commands::retry_failed::command(&cli.global, a),
         Command::Report(a) => commands::report::command(&cli.global, a),
         Command::Verify(a) => commands::verify::command(&cli.global, a),
+        Command::Forget(a) => commands::forget::command(&cli.global, a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -160,7 +160,7 @@ pub enum UsageError {
         how: &'static str,
         source_root: PathBuf,
     },
-    #[error("the state DB {} belongs to the migration {recorded_source} → {}; this one is {given_source} → {}. Use another --state for it",
+    #[error("the state DB {} belongs to the migration {recorded_source} → {}; this one is {given_source} → {}. Use another --state for it, or `bookferry forget` to start this state DB over (it keeps a dated backup)",
         .state.display(),
         .recorded_target.as_deref().unwrap_or("(no target yet)"),
         .target.as_deref().unwrap_or("(no target)"))]
@@ -195,6 +195,10 @@ pub enum UsageError {
     VerifySourceOverHttp,
     #[error("verify --repair: {files} files would be put back to be migrated; not on a terminal to ask, so say --yes")]
     RepairNeedsYes { files: usize },
+    #[error("not on a terminal to ask: say {flag}")]
+    NeedsYes { flag: &'static str },
+    #[error("{}: no state DB here, nothing to forget (give --state for another)", .0.display())]
+    NothingToForget(PathBuf),
     #[error("{}: cannot write the report: {source}", .path.display())]
     ReportOutput {
         path: PathBuf,

@@ -3,8 +3,10 @@
 //! (`execute.rs`), opening a session on the state DB (lock, migrate, run record, recovery of
 //! dead runs), and resolving which migration a command works on.
 
+pub mod confirm;
 pub mod error;
 pub mod execute;
+pub mod forget;
 pub mod options;
 pub mod report;
 pub mod retry_failed;
