@@ -56,6 +56,23 @@ pub enum Command {
     /// Start over: rename the state DB to a dated backup beside it (its history kept), so the
     /// next run starts fresh. Never touches the source or the target.
     Forget(ForgetArgs),
+    /// Print the shell completion script (bash, zsh, fish, powershell, elvish); see README.
+    Completions(CompletionsArgs),
+    /// Print the man page (of bookferry, or of one subcommand: `bookferry man run`).
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// A subcommand whose page to print (e.g. run); none: bookferry's own page.
+    pub subcommand: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -59,6 +59,8 @@ pub enum Internal {
     /// run stopped there and left the rows where they were.
     #[error("{0}")]
     Pipeline(#[from] Fault),
+    #[error("writing to standard output: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 /// Why a run stopped part-way; rows not finished stay where they were.
@@ -199,6 +201,8 @@ pub enum UsageError {
     NeedsYes { flag: &'static str },
     #[error("{}: no state DB here, nothing to forget (give --state for another)", .0.display())]
     NothingToForget(PathBuf),
+    #[error("bookferry man {0}: no such subcommand (see `bookferry --help`)")]
+    NoSuchSubcommand(String),
     #[error("{}: cannot write the report: {source}", .path.display())]
     ReportOutput {
         path: PathBuf,

@@ -12,6 +12,7 @@ pub mod report;
 pub mod retry_failed;
 pub mod run;
 pub mod scan;
+pub mod shell_docs;
 pub mod status;
 pub mod verify;
 

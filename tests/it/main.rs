@@ -22,6 +22,7 @@ mod report;
 mod rescan;
 mod retry;
 mod safety;
+mod shell_docs;
 mod signals;
 mod state_db;
 mod tls;
