@@ -36,6 +36,8 @@ pub struct GlobalArgs {
     pub log_file: Option<PathBuf>,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Record the source's files in the state DB (incremental: new, changed and vanished files).
@@ -92,6 +94,60 @@ pub struct ScanArgs {
     /// Default: common ebook formats.
     #[arg(long, value_name = "LIST")]
     pub formats: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// Which files move, beside `--formats` (recorded with the migration; given again, they
+/// replace the recorded ones). Globs match the path relative to the source root: `*` and `?`
+/// stay within a folder, `**` crosses folders, and a glob without `/` matches the file's name
+/// at any depth (`*.pdf`); a file moves when it matches an --include (if any is given), no
+/// --exclude, is listed by --files-from (if given), and its size is within the limits.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Filters")]
+pub struct FilterArgs {
+    /// Only files matching this glob (repeatable), e.g. --include '*.epub' --include 'comics/**'.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// No file matching this glob (repeatable), e.g. --exclude 'drafts/**'.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Exclude the globs in this file, one per line (`#` comments).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Option<PathBuf>,
+    /// Only the files listed in this file, one path per line, relative to the source root.
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Option<PathBuf>,
+    /// Globs and --files-from ignore case.
+    #[arg(long)]
+    pub ignore_case: bool,
+    /// Only files of at least this size (rclone's units: 100K, 1.5M, 2G; KiB without one).
+    #[arg(long, value_name = "SIZE")]
+    pub min_size: Option<String>,
+    /// Only files of at most this size (as --min-size).
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+    /// calibre source: only books with this tag (repeatable; any of them).
+    #[arg(long, value_name = "TAG")]
+    pub include_tag: Vec<String>,
+    /// calibre source: no book with this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub exclude_tag: Vec<String>,
+}
+
+impl FilterArgs {
+    /// Whether any filter flag was given.
+    pub fn given(&self) -> bool {
+        !self.include.is_empty()
+            || !self.exclude.is_empty()
+            || self.exclude_from.is_some()
+            || self.files_from.is_some()
+            || self.ignore_case
+            || self.min_size.is_some()
+            || self.max_size.is_some()
+            || !self.include_tag.is_empty()
+            || !self.exclude_tag.is_empty()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +164,8 @@ pub struct RunArgs {
     /// Formats to migrate (see `scan --formats`).
     #[arg(long, value_name = "LIST")]
     pub formats: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Hash every file, even those the target already has by name and size.
     #[arg(long)]
     pub checksum: bool,

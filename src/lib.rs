@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod exit;
 pub mod failure;
+pub mod filter;
 pub mod hash;
 pub mod path_text;
 pub use bookferry_metadata as metadata;

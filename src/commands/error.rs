@@ -88,7 +88,8 @@ impl CommandError {
                 ScanError::Source { .. }
                 | ScanError::Calibre(_)
                 | ScanError::NoMatchingFormats { .. }
-                | ScanError::SourceEmpty { .. },
+                | ScanError::SourceEmpty { .. }
+                | ScanError::FilterMatchesNothing { .. },
             ) => exit::NOTHING_DONE,
             CommandError::Scan(ScanError::State(_)) => exit::STOPPED,
             CommandError::Stopped(Stop::Failure(f)) if f.kind == FailureKind::Auth => exit::AUTH,
@@ -201,6 +202,10 @@ pub enum UsageError {
     NeedsYes { flag: &'static str },
     #[error("{}: no state DB here, nothing to forget (give --state for another)", .0.display())]
     NothingToForget(PathBuf),
+    #[error("--min-size/--max-size {0}")]
+    FilterSize(#[source] crate::tuning::BadSize),
+    #[error(transparent)]
+    Filter(#[from] crate::filter::FilterError),
     #[error("bookferry man {0}: no such subcommand (see `bookferry --help`)")]
     NoSuchSubcommand(String),
     #[error("{}: cannot write the report: {source}", .path.display())]

@@ -13,6 +13,7 @@ mod calibre_target;
 mod cli_forms;
 mod engine;
 mod faults;
+mod filters;
 mod forget;
 mod hostile_server;
 mod http;
