@@ -41,26 +41,56 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Record the source's files in the state DB (incremental: new, changed and vanished files).
+    #[command(after_help = "Examples:
+  bookferry scan --from ~/Books
+  bookferry scan --from 'calibre:~/Calibre Library' --formats epub,pdf")]
     Scan(ScanArgs),
     /// Scan, then move every file to the target; without --from/--to, resume the recorded
     /// migration.
+    #[command(after_help = "Examples:
+  bookferry run --from ~/Books --to /srv/library
+  bookferry run --from 'calibre:~/Calibre Library' --to calibre:/srv/calibre
+  bookferry run --from ~/Comics --to /srv/komga --layout komga --include '*.cbz'
+  BOOKFERRY_TOKEN=... bookferry run --from ~/Books --to https://books.example.org/api
+  bookferry run          # resume the recorded migration")]
     Run(RunArgs),
     /// Counts and bytes per state, failures by kind, rate and ETA. Safe while a run is going.
+    #[command(after_help = "Examples:
+  bookferry status
+  bookferry status --json | jq .counts")]
     Status(StatusArgs),
     /// Put failed rows back where they failed and run them again.
+    #[command(after_help = "Examples:
+  bookferry retry-failed
+  bookferry retry-failed --kind transient_exhausted --kind target_write")]
     RetryFailed(RetryArgs),
     /// List files with their state, reason, source and target (default: the failed, the
     /// skipped and those with warnings). Safe while a run is going.
+    #[command(after_help = "Examples:
+  bookferry report --skipped --reason duplicate
+  bookferry report --warnings --format csv -o warnings.csv
+  bookferry report --all --format json | jq length")]
     Report(ReportArgs),
     /// Check that what was migrated is still there, intact: reads each placed file and compares
     /// it with the digests recorded when it was migrated. Never writes to the target; resumable.
+    #[command(after_help = "Examples:
+  bookferry verify
+  bookferry verify --source -v
+  bookferry verify --repair missing --yes && bookferry run")]
     Verify(VerifyArgs),
     /// Start over: rename the state DB to a dated backup beside it (its history kept), so the
     /// next run starts fresh. Never touches the source or the target.
+    #[command(after_help = "Examples:
+  bookferry forget
+  bookferry --state other.db forget --yes")]
     Forget(ForgetArgs),
     /// Print the shell completion script (bash, zsh, fish, powershell, elvish); see README.
+    #[command(after_help = "Example:
+  bookferry completions bash > ~/.local/share/bash-completion/completions/bookferry")]
     Completions(CompletionsArgs),
     /// Print the man page (of bookferry, or of one subcommand: `bookferry man run`).
+    #[command(after_help = "Example:
+  bookferry man run | man -l -")]
     Man(ManArgs),
 }
 
@@ -91,7 +121,8 @@ pub struct ScanArgs {
     #[arg(long, value_name = "SOURCE")]
     pub from: OsString,
     /// Formats to record, comma-separated (e.g. epub,pdf), or `all` for every file.
-    /// Default: common ebook formats.
+    /// Default: epub kepub pdf mobi azw azw3 kfx fb2 fb2.zip djvu cbz cbr cb7 txt rtf doc docx
+    /// odt lit pdb chm htmlz.
     #[arg(long, value_name = "LIST")]
     pub formats: Option<String>,
     #[command(flatten)]
@@ -265,7 +296,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct RetryArgs {
     /// Only failures of this kind (repeatable), e.g. --kind target_write.
-    #[arg(long, value_name = "KIND")]
+    #[arg(long, value_name = "KIND", value_parser = failure_kinds())]
     pub kind: Vec<String>,
     #[command(flatten)]
     pub tuning: TuningArgs,
@@ -336,4 +367,46 @@ pub struct VerifyArgs {
 pub enum RepairKind {
     Missing,
     Changed,
+}
+
+/// `--kind`'s values: the failure kinds, listed in `--help`.
+fn failure_kinds() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(crate::failure::FailureKind::ALL.map(|k| k.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn help_of(sub: &str) -> String {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.find_subcommand_mut(sub)
+            .expect("a subcommand")
+            .render_long_help()
+            .to_string()
+    }
+
+    /// `--help` names the default formats (those the scan uses), lists `--kind`'s values, and
+    /// shows examples for every subcommand.
+    #[test]
+    fn help_shows_defaults_kinds_and_examples() {
+        let flat = help_of("scan")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let defaults = crate::source::formats::DEFAULT_FORMATS.join(" ");
+        assert!(flat.contains(&defaults), "{flat}");
+        let retry = help_of("retry-failed");
+        for k in crate::failure::FailureKind::ALL {
+            assert!(retry.contains(k.as_str()), "{k:?} not listed: {retry}");
+        }
+        for sub in Cli::command().get_subcommands() {
+            let name = sub.get_name().to_string();
+            if name != "help" {
+                assert!(help_of(&name).contains("Example"), "{name} has no example");
+            }
+        }
+    }
 }
