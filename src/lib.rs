@@ -11,6 +11,7 @@ pub mod exit;
 pub mod failure;
 pub mod filter;
 pub mod hash;
+pub mod invocation;
 pub mod path_text;
 pub use bookferry_metadata as metadata;
 pub mod pipeline;

@@ -26,6 +26,10 @@ fn main() {
             std::process::exit(code);
         }
     };
+    bookferry::invocation::remember(
+        std::env::args_os().next().as_deref(),
+        cli.global.state.as_deref(),
+    );
     if let Err(e) = init_logging(&cli.global) {
         eprintln!("bookferry: {e}");
         std::process::exit(exit::NOTHING_DONE);

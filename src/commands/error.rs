@@ -163,10 +163,11 @@ pub enum UsageError {
         how: &'static str,
         source_root: PathBuf,
     },
-    #[error("the state DB {} belongs to the migration {recorded_source} → {}; this one is {given_source} → {}. Use another --state for it, or `bookferry forget` to start this state DB over (it keeps a dated backup)",
+    #[error("the state DB {} belongs to the migration {recorded_source} → {}; this one is {given_source} → {}. Use another --state for it, or `{} forget` to start this state DB over (it keeps a dated backup)",
         .state.display(),
         .recorded_target.as_deref().unwrap_or("(no target yet)"),
-        .target.as_deref().unwrap_or("(no target)"))]
+        .target.as_deref().unwrap_or("(no target)"),
+        crate::invocation::me())]
     OtherMigration {
         state: PathBuf,
         recorded_source: String,
@@ -180,7 +181,7 @@ pub enum UsageError {
     NoTarget,
     #[error("no migration recorded in {}; nothing to retry", .0.display())]
     NothingToRetry(PathBuf),
-    #[error("this state DB has no target yet; use `bookferry run --to TARGET`")]
+    #[error("this state DB has no target yet; use `{me} run --to TARGET`", me = crate::invocation::me())]
     NoTargetToRetry,
     #[error("--reason {given:?}: unknown reason (failure kinds: {}; skip reasons: {})",
         FailureKind::ALL.map(FailureKind::as_str).join(", "),
@@ -206,7 +207,7 @@ pub enum UsageError {
     FilterSize(#[source] crate::tuning::BadSize),
     #[error(transparent)]
     Filter(#[from] crate::filter::FilterError),
-    #[error("bookferry man {0}: no such subcommand (see `bookferry --help`)")]
+    #[error("bookferry man {0}: no such subcommand (see `{me} --help`)", me = crate::invocation::me())]
     NoSuchSubcommand(String),
     #[error("{}: cannot write the report: {source}", .path.display())]
     ReportOutput {

@@ -200,27 +200,13 @@ fn redact(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<String> {
     out
 }
 
-/// `bookferry`, with `--state` when the state DB was given (so the command can be pasted).
+/// The command as the user invoked it, with `--state` when the state DB was given (so the
+/// command can be pasted): see [`crate::invocation`].
 pub fn command_prefix(global: &GlobalArgs) -> String {
-    match &global.state {
-        Some(p) => format!(
-            "bookferry --state {}",
-            shell_quote(&crate::path_text::escape(p.as_os_str()))
-        ),
-        None => "bookferry".into(),
-    }
-}
-
-/// A word as a POSIX shell reads it back: as is when plain, else in single quotes.
-fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
+    crate::invocation::prefix(
+        std::env::args_os().next().as_deref(),
+        global.state.as_deref(),
+    )
 }
 
 /// Check a given source/target against the recorded pair; a DB belongs to one migration.

@@ -163,16 +163,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_pasted_command_reads_back_as_the_path() {
-        assert_eq!(super::super::shell_quote("/srv/state.db"), "/srv/state.db");
-        assert_eq!(
-            super::super::shell_quote("/my books/s.db"),
-            "'/my books/s.db'"
-        );
-        assert_eq!(super::super::shell_quote("/it's/s.db"), "'/it'\\''s/s.db'");
-    }
-
-    #[test]
     fn every_failure_kind_has_advice_and_retryable_ones_name_the_command() {
         for k in FailureKind::ALL {
             let a = advice(k.as_str(), "bookferry");

@@ -49,7 +49,7 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("state DB {path} does not exist; run `bookferry scan` or `bookferry run` first")]
+    #[error("state DB {path} does not exist; run `{me} scan` or `{me} run` first", me = crate::invocation::me())]
     Missing { path: PathBuf },
     #[error("the state DB's recorded migration options do not parse ({json:?}): {source}; the DB was changed by hand or is damaged: fix the value or use another --state")]
     BadOptions {

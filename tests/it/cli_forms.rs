@@ -48,3 +48,42 @@ fn prefixes_are_case_insensitive_and_dir_takes_a_name_with_a_colon() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(ws.path().join("books/metadata.db").is_file());
 }
+
+/// Before, hints said `bookferry run`, which fails where the binary is not on the PATH, or
+/// without the `--state` that was given ("no migration recorded").
+#[test]
+fn the_command_a_hint_gives_can_be_pasted_as_it_is() {
+    let ws = Workspace::with_corpus(4, 214);
+    let scan = ws
+        .cmd_with_state(
+            std::path::Path::new("my state.db"),
+            &["scan", "--from", "lib"],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(scan.status.code(), Some(0), "{}", stderr(&scan));
+    let status = ws
+        .cmd_with_state(std::path::Path::new("my state.db"), &["status", "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let hint = json["continue"]
+        .as_str()
+        .expect("a command to continue")
+        .to_string();
+    assert!(
+        hint.starts_with(&format!("{} --state 'my state.db' run", bin().display())),
+        "{hint}"
+    );
+    let pasted = hint.replace("TARGET", "out");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&pasted)
+        .current_dir(ws.path())
+        .env("PATH", "/usr/bin:/bin")
+        .env_remove("BOOKFERRY_STATE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{pasted}: {}", stderr(&out));
+    assert_eq!(tree_sha1(&ws.out()).len(), 4);
+}

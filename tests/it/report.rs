@@ -245,7 +245,8 @@ fn status_names_the_migration_the_next_steps_and_the_command_to_continue() {
     );
     assert!(
         text.contains(&format!(
-            "files with warnings: 1 (which and why: bookferry --state {s} report --warnings)"
+            "files with warnings: 1 (which and why: {} --state {s} report --warnings)",
+            bin().display()
         )),
         "{text}"
     );
@@ -271,7 +272,8 @@ fn status_names_the_migration_the_next_steps_and_the_command_to_continue() {
     let text = stdout(&o);
     assert!(
         text.contains(&format!(
-            "files still to migrate; to continue: bookferry --state {} run --to TARGET",
+            "files still to migrate; to continue: {} --state {} run --to TARGET",
+            bin().display(),
             other.display()
         )),
         "{text}"
