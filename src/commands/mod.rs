@@ -12,6 +12,7 @@ pub mod run;
 pub mod scan;
 pub mod status;
 pub mod verify;
+pub mod verify_progress;
 
 pub use error::{CommandError, Internal, Stop, UsageError};
 

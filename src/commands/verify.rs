@@ -7,14 +7,22 @@
 //! Folder target: the file at `target_ref` is read once and hashed (SHA-1 and BLAKE3). HTTP
 //! target: the server is asked by SHA-1 in batches (the protocol's check call), which can only
 //! answer *present* or *missing*.
+//!
+//! `--content` also looks at the rows skipped because the target had a file of that name and
+//! size (nothing read them when they were skipped): the source file is hashed and compared with
+//! the target's files of that name and size (a folder), or the server is asked for its SHA-1
+//! (HTTP). Other content there means the book was never migrated.
 
+use super::verify_progress::VerifyProgress;
 use super::{options, recorded_migration, CmdResult, Internal, Session, Stop, UsageError};
 use crate::cli::{GlobalArgs, RepairKind, TuningArgs, VerifyArgs};
 use crate::exit;
 use crate::hash::{self, Digests};
-use crate::state::verify_store::{self, Found, PassOptions, ToVerify, Verdict};
+use crate::state::verify_store::{self, Found, NameSizeCheck, PassOptions, ToVerify, Verdict};
+use crate::target::folder::TEMP_PREFIX;
 use crate::target::http::HttpTarget;
 use crate::target::TargetSpec;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Rows read from the state DB, checked, and recorded at a time.
@@ -33,11 +41,19 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
     let target = TargetSpec::parse(&target).map_err(UsageError::from)?;
     let verbose = global.verbose > 0;
     let me = super::command_prefix(global);
+    let content = args.content || args.repair.contains(&RepairKind::Content);
+    let progress = |total: (u64, u64)| VerifyProgress::start(total, global.quiet, args.stats);
     let (session, ended) = match &target {
         TargetSpec::Dir(root) => {
             let hardlinked = rec.options.link.as_deref() == Some("hardlink");
             let session = Session::open(&state, "verify")?;
-            let ended = verify_folder(&session, root, args, hardlinked, verbose, &me);
+            let opts = PassOptions {
+                source: args.source,
+                content,
+            };
+            let ended = verify_folder(
+                &session, root, args, opts, hardlinked, verbose, &me, &progress,
+            );
             (session, ended)
         }
         TargetSpec::Http(base) => {
@@ -48,7 +64,9 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
             let http_opts = options::http_options(&args.http, &no_tuning)?;
             let tuning = options::tuning(&no_tuning)?;
             let session = Session::open(&state, "verify")?;
-            let ended = verify_http(&session, args, base, &http_opts, &tuning, verbose, &me);
+            let ended = verify_http(
+                &session, args, content, base, &http_opts, &tuning, verbose, &me, &progress,
+            );
             (session, ended)
         }
         TargetSpec::Calibre(_) => {
@@ -67,18 +85,17 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn verify_folder(
     session: &Session,
     root: &Path,
     args: &VerifyArgs,
+    opts: PassOptions,
     hardlinked: bool,
     verbose: bool,
     me: &str,
+    progress: &dyn Fn((u64, u64)) -> VerifyProgress,
 ) -> CmdResult {
-    let opts = PassOptions {
-        source: args.source,
-        content: false,
-    };
     let mut conn = session.db.conn()?;
     let pass = verify_store::begin_pass(&mut conn, session.run, opts)?;
     if pass.already_checked > 0 {
@@ -88,20 +105,31 @@ fn verify_folder(
         );
     }
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let names = if opts.content {
+        NameIndex::of(root)
+    } else {
+        NameIndex::default()
+    };
+    let mut shown = progress(verify_store::left_to_check(&conn, pass.id, opts.content)?);
     let mut after = 0;
     loop {
         let rows = verify_store::unchecked(&conn, pass.id, opts.content, after, BATCH)?;
         let Some(last) = rows.last() else { break };
         after = last.id;
-        let verdicts = check_all(&rows, root, opts, hardlinked, workers);
-        verify_store::record(&mut conn, pass.id, &verdicts)?;
+        let checked = check_all(&rows, root, opts, hardlinked, &names, workers);
+        let (verdicts, compared): (Vec<Verdict>, Vec<Option<NameSizeCheck>>) =
+            checked.into_iter().unzip();
+        let compared: Vec<NameSizeCheck> = compared.into_iter().flatten().collect();
+        verify_store::record_all(&mut conn, pass.id, &verdicts, &compared)?;
+        shown.add(rows.len() as u64, rows.iter().map(|r| r.size).sum());
     }
+    shown.finish();
     verify_store::end_pass(&conn, pass.id)?;
     let code = print_outcome(
         &conn,
         pass.id,
         &root.display().to_string(),
-        opts.source,
+        opts,
         verbose,
         Found::as_str,
     )?;
@@ -127,11 +155,13 @@ fn repair(
     let mut kinds: Vec<Found> = args
         .repair
         .iter()
-        .map(|r| match r {
-            RepairKind::Missing => Found::Missing,
-            RepairKind::Changed => Found::Changed,
+        .filter_map(|r| match r {
+            RepairKind::Missing => Some(Found::Missing),
+            RepairKind::Changed => Some(Found::Changed),
+            RepairKind::Content => None,
         })
         .collect();
+    let content = args.repair.contains(&RepairKind::Content);
     if hardlinked && kinds.contains(&Found::Changed) {
         println!(
             "not repairing changed files: the target's files are hard links to the source's, so \
@@ -140,7 +170,16 @@ fn repair(
         kinds.retain(|k| *k != Found::Changed);
     }
     let (_, differs) = verify_store::outcome(conn, pass)?;
-    let chosen = differs.iter().filter(|d| kinds.contains(&d.target)).count();
+    let chosen = differs
+        .iter()
+        .filter(|d| {
+            if d.name_size_skip {
+                content && matches!(d.target, Found::Changed | Found::Missing)
+            } else {
+                kinds.contains(&d.target)
+            }
+        })
+        .count();
     if chosen == 0 {
         println!("nothing to repair");
         return Ok(());
@@ -159,7 +198,10 @@ fn repair(
             return Ok(());
         }
     }
-    let ids = verify_store::requeue(conn, session.run, pass, &kinds)?;
+    let mut ids = verify_store::requeue(conn, session.run, pass, &kinds)?;
+    if content {
+        ids.extend(verify_store::requeue_name_size(conn, session.run, pass)?);
+    }
     println!(
         "{} files put back to be migrated; place them with `{me} run`",
         ids.len()
@@ -173,12 +215,12 @@ fn print_outcome(
     conn: &rusqlite::Connection,
     pass: i64,
     target: &str,
-    source: bool,
+    opts: PassOptions,
     verbose: bool,
     name: fn(Found) -> &'static str,
 ) -> CmdResult {
     let (counts, differs) = verify_store::outcome(conn, pass)?;
-    let by = |side: &[u64; 4]| {
+    let by = |side: &[u64], name: fn(Found) -> &'static str| {
         Found::ALL
             .iter()
             .filter(|f| side[**f as usize] > 0 || **f == Found::Ok)
@@ -187,24 +229,40 @@ fn print_outcome(
             .join(", ")
     };
     println!("verified {} files in {target}", counts.checked);
-    println!("  target: {}", by(&counts.target));
-    if source {
-        println!("  source: {}", by(&counts.source));
+    println!("  target: {}", by(&counts.target, name));
+    if opts.content {
+        println!(
+            "  skipped for name and size: {}",
+            by(&counts.name_size, name_size_name)
+        );
+    }
+    if opts.source {
+        println!("  source: {}", by(&counts.source, Found::as_str));
     }
     let shown = if verbose { differs.len() } else { LISTED };
     for d in differs.iter().take(shown) {
         let mut what = Vec::new();
-        if d.target != Found::Ok {
+        if d.name_size_skip && d.target != Found::Ok {
+            what.push(format!(
+                "skipped for name and size, {}",
+                name_size_name(d.target)
+            ));
+        } else if d.target != Found::Ok {
             what.push(format!("target {}", name(d.target)));
         }
         if let Some(s) = d.source.filter(|s| *s != Found::Ok) {
             what.push(format!("source {}", s.as_str()));
         }
+        let target = match (&d.compared_ref, d.name_size_skip) {
+            (Some(c), true) => c.as_str(),
+            (None, true) => "(no file of this name and size)",
+            (_, false) => d.target_ref.as_str(),
+        };
         println!(
             "  #{} {} → {}: {}{}",
             d.file_id,
             d.source_ref,
-            d.target_ref,
+            target,
             what.join(", "),
             d.detail
                 .as_deref()
@@ -222,6 +280,17 @@ fn print_outcome(
     })
 }
 
+/// What a name-and-size skip's comparison found (`--content`): `changed` means the target's
+/// file of that name and size holds other bytes — the book was never migrated.
+fn name_size_name(f: Found) -> &'static str {
+    match f {
+        Found::Ok => "same content",
+        Found::Changed => "other content (never migrated)",
+        Found::Missing => "gone from the target",
+        _ => f.as_str(),
+    }
+}
+
 /// An HTTP server can only say whether it holds a content: `ok` is "present" there.
 fn http_name(f: Found) -> &'static str {
     match f {
@@ -233,14 +302,17 @@ fn http_name(f: Found) -> &'static str {
 /// Rows asked about in one check call (the protocol's limit).
 const HTTP_BATCH: usize = 1000;
 
+#[allow(clippy::too_many_arguments)]
 fn verify_http(
     session: &Session,
     args: &VerifyArgs,
+    content: bool,
     base: &str,
     http_opts: &crate::target::http::HttpOptions,
     tuning: &crate::tuning::Tuning,
     verbose: bool,
     me: &str,
+    progress: &dyn Fn((u64, u64)) -> VerifyProgress,
 ) -> CmdResult {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -248,20 +320,37 @@ fn verify_http(
         .map_err(Internal::Runtime)?;
     let target = runtime.block_on(HttpTarget::open(base, http_opts, &tuning.transfers))?;
     let mut conn = session.db.conn()?;
-    let pass = verify_store::begin_pass(&mut conn, session.run, PassOptions::default())?;
+    let opts = PassOptions {
+        source: false,
+        content,
+    };
+    let pass = verify_store::begin_pass(&mut conn, session.run, opts)?;
+    let mut shown = progress(verify_store::left_to_check(&conn, pass.id, content)?);
     let mut after = 0;
     loop {
-        let rows = verify_store::unchecked(&conn, pass.id, false, after, HTTP_BATCH)?;
+        let rows = verify_store::unchecked(&conn, pass.id, content, after, HTTP_BATCH)?;
         let Some(last) = rows.last() else { break };
         after = last.id;
+        // A name-and-size skip is asked about by its source's SHA-1 (hashed here): the server
+        // said it had the name and size, never whether it had these bytes.
+        let sources: HashMap<i64, (Found, Option<Digests>, Option<String>)> = rows
+            .iter()
+            .filter(|r| r.name_size_skip)
+            .map(|r| (r.id, look_at(Path::new(&r.path), None)))
+            .collect();
         let items: Vec<(i64, String, u64, Option<String>)> = rows
             .iter()
+            .filter(|r| sources.get(&r.id).is_none_or(|(_, d, _)| d.is_some()))
             .map(|r| {
                 let name = Path::new(&r.path)
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                (r.id, name, r.size, r.sha1.clone())
+                let sha1 = match sources.get(&r.id) {
+                    Some((_, d, _)) => d.as_ref().map(|d| d.sha1.clone()),
+                    None => r.sha1.clone(),
+                };
+                (r.id, name, r.size, sha1)
             })
             .collect();
         let present = runtime
@@ -269,21 +358,54 @@ fn verify_http(
             .map_err(Stop::Failure)?;
         let verdicts: Vec<Verdict> = rows
             .iter()
-            .map(|r| Verdict {
-                file_id: r.id,
-                target: if present.contains(&r.id) {
-                    Found::Ok
-                } else {
-                    Found::Missing
-                },
-                source: None,
-                detail: None,
+            .map(|r| {
+                let here = present.contains(&r.id);
+                match sources.get(&r.id) {
+                    None => Verdict {
+                        file_id: r.id,
+                        target: if here { Found::Ok } else { Found::Missing },
+                        source: None,
+                        detail: None,
+                    },
+                    Some((found, None, detail)) => Verdict {
+                        file_id: r.id,
+                        target: Found::Unreadable,
+                        source: Some(*found),
+                        detail: Some(format!(
+                            "the source file is {}: nothing to compare{}",
+                            found.as_str(),
+                            detail
+                                .as_deref()
+                                .map(|d| format!(" ({d})"))
+                                .unwrap_or_default()
+                        )),
+                    },
+                    Some((_, Some(_), _)) => Verdict {
+                        file_id: r.id,
+                        target: if here { Found::Ok } else { Found::Changed },
+                        source: None,
+                        detail: (!here).then(|| {
+                            "the server had a file of this name and size, but not these bytes"
+                                .to_string()
+                        }),
+                    },
+                }
             })
             .collect();
-        verify_store::record(&mut conn, pass.id, &verdicts)?;
+        let compared: Vec<NameSizeCheck> = rows
+            .iter()
+            .filter(|r| r.name_size_skip)
+            .map(|r| NameSizeCheck {
+                file_id: r.id,
+                compared_ref: None,
+            })
+            .collect();
+        verify_store::record_all(&mut conn, pass.id, &verdicts, &compared)?;
+        shown.add(rows.len() as u64, rows.iter().map(|r| r.size).sum());
     }
+    shown.finish();
     verify_store::end_pass(&conn, pass.id)?;
-    let code = print_outcome(&conn, pass.id, base, false, verbose, http_name)?;
+    let code = print_outcome(&conn, pass.id, base, opts, verbose, http_name)?;
     repair(session, &mut conn, pass.id, args, false, me)?;
     Ok(code)
 }
@@ -294,8 +416,9 @@ fn check_all(
     root: &Path,
     opts: PassOptions,
     hardlinked: bool,
+    names: &NameIndex,
     workers: usize,
-) -> Vec<Verdict> {
+) -> Vec<(Verdict, Option<NameSizeCheck>)> {
     let per = rows.len().div_ceil(workers.max(1)).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = rows
@@ -304,7 +427,14 @@ fn check_all(
                 s.spawn(move || {
                     chunk
                         .iter()
-                        .map(|r| check_one(r, root, opts, hardlinked))
+                        .map(|r| {
+                            if r.name_size_skip {
+                                let (v, c) = check_name_size(r, root, opts, names);
+                                (v, Some(c))
+                            } else {
+                                (check_one(r, root, opts, hardlinked), None)
+                            }
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -379,13 +509,130 @@ fn check_one(r: &ToVerify, root: &Path, opts: PassOptions, hardlinked: bool) -> 
     if target == Found::Changed && hardlinked {
         notes.push("hardlinked to the source: the source changed too".into());
     }
-    if target == Found::Changed && r.state == "skipped" {
-        notes.push("the target had a file of this name and size before".into());
-    }
     Verdict {
         file_id: r.id,
         target,
         source,
         detail: (!notes.is_empty()).then(|| notes.join("; ")),
+    }
+}
+
+/// The files a target folder holds, by name and size: where a name-and-size skip's file is
+/// looked for. The run's cheap check matched a file's base name and size anywhere in the
+/// target, comparing names as the target's filesystem does; verify (which writes nothing, so
+/// probes nothing) compares them without case, and the content decides.
+#[derive(Debug, Default)]
+struct NameIndex(HashMap<(String, u64), Vec<String>>);
+
+impl NameIndex {
+    /// Walk the target once (bookferry's own temporary files left out).
+    fn of(root: &Path) -> NameIndex {
+        let mut index: HashMap<(String, u64), Vec<String>> = HashMap::new();
+        let mut stack = vec![(root.to_path_buf(), String::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                let child = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                if kind.is_dir() {
+                    stack.push((entry.path(), child));
+                } else if !name.starts_with(TEMP_PREFIX) {
+                    if let Ok(m) = std::fs::metadata(entry.path()) {
+                        index
+                            .entry((name.to_lowercase(), m.len()))
+                            .or_default()
+                            .push(child);
+                    }
+                }
+            }
+        }
+        for found in index.values_mut() {
+            found.sort();
+        }
+        NameIndex(index)
+    }
+
+    fn get(&self, name: &str, size: u64) -> &[String] {
+        self.0
+            .get(&(name.to_lowercase(), size))
+            .map_or(&[], |v| v.as_slice())
+    }
+}
+
+/// `--content` on a row skipped because the target had a file of its name and size: hash the
+/// source, then the target's files of that name and size until one holds the same bytes
+/// (`ok`); other bytes in all of them is `changed` (the book was never migrated), none left is
+/// `missing`.
+fn check_name_size(
+    r: &ToVerify,
+    root: &Path,
+    opts: PassOptions,
+    names: &NameIndex,
+) -> (Verdict, NameSizeCheck) {
+    let name = Path::new(&r.path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let candidates = names.get(&name, r.size);
+    let verdict = |target, source, compared: Option<&String>, detail: Option<String>| {
+        (
+            Verdict {
+                file_id: r.id,
+                target,
+                source,
+                detail,
+            },
+            NameSizeCheck {
+                file_id: r.id,
+                compared_ref: compared.cloned(),
+            },
+        )
+    };
+    let (found, digests, detail) = look_at(Path::new(&r.path), None);
+    let source = opts.source.then_some(found);
+    let Some(digests) = digests else {
+        return verdict(
+            Found::Unreadable,
+            Some(found),
+            None,
+            Some(format!(
+                "the source file is {}: nothing to compare{}",
+                found.as_str(),
+                detail.map(|d| format!(" ({d})")).unwrap_or_default()
+            )),
+        );
+    };
+    let mut other = None;
+    let mut unreadable = None;
+    for c in candidates {
+        match look_at(&root.join(c), Some(&digests)) {
+            (Found::Ok, _, _) => return verdict(Found::Ok, source, Some(c), None),
+            (Found::Changed, _, _) => {
+                other.get_or_insert(c);
+            }
+            (Found::Unreadable, _, d) => {
+                unreadable.get_or_insert((c, d));
+            }
+            _ => {}
+        }
+    }
+    match (other, unreadable) {
+        (Some(c), _) => verdict(Found::Changed, source, Some(c), None),
+        (None, Some((c, d))) => verdict(Found::Unreadable, source, Some(c), d),
+        (None, None) => verdict(
+            Found::Missing,
+            source,
+            None,
+            Some("the target has no file of this name and size any more".into()),
+        ),
     }
 }
