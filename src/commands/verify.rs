@@ -148,7 +148,8 @@ fn verify_folder(session: &Session, shared: &Shared, root: &Path, hardlinked: bo
 /// `--repair`: put the files found missing or changed (as chosen) back to be migrated, after
 /// the list above and a yes (asked on a terminal; `--yes` otherwise). Never destroys: the rows
 /// lose their `target_ref`, so the next run places a new copy and leaves a changed file as it
-/// is.
+/// is. `content`: the name-and-size skips found with other content (or gone) go back too; the
+/// next run places each beside the target's file of that name.
 fn repair(
     session: &Session,
     conn: &mut rusqlite::Connection,
