@@ -352,13 +352,22 @@ pub struct VerifyArgs {
     /// Also check the source files: changed or gone since they were migrated (folder targets).
     #[arg(long)]
     pub source: bool,
+    /// Also look inside the files skipped because the target had a file of that name and
+    /// size (`target_has_name_size`): same content, or other content (never migrated).
+    #[arg(long)]
+    pub content: bool,
     /// Put the files found missing (or changed) at the target back to be migrated by the next
-    /// run (repeatable). Never destroys: a changed file stays, the new copy goes beside it.
+    /// run (repeatable); `content`: the name-and-size skips with other content (--content).
+    /// Never destroys: a changed file stays, the new copy goes beside it.
     #[arg(long, value_enum, value_name = "KIND")]
     pub repair: Vec<RepairKind>,
     /// With --repair: do not ask (needed when not on a terminal).
     #[arg(long)]
     pub yes: bool,
+    /// Without a terminal: a progress line every DURATION (e.g. 30s, 5m; default 1m). On a
+    /// terminal a bar shows files, bytes and an ETA.
+    #[arg(long, value_name = "DURATION", value_parser = crate::commands::verify_progress::parse_interval)]
+    pub stats: Option<std::time::Duration>,
     #[command(flatten)]
     pub http: HttpArgs,
 }
@@ -367,6 +376,8 @@ pub struct VerifyArgs {
 pub enum RepairKind {
     Missing,
     Changed,
+    /// Name-and-size skips whose target file holds other content, or is gone (`--content`).
+    Content,
 }
 
 /// `--kind`'s values: the failure kinds, listed in `--help`.

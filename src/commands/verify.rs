@@ -4,17 +4,25 @@
 //! the target; it takes the state DB's lock like `run`, and records each verdict as it goes
 //! (`state::verify_store`), so an interrupted verify continues where it stopped.
 //!
-//! Folder target: the file at `target_ref` is read once and hashed (SHA-1 and BLAKE3). HTTP
-//! target: the server is asked by SHA-1 in batches (the protocol's check call), which can only
-//! answer *present* or *missing*.
+//! Folder target: the file at `target_ref` is read once and hashed (BLAKE3, compared with the
+//! recorded one; SHA-1 too where the row has no BLAKE3). HTTP target: the server is asked by
+//! SHA-1 in batches (the protocol's check call), which can only answer *present* or *missing*.
+//!
+//! `--content` also looks at the rows skipped because the target had a file of that name and
+//! size (nothing read them when they were skipped): the source file is hashed and compared with
+//! the target's files of that name and size (a folder), or the server is asked for its SHA-1
+//! (HTTP). Other content there means the book was never migrated.
 
+use super::verify_progress::VerifyProgress;
 use super::{options, recorded_migration, CmdResult, Internal, Session, Stop, UsageError};
 use crate::cli::{GlobalArgs, RepairKind, TuningArgs, VerifyArgs};
 use crate::exit;
 use crate::hash::{self, Digests};
-use crate::state::verify_store::{self, Found, PassOptions, ToVerify, Verdict};
+use crate::state::verify_store::{self, Found, NameSizeCheck, PassOptions, ToVerify, Verdict};
+use crate::target::folder::TEMP_PREFIX;
 use crate::target::http::HttpTarget;
 use crate::target::TargetSpec;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Rows read from the state DB, checked, and recorded at a time.
@@ -31,13 +39,22 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
         return Err(UsageError::NoTarget.into());
     };
     let target = TargetSpec::parse(&target).map_err(UsageError::from)?;
-    let verbose = global.verbose > 0;
-    let me = super::command_prefix(global);
+    let content = args.content || args.repair.contains(&RepairKind::Content);
+    let shared = Shared {
+        args,
+        opts: PassOptions {
+            source: args.source,
+            content,
+        },
+        verbose: global.verbose > 0,
+        quiet: global.quiet,
+        me: super::command_prefix(global),
+    };
     let (session, ended) = match &target {
         TargetSpec::Dir(root) => {
             let hardlinked = rec.options.link.as_deref() == Some("hardlink");
             let session = Session::open(&state, "verify")?;
-            let ended = verify_folder(&session, root, args, hardlinked, verbose, &me);
+            let ended = verify_folder(&session, &shared, root, hardlinked);
             (session, ended)
         }
         TargetSpec::Http(base) => {
@@ -48,7 +65,7 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
             let http_opts = options::http_options(&args.http, &no_tuning)?;
             let tuning = options::tuning(&no_tuning)?;
             let session = Session::open(&state, "verify")?;
-            let ended = verify_http(&session, args, base, &http_opts, &tuning, verbose, &me);
+            let ended = verify_http(&session, &shared, base, &http_opts, &tuning);
             (session, ended)
         }
         TargetSpec::Calibre(_) => {
@@ -67,18 +84,26 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
     })
 }
 
-fn verify_folder(
-    session: &Session,
-    root: &Path,
-    args: &VerifyArgs,
-    hardlinked: bool,
+/// What a verify of any kind of target is given.
+struct Shared<'a> {
+    args: &'a VerifyArgs,
+    /// What the pass checks besides the placed files.
+    opts: PassOptions,
     verbose: bool,
-    me: &str,
-) -> CmdResult {
-    let opts = PassOptions {
-        source: args.source,
-        content: false,
-    };
+    quiet: bool,
+    /// The command to paste, with `--state` when it is not the default.
+    me: String,
+}
+
+impl Shared<'_> {
+    /// Progress shown for `total` (files, bytes) to check.
+    fn progress(&self, total: (u64, u64)) -> VerifyProgress {
+        VerifyProgress::start(total, self.quiet, self.args.stats)
+    }
+}
+
+fn verify_folder(session: &Session, shared: &Shared, root: &Path, hardlinked: bool) -> CmdResult {
+    let (args, opts, verbose, me) = (shared.args, shared.opts, shared.verbose, &shared.me);
     let mut conn = session.db.conn()?;
     let pass = verify_store::begin_pass(&mut conn, session.run, opts)?;
     if pass.already_checked > 0 {
@@ -88,20 +113,31 @@ fn verify_folder(
         );
     }
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let names = if opts.content {
+        NameIndex::of(root)
+    } else {
+        NameIndex::default()
+    };
+    let mut shown = shared.progress(verify_store::left_to_check(&conn, pass.id, opts.content)?);
     let mut after = 0;
     loop {
         let rows = verify_store::unchecked(&conn, pass.id, opts.content, after, BATCH)?;
         let Some(last) = rows.last() else { break };
         after = last.id;
-        let verdicts = check_all(&rows, root, opts, hardlinked, workers);
-        verify_store::record(&mut conn, pass.id, &verdicts)?;
+        let checked = check_all(&rows, root, opts, hardlinked, &names, workers);
+        let (verdicts, compared): (Vec<Verdict>, Vec<Option<NameSizeCheck>>) =
+            checked.into_iter().unzip();
+        let compared: Vec<NameSizeCheck> = compared.into_iter().flatten().collect();
+        verify_store::record_all(&mut conn, pass.id, &verdicts, &compared)?;
+        shown.add(rows.len() as u64, rows.iter().map(|r| r.size).sum());
     }
+    shown.finish();
     verify_store::end_pass(&conn, pass.id)?;
     let code = print_outcome(
         &conn,
         pass.id,
         &root.display().to_string(),
-        opts.source,
+        opts,
         verbose,
         Found::as_str,
     )?;
@@ -112,7 +148,8 @@ fn verify_folder(
 /// `--repair`: put the files found missing or changed (as chosen) back to be migrated, after
 /// the list above and a yes (asked on a terminal; `--yes` otherwise). Never destroys: the rows
 /// lose their `target_ref`, so the next run places a new copy and leaves a changed file as it
-/// is.
+/// is. `content`: the name-and-size skips found with other content (or gone) go back too; the
+/// next run places each beside the target's file of that name.
 fn repair(
     session: &Session,
     conn: &mut rusqlite::Connection,
@@ -127,11 +164,13 @@ fn repair(
     let mut kinds: Vec<Found> = args
         .repair
         .iter()
-        .map(|r| match r {
-            RepairKind::Missing => Found::Missing,
-            RepairKind::Changed => Found::Changed,
+        .filter_map(|r| match r {
+            RepairKind::Missing => Some(Found::Missing),
+            RepairKind::Changed => Some(Found::Changed),
+            RepairKind::Content => None,
         })
         .collect();
+    let content = args.repair.contains(&RepairKind::Content);
     if hardlinked && kinds.contains(&Found::Changed) {
         println!(
             "not repairing changed files: the target's files are hard links to the source's, so \
@@ -140,7 +179,16 @@ fn repair(
         kinds.retain(|k| *k != Found::Changed);
     }
     let (_, differs) = verify_store::outcome(conn, pass)?;
-    let chosen = differs.iter().filter(|d| kinds.contains(&d.target)).count();
+    let chosen = differs
+        .iter()
+        .filter(|d| {
+            if d.name_size_skip {
+                content && matches!(d.target, Found::Changed | Found::Missing)
+            } else {
+                kinds.contains(&d.target)
+            }
+        })
+        .count();
     if chosen == 0 {
         println!("nothing to repair");
         return Ok(());
@@ -159,7 +207,10 @@ fn repair(
             return Ok(());
         }
     }
-    let ids = verify_store::requeue(conn, session.run, pass, &kinds)?;
+    let mut ids = verify_store::requeue(conn, session.run, pass, &kinds)?;
+    if content {
+        ids.extend(verify_store::requeue_name_size(conn, session.run, pass)?);
+    }
     println!(
         "{} files put back to be migrated; place them with `{me} run`",
         ids.len()
@@ -173,12 +224,12 @@ fn print_outcome(
     conn: &rusqlite::Connection,
     pass: i64,
     target: &str,
-    source: bool,
+    opts: PassOptions,
     verbose: bool,
     name: fn(Found) -> &'static str,
 ) -> CmdResult {
     let (counts, differs) = verify_store::outcome(conn, pass)?;
-    let by = |side: &[u64; 4]| {
+    let by = |side: &[u64], name: fn(Found) -> &'static str| {
         Found::ALL
             .iter()
             .filter(|f| side[**f as usize] > 0 || **f == Found::Ok)
@@ -187,24 +238,40 @@ fn print_outcome(
             .join(", ")
     };
     println!("verified {} files in {target}", counts.checked);
-    println!("  target: {}", by(&counts.target));
-    if source {
-        println!("  source: {}", by(&counts.source));
+    println!("  target: {}", by(&counts.target, name));
+    if opts.content {
+        println!(
+            "  skipped for name and size: {}",
+            by(&counts.name_size, name_size_name)
+        );
+    }
+    if opts.source {
+        println!("  source: {}", by(&counts.source, Found::as_str));
     }
     let shown = if verbose { differs.len() } else { LISTED };
     for d in differs.iter().take(shown) {
         let mut what = Vec::new();
-        if d.target != Found::Ok {
+        if d.name_size_skip && d.target != Found::Ok {
+            what.push(format!(
+                "skipped for name and size, {}",
+                name_size_name(d.target)
+            ));
+        } else if d.target != Found::Ok {
             what.push(format!("target {}", name(d.target)));
         }
         if let Some(s) = d.source.filter(|s| *s != Found::Ok) {
             what.push(format!("source {}", s.as_str()));
         }
+        let target = match (&d.compared_ref, d.name_size_skip) {
+            (Some(c), true) => c.as_str(),
+            (None, true) => "(no file of this name and size)",
+            (_, false) => d.target_ref.as_str(),
+        };
         println!(
             "  #{} {} → {}: {}{}",
             d.file_id,
             d.source_ref,
-            d.target_ref,
+            target,
             what.join(", "),
             d.detail
                 .as_deref()
@@ -222,6 +289,17 @@ fn print_outcome(
     })
 }
 
+/// What a name-and-size skip's comparison found (`--content`): `changed` means the target's
+/// file of that name and size holds other bytes — the book was never migrated.
+fn name_size_name(f: Found) -> &'static str {
+    match f {
+        Found::Ok => "same content",
+        Found::Changed => "other content (never migrated)",
+        Found::Missing => "gone from the target",
+        _ => f.as_str(),
+    }
+}
+
 /// An HTTP server can only say whether it holds a content: `ok` is "present" there.
 fn http_name(f: Found) -> &'static str {
     match f {
@@ -235,33 +313,50 @@ const HTTP_BATCH: usize = 1000;
 
 fn verify_http(
     session: &Session,
-    args: &VerifyArgs,
+    shared: &Shared,
     base: &str,
     http_opts: &crate::target::http::HttpOptions,
     tuning: &crate::tuning::Tuning,
-    verbose: bool,
-    me: &str,
 ) -> CmdResult {
+    let (args, content, verbose, me) =
+        (shared.args, shared.opts.content, shared.verbose, &shared.me);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(Internal::Runtime)?;
     let target = runtime.block_on(HttpTarget::open(base, http_opts, &tuning.transfers))?;
     let mut conn = session.db.conn()?;
-    let pass = verify_store::begin_pass(&mut conn, session.run, PassOptions::default())?;
+    let opts = PassOptions {
+        source: false,
+        content,
+    };
+    let pass = verify_store::begin_pass(&mut conn, session.run, opts)?;
+    let mut shown = shared.progress(verify_store::left_to_check(&conn, pass.id, content)?);
     let mut after = 0;
     loop {
-        let rows = verify_store::unchecked(&conn, pass.id, false, after, HTTP_BATCH)?;
+        let rows = verify_store::unchecked(&conn, pass.id, content, after, HTTP_BATCH)?;
         let Some(last) = rows.last() else { break };
         after = last.id;
+        // A name-and-size skip is asked about by its source's SHA-1 (hashed here): the server
+        // said it had the name and size, never whether it had these bytes.
+        let sources: HashMap<i64, (Found, Option<Digests>, Option<String>)> = rows
+            .iter()
+            .filter(|r| r.name_size_skip)
+            .map(|r| (r.id, look_at(Path::new(&r.path), None)))
+            .collect();
         let items: Vec<(i64, String, u64, Option<String>)> = rows
             .iter()
+            .filter(|r| sources.get(&r.id).is_none_or(|(_, d, _)| d.is_some()))
             .map(|r| {
                 let name = Path::new(&r.path)
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                (r.id, name, r.size, r.sha1.clone())
+                let sha1 = match sources.get(&r.id) {
+                    Some((_, d, _)) => d.as_ref().map(|d| d.sha1.clone()),
+                    None => r.sha1.clone(),
+                };
+                (r.id, name, r.size, sha1)
             })
             .collect();
         let present = runtime
@@ -269,21 +364,54 @@ fn verify_http(
             .map_err(Stop::Failure)?;
         let verdicts: Vec<Verdict> = rows
             .iter()
-            .map(|r| Verdict {
-                file_id: r.id,
-                target: if present.contains(&r.id) {
-                    Found::Ok
-                } else {
-                    Found::Missing
-                },
-                source: None,
-                detail: None,
+            .map(|r| {
+                let here = present.contains(&r.id);
+                match sources.get(&r.id) {
+                    None => Verdict {
+                        file_id: r.id,
+                        target: if here { Found::Ok } else { Found::Missing },
+                        source: None,
+                        detail: None,
+                    },
+                    Some((found, None, detail)) => Verdict {
+                        file_id: r.id,
+                        target: Found::Unreadable,
+                        source: Some(*found),
+                        detail: Some(format!(
+                            "the source file is {}: nothing to compare{}",
+                            found.as_str(),
+                            detail
+                                .as_deref()
+                                .map(|d| format!(" ({d})"))
+                                .unwrap_or_default()
+                        )),
+                    },
+                    Some((_, Some(_), _)) => Verdict {
+                        file_id: r.id,
+                        target: if here { Found::Ok } else { Found::Changed },
+                        source: None,
+                        detail: (!here).then(|| {
+                            "the server had a file of this name and size, but not these bytes"
+                                .to_string()
+                        }),
+                    },
+                }
             })
             .collect();
-        verify_store::record(&mut conn, pass.id, &verdicts)?;
+        let compared: Vec<NameSizeCheck> = rows
+            .iter()
+            .filter(|r| r.name_size_skip)
+            .map(|r| NameSizeCheck {
+                file_id: r.id,
+                compared_ref: None,
+            })
+            .collect();
+        verify_store::record_all(&mut conn, pass.id, &verdicts, &compared)?;
+        shown.add(rows.len() as u64, rows.iter().map(|r| r.size).sum());
     }
+    shown.finish();
     verify_store::end_pass(&conn, pass.id)?;
-    let code = print_outcome(&conn, pass.id, base, false, verbose, http_name)?;
+    let code = print_outcome(&conn, pass.id, base, opts, verbose, http_name)?;
     repair(session, &mut conn, pass.id, args, false, me)?;
     Ok(code)
 }
@@ -294,8 +422,9 @@ fn check_all(
     root: &Path,
     opts: PassOptions,
     hardlinked: bool,
+    names: &NameIndex,
     workers: usize,
-) -> Vec<Verdict> {
+) -> Vec<(Verdict, Option<NameSizeCheck>)> {
     let per = rows.len().div_ceil(workers.max(1)).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = rows
@@ -304,7 +433,14 @@ fn check_all(
                 s.spawn(move || {
                     chunk
                         .iter()
-                        .map(|r| check_one(r, root, opts, hardlinked))
+                        .map(|r| {
+                            if r.name_size_skip {
+                                let (v, c) = check_name_size(r, root, opts, names);
+                                (v, Some(c))
+                            } else {
+                                (check_one(r, root, opts, hardlinked), None)
+                            }
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -338,11 +474,85 @@ fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
+/// Which digests a check computes. BLAKE3 alone tells whether the content is what was recorded
+/// (no collision is known for it); SHA-1 on top doubled verify's time (half of its CPU went to
+/// SHA-1 on a warm 2,000-file pair), so both are computed only where the row has no BLAKE3 or
+/// the SHA-1 itself is wanted (an HTTP server is asked by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Blake3,
+    Both,
+}
+
+impl Need {
+    /// What comparing with `expected` needs.
+    fn to_compare(expected: Option<&Digests>) -> Need {
+        match expected {
+            Some(e) if !e.blake3.is_empty() => Need::Blake3,
+            _ => Need::Both,
+        }
+    }
+}
+
+/// Hash a file read once, with a buffer kept per thread (a fresh 1 MiB one per file showed as
+/// 5% of verify's CPU, zeroing it). With `Need::Blake3` the SHA-1 is left empty.
+fn hash_file(mut file: std::fs::File, need: Need) -> std::io::Result<(Digests, u64)> {
+    use std::io::Read;
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 1 << 20]);
+    }
+    BUF.with_borrow_mut(|buf| {
+        let mut both = hash::DualHasher::new();
+        let mut blake3 = blake3::Hasher::new();
+        let mut len = 0u64;
+        loop {
+            let n = match file.read(buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            match need {
+                Need::Both => both.update(&buf[..n]),
+                Need::Blake3 => {
+                    blake3.update(&buf[..n]);
+                }
+            }
+            len += n as u64;
+        }
+        let digests = match need {
+            Need::Both => both.finish(),
+            Need::Blake3 => Digests {
+                sha1: String::new(),
+                blake3: blake3.finalize().to_hex().to_string(),
+            },
+        };
+        Ok((digests, len))
+    })
+}
+
+/// Whether `got` (hashed as [`Need::to_compare`] said) is the content `expected` records.
+fn same_content(expected: &Digests, got: &Digests) -> bool {
+    if got.sha1.is_empty() {
+        expected.blake3 == got.blake3
+    } else {
+        expected.same_content(got)
+    }
+}
+
 /// What a file looks like now, against what it should hold.
 fn look_at(path: &Path, expected: Option<&Digests>) -> (Found, Option<Digests>, Option<String>) {
-    match open_regular(path).and_then(hash::hash_reader) {
+    look_at_needing(path, expected, Need::to_compare(expected))
+}
+
+fn look_at_needing(
+    path: &Path,
+    expected: Option<&Digests>,
+    need: Need,
+) -> (Found, Option<Digests>, Option<String>) {
+    match open_regular(path).and_then(|f| hash_file(f, need)) {
         Ok((digests, len)) => match expected {
-            Some(e) if !e.same_content(&digests) => (
+            Some(e) if !same_content(e, &digests) => (
                 Found::Changed,
                 Some(digests),
                 Some(format!("{} bytes, other content", len)),
@@ -379,13 +589,164 @@ fn check_one(r: &ToVerify, root: &Path, opts: PassOptions, hardlinked: bool) -> 
     if target == Found::Changed && hardlinked {
         notes.push("hardlinked to the source: the source changed too".into());
     }
-    if target == Found::Changed && r.state == "skipped" {
-        notes.push("the target had a file of this name and size before".into());
-    }
     Verdict {
         file_id: r.id,
         target,
         source,
         detail: (!notes.is_empty()).then(|| notes.join("; ")),
+    }
+}
+
+/// The files a target folder holds, by name and size: where a name-and-size skip's file is
+/// looked for. The run's cheap check matched a file's base name and size anywhere in the
+/// target, comparing names as the target's filesystem does; verify (which writes nothing, so
+/// probes nothing) compares them without case, and the content decides.
+#[derive(Debug, Default)]
+struct NameIndex(HashMap<(String, u64), Vec<String>>);
+
+impl NameIndex {
+    /// Walk the target once (bookferry's own temporary files left out).
+    fn of(root: &Path) -> NameIndex {
+        let mut index: HashMap<(String, u64), Vec<String>> = HashMap::new();
+        let mut stack = vec![(root.to_path_buf(), String::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                let child = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                if kind.is_dir() {
+                    stack.push((entry.path(), child));
+                } else if !name.starts_with(TEMP_PREFIX) {
+                    if let Ok(m) = std::fs::metadata(entry.path()) {
+                        index
+                            .entry((name.to_lowercase(), m.len()))
+                            .or_default()
+                            .push(child);
+                    }
+                }
+            }
+        }
+        for found in index.values_mut() {
+            found.sort();
+        }
+        NameIndex(index)
+    }
+
+    fn get(&self, name: &str, size: u64) -> &[String] {
+        self.0
+            .get(&(name.to_lowercase(), size))
+            .map_or(&[], |v| v.as_slice())
+    }
+}
+
+/// `--content` on a row skipped because the target had a file of its name and size: hash the
+/// source, then the target's files of that name and size until one holds the same bytes
+/// (`ok`); other bytes in all of them is `changed` (the book was never migrated), none left is
+/// `missing`.
+fn check_name_size(
+    r: &ToVerify,
+    root: &Path,
+    opts: PassOptions,
+    names: &NameIndex,
+) -> (Verdict, NameSizeCheck) {
+    let name = Path::new(&r.path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let candidates = names.get(&name, r.size);
+    let verdict = |target, source, compared: Option<&String>, detail: Option<String>| {
+        (
+            Verdict {
+                file_id: r.id,
+                target,
+                source,
+                detail,
+            },
+            NameSizeCheck {
+                file_id: r.id,
+                compared_ref: compared.cloned(),
+            },
+        )
+    };
+    let (found, digests, detail) = look_at_needing(Path::new(&r.path), None, Need::Blake3);
+    let source = opts.source.then_some(found);
+    let Some(digests) = digests else {
+        return verdict(
+            Found::Unreadable,
+            Some(found),
+            None,
+            Some(format!(
+                "the source file is {}: nothing to compare{}",
+                found.as_str(),
+                detail.map(|d| format!(" ({d})")).unwrap_or_default()
+            )),
+        );
+    };
+    let mut other = None;
+    let mut unreadable = None;
+    for c in candidates {
+        match look_at(&root.join(c), Some(&digests)) {
+            (Found::Ok, _, _) => return verdict(Found::Ok, source, Some(c), None),
+            (Found::Changed, _, _) => {
+                other.get_or_insert(c);
+            }
+            (Found::Unreadable, _, d) => {
+                unreadable.get_or_insert((c, d));
+            }
+            _ => {}
+        }
+    }
+    match (other, unreadable) {
+        (Some(c), _) => verdict(Found::Changed, source, Some(c), None),
+        (None, Some((c, d))) => verdict(Found::Unreadable, source, Some(c), d),
+        (None, None) => verdict(
+            Found::Missing,
+            source,
+            None,
+            Some("the target has no file of this name and size any more".into()),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// BLAKE3 alone (where the row has one) finds what both digests find, and agrees with the
+    /// pipeline's hashing; without a recorded BLAKE3 both are computed.
+    #[test]
+    fn a_recorded_blake3_is_checked_alone_and_other_bytes_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (same, other) = (dir.path().join("same"), dir.path().join("other"));
+        let bytes = vec![7u8; (1 << 20) + 3];
+        std::fs::write(&same, &bytes).unwrap();
+        let mut changed = bytes.clone();
+        changed[1 << 20] ^= 1;
+        std::fs::write(&other, &changed).unwrap();
+        let recorded = hash::hash_bytes(&bytes);
+        assert_eq!(Need::to_compare(Some(&recorded)), Need::Blake3);
+        let (found, got, _) = look_at(&same, Some(&recorded));
+        assert_eq!(found, Found::Ok);
+        let got = got.unwrap();
+        assert_eq!((got.sha1.as_str(), &got.blake3), ("", &recorded.blake3));
+        assert_eq!(look_at(&other, Some(&recorded)).0, Found::Changed);
+        // No BLAKE3 recorded: SHA-1 too, and it decides.
+        let sha1_only = Digests {
+            blake3: String::new(),
+            ..recorded.clone()
+        };
+        let (found, got, _) = look_at(&other, Some(&sha1_only));
+        assert_eq!(found, Found::Changed);
+        assert_eq!(got.unwrap(), hash::hash_bytes(&changed));
+        assert_eq!(look_at(&same, Some(&sha1_only)).0, Found::Ok);
     }
 }

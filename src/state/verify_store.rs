@@ -84,10 +84,13 @@ pub struct ToVerify {
     pub size: u64,
     pub sha1: Option<String>,
     pub blake3: Option<String>,
+    /// A row skipped because the target had a file of its name and size (`--content`): never
+    /// placed by bookferry, so `target_ref` is empty; the target is searched by name and size.
+    pub name_size_skip: bool,
 }
 
 /// The rows this pass has still to check, after `after_id`, in id order: every `uploaded`
-/// row with a target reference, and with `--content` the name-and-size skips that have one.
+/// row with a target reference, and with `--content` the name-and-size skips.
 pub fn unchecked(
     conn: &Connection,
     pass: i64,
@@ -96,10 +99,11 @@ pub fn unchecked(
     limit: usize,
 ) -> Result<Vec<ToVerify>> {
     let mut st = conn.prepare_cached(
-        "SELECT f.id, f.state, f.source_ref, f.path, f.target_ref, f.size, f.sha1, f.blake3
+        "SELECT f.id, f.state, f.source_ref, f.path, COALESCE(f.target_ref, ''), f.size, f.sha1,
+                f.blake3, f.state = 'skipped'
          FROM files f
-         WHERE f.id > ?1 AND f.target_ref IS NOT NULL
-           AND (f.state = 'uploaded'
+         WHERE f.id > ?1
+           AND ((f.state = 'uploaded' AND f.target_ref IS NOT NULL)
                 OR (?2 AND f.state = 'skipped' AND f.skip_reason = 'target_has_name_size'))
            AND NOT EXISTS (SELECT 1 FROM verified v WHERE v.file_id = f.id AND v.pass_id = ?3)
          ORDER BY f.id LIMIT ?4",
@@ -114,9 +118,24 @@ pub fn unchecked(
             size: r.get::<_, i64>(5)? as u64,
             sha1: r.get(6)?,
             blake3: r.get(7)?,
+            name_size_skip: r.get(8)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// How many files, and bytes, this pass has still to check (the rows [`unchecked`] gives):
+/// the total for the progress line.
+pub fn left_to_check(conn: &Connection, pass: i64, content: bool) -> Result<(u64, u64)> {
+    let (files, bytes): (i64, i64) = conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(f.size), 0) FROM files f
+         WHERE ((f.state = 'uploaded' AND f.target_ref IS NOT NULL)
+                OR (?1 AND f.state = 'skipped' AND f.skip_reason = 'target_has_name_size'))
+           AND NOT EXISTS (SELECT 1 FROM verified v WHERE v.file_id = f.id AND v.pass_id = ?2)",
+        params![content, pass],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((files as u64, bytes as u64))
 }
 
 /// What one side of a file looks like now.
@@ -155,8 +174,27 @@ pub struct Verdict {
     pub detail: Option<String>,
 }
 
+/// A verdict on a name-and-size skip (`--content`): the target file it was compared with,
+/// when one of that name and size was there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameSizeCheck {
+    pub file_id: i64,
+    pub compared_ref: Option<String>,
+}
+
 /// Record a batch of verdicts in one transaction.
 pub fn record(conn: &mut Connection, pass: i64, verdicts: &[Verdict]) -> Result<()> {
+    record_all(conn, pass, verdicts, &[])
+}
+
+/// Record a batch of verdicts in one transaction, `name_size` marking those of them that are
+/// name-and-size skips (with what they were compared with).
+pub fn record_all(
+    conn: &mut Connection,
+    pass: i64,
+    verdicts: &[Verdict],
+    name_size: &[NameSizeCheck],
+) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut st = tx.prepare_cached(
@@ -174,6 +212,13 @@ pub fn record(conn: &mut Connection, pass: i64, verdicts: &[Verdict]) -> Result<
                 at
             ])?;
         }
+        let mut mark = tx.prepare_cached(
+            "UPDATE verified SET checked_as = 'name_size_skip', compared_ref = ?3
+             WHERE file_id = ?1 AND pass_id = ?2",
+        )?;
+        for c in name_size {
+            mark.execute(params![c.file_id, pass, c.compared_ref])?;
+        }
     }
     tx.commit()?;
     Ok(())
@@ -188,6 +233,10 @@ pub struct Differs {
     pub target: Found,
     pub source: Option<Found>,
     pub detail: Option<String>,
+    /// A name-and-size skip (`--content`): `target` is what its comparison found.
+    pub name_size_skip: bool,
+    /// A name-and-size skip: the target file it was compared with.
+    pub compared_ref: Option<String>,
 }
 
 /// Counts of this pass by what was found (target side, then source side), and the files that
@@ -195,7 +244,8 @@ pub struct Differs {
 pub fn outcome(conn: &Connection, pass: i64) -> Result<(PassCounts, Vec<Differs>)> {
     let mut counts = PassCounts::default();
     let mut st = conn.prepare(
-        "SELECT v.file_id, f.source_ref, COALESCE(f.target_ref, ''), v.target, v.source, v.detail
+        "SELECT v.file_id, f.source_ref, COALESCE(f.target_ref, ''), v.target, v.source, v.detail,
+                v.checked_as = 'name_size_skip', v.compared_ref
          FROM verified v JOIN files f ON f.id = v.file_id
          WHERE v.pass_id = ?1 ORDER BY v.file_id",
     )?;
@@ -206,8 +256,13 @@ pub fn outcome(conn: &Connection, pass: i64) -> Result<(PassCounts, Vec<Differs>
         let source = r
             .get::<_, Option<String>>(4)?
             .and_then(|s| Found::parse(&s));
+        let name_size_skip: bool = r.get(6)?;
         counts.checked += 1;
-        counts.target[target as usize] += 1;
+        if name_size_skip {
+            counts.name_size[target as usize] += 1;
+        } else {
+            counts.target[target as usize] += 1;
+        }
         if let Some(s) = source {
             counts.source[s as usize] += 1;
         }
@@ -219,6 +274,8 @@ pub fn outcome(conn: &Connection, pass: i64) -> Result<(PassCounts, Vec<Differs>
                 target,
                 source,
                 detail: r.get(5)?,
+                name_size_skip,
+                compared_ref: r.get(7)?,
             });
         }
     }
@@ -231,6 +288,9 @@ pub struct PassCounts {
     pub checked: u64,
     pub target: [u64; 4],
     pub source: [u64; 4],
+    /// Name-and-size skips (`--content`), by what their comparison found (counted here, not
+    /// in `target`).
+    pub name_size: [u64; Found::ALL.len()],
 }
 
 /// Put the files this pass found `found` (missing or changed at the target) back to be
@@ -247,7 +307,8 @@ pub fn requeue(conn: &mut Connection, run: i64, pass: i64, found: &[Found]) -> R
         let mut chosen = Vec::new();
         let mut pick = tx.prepare(
             "SELECT f.id, v.target FROM verified v JOIN files f ON f.id = v.file_id
-             WHERE v.pass_id = ?1 AND f.state = 'uploaded' ORDER BY f.id",
+             WHERE v.pass_id = ?1 AND f.state = 'uploaded' AND v.checked_as = 'placed'
+             ORDER BY f.id",
         )?;
         let rows = pick.query_map([pass], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
@@ -273,6 +334,49 @@ pub fn requeue(conn: &mut Connection, run: i64, pass: i64, found: &[Found]) -> R
             event.execute(params![id, run, now, what.as_str()])?;
             update.execute(params![id, now])?;
             ids.push(id);
+        }
+    }
+    tx.commit()?;
+    Ok(ids)
+}
+
+/// `--repair content`: put the name-and-size skips this pass found with other content at the
+/// target (`changed`: the book was never migrated) or with no file of that name and size any
+/// more (`missing`) back to be migrated: `skipped` → `checked` (a documented edge), no
+/// `skip_reason`, no `target_ref`, so the next run hashes and places them — beside the target's
+/// file of that name (` (2)`), never over it. One `events` row each says why. Returns their ids.
+pub fn requeue_name_size(conn: &mut Connection, run: i64, pass: i64) -> Result<Vec<i64>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    let ids: Vec<i64> = {
+        let mut pick = tx.prepare(
+            "SELECT f.id FROM verified v JOIN files f ON f.id = v.file_id
+             WHERE v.pass_id = ?1 AND v.checked_as = 'name_size_skip'
+               AND v.target IN ('changed', 'missing')
+               AND f.state = 'skipped' AND f.skip_reason = 'target_has_name_size'
+             ORDER BY f.id",
+        )?;
+        let rows = pick.query_map([pass], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    {
+        let mut event = tx.prepare(
+            "INSERT INTO events (file_id, run_id, at, from_state, to_state, detail)
+             SELECT v.file_id, ?2, ?3, 'skipped', 'checked',
+                    'verify --repair content: ' || CASE v.target
+                      WHEN 'changed' THEN 'the target''s ' || COALESCE(v.compared_ref, '?')
+                                          || ' has this name and size but other content'
+                      ELSE 'the target has no file of this name and size any more' END
+             FROM verified v WHERE v.file_id = ?1",
+        )?;
+        let mut update = tx.prepare(
+            "UPDATE files SET state = 'checked', skip_reason = NULL, target_ref = NULL,
+                 run_id = NULL, updated_at = ?2, state_changed_at = ?2
+             WHERE id = ?1 AND state = 'skipped'",
+        )?;
+        for id in &ids {
+            event.execute(params![id, run, now])?;
+            update.execute(params![id, now])?;
         }
     }
     tx.commit()?;

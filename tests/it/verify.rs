@@ -331,3 +331,175 @@ fn repair_then_run_restores_what_was_lost_without_overwriting_anything() {
     let (code, out) = verify(&ws, &[]);
     assert_eq!(code, Some(0), "{out}");
 }
+
+/// `--content`: rows skipped because the target had a file of that name and size are looked
+/// inside. Of two such files (one with the same bytes, one with other bytes of the same size)
+/// exactly the second is reported — that book was never migrated — and `--repair content`
+/// + `run` places it beside the target's file, which stays as it was.
+#[test]
+fn verify_content_finds_a_name_and_size_skip_with_other_bytes_and_repair_places_it_beside() {
+    let ws = Workspace::empty();
+    let out = ws.out();
+    std::fs::create_dir_all(out.join("older")).unwrap();
+    std::fs::write(ws.lib().join("same.txt"), "the same bytes here\n").unwrap();
+    std::fs::write(ws.lib().join("diff.txt"), "the source's own text\n").unwrap();
+    std::fs::write(ws.lib().join("other.txt"), "migrated as usual\n").unwrap();
+    // The target had both names before, at the same size; one holds other bytes.
+    std::fs::write(out.join("older/same.txt"), "the same bytes here\n").unwrap();
+    let theirs = "ANOTHER book's text!!\n";
+    assert_eq!(theirs.len(), "the source's own text\n".len());
+    std::fs::write(out.join("diff.txt"), theirs).unwrap();
+    let o = ws.migrate(&["--layout", "{source_path}.{ext}"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE skip_reason = 'target_has_name_size'"),
+        2
+    );
+
+    let (code, out_text) = verify(&ws, &[]);
+    assert_eq!(
+        code,
+        Some(0),
+        "without --content the skips are not looked at: {out_text}"
+    );
+    let (code, out_text) = verify(&ws, &["--content", "-v"]);
+    assert_eq!(code, Some(1), "{out_text}");
+    assert!(
+        out_text.contains("skipped for name and size: 1 same content, 1 other content"),
+        "{out_text}"
+    );
+    assert!(out_text.contains("target: 1 ok"), "{out_text}");
+    let v = verdicts(&ws);
+    assert_eq!(v["same.txt"].0, "ok", "{out_text}");
+    assert_eq!(v["diff.txt"].0, "changed", "{out_text}");
+    assert!(
+        out_text.contains("diff.txt → diff.txt"),
+        "the file compared with is named: {out_text}"
+    );
+    // Where it was compared is recorded in the verify tables, never as the row's target_ref.
+    let compared: Option<String> = ws
+        .db()
+        .query_row(
+            "SELECT v.compared_ref FROM verified v JOIN files f ON f.id = v.file_id
+             WHERE f.source_ref = 'diff.txt'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(compared.as_deref(), Some("diff.txt"));
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE state = 'skipped' AND target_ref IS NOT NULL"),
+        0
+    );
+
+    // `--repair changed` is about placed files: it leaves the skips alone.
+    let (_, out_text) = verify(&ws, &["--content", "--repair", "changed", "--yes"]);
+    assert!(out_text.contains("nothing to repair"), "{out_text}");
+    let (code, out_text) = verify(&ws, &["--content", "--repair", "content", "--yes"]);
+    assert_eq!(code, Some(1), "{out_text}");
+    assert!(
+        out_text.contains("1 files put back to be migrated"),
+        "{out_text}"
+    );
+    assert_eq!(
+        ws.count(
+            "SELECT COUNT(*) FROM events WHERE from_state = 'skipped' AND to_state = 'checked'
+             AND detail LIKE 'verify --repair content:%'"
+        ),
+        1
+    );
+    let o = ws.run(&["run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(out.join("diff.txt")).unwrap(),
+        theirs
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("older/same.txt")).unwrap(),
+        "the same bytes here\n"
+    );
+    let placed = target_of(&ws, "diff.txt");
+    assert_eq!(
+        placed,
+        out.join("diff (2).txt"),
+        "beside the target's own file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&placed).unwrap(),
+        "the source's own text\n",
+        "{}",
+        placed.display()
+    );
+    let (code, out_text) = verify(&ws, &["--content"]);
+    assert_eq!(code, Some(0), "{out_text}");
+    assert!(out_text.contains("target: 2 ok"), "{out_text}");
+}
+
+/// Without a terminal, verify says how far it has got every `--stats` interval (files of the
+/// total counted up front, bytes, an ETA), then its summary.
+#[test]
+fn verify_without_a_terminal_prints_progress_lines_at_the_stats_interval() {
+    let ws = Workspace::with_corpus(600, 17);
+    let o = ws.migrate(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let n = ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded'");
+    assert!(n > 256, "more than one batch: {n}");
+    let (code, out) = verify(&ws, &["--stats", "1ms"]);
+    assert_eq!(code, Some(0), "{out}");
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("verify progress:"))
+        .collect();
+    assert!(!lines.is_empty(), "no progress line:\n{out}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(&format!("/{n} files")) && l.contains("eta")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("target: {n} ok")), "{out}");
+    // The default interval (a minute) says nothing in a verify this short; -q never does.
+    let (_, out) = verify(&ws, &[]);
+    assert!(!out.contains("verify progress:"), "{out}");
+    let (code, out) = verify(&ws, &["-q", "--stats", "1ms"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("verify progress:"), "{out}");
+}
+
+/// `--content` on an HTTP target: the server said it had a file of the name and size; asked
+/// for the source's SHA-1 it tells whether it has these bytes.
+#[test]
+fn verify_content_asks_an_http_server_for_the_bytes_behind_a_name_and_size_skip() {
+    let ws = Workspace::empty();
+    let same = b"the same bytes here\n";
+    let diff = b"the source's own text\n";
+    std::fs::write(ws.lib().join("same.txt"), same).unwrap();
+    std::fs::write(ws.lib().join("diff.txt"), diff).unwrap();
+    let server = TestServer::start(ServerConfig::default());
+    server.preload(&hex_sha1(same), "same.txt", same.len() as u64);
+    server.preload(&hex_sha1(b"other"), "diff.txt", diff.len() as u64);
+    let url = server.root_url();
+    let o = ws
+        .cmd(&["run", "--from", ws.lib().to_str().unwrap(), "--to", &url])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE skip_reason = 'target_has_name_size'"),
+        2
+    );
+    let (code, out) = verify(&ws, &["--content"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("skipped for name and size: 1 same content, 1 other content"),
+        "{out}"
+    );
+    let v = verdicts(&ws);
+    assert_eq!(v["same.txt"].0, "ok", "{out}");
+    assert_eq!(v["diff.txt"].0, "changed", "{out}");
+}
+
+fn hex_sha1(bytes: &[u8]) -> String {
+    use sha1::Digest;
+    hex(&sha1::Sha1::digest(bytes))
+}
