@@ -88,6 +88,7 @@ fn a_changed_filter_excludes_rows_not_yet_migrated_and_a_wider_one_takes_them_ba
         uploaded_before + pdfs_uploaded,
         "the txt files already migrated stay so"
     );
+    assert_event_histories_valid(&ws);
 }
 
 #[test]

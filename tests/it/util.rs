@@ -385,6 +385,9 @@ fn allowed(from: Option<&str>, to: &str) -> bool {
         (Some(_), "pending") => true,
         // A scan that finds a failed row's file gone skips it (`source_gone`).
         (Some("failed"), b) => matches!(b, "checked" | "hashed" | "metadata_cached" | "skipped"),
+        // `verify --repair missing|changed` (an uploaded row) and `--repair content` (a row
+        // skipped for name and size) put rows back to be migrated.
+        (Some("uploaded" | "skipped"), "checked") => true,
         (Some("uploaded" | "skipped"), _) => false,
         (Some(_), "failed" | "skipped") => true,
         (Some(a), b) => rank(a) < rank(b),

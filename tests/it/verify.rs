@@ -330,6 +330,7 @@ fn repair_then_run_restores_what_was_lost_without_overwriting_anything() {
     assert_eq!(sha1_file(&new_copy), want);
     let (code, out) = verify(&ws, &[]);
     assert_eq!(code, Some(0), "{out}");
+    assert_event_histories_valid(&ws);
 }
 
 /// `--content`: rows skipped because the target had a file of that name and size are looked
@@ -433,6 +434,7 @@ fn verify_content_finds_a_name_and_size_skip_with_other_bytes_and_repair_places_
     let (code, out_text) = verify(&ws, &["--content"]);
     assert_eq!(code, Some(0), "{out_text}");
     assert!(out_text.contains("target: 2 ok"), "{out_text}");
+    assert_event_histories_valid(&ws);
 }
 
 /// Without a terminal, verify says how far it has got every `--stats` interval (files of the
