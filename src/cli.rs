@@ -25,15 +25,28 @@ pub struct GlobalArgs {
     /// Default: bookferry.db in the current folder.
     #[arg(long, global = true, env = "BOOKFERRY_STATE", value_name = "FILE")]
     pub state: Option<PathBuf>,
-    /// Print nothing but errors.
+    /// Print nothing but errors (the --log-file still gets everything).
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// More log output (-v: debug, -vv: trace).
+    /// More log output. Default: the summary, each failure, and the first 5 warnings then
+    /// their count. -v: also one line per file as it reaches its final state (source → target,
+    /// or why it was skipped or failed) and every warning. -vv: debug (the stages). -vvv: trace.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Also write the log (at debug level) to this file.
+    /// Also write the log to this file (appended), at debug level whatever -q or -v say.
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// text, or json: one JSON object per line (time, level, message; a file's lines add
+    /// file_id, source, state, reason, target), on standard error and in the --log-file.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

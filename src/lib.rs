@@ -9,6 +9,7 @@ pub mod commands;
 pub mod exit;
 pub mod failure;
 pub mod hash;
+pub mod logging;
 pub mod path_text;
 pub use bookferry_metadata as metadata;
 pub mod pipeline;

@@ -6,6 +6,7 @@
 use super::error::{CommandError, Internal, Stop};
 use super::options::MigrationOptions;
 use super::Session;
+use crate::cli::GlobalArgs;
 use crate::exit;
 use crate::pipeline::fault::{Fault, Stage};
 use crate::pipeline::progress::{human_bytes, Progress, Reporter};
@@ -13,7 +14,7 @@ use crate::pipeline::scan::{scan_source, ScanError, ScanSummary};
 use crate::pipeline::{self, Ctx, PipelineConfig, ScanFeed, ScanStatus};
 use crate::source::SourceSpec;
 use crate::state::writer::{Writer, WriterStats};
-use crate::state::{migration_record, report};
+use crate::state::{file_log, migration_record, report};
 use crate::target::http::HttpOptions;
 use crate::target::{Target, TargetSpec};
 use crate::tuning::Tuning;
@@ -79,7 +80,8 @@ pub struct Execution<'a> {
     pub http_opts: HttpOptions,
     pub checksum: bool,
     pub dry_run: bool,
-    pub quiet: bool,
+    /// `-q`, `-v` and `--state` (for the command the summary tells to run).
+    pub global: &'a GlobalArgs,
 }
 
 /// What the state DB says before the run starts.
@@ -198,7 +200,7 @@ impl Execution<'_> {
             progress.clone(),
             cancel.clone(),
         ));
-        let reporter = Reporter::start(progress.clone(), self.quiet, Duration::from_secs(5));
+        let reporter = Reporter::start(progress.clone(), self.global.quiet, Duration::from_secs(5));
 
         // The scan and the pipeline run at once: the pipeline takes the scan's new rows as each
         // batch commits, and the rows recorded before once the scan is over.
@@ -354,6 +356,30 @@ impl Execution<'_> {
             human_bytes(c.bytes_read.max(0) as u64),
             self.session.db.path().display()
         );
+        if let Err(e) = self.print_state(w) {
+            tracing::warn!("reading the state DB for the summary: {e}");
+        }
+    }
+
+    /// What the migration's rows say now: the files with warnings, and how many warnings the
+    /// default level held back (it shows the first few, `state::file_log`).
+    fn print_state(&self, w: &WriterStats) -> Result<(), crate::state::StateError> {
+        let me = super::command_prefix(self.global);
+        let conn = self.session.db.conn()?;
+        let warned = report::files_with_warnings(&conn)?;
+        let held = if self.global.quiet || self.global.verbose > 0 {
+            0
+        } else {
+            w.warnings.saturating_sub(file_log::FIRST_FEW)
+        };
+        if held > 0 {
+            tracing::warn!(
+                "{warned} file(s) with warnings: … and {held} more warning(s); see `{me} report --warnings`"
+            );
+        } else if warned > 0 {
+            tracing::info!("{warned} file(s) with warnings; see `{me} report --warnings`");
+        }
+        Ok(())
     }
 }
 

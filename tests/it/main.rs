@@ -15,6 +15,7 @@ mod faults;
 mod hostile_server;
 mod http;
 mod kill;
+mod logs;
 mod report;
 mod rescan;
 mod retry;
