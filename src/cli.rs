@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,6 +99,10 @@ pub struct RunArgs {
     /// Scan, check and hash, but write nothing to the target; report what would be sent.
     #[arg(long)]
     pub dry_run: bool,
+    /// Without a terminal, print a progress line this often, e.g. 30s, 5m, 1h (0: never).
+    /// On a terminal the progress bars are drawn instead.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
+    pub stats: Duration,
     #[command(flatten)]
     pub tuning: TuningArgs,
     #[command(flatten)]
@@ -259,4 +264,62 @@ pub struct VerifyArgs {
 pub enum RepairKind {
     Missing,
     Changed,
+}
+
+/// A duration that is not `N` followed by s, m or h (e.g. `30s`, `5m`, `1h30m`, `0`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?}: a duration such as 30s, 5m, 1h30m, or 0")]
+pub struct BadDuration(String);
+
+/// `30s`, `5m`, `1h30m`, `90` (seconds), `0`: a sum of numbers each with a unit (s, m, h).
+pub fn parse_duration(s: &str) -> Result<Duration, BadDuration> {
+    let bad = || BadDuration(s.to_string());
+    let text = s.trim();
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let (mut total, mut digits) = (0u64, String::new());
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        digits.clear();
+    }
+    if !digits.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_a_user_writes_them() {
+        let secs = |s: &str| parse_duration(s).map(|d| d.as_secs()).ok();
+        assert_eq!(secs("30s"), Some(30));
+        assert_eq!(secs("5m"), Some(300));
+        assert_eq!(secs("1h30m"), Some(5400));
+        assert_eq!(secs("90"), Some(90));
+        assert_eq!(secs("0"), Some(0));
+        for bad in ["", "soon", "5x", "m", "1.5m", "10s5", "-1s"] {
+            assert_eq!(secs(bad), None, "{bad}");
+        }
+    }
 }

@@ -82,6 +82,8 @@ pub struct Execution<'a> {
     pub dry_run: bool,
     /// `-q`, `-v` and `--state` (for the command the summary tells to run).
     pub global: &'a GlobalArgs,
+    /// How often a progress line comes without a terminal (`--stats`).
+    pub stats: Duration,
 }
 
 /// What the state DB says before the run starts.
@@ -200,7 +202,7 @@ impl Execution<'_> {
             progress.clone(),
             cancel.clone(),
         ));
-        let reporter = Reporter::start(progress.clone(), self.global.quiet, Duration::from_secs(5));
+        let reporter = Reporter::start(progress.clone(), self.global.quiet, self.stats);
 
         // The scan and the pipeline run at once: the pipeline takes the scan's new rows as each
         // batch commits, and the rows recorded before once the scan is over.

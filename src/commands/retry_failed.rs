@@ -53,6 +53,7 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
         checksum: false,
         dry_run: false,
         global,
+        stats: crate::pipeline::progress::DEFAULT_STATS,
     }
     .execute();
     let ended = session.finish(ended, |e| (e.exit_code(), e.outcome()))?;

@@ -56,6 +56,7 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
         checksum: args.checksum,
         dry_run: args.dry_run,
         global,
+        stats: args.stats,
     }
     .execute();
     let ended = session.finish(ended, |e| (e.exit_code(), e.outcome()))?;

@@ -1,11 +1,14 @@
 //! Live progress of a run: counters the stages bump, and a reporter that shows them as bars on a
-//! terminal or as a plain line every few seconds otherwise.
+//! terminal or, otherwise, as a plain line every `--stats` interval (default a minute).
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How often a progress line comes without a terminal, unless `--stats` says otherwise.
+pub const DEFAULT_STATS: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -68,14 +71,15 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// `quiet`: show nothing. On a terminal: bars; otherwise a line every `interval`.
+    /// `quiet`: show nothing. On a terminal: bars; otherwise a line every `interval` (none
+    /// when it is zero).
     pub fn start(progress: Arc<Progress>, quiet: bool, interval: Duration) -> Reporter {
         let stop = Arc::new(AtomicBool::new(false));
-        if quiet {
+        let tty = std::io::stderr().is_terminal();
+        if quiet || (!tty && interval.is_zero()) {
             return Reporter { stop, join: None };
         }
         let stop2 = stop.clone();
-        let tty = std::io::stderr().is_terminal();
         let join = std::thread::Builder::new()
             .name("progress".into())
             .spawn(move || {

@@ -1,9 +1,12 @@
 //! Logs a user can follow, end to end on the real binary: what the default level, `-v` and
-//! `--log-format json` print (checked line by line against the state DB), and what
-//! `--log-file` receives under `-q`.
+//! `--log-format json` print (checked line by line against the state DB), what `--log-file`
+//! receives under `-q`, and how often `--stats` prints progress without a terminal.
 
 use crate::util::*;
 use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// How many warnings the default level shows before it only counts them.
 const FIRST_FEW: usize = 5;
@@ -221,4 +224,59 @@ fn the_log_file_gets_debug_and_a_line_per_file_under_quiet() {
             }
         }
     }
+}
+
+/// Without a terminal, progress lines come every `--stats` (here 1 s, over a run held up for
+/// 3 s); the default (a minute) prints none in a short run.
+#[test]
+fn stats_sets_how_often_progress_lines_come_without_a_terminal() {
+    let ws = Workspace::with_corpus_sized(1500, 71, 4);
+    let mut child = ws
+        .migrate_cmd(&["--stats", "1s", "--transfers", "1", "--checkers", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let printed = std::thread::spawn(move || {
+        let mut s = String::new();
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            s.push_str(&l);
+            s.push('\n');
+        }
+        s
+    });
+    let t0 = Instant::now();
+    while count_or_zero(
+        &ws.state(),
+        "SELECT COUNT(*) FROM files WHERE state = 'uploaded'",
+    ) < 5
+    {
+        assert!(child.try_wait().unwrap().is_none(), "ended before 5 files");
+        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The run can land nothing while the state DB's write lock is held: 3 s of a run going on.
+    let hold = WriteHold::take(&ws.state());
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before it could be held up"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    drop(hold);
+    let code = child.wait().unwrap().code();
+    let text = printed.join().unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    let progress = text.lines().filter(|l| l.contains("progress:")).count();
+    assert!(progress >= 2, "{progress} progress line(s) in 3 s:\n{text}");
+
+    let quick = Workspace::with_corpus_sized(20, 72, 8);
+    let o: Output = quick.migrate(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("progress:"), "{}", stderr(&o));
+    let off = Workspace::with_corpus_sized(5, 73, 8);
+    let o = off.migrate(&["--stats", "0"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let bad = off.migrate(&["--stats", "soon"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 }
