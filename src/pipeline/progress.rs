@@ -117,7 +117,7 @@ fn bars(p: &Progress, stop: &AtomicBool) {
     let hash = make("hash");
     let transfer = make("transfer");
     let started = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
+    let draw = || {
         let secs = started.elapsed().as_secs_f64().max(0.001);
         let total = p.total.get();
         for b in [&check, &hash, &transfer] {
@@ -140,10 +140,15 @@ fn bars(p: &Progress, stop: &AtomicBool) {
             p.in_flight.get(),
             p.limit.get()
         ));
+    };
+    while !stop.load(Ordering::SeqCst) {
+        draw();
         std::thread::sleep(Duration::from_millis(200));
     }
+    draw();
+    // Left where they are: a run that stopped early never shows a bar at 100%.
     for b in [&check, &hash, &transfer] {
-        b.finish();
+        b.abandon();
     }
 }
 

@@ -1,6 +1,7 @@
 //! Logs a user can follow, end to end on the real binary: what the default level, `-v` and
 //! `--log-format json` print (checked line by line against the state DB), what `--log-file`
-//! receives under `-q`, and how often `--stats` prints progress without a terminal.
+//! receives under `-q`, how often `--stats` prints progress without a terminal, and what the
+//! run summary says when a run is interrupted.
 
 use crate::util::*;
 use serde_json::Value;
@@ -74,8 +75,9 @@ fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The default level: no line per file but a failed one's, the first few warnings and the
-/// count of the rest, with where to see them all.
+/// The default level: no line per file, each failure, the first few warnings and the count of
+/// the rest, and a summary with the skips by reason, the failures by kind with the next step,
+/// and where to see the warnings.
 #[test]
 fn the_default_level_shows_the_first_warnings_a_count_and_no_line_per_file() {
     let ws = mixed();
@@ -108,6 +110,12 @@ fn the_default_level_shows_the_first_warnings_a_count_and_no_line_per_file() {
         "{err}"
     );
     assert!(err.contains("8 file(s) with warnings"), "{err}");
+    assert!(err.contains("skipped by reason: duplicate 1"), "{err}");
+    assert!(
+        err.contains("empty_file: 1 — nothing to send: the files have no bytes"),
+        "{err}"
+    );
+    assert!(!err.contains("interrupted"), "{err}");
 }
 
 /// `-v`: exactly one line per file, when it reaches its final state, saying which.
@@ -279,4 +287,63 @@ fn stats_sets_how_often_progress_lines_come_without_a_terminal() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let bad = off.migrate(&["--stats", "soon"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}
+
+/// A run stopped by Ctrl-C says how far it got and the exact command that continues it, and
+/// exits 3: never "done".
+#[test]
+fn an_interrupted_run_says_how_far_it_got_and_how_to_continue() {
+    let ws = Workspace::with_corpus_sized(300, 74, 8);
+    let mut child = ws
+        .migrate_cmd(&["--transfers", "1", "--checkers", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let landed = "SELECT COUNT(*) FROM files WHERE state IN ('uploaded', 'skipped', 'failed')";
+    let t0 = Instant::now();
+    while count_or_zero(&ws.state(), landed) < 10 {
+        assert!(child.try_wait().unwrap().is_none(), "ended before 10 files");
+        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Held so the run cannot end before it takes the signal in.
+    let hold = WriteHold::take(&ws.state());
+    // SAFETY: a signal to our own child, alive and not yet waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let mut text = String::new();
+    let t0 = Instant::now();
+    while !text.contains("bookferry: stopping;") {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no stop: {text}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(50)) {
+            text.push_str(&l);
+            text.push('\n');
+        }
+    }
+    drop(hold);
+    let code = child.wait().unwrap().code();
+    reader.join().unwrap();
+    text.extend(rx.try_iter().map(|l| l + "\n"));
+    assert_eq!(code, Some(3), "{text}");
+    let done: i64 = ws.count(
+        "SELECT files_uploaded + files_skipped + files_failed FROM runs ORDER BY id DESC LIMIT 1",
+    );
+    let total = ws.manifest.len();
+    assert!((done as usize) < total, "{done} of {total}");
+    let s = ws.state();
+    assert!(
+        text.contains(&format!(
+            "interrupted after {done} of {total} files; run `bookferry --state {} run` to continue",
+            s.display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("done in"), "{text}");
 }
