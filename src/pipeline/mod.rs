@@ -95,10 +95,11 @@ impl Item {
     }
 
     /// A transition of this row from its current state (naming the source file on the moves
-    /// that are logged: to a final state, and the one that records the warnings).
+    /// that are logged: to a final state, and the one that records warnings, if any).
     fn to(&self, to: FileState) -> Transition {
         let mut t = Transition::new(self.row.id, self.row.state, to);
-        if to.is_final() || to == FileState::MetadataCached {
+        let records_warnings = to == FileState::MetadataCached && !self.warnings.is_empty();
+        if to.is_final() || records_warnings {
             t.source = Some(self.row.source_ref.clone());
         }
         t
