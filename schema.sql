@@ -56,7 +56,7 @@ CREATE TABLE files (
     warnings         TEXT,                  -- problems met reading the file (not fatal), newline-separated
     target_ref       TEXT,                  -- where it went: target path or server id
     duplicate_of     INTEGER REFERENCES files(id), -- `skipped` as a content duplicate of that row
-    skip_reason      TEXT,                  -- why `skipped`: target_has_name_size | target_has_content | duplicate | target_has_book | book_has_format | source_gone
+    skip_reason      TEXT,                  -- why `skipped`: target_has_name_size | target_has_content | duplicate | target_has_book | book_has_format | source_gone | excluded
     attempts         INTEGER NOT NULL DEFAULT 0,   -- transfer attempts over all runs
     error            TEXT,                  -- last error message (one line, names the file)
     error_kind       TEXT,                  -- source_missing | unreadable | empty_file | target_write | …

@@ -30,6 +30,10 @@ mod tests {
             &["state", "pipeline", "source", "target", "commands", "cli"],
         ),
         (
+            "filter.rs",
+            &["state", "pipeline", "source", "target", "commands", "cli"],
+        ),
+        (
             "tuning.rs",
             &["state", "pipeline", "source", "target", "commands", "cli"],
         ),

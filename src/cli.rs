@@ -50,23 +50,82 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Record the source's files in the state DB (incremental: new, changed and vanished files).
+    #[command(after_help = "Examples:
+  bookferry scan --from ~/Books
+  bookferry scan --from 'calibre:~/Calibre Library' --formats epub,pdf")]
     Scan(ScanArgs),
     /// Scan, then move every file to the target; without --from/--to, resume the recorded
     /// migration.
+    #[command(after_help = "Examples:
+  bookferry run --from ~/Books --to /srv/library
+  bookferry run --from 'calibre:~/Calibre Library' --to calibre:/srv/calibre
+  bookferry run --from ~/Comics --to /srv/komga --layout komga --include '*.cbz'
+  BOOKFERRY_TOKEN=... bookferry run --from ~/Books --to https://books.example.org/api
+  bookferry run          # resume the recorded migration")]
     Run(RunArgs),
     /// Counts and bytes per state, failures by kind, rate and ETA. Safe while a run is going.
+    #[command(after_help = "Examples:
+  bookferry status
+  bookferry status --json | jq .counts")]
     Status(StatusArgs),
     /// Put failed rows back where they failed and run them again.
+    #[command(after_help = "Examples:
+  bookferry retry-failed
+  bookferry retry-failed --kind transient_exhausted --kind target_write")]
     RetryFailed(RetryArgs),
     /// List files with their state, reason, source and target (default: the failed, the
     /// skipped and those with warnings). Safe while a run is going.
+    #[command(after_help = "Examples:
+  bookferry report --skipped --reason duplicate
+  bookferry report --warnings --format csv -o warnings.csv
+  bookferry report --all --format json | jq length")]
     Report(ReportArgs),
     /// Check that what was migrated is still there, intact: reads each placed file and compares
     /// it with the digests recorded when it was migrated. Never writes to the target; resumable.
+    #[command(after_help = "Examples:
+  bookferry verify
+  bookferry verify --source -v
+  bookferry verify --repair missing --yes && bookferry run")]
     Verify(VerifyArgs),
+    /// Start over: rename the state DB to a dated backup beside it (its history kept), so the
+    /// next run starts fresh. Never touches the source or the target.
+    #[command(after_help = "Examples:
+  bookferry forget
+  bookferry --state other.db forget --yes")]
+    Forget(ForgetArgs),
+    /// Print the shell completion script (bash, zsh, fish, powershell, elvish); see README.
+    #[command(after_help = "Example:
+  bookferry completions bash > ~/.local/share/bash-completion/completions/bookferry")]
+    Completions(CompletionsArgs),
+    /// Print the man page (of bookferry, or of one subcommand: `bookferry man run`).
+    #[command(after_help = "Example:
+  bookferry man run | man -l -")]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// A subcommand whose page to print (e.g. run); none: bookferry's own page.
+    pub subcommand: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Do not ask (needed when not on a terminal).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -76,9 +135,64 @@ pub struct ScanArgs {
     #[arg(long, value_name = "SOURCE")]
     pub from: OsString,
     /// Formats to record, comma-separated (e.g. epub,pdf), or `all` for every file.
-    /// Default: common ebook formats.
+    /// Default: epub kepub pdf mobi azw azw3 kfx fb2 fb2.zip djvu cbz cbr cb7 txt rtf doc docx
+    /// odt lit pdb chm htmlz.
     #[arg(long, value_name = "LIST")]
     pub formats: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// Which files move, beside `--formats` (recorded with the migration; given again, they
+/// replace the recorded ones). Globs match the path relative to the source root: `*` and `?`
+/// stay within a folder, `**` crosses folders, and a glob without `/` matches the file's name
+/// at any depth (`*.pdf`); a file moves when it matches an --include (if any is given), no
+/// --exclude, is listed by --files-from (if given), and its size is within the limits.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Filters")]
+pub struct FilterArgs {
+    /// Only files matching this glob (repeatable), e.g. --include '*.epub' --include 'comics/**'.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// No file matching this glob (repeatable), e.g. --exclude 'drafts/**'.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Exclude the globs in this file, one per line (`#` comments).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Option<PathBuf>,
+    /// Only the files listed in this file, one path per line, relative to the source root.
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Option<PathBuf>,
+    /// Globs and --files-from ignore case.
+    #[arg(long)]
+    pub ignore_case: bool,
+    /// Only files of at least this size (rclone's units: 100K, 1.5M, 2G; KiB without one).
+    #[arg(long, value_name = "SIZE")]
+    pub min_size: Option<String>,
+    /// Only files of at most this size (as --min-size).
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+    /// calibre source: only books with this tag (repeatable; any of them).
+    #[arg(long, value_name = "TAG")]
+    pub include_tag: Vec<String>,
+    /// calibre source: no book with this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub exclude_tag: Vec<String>,
+}
+
+impl FilterArgs {
+    /// Whether any filter flag was given.
+    pub fn given(&self) -> bool {
+        !self.include.is_empty()
+            || !self.exclude.is_empty()
+            || self.exclude_from.is_some()
+            || self.files_from.is_some()
+            || self.ignore_case
+            || self.min_size.is_some()
+            || self.max_size.is_some()
+            || !self.include_tag.is_empty()
+            || !self.exclude_tag.is_empty()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -86,13 +200,17 @@ pub struct RunArgs {
     /// The library to migrate (see `scan --from`). Default: the recorded source.
     #[arg(long, value_name = "SOURCE")]
     pub from: Option<OsString>,
-    /// Where the files go: a folder (dir:PATH or a plain path), or a server speaking the upload
-    /// protocol (http(s)://HOST[:PORT][/PREFIX]). Default: the recorded target.
+    /// Where the files go: a folder (dir:PATH or a plain path), a calibre library
+    /// (calibre:PATH), or a server speaking the upload protocol (http(s)://HOST[:PORT][/PREFIX]).
+    /// Prefixes are case-insensitive; other `scheme://` and `name:` forms are refused.
+    /// Default: the recorded target.
     #[arg(long, value_name = "TARGET")]
     pub to: Option<OsString>,
     /// Formats to migrate (see `scan --formats`).
     #[arg(long, value_name = "LIST")]
     pub formats: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Hash every file, even those the target already has by name and size.
     #[arg(long)]
     pub checksum: bool,
@@ -135,12 +253,15 @@ pub struct TargetArgs {
     /// server that writes metadata into books) changes the source file too.
     #[arg(long, value_name = "MODE")]
     pub link: Option<String>,
-    /// Where files go inside a target folder. Fields: {author} {authors} {title} {series}
-    /// {series_index} {language} {publisher} {year} {ext} {name} {source_path}.
-    /// The file name must end with `.{ext}` and no folder may be `..`: other templates are
-    /// refused (exit 2), never adjusted. Every field is sanitized (no `/`, control, bidi or
-    /// zero-width characters). Default: {author}/{title}/{title} - {author}.{ext}
-    #[arg(long, value_name = "TEMPLATE")]
+    /// Where files go inside a target folder: a template, or a preset (kavita, komga,
+    /// audiobookshelf). Fields: {author} {authors} {title} {series} {series_index} {language}
+    /// {publisher} {year} {ext} {name} {source_path}; {field|fallback} when empty (e.g.
+    /// {series|Standalone}), {field:02} pads a number (1.5 → 01.5), and {?…} disappears when a
+    /// field inside is empty (e.g. {?{series}/}). The file name must end with `.{ext}` and no
+    /// folder may be `..`: other templates are refused (exit 2), never adjusted. Every field is
+    /// sanitized (no `/`, control, bidi or zero-width characters).
+    /// Default: {author}/{title}/{title} - {author}.{ext}
+    #[arg(long, value_name = "TEMPLATE|PRESET")]
     pub layout: Option<String>,
     /// Copy content duplicates too, instead of skipping them.
     #[arg(long)]
@@ -193,7 +314,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct RetryArgs {
     /// Only failures of this kind (repeatable), e.g. --kind target_write.
-    #[arg(long, value_name = "KIND")]
+    #[arg(long, value_name = "KIND", value_parser = failure_kinds())]
     pub kind: Vec<String>,
     #[command(flatten)]
     pub tuning: TuningArgs,
@@ -306,9 +427,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, BadDuration> {
     Ok(Duration::from_secs(total))
 }
 
+/// `--kind`'s values: the failure kinds, listed in `--help`.
+fn failure_kinds() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(crate::failure::FailureKind::ALL.map(|k| k.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     #[test]
     fn durations_read_as_a_user_writes_them() {
@@ -320,6 +447,37 @@ mod tests {
         assert_eq!(secs("0"), Some(0));
         for bad in ["", "soon", "5x", "m", "1.5m", "10s5", "-1s"] {
             assert_eq!(secs(bad), None, "{bad}");
+        }
+    }
+
+    fn help_of(sub: &str) -> String {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.find_subcommand_mut(sub)
+            .expect("a subcommand")
+            .render_long_help()
+            .to_string()
+    }
+
+    /// `--help` names the default formats (those the scan uses), lists `--kind`'s values, and
+    /// shows examples for every subcommand.
+    #[test]
+    fn help_shows_defaults_kinds_and_examples() {
+        let flat = help_of("scan")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let defaults = crate::source::formats::DEFAULT_FORMATS.join(" ");
+        assert!(flat.contains(&defaults), "{flat}");
+        let retry = help_of("retry-failed");
+        for k in crate::failure::FailureKind::ALL {
+            assert!(retry.contains(k.as_str()), "{k:?} not listed: {retry}");
+        }
+        for sub in Cli::command().get_subcommands() {
+            let name = sub.get_name().to_string();
+            if name != "help" {
+                assert!(help_of(&name).contains("Example"), "{name} has no example");
+            }
         }
     }
 }

@@ -2,12 +2,14 @@
 //! fast, resumably and auditably. The binary (`main.rs`) parses the command line and calls
 //! `commands`; everything else is a library so tests and benchmarks can reach it.
 
+pub mod arg_form;
 mod arrows;
 pub mod calibre;
 pub mod cli;
 pub mod commands;
 pub mod exit;
 pub mod failure;
+pub mod filter;
 pub mod hash;
 pub mod logging;
 pub mod path_text;

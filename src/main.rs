@@ -30,6 +30,9 @@ fn main() {
         Command::RetryFailed(a) => commands::retry_failed::command(&cli.global, a),
         Command::Report(a) => commands::report::command(&cli.global, a),
         Command::Verify(a) => commands::verify::command(&cli.global, a),
+        Command::Forget(a) => commands::forget::command(&cli.global, a),
+        Command::Completions(a) => commands::shell_docs::completions(a),
+        Command::Man(a) => commands::shell_docs::man(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -20,16 +20,21 @@ pub enum SkipReason {
     /// The file left the source (deleted, renamed, moved) before it was migrated: nothing to
     /// send. A scan that finds it again sends the row back to `pending`.
     SourceGone,
+    /// A filter (`--include`, `--exclude`, sizes, tags) or a narrowed `--formats` leaves the
+    /// file out now, before it was migrated. A scan that takes it again sends the row back to
+    /// `pending`.
+    Excluded,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 6] = [
+    pub const ALL: [SkipReason; 7] = [
         SkipReason::TargetHasNameSize,
         SkipReason::TargetHasContent,
         SkipReason::Duplicate,
         SkipReason::TargetHasBook,
         SkipReason::BookHasFormat,
         SkipReason::SourceGone,
+        SkipReason::Excluded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +45,7 @@ impl SkipReason {
             SkipReason::TargetHasBook => "target_has_book",
             SkipReason::BookHasFormat => "book_has_format",
             SkipReason::SourceGone => "source_gone",
+            SkipReason::Excluded => "excluded",
         }
     }
 

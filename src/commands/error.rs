@@ -59,6 +59,8 @@ pub enum Internal {
     /// run stopped there and left the rows where they were.
     #[error("{0}")]
     Pipeline(#[from] Fault),
+    #[error("writing to standard output: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 /// Why a run stopped part-way; rows not finished stay where they were.
@@ -86,7 +88,8 @@ impl CommandError {
                 ScanError::Source { .. }
                 | ScanError::Calibre(_)
                 | ScanError::NoMatchingFormats { .. }
-                | ScanError::SourceEmpty { .. },
+                | ScanError::SourceEmpty { .. }
+                | ScanError::FilterMatchesNothing { .. },
             ) => exit::NOTHING_DONE,
             CommandError::Scan(ScanError::State(_)) => exit::STOPPED,
             CommandError::Stopped(Stop::Failure(f)) if f.kind == FailureKind::Auth => exit::AUTH,
@@ -160,7 +163,7 @@ pub enum UsageError {
         how: &'static str,
         source_root: PathBuf,
     },
-    #[error("the state DB {} belongs to the migration {recorded_source} → {}; this one is {given_source} → {}. Use another --state for it",
+    #[error("the state DB {} belongs to the migration {recorded_source} → {}; this one is {given_source} → {}. Use another --state for it, or `bookferry forget` to start this state DB over (it keeps a dated backup)",
         .state.display(),
         .recorded_target.as_deref().unwrap_or("(no target yet)"),
         .target.as_deref().unwrap_or("(no target)"))]
@@ -195,6 +198,16 @@ pub enum UsageError {
     VerifySourceOverHttp,
     #[error("verify --repair: {files} files would be put back to be migrated; not on a terminal to ask, so say --yes")]
     RepairNeedsYes { files: usize },
+    #[error("not on a terminal to ask: say {flag}")]
+    NeedsYes { flag: &'static str },
+    #[error("{}: no state DB here, nothing to forget (give --state for another)", .0.display())]
+    NothingToForget(PathBuf),
+    #[error("--min-size/--max-size {0}")]
+    FilterSize(#[source] crate::tuning::BadSize),
+    #[error(transparent)]
+    Filter(#[from] crate::filter::FilterError),
+    #[error("bookferry man {0}: no such subcommand (see `bookferry --help`)")]
+    NoSuchSubcommand(String),
     #[error("{}: cannot write the report: {source}", .path.display())]
     ReportOutput {
         path: PathBuf,

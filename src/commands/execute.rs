@@ -254,6 +254,7 @@ impl Execution<'_> {
     ) -> tokio::task::JoinHandle<Result<ScanSummary, ScanError>> {
         let (db, run) = (self.session.db.clone(), self.session.run);
         let (source, formats) = (self.source.clone(), self.options.formats.clone());
+        let filter = self.options.filter.clone();
         let sizes = tuning.scan;
         let (cancel, progress) = (cancel.clone(), progress.clone());
         tokio::task::spawn_blocking(move || {
@@ -262,15 +263,24 @@ impl Execution<'_> {
                 cancel: &cancel,
                 ok: false,
             };
-            let res = scan_source(&db, run, &source, &formats, sizes, &cancel, &mut |added| {
-                progress.total.add(added.rows);
-                if added.bytes >= 0 {
-                    progress.total_bytes.add(added.bytes as u64);
-                } else {
-                    progress.total_bytes.sub(added.bytes.unsigned_abs());
-                }
-                over.status.send_modify(|s| s.batches += 1);
-            });
+            let res = scan_source(
+                &db,
+                run,
+                &source,
+                &formats,
+                &filter,
+                sizes,
+                &cancel,
+                &mut |added| {
+                    progress.total.add(added.rows);
+                    if added.bytes >= 0 {
+                        progress.total_bytes.add(added.bytes as u64);
+                    } else {
+                        progress.total_bytes.sub(added.bytes.unsigned_abs());
+                    }
+                    over.status.send_modify(|s| s.batches += 1);
+                },
+            );
             if let Ok(summary) = &res {
                 over.ok = true;
                 progress.total.sub(summary.vanished_active as u64);

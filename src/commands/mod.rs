@@ -3,13 +3,16 @@
 //! (`execute.rs`), opening a session on the state DB (lock, migrate, run record, recovery of
 //! dead runs), and resolving which migration a command works on.
 
+pub mod confirm;
 pub mod error;
 pub mod execute;
+pub mod forget;
 pub mod options;
 pub mod report;
 pub mod retry_failed;
 pub mod run;
 pub mod scan;
+pub mod shell_docs;
 pub mod status;
 pub mod verify;
 

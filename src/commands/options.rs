@@ -2,7 +2,8 @@
 //! overrides) and the HTTP target's options from the command line and the environment.
 
 use super::UsageError;
-use crate::cli::{HttpArgs, TargetArgs, TuningArgs};
+use crate::cli::{FilterArgs, HttpArgs, TargetArgs, TuningArgs};
+use crate::filter::{Filter, FilterSpec};
 use crate::source::formats::FormatSet;
 use crate::state::migration_record::{RecordedOptions, OPTIONS_VERSION};
 use crate::target::folder::LinkMode;
@@ -18,6 +19,10 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct MigrationOptions {
     pub formats: FormatSet,
+    /// `--include`, `--exclude`, sizes and tags, as recorded.
+    pub filter_spec: FilterSpec,
+    /// The same, built.
+    pub filter: Filter,
     pub placement: PlacementOptions,
     pub keep_duplicates: bool,
 }
@@ -27,23 +32,30 @@ impl MigrationOptions {
     pub fn resolve(
         recorded: Option<&RecordedOptions>,
         formats: Option<&str>,
+        filter: Option<&FilterArgs>,
         target: &TargetArgs,
     ) -> Result<MigrationOptions, UsageError> {
         let none = RecordedOptions::default();
         let rec = recorded.unwrap_or(&none);
+        let filter_spec = match filter.filter(|f| f.given()) {
+            Some(given) => filter_spec(given)?,
+            None => rec.filter.clone(),
+        };
+        let filter = filter_spec.build()?;
         let formats = match formats.or(rec.formats.as_deref()) {
             Some(f) => FormatSet::parse(f)?,
             None => FormatSet::default(),
         };
-        if let (Some(given), Some(old)) = (&target.layout, &rec.layout) {
-            if given != old {
+        let layout_src = target.layout.as_deref().or(rec.layout.as_deref());
+        let layout = Layout::parse(layout_src.unwrap_or(DEFAULT_LAYOUT))?;
+        if let (Some(_), Some(old)) = (&target.layout, &rec.layout) {
+            // A preset is recorded as its template: naming it again is no change.
+            if layout.template() != old {
                 tracing::warn!(
                     "--layout changed from {old:?}: files already placed stay where they are"
                 );
             }
         }
-        let layout_src = target.layout.as_deref().or(rec.layout.as_deref());
-        let layout = Layout::parse(layout_src.unwrap_or(DEFAULT_LAYOUT))?;
         let link = LinkMode::parse(
             target
                 .link
@@ -55,6 +67,8 @@ impl MigrationOptions {
         let merge_formats = target.merge_formats || rec.merge_formats;
         Ok(MigrationOptions {
             formats,
+            filter_spec,
+            filter,
             placement: PlacementOptions {
                 layout,
                 link,
@@ -75,8 +89,35 @@ impl MigrationOptions {
             link: Some(self.placement.link.as_str().to_string()),
             keep_duplicates: self.keep_duplicates,
             merge_formats: self.placement.merge_formats,
+            filter: self.filter_spec.clone(),
         }
     }
+}
+
+/// The filter as given on the command line, its list files made absolute (the state DB
+/// records it, and a later run may start elsewhere).
+pub fn filter_spec(given: &FilterArgs) -> Result<FilterSpec, UsageError> {
+    let size = |s: &Option<String>| -> Result<Option<u64>, UsageError> {
+        s.as_deref()
+            .map(|s| parse_size(s).map_err(UsageError::FilterSize))
+            .transpose()
+    };
+    let absolute = |p: &Option<std::path::PathBuf>| -> Result<_, UsageError> {
+        p.as_deref()
+            .map(|p| crate::target::canonicalize_lenient(p).map_err(UsageError::StatePath))
+            .transpose()
+    };
+    Ok(FilterSpec {
+        include: given.include.clone(),
+        exclude: given.exclude.clone(),
+        exclude_from: absolute(&given.exclude_from)?,
+        files_from: absolute(&given.files_from)?,
+        ignore_case: given.ignore_case,
+        min_size: size(&given.min_size)?,
+        max_size: size(&given.max_size)?,
+        include_tag: given.include_tag.clone(),
+        exclude_tag: given.exclude_tag.clone(),
+    })
 }
 
 /// The machine's tuning, with the command line's overrides.

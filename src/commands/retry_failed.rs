@@ -28,7 +28,7 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
     };
     let source = SourceSpec::parse(&rec.source).map_err(UsageError::from)?;
     let target = TargetSpec::parse(&target).map_err(UsageError::from)?;
-    let options = MigrationOptions::resolve(Some(&rec.options), None, &args.target)?;
+    let options = MigrationOptions::resolve(Some(&rec.options), None, None, &args.target)?;
     check_state_location(&state, source.root(), target.local_root())?;
     check_roots_apart(source.root(), target.local_root())?;
     let http_opts = options::http_options(&args.http, &args.tuning)?;

@@ -31,6 +31,7 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
     let options = MigrationOptions::resolve(
         rec.as_ref().map(|r| &r.options),
         args.formats.as_deref(),
+        Some(&args.filter),
         &args.target,
     )?;
     check_state_location(&state, source.root(), target.local_root())?;

@@ -25,15 +25,30 @@ pub fn command(global: &GlobalArgs, args: &ScanArgs) -> CmdResult {
     if let Some(rec) = &rec {
         check_same_migration(&state, rec, &source.to_spec(), None)?;
     }
+    let filter_spec = if args.filter.given() {
+        super::options::filter_spec(&args.filter)?
+    } else {
+        rec.as_ref()
+            .map(|r| r.options.filter.clone())
+            .unwrap_or_default()
+    };
+    let filter = filter_spec.build().map_err(UsageError::from)?;
     check_state_location(&state, source.root(), None)?;
     let session = Session::open(&state, "scan")?;
     let record = MigrationRecord {
         source: source.to_spec(),
         target: rec.as_ref().and_then(|r| r.target.clone()),
-        options: rec.map(|r| r.options).unwrap_or_else(|| RecordedOptions {
-            formats: Some(formats.to_spec()),
-            ..RecordedOptions::default()
-        }),
+        options: match rec {
+            Some(r) => RecordedOptions {
+                filter: filter_spec,
+                ..r.options
+            },
+            None => RecordedOptions {
+                formats: Some(formats.to_spec()),
+                filter: filter_spec,
+                ..RecordedOptions::default()
+            },
+        },
     };
     migration_record::save(&*session.db.conn()?, &record)?;
     let cancel = AtomicBool::new(false);
@@ -42,6 +57,7 @@ pub fn command(global: &GlobalArgs, args: &ScanArgs) -> CmdResult {
         session.run,
         &source,
         &formats,
+        &filter,
         Tuning::detect().scan,
         &cancel,
         &mut |_| {},

@@ -4,6 +4,7 @@
 //! folders it had finished. Blocking; a run drives it beside the pipeline (the pipeline takes
 //! each batch's new rows as it commits).
 
+use crate::filter::Filter;
 use crate::metadata::Origin;
 use crate::source::folder::{WalkEvent, Walker};
 use crate::source::formats::FormatSet;
@@ -49,6 +50,9 @@ pub enum ScanError {
     /// an empty mount point. No row is touched.
     #[error("source {}: holds no files, yet the state DB records files from it; is a drive not mounted? Nothing was changed", .root.display())]
     SourceEmpty { root: PathBuf },
+    /// The filter left out every file the source has (a usage error: no row was touched).
+    #[error("the filter (--include, --exclude, --files-from, sizes, tags) leaves out all {excluded} files of the source; nothing was changed")]
+    FilterMatchesNothing { excluded: usize },
 }
 
 /// What a scan found.
@@ -67,13 +71,18 @@ pub struct ScanSummary {
     pub reappeared: usize,
     pub skipped_entries: usize,
     pub resumed_dirs: usize,
+    /// Files the filter (`--include`, `--exclude`, sizes, tags) left out: not recorded.
+    pub excluded: usize,
+    /// Rows not yet migrated (or failed) that the filter or `--formats` leaves out now:
+    /// `skipped`, `excluded`.
+    pub excluded_before_migration: usize,
     pub complete: bool,
 }
 
 impl ScanSummary {
     pub fn describe(&self) -> String {
         format!(
-            "scan: {} files seen, {} new, {} changed, {} back, {} gone before migration (skipped, source_gone), {} gone after{}{}",
+            "scan: {} files seen, {} new, {} changed, {} back, {} gone before migration (skipped, source_gone), {} gone after{}{}{}",
             self.seen,
             self.new,
             self.changed,
@@ -82,6 +91,14 @@ impl ScanSummary {
             self.vanished_after_migration,
             if self.resumed_dirs > 0 {
                 format!(", resumed past {} finished folder(s)", self.resumed_dirs)
+            } else {
+                String::new()
+            },
+            if self.excluded + self.excluded_before_migration > 0 {
+                format!(
+                    ", {} left out by the filter ({} recorded before, now skipped, excluded)",
+                    self.excluded, self.excluded_before_migration
+                )
             } else {
                 String::new()
             },
@@ -103,11 +120,13 @@ pub struct Added {
 /// `committed` is called after each batch is committed, with what it added. `sizes` sizes the
 /// transactions (small at first, so a run's pipeline starts on the first files found while the
 /// walk goes on, then growing) and the lookups of found files.
+#[allow(clippy::too_many_arguments)]
 pub fn scan_source(
     db: &Db,
     run: i64,
     source: &SourceSpec,
     formats: &FormatSet,
+    filter: &Filter,
     sizes: ScanTuning,
     cancel: &AtomicBool,
     committed: &mut dyn FnMut(Added),
@@ -117,6 +136,7 @@ pub fn scan_source(
     let mut scan = Scan {
         conn,
         run,
+        filter,
         seen_formats: BTreeSet::new(),
         unmatched: BTreeMap::new(),
         committed,
@@ -143,10 +163,28 @@ pub fn scan_source(
     let mut summary = std::mem::take(&mut scan.summary);
     if summary.complete {
         scan.judge_matches(source, formats, &summary)?;
-        let v = scan_store::finish(&mut scan.conn, run, &scan.found_rows, &already_walked)?;
+        let root = source.root();
+        let calibre = matches!(source, SourceSpec::Calibre(_));
+        let left_out = |row: &scan_store::Unfound| {
+            let rel = Path::new(&row.path)
+                .strip_prefix(root)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| row.source_ref.clone());
+            formats.format_of(&format!("x.{}", row.format)).is_none()
+                || !filter.takes(&rel, row.size)
+                || (calibre && !filter.takes_tags(&recorded_tags(row.metadata.as_deref())))
+        };
+        let v = scan_store::finish(
+            &mut scan.conn,
+            run,
+            &scan.found_rows,
+            &already_walked,
+            &left_out,
+        )?;
         summary.vanished_before_migration = v.gone_before_migration + v.failed_now_gone;
-        summary.vanished_active = v.gone_before_migration;
+        summary.vanished_active = v.gone_before_migration + v.excluded_active;
         summary.vanished_after_migration = v.gone_after_migration;
+        summary.excluded_before_migration = v.excluded;
     }
     Ok(summary)
 }
@@ -156,6 +194,8 @@ pub fn scan_source(
 struct Scan<'a> {
     conn: crate::state::Conn,
     run: i64,
+    /// `--include`, `--exclude`, sizes and tags: files it leaves out are not recorded.
+    filter: &'a Filter,
     /// The formats of the files found.
     seen_formats: BTreeSet<String>,
     /// Files passed over for their format, by format (`""`: no extension).
@@ -191,6 +231,10 @@ impl Scan<'_> {
         let complete = walker
             .walk(&mut |ev| {
                 let step = match ev {
+                    WalkEvent::File(f) if !self.filter.takes(&f.rel, f.size) => {
+                        self.summary.excluded += 1;
+                        Ok(())
+                    }
                     WalkEvent::File(f) => self.found(ScannedFile {
                         source_kind: SourceKind::Dir,
                         source_ref: f.rel,
@@ -243,6 +287,11 @@ impl Scan<'_> {
     ) -> Result<(), ScanError> {
         if summary.seen == 0 && summary.resumed_dirs == 0 {
             scan_store::abandon(&self.conn)?;
+            if summary.excluded > 0 {
+                return Err(ScanError::FilterMatchesNothing {
+                    excluded: summary.excluded,
+                });
+            }
             if !self.unmatched.is_empty() {
                 let forgot_migration = migration_record::forget_if_unused(&self.conn)?;
                 return Err(ScanError::NoMatchingFormats {
@@ -326,6 +375,11 @@ impl Scan<'_> {
             Ok(m) => (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
             Err(_) => (cf.size, 0),
         };
+        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy();
+        if !self.filter.takes(&rel, size) || !self.filter.takes_tags(&cf.metadata.tags) {
+            self.summary.excluded += 1;
+            return Ok(());
+        }
         self.found(ScannedFile {
             source_kind: SourceKind::Calibre,
             source_ref: cf.source_ref(),
@@ -396,6 +450,14 @@ impl Scan<'_> {
         (self.committed)(std::mem::take(&mut self.added));
         Ok(())
     }
+}
+
+/// The tags in a row's recorded metadata JSON (none when it has none).
+fn recorded_tags(metadata: Option<&str>) -> Vec<String> {
+    metadata
+        .and_then(|m| serde_json::from_str::<crate::metadata::Metadata>(m).ok())
+        .map(|m| m.tags)
+        .unwrap_or_default()
 }
 
 /// Compare one found file with what the DB knows of it (`known`: its row, if it has one) and
@@ -480,6 +542,10 @@ mod tests {
     use super::*;
     use crate::state::runs;
 
+    fn everything() -> Filter {
+        crate::filter::FilterSpec::default().build().unwrap()
+    }
+
     fn scan(db: &Db, root: &std::path::Path) -> (ScanSummary, Added) {
         let run = runs::begin(&db.conn().unwrap(), "scan", &[]).unwrap();
         let mut total = Added::default();
@@ -488,6 +554,7 @@ mod tests {
             run,
             &SourceSpec::Dir(root.to_path_buf()),
             &FormatSet::default(),
+            &everything(),
             crate::tuning::Tuning::detect().scan,
             &AtomicBool::new(false),
             &mut |a| {
@@ -566,6 +633,7 @@ mod tests {
             run,
             &SourceSpec::Dir(lib.clone()),
             &FormatSet::default(),
+            &everything(),
             sizes,
             &AtomicBool::new(false),
             &mut |added| {
@@ -650,6 +718,7 @@ mod tests {
             run,
             &source,
             &FormatSet::default(),
+            &everything(),
             sizes,
             cancel,
             committed,

@@ -29,6 +29,10 @@ pub enum SourceSpecError {
     NotAFolder(PathBuf),
     #[error("source {}: no calibre metadata.db in this folder", .0.display())]
     NotCalibre(PathBuf),
+    #[error("source {0}: a source is a folder or a calibre library on this machine (PATH, dir:PATH or calibre:PATH), not a URL")]
+    Url(String),
+    #[error("source {0}")]
+    Form(#[from] crate::arg_form::FormError),
 }
 
 impl SourceSpec {
@@ -38,16 +42,19 @@ impl SourceSpec {
         SourceSpec::from_arg(&crate::path_text::unescape(s))
     }
 
-    /// `dir:PATH`, `calibre:PATH`, or a plain path (a calibre library when it holds
+    /// `dir:PATH`, `calibre:PATH` (prefixes case-insensitive, see [`crate::arg_form`]), or a plain path (a calibre library when it holds
     /// `metadata.db`, else a folder), as given on the command line: any bytes.
     pub fn from_arg(s: &OsStr) -> Result<SourceSpec, SourceSpecError> {
-        let bytes = s.as_bytes();
-        let (kind, raw) = if let Some(r) = bytes.strip_prefix(b"dir:") {
-            (Some("dir"), OsStr::from_bytes(r))
-        } else if let Some(r) = bytes.strip_prefix(b"calibre:") {
-            (Some("calibre"), OsStr::from_bytes(r))
-        } else {
-            (None, s)
+        use crate::arg_form::{classify, Form};
+        let (kind, raw) = match classify(s)? {
+            Form::Dir(r) => (Some("dir"), OsStr::from_bytes(r)),
+            Form::Calibre(r) => (Some("calibre"), OsStr::from_bytes(r)),
+            Form::Plain(_) => (None, s),
+            Form::Http | Form::CalibreServer => {
+                return Err(SourceSpecError::Url(
+                    crate::path_text::escape(s).into_owned(),
+                ))
+            }
         };
         let path =
             Path::new(raw)

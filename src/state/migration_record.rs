@@ -6,11 +6,15 @@
 //! from a newer bookferry, is an error that says so — never silently the defaults.
 
 use super::{now_ms, Result, StateError};
+use crate::filter::FilterSpec;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-/// The options version this binary writes.
-pub const OPTIONS_VERSION: u32 = 1;
+/// The options version this binary writes: 2 with a filter, else 1 (so a migration without
+/// filters stays readable by the binaries before them).
+pub const OPTIONS_VERSION: u32 = 2;
+/// The version of options without a filter.
+const OPTIONS_VERSION_NO_FILTER: u32 = 1;
 
 /// The options a migration was recorded with (`migration.options`). Every field may be
 /// missing: a state DB made by `scan` alone records only its formats.
@@ -33,6 +37,9 @@ pub struct RecordedOptions {
     pub keep_duplicates: bool,
     #[serde(default)]
     pub merge_formats: bool,
+    /// `--include`, `--exclude`, sizes and tags (version 2; absent: every file).
+    #[serde(default, skip_serializing_if = "FilterSpec::is_everything")]
+    pub filter: FilterSpec,
 }
 
 impl RecordedOptions {
@@ -56,8 +63,13 @@ impl RecordedOptions {
 
     /// The JSON stored in `migration.options` (always the current version).
     pub fn to_json(&self) -> String {
+        let version = if self.filter.is_everything() {
+            OPTIONS_VERSION_NO_FILTER
+        } else {
+            OPTIONS_VERSION
+        };
         let current = RecordedOptions {
-            version: OPTIONS_VERSION,
+            version,
             ..self.clone()
         };
         serde_json::to_string(&current).expect("options serialize")
@@ -157,6 +169,7 @@ mod tests {
                 link: Some("copy".into()),
                 keep_duplicates: true,
                 merge_formats: false,
+                filter: Default::default(),
             }
         );
         let scan = RecordedOptions::parse(r#"{"formats":"epub"}"#).unwrap();
@@ -174,8 +187,29 @@ mod tests {
         let json = opts.to_json();
         assert!(json.contains(r#""version":1"#), "{json}");
         let back = RecordedOptions::parse(&json).unwrap();
-        assert_eq!(back.version, OPTIONS_VERSION);
-        assert_eq!((back.layout, back.merge_formats), (opts.layout, true));
+        assert_eq!(
+            back.version, 1,
+            "without a filter the binaries before filters read it"
+        );
+        assert_eq!(
+            (back.layout, back.merge_formats),
+            (opts.layout.clone(), true)
+        );
+
+        let filtered = RecordedOptions {
+            filter: crate::filter::FilterSpec {
+                exclude: vec!["*.txt".into()],
+                ..Default::default()
+            },
+            ..opts
+        };
+        let json = filtered.to_json();
+        assert!(json.contains(r#""version":2"#), "{json}");
+        let back = RecordedOptions::parse(&json).unwrap();
+        assert_eq!(
+            (back.version, &back.filter),
+            (OPTIONS_VERSION, &filtered.filter)
+        );
     }
 
     /// A corrupt value was read as "no options" before, and the run resumed with the default

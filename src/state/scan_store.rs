@@ -16,7 +16,8 @@ pub struct Known {
     pub mtime_ns: i64,
     pub state: FileState,
     pub source_gone: bool,
-    /// `skipped` as `source_gone`: the file had left the source before it was migrated.
+    /// `skipped` as `source_gone` (the file had left the source before it was migrated) or
+    /// as `excluded` (a filter left it out): found and taken again, it goes back to `pending`.
     pub skipped_as_gone: bool,
 }
 
@@ -30,7 +31,7 @@ pub fn known_rows(conn: &Connection, refs: &[&str]) -> Result<HashMap<String, Kn
     }
     let mut st = conn.prepare_cached(
         "SELECT source_ref, id, size, mtime_ns, state, source_gone,
-             state = 'skipped' AND skip_reason = 'source_gone' FROM files
+             state = 'skipped' AND skip_reason IN ('source_gone', 'excluded') FROM files
          WHERE source_ref IN (SELECT value FROM json_each(?1))",
     )?;
     let list = serde_json::to_string(refs).expect("a list of strings serializes");
@@ -232,6 +233,26 @@ pub struct Vanished {
     pub failed_now_gone: usize,
     /// Already migrated: stay done, noted `source_gone`.
     pub gone_after_migration: usize,
+    /// Not yet migrated (or `failed`) and left out by the filter or `--formats` now: `skipped`
+    /// as `excluded`.
+    pub excluded: usize,
+    /// Of those, the rows that were still to do (not `failed`).
+    pub excluded_active: usize,
+}
+
+/// A recorded row the scan did not find, as [`finish`] asks whether the filter left it out.
+#[derive(Debug)]
+pub struct Unfound {
+    id: i64,
+    pub source_ref: String,
+    /// The file's absolute path.
+    pub path: String,
+    pub size: u64,
+    pub format: String,
+    /// The metadata JSON recorded with the row (a calibre source's, at scan).
+    pub metadata: Option<String>,
+    state: FileState,
+    source_gone: bool,
 }
 
 /// Close a complete scan: recorded rows whose file it did not find (not in `found`, nor under
@@ -241,17 +262,21 @@ pub struct Vanished {
 /// A file the user removed from the source is no failure of the migration: a row not yet
 /// migrated (or `failed`) ends `skipped` with reason `source_gone` (one `events` row each,
 /// counted in the run's `files_skipped`); a migrated one stays done, its `source_gone` flag set.
+/// A row that `left_out` says the filter or `--formats` leaves out now (the scan passed over
+/// its file, present or not) ends `skipped` as `excluded` instead; a migrated one stays as it is.
 pub fn finish(
     conn: &mut Connection,
     run: i64,
     found: &FoundRows,
     walked_before: &HashSet<String>,
+    left_out: &dyn Fn(&Unfound) -> bool,
 ) -> Result<Vanished> {
     // The rows not found, read first (a few, usually), written after.
     let mut missing = Vec::new();
     {
         let mut st = conn.prepare(
-            "SELECT id, source_ref, state, source_gone FROM files WHERE id <= ?1 ORDER BY id",
+            "SELECT id, source_ref, state, source_gone, path, size, format, metadata
+             FROM files WHERE id <= ?1 ORDER BY id",
         )?;
         let mut rows = st.query([found.max_id])?;
         while let Some(r) = rows.next()? {
@@ -269,6 +294,10 @@ pub fn finish(
                 source_ref,
                 state: FileState::parse(&state).unwrap_or(FileState::Pending),
                 source_gone: r.get::<_, i64>(3)? != 0,
+                path: r.get(4)?,
+                size: r.get::<_, i64>(5)? as u64,
+                format: r.get(6)?,
+                metadata: r.get(7)?,
             });
         }
     }
@@ -289,8 +318,29 @@ pub fn finish(
         let mut gone = tx.prepare_cached(
             "UPDATE files SET source_gone = 1, updated_at = ?2 WHERE id = ?1 AND source_gone = 0",
         )?;
+        let mut exclude = tx.prepare_cached(
+            "UPDATE files SET state = 'skipped', skip_reason = 'excluded',
+                 error = NULL, error_kind = NULL, failed_from = NULL, run_id = ?2,
+                 updated_at = ?3, state_changed_at = ?3
+             WHERE id = ?1 AND state = ?4",
+        )?;
         for row in &missing {
-            if matches!(row.state, FileState::Uploaded | FileState::Skipped) {
+            let finished = matches!(row.state, FileState::Uploaded | FileState::Skipped);
+            if !finished && left_out(row) {
+                let msg = format!(
+                    "{}: left out by the filter or --formats (excluded)",
+                    row.source_ref
+                );
+                if exclude.execute(params![row.id, run, now, row.state.as_str()])? > 0 {
+                    event.execute(params![row.id, run, now, row.state.as_str(), msg])?;
+                    out.excluded += 1;
+                    if row.state != FileState::Failed {
+                        out.excluded_active += 1;
+                    }
+                }
+                continue;
+            }
+            if finished {
                 if !row.source_gone && gone.execute(params![row.id, now])? > 0 {
                     out.gone_after_migration += 1;
                 }
@@ -314,7 +364,7 @@ pub fn finish(
         &tx,
         run,
         &RunCounters {
-            files_skipped: (out.gone_before_migration + out.failed_now_gone) as i64,
+            files_skipped: (out.gone_before_migration + out.failed_now_gone + out.excluded) as i64,
             ..Default::default()
         },
     )?;
@@ -339,14 +389,6 @@ pub fn any_row_present(conn: &Connection, takes: &dyn Fn(&str) -> bool) -> Resul
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(present.iter().any(|f| takes(f)))
-}
-
-/// A recorded row whose file a finished scan did not find.
-struct Unfound {
-    id: i64,
-    source_ref: String,
-    state: FileState,
-    source_gone: bool,
 }
 
 /// Whether `source_ref` lies under one of `dirs` (relative folders).
@@ -464,13 +506,14 @@ mod tests {
         let mut found = FoundRows::new(&conn).unwrap();
         found.insert(1);
         let walked = HashSet::from(["b".to_string()]);
-        let v = finish(&mut conn, run, &found, &walked).unwrap();
+        let v = finish(&mut conn, run, &found, &walked, &|_| false).unwrap();
         assert_eq!(
             v,
             Vanished {
                 gone_before_migration: 1,
                 failed_now_gone: 1,
                 gone_after_migration: 1,
+                ..Vanished::default()
             }
         );
         type Row = (String, String, Option<String>, Option<String>, i64);

@@ -13,10 +13,55 @@ const NAME_BUDGET: usize = MAX_NAME_BYTES - 40;
 /// ` & `), `{title}`, `{series}`, `{series_index}`, `{language}`, `{publisher}`, `{year}`,
 /// `{ext}` (the format), `{name}` (the source file name without its extension),
 /// `{source_path}` (the source's relative path without its extension, folders kept).
+///
+/// A field may carry a number format and a fallback: `{series_index:02}` pads the integer part
+/// to two digits and keeps a fraction (1.5 → `01.5`); `{series|Standalone}` is `Standalone` when
+/// the book has no series (the fallback may hold fields: `{series|{title}}`). An optional part
+/// `{?…}` disappears when any field inside it is empty: `{?{series}/}` is a folder only for books
+/// in a series. None of these forms was accepted before, so a template recorded by an earlier
+/// run keeps its meaning.
 #[derive(Debug, Clone)]
 pub struct Layout {
     template: String,
+    parts: Vec<Part>,
 }
+
+/// One piece of a parsed template.
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    /// Text as written; its `/` separate folders.
+    Text(String),
+    Field {
+        name: &'static str,
+        /// `:0N`: the integer part of a number padded to N digits.
+        pad: Option<usize>,
+        /// `|…`: used when the field is empty.
+        fallback: Option<Vec<Part>>,
+    },
+    /// `{?…}`: empty when any field inside is empty.
+    Optional(Vec<Part>),
+}
+
+/// The layouts the servers people use ask for, by name (`--layout kavita`).
+pub const PRESETS: &[(&str, &str)] = &[
+    // Kavita: every series in a folder of its own, nothing at the library root; the volume in
+    // the file name as `Vol. NN` (wiki.kavitareader.com, "Managing Files").
+    (
+        "kavita",
+        "{series|{title}}/{?{series} Vol. {series_index:02} - }{title}.{ext}",
+    ),
+    // Komga: each folder is a series, its books are the files in it, sorted by name.
+    (
+        "komga",
+        "{series|{title}}/{?{series_index:02} - }{title}.{ext}",
+    ),
+    // Audiobookshelf: `Author/Series/Vol N - Title/` or `Author/Title/`, every book in a folder
+    // of its own (audiobookshelf.org, "Book Library Structure").
+    (
+        "audiobookshelf",
+        "{author}/{?{series}/}{?Vol {series_index} - }{title}/{title}.{ext}",
+    ),
+];
 
 const FIELDS: &[&str] = &[
     "author",
@@ -39,6 +84,12 @@ pub enum LayoutError {
     Unclosed { template: String },
     #[error("--layout {template:?}: unknown field {{{field}}} (known: {})", FIELDS.join(", "))]
     UnknownField { template: String, field: String },
+    #[error("--layout {template:?}: format `:{format}` of {{{field}}} is not `:0N` (e.g. {{series_index:02}})")]
+    BadFormat {
+        template: String,
+        field: String,
+        format: String,
+    },
     #[error("--layout is empty")]
     Empty,
     /// A literal `..` folder would put books outside the target.
@@ -48,29 +99,41 @@ pub enum LayoutError {
     /// extension.
     #[error("--layout {template:?}: the file name must end with `.{{ext}}` (e.g. `{{author}}/{{title}}.{{ext}}`)")]
     NoExtension { template: String },
+    #[error(
+        "--layout {given:?}: no such preset (a template has `{{field}}`s); presets: {}",
+        preset_names()
+    )]
+    UnknownPreset { given: String },
+}
+
+fn preset_names() -> String {
+    PRESETS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Layout {
+    /// A `--layout` value: a template, or without any `{` a preset's name (case-insensitive).
     pub fn parse(template: &str) -> Result<Layout, LayoutError> {
-        let mut rest = template;
-        while let Some(i) = rest.find('{') {
-            let Some(j) = rest[i..].find('}') else {
-                return Err(LayoutError::Unclosed {
-                    template: template.into(),
-                });
-            };
-            let field = &rest[i + 1..i + j];
-            if !FIELDS.contains(&field) {
-                return Err(LayoutError::UnknownField {
-                    template: template.into(),
-                    field: field.into(),
-                });
-            }
-            rest = &rest[i + j + 1..];
-        }
         if template.trim().is_empty() {
             return Err(LayoutError::Empty);
         }
+        if !template.contains('{') {
+            let name = template.trim();
+            return match PRESETS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                Some((_, t)) => Layout::parse(t),
+                None => Err(LayoutError::UnknownPreset {
+                    given: template.into(),
+                }),
+            };
+        }
+        let mut parser = Parser {
+            template,
+            rest: template,
+        };
+        let parts = parser.parts(false)?;
         if template.split('/').any(|c| c.trim() == "..") {
             return Err(LayoutError::ParentDir {
                 template: template.into(),
@@ -83,9 +146,11 @@ impl Layout {
         }
         Ok(Layout {
             template: template.to_string(),
+            parts,
         })
     }
 
+    /// The template (a preset's, when a preset was named): what the state DB records.
     pub fn template(&self) -> &str {
         &self.template
     }
@@ -143,35 +208,181 @@ impl Layout {
                 _ => String::new(),
             }
         };
-        // Fill each path component separately, so a field's own `/` never makes a folder.
-        let mut parts = Vec::new();
-        for comp in self.template.split('/') {
-            let mut out = String::new();
-            let mut rest = comp;
-            while let Some(i) = rest.find('{') {
-                out.push_str(&rest[..i]);
-                let j = rest[i..].find('}').map(|j| i + j).unwrap_or(rest.len() - 1);
-                let field = &rest[i + 1..j];
-                if field == "source_path" {
-                    // The one field that may carry folders: each is sanitized on its own.
-                    out.push_str(&sanitize_rel_path(&value(field)));
-                } else {
-                    out.push_str(&value(field).replace('/', "_"));
-                }
-                rest = &rest[j + 1..];
-            }
-            out.push_str(rest);
-            for sub in out.split('/') {
-                let name = sanitize_component(sub);
-                if !name.is_empty() {
-                    parts.push(name);
-                }
-            }
-        }
+        let (filled, _) = fill(&self.parts, &value);
+        // The template's own `/` separate folders; a field's `/` never does (see `fill`).
+        let parts: Vec<String> = filled
+            .split('/')
+            .map(sanitize_component)
+            .filter(|p| !p.is_empty())
+            .collect();
         if parts.is_empty() {
             return sanitize_rel_path(source_rel);
         }
         parts.join("/")
+    }
+}
+
+/// Fills `parts`; the bool says whether every field met had a value (or a fallback that gave
+/// one). A field's own `/` becomes `_`, but for `{source_path}`, whose folders are kept (each
+/// sanitized on its own).
+fn fill(parts: &[Part], value: &dyn Fn(&str) -> String) -> (String, bool) {
+    let mut out = String::new();
+    let mut complete = true;
+    for part in parts {
+        match part {
+            Part::Text(t) => out.push_str(t),
+            Part::Field {
+                name,
+                pad,
+                fallback,
+            } => {
+                let raw = value(name);
+                if raw.trim().is_empty() {
+                    match fallback {
+                        Some(f) => {
+                            let (text, ok) = fill(f, value);
+                            complete &= ok && !text.trim().is_empty();
+                            out.push_str(&text);
+                        }
+                        None => complete = false,
+                    }
+                    continue;
+                }
+                let raw = match pad {
+                    Some(width) => pad_number(&raw, *width),
+                    None => raw,
+                };
+                if *name == "source_path" {
+                    out.push_str(&sanitize_rel_path(&raw));
+                } else {
+                    out.push_str(&raw.replace('/', "_"));
+                }
+            }
+            Part::Optional(inner) => {
+                let (text, ok) = fill(inner, value);
+                if ok {
+                    out.push_str(&text);
+                }
+            }
+        }
+    }
+    (out, complete)
+}
+
+/// `1.5` padded to 2 is `01.5`; text that is not a number is left as it is.
+fn pad_number(v: &str, width: usize) -> String {
+    let (int, frac) = match v.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (v, None),
+    };
+    let numeric = !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()));
+    if !numeric {
+        return v.to_string();
+    }
+    match frac {
+        Some(f) => format!("{int:0>width$}.{f}"),
+        None => format!("{int:0>width$}"),
+    }
+}
+
+/// Reads a template into [`Part`]s: text, `{field[:0N][|fallback]}` and `{?…}`.
+struct Parser<'a> {
+    template: &'a str,
+    rest: &'a str,
+}
+
+impl Parser<'_> {
+    /// Parts up to the end, or (`nested`) up to and past the `}` that closes them. At the top
+    /// level a lone `}` is text, as it always was.
+    fn parts(&mut self, nested: bool) -> Result<Vec<Part>, LayoutError> {
+        let mut parts = Vec::new();
+        loop {
+            let stop = self.rest.find(|c| c == '{' || (nested && c == '}'));
+            let Some(i) = stop else {
+                if nested {
+                    return Err(self.unclosed());
+                }
+                if !self.rest.is_empty() {
+                    parts.push(Part::Text(self.rest.to_string()));
+                }
+                self.rest = "";
+                return Ok(parts);
+            };
+            if i > 0 {
+                parts.push(Part::Text(self.rest[..i].to_string()));
+            }
+            let at_close = self.rest[i..].starts_with('}');
+            self.rest = &self.rest[i + 1..];
+            if at_close {
+                return Ok(parts);
+            }
+            parts.push(self.braced()?);
+        }
+    }
+
+    /// What follows a `{`: an optional part or a field, through its closing `}`.
+    fn braced(&mut self) -> Result<Part, LayoutError> {
+        if let Some(rest) = self.rest.strip_prefix('?') {
+            self.rest = rest;
+            return Ok(Part::Optional(self.parts(true)?));
+        }
+        let end = self
+            .rest
+            .find(['}', ':', '|', '{'])
+            .ok_or_else(|| self.unclosed())?;
+        let given = &self.rest[..end];
+        let Some(name) = FIELDS.iter().find(|f| **f == given) else {
+            let field = self.rest[..self.rest.find('}').unwrap_or(self.rest.len())].to_string();
+            return Err(LayoutError::UnknownField {
+                template: self.template.into(),
+                field,
+            });
+        };
+        self.rest = &self.rest[end..];
+        let mut pad = None;
+        if let Some(rest) = self.rest.strip_prefix(':') {
+            let end = rest.find(['}', '|']).ok_or_else(|| self.unclosed())?;
+            let format = &rest[..end];
+            let width = format
+                .strip_prefix('0')
+                .filter(|w| !w.is_empty() && w.len() <= 2)
+                .and_then(|w| w.parse::<usize>().ok());
+            let Some(width) = width else {
+                return Err(LayoutError::BadFormat {
+                    template: self.template.into(),
+                    field: given.into(),
+                    format: format.into(),
+                });
+            };
+            pad = Some(width);
+            self.rest = &rest[end..];
+        }
+        let mut fallback = None;
+        if let Some(rest) = self.rest.strip_prefix('|') {
+            self.rest = rest;
+            fallback = Some(self.parts(true)?);
+        } else if let Some(rest) = self.rest.strip_prefix('}') {
+            self.rest = rest;
+        } else {
+            // `{` right after a field's name: `{title{`.
+            return Err(LayoutError::UnknownField {
+                template: self.template.into(),
+                field: given.to_string() + "{",
+            });
+        }
+        Ok(Part::Field {
+            name,
+            pad,
+            fallback,
+        })
+    }
+
+    fn unclosed(&self) -> LayoutError {
+        LayoutError::Unclosed {
+            template: self.template.into(),
+        }
     }
 }
 
@@ -366,5 +577,106 @@ mod tests {
         }
         assert_eq!(sanitize_component("\u{202E}\u{200B}"), "");
         assert_eq!(sanitize_component("Łucja – Книга 書"), "Łucja – Книга 書");
+    }
+
+    fn in_series(title: &str, series: &str, index: f64) -> Metadata {
+        Metadata {
+            series: Some(series.into()),
+            series_index: Some(index),
+            ..md(title, "Ann Leckie")
+        }
+    }
+
+    /// Before, `{series|Standalone}`, `{series_index:02}` and `{?…}` were refused as unknown
+    /// fields, and a book without a series under `{series}/{series_index} - {title}` landed at
+    /// the root as `- Title.epub`.
+    #[test]
+    fn fallbacks_number_formats_and_optional_parts() {
+        let alone = md("Provenance", "Ann Leckie");
+        let one = in_series("Ancillary Justice", "Imperial Radch", 1.0);
+        let half = in_series("Night's Slice", "Imperial Radch", 1.5);
+        let render =
+            |t: &str, m: &Metadata| Layout::parse(t).unwrap().render(Some(m), "x.epub", "epub");
+
+        // A template recorded before keeps its meaning, `- ` and all.
+        let old = "{series}/{series_index} - {title}.{ext}";
+        assert_eq!(render(old, &alone), "- Provenance.epub");
+
+        let t = "{series|Standalone}/{?{series_index:02} - }{title}.{ext}";
+        assert_eq!(render(t, &alone), "Standalone/Provenance.epub");
+        assert_eq!(
+            render(t, &one),
+            "Imperial Radch/01 - Ancillary Justice.epub"
+        );
+        assert_eq!(render(t, &half), "Imperial Radch/01.5 - Night's Slice.epub");
+
+        let t = "{author}/{?{series}/}{title}.{ext}";
+        assert_eq!(render(t, &alone), "Ann Leckie/Provenance.epub");
+        assert_eq!(
+            render(t, &one),
+            "Ann Leckie/Imperial Radch/Ancillary Justice.epub"
+        );
+
+        // A fallback may hold fields; its `/` in a value never makes a folder.
+        let t = "{series|{title}}/{title}.{ext}";
+        assert_eq!(render(t, &md("A/B", "X")), "A_B/A_B.epub");
+        assert_eq!(pad_number("12", 3), "012");
+        assert_eq!(pad_number("123", 2), "123");
+        assert_eq!(pad_number("x1", 2), "x1");
+    }
+
+    #[test]
+    fn bad_formats_and_unclosed_parts_are_refused() {
+        for (t, want) in [
+            ("{series_index:2}.{ext}", "BadFormat"),
+            ("{series_index:0x}.{ext}", "BadFormat"),
+            ("{?{series}/{title}.{ext}", "Unclosed"),
+            ("{series|x.{ext}", "Unclosed"),
+            ("{serie|x}/{title}.{ext}", "UnknownField"),
+            ("nope", "UnknownPreset"),
+        ] {
+            let e = Layout::parse(t).unwrap_err();
+            assert!(format!("{e:?}").starts_with(want), "{t:?}: {e:?}");
+        }
+        let e = Layout::parse("nope").unwrap_err().to_string();
+        assert!(e.contains("kavita, komga, audiobookshelf"), "{e}");
+    }
+
+    /// Each preset, for a book in a series and one without: the structure its server's docs
+    /// ask for, recorded as the full template.
+    #[test]
+    fn presets_give_each_servers_structure() {
+        let alone = md("Provenance", "Ann Leckie");
+        let one = in_series("Ancillary Justice", "Imperial Radch", 1.0);
+        for (preset, with_series, without) in [
+            (
+                "kavita",
+                "Imperial Radch/Imperial Radch Vol. 01 - Ancillary Justice.epub",
+                "Provenance/Provenance.epub",
+            ),
+            (
+                "Komga",
+                "Imperial Radch/01 - Ancillary Justice.epub",
+                "Provenance/Provenance.epub",
+            ),
+            (
+                "audiobookshelf",
+                "Ann Leckie/Imperial Radch/Vol 1 - Ancillary Justice/Ancillary Justice.epub",
+                "Ann Leckie/Provenance/Provenance.epub",
+            ),
+        ] {
+            let l = Layout::parse(preset).unwrap();
+            assert!(l.template().contains("{title}"), "{preset}");
+            assert_eq!(
+                l.render(Some(&one), "x.epub", "epub"),
+                with_series,
+                "{preset}"
+            );
+            assert_eq!(
+                l.render(Some(&alone), "x.epub", "epub"),
+                without,
+                "{preset}"
+            );
+        }
     }
 }

@@ -44,53 +44,51 @@ impl TargetSpec {
         TargetSpec::from_arg(&crate::path_text::unescape(s))
     }
 
-    /// A target as given on the command line: a path of any bytes, or a URL (UTF-8).
+    /// A target as given on the command line: a path of any bytes, or a URL (UTF-8), in one of
+    /// the forms [`crate::arg_form`] accepts (prefixes case-insensitive).
     pub fn from_arg(arg: &std::ffi::OsStr) -> Result<TargetSpec, TargetSpecError> {
+        use crate::arg_form::{classify, Form};
         use std::os::unix::ffi::OsStrExt;
-        let Some(s) = arg.to_str() else {
-            let bytes = arg.as_bytes();
-            if bytes.starts_with(b"http://") || bytes.starts_with(b"https://") {
-                return Err(TargetSpecError::UrlNotUtf8(
-                    crate::path_text::escape(arg).into_owned(),
-                ));
+        let path_of = |raw: &[u8]| -> Result<PathBuf, TargetSpecError> {
+            if raw.is_empty() {
+                return Err(TargetSpecError::EmptyPath);
             }
-            let (calibre, raw) = match bytes.strip_prefix(b"calibre:") {
-                Some(r) => (true, r),
-                None => (false, bytes.strip_prefix(b"dir:").unwrap_or(bytes)),
-            };
-            let path = canonicalize_lenient(Path::new(std::ffi::OsStr::from_bytes(raw)))?;
-            return Ok(if calibre {
-                TargetSpec::Calibre(path)
-            } else {
-                TargetSpec::Dir(path)
-            });
+            Ok(canonicalize_lenient(Path::new(
+                std::ffi::OsStr::from_bytes(raw),
+            ))?)
         };
-        if s.starts_with("http://") || s.starts_with("https://") {
-            let url = reqwest::Url::parse(s).map_err(|source| TargetSpecError::Url {
-                given: s.into(),
-                source,
-            })?;
-            if !url.username().is_empty() || url.password().is_some() {
-                return Err(TargetSpecError::Credentials);
+        match classify(arg)? {
+            Form::Plain(raw) | Form::Dir(raw) => Ok(TargetSpec::Dir(path_of(raw)?)),
+            Form::Calibre(raw) => {
+                if raw.is_empty() {
+                    return Err(TargetSpecError::CalibreWithoutPath);
+                }
+                Ok(TargetSpec::Calibre(path_of(raw)?))
             }
-            if url.query().is_some() || url.fragment().is_some() {
-                return Err(TargetSpecError::QueryOrFragment(s.into()));
+            Form::CalibreServer => Err(TargetSpecError::CalibreServerNotYet(
+                crate::path_text::escape(arg).into_owned(),
+            )),
+            Form::Http => {
+                let Some(s) = arg.to_str() else {
+                    return Err(TargetSpecError::UrlNotUtf8(
+                        crate::path_text::escape(arg).into_owned(),
+                    ));
+                };
+                let url = reqwest::Url::parse(s).map_err(|source| TargetSpecError::Url {
+                    given: s.into(),
+                    source,
+                })?;
+                if !url.username().is_empty() || url.password().is_some() {
+                    return Err(TargetSpecError::Credentials);
+                }
+                if url.query().is_some() || url.fragment().is_some() {
+                    return Err(TargetSpecError::QueryOrFragment(s.into()));
+                }
+                Ok(TargetSpec::Http(
+                    url.as_str().trim_end_matches('/').to_string(),
+                ))
             }
-            return Ok(TargetSpec::Http(
-                url.as_str().trim_end_matches('/').to_string(),
-            ));
         }
-        if let Some(rest) = s.strip_prefix("calibre:") {
-            if rest.is_empty() {
-                return Err(TargetSpecError::CalibreWithoutPath);
-            }
-            return Ok(TargetSpec::Calibre(canonicalize_lenient(Path::new(rest))?));
-        }
-        let raw = s.strip_prefix("dir:").unwrap_or(s);
-        if raw.is_empty() {
-            return Err(TargetSpecError::EmptyPath);
-        }
-        Ok(TargetSpec::Dir(canonicalize_lenient(Path::new(raw))?))
     }
 
     /// The canonical form recorded in the state DB.
@@ -134,6 +132,10 @@ pub enum TargetSpecError {
     EmptyPath,
     #[error("target {0}: a URL must be UTF-8")]
     UrlNotUtf8(String),
+    #[error("target {0}: a calibre-server target is not built yet; use calibre:PATH for a library on this machine")]
+    CalibreServerNotYet(String),
+    #[error("target {0}")]
+    Form(#[from] crate::arg_form::FormError),
     #[error(transparent)]
     Path(#[from] PathError),
 }

@@ -1114,22 +1114,6 @@ fn a_corpus_fills_a_new_library_that_calibre_reads_adds_to_and_serves() {
 // ---------------------------------------------------------------------------------------------
 // 2. calibre → bookferry → calibre
 
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap().flatten() {
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            fs::copy(e.path(), &dest).unwrap();
-            let mut perm = fs::metadata(&dest).unwrap().permissions();
-            #[allow(clippy::permissions_set_readonly_false)]
-            perm.set_readonly(false);
-            fs::set_permissions(&dest, perm).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_calibre_library_round_trips_into_a_new_library() {
     let _s = serial();

@@ -421,3 +421,20 @@ pub fn make_corpus(out: &Path, files: usize, seed: u64, avg_kib: u64) {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+/// Copies a folder tree (a fixture such as `tests/data/calibre-library`), every file writable.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+            let mut perm = std::fs::metadata(&dest).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perm.set_readonly(false);
+            std::fs::set_permissions(&dest, perm).unwrap();
+        }
+    }
+}
