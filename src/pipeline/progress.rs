@@ -71,19 +71,20 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// `quiet`: show nothing. On a terminal: bars; otherwise a line every `interval` (none
-    /// when it is zero).
+    /// On a terminal, unless `quiet`: bars. Otherwise a log line every `interval` (none when
+    /// it is zero): under `quiet` it reaches the `--log-file` only (-q quiets the terminal,
+    /// never the log file).
     pub fn start(progress: Arc<Progress>, quiet: bool, interval: Duration) -> Reporter {
         let stop = Arc::new(AtomicBool::new(false));
-        let tty = std::io::stderr().is_terminal();
-        if quiet || (!tty && interval.is_zero()) {
+        let bars_here = std::io::stderr().is_terminal() && !quiet;
+        if !bars_here && interval.is_zero() {
             return Reporter { stop, join: None };
         }
         let stop2 = stop.clone();
         let join = std::thread::Builder::new()
             .name("progress".into())
             .spawn(move || {
-                if tty {
+                if bars_here {
                     bars(&progress, &stop2)
                 } else {
                     lines(&progress, &stop2, interval)

@@ -234,13 +234,13 @@ fn the_log_file_gets_debug_and_a_line_per_file_under_quiet() {
     }
 }
 
-/// Without a terminal, progress lines come every `--stats` (here 1 s, over a run held up for
-/// 3 s); the default (a minute) prints none in a short run.
-#[test]
-fn stats_sets_how_often_progress_lines_come_without_a_terminal() {
-    let ws = Workspace::with_corpus_sized(1500, 71, 4);
+/// A run of `ws` (with `extra`) held up for 3 s mid-way by holding the state DB's write lock
+/// (it can land nothing meanwhile): its exit code and what it printed on standard error.
+fn held_up_run(ws: &Workspace, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["--transfers", "1", "--checkers", "1"];
+    args.extend_from_slice(extra);
     let mut child = ws
-        .migrate_cmd(&["--stats", "1s", "--transfers", "1", "--checkers", "1"])
+        .migrate_cmd(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -254,17 +254,13 @@ fn stats_sets_how_often_progress_lines_come_without_a_terminal() {
         }
         s
     });
+    let uploaded = "SELECT COUNT(*) FROM files WHERE state = 'uploaded'";
     let t0 = Instant::now();
-    while count_or_zero(
-        &ws.state(),
-        "SELECT COUNT(*) FROM files WHERE state = 'uploaded'",
-    ) < 5
-    {
+    while count_or_zero(&ws.state(), uploaded) < 5 {
         assert!(child.try_wait().unwrap().is_none(), "ended before 5 files");
         assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
         std::thread::sleep(Duration::from_millis(5));
     }
-    // The run can land nothing while the state DB's write lock is held: 3 s of a run going on.
     let hold = WriteHold::take(&ws.state());
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -273,10 +269,36 @@ fn stats_sets_how_often_progress_lines_come_without_a_terminal() {
     std::thread::sleep(Duration::from_secs(3));
     drop(hold);
     let code = child.wait().unwrap().code();
-    let text = printed.join().unwrap();
+    (code, printed.join().unwrap())
+}
+
+/// Without a terminal, progress lines come every `--stats` (here 1 s, over a run held up for
+/// 3 s), also into the `--log-file` under `-q`; the default (a minute) prints none in a short
+/// run.
+#[test]
+fn stats_sets_how_often_progress_lines_come_without_a_terminal() {
+    let ws = Workspace::with_corpus_sized(1500, 71, 4);
+    let (code, text) = held_up_run(&ws, &["--stats", "1s"]);
     assert_eq!(code, Some(0), "{text}");
     let progress = text.lines().filter(|l| l.contains("progress:")).count();
     assert!(progress >= 2, "{progress} progress line(s) in 3 s:\n{text}");
+
+    // -q quiets the terminal, not the --log-file: the progress lines go there.
+    std::fs::remove_dir_all(ws.out()).unwrap();
+    std::fs::remove_file(ws.state()).unwrap();
+    let log = ws.path().join("quiet.log");
+    let (code, text) = held_up_run(
+        &ws,
+        &["-q", "--stats", "1s", "--log-file", log.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.is_empty(), "-q printed: {text}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let progress = logged.lines().filter(|l| l.contains("progress:")).count();
+    assert!(
+        progress >= 2,
+        "{progress} progress line(s) in the log:\n{logged}"
+    );
 
     let quick = Workspace::with_corpus_sized(20, 72, 8);
     let o: Output = quick.migrate(&[]);
