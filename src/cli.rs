@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,15 +26,28 @@ pub struct GlobalArgs {
     /// Default: bookferry.db in the current folder.
     #[arg(long, global = true, env = "BOOKFERRY_STATE", value_name = "FILE")]
     pub state: Option<PathBuf>,
-    /// Print nothing but errors.
+    /// Print nothing but errors (the --log-file still gets everything).
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// More log output (-v: debug, -vv: trace).
+    /// More log output. Default: the summary, each failure, and the first 5 warnings then
+    /// their count. -v: also one line per file as it reaches its final state (source → target,
+    /// or why it was skipped or failed) and every warning. -vv: debug (the stages). -vvv: trace.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Also write the log (at debug level) to this file.
+    /// Also write the log to this file (appended), at debug level whatever -q or -v say.
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// text, or json: one JSON object per line (time, level, message; a file's lines add
+    /// file_id, source, state, reason, target), on standard error and in the --log-file.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 // Parsed once per process: the size of the largest variant costs nothing.
@@ -203,6 +217,10 @@ pub struct RunArgs {
     /// Scan, check and hash, but write nothing to the target; report what would be sent.
     #[arg(long)]
     pub dry_run: bool,
+    /// Without a terminal, print a progress line this often, e.g. 30s, 5m, 1h (0: never).
+    /// On a terminal the progress bars are drawn instead.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
+    pub stats: Duration,
     #[command(flatten)]
     pub tuning: TuningArgs,
     #[command(flatten)]
@@ -364,10 +382,10 @@ pub struct VerifyArgs {
     /// With --repair: do not ask (needed when not on a terminal).
     #[arg(long)]
     pub yes: bool,
-    /// Without a terminal: a progress line every DURATION (e.g. 30s, 5m; default 1m). On a
+    /// Without a terminal, print a progress line this often, e.g. 30s, 5m (0: never). On a
     /// terminal a bar shows files, bytes and an ETA.
-    #[arg(long, value_name = "DURATION", value_parser = crate::commands::verify_progress::parse_interval)]
-    pub stats: Option<std::time::Duration>,
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
+    pub stats: Duration,
     #[command(flatten)]
     pub http: HttpArgs,
 }
@@ -380,6 +398,20 @@ pub enum RepairKind {
     Content,
 }
 
+/// A duration that is not one (e.g. `30s`, `5m`, `1h30m`, `500ms`, `0`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?}: a duration such as 30s, 5m, 1h30m, 500ms, or 0")]
+pub struct BadDuration(String);
+
+/// `30s`, `5m`, `1h30m`, `500ms` (humantime's forms), or a bare number of seconds (`90`, `0`).
+pub fn parse_duration(s: &str) -> Result<Duration, BadDuration> {
+    let text = s.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).map_err(|_| BadDuration(s.to_string()))
+}
+
 /// `--kind`'s values: the failure kinds, listed in `--help`.
 fn failure_kinds() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(crate::failure::FailureKind::ALL.map(|k| k.as_str()))
@@ -389,6 +421,23 @@ fn failure_kinds() -> clap::builder::PossibleValuesParser {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn durations_read_as_a_user_writes_them() {
+        let secs = |s: &str| parse_duration(s).map(|d| d.as_secs()).ok();
+        assert_eq!(secs("30s"), Some(30));
+        assert_eq!(secs("5m"), Some(300));
+        assert_eq!(secs("1h30m"), Some(5400));
+        assert_eq!(secs("90"), Some(90));
+        assert_eq!(secs("0"), Some(0));
+        assert_eq!(
+            parse_duration("500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
+        for bad in ["", "soon", "5x", "m", "10s5", "-1s"] {
+            assert_eq!(secs(bad), None, "{bad}");
+        }
+    }
 
     fn help_of(sub: &str) -> String {
         let mut cmd = Cli::command();

@@ -12,6 +12,7 @@ pub mod failure;
 pub mod filter;
 pub mod hash;
 pub mod invocation;
+pub mod logging;
 pub mod path_text;
 pub use bookferry_metadata as metadata;
 pub mod pipeline;

@@ -1,17 +1,10 @@
-//! The binary: parse the command line, set up logging, run the command, print its error once
+//! The binary: parse the command line, set up logging (`logging.rs`), run the command, print its error once
 //! and exit with its code (see `exit.rs`).
 
-use bookferry::cli::{Cli, Command, GlobalArgs};
+use bookferry::cli::{Cli, Command};
 use bookferry::commands;
 use bookferry::exit;
 use clap::Parser;
-use std::io::IsTerminal;
-use std::sync::Mutex;
-use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::fmt;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::Layer;
 
 fn main() {
     let cli = match Cli::try_parse() {
@@ -30,7 +23,7 @@ fn main() {
         std::env::args_os().next().as_deref(),
         cli.global.state.as_deref(),
     );
-    if let Err(e) = init_logging(&cli.global) {
+    if let Err(e) = bookferry::logging::init(&cli.global) {
         eprintln!("bookferry: {e}");
         std::process::exit(exit::NOTHING_DONE);
     }
@@ -52,59 +45,4 @@ fn main() {
             std::process::exit(e.exit_code());
         }
     }
-}
-
-/// `--log-file` cannot be opened.
-#[derive(Debug, thiserror::Error)]
-#[error("--log-file {}: {source}", .path.display())]
-struct LogFileError {
-    path: std::path::PathBuf,
-    #[source]
-    source: std::io::Error,
-}
-
-fn init_logging(g: &GlobalArgs) -> Result<(), LogFileError> {
-    let level = match (g.quiet, g.verbose) {
-        (true, _) => LevelFilter::ERROR,
-        (false, 0) => LevelFilter::INFO,
-        (false, 1) => LevelFilter::DEBUG,
-        _ => LevelFilter::TRACE,
-    };
-    let module_filter = tracing_subscriber::filter::filter_fn(|m| {
-        m.target().starts_with("bookferry") || *m.level() <= tracing::Level::WARN
-    });
-    let stderr = fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .without_time()
-        .with_level(true)
-        .with_filter(level)
-        .with_filter(module_filter.clone());
-    let file = match &g.log_file {
-        Some(path) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| LogFileError {
-                    path: path.clone(),
-                    source,
-                })?;
-            Some(
-                fmt::layer()
-                    .with_writer(Mutex::new(f))
-                    .with_ansi(false)
-                    .with_target(false)
-                    .with_filter(LevelFilter::DEBUG)
-                    .with_filter(module_filter),
-            )
-        }
-        None => None,
-    };
-    tracing_subscriber::registry()
-        .with(stderr)
-        .with(file)
-        .init();
-    Ok(())
 }

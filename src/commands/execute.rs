@@ -1,11 +1,14 @@
 //! The run driver that `run` and `retry-failed` share: opens the target, runs the scan and the
 //! pipeline at once with signal handling and progress, stops the state writer, and says how the
-//! run ended. SQLite is read before the async runtime starts and after it ends, never from an
+//! run ended: the summary (counts, skips by reason, failures by kind with the next step each,
+//! warnings and where to see them; when interrupted, how far it got and the command that
+//! continues). SQLite is read before the async runtime starts and after it ends, never from an
 //! async task.
 
 use super::error::{CommandError, Internal, Stop};
 use super::options::MigrationOptions;
 use super::Session;
+use crate::cli::GlobalArgs;
 use crate::exit;
 use crate::pipeline::fault::{Fault, Stage};
 use crate::pipeline::progress::{human_bytes, Progress, Reporter};
@@ -13,7 +16,7 @@ use crate::pipeline::scan::{scan_source, ScanError, ScanSummary};
 use crate::pipeline::{self, Ctx, PipelineConfig, ScanFeed, ScanStatus};
 use crate::source::SourceSpec;
 use crate::state::writer::{Writer, WriterStats};
-use crate::state::{migration_record, report};
+use crate::state::{file_log, migration_record, report};
 use crate::target::http::HttpOptions;
 use crate::target::{Target, TargetSpec};
 use crate::tuning::Tuning;
@@ -52,20 +55,6 @@ impl Ended {
             Ended::Interrupted => "interrupted",
         }
     }
-
-    /// What to tell the user, if anything.
-    fn advice(self) -> Option<String> {
-        match self {
-            Ended::Finished => None,
-            Ended::FailedRows(n) => Some(format!(
-                "{n} file(s) failed; see `bookferry status` and retry with `bookferry retry-failed`"
-            )),
-            Ended::Unfinished(n) => Some(format!("{n} file(s) were not finished; run again")),
-            Ended::Interrupted => {
-                Some("interrupted; run `bookferry run` again to continue".to_string())
-            }
-        }
-    }
 }
 
 /// One execution of a migration.
@@ -79,7 +68,10 @@ pub struct Execution<'a> {
     pub http_opts: HttpOptions,
     pub checksum: bool,
     pub dry_run: bool,
-    pub quiet: bool,
+    /// `-q`, `-v` and `--state` (for the command the summary tells to run).
+    pub global: &'a GlobalArgs,
+    /// How often a progress line comes without a terminal (`--stats`).
+    pub stats: Duration,
 }
 
 /// What the state DB says before the run starts.
@@ -198,7 +190,7 @@ impl Execution<'_> {
             progress.clone(),
             cancel.clone(),
         ));
-        let reporter = Reporter::start(progress.clone(), self.quiet, Duration::from_secs(5));
+        let reporter = Reporter::start(progress.clone(), self.global.quiet, self.stats);
 
         // The scan and the pipeline run at once: the pipeline takes the scan's new rows as each
         // batch commits, and the rows recorded before once the scan is over.
@@ -319,12 +311,13 @@ impl Execution<'_> {
             self.rows_left().map_err(CommandError::from)
         };
         // Logged whatever -q says: -q quiets the terminal, never the --log-file.
-        self.print_summary(&d.progress, &d.writer, d.started);
-        let ended = ended?;
-        if let Some(advice) = ended.advice() {
-            tracing::warn!("{advice}");
-        }
-        Ok(ended)
+        self.print_summary(
+            &d.progress,
+            &d.writer,
+            d.started,
+            ended.as_ref().ok().copied(),
+        );
+        ended
     }
 
     /// How a run that went to its end left the rows.
@@ -341,7 +334,8 @@ impl Execution<'_> {
         })
     }
 
-    fn print_summary(&self, p: &Progress, w: &WriterStats, started: Instant) {
+    /// The run summary; `ended` is none when the run stopped on an error (printed after it).
+    fn print_summary(&self, p: &Progress, w: &WriterStats, started: Instant, ended: Option<Ended>) {
         if self.dry_run {
             tracing::info!(
                 "dry run: would send {} file(s) ({}), {} skipped, {} failed; nothing was written to the target",
@@ -353,8 +347,21 @@ impl Execution<'_> {
             return;
         }
         let c = &w.counters;
+        let me = super::command_prefix(self.global);
+        let what = match ended {
+            Some(Ended::Interrupted) => {
+                let done = c.files_uploaded + c.files_skipped + c.files_failed;
+                tracing::warn!(
+                    "interrupted after {done} of {} files; run `{me} run` to continue",
+                    p.total.get()
+                );
+                "interrupted"
+            }
+            None => "stopped",
+            Some(_) => "done",
+        };
         tracing::info!(
-            "done in {:.1}s: {} uploaded ({} sent), {} skipped, {} failed; {} hashed, {} read from the source; state DB {}",
+            "{what} in {:.1}s: {} uploaded ({} sent), {} skipped, {} failed; {} hashed, {} read from the source; state DB {}",
             started.elapsed().as_secs_f64(),
             c.files_uploaded,
             human_bytes(c.bytes_sent.max(0) as u64),
@@ -364,6 +371,45 @@ impl Execution<'_> {
             human_bytes(c.bytes_read.max(0) as u64),
             self.session.db.path().display()
         );
+        if let Err(e) = self.print_state(w, &me) {
+            tracing::warn!("reading the state DB for the summary: {e}");
+        }
+        if let Some(Ended::Unfinished(n)) = ended {
+            tracing::warn!("{n} file(s) were not finished; run `{me} run` again");
+        }
+    }
+
+    /// What the migration's rows say now: skips by reason, failures by kind with the next step
+    /// each (the advice `status` gives), and the files with warnings.
+    fn print_state(&self, w: &WriterStats, me: &str) -> Result<(), crate::state::StateError> {
+        let conn = self.session.db.conn()?;
+        let skips = report::skips_by_reason(&conn)?;
+        if !skips.is_empty() {
+            let by: Vec<String> = skips.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            tracing::info!("skipped by reason: {}", by.join(", "));
+        }
+        let failures = report::failures_by_kind(&conn)?;
+        if !failures.is_empty() {
+            tracing::warn!("failures by kind, and what to do:");
+            for (kind, n) in &failures {
+                tracing::warn!("  {kind}: {n} — {}", super::status::advice(kind, me));
+            }
+            tracing::warn!("  (each file and its error: {me} report --failed)");
+        }
+        let warned = report::files_with_warnings(&conn)?;
+        let held = if self.global.quiet || self.global.verbose > 0 {
+            0
+        } else {
+            w.warnings.saturating_sub(file_log::FIRST_FEW)
+        };
+        if held > 0 {
+            tracing::warn!(
+                "{warned} file(s) with warnings: … and {held} more warning(s); see `{me} report --warnings`"
+            );
+        } else if warned > 0 {
+            tracing::info!("{warned} file(s) with warnings; see `{me} report --warnings`");
+        }
+        Ok(())
     }
 }
 

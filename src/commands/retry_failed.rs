@@ -52,7 +52,8 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
         http_opts,
         checksum: false,
         dry_run: false,
-        quiet: global.quiet,
+        global,
+        stats: crate::pipeline::progress::DEFAULT_STATS,
     }
     .execute();
     let ended = session.finish(ended, |e| (e.exit_code(), e.outcome()))?;

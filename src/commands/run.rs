@@ -56,7 +56,8 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
         http_opts,
         checksum: args.checksum,
         dry_run: args.dry_run,
-        quiet: global.quiet,
+        global,
+        stats: args.stats,
     }
     .execute();
     let ended = session.finish(ended, |e| (e.exit_code(), e.outcome()))?;

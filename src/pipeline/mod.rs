@@ -94,9 +94,15 @@ impl Item {
         })
     }
 
-    /// A transition of this row from its current state.
+    /// A transition of this row from its current state (naming the source file on the moves
+    /// that are logged: to a final state, and the one that records warnings, if any).
     fn to(&self, to: FileState) -> Transition {
-        Transition::new(self.row.id, self.row.state, to)
+        let mut t = Transition::new(self.row.id, self.row.state, to);
+        let records_warnings = to == FileState::MetadataCached && !self.warnings.is_empty();
+        if to.is_final() || records_warnings {
+            t.source = Some(self.row.source_ref.clone());
+        }
+        t
     }
 }
 
@@ -184,7 +190,7 @@ impl Ctx {
             self.stop_run(f);
             return;
         }
-        tracing::warn!("{}", f.message);
+        // Logged by the state writer once committed (`state::file_log`).
         let mut t = item.to(FileState::Failed);
         t.attempts = attempts;
         t.error = Some(f);

@@ -1,11 +1,14 @@
 //! Live progress of a run: counters the stages bump, and a reporter that shows them as bars on a
-//! terminal or as a plain line every few seconds otherwise.
+//! terminal or, otherwise, as a plain line every `--stats` interval (default a minute).
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How often a progress line comes without a terminal, unless `--stats` says otherwise.
+pub const DEFAULT_STATS: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -68,18 +71,20 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// `quiet`: show nothing. On a terminal: bars; otherwise a line every `interval`.
+    /// On a terminal, unless `quiet`: bars. Otherwise a log line every `interval` (none when
+    /// it is zero): under `quiet` it reaches the `--log-file` only (-q quiets the terminal,
+    /// never the log file).
     pub fn start(progress: Arc<Progress>, quiet: bool, interval: Duration) -> Reporter {
         let stop = Arc::new(AtomicBool::new(false));
-        if quiet {
+        let bars_here = std::io::stderr().is_terminal() && !quiet;
+        if !bars_here && interval.is_zero() {
             return Reporter { stop, join: None };
         }
         let stop2 = stop.clone();
-        let tty = std::io::stderr().is_terminal();
         let join = std::thread::Builder::new()
             .name("progress".into())
             .spawn(move || {
-                if tty {
+                if bars_here {
                     bars(&progress, &stop2)
                 } else {
                     lines(&progress, &stop2, interval)
@@ -113,7 +118,7 @@ fn bars(p: &Progress, stop: &AtomicBool) {
     let hash = make("hash");
     let transfer = make("transfer");
     let started = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
+    let draw = || {
         let secs = started.elapsed().as_secs_f64().max(0.001);
         let total = p.total.get();
         for b in [&check, &hash, &transfer] {
@@ -136,10 +141,15 @@ fn bars(p: &Progress, stop: &AtomicBool) {
             p.in_flight.get(),
             p.limit.get()
         ));
+    };
+    while !stop.load(Ordering::SeqCst) {
+        draw();
         std::thread::sleep(Duration::from_millis(200));
     }
+    draw();
+    // Left where they are: a run that stopped early never shows a bar at 100%.
     for b in [&check, &hash, &transfer] {
-        b.finish();
+        b.abandon();
     }
 }
 

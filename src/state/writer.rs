@@ -4,6 +4,7 @@
 //! only place the pipeline writes to SQLite.
 
 use super::claim::claim_batch;
+use super::file_log;
 use super::placement;
 use super::rows::FileRow;
 use super::runs::{self, RunCounters};
@@ -25,6 +26,8 @@ pub struct Transition {
     pub file_id: i64,
     pub from: FileState,
     pub to: FileState,
+    /// The source file, for the row's log lines (see `file_log`); set on the moves that log.
+    pub source: Option<String>,
     pub detail: Option<String>,
     pub sha1: Option<String>,
     pub blake3: Option<String>,
@@ -50,6 +53,7 @@ impl Transition {
             file_id,
             from,
             to,
+            source: None,
             detail: None,
             sha1: None,
             blake3: None,
@@ -117,6 +121,8 @@ pub struct WriterStats {
     /// Moves refused because the row was not where the mover thought (a bug if ever non-zero).
     pub conflicts: u64,
     pub counters: RunCounters,
+    /// Warnings logged (one per line of a committed move's `warnings`).
+    pub warnings: u64,
 }
 
 /// Cheap to clone; every clone sends to the same writer thread. The queue is bounded (memory
@@ -539,12 +545,20 @@ fn commit_batch(
     let now = now_ms();
     let mut events: Vec<Event> = Vec::with_capacity(batch.len());
     let mut update = tx.prepare_cached(UPDATE_ROW)?;
+    // The moves to log once committed: every warning and failure; the other final states
+    // when a log takes them.
+    let log_final = file_log::wanted();
+    let logs_final = |to: FileState| to == FileState::Failed || (log_final && to.is_final());
+    let mut to_log: Vec<(&Transition, FileState)> = Vec::new();
     for chain in steps {
         if !update_row(&mut update, run, now, &chain)? {
             conflicts += chain.moves.len() as u64;
             continue;
         }
         for (t, from, to) in &chain.moves {
+            if t.warnings.is_some() || logs_final(*to) {
+                to_log.push((t, *to));
+            }
             events.push(Event {
                 file_id: t.file_id,
                 from: *from,
@@ -561,6 +575,12 @@ fn commit_batch(
     insert_events(&tx, run, now, &events)?;
     runs::add_counters(&tx, run, &counters)?;
     tx.commit()?;
+    for (t, to) in to_log {
+        file_log::warnings(t, &mut stats.warnings);
+        if logs_final(to) {
+            file_log::final_state(t, to);
+        }
+    }
     stats.committed += batch.len() as u64 - conflicts;
     stats.transactions += 1;
     stats.conflicts += conflicts;

@@ -522,8 +522,8 @@ fn http_stalls_past_the_stall_timeout_are_abandoned_retried_and_each_content_sto
 // ---------------------------------------------------------------------------
 // 2. Upload target: the server goes down mid-run
 
-/// Start a run (2 transfers, `-v`) and take the server down once it has stored `after`
-/// contents, while the run is still going.
+/// Start a run (2 transfers, `-vv`: debug, where refused connections are logged) and take the
+/// server down once it has stored `after` contents, while the run is still going.
 fn start_run_and_take_server_down(
     ws: &Workspace,
     srv: &TestServer,
@@ -532,7 +532,7 @@ fn start_run_and_take_server_down(
 ) -> Running {
     let mut args = vec!["--transfers", "2"];
     args.extend_from_slice(extra);
-    let mut run = Running::start(ws, run_cmd(ws, &ws.state(), &["-v"], &srv.base_url, &args));
+    let mut run = Running::start(ws, run_cmd(ws, &ws.state(), &["-vv"], &srv.base_url, &args));
     let t0 = Instant::now();
     while srv.stats().stored_count_by_sha1.len() < after {
         assert!(

@@ -8,7 +8,13 @@ fn backups(ws: &Workspace) -> Vec<std::path::PathBuf> {
     let mut found: Vec<_> = std::fs::read_dir(ws.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains("state.db.forgotten-"))
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            // The DB itself; a `-wal`/`-shm` left beside it goes with it, under its name.
+            name.contains("state.db.forgotten-")
+                && !name.ends_with("-wal")
+                && !name.ends_with("-shm")
+        })
         .collect();
     found.sort();
     found

@@ -700,11 +700,21 @@ fn http_token_refused_accepted_and_never_written_anywhere() {
     write_token_file(&good_file, token, 0o600);
     write_token_file(&wrong_file, wrong, 0o600);
     write_token_file(&open_file, token, 0o644);
-    // One log file per run (a run may truncate its log), all at debug/trace level.
+    // One log file per run (a run may truncate its log), all at trace level; every other run
+    // logs as JSON (`--log-format json`).
     let logs: Vec<PathBuf> = (0..5)
         .map(|i| ws.path().join(format!("run{i}.log")))
         .collect();
-    let pre = |i: usize| ["--log-file", logs[i].to_str().unwrap(), "-vv"];
+    let format = |i: usize| if i.is_multiple_of(2) { "json" } else { "text" };
+    let pre = |i: usize| {
+        [
+            "--log-file",
+            logs[i].to_str().unwrap(),
+            "-vvv",
+            "--log-format",
+            format(i),
+        ]
+    };
     let state = ws.state();
 
     // No token: refused, exit 4, the message says how to give one; nothing moved.
@@ -768,7 +778,7 @@ fn http_token_refused_accepted_and_never_written_anywhere() {
         &[
             "--log-file",
             logs[3].to_str().unwrap(),
-            "-vv",
+            "-vvv",
             "run",
             "--from",
             lib.to_str().unwrap(),
@@ -799,8 +809,16 @@ fn http_token_refused_accepted_and_never_written_anywhere() {
 
     // The token is nowhere: state DBs (main file, WAL, SHM, lock), the log file, every
     // stdout/stderr, and runs.arguments.
-    for l in &logs {
+    for (i, l) in logs.iter().enumerate() {
         assert!(l.exists(), "--log-file {} was written", l.display());
+        if format(i) == "json" {
+            for line in std::fs::read_to_string(l).unwrap().lines() {
+                assert!(
+                    serde_json::from_str::<serde_json::Value>(line).is_ok(),
+                    "{line}"
+                );
+            }
+        }
     }
     let files = files_below(ws.path(), &[], &[tokdir.clone(), ws.lib()]);
     assert!(files.iter().any(|p| p.ends_with("state.db")), "{files:?}");

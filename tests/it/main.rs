@@ -19,6 +19,7 @@ mod hostile_server;
 mod http;
 mod kill;
 mod layouts;
+mod logs;
 mod report;
 mod rescan;
 mod retry;
