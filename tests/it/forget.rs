@@ -36,11 +36,12 @@ fn forget_keeps_a_dated_backup_and_the_next_run_starts_fresh() {
         other.to_str().unwrap(),
     ]);
     assert_eq!(refused.status.code(), Some(2));
-    assert!(
-        stderr(&refused).contains("bookferry forget"),
-        "{}",
-        stderr(&refused)
+    let forget = format!(
+        "{} --state {} forget`",
+        bin().display(),
+        ws.state().display()
     );
+    assert!(stderr(&refused).contains(&forget), "{}", stderr(&refused));
 
     // Not on a terminal, forget needs --yes and changes nothing without it.
     let asked = ws.run(&["forget"]);

@@ -101,7 +101,7 @@ fn the_default_level_shows_the_first_warnings_a_count_and_no_line_per_file() {
     let total = warnings_in_db(&ws);
     assert!(total > FIRST_FEW, "{total}");
     let s = ws.state();
-    let me = format!("bookferry --state {}", s.display());
+    let me = format!("{} --state {}", bin().display(), s.display());
     assert!(
         err.contains(&format!(
             "… and {} more warning(s); see `{me} report --warnings`",
@@ -362,7 +362,8 @@ fn an_interrupted_run_says_how_far_it_got_and_how_to_continue() {
     let s = ws.state();
     assert!(
         text.contains(&format!(
-            "interrupted after {done} of {total} files; run `bookferry --state {} run` to continue",
+            "interrupted after {done} of {total} files; run `{} --state {} run` to continue",
+            bin().display(),
             s.display()
         )),
         "{text}"
