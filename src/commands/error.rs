@@ -195,6 +195,10 @@ pub enum UsageError {
     VerifySourceOverHttp,
     #[error("verify --repair: {files} files would be put back to be migrated; not on a terminal to ask, so say --yes")]
     RepairNeedsYes { files: usize },
+    #[error("--format html makes one page about the whole migration (with a filter); --failed, --skipped, --duplicates, --warnings, --uploaded, --all, --reason and --run are for table, csv and json")]
+    HtmlSelection,
+    #[error("--format html: give --output FILE (the page is not for a terminal)")]
+    HtmlNeedsOutput,
     #[error("{}: cannot write the report: {source}", .path.display())]
     ReportOutput {
         path: PathBuf,

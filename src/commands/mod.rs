@@ -7,6 +7,7 @@ pub mod error;
 pub mod execute;
 pub mod options;
 pub mod report;
+mod report_html;
 pub mod retry_failed;
 pub mod run;
 pub mod scan;

@@ -144,7 +144,7 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
 
 /// The advice for rows failed with `kind` (a kind this binary does not know is listed with
 /// the generic way to look at them).
-fn advice(kind: &str, me: &str) -> String {
+pub(crate) fn advice(kind: &str, me: &str) -> String {
     match FailureKind::parse(kind) {
         Some(k) => {
             let step = k.next_step();

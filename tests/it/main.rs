@@ -16,6 +16,7 @@ mod hostile_server;
 mod http;
 mod kill;
 mod report;
+mod report_html;
 mod rescan;
 mod retry;
 mod safety;
