@@ -3,8 +3,8 @@
 //! and skips by reason as charts with the files behind each, duplicates grouped, warnings, the
 //! runs. The page's data is one JSON block (`report_page.html` says where) with `<`, `>` and `&`
 //! written as `\u003c` …, so no file name can end the block; the page's script inserts every
-//! name as text, never as markup. File lists are capped at [`LIST_CAP`] rows each (the page
-//! says so and names the `report … --format csv` that lists them all).
+//! name as text, never as markup. The file lists share [`ROW_BUDGET`] rows (the page says when
+//! a list is cut, and names the `report … --format csv` that lists it all).
 
 use super::report::WriteError;
 use crate::state::report_stats::{self, Capped, Duplicates, ReasonRow, RunRow, Throughput};
@@ -18,9 +18,27 @@ use std::path::Path;
 const PAGE: &str = include_str!("report_page.html");
 const DATA_MARK: &str = "/*BOOKFERRY_DATA*/";
 
-/// At most this many rows per file list (failures, skips, duplicates, warnings) go into the
-/// page: with 200,000 such files it stays near 10 MB and loads in a second or two.
-pub const LIST_CAP: usize = 50_000;
+/// At most this many rows of the four file lists (failures, skips, duplicates, warnings) go
+/// into the page, shared out by [`shares`] (a row is 100–300 bytes of JSON): with every list
+/// full the page stays near 10 MB; the realistic 200,000-row mix of bench/report_html.sh fits
+/// whole. All rows: `report … --format csv`.
+pub const ROW_BUDGET: usize = 40_000;
+
+/// The rows each list may hold, given how many each has: a list within its fair share of what
+/// is left is held whole, and the others share the rest evenly (so four lists of 5,000, 8,000,
+/// 20,000 and 100,000 rows hold 5,000, 8,000, 13,500 and 13,500).
+fn shares<const N: usize>(totals: [u64; N], budget: usize) -> [usize; N] {
+    let mut order: Vec<usize> = (0..N).collect();
+    order.sort_by_key(|&i| totals[i]);
+    let mut caps = [0usize; N];
+    let mut left = budget;
+    for (k, &i) in order.iter().enumerate() {
+        let fair = left / (N - k);
+        caps[i] = usize::try_from(totals[i]).unwrap_or(usize::MAX).min(fair);
+        left -= caps[i];
+    }
+    caps
+}
 
 #[derive(Serialize)]
 struct PageData {
@@ -31,7 +49,6 @@ struct PageData {
     command: String,
     /// How to continue the migration, when rows are left to migrate.
     next_command: Option<String>,
-    list_cap: usize,
     migration: Option<Migration>,
     /// `[state, files, bytes]`, in `FileState::ALL` order.
     states: Vec<(&'static str, u64, u64)>,
@@ -75,6 +92,17 @@ pub fn write_page(
     let counts = report::state_counts(conn)?;
     let migration = migration_record::load(conn)?;
     let remaining: u64 = FileState::ACTIVE.iter().map(|s| counts.files_in(*s)).sum();
+    let kinds = report::failures_by_kind(conn)?;
+    let reasons = report::skips_by_reason(conn)?;
+    let [failed_cap, skipped_cap, duplicates_cap, warned_cap] = shares(
+        [
+            counts.files_in(FileState::Failed),
+            counts.files_in(FileState::Skipped),
+            reasons.get("duplicate").copied().unwrap_or(0),
+            report::files_with_warnings(conn)?,
+        ],
+        ROW_BUDGET,
+    );
     let data = PageData {
         generated_at: crate::state::now_ms(),
         version: env!("CARGO_PKG_VERSION"),
@@ -84,28 +112,27 @@ pub fn write_page(
             Some(m) if m.target.is_some() => format!("{me} run"),
             _ => format!("{me} run --to TARGET"),
         }),
-        list_cap: LIST_CAP,
         states: counts
             .by_state
             .iter()
             .map(|(s, (n, b))| (*s, *n, *b))
             .collect(),
         failures: Failures {
-            kinds: report::failures_by_kind(conn)?
+            kinds: kinds
                 .into_iter()
                 .map(|(kind, n)| {
                     let advice = super::status::advice(&kind, me);
                     (kind, n, advice)
                 })
                 .collect(),
-            files: report_stats::failed_files(conn, LIST_CAP)?,
+            files: report_stats::failed_files(conn, failed_cap)?,
         },
         skipped: Skipped {
-            reasons: report::skips_by_reason(conn)?.into_iter().collect(),
-            files: report_stats::skipped_files(conn, LIST_CAP)?,
+            reasons: reasons.into_iter().collect(),
+            files: report_stats::skipped_files(conn, skipped_cap)?,
         },
-        duplicates: report_stats::duplicates(conn, LIST_CAP)?,
-        warnings: report_stats::warned_files(conn, LIST_CAP)?,
+        duplicates: report_stats::duplicates(conn, duplicates_cap)?,
+        warnings: report_stats::warned_files(conn, warned_cap)?,
         runs: report_stats::runs(conn)?,
         throughput: report_stats::throughput(conn)?,
         migration: migration.map(|m| Migration {
@@ -164,6 +191,20 @@ mod tests {
         assert!(!text.contains(['<', '>', '&']), "{text}");
         let back: Vec<String> = serde_json::from_str(&text).unwrap();
         assert_eq!(back, [name]);
+    }
+
+    #[test]
+    fn small_lists_are_held_whole_and_large_ones_share_the_rest() {
+        assert_eq!(
+            shares([20_000, 5_000, 100_000, 8_000], 40_000),
+            [13_500, 5_000, 13_500, 8_000]
+        );
+        assert_eq!(shares([1, 2, 3, 4], 40_000), [1, 2, 3, 4]);
+        assert_eq!(shares([0, 0, 0, 200_000], 40_000), [0, 0, 0, 40_000]);
+        assert_eq!(
+            shares([200_000; 4], 40_000),
+            [10_000, 10_000, 10_000, 10_000]
+        );
     }
 
     #[test]

@@ -26,13 +26,15 @@ pub type DuplicateRow = (i64, String, Option<String>, i64, String);
 /// A file with warnings: `[id, state, source, target, warnings (newline-separated)]`.
 pub type WarningRow = (i64, String, String, Option<String>, String);
 
-/// `failed` rows, `[id, error_kind, source, error]`, spread over the kinds: with more than
-/// `cap`, every kind keeps its first rows (by id) in turn, so a small kind is never cut away
-/// by a large one.
+/// `failed` rows, `[id, error_kind, source, error]` (the error without the `PATH: ` it starts
+/// with: the source is beside it), spread over the kinds: with more than `cap`, every kind
+/// keeps its first rows (by id) in turn, so a small kind is never cut away by a large one.
 pub fn failed_files(conn: &Connection, cap: usize) -> Result<Capped<ReasonRow>> {
     reason_rows(
         conn,
-        "SELECT id, COALESCE(error_kind, 'unknown') AS reason, source_ref, error AS detail
+        "SELECT id, COALESCE(error_kind, 'unknown') AS reason, source_ref,
+                CASE WHEN substr(error, 1, length(path) + 2) = path || ': '
+                     THEN substr(error, length(path) + 3) ELSE error END AS detail
          FROM files WHERE state = 'failed'",
         cap,
     )
@@ -247,7 +249,7 @@ mod tests {
 w2', 'B', NULL, NULL, NULL, NULL, 0, 0, 0),
               (3, 'dir', 'c', '/c', 40, 0, 'txt', 'uploaded', NULL, 'C', NULL, NULL, NULL, NULL, 0, 0, 0),
               (4, 'dir', 'd', '/d', 1, 0, 'txt', 'failed', NULL, NULL, NULL, NULL, 'd: gone', 'source_missing', 0, 0, 0),
-              (5, 'dir', 'e', '/e', 0, 0, 'txt', 'failed', 'w3', NULL, NULL, NULL, 'e: empty', 'empty_file', 0, 0, 0),
+              (5, 'dir', 'e', '/e', 0, 0, 'txt', 'failed', 'w3', NULL, NULL, NULL, '/e: empty', 'empty_file', 0, 0, 0),
               (6, 'dir', 'a2', '/a2', 10, 0, 'txt', 'skipped', NULL, NULL, 1, 'duplicate', NULL, NULL, 0, 0, 0),
               (7, 'dir', 'b2', '/b2', 20, 0, 'txt', 'skipped', NULL, NULL, 2, 'duplicate', NULL, NULL, 0, 0, 0),
               (8, 'dir', 'a3', '/a3', 10, 0, 'txt', 'skipped', NULL, NULL, 1, 'duplicate', NULL, NULL, 0, 0, 0),
@@ -282,7 +284,7 @@ w2', 'B', NULL, NULL, NULL, NULL, 0, 0, 0),
                     "d".into(),
                     Some("d: gone".into())
                 ),
-                (5, "empty_file".into(), "e".into(), Some("e: empty".into())),
+                (5, "empty_file".into(), "e".into(), Some("empty".into())),
             ]
         );
         // Two of four skipped rows: the first duplicate and the one name-and-size match, not

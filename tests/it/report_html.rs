@@ -222,7 +222,7 @@ fn html_report_shows_the_migrations_numbers_in_a_real_browser() {
     let failed = r.table("failed");
     assert!(failed.contains("data-matching=\"1\""), "{failed}");
     assert!(
-        failed.contains("empty.epub: the file is empty (0 bytes)"),
+        failed.contains("<td>empty.epub</td><td>the file is empty (0 bytes)</td>"),
         "{failed}"
     );
     let skipped = r.table("skipped");
