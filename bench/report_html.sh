@@ -13,8 +13,9 @@
 #   2. times `report --format html -o FILE` (wall, median of BENCH_REPEAT) and prints the
 #      page's size;
 #   3. loads the page in headless Chromium (BENCH_CHROMIUM, default /usr/bin/chromium;
-#      skipped if missing): the page's own figure (`data-rendered-ms`: performance.now() when
-#      its script has drawn everything, from navigation start), and the wall time of
+#      skipped if missing): the page's own figures, from navigation start (performance.now()):
+#      `data-rendered-ms` when its script has drawn everything, `data-loaded-ms` at the load
+#      event; and the wall time of
 #      `chromium --dump-dom` on the page against the same on an empty page, interleaved,
 #      medians of BENCH_REPEAT.
 #
@@ -154,6 +155,7 @@ if [ -n "${BENCH_KEEP_DB:-}" ]; then cp "$DB" "$BENCH_KEEP_DB"; fi
 
 LOAD_MS="(no chromium)"
 RENDER_MS="(no chromium)"
+LOADED_MS="(no chromium)"
 EMPTY_MS="(no chromium)"
 if [ -x "$CHROMIUM" ]; then
     say "headless Chromium, $REPEAT interleaved loads of the page and of an empty page…"
@@ -168,16 +170,18 @@ if [ -x "$CHROMIUM" ]; then
         echo $(($(now_ms) - t))
         rm -rf "$dir"
     }
-    page=() empty=() rendered=()
+    page=() empty=() rendered=() loaded=()
     for _ in $(seq "$REPEAT"); do
         empty+=($(load "$WORK/empty.html"))
         page+=($(load "$PAGE"))
         grep -q 'data-rendered="yes"' "$WORK/dom.html" || { echo "the page did not render" >&2; exit 1; }
         rendered+=($(grep -o 'data-rendered-ms="[0-9]*"' "$WORK/dom.html" | grep -o '[0-9]*'))
+        loaded+=($(grep -o 'data-loaded-ms="[0-9]*"' "$WORK/dom.html" | grep -o '[0-9]*'))
     done
     LOAD_MS=$(printf '%s\n' "${page[@]}" | median)
     EMPTY_MS=$(printf '%s\n' "${empty[@]}" | median)
     RENDER_MS=$(printf '%s\n' "${rendered[@]}" | median)
+    LOADED_MS=$(printf '%s\n' "${loaded[@]}" | median)
 fi
 
 echo
@@ -185,5 +189,6 @@ echo "report --format html at $ROWS rows (${BENCH_MIX:-realistic} mix, + ~$((ROW
 printf '  %-52s %s ms\n' "bookferry report --format html (wall)" "$REPORT_MS"
 printf '  %-52s %s bytes (%s MB)\n' "page size" "$SIZE" "$(awk "BEGIN {printf \"%.1f\", $SIZE / 1e6}")"
 printf '  %-52s %s ms\n' "page drawn (its data-rendered-ms: performance.now())" "$RENDER_MS"
+printf '  %-52s %s ms\n' "page loaded (its data-loaded-ms: the load event)" "$LOADED_MS"
 printf '  %-52s %s ms\n' "chromium --dump-dom of the page (wall)" "$LOAD_MS"
 printf '  %-52s %s ms\n' "chromium --dump-dom of an empty page (wall)" "$EMPTY_MS"
