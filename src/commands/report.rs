@@ -1,6 +1,7 @@
 //! `bookferry report`: lists files with their state, reason, source and target, as a table for
 //! a terminal or as CSV/JSON for scripts. Reads the state DB read-only (safe during a run) and
-//! streams the rows: one row in memory at a time, whatever the library's size.
+//! streams the rows: one row in memory at a time, whatever the library's size. `--format html`
+//! is the one page about the whole migration (`report_html.rs`).
 
 use super::{CmdResult, UsageError};
 use crate::cli::{GlobalArgs, ReportArgs, ReportFormat};
