@@ -350,7 +350,8 @@ pub struct ReportArgs {
     /// Only files that run N moved (`bookferry status` shows the runs).
     #[arg(long, value_name = "N")]
     pub run: Option<i64>,
-    /// table (for a terminal), csv or json (for scripts; the columns and keys are in README).
+    /// table (for a terminal), csv or json (for scripts; the columns and keys are in README), or
+    /// html (one page about the whole migration, charts and lists; with --output FILE).
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
     /// Write the report to FILE instead of standard output.
@@ -363,6 +364,8 @@ pub enum ReportFormat {
     Table,
     Csv,
     Json,
+    /// One self-contained page about the whole migration (needs --output unless piped).
+    Html,
 }
 
 #[derive(Debug, Args)]

@@ -209,6 +209,10 @@ pub enum UsageError {
     Filter(#[from] crate::filter::FilterError),
     #[error("bookferry man {0}: no such subcommand (see `{me} --help`)", me = crate::invocation::me())]
     NoSuchSubcommand(String),
+    #[error("--format html makes one page about the whole migration (with a filter); --failed, --skipped, --duplicates, --warnings, --uploaded, --all, --reason and --run are for table, csv and json")]
+    HtmlSelection,
+    #[error("--format html: give --output FILE (the page is not for a terminal)")]
+    HtmlNeedsOutput,
     #[error("{}: cannot write the report: {source}", .path.display())]
     ReportOutput {
         path: PathBuf,

@@ -9,6 +9,7 @@ pub mod execute;
 pub mod forget;
 pub mod options;
 pub mod report;
+mod report_html;
 pub mod retry_failed;
 pub mod run;
 pub mod scan;

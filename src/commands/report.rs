@@ -1,6 +1,7 @@
 //! `bookferry report`: lists files with their state, reason, source and target, as a table for
 //! a terminal or as CSV/JSON for scripts. Reads the state DB read-only (safe during a run) and
-//! streams the rows: one row in memory at a time, whatever the library's size.
+//! streams the rows: one row in memory at a time, whatever the library's size. `--format html`
+//! is the one page about the whole migration (`report_html.rs`).
 
 use super::{CmdResult, UsageError};
 use crate::cli::{GlobalArgs, ReportArgs, ReportFormat};
@@ -10,18 +11,70 @@ use crate::skip_reason::SkipReason;
 use crate::state::listing::{each_listed, Listed, Selection};
 use crate::state::Db;
 use rusqlite::Connection;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 pub fn command(global: &GlobalArgs, args: &ReportArgs) -> CmdResult {
     let state = super::state_path(global)?;
+    if args.format == ReportFormat::Html {
+        return html(global, args, &state);
+    }
     let selection = selection_of(args)?;
     let db = Db::open_read_only(&state)?;
     let conn = db.conn()?;
     if let Some(run) = selection.run {
         check_run_exists(&conn, run, &state)?;
     }
-    let (sink, path): (Box<dyn Write>, PathBuf) = match &args.output {
+    let (sink, path) = open_output(args)?;
+    let mut out = BufWriter::new(sink);
+    let written = write_report(&conn, &selection, args.format, &mut out).and_then(|n| {
+        out.flush()?;
+        Ok(n)
+    });
+    if let Ok(n) = written {
+        if args.output.is_some() || args.format != ReportFormat::Table {
+            tracing::info!("{n} files listed");
+        }
+    }
+    ended(written, path)
+}
+
+/// `--format html`: the page about the whole migration (README "Did it all arrive?"). It
+/// takes no selection (the page has every kind, and a filter), and goes to `--output`, or to
+/// standard output only when that is not a terminal.
+fn html(global: &GlobalArgs, args: &ReportArgs, state: &Path) -> CmdResult {
+    let selects = args.failed
+        || args.skipped
+        || args.duplicates
+        || args.warnings
+        || args.uploaded
+        || args.all
+        || !args.reason.is_empty()
+        || args.run.is_some();
+    if selects {
+        return Err(UsageError::HtmlSelection.into());
+    }
+    if args.output.is_none() && io::stdout().is_terminal() {
+        return Err(UsageError::HtmlNeedsOutput.into());
+    }
+    let db = Db::open_read_only(state)?;
+    let conn = db.conn()?;
+    let (sink, path) = open_output(args)?;
+    let mut out = BufWriter::new(sink);
+    let me = super::command_prefix(global);
+    let written = super::report_html::write_page(&conn, state, &me, &mut out).and_then(|n| {
+        out.flush()?;
+        Ok(n)
+    });
+    if let Ok(n) = written {
+        tracing::info!("{}: the page about {n} files", path.display());
+    }
+    ended(written, path)
+}
+
+/// `--output FILE`, else standard output; and its name for messages.
+fn open_output(args: &ReportArgs) -> Result<(Box<dyn Write>, PathBuf), UsageError> {
+    Ok(match &args.output {
         Some(p) => {
             let f = std::fs::File::create(p).map_err(|source| UsageError::ReportOutput {
                 path: p.clone(),
@@ -33,19 +86,13 @@ pub fn command(global: &GlobalArgs, args: &ReportArgs) -> CmdResult {
             Box::new(io::stdout().lock()),
             PathBuf::from("standard output"),
         ),
-    };
-    let mut out = BufWriter::new(sink);
-    let written = write_report(&conn, &selection, args.format, &mut out).and_then(|n| {
-        out.flush()?;
-        Ok(n)
-    });
+    })
+}
+
+/// How a report command ends once it has written (or failed to write) to `path`.
+fn ended(written: Result<u64, WriteError>, path: PathBuf) -> CmdResult {
     match written {
-        Ok(n) => {
-            if args.output.is_some() || args.format != ReportFormat::Table {
-                tracing::info!("{n} files listed");
-            }
-            Ok(exit::OK)
-        }
+        Ok(_) => Ok(exit::OK),
         // `bookferry report | head`: the reader has what it wanted.
         Err(WriteError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(exit::OK),
         Err(WriteError::Io(source)) => Err(UsageError::ReportOutput { path, source }.into()),
@@ -105,7 +152,7 @@ fn check_run_exists(conn: &Connection, run: i64, state: &Path) -> Result<(), sup
 }
 
 #[derive(Debug, thiserror::Error)]
-enum WriteError {
+pub(super) enum WriteError {
     #[error(transparent)]
     Io(#[from] io::Error),
     #[error(transparent)]
@@ -163,6 +210,7 @@ fn write_report(
             })??;
             out.write_all(b"\n]\n")?;
         }
+        ReportFormat::Html => unreachable!("the page is written by html(), not as a listing"),
     }
     Ok(n)
 }

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod migration_record;
 pub mod placement;
 pub mod report;
+pub mod report_stats;
 pub mod retry;
 pub mod rows;
 pub mod runs;

@@ -21,6 +21,7 @@ mod kill;
 mod layouts;
 mod logs;
 mod report;
+mod report_html;
 mod rescan;
 mod retry;
 mod safety;
