@@ -309,3 +309,112 @@ fn an_interrupted_calibre_verify_continues_its_pass() {
         ws.count("SELECT COUNT(*) FROM verify_passes WHERE ended_at IS NOT NULL")
     );
 }
+
+/// Set book `id`'s uuid in the library, as a restore or another program might leave it (the
+/// `title_sort` calibre's update trigger calls is registered as the identity: titles stay).
+fn set_uuid(lib: &Path, id: i64, uuid: &str) {
+    let db = Connection::open(lib.join("metadata.db")).unwrap();
+    db.create_scalar_function(
+        "title_sort",
+        1,
+        rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+        |ctx| ctx.get::<String>(0),
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE books SET uuid = ?1 WHERE id = ?2",
+        rusqlite::params![uuid, id],
+    )
+    .unwrap();
+}
+
+/// A book is this migration's by its id *and* its uuid: where the id now holds a book with
+/// another uuid and the file differs, the book is missing, not changed; the file a book
+/// still holds intact is there whatever its uuid says.
+#[test]
+fn a_book_id_that_holds_another_book_now_is_missing_not_changed() {
+    let _s = serial();
+    if !have_calibre("a_book_id_that_holds_another_book_now_is_missing") {
+        return;
+    }
+    let ws = Workspace::with_corpus(30, 33);
+    let lib = ws.path().join("library");
+    let o = to_calibre(&ws, &ws.state(), &ws.lib(), &lib, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows = placed(&ws);
+    let mut by_book: BTreeMap<i64, Vec<&Placed>> = BTreeMap::new();
+    for r in &rows {
+        by_book.entry(book_of(&r.1)).or_default().push(r);
+    }
+    let mut single = by_book.values().filter(|rs| rs.len() == 1).map(|rs| rs[0]);
+    let (intact, other, damaged) = (
+        single.next().unwrap(),
+        single.next().unwrap(),
+        single.next().unwrap(),
+    );
+    set_uuid(
+        &lib,
+        book_of(&intact.1),
+        "00000000-0000-4000-8000-000000000001",
+    );
+    set_uuid(
+        &lib,
+        book_of(&other.1),
+        "00000000-0000-4000-8000-000000000002",
+    );
+    for r in [other, damaged] {
+        std::fs::write(lib.join(&r.1), b"other bytes").unwrap();
+    }
+    let (code, out) = verify(&ws, &["-v"]);
+    assert_eq!(code, Some(1), "{out}");
+    let found: BTreeMap<String, String> = verdicts(&ws)
+        .into_iter()
+        .filter(|(_, (t, _))| t != "ok")
+        .map(|(k, (t, _))| (k, t))
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        (other.0.clone(), "missing".to_string()),
+        (damaged.0.clone(), "changed".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(found, expected, "{out}");
+    assert!(out.contains("is another book now"), "{out}");
+}
+
+/// From a calibre source, each book keeps its source's uuid: verify knows the books by it (a
+/// truncated file is changed, not missing) and finds the whole library intact before.
+#[test]
+fn books_from_a_calibre_source_are_known_by_their_own_uuids() {
+    let _s = serial();
+    if !have_calibre("books_from_a_calibre_source_are_known_by_their_own_uuids") {
+        return;
+    }
+    let ws = Workspace::empty();
+    std::fs::remove_dir_all(ws.lib()).unwrap();
+    copy_tree(&repo().join("tests/data/calibre-library"), &ws.lib());
+    let lib = ws.path().join("copy");
+    let o = to_calibre(&ws, &ws.state(), &ws.lib(), &lib, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows = placed(&ws);
+    let (code, out) = verify(&ws, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("target: {} ok", rows.len())), "{out}");
+    let victim = &rows[rows.len() / 2];
+    let path = lib.join(&victim.1);
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let (code, out) = verify(&ws, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    let found: Vec<(String, String)> = verdicts(&ws)
+        .into_iter()
+        .filter(|(_, (t, _))| t != "ok")
+        .map(|(k, (t, _))| (k, t))
+        .collect();
+    assert_eq!(found, [(victim.0.clone(), "changed".to_string())], "{out}");
+}
