@@ -168,8 +168,12 @@ fn verify_finds_what_happened_to_a_calibre_library_and_repair_restores_it() {
     let embedded_sha = sha1_file(&embedded_path);
     assert_ne!(embedded_sha, before, "calibre did not rewrite the EPUB");
 
+    // verify only reads: every file of the library, metadata.db included, stays as it was
+    // (bytes and mtime), and no journal appears beside it.
+    let library_before = tree_snapshot(&lib);
     let (code, out) = verify(&ws, &["-v"]);
     assert_eq!(code, Some(1), "{out}");
+    assert_eq!(tree_snapshot(&lib), library_before, "verify wrote to the library");
     let m = removed.len();
     assert!(
         out.contains(&format!(
