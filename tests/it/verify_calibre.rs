@@ -71,10 +71,11 @@ fn damaged_folder(lib: &Path) -> PathBuf {
 
 /// (a) a book removed with `calibredb remove`, (b) a format file truncated, (c) a book's title
 /// changed in calibre (its folder and files move), (d) a format calibre rewrote with
-/// `calibredb embed_metadata`: verify reports exactly (a) missing, (b) changed, (d) changed by
-/// calibre, and exits 1; `--repair missing --repair changed --yes` moves (b)'s damaged file
-/// out of the library, then `run` makes (a)'s book again and puts a good (b) into its own book;
-/// (d) is left as calibre made it; calibre finds the library sound, and verify exits 0.
+/// `calibredb embed_metadata`, (e) a format file deleted behind calibre's back: verify reports
+/// exactly (a) and (e) missing, (b) changed, (d) changed by calibre, and exits 1;
+/// `--repair missing --repair changed --yes` moves (b)'s damaged file out of the library, then
+/// `run` makes (a)'s book again and puts a good (b) and (e) into their own books, at their
+/// places; (d) is left as calibre made it; calibre finds the library sound, and verify exits 0.
 #[test]
 fn verify_finds_what_happened_to_a_calibre_library_and_repair_restores_it() {
     let _s = serial();
@@ -111,13 +112,15 @@ fn verify_finds_what_happened_to_a_calibre_library_and_repair_restores_it() {
         .expect("a book with a cover and an EPUB")
         .0;
     let mut others = books.keys().copied().filter(|id| *id != embedded_book);
-    let (removed_book, truncated_book, renamed_book) = (
+    let (removed_book, truncated_book, renamed_book, lost_file_book) = (
+        others.next().unwrap(),
         others.next().unwrap(),
         others.next().unwrap(),
         others.next().unwrap(),
     );
     let removed: Vec<&Placed> = books[&removed_book].clone();
     let truncated = books[&truncated_book][0];
+    let lost_file = books[&lost_file_book][0];
     let embedded = *books[&embedded_book]
         .iter()
         .find(|r| r.2 == "epub")
@@ -152,6 +155,8 @@ fn verify_finds_what_happened_to_a_calibre_library_and_repair_restores_it() {
         assert!(now.contains("Renamed In Calibre"), "{now}");
         assert!(lib.join(&now).is_file(), "{now}");
     }
+    // (e) a format file deleted behind calibre's back: its book still lists it.
+    std::fs::remove_file(lib.join(&lost_file.1)).unwrap();
     // (d)
     let before = sha1_file(&lib.join(&embedded.1));
     calibredb(
@@ -173,12 +178,17 @@ fn verify_finds_what_happened_to_a_calibre_library_and_repair_restores_it() {
     let library_before = tree_snapshot(&lib);
     let (code, out) = verify(&ws, &["-v"]);
     assert_eq!(code, Some(1), "{out}");
-    assert_eq!(tree_snapshot(&lib), library_before, "verify wrote to the library");
+    assert_eq!(
+        tree_snapshot(&lib),
+        library_before,
+        "verify wrote to the library"
+    );
     let m = removed.len();
     assert!(
         out.contains(&format!(
-            "target: {} ok, {m} missing, 1 changed, 1 changed by calibre",
-            n - m - 2
+            "target: {} ok, {} missing, 1 changed, 1 changed by calibre",
+            n - m - 3,
+            m + 1
         )),
         "{out}"
     );
@@ -192,6 +202,7 @@ fn verify_finds_what_happened_to_a_calibre_library_and_repair_restores_it() {
         .map(|r| (r.0.clone(), "missing".to_string()))
         .collect();
     expected.insert(truncated.0.clone(), "changed".into());
+    expected.insert(lost_file.0.clone(), "missing".into());
     expected.insert(embedded.0.clone(), "changed_by_calibre".into());
     assert_eq!(found, expected, "{out}");
     assert_eq!(verdicts(&ws).len(), n);
@@ -202,7 +213,7 @@ fn verify_finds_what_happened_to_a_calibre_library_and_repair_restores_it() {
     );
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains(&format!("{} files put back to be migrated", m + 1)),
+        out.contains(&format!("{} files put back to be migrated", m + 2)),
         "{out}"
     );
     assert!(
@@ -228,6 +239,12 @@ fn verify_finds_what_happened_to_a_calibre_library_and_repair_restores_it() {
         sha1_of_source(&ws, &truncated.0)
     );
     assert_eq!(std::fs::read(&kept).unwrap(), truncated_bytes);
+    // (e) back in its book, at its place.
+    assert_eq!(after[&lost_file.0], lost_file.1);
+    assert_eq!(
+        sha1_file(&lib.join(&lost_file.1)),
+        sha1_of_source(&ws, &lost_file.0)
+    );
     // (a) a new book, with every file of the removed one.
     for r in &removed {
         let t = &after[&r.0];
