@@ -421,6 +421,10 @@ fn books_from_a_calibre_source_are_known_by_their_own_uuids() {
     let (code, out) = verify(&ws, &[]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains(&format!("target: {} ok", rows.len())), "{out}");
+    // The source library's files are read too with --source: none changed.
+    let (code, out) = verify(&ws, &["--source"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("source: {} ok", rows.len())), "{out}");
     let victim = &rows[rows.len() / 2];
     let path = lib.join(&victim.1);
     let len = std::fs::metadata(&path).unwrap().len();
@@ -438,4 +442,21 @@ fn books_from_a_calibre_source_are_known_by_their_own_uuids() {
         .map(|(k, (t, _))| (k, t))
         .collect();
     assert_eq!(found, [(victim.0.clone(), "changed".to_string())], "{out}");
+    // A source file changed since it was migrated: --source says so, the target side not.
+    let other = &rows[0];
+    let src: String = ws
+        .db()
+        .query_row(
+            "SELECT path FROM files WHERE source_ref = ?1",
+            [&other.0],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&src).unwrap();
+    std::io::Write::write_all(&mut f, b"appended").unwrap();
+    let (code, out) = verify(&ws, &["--source"]);
+    assert_eq!(code, Some(1), "{out}");
+    let v = verdicts(&ws);
+    assert_eq!(v[&other.0], ("ok".into(), Some("changed".into())), "{out}");
+    assert_eq!(v[&victim.0].0, "changed", "{out}");
 }
