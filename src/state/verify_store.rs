@@ -391,8 +391,9 @@ pub fn requeue_name_size(conn: &mut Connection, run: i64, pass: i64) -> Result<V
 }
 
 /// A row `verify --repair` puts back, and the `target_ref` it keeps: `None` for a new copy
-/// placed afresh; for a calibre target, the format file's path in its book when the file was
-/// moved out of the library first, so the next run puts the good copy into the same book.
+/// placed afresh; for a calibre target, the format file's path in its book when that place is
+/// empty (the file gone, or moved out of the library first), so the next run puts the good
+/// copy into the same book.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutBack {
     pub file_id: i64,
