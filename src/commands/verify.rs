@@ -224,18 +224,17 @@ fn repair(
 /// `--yes`, or a yes asked on a terminal, to put `chosen` files back; an error without a
 /// terminal to ask on.
 pub(super) fn confirmed(args: &VerifyArgs, chosen: usize) -> Result<bool, super::CommandError> {
-    use std::io::{BufRead, IsTerminal, Write};
+    use std::io::IsTerminal;
     if args.yes {
         return Ok(true);
     }
     if !std::io::stdin().is_terminal() {
         return Err(UsageError::RepairNeedsYes { files: chosen }.into());
     }
-    print!("put these {chosen} files back to be migrated by the next run? [y/N] ");
-    std::io::stdout().flush().ok();
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer).ok();
-    let yes = matches!(answer.trim(), "y" | "Y" | "yes");
+    let yes = super::confirm::ask(
+        &format!("put these {chosen} files back to be migrated by the next run?"),
+        "--yes",
+    )?;
     if !yes {
         println!("nothing repaired");
     }
