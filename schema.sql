@@ -2,7 +2,8 @@
 --
 -- This file is the migration to version 1 and the documentation of the public schema: users
 -- query it with `sqlite3 bookferry.db`. Later versions add migrations in src/state/migrations/
--- (2: verify.sql, 3: `files.planned_ref`, 4: `verified.checked_as`, `verified.compared_ref`); this file's SQL is never edited once released.
+-- (2: verify.sql, 3: `files.planned_ref`, 4: `verified.checked_as`, `verified.compared_ref`, 5: `verified.target`
+-- may be `changed_by_calibre`); this file's SQL is never edited once released.
 --
 -- Times are Unix epoch milliseconds (UTC); query them with
 -- `datetime(col / 1000, 'unixepoch')`.

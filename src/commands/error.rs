@@ -75,6 +75,19 @@ pub enum Stop {
     /// The state DB failed after the run began.
     #[error("{0}")]
     State(#[from] StateError),
+    /// `verify` could no longer read the calibre library part-way (calibre held it locked
+    /// past the wait, or it went away); the verdicts recorded so far stay.
+    #[error("{0}")]
+    CalibreRead(#[source] crate::calibre::ReadError),
+    /// `verify --repair changed` could not move a damaged file out of the calibre library;
+    /// that file's row, and those after it, were not put back.
+    #[error("{}: cannot move the damaged file out of the library to {}: {source}", .from.display(), .to.display())]
+    MoveOut {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl CommandError {
@@ -107,6 +120,8 @@ impl CommandError {
             CommandError::Scan(_) => "scan failed",
             CommandError::Stopped(Stop::Failure(f)) => f.kind.as_str(),
             CommandError::Stopped(Stop::Writer(_) | Stop::State(_)) => "state_db_error",
+            CommandError::Stopped(Stop::CalibreRead(_)) => "target unreadable",
+            CommandError::Stopped(Stop::MoveOut { .. }) => "repair failed",
             CommandError::Internal(Internal::Pipeline(Fault {
                 cause: Cause::StateDb(_),
                 ..
@@ -193,10 +208,13 @@ pub enum UsageError {
         state: PathBuf,
         known: Option<String>,
     },
-    #[error("verify: {kind} target cannot be verified by this version yet (folder targets can)")]
-    VerifyUnsupported { kind: &'static str },
+    /// The calibre library to verify cannot be read (nothing was checked).
+    #[error("verify: {0}")]
+    VerifyCalibre(#[source] crate::calibre::ReadError),
     #[error("verify --source is for folder targets (an HTTP target is verified by asking the server what it holds)")]
     VerifySourceOverHttp,
+    #[error("verify --content and --repair content are for folder and HTTP targets (a calibre library's name-and-size skips are not looked inside yet)")]
+    VerifyContentCalibre,
     #[error("verify --repair: {files} files would be put back to be migrated; not on a terminal to ask, so say --yes")]
     RepairNeedsYes { files: usize },
     #[error("not on a terminal to ask: say {flag}")]
@@ -278,6 +296,27 @@ mod tests {
                 5,
             ),
             (Internal::Runtime(io()).into(), 5),
+            (
+                UsageError::VerifyCalibre(crate::calibre::ReadError::NotALibrary {
+                    path: "l".into(),
+                })
+                .into(),
+                2,
+            ),
+            (
+                Stop::CalibreRead(crate::calibre::ReadError::NotALibrary { path: "l".into() })
+                    .into(),
+                5,
+            ),
+            (
+                Stop::MoveOut {
+                    from: "a".into(),
+                    to: "b".into(),
+                    source: io(),
+                }
+                .into(),
+                5,
+            ),
             (
                 Internal::Pipeline(Fault::new(
                     crate::pipeline::fault::Stage::Hash,

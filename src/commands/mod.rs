@@ -16,6 +16,7 @@ pub mod scan;
 pub mod shell_docs;
 pub mod status;
 pub mod verify;
+mod verify_calibre;
 pub mod verify_progress;
 
 pub use error::{CommandError, Internal, Stop, UsageError};

@@ -11,7 +11,8 @@
 //! `--content` also looks at the rows skipped because the target had a file of that name and
 //! size (nothing read them when they were skipped): the source file is hashed and compared with
 //! the target's files of that name and size (a folder), or the server is asked for its SHA-1
-//! (HTTP). Other content there means the book was never migrated.
+//! (HTTP). Other content there means the book was never migrated. Calibre target:
+//! `verify_calibre`.
 
 use super::verify_progress::VerifyProgress;
 use super::{options, recorded_migration, CmdResult, Internal, Session, Stop, UsageError};
@@ -68,8 +69,21 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
             let ended = verify_http(&session, &shared, base, &http_opts, &tuning);
             (session, ended)
         }
-        TargetSpec::Calibre(_) => {
-            return Err(UsageError::VerifyUnsupported { kind: "a calibre" }.into())
+        TargetSpec::Calibre(root) => {
+            if content {
+                return Err(UsageError::VerifyContentCalibre.into());
+            }
+            let view = super::verify_calibre::open(root)?;
+            let session = Session::open(&state, "verify")?;
+            let ended = super::verify_calibre::verify(
+                &session,
+                &view,
+                args,
+                &rec.options,
+                shared.verbose,
+                &shared.me,
+            );
+            (session, ended)
         }
     };
     session.finish(ended, |code| {
@@ -193,19 +207,8 @@ fn repair(
         println!("nothing to repair");
         return Ok(());
     }
-    if !args.yes {
-        use std::io::{BufRead, IsTerminal, Write};
-        if !std::io::stdin().is_terminal() {
-            return Err(UsageError::RepairNeedsYes { files: chosen }.into());
-        }
-        print!("put these {chosen} files back to be migrated by the next run? [y/N] ");
-        std::io::stdout().flush().ok();
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer).ok();
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            println!("nothing repaired");
-            return Ok(());
-        }
+    if !confirmed(args, chosen)? {
+        return Ok(());
     }
     let mut ids = verify_store::requeue(conn, session.run, pass, &kinds)?;
     if content {
@@ -218,9 +221,29 @@ fn repair(
     Ok(())
 }
 
+/// `--yes`, or a yes asked on a terminal, to put `chosen` files back; an error without a
+/// terminal to ask on.
+pub(super) fn confirmed(args: &VerifyArgs, chosen: usize) -> Result<bool, super::CommandError> {
+    use std::io::IsTerminal;
+    if args.yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(UsageError::RepairNeedsYes { files: chosen }.into());
+    }
+    let yes = super::confirm::ask(
+        &format!("put these {chosen} files back to be migrated by the next run?"),
+        "--yes",
+    )?;
+    if !yes {
+        println!("nothing repaired");
+    }
+    Ok(yes)
+}
+
 /// The summary (a line per side), the files that differ (the first `LISTED`, all with `-v`),
 /// and the exit code. `name` says what a verdict is called for this target.
-fn print_outcome(
+pub(super) fn print_outcome(
     conn: &rusqlite::Connection,
     pass: i64,
     target: &str,
@@ -282,10 +305,10 @@ fn print_outcome(
     if differs.len() > shown {
         println!("  … and {} more (-v lists them all)", differs.len() - shown);
     }
-    Ok(if differs.is_empty() {
-        exit::OK
-    } else {
+    Ok(if differs.iter().any(verify_store::Differs::fails) {
         exit::FAILED_ROWS
+    } else {
+        exit::OK
     })
 }
 
@@ -453,7 +476,7 @@ fn check_all(
 }
 
 /// The recorded content of a row, when it was hashed.
-fn recorded(r: &ToVerify) -> Option<Digests> {
+pub(super) fn recorded(r: &ToVerify) -> Option<Digests> {
     Some(Digests {
         sha1: r.sha1.clone()?,
         blake3: r.blake3.clone().unwrap_or_default(),
@@ -541,7 +564,10 @@ fn same_content(expected: &Digests, got: &Digests) -> bool {
 }
 
 /// What a file looks like now, against what it should hold.
-fn look_at(path: &Path, expected: Option<&Digests>) -> (Found, Option<Digests>, Option<String>) {
+pub(super) fn look_at(
+    path: &Path,
+    expected: Option<&Digests>,
+) -> (Found, Option<Digests>, Option<String>) {
     look_at_needing(path, expected, Need::to_compare(expected))
 }
 

@@ -145,10 +145,20 @@ pub enum Found {
     Missing,
     Changed,
     Unreadable,
+    /// A calibre target's format file that calibre itself rewrote (metadata embedded on edit
+    /// or download, a polish): other bytes, but calibre's own record accounts for them. Never
+    /// repaired. (Schema version 5.)
+    ChangedByCalibre,
 }
 
 impl Found {
-    pub const ALL: [Found; 4] = [Found::Ok, Found::Missing, Found::Changed, Found::Unreadable];
+    pub const ALL: [Found; 5] = [
+        Found::Ok,
+        Found::Missing,
+        Found::Changed,
+        Found::Unreadable,
+        Found::ChangedByCalibre,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -156,6 +166,7 @@ impl Found {
             Found::Missing => "missing",
             Found::Changed => "changed",
             Found::Unreadable => "unreadable",
+            Found::ChangedByCalibre => "changed_by_calibre",
         }
     }
 
@@ -239,6 +250,15 @@ pub struct Differs {
     pub compared_ref: Option<String>,
 }
 
+impl Differs {
+    /// Whether this file makes the verify fail (exit 1): anything but a format file calibre
+    /// itself rewrote, which is reported and left as calibre wants it.
+    pub fn fails(&self) -> bool {
+        !matches!(self.target, Found::Ok | Found::ChangedByCalibre)
+            || self.source.is_some_and(|s| s != Found::Ok)
+    }
+}
+
 /// Counts of this pass by what was found (target side, then source side), and the files that
 /// did not match, in id order.
 pub fn outcome(conn: &Connection, pass: i64) -> Result<(PassCounts, Vec<Differs>)> {
@@ -286,8 +306,8 @@ pub fn outcome(conn: &Connection, pass: i64) -> Result<(PassCounts, Vec<Differs>
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassCounts {
     pub checked: u64,
-    pub target: [u64; 4],
-    pub source: [u64; 4],
+    pub target: [u64; Found::ALL.len()],
+    pub source: [u64; Found::ALL.len()],
     /// Name-and-size skips (`--content`), by what their comparison found (counted here, not
     /// in `target`).
     pub name_size: [u64; Found::ALL.len()],
@@ -300,9 +320,7 @@ pub struct PassCounts {
 /// their ids.
 pub fn requeue(conn: &mut Connection, run: i64, pass: i64, found: &[Found]) -> Result<Vec<i64>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let now = now_ms();
-    let mut ids = Vec::new();
-    {
+    let ids = {
         // The rows to move, with the verdict that sends them back (one query for the pass).
         let mut chosen = Vec::new();
         let mut pick = tx.prepare(
@@ -316,26 +334,15 @@ pub fn requeue(conn: &mut Connection, run: i64, pass: i64, found: &[Found]) -> R
         for row in rows {
             let (id, target) = row?;
             if let Some(f) = Found::parse(&target).filter(|f| found.contains(f)) {
-                chosen.push((id, f));
+                chosen.push(PutBack {
+                    file_id: id,
+                    found: f,
+                    target_ref: None,
+                });
             }
         }
-        let mut event = tx.prepare(
-            "INSERT INTO events (file_id, run_id, at, from_state, to_state, detail)
-             SELECT id, ?2, ?3, 'uploaded', 'checked',
-                    'verify --repair: ' || ?4 || ' at the target (was ' || COALESCE(target_ref, '?') || ')'
-             FROM files WHERE id = ?1",
-        )?;
-        let mut update = tx.prepare(
-            "UPDATE files SET state = 'checked', target_ref = NULL, run_id = NULL,
-                 updated_at = ?2, state_changed_at = ?2
-             WHERE id = ?1 AND state = 'uploaded'",
-        )?;
-        for (id, what) in chosen {
-            event.execute(params![id, run, now, what.as_str()])?;
-            update.execute(params![id, now])?;
-            ids.push(id);
-        }
-    }
+        put_back(&tx, run, &chosen)?
+    };
     tx.commit()?;
     Ok(ids)
 }
@@ -381,6 +388,69 @@ pub fn requeue_name_size(conn: &mut Connection, run: i64, pass: i64) -> Result<V
     }
     tx.commit()?;
     Ok(ids)
+}
+
+/// A row `verify --repair` puts back, and the `target_ref` it keeps: `None` for a new copy
+/// placed afresh; for a calibre target, the format file's path in its book when that place is
+/// empty (the file gone, or moved out of the library first), so the next run puts the good
+/// copy into the same book.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutBack {
+    pub file_id: i64,
+    pub found: Found,
+    pub target_ref: Option<String>,
+}
+
+/// Put these rows back to be migrated (`uploaded` → `checked`, an `events` row each), in one
+/// transaction; returns the ids that moved (rows no longer `uploaded` do not).
+pub fn requeue_rows(conn: &mut Connection, run: i64, rows: &[PutBack]) -> Result<Vec<i64>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let ids = put_back(&tx, run, rows)?;
+    tx.commit()?;
+    Ok(ids)
+}
+
+fn put_back(tx: &rusqlite::Transaction<'_>, run: i64, rows: &[PutBack]) -> Result<Vec<i64>> {
+    let now = now_ms();
+    let mut event = tx.prepare(
+        "INSERT INTO events (file_id, run_id, at, from_state, to_state, detail)
+         SELECT id, ?2, ?3, 'uploaded', 'checked',
+                'verify --repair: ' || ?4 || ' at the target (was ' || COALESCE(target_ref, '?') || ')'
+         FROM files WHERE id = ?1 AND state = 'uploaded'",
+    )?;
+    let mut update = tx.prepare(
+        "UPDATE files SET state = 'checked', target_ref = ?3, run_id = NULL,
+             updated_at = ?2, state_changed_at = ?2
+         WHERE id = ?1 AND state = 'uploaded'",
+    )?;
+    let mut ids = Vec::new();
+    for row in rows {
+        event.execute(params![row.file_id, run, now, row.found.as_str()])?;
+        if update.execute(params![row.file_id, now, row.target_ref])? == 1 {
+            ids.push(row.file_id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The rows with these ids (those that exist), in id order: what a target's verify needs to
+/// know of a file besides where it went (its metadata, for a calibre book's uuid).
+pub fn file_rows(conn: &Connection, ids: &[i64]) -> Result<Vec<super::rows::FileRow>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {} FROM files WHERE id = ?1",
+        super::rows::FileRow::COLUMNS
+    ))?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(row) = st
+            .query_row([id], super::rows::FileRow::from_sql)
+            .optional()?
+        {
+            out.push(row);
+        }
+    }
+    out.sort_by_key(|r| r.id);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -502,6 +572,84 @@ mod tests {
         assert_eq!(requeue(&mut conn, 2, p.id, &[Found::Changed]).unwrap(), [3]);
     }
 
+    /// A format file calibre rewrote is recorded (schema version 5 allows it), listed, and
+    /// does not fail the pass; a damaged one does.
+    #[test]
+    fn a_file_calibre_rewrote_is_listed_but_does_not_fail_the_pass() {
+        let mut conn = db();
+        let p = begin_pass(&mut conn, 1, PassOptions::default()).unwrap();
+        let v = |file_id, target| Verdict {
+            file_id,
+            target,
+            source: None,
+            detail: None,
+        };
+        record(&mut conn, p.id, &[v(1, Found::ChangedByCalibre)]).unwrap();
+        let (counts, differs) = outcome(&conn, p.id).unwrap();
+        assert_eq!(counts.target[Found::ChangedByCalibre as usize], 1);
+        assert_eq!(differs.len(), 1);
+        assert_eq!(differs[0].target, Found::ChangedByCalibre);
+        assert!(!differs[0].fails());
+        record(&mut conn, p.id, &[v(3, Found::Changed)]).unwrap();
+        assert!(outcome(&conn, p.id).unwrap().1[1].fails());
+        // Never put back by a repair of changed files.
+        assert_eq!(requeue(&mut conn, 2, p.id, &[Found::Changed]).unwrap(), [3]);
+    }
+
+    /// Version 5 makes `verified` again with a wider CHECK: the verdicts a version 4 DB holds
+    /// stay, with every column.
+    #[test]
+    fn migration_5_keeps_the_verdicts_recorded() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE files (id INTEGER PRIMARY KEY);
+             CREATE TABLE verify_passes (id INTEGER PRIMARY KEY);
+             INSERT INTO files VALUES (1), (2);
+             INSERT INTO verify_passes VALUES (1);
+             CREATE TABLE verified (file_id INTEGER PRIMARY KEY, pass_id INTEGER NOT NULL,
+                 target TEXT NOT NULL CHECK (target IN ('ok', 'missing', 'changed', 'unreadable')),
+                 source TEXT, detail TEXT, checked_at INTEGER NOT NULL,
+                 checked_as TEXT NOT NULL DEFAULT 'placed', compared_ref TEXT);
+             CREATE INDEX verified_pass ON verified(pass_id);
+             INSERT INTO verified VALUES (1, 1, 'missing', 'ok', 'gone', 5, 'name_size_skip', 'a/b');",
+        )
+        .unwrap();
+        let calibres = "INSERT INTO verified (file_id, pass_id, target, checked_at)
+                        VALUES (2, 1, 'changed_by_calibre', 6)";
+        assert!(conn.execute(calibres, []).is_err());
+        conn.execute_batch(include_str!("migrations/5_verify_calibre.sql"))
+            .unwrap();
+        conn.execute(calibres, []).unwrap();
+        let kept: (String, String, String, i64, String, String) = conn
+            .query_row(
+                "SELECT target, source, detail, checked_at, checked_as, compared_ref
+                 FROM verified WHERE file_id = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            kept,
+            (
+                "missing".into(),
+                "ok".into(),
+                "gone".into(),
+                5,
+                "name_size_skip".into(),
+                "a/b".into()
+            )
+        );
+    }
+
     #[test]
     fn the_outcome_counts_each_side_and_lists_what_differs() {
         let mut conn = db();
@@ -535,8 +683,8 @@ mod tests {
         .unwrap();
         let (counts, differs) = outcome(&conn, p.id).unwrap();
         assert_eq!(counts.checked, 2);
-        assert_eq!(counts.target, [1, 1, 0, 0]);
-        assert_eq!(counts.source, [1, 0, 1, 0]);
+        assert_eq!(counts.target, [1, 1, 0, 0, 0]);
+        assert_eq!(counts.source, [1, 0, 1, 0, 0]);
         assert_eq!(
             differs.iter().map(|d| d.file_id).collect::<Vec<_>>(),
             [1, 3]

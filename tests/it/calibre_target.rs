@@ -44,13 +44,13 @@ mod calibre_serial;
 
 /// Held for the whole of every test in this file: calibre's writer lock is machine-wide, so
 /// these tests wait for every other calibre test, in this process or any other.
-fn serial() -> calibre_serial::Serial {
+pub(crate) fn serial() -> calibre_serial::Serial {
     calibre_serial::serial()
 }
 
 /// True when calibre is installed. Without it: a skip, said out loud — or a failure when
 /// `BOOKFERRY_REQUIRE_CALIBRE` is set.
-fn have_calibre(test: &str) -> bool {
+pub(crate) fn have_calibre(test: &str) -> bool {
     let ok = Command::new("calibredb")
         .arg("--version")
         .output()
@@ -87,7 +87,13 @@ fn to_calibre_cmd(
     ws.cmd_with_state(state, &args)
 }
 
-fn to_calibre(ws: &Workspace, state: &Path, from: &Path, lib: &Path, extra: &[&str]) -> Output {
+pub(crate) fn to_calibre(
+    ws: &Workspace,
+    state: &Path,
+    from: &Path,
+    lib: &Path,
+    extra: &[&str],
+) -> Output {
     to_calibre_cmd(ws, state, from, lib, extra)
         .output()
         .expect("bookferry runs")
@@ -103,7 +109,7 @@ fn calibredb_raw(ws: &Workspace, lib: &Path, args: &[&str]) -> Output {
         .expect("calibredb runs")
 }
 
-fn calibredb(ws: &Workspace, lib: &Path, args: &[&str]) -> String {
+pub(crate) fn calibredb(ws: &Workspace, lib: &Path, args: &[&str]) -> String {
     let out = calibredb_raw(ws, lib, args);
     assert!(
         out.status.success(),
@@ -143,7 +149,7 @@ fn check_library_problems(ws: &Workspace, lib: &Path) -> Vec<String> {
         .collect()
 }
 
-fn assert_check_library_clean(ws: &Workspace, lib: &Path, when: &str) {
+pub(crate) fn assert_check_library_clean(ws: &Workspace, lib: &Path, when: &str) {
     let problems = check_library_problems(ws, lib);
     assert!(problems.is_empty(), "check_library {when}: {problems:#?}");
 }

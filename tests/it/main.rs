@@ -30,4 +30,5 @@ mod signals;
 mod state_db;
 mod tls;
 mod verify;
+mod verify_calibre;
 mod vfat;

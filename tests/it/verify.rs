@@ -7,7 +7,7 @@ use crate::util::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn verify(ws: &Workspace, args: &[&str]) -> (Option<i32>, String) {
+pub(crate) fn verify(ws: &Workspace, args: &[&str]) -> (Option<i32>, String) {
     let mut a = vec!["verify"];
     a.extend_from_slice(args);
     let o = ws.run(&a);
@@ -22,7 +22,9 @@ fn verify(ws: &Workspace, args: &[&str]) -> (Option<i32>, String) {
 }
 
 /// The `verified` rows of the last pass: source_ref → (target, source) verdicts.
-fn verdicts(ws: &Workspace) -> std::collections::BTreeMap<String, (String, Option<String>)> {
+pub(crate) fn verdicts(
+    ws: &Workspace,
+) -> std::collections::BTreeMap<String, (String, Option<String>)> {
     let db = ws.db();
     let mut st = db
         .prepare(

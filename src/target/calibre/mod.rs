@@ -12,7 +12,8 @@
 //! library API (`library`: opening it, its books; `writer`: the plan → write files → commit
 //! protocol, its rows in `rows`; `recovery`: what a crash leaves). [`CalibreTarget`] (`target`,
 //! with `books`, `identity` and `cover`) is the pipeline's view: which book a file goes to, and
-//! the commit run from the state writer's flush hook.
+//! the commit run from the state writer's flush hook. `verify` reads a library for
+//! `bookferry verify`, read-only.
 
 mod books;
 mod cover;
@@ -26,6 +27,7 @@ mod recovery;
 mod rows;
 mod run_lock;
 mod target;
+pub mod verify;
 mod writer;
 
 #[cfg(test)]
