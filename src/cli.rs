@@ -370,7 +370,8 @@ pub enum ReportFormat {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Also check the source files: changed or gone since they were migrated (folder targets).
+    /// Also check the source files: changed or gone since they were migrated (folder and
+    /// calibre targets; an HTTP target's rows carry no path to compare).
     #[arg(long)]
     pub source: bool,
     /// Also look inside the files skipped because the target had a file of that name and
@@ -379,7 +380,9 @@ pub struct VerifyArgs {
     pub content: bool,
     /// Put the files found missing (or changed) at the target back to be migrated by the next
     /// run (repeatable); `content`: the name-and-size skips with other content (--content).
-    /// Never destroys: a changed file stays, the new copy goes beside it.
+    /// Never destroys: in a folder a changed file stays and the new copy goes beside it; in a
+    /// calibre library a damaged file is first moved out to LIBRARY.bookferry-damaged/, and a
+    /// format calibre itself rewrote is left alone.
     #[arg(long, value_enum, value_name = "KIND")]
     pub repair: Vec<RepairKind>,
     /// With --repair: do not ask (needed when not on a terminal).
@@ -395,7 +398,9 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RepairKind {
+    /// Files gone from the target.
     Missing,
+    /// Files whose content differs from what was placed (never a calibre rewrite).
     Changed,
     /// Name-and-size skips whose target file holds other content, or is gone (`--content`).
     Content,

@@ -211,7 +211,7 @@ pub enum UsageError {
     /// The calibre library to verify cannot be read (nothing was checked).
     #[error("verify: {0}")]
     VerifyCalibre(#[source] crate::calibre::ReadError),
-    #[error("verify --source is for folder targets (an HTTP target is verified by asking the server what it holds)")]
+    #[error("verify --source is for folder and calibre targets (an HTTP target is verified by asking the server what it holds)")]
     VerifySourceOverHttp,
     #[error("verify --content and --repair content are for folder and HTTP targets (a calibre library's name-and-size skips are not looked inside yet)")]
     VerifyContentCalibre,

@@ -75,14 +75,7 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
             }
             let view = super::verify_calibre::open(root)?;
             let session = Session::open(&state, "verify")?;
-            let ended = super::verify_calibre::verify(
-                &session,
-                &view,
-                args,
-                &rec.options,
-                shared.verbose,
-                &shared.me,
-            );
+            let ended = super::verify_calibre::verify(&session, &view, &shared, &rec.options);
             (session, ended)
         }
     };
@@ -99,19 +92,19 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
 }
 
 /// What a verify of any kind of target is given.
-struct Shared<'a> {
-    args: &'a VerifyArgs,
+pub(super) struct Shared<'a> {
+    pub(super) args: &'a VerifyArgs,
     /// What the pass checks besides the placed files.
-    opts: PassOptions,
-    verbose: bool,
+    pub(super) opts: PassOptions,
+    pub(super) verbose: bool,
     quiet: bool,
     /// The command to paste, with `--state` when it is not the default.
-    me: String,
+    pub(super) me: String,
 }
 
 impl Shared<'_> {
     /// Progress shown for `total` (files, bytes) to check.
-    fn progress(&self, total: (u64, u64)) -> VerifyProgress {
+    pub(super) fn progress(&self, total: (u64, u64)) -> VerifyProgress {
         VerifyProgress::start(total, self.quiet, self.args.stats)
     }
 }

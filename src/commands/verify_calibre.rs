@@ -13,7 +13,7 @@
 //! (calibre holds one file per format per book: the damaged one must leave first). A book that
 //! is gone is made again by the next run. A file calibre rewrote is never repaired.
 
-use super::verify::{confirmed, look_at, print_outcome, recorded};
+use super::verify::{confirmed, look_at, print_outcome, recorded, Shared};
 use super::{CmdResult, CommandError, Session, Stop, UsageError};
 use crate::cli::{RepairKind, VerifyArgs};
 use crate::state::migration_record::{self, RecordedOptions};
@@ -37,11 +37,10 @@ pub(super) fn open(root: &Path) -> Result<LibraryView, CommandError> {
 pub(super) fn verify(
     session: &Session,
     view: &LibraryView,
-    args: &VerifyArgs,
+    shared: &Shared,
     options: &RecordedOptions,
-    verbose: bool,
-    me: &str,
 ) -> CmdResult {
+    let (args, verbose, me) = (shared.args, shared.verbose, shared.me.as_str());
     let opts = PassOptions {
         source: args.source,
         content: false,
@@ -63,6 +62,7 @@ pub(super) fn verify(
         );
     }
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut shown = shared.progress(verify_store::left_to_check(&conn, pass.id, false)?);
     let mut after = 0;
     loop {
         let rows = verify_store::unchecked(&conn, pass.id, false, after, BATCH)?;
@@ -78,7 +78,9 @@ pub(super) fn verify(
             .map_err(Stop::CalibreRead)?;
         let verdicts = judge.all(&rows, &files, &books, workers);
         verify_store::record(&mut conn, pass.id, &verdicts)?;
+        shown.add(rows.len() as u64, rows.iter().map(|r| r.size).sum());
     }
+    shown.finish();
     verify_store::end_pass(&conn, pass.id)?;
     let code = print_outcome(
         &conn,

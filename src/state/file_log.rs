@@ -56,6 +56,22 @@ pub fn final_state(t: &Transition, to: FileState) {
     }
 }
 
+/// The line of a row a scan moved to `skipped` (its file gone from the source, or left out by
+/// the filter), once that is committed: the scan records it, not the writer.
+pub fn skipped_by_scan(file_id: i64, source: &str, reason: crate::skip_reason::SkipReason) {
+    let reason = reason.as_str();
+    tracing::info!(target: FILE, file_id, source, state = "skipped", reason,
+        "skipped {source}: {reason}");
+}
+
+/// The line of a row recorded `uploaded` because a run that stopped before recording it had
+/// placed it (`placement::adopt`), once that is committed.
+pub fn adopted(file_id: i64, source: &str, target: Option<&str>) {
+    let target = target.unwrap_or("(the server holds its content)");
+    tracing::info!(target: FILE, file_id, source, state = "uploaded", target,
+        "uploaded {source} → {target} (placed by a run that stopped before recording it)");
+}
+
 /// A line for each warning `t` recorded (committed); `seen` counts the run's warnings so far.
 pub fn warnings(t: &Transition, seen: &mut u64) {
     let Some(all) = t.warnings.as_deref() else {

@@ -9,7 +9,7 @@
 use super::runs::{self, active_list, RunCounters};
 use super::{now_ms, FileState, Result};
 use crate::hash::Digests;
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::PathBuf;
 
 /// Record that run `run` is about to place each row at its ref (a folder target: the path
@@ -106,6 +106,7 @@ pub fn adopt(conn: &mut Connection, run: i64, adoptions: &[Adoption]) -> Result<
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_ms();
     let mut counters = RunCounters::default();
+    let mut logged = Vec::new();
     {
         let mut update = tx.prepare_cached(
             "UPDATE files SET state = 'uploaded', target_ref = ?4, sha1 = ?5, blake3 = ?6,
@@ -113,28 +114,35 @@ pub fn adopt(conn: &mut Connection, run: i64, adoptions: &[Adoption]) -> Result<
                 error_kind = NULL, error = NULL, failed_from = NULL,
                 updated_at = ?8, state_changed_at = ?8
              WHERE id = ?1 AND state = ?2 AND planned_ref = ?3 AND run_id IS NULL
-                AND size = ?9 AND mtime_ns = ?10",
+                AND size = ?9 AND mtime_ns = ?10
+             RETURNING source_ref",
         )?;
         let mut event = tx.prepare_cached(
             "INSERT INTO events (file_id, run_id, at, from_state, to_state, detail)
              VALUES (?1, ?2, ?3, ?4, 'uploaded', ?5)",
         )?;
         for a in adoptions {
-            let n = update.execute(params![
-                a.id,
-                a.from.as_str(),
-                a.planned_ref,
-                a.target_ref,
-                a.digests.sha1,
-                a.digests.blake3,
-                run,
-                now,
-                a.size as i64,
-                a.mtime_ns,
-            ])?;
-            if n == 0 {
+            let source: Option<String> = update
+                .query_row(
+                    params![
+                        a.id,
+                        a.from.as_str(),
+                        a.planned_ref,
+                        a.target_ref,
+                        a.digests.sha1,
+                        a.digests.blake3,
+                        run,
+                        now,
+                        a.size as i64,
+                        a.mtime_ns,
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(source) = source else {
                 continue;
-            }
+            };
+            logged.push((a.id, source, a.target_ref.clone()));
             event.execute(params![
                 a.id,
                 run,
@@ -150,6 +158,9 @@ pub fn adopt(conn: &mut Connection, run: i64, adoptions: &[Adoption]) -> Result<
     }
     runs::add_counters(&tx, run, &counters)?;
     tx.commit()?;
+    for (id, source, target) in &logged {
+        super::file_log::adopted(*id, source, target.as_deref());
+    }
     Ok(counters.files_uploaded as usize)
 }
 

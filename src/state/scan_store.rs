@@ -5,6 +5,7 @@
 use super::rows::{path_to_sql, ScannedFile};
 use super::runs::{self, RunCounters};
 use super::{now_ms, FileState, Result};
+use crate::skip_reason::SkipReason;
 use rusqlite::{params, Connection, TransactionBehavior};
 use std::collections::{HashMap, HashSet};
 
@@ -304,6 +305,8 @@ pub fn finish(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_ms();
     let mut out = Vanished::default();
+    // The rows ended `skipped` here, for their log lines once committed.
+    let mut logged: Vec<(&Unfound, SkipReason)> = Vec::new();
     {
         let mut skip = tx.prepare_cached(
             "UPDATE files SET state = 'skipped', skip_reason = 'source_gone', source_gone = 1,
@@ -333,6 +336,7 @@ pub fn finish(
                 );
                 if exclude.execute(params![row.id, run, now, row.state.as_str()])? > 0 {
                     event.execute(params![row.id, run, now, row.state.as_str(), msg])?;
+                    logged.push((row, SkipReason::Excluded));
                     out.excluded += 1;
                     if row.state != FileState::Failed {
                         out.excluded_active += 1;
@@ -352,6 +356,7 @@ pub fn finish(
             );
             if skip.execute(params![row.id, run, now, row.state.as_str()])? > 0 {
                 event.execute(params![row.id, run, now, row.state.as_str(), msg])?;
+                logged.push((row, SkipReason::SourceGone));
                 if row.state == FileState::Failed {
                     out.failed_now_gone += 1;
                 } else {
@@ -370,6 +375,9 @@ pub fn finish(
     )?;
     tx.execute("DELETE FROM scan_progress", [])?;
     tx.commit()?;
+    for (row, reason) in logged {
+        super::file_log::skipped_by_scan(row.id, &row.source_ref, reason);
+    }
     Ok(out)
 }
 

@@ -315,7 +315,8 @@ fn stats_sets_how_often_progress_lines_come_without_a_terminal() {
 /// exits 3: never "done".
 #[test]
 fn an_interrupted_run_says_how_far_it_got_and_how_to_continue() {
-    let ws = Workspace::with_corpus_sized(300, 74, 8);
+    // As large as the signals tests' run: a smaller one may land whole between two looks.
+    let ws = Workspace::with_corpus_sized(2500, 74, 16);
     let mut child = ws
         .migrate_cmd(&["--transfers", "1", "--checkers", "1"])
         .stdout(Stdio::null())
@@ -338,6 +339,10 @@ fn an_interrupted_run_says_how_far_it_got_and_how_to_continue() {
     }
     // Held so the run cannot end before it takes the signal in.
     let hold = WriteHold::take(&ws.state());
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before it could be interrupted"
+    );
     // SAFETY: a signal to our own child, alive and not yet waited for.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let mut text = String::new();
@@ -369,4 +374,23 @@ fn an_interrupted_run_says_how_far_it_got_and_how_to_continue() {
         "{text}"
     );
     assert!(!text.contains("done in"), "{text}");
+}
+
+/// `-v` has a line for the files a scan ends too: one gone from the source before it was
+/// migrated, one the filter leaves out now. Before, the scan ended them with no line.
+#[test]
+fn verbose_names_the_files_a_scan_skips() {
+    let ws = Workspace::with_corpus(6, 251);
+    let lib = ws.lib();
+    let scan = ws.run(&["scan", "--from", lib.to_str().unwrap()]);
+    assert_eq!(scan.status.code(), Some(0), "{}", stderr(&scan));
+    let (gone, left_out) = (&ws.manifest[0].path, &ws.manifest[1].path);
+    std::fs::remove_file(lib.join(gone)).unwrap();
+    let o = ws.migrate(&["-v", "--exclude", &format!("/{left_out}")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    for (source, reason) in [(gone, "source_gone"), (left_out, "excluded")] {
+        let line = format!("{}: {reason}", file_line_key("skipped", source));
+        assert_eq!(err.matches(&line).count(), 1, "{line}:\n{err}");
+    }
 }

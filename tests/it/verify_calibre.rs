@@ -316,8 +316,15 @@ fn an_interrupted_calibre_verify_continues_its_pass() {
     }
     let done_before = interrupted_at.expect("a verify killed part-way");
     assert!(done_before > 0 && done_before < uploaded);
-    let (code, out) = verify(&ws, &[]);
+    let (code, out) = verify(&ws, &["--stats", "1ms"]);
     assert_eq!(code, Some(0), "{out}");
+    // Progress as the folder verify shows it: lines without a terminal, of what was left.
+    let left = uploaded - done_before;
+    assert!(
+        out.lines()
+            .any(|l| l.contains("verify progress: ") && l.contains(&format!("/{left} files"))),
+        "{out}"
+    );
     assert!(
         out.contains(&format!(
             "continuing the verify pass begun earlier: {done_before} files checked already"
