@@ -100,6 +100,7 @@ impl Execution<'_> {
     /// Run to the end (or to a stop); the caller records how it ended.
     pub fn execute(self) -> Result<Ended, CommandError> {
         let (http_opts, tuning) = (&self.http_opts, &self.tuning);
+        tracing::info!("{}", self.describe());
         tracing::debug!("{tuning:?}");
         let before = self.read_before()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -112,6 +113,46 @@ impl Execution<'_> {
         rt.shutdown_timeout(Duration::from_secs(1));
         let ended = self.judge(driven?)?;
         Ok(ended)
+    }
+
+    /// The one line a run starts with: what goes where, and how.
+    fn describe(&self) -> String {
+        let placement = &self.options.placement;
+        let how = match &self.target {
+            TargetSpec::Dir(_) => format!(
+                " ({}, layout {})",
+                placement.link.as_str(),
+                placement.layout.template()
+            ),
+            TargetSpec::Calibre(_) => format!(" ({})", placement.link.as_str()),
+            TargetSpec::Http(_) => String::new(),
+        };
+        format!(
+            "{}{} → {}{how}{}",
+            if self.dry_run { "dry run: " } else { "" },
+            self.source.to_spec(),
+            self.target.to_spec(),
+            if self.dry_run {
+                "; nothing will be written"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// What placing a file is called in the summary (the state DB calls every placed file
+    /// `uploaded`): copied or linked into a folder, added to a calibre library, uploaded to a
+    /// server. (past, infinitive, what its bytes were).
+    fn placed_verb(&self) -> (&'static str, &'static str, &'static str) {
+        use crate::target::folder::LinkMode;
+        let linked = self.options.placement.link != LinkMode::Copy;
+        match &self.target {
+            TargetSpec::Http(_) => ("uploaded", "upload", "sent"),
+            TargetSpec::Calibre(_) if linked => ("added to the library", "add", "linked"),
+            TargetSpec::Calibre(_) => ("added to the library", "add", "written"),
+            TargetSpec::Dir(_) if linked => ("linked", "link", "linked"),
+            TargetSpec::Dir(_) => ("copied", "copy", "written"),
+        }
     }
 
     fn read_before(&self) -> Result<Before, CommandError> {
@@ -177,6 +218,7 @@ impl Execution<'_> {
         };
         let writer = Writer::start(&self.session.db, self.session.run, flush, tuning.writer)?;
         let cfg = PipelineConfig {
+            place_verb: self.placed_verb().1,
             checksum: self.checksum,
             dry_run: self.dry_run,
             keep_duplicates: self.options.keep_duplicates || target.keeps_source_books(),
@@ -336,9 +378,10 @@ impl Execution<'_> {
 
     /// The run summary; `ended` is none when the run stopped on an error (printed after it).
     fn print_summary(&self, p: &Progress, w: &WriterStats, started: Instant, ended: Option<Ended>) {
+        let (placed, place, bytes) = self.placed_verb();
         if self.dry_run {
             tracing::info!(
-                "dry run: would send {} file(s) ({}), {} skipped, {} failed; nothing was written to the target",
+                "dry run: would {place} {} file(s) ({}), {} skipped, {} failed; nothing was written to the target",
                 p.would_send.get(),
                 human_bytes(p.would_send_bytes.get()),
                 p.skipped.get(),
@@ -361,7 +404,7 @@ impl Execution<'_> {
             Some(_) => "done",
         };
         tracing::info!(
-            "{what} in {:.1}s: {} uploaded ({} sent), {} skipped, {} failed; {} hashed, {} read from the source; state DB {}",
+            "{what} in {:.1}s: {} {placed} ({} {bytes}), {} skipped, {} failed; {} hashed, {} read from the source; state DB {}",
             started.elapsed().as_secs_f64(),
             c.files_uploaded,
             human_bytes(c.bytes_sent.max(0) as u64),

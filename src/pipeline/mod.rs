@@ -41,6 +41,9 @@ pub struct PipelineConfig {
     pub dry_run: bool,
     /// Place content duplicates too, instead of skipping them.
     pub keep_duplicates: bool,
+    /// What placing a file is called in a dry run's lines ("would copy …"): copy, link, add,
+    /// upload.
+    pub place_verb: &'static str,
     /// Checkers, queue lengths, the claim batch and the buffer budget (see `crate::tuning`).
     pub tuning: PipelineTuning,
 }
@@ -49,6 +52,7 @@ impl PipelineConfig {
     /// Copy mode, duplicates skipped, sized by `tuning`.
     pub fn new(tuning: PipelineTuning) -> PipelineConfig {
         PipelineConfig {
+            place_verb: "copy",
             checksum: false,
             dry_run: false,
             keep_duplicates: false,

@@ -247,7 +247,8 @@ async fn prepare(ctx: &Ctx, item: &Item) -> Prepared {
     };
     if ctx.cfg.dry_run {
         tracing::info!(
-            "would send {} → {}",
+            "would {} {} → {}",
+            ctx.cfg.place_verb,
             item.row.source_ref,
             ctx.target.describe(&payload)
         );

@@ -87,3 +87,74 @@ fn the_command_a_hint_gives_can_be_pasted_as_it_is() {
     assert_eq!(out.status.code(), Some(0), "{pasted}: {}", stderr(&out));
     assert_eq!(tree_sha1(&ws.out()).len(), 4);
 }
+
+/// A run starts with one line saying what goes where and how, and its summary names what it
+/// did as a user says it: copied or linked into a folder, added to a calibre library.
+#[test]
+fn a_run_says_where_it_goes_and_what_it_did_in_the_targets_words() {
+    let ws = Workspace::with_corpus(3, 215);
+    let out = ws.migrate(&[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let first = err.lines().next().unwrap_or("");
+    let (lib, to) = (ws.lib(), ws.out());
+    assert!(
+        first.contains(&format!(
+            "dir:{} → dir:{} (copy, layout {{author}}",
+            lib.display(),
+            to.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains(": 3 copied ("), "{err}");
+    assert!(!err.contains("uploaded"), "{err}");
+
+    let ws = Workspace::with_corpus(3, 216);
+    let out = ws.migrate(&["--link", "symlink", "--dry-run"]);
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .next()
+            .unwrap_or("")
+            .starts_with(" INFO dry run: dir:"),
+        "{err}"
+    );
+    assert!(err.contains("would link 3 file(s)"), "{err}");
+}
+
+/// A dry run checks at pre-flight what the real run checks: before, a dry run into a folder
+/// that holds files but is no calibre library said it would add every file (exit 0), and the
+/// real run refused.
+#[test]
+fn a_dry_run_refuses_what_the_real_run_refuses() {
+    let ws = Workspace::with_corpus(3, 217);
+    let not_a_library = ws.path().join("papers");
+    std::fs::create_dir_all(&not_a_library).unwrap();
+    std::fs::write(not_a_library.join("tax.pdf"), b"mine").unwrap();
+    let to = format!("calibre:{}", not_a_library.display());
+    let lib = ws.lib();
+    let real = ws.run(&["run", "--from", lib.to_str().unwrap(), "--to", &to]);
+    assert_eq!(real.status.code(), Some(2), "{}", stderr(&real));
+    let other_state = ws.path().join("dry.db");
+    let dry = ws
+        .cmd_with_state(
+            &other_state,
+            &[
+                "run",
+                "--dry-run",
+                "--from",
+                lib.to_str().unwrap(),
+                "--to",
+                &to,
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(dry.status.code(), Some(2), "{}", stderr(&dry));
+    assert!(stderr(&dry).contains("tax.pdf"), "{}", stderr(&dry));
+    assert_eq!(
+        std::fs::read_dir(&not_a_library).unwrap().count(),
+        1,
+        "the folder was touched"
+    );
+}

@@ -153,7 +153,7 @@ fn dry_run_writes_nothing_and_keeps_its_hashes() {
     let out = ws.migrate(&["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!ws.out().exists(), "dry run created the target");
-    assert!(stderr(&out).contains("would send"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("would copy"), "{}", stderr(&out));
     let s = ws.status();
     assert_eq!(s["states"]["uploaded"], 0);
     assert!(s["states"]["metadata_cached"].as_u64().unwrap() > 0);

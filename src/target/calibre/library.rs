@@ -60,6 +60,40 @@ impl CalibreLibrary {
 
     /// [`CalibreLibrary::open`], going on without calibre's writer lock when a calibre program
     /// holds it and `ignore_calibre_lock` (the user's `--ignore-calibre-lock`).
+    /// What [`CalibreLibrary::open_with`] would refuse, checked without writing anything (a
+    /// dry run): another bookferry on the library, calibre's writer lock held (unless
+    /// ignored), a folder that holds files but no `metadata.db`. Both locks are let go at once.
+    pub fn preflight(root: &Path, ignore_calibre_lock: bool) -> Result<(), CalibreError> {
+        let io_err = |what: &'static str| {
+            let path = root.to_path_buf();
+            move |source: io::Error| CalibreError::Io { path, what, source }
+        };
+        if root.is_dir() {
+            drop(RunLock::acquire(root)?);
+        }
+        let lock =
+            CalibreLock::try_acquire().map_err(io_err("cannot try calibre's writer lock"))?;
+        if lock.is_none() && !ignore_calibre_lock {
+            return Err(CalibreError::CalibreRunning {
+                path: root.to_path_buf(),
+                programs: super::lock::running_calibre_programs(),
+            });
+        }
+        if root.is_dir() && !root.join(METADATA_DB).exists() {
+            let mut entries = fs::read_dir(root).map_err(io_err("cannot list the folder"))?;
+            if let Some(entry) = entries.next() {
+                let name = entry
+                    .map(|e| e.file_name())
+                    .map_err(io_err("cannot list the folder"))?;
+                return Err(CalibreError::NotCalibre {
+                    path: root.to_path_buf(),
+                    cause: Unwritable::FolderHoldsFiles { first: name },
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn open_with(
         root: &Path,
         ignore_calibre_lock: bool,

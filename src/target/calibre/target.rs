@@ -95,6 +95,9 @@ impl CalibreTarget {
             staging: None,
         };
         if dry_run {
+            // What the real run would refuse at open, checked without writing anything.
+            CalibreLibrary::preflight(root, opts.ignore_calibre_lock).map_err(unusable)?;
+            link_on_one_filesystem(&opts, source_root, root)?;
             if root.join(METADATA_DB).is_file() {
                 tracing::info!(
                     "dry run: {} is not opened; every file is shown as going to the library",
@@ -110,20 +113,7 @@ impl CalibreTarget {
                 root.display()
             );
         }
-        if matches!(opts.link, LinkMode::Hardlink | LinkMode::Reflink) {
-            let dev = |p: &Path| fs::metadata(p).map(|m| m.dev());
-            let (src, dst) = (dev(source_root), dev(root));
-            if let (Ok(s), Ok(d)) = (src, dst) {
-                if s != d {
-                    return Err(Unusable::LinkAcrossFilesystems {
-                        mode: opts.link,
-                        source_root: source_root.to_path_buf(),
-                        what: "calibre library",
-                        target: root.to_path_buf(),
-                    });
-                }
-            }
-        }
+        link_on_one_filesystem(&opts, source_root, root)?;
         remove_staged_leftovers(root);
         for (rel, size) in lib.format_files().map_err(unusable)? {
             let name = rel.rsplit('/').next().unwrap_or(&rel).to_lowercase();
@@ -460,6 +450,30 @@ fn remove_staged_leftovers(root: &Path) {
             let _ = fs::remove_file(entry.path());
         }
     }
+}
+
+/// `--link hardlink|reflink` needs the source and the library on one filesystem (checked where
+/// the library folder exists already).
+fn link_on_one_filesystem(
+    opts: &CalibreOptions,
+    source_root: &Path,
+    root: &Path,
+) -> Result<(), Unusable> {
+    if !matches!(opts.link, LinkMode::Hardlink | LinkMode::Reflink) {
+        return Ok(());
+    }
+    let dev = |p: &Path| fs::metadata(p).map(|m| m.dev());
+    if let (Ok(s), Ok(d)) = (dev(source_root), dev(root)) {
+        if s != d {
+            return Err(Unusable::LinkAcrossFilesystems {
+                mode: opts.link,
+                source_root: source_root.to_path_buf(),
+                what: "calibre library",
+                target: root.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
