@@ -221,6 +221,10 @@ pub struct RunArgs {
     /// On a terminal the progress bars are drawn instead.
     #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
     pub stats: Duration,
+    /// Stop cleanly (as on Ctrl-C: in-flight files finish, exit 3) once the run has gone on
+    /// this long, e.g. 6h or 45m; the next run continues. For nightly windows.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_duration: Option<Duration>,
     #[command(flatten)]
     pub tuning: TuningArgs,
     #[command(flatten)]

@@ -72,6 +72,8 @@ pub struct Execution<'a> {
     pub global: &'a GlobalArgs,
     /// How often a progress line comes without a terminal (`--stats`).
     pub stats: Duration,
+    /// `--max-duration`: stop as on Ctrl-C once the run has gone on this long.
+    pub max_duration: Option<Duration>,
 }
 
 /// What the state DB says before the run starts.
@@ -204,6 +206,9 @@ impl Execution<'_> {
         let cancel = Arc::new(AtomicBool::new(false));
         let signalled = Arc::new(AtomicBool::new(false));
         tokio::spawn(watch_signals(cancel.clone(), signalled.clone()));
+        if let Some(limit) = self.max_duration {
+            tokio::spawn(stop_after(limit, cancel.clone(), signalled.clone()));
+        }
 
         let target = self.open_target(before, http_opts, tuning).await?;
         tracing::debug!("target open after {:?}", started.elapsed());
@@ -478,6 +483,21 @@ async fn grace_after_cancel(cancel: Arc<AtomicBool>) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(10)).await;
+}
+
+/// `--max-duration`: once the run has gone on `limit`, stop it as the first Ctrl-C does (stop
+/// claiming, let in-flight work finish; the run ends interrupted, exit 3).
+async fn stop_after(limit: Duration, cancel: Arc<AtomicBool>, signalled: Arc<AtomicBool>) {
+    tokio::time::sleep(limit).await;
+    if cancel.load(Ordering::SeqCst) {
+        return;
+    }
+    signalled.store(true, Ordering::SeqCst);
+    cancel.store(true, Ordering::SeqCst);
+    eprintln!(
+        "bookferry: stopping: --max-duration {} reached; finishing in-flight files",
+        humantime::format_duration(limit)
+    );
 }
 
 /// First Ctrl-C / SIGTERM: stop claiming, let in-flight work finish. Second: exit at once.

@@ -54,6 +54,7 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
         dry_run: false,
         global,
         stats: crate::pipeline::progress::DEFAULT_STATS,
+        max_duration: None,
     }
     .execute();
     let ended = session.finish(ended, |e| (e.exit_code(), e.outcome()))?;

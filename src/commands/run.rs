@@ -58,6 +58,7 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
         dry_run: args.dry_run,
         global,
         stats: args.stats,
+        max_duration: args.max_duration.filter(|d| !d.is_zero()),
     }
     .execute();
     let ended = session.finish(ended, |e| (e.exit_code(), e.outcome()))?;

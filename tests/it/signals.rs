@@ -153,3 +153,56 @@ fn sigterm_stops_cleanly_with_exit_3_and_the_next_run_finishes() {
 fn sigint_stops_cleanly_with_exit_3() {
     interrupt_mid_run(libc::SIGINT);
 }
+
+/// `--max-duration`: once the run has gone on that long it stops as on Ctrl-C (in-flight files
+/// finish, exit 3, "interrupted after N of M"), and a plain rerun finishes the migration.
+#[test]
+fn max_duration_stops_the_run_cleanly_and_a_rerun_continues() {
+    let ws = Workspace::with_corpus_sized(2500, 63, 16);
+    let mut child = ws
+        .migrate_cmd(&[
+            "--transfers",
+            "1",
+            "--checkers",
+            "1",
+            "--max-duration",
+            "3s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut printed = Printed::start(&mut child);
+    // Once the scan has recorded its first files, the state DB is held past the limit: the
+    // run can neither land more nor end before the limit stops it.
+    let t0 = Instant::now();
+    while count_or_zero(&ws.state(), "SELECT COUNT(*) FROM files") == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended early: {}",
+            printed.so_far()
+        );
+        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let hold = WriteHold::take(&ws.state());
+    let t0 = Instant::now();
+    while !printed.so_far().contains("--max-duration 3s reached") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no stop: {}",
+            printed.so_far()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(hold);
+    let code = child.wait().unwrap().code();
+    let text = printed.all();
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("interrupted after "), "{text}");
+    assert!((landed(&ws) as usize) < ws.manifest.len(), "{text}");
+
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(landed(&ws) as usize, ws.manifest.len());
+}
