@@ -212,6 +212,13 @@ pub fn command_prefix(global: &GlobalArgs) -> String {
     )
 }
 
+/// Whether this migration ever wrote to its target (read-only; see [`crate::state::rebind`]).
+pub fn target_written(state: &Path) -> Result<bool, CommandError> {
+    let db = Db::open_read_only(state)?;
+    let conn = db.conn()?;
+    Ok(crate::state::rebind::is_bound(&conn)?)
+}
+
 /// Check a given source/target against the recorded pair; a DB belongs to one migration.
 pub fn check_same_migration(
     state: &Path,

@@ -10,6 +10,7 @@ use super::{
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::source::SourceSpec;
 use crate::state::migration_record::{self, MigrationRecord};
+use crate::state::rebind;
 use crate::target::TargetSpec;
 
 pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
@@ -25,8 +26,17 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
         (None, Some(t)) => TargetSpec::parse(t).map_err(UsageError::from)?,
         (None, None) => return Err(UsageError::NoTarget.into()),
     };
+    // A target may still change while nothing was written to the old one (a typo corrected):
+    // its outcomes are forgotten once the session is open.
+    let mut rebind_from = None;
     if let Some(rec) = &rec {
-        check_same_migration(&state, rec, &source.to_spec(), Some(&target.to_spec()))?;
+        let (new_target, old_target) = (target.to_spec(), rec.target.as_deref());
+        let other_target = old_target.is_some_and(|t| t != new_target);
+        if other_target && rec.source == source.to_spec() && !super::target_written(&state)? {
+            rebind_from = old_target.map(str::to_string);
+        } else {
+            check_same_migration(&state, rec, &source.to_spec(), Some(&new_target))?;
+        }
     }
     let options = MigrationOptions::resolve(
         rec.as_ref().map(|r| &r.options),
@@ -39,6 +49,13 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
     let http_opts = options::http_options(&args.http, &args.tuning)?;
     let tuning = options::tuning(&args.tuning)?;
     let session = Session::open(&state, "run")?;
+    if let Some(old) = &rebind_from {
+        let new = target.to_spec();
+        let n = rebind::forget_target_outcomes(&mut *session.db.conn()?, session.run, old, &new)?;
+        tracing::info!(
+            "nothing was written to {old} yet: the migration now goes to {new}; {n} file(s) judged against the old target will be judged again (digests and metadata kept)"
+        );
+    }
     migration_record::save(
         &*session.db.conn()?,
         &MigrationRecord {

@@ -9,6 +9,7 @@ pub mod listing;
 pub mod lock;
 pub mod migration_record;
 pub mod placement;
+pub mod rebind;
 pub mod report;
 pub mod report_stats;
 pub mod retry;

@@ -158,3 +158,44 @@ fn a_dry_run_refuses_what_the_real_run_refuses() {
         "the folder was touched"
     );
 }
+
+/// A state DB is bound to its target only once something was written there. Before, a first
+/// run refused at pre-flight (a typo in `--to`) bound it, and the corrected command was
+/// refused as another migration; a dry run to one target kept another from being used.
+#[test]
+fn a_target_that_received_nothing_can_be_corrected() {
+    let ws = Workspace::with_corpus(8, 218);
+    let papers = ws.path().join("papers");
+    std::fs::create_dir_all(&papers).unwrap();
+    std::fs::write(papers.join("tax.pdf"), b"mine").unwrap();
+    let lib = ws.lib();
+    let typo = ws.run(&[
+        "run",
+        "--from",
+        lib.to_str().unwrap(),
+        "--to",
+        &format!("calibre:{}", papers.display()),
+    ]);
+    assert_eq!(typo.status.code(), Some(2), "{}", stderr(&typo));
+
+    // A dry run to a third place, then the real target: every file is sent there.
+    let dry = ws.path().join("elsewhere");
+    let o = ws.run(&["run", "--dry-run", "--to", dry.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let judged = ws.count("SELECT COUNT(*) FROM files WHERE state <> 'pending'");
+    assert!(judged > 0);
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was written to"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tree_sha1(&ws.out()).len(), ws.unique_sha1s().len());
+    assert!(!dry.exists() && std::fs::read_dir(&papers).unwrap().count() == 1);
+    assert_event_histories_valid(&ws);
+
+    // Now bound: another target is refused.
+    let again = ws.run(&["run", "--to", dry.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+}
