@@ -32,7 +32,7 @@ pub struct LogFileError {
 pub fn init(g: &GlobalArgs) -> Result<(), LogFileError> {
     let stderr = layer(
         g.log_format,
-        std::io::stderr,
+        || crate::pipeline::progress::TerminalWriter,
         std::io::stderr().is_terminal(),
         false,
     )

@@ -77,6 +77,7 @@ async fn check_batch(ctx: &Ctx, pending: Vec<Item>) -> Option<Vec<Item>> {
                 None,
             )
             .await;
+            ctx.progress.check_skipped.add(1);
             continue;
         }
         let mut t = item.to(FileState::Checked);

@@ -2,9 +2,9 @@
 //! terminal or, otherwise, as a plain line every `--stats` interval (default a minute).
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often a progress line comes without a terminal, unless `--stats` says otherwise.
@@ -41,6 +41,8 @@ pub struct Progress {
     pub total_bytes: Counter,
     pub claimed: Counter,
     pub checked: Counter,
+    /// Rows the check stage skipped (the target had a file of their name and size).
+    pub check_skipped: Counter,
     pub hashed: Counter,
     pub hashed_bytes: Counter,
     pub metadata: Counter,
@@ -102,12 +104,41 @@ impl Reporter {
     }
 }
 
+/// The bars being drawn, if any: a log line for the terminal is written with them put aside
+/// ([`TerminalWriter`]), so no line tears a bar.
+static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// Standard error for log lines: while bars are drawn, each write is made with the bars
+/// suspended (cleared, then drawn again below the line).
+pub struct TerminalWriter;
+
+impl Write for TerminalWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bars = BARS.lock().ok().and_then(|b| b.clone());
+        match bars {
+            Some(multi) => multi.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 fn bars(p: &Progress, stop: &AtomicBool) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
-    let style =
-        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} files {msg} (eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+    if let Ok(mut bars) = BARS.lock() {
+        *bars = Some(multi.clone());
+    }
+    // `wide_msg` takes what the terminal's width leaves, cut to fit: a bar never wraps into a
+    // second line that a redraw would leave behind.
+    let style = ProgressStyle::with_template(
+        "{prefix:>9} [{bar:25}] {pos}/{len} files, eta {eta} {wide_msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
     let make = |name: &str| {
         let b = multi.add(ProgressBar::new(0));
         b.set_style(style.clone());
@@ -124,14 +155,16 @@ fn bars(p: &Progress, stop: &AtomicBool) {
         for b in [&check, &hash, &transfer] {
             b.set_length(total);
         }
-        check.set_position(p.checked.get() + p.skipped.get());
-        hash.set_position(p.hashed.get());
+        // Never above the total: a row is counted once per bar (a row skipped by the content
+        // check was checked first, so `skipped` is not added here).
+        check.set_position((p.checked.get() + p.check_skipped.get()).min(total));
+        hash.set_position(p.hashed.get().min(total));
         hash.set_message(format!(
             "{}, {}/s",
             human_bytes(p.hashed_bytes.get()),
             human_bytes((p.hashed_bytes.get() as f64 / secs) as u64)
         ));
-        transfer.set_position(p.finished());
+        transfer.set_position(p.finished().min(total));
         transfer.set_message(format!(
             "{:.0} files/s, {} sent, {} skipped, {} failed, {}/{} in flight",
             p.finished() as f64 / secs,
@@ -150,6 +183,9 @@ fn bars(p: &Progress, stop: &AtomicBool) {
     // Left where they are: a run that stopped early never shows a bar at 100%.
     for b in [&check, &hash, &transfer] {
         b.abandon();
+    }
+    if let Ok(mut bars) = BARS.lock() {
+        *bars = None;
     }
 }
 

@@ -28,6 +28,7 @@ mod safety;
 mod shell_docs;
 mod signals;
 mod state_db;
+mod terminal;
 mod tls;
 mod verify;
 mod verify_calibre;
