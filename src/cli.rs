@@ -21,6 +21,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// The state DB (SQLite): every file's state, hashes, metadata and history.
     /// Default: bookferry.db in the current folder.
@@ -209,12 +210,11 @@ pub struct RunArgs {
     /// Formats to migrate (see `scan --formats`).
     #[arg(long, value_name = "LIST")]
     pub formats: Option<String>,
-    #[command(flatten)]
-    pub filter: FilterArgs,
     /// Hash every file, even those the target already has by name and size.
     #[arg(long)]
     pub checksum: bool,
-    /// Scan, check and hash, but write nothing to the target; report what would be sent.
+    /// Scan, check and hash, but write nothing to the target; report what would be copied,
+    /// linked, added or uploaded. Refuses what the real run would refuse at its start.
     #[arg(long)]
     pub dry_run: bool,
     /// Without a terminal, print a progress line this often, e.g. 30s, 5m, 1h (0: never).
@@ -226,6 +226,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_duration: Option<Duration>,
     #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
     pub tuning: TuningArgs,
     #[command(flatten)]
     pub target: TargetArgs,
@@ -234,6 +236,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Tuning")]
 pub struct TuningArgs {
     /// Transfers in flight at once: a number, or `auto` (default) to start small and adapt to
     /// the server (raised while throughput rises and latency holds, cut on 429/503/timeouts).
@@ -251,6 +254,7 @@ pub struct TuningArgs {
 }
 
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Placement")]
 pub struct TargetArgs {
     /// How files get into a target folder: copy (default), hardlink, symlink or reflink.
     /// Hardlinks share the file with the source: editing the copy in the target (e.g. a
@@ -283,6 +287,7 @@ pub struct TargetArgs {
 /// Options of the HTTP target. The token is read from $BOOKFERRY_TOKEN or --token-file, never
 /// from the command line.
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "HTTP target")]
 pub struct HttpArgs {
     /// File holding the server's bearer token (should be mode 0600). Or set $BOOKFERRY_TOKEN.
     #[arg(long, value_name = "FILE")]
@@ -470,6 +475,18 @@ mod tests {
             .join(" ");
         let defaults = crate::source::formats::DEFAULT_FORMATS.join(" ");
         assert!(flat.contains(&defaults), "{flat}");
+        let run = help_of("run");
+        assert!(
+            run.contains("Global options:\n      --state <FILE>"),
+            "{run}"
+        );
+        // Each group under its own heading: the run's own flags before the filters.
+        let at = |s: &str| run.find(s).unwrap_or_else(|| panic!("{s} missing: {run}"));
+        assert!(
+            at("--dry-run") < at("Filters:") && at("Filters:") < at("--include"),
+            "{run}"
+        );
+        assert!(at("Placement:") < at("--layout") && at("HTTP target:") < at("--token-file"));
         let retry = help_of("retry-failed");
         for k in crate::failure::FailureKind::ALL {
             assert!(retry.contains(k.as_str()), "{k:?} not listed: {retry}");
