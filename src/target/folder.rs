@@ -117,6 +117,10 @@ impl FolderTarget {
             names: NameRules::POSIX,
             placing: Placing::default(),
         };
+        if dry_run {
+            // What the real run's probes refuse, found without writing anything.
+            target.dry_run_preflight(source_root)?;
+        }
         let Some(meta) = meta else {
             return Ok(target);
         };
@@ -154,6 +158,43 @@ impl FolderTarget {
             target.held.add(rel.clone(), *size);
         }
         Ok(target)
+    }
+
+    /// A dry run's stand-in for the probes: the folder (or, when it does not exist yet, the
+    /// nearest folder above it, where it would be made) must be writable by this process, and
+    /// `--link hardlink|reflink` needs it on the source's filesystem.
+    fn dry_run_preflight(&self, source_root: &Path) -> Result<(), Unusable> {
+        let existing = self
+            .root
+            .ancestors()
+            .find(|p| p.is_dir())
+            .unwrap_or(Path::new("/"));
+        use rustix::fs::{access, Access};
+        access(existing, Access::WRITE_OK | Access::EXEC_OK).map_err(|e| Unusable::FolderIo {
+            root: self.root.clone(),
+            what: "not writable",
+            source: e.into(),
+        })?;
+        let meta = fs::metadata(existing).map_err(|source| Unusable::FolderIo {
+            root: self.root.clone(),
+            what: "cannot read it",
+            source,
+        })?;
+        if matches!(self.opts.link, LinkMode::Hardlink | LinkMode::Reflink) {
+            let src = fs::metadata(source_root).map_err(|source| Unusable::SourceUnreadable {
+                root: source_root.to_path_buf(),
+                source,
+            })?;
+            if src.dev() != meta.dev() {
+                return Err(Unusable::LinkAcrossFilesystems {
+                    mode: self.opts.link,
+                    source_root: source_root.to_path_buf(),
+                    what: "target",
+                    target: self.root.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn probe_link_mode(

@@ -199,3 +199,38 @@ fn a_target_that_received_nothing_can_be_corrected() {
     let again = ws.run(&["run", "--to", dry.to_str().unwrap()]);
     assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
 }
+
+/// A folder dry run finds what the real run's probes would: here `--link hardlink` into a
+/// folder on another filesystem (/dev/shm). Before, the dry run said it would link every file.
+#[test]
+fn a_folder_dry_run_refuses_links_across_filesystems() {
+    let ws = Workspace::with_corpus(3, 219);
+    let shm = tempfile::Builder::new()
+        .prefix("bookferry-it-shm-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let to = shm.path().join("out");
+    let lib = ws.lib();
+    for dry in [true, false] {
+        let mut args = vec![
+            "run",
+            "--from",
+            lib.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ];
+        args.extend(["--link", "hardlink"]);
+        if dry {
+            args.push("--dry-run");
+        }
+        let state = ws.path().join(format!("dry-{dry}.db"));
+        let out = ws.cmd_with_state(&state, &args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "dry {dry}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("filesystem"),
+            "dry {dry}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(!to.join("lib").exists());
+}
