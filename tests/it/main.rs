@@ -20,6 +20,7 @@ mod http;
 mod kill;
 mod layouts;
 mod logs;
+mod names;
 mod report;
 mod report_html;
 mod rescan;

@@ -287,7 +287,7 @@ pub fn extract_from_file(format: &str, path: &Path, size: u64, rel_path: &str) -
     finish(k, md, w, rel_path, bytes_read)
 }
 
-/// Normalize, and fall back to the file name when the file gave no title.
+/// Normalize, and fall back to the file name for a title or authors the file did not give.
 fn finish(
     k: Kind,
     mut md: Metadata,
@@ -298,6 +298,11 @@ fn finish(
     let has_extractor = k != Kind::Other;
     normalize::finish(&mut md);
     let origin = if md.title.is_some() {
+        // As calibre: a file with a title but no author takes the author its name gives.
+        if md.authors.is_empty() {
+            md.authors = filename::guess(rel_path).authors;
+            normalize::finish(&mut md);
+        }
         Origin::Embedded
     } else {
         let guess = filename::guess(rel_path);
