@@ -69,3 +69,48 @@ fn every_man_page_renders_with_its_options() {
     let none = ws.run(&["man", "nope"]);
     assert_eq!(none.status.code(), Some(2));
 }
+
+/// The README's CLI reference covers what `--help` offers: every subcommand and every long
+/// option of each appears in README.md.
+#[test]
+fn the_readme_names_every_subcommand_and_option_help_shows() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let ws = Workspace::empty();
+    let top = String::from_utf8_lossy(&ws.run(&["--help"]).stdout).into_owned();
+    let subs: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|s| s != "help")
+        .collect();
+    assert!(subs.len() >= 9, "{top}");
+    let mut missing = Vec::new();
+    for sub in &subs {
+        if !readme.contains(&format!("bookferry {sub}")) {
+            missing.push(format!("bookferry {sub}"));
+        }
+        let help = String::from_utf8_lossy(&ws.run(&[sub, "--help"]).stdout).into_owned();
+        for word in help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            let is_flag = word.starts_with("--") && word.len() > 2 && word != "--help";
+            if is_flag && !names_flag(&readme, word) {
+                missing.push(format!("{sub} {word}"));
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "in --help, not in README.md: {missing:?}"
+    );
+}
+
+/// Whether `text` has `flag` as a whole flag (not as the start of a longer one).
+fn names_flag(text: &str, flag: &str) -> bool {
+    text.match_indices(flag).any(|(i, _)| {
+        let next = text[i + flag.len()..].chars().next();
+        !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+    })
+}
