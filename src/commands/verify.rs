@@ -168,23 +168,8 @@ fn repair(
     if args.repair.is_empty() {
         return Ok(());
     }
-    let mut kinds: Vec<Found> = args
-        .repair
-        .iter()
-        .filter_map(|r| match r {
-            RepairKind::Missing => Some(Found::Missing),
-            RepairKind::Changed => Some(Found::Changed),
-            RepairKind::Content => None,
-        })
-        .collect();
+    let kinds = placed_kinds_to_repair(args, hardlinked, "target");
     let content = args.repair.contains(&RepairKind::Content);
-    if hardlinked && kinds.contains(&Found::Changed) {
-        println!(
-            "not repairing changed files: the target's files are hard links to the source's, so \
-             the source changed too (a new copy would carry the same bytes)"
-        );
-        kinds.retain(|k| *k != Found::Changed);
-    }
     let (_, differs) = verify_store::outcome(conn, pass)?;
     let chosen = differs
         .iter()
@@ -212,6 +197,34 @@ fn repair(
         ids.len()
     );
     Ok(())
+}
+
+/// The verdicts on placed files that `--repair` chose (missing, changed). With `--link
+/// hardlink` a changed file means the source changed too: said once (`what` is the target, or
+/// the library), and not repaired.
+pub(super) fn placed_kinds_to_repair(
+    args: &VerifyArgs,
+    hardlinked: bool,
+    what: &str,
+) -> Vec<Found> {
+    let mut kinds: Vec<Found> = args
+        .repair
+        .iter()
+        .filter_map(|r| match r {
+            RepairKind::Missing => Some(Found::Missing),
+            RepairKind::Changed => Some(Found::Changed),
+            // Name-and-size skips, not placed files (`--repair content`).
+            RepairKind::Content => None,
+        })
+        .collect();
+    if hardlinked && kinds.contains(&Found::Changed) {
+        println!(
+            "not repairing changed files: the {what}'s files are hard links to the source's, so \
+             the source changed too (a new copy would carry the same bytes)"
+        );
+        kinds.retain(|k| *k != Found::Changed);
+    }
+    kinds
 }
 
 /// `--yes`, or a yes asked on a terminal, to put `chosen` files back; an error without a

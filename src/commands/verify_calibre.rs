@@ -13,9 +13,9 @@
 //! (calibre holds one file per format per book: the damaged one must leave first). A book that
 //! is gone is made again by the next run. A file calibre rewrote is never repaired.
 
-use super::verify::{confirmed, look_at, print_outcome, recorded, Shared};
+use super::verify::{confirmed, look_at, placed_kinds_to_repair, print_outcome, recorded, Shared};
 use super::{CmdResult, CommandError, Session, Stop, UsageError};
-use crate::cli::{RepairKind, VerifyArgs};
+use crate::cli::VerifyArgs;
 use crate::state::migration_record::{self, RecordedOptions};
 use crate::state::rows::FileRow;
 use crate::state::verify_store::{self, Found, PassOptions, PutBack, ToVerify, Verdict};
@@ -288,23 +288,7 @@ fn repair(
     if args.repair.is_empty() {
         return Ok(());
     }
-    let mut kinds: Vec<Found> = args
-        .repair
-        .iter()
-        .filter_map(|r| match r {
-            RepairKind::Missing => Some(Found::Missing),
-            RepairKind::Changed => Some(Found::Changed),
-            // Refused before the pass (VerifyContentCalibre).
-            RepairKind::Content => None,
-        })
-        .collect();
-    if judge.hardlinked && kinds.contains(&Found::Changed) {
-        println!(
-            "not repairing changed files: the library's files are hard links to the source's, \
-             so the source changed too (a new copy would carry the same bytes)"
-        );
-        kinds.retain(|k| *k != Found::Changed);
-    }
+    let kinds = placed_kinds_to_repair(args, judge.hardlinked, "library");
     let (_, differs) = verify_store::outcome(conn, pass)?;
     let by_calibre = differs
         .iter()
