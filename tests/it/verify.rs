@@ -155,46 +155,7 @@ fn an_interrupted_verify_continues_its_pass() {
     let o = ws.migrate(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let uploaded = ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded'");
-    let pass_rows = |db: &Path| {
-        count_or_zero(
-            db,
-            "SELECT COUNT(*) FROM verified WHERE pass_id = (SELECT MAX(id) FROM verify_passes)",
-        )
-    };
-    let pass_ended = |db: &Path| {
-        count_or_zero(
-            db,
-            "SELECT COUNT(*) FROM verify_passes WHERE id = (SELECT MAX(id) FROM verify_passes) AND ended_at IS NOT NULL",
-        ) == 1
-    };
-    // Kill a verify once it has recorded some verdicts and before it ends (a fast machine
-    // may finish first: then try again, with a new pass).
-    let mut interrupted_at = None;
-    for _ in 0..5 {
-        let mut child = ws.cmd(&["verify"]).spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let n = pass_rows(&ws.state());
-            if n > 0 && !pass_ended(&ws.state()) {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                if !pass_ended(&ws.state()) {
-                    interrupted_at = Some(pass_rows(&ws.state()));
-                }
-                break;
-            }
-            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        if interrupted_at.is_some() {
-            break;
-        }
-    }
-    let done_before = interrupted_at.expect("a verify killed part-way");
+    let done_before = kill_a_verify_part_way(&ws);
     assert!(done_before > 0 && done_before < uploaded);
     let (code, out) = verify(&ws, &[]);
     assert_eq!(code, Some(0), "{out}");
@@ -506,4 +467,50 @@ fn verify_content_asks_an_http_server_for_the_bytes_behind_a_name_and_size_skip(
 fn hex_sha1(bytes: &[u8]) -> String {
     use sha1::Digest;
     hex(&sha1::Sha1::digest(bytes))
+}
+
+/// Kills a `verify` once it has recorded some verdicts and before its pass ends (a fast machine
+/// may finish first: then it tries again, with a new pass); the verdicts the killed pass had
+/// recorded.
+pub(crate) fn kill_a_verify_part_way(ws: &Workspace) -> i64 {
+    let pass_rows = |db: &Path| {
+        count_or_zero(
+            db,
+            "SELECT COUNT(*) FROM verified WHERE pass_id = (SELECT MAX(id) FROM verify_passes)",
+        )
+    };
+    let pass_ended = |db: &Path| {
+        count_or_zero(
+            db,
+            "SELECT COUNT(*) FROM verify_passes WHERE id = (SELECT MAX(id) FROM verify_passes) AND ended_at IS NOT NULL",
+        ) == 1
+    };
+    // Kill a verify once it has recorded some verdicts and before it ends (a fast machine
+    // may finish first: then try again, with a new pass).
+    let mut interrupted_at = None;
+    for _ in 0..5 {
+        let mut child = ws.cmd(&["verify"]).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let n = pass_rows(&ws.state());
+            if n > 0 && !pass_ended(&ws.state()) {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                if !pass_ended(&ws.state()) {
+                    interrupted_at = Some(pass_rows(&ws.state()));
+                }
+                break;
+            }
+            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if interrupted_at.is_some() {
+            break;
+        }
+    }
+    interrupted_at.expect("a verify killed part-way")
 }

@@ -9,11 +9,10 @@ use crate::calibre_target::{
     assert_check_library_clean, calibredb, have_calibre, serial, to_calibre,
 };
 use crate::util::*;
-use crate::verify::{verdicts, verify};
+use crate::verify::{kill_a_verify_part_way, verdicts, verify};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 /// A placed row: (source_ref, target_ref, format).
 type Placed = (String, String, String);
@@ -275,46 +274,7 @@ fn an_interrupted_calibre_verify_continues_its_pass() {
     let o = to_calibre(&ws, &ws.state(), &ws.lib(), &lib, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let uploaded = ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded'");
-    let pass_rows = |db: &Path| {
-        count_or_zero(
-            db,
-            "SELECT COUNT(*) FROM verified WHERE pass_id = (SELECT MAX(id) FROM verify_passes)",
-        )
-    };
-    let pass_ended = |db: &Path| {
-        count_or_zero(
-            db,
-            "SELECT COUNT(*) FROM verify_passes WHERE id = (SELECT MAX(id) FROM verify_passes) AND ended_at IS NOT NULL",
-        ) == 1
-    };
-    // Kill a verify once it has recorded some verdicts and before it ends (a fast machine
-    // may finish first: then try again, with a new pass).
-    let mut interrupted_at = None;
-    for _ in 0..5 {
-        let mut child = ws.cmd(&["verify"]).spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let n = pass_rows(&ws.state());
-            if n > 0 && !pass_ended(&ws.state()) {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                if !pass_ended(&ws.state()) {
-                    interrupted_at = Some(pass_rows(&ws.state()));
-                }
-                break;
-            }
-            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        if interrupted_at.is_some() {
-            break;
-        }
-    }
-    let done_before = interrupted_at.expect("a verify killed part-way");
+    let done_before = kill_a_verify_part_way(&ws);
     assert!(done_before > 0 && done_before < uploaded);
     let (code, out) = verify(&ws, &["--stats", "1ms"]);
     assert_eq!(code, Some(0), "{out}");
