@@ -196,3 +196,40 @@ fn calibre_tags_choose_books() {
     assert!(expected > 0);
     assert_eq!(ws.count("SELECT count(*) FROM files"), expected);
 }
+
+/// A changed filter on a calibre source: books a new `--exclude-tag` leaves out before they
+/// were migrated end `excluded` (their tags come from the metadata the scan recorded); the
+/// others are migrated.
+#[test]
+fn a_changed_tag_filter_on_a_calibre_source_excludes_rows_not_yet_migrated() {
+    let ws = Workspace::empty();
+    std::fs::remove_dir_all(ws.lib()).unwrap();
+    copy_tree(&repo().join("tests/data/calibre-library"), &ws.lib());
+    let lib = ws.lib();
+    let scan = ws.run(&["scan", "--from", lib.to_str().unwrap()]);
+    assert_eq!(scan.status.code(), Some(0), "{}", stderr(&scan));
+    let recorded = ws.count("SELECT COUNT(*) FROM files");
+    let out = ws.migrate(&["--exclude-tag", "ember"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let library = rusqlite::Connection::open(lib.join("metadata.db")).unwrap();
+    let tagged: i64 = library
+        .query_row(
+            "SELECT count(*) FROM data WHERE book IN (
+                 SELECT l.book FROM books_tags_link l JOIN tags t ON t.id = l.tag
+                 WHERE lower(t.name) = 'ember')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(tagged > 0);
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE skip_reason = 'excluded'"),
+        tagged
+    );
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded'")
+            + ws.count("SELECT COUNT(*) FROM files WHERE state = 'skipped'"),
+        recorded
+    );
+    assert_event_histories_valid(&ws);
+}

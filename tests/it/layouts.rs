@@ -76,3 +76,30 @@ fn a_preset_places_books_as_its_server_asks_and_records_its_template() {
         stderr(&bad)
     );
 }
+
+/// Each preset through the binary, on books with and without a series.
+#[test]
+fn every_preset_places_the_series_book_and_the_standalone_one() {
+    for (preset, in_series, alone) in [
+        (
+            "kavita",
+            "Garden Cycle/Garden Cycle Vol. 07 - Empire Silence Paper 3",
+            "Tide 11/Tide 11",
+        ),
+        (
+            "komga",
+            "Garden Cycle/07 - Empire Silence Paper 3",
+            "Tide 11/Tide 11",
+        ),
+    ] {
+        let ws = calibre_workspace();
+        migrate_with(&ws, preset, in_series, alone);
+    }
+    let ws = calibre_workspace();
+    migrate_with(
+        &ws,
+        "audiobookshelf",
+        "Tomás Murakami/Garden Cycle/Vol 7 - Empire Silence Paper 3/Empire Silence Paper 3",
+        "Haruki Segura/Tide 11/Tide 11",
+    );
+}
