@@ -275,10 +275,13 @@ pub fn finish(
     // The rows not found, read first (a few, usually), written after.
     let mut missing = Vec::new();
     {
+        // Only the columns every row is judged by: the rest (the metadata JSON, often on
+        // overflow pages) is read for the rows not found alone, by id.
         let mut st = conn.prepare(
-            "SELECT id, source_ref, state, source_gone, path, size, format, metadata
-             FROM files WHERE id <= ?1 ORDER BY id",
+            "SELECT id, source_ref, state, source_gone FROM files WHERE id <= ?1 ORDER BY id",
         )?;
+        let mut details =
+            conn.prepare("SELECT path, size, format, metadata FROM files WHERE id = ?1")?;
         let mut rows = st.query([found.max_id])?;
         while let Some(r) = rows.next()? {
             let id: i64 = r.get(0)?;
@@ -290,15 +293,18 @@ pub fn finish(
                 continue;
             }
             let state: String = r.get(2)?;
+            let (path, size, format, metadata) = details.query_row([id], |d| {
+                Ok((d.get(0)?, d.get::<_, i64>(1)? as u64, d.get(2)?, d.get(3)?))
+            })?;
             missing.push(Unfound {
                 id,
                 source_ref,
                 state: FileState::parse(&state).unwrap_or(FileState::Pending),
                 source_gone: r.get::<_, i64>(3)? != 0,
-                path: r.get(4)?,
-                size: r.get::<_, i64>(5)? as u64,
-                format: r.get(6)?,
-                metadata: r.get(7)?,
+                path,
+                size,
+                format,
+                metadata,
             });
         }
     }
