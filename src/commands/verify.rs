@@ -109,16 +109,26 @@ impl Shared<'_> {
     }
 }
 
-fn verify_folder(session: &Session, shared: &Shared, root: &Path, hardlinked: bool) -> CmdResult {
-    let (args, opts, verbose, me) = (shared.args, shared.opts, shared.verbose, &shared.me);
-    let mut conn = session.db.conn()?;
-    let pass = verify_store::begin_pass(&mut conn, session.run, opts)?;
+/// The pass this verify works in: a new one, or the one an interrupted verify left (said so).
+pub(super) fn begin_pass(
+    conn: &mut rusqlite::Connection,
+    run: i64,
+    opts: PassOptions,
+) -> Result<verify_store::Pass, super::CommandError> {
+    let pass = verify_store::begin_pass(conn, run, opts)?;
     if pass.already_checked > 0 {
         tracing::info!(
             "continuing the verify pass begun earlier: {} files checked already",
             pass.already_checked
         );
     }
+    Ok(pass)
+}
+
+fn verify_folder(session: &Session, shared: &Shared, root: &Path, hardlinked: bool) -> CmdResult {
+    let (args, opts, verbose, me) = (shared.args, shared.opts, shared.verbose, &shared.me);
+    let mut conn = session.db.conn()?;
+    let pass = begin_pass(&mut conn, session.run, opts)?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let names = if opts.content {
         NameIndex::of(root)
@@ -359,7 +369,7 @@ fn verify_http(
         source: false,
         content,
     };
-    let pass = verify_store::begin_pass(&mut conn, session.run, opts)?;
+    let pass = begin_pass(&mut conn, session.run, opts)?;
     let mut shown = shared.progress(verify_store::left_to_check(&conn, pass.id, content)?);
     let mut after = 0;
     loop {

@@ -13,7 +13,9 @@
 //! (calibre holds one file per format per book: the damaged one must leave first). A book that
 //! is gone is made again by the next run. A file calibre rewrote is never repaired.
 
-use super::verify::{confirmed, look_at, placed_kinds_to_repair, print_outcome, recorded, Shared};
+use super::verify::{
+    begin_pass, confirmed, look_at, placed_kinds_to_repair, print_outcome, recorded, Shared,
+};
 use super::{CmdResult, CommandError, Session, Stop, UsageError};
 use crate::cli::VerifyArgs;
 use crate::state::migration_record::{self, RecordedOptions};
@@ -54,13 +56,7 @@ pub(super) fn verify(
         hardlinked: options.link.as_deref() == Some("hardlink"),
         merge_formats: options.merge_formats,
     };
-    let pass = verify_store::begin_pass(&mut conn, session.run, opts)?;
-    if pass.already_checked > 0 {
-        tracing::info!(
-            "continuing the verify pass begun earlier: {} files checked already",
-            pass.already_checked
-        );
-    }
+    let pass = begin_pass(&mut conn, session.run, opts)?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut shown = shared.progress(verify_store::left_to_check(&conn, pass.id, false)?);
     let mut after = 0;
