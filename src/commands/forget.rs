@@ -3,6 +3,7 @@
 //! so the next run starts fresh. The source and the target are never touched. Asks on a
 //! terminal unless `--yes`; refused while another process holds the DB.
 
+use super::stdout::outln;
 use super::{confirm, recorded_migration, CmdResult, UsageError};
 use crate::cli::{ForgetArgs, GlobalArgs};
 use crate::exit;
@@ -31,13 +32,13 @@ pub fn command(global: &GlobalArgs, args: &ForgetArgs) -> CmdResult {
         None => "a state DB with no migration recorded".to_string(),
     };
     let backup = backup_path(&state, SystemTime::now());
-    println!(
+    outln!(
         "forget {what}: {} becomes {} (history kept); the source and the target are not touched",
         state.display(),
         backup.display()
     );
     if !args.yes && !confirm::ask("forget it?", "--yes")? {
-        println!("nothing forgotten");
+        outln!("nothing forgotten");
         return Ok(exit::OK);
     }
     checkpoint(&state)?;
@@ -51,7 +52,7 @@ pub fn command(global: &GlobalArgs, args: &ForgetArgs) -> CmdResult {
     drop(lock);
     // The lock file holds only the last holder's pid; the backup does not need it.
     std::fs::remove_file(crate::state::lock::lock_path(&state)).ok();
-    println!(
+    outln!(
         "forgotten: the next `{} run --from SOURCE --to TARGET` starts fresh",
         super::command_prefix(global)
     );

@@ -15,6 +15,7 @@ pub mod run;
 pub mod scan;
 pub mod shell_docs;
 pub mod status;
+pub mod stdout;
 pub mod verify;
 mod verify_calibre;
 pub mod verify_progress;

@@ -3,6 +3,7 @@
 //! last run's rate and ETA, and the command that continues the migration. Opens the state DB
 //! read-only, so it works from another terminal during a run.
 
+use super::stdout::outln;
 use super::CmdResult;
 use crate::cli::{GlobalArgs, StatusArgs};
 use crate::exit;
@@ -77,22 +78,22 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
                 "eta_seconds": eta_secs,
             })),
         });
-        println!("{out}");
+        outln!("{out}");
         return Ok(exit::OK);
     }
-    println!("state DB {}", state.display());
+    outln!("state DB {}", state.display());
     if let Some(m) = &migration {
-        println!(
+        outln!(
             "migration: {} → {}",
             m.source,
             m.target.as_deref().unwrap_or("(no target yet)")
         );
     }
-    println!("{:>16}  {:>9}  {:>10}", "state", "files", "bytes");
+    outln!("{:>16}  {:>9}  {:>10}", "state", "files", "bytes");
     for (k, (n, b)) in &counts.by_state {
-        println!("{k:>16}  {n:>9}  {:>10}", human_bytes(*b));
+        outln!("{k:>16}  {n:>9}  {:>10}", human_bytes(*b));
     }
-    println!(
+    outln!(
         "{:>16}  {:>9}  {:>10}  ({} done)",
         "total",
         counts.total,
@@ -100,20 +101,20 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
         human_bytes(counts.bytes_done)
     );
     if !skips.is_empty() {
-        println!("skipped by reason:");
+        outln!("skipped by reason:");
         for (k, n) in &skips {
-            println!("  {k}: {n}");
+            outln!("  {k}: {n}");
         }
     }
     if !failures.is_empty() {
-        println!("failures by kind, and what to do:");
+        outln!("failures by kind, and what to do:");
         for (kind, n, advice) in &next_steps {
-            println!("  {kind}: {n} — {advice}");
+            outln!("  {kind}: {n} — {advice}");
         }
-        println!("  (each file and its error: {me} report --failed)");
+        outln!("  (each file and its error: {me} report --failed)");
     }
     if warned > 0 {
-        println!("files with warnings: {warned} (which and why: {me} report --warnings)");
+        outln!("files with warnings: {warned} (which and why: {me} report --warnings)");
     }
     if let Some(r) = last {
         let what = if r.running {
@@ -121,7 +122,7 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
         } else {
             r.outcome.as_deref().unwrap_or("ended")
         };
-        println!(
+        outln!(
             "run #{} ({}, {what}, pid {} on {}): {} files in {:.0}s, {:.1} files/s, {} sent",
             r.id,
             r.command,
@@ -133,11 +134,11 @@ pub fn command(global: &GlobalArgs, args: &StatusArgs) -> CmdResult {
             human_bytes(r.bytes_sent)
         );
         if let Some(eta) = eta_secs {
-            println!("eta: {:.0}s for {remaining} remaining files", eta);
+            outln!("eta: {:.0}s for {remaining} remaining files", eta);
         }
     }
     if let Some(cmd) = &continue_with {
-        println!("{remaining} files still to migrate; to continue: {cmd}");
+        outln!("{remaining} files still to migrate; to continue: {cmd}");
     }
     Ok(exit::OK)
 }

@@ -14,6 +14,7 @@
 //! (HTTP). Other content there means the book was never migrated. Calibre target:
 //! `verify_calibre`.
 
+use super::stdout::outln;
 use super::verify_progress::VerifyProgress;
 use super::{options, recorded_migration, CmdResult, Internal, Session, Stop, UsageError};
 use crate::cli::{GlobalArgs, RepairKind, TuningArgs, VerifyArgs};
@@ -192,7 +193,7 @@ fn repair(
         })
         .count();
     if chosen == 0 {
-        println!("nothing to repair");
+        outln!("nothing to repair");
         return Ok(());
     }
     if !confirmed(args, chosen)? {
@@ -202,7 +203,7 @@ fn repair(
     if content {
         ids.extend(verify_store::requeue_name_size(conn, session.run, pass)?);
     }
-    println!(
+    outln!(
         "{} files put back to be migrated; place them with `{me} run`",
         ids.len()
     );
@@ -228,7 +229,7 @@ pub(super) fn placed_kinds_to_repair(
         })
         .collect();
     if hardlinked && kinds.contains(&Found::Changed) {
-        println!(
+        outln!(
             "not repairing changed files: the {what}'s files are hard links to the source's, so \
              the source changed too (a new copy would carry the same bytes)"
         );
@@ -252,7 +253,7 @@ pub(super) fn confirmed(args: &VerifyArgs, chosen: usize) -> Result<bool, super:
         "--yes",
     )?;
     if !yes {
-        println!("nothing repaired");
+        outln!("nothing repaired");
     }
     Ok(yes)
 }
@@ -276,16 +277,16 @@ pub(super) fn print_outcome(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    println!("verified {} files in {target}", counts.checked);
-    println!("  target: {}", by(&counts.target, name));
+    outln!("verified {} files in {target}", counts.checked);
+    outln!("  target: {}", by(&counts.target, name));
     if opts.content {
-        println!(
+        outln!(
             "  skipped for name and size: {}",
             by(&counts.name_size, name_size_name)
         );
     }
     if opts.source {
-        println!("  source: {}", by(&counts.source, Found::as_str));
+        outln!("  source: {}", by(&counts.source, Found::as_str));
     }
     let shown = if verbose { differs.len() } else { LISTED };
     for d in differs.iter().take(shown) {
@@ -306,7 +307,7 @@ pub(super) fn print_outcome(
             (None, true) => "(no file of this name and size)",
             (_, false) => d.target_ref.as_str(),
         };
-        println!(
+        outln!(
             "  #{} {} → {}: {}{}",
             d.file_id,
             d.source_ref,
@@ -319,7 +320,7 @@ pub(super) fn print_outcome(
         );
     }
     if differs.len() > shown {
-        println!("  … and {} more (-v lists them all)", differs.len() - shown);
+        outln!("  … and {} more (-v lists them all)", differs.len() - shown);
     }
     Ok(if differs.iter().any(verify_store::Differs::fails) {
         exit::FAILED_ROWS

@@ -13,6 +13,7 @@
 //! (calibre holds one file per format per book: the damaged one must leave first). A book that
 //! is gone is made again by the next run. A file calibre rewrote is never repaired.
 
+use super::stdout::outln;
 use super::verify::{
     begin_pass, confirmed, look_at, placed_kinds_to_repair, print_outcome, recorded, Shared,
 };
@@ -291,7 +292,7 @@ fn repair(
         .filter(|d| d.target == Found::ChangedByCalibre)
         .count();
     if by_calibre > 0 {
-        println!("{by_calibre} files calibre rewrote are left as they are (never repaired)");
+        outln!("{by_calibre} files calibre rewrote are left as they are (never repaired)");
     }
     let chosen: HashMap<i64, Found> = differs
         .iter()
@@ -299,7 +300,7 @@ fn repair(
         .map(|d| (d.file_id, d.target))
         .collect();
     if chosen.is_empty() {
-        println!("nothing to repair");
+        outln!("nothing to repair");
         return Ok(());
     }
     if !confirmed(args, chosen.len())? {
@@ -339,7 +340,7 @@ fn repair(
                     to: damaged_folder(root).join(&rel),
                     source,
                 })?;
-                println!(
+                outln!(
                     "  #{}: the damaged file {rel} moved out of the library to {}",
                     f.id,
                     to.display()
@@ -359,12 +360,12 @@ fn repair(
     }
     let done = verify_store::requeue_rows(conn, session.run, &put)?;
     if moved > 0 {
-        println!(
+        outln!(
             "{moved} damaged files moved out of the library, to {}",
             damaged_folder(root).display()
         );
     }
-    println!(
+    outln!(
         "{} files put back to be migrated; place them with `{me} run`",
         done.len()
     );

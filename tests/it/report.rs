@@ -223,6 +223,28 @@ fn report_into_a_closed_pipe_ends_quietly() {
     assert!(out.stderr.is_empty(), "{}", stderr(&out));
 }
 
+/// `bookferry status | head -1` and `bookferry verify | head -1`: standard output is a pipe whose
+/// reader is gone before the command writes (closed before it starts, so the write always fails):
+/// no panic, and each command still ends with its own exit code.
+#[test]
+fn status_and_verify_into_a_closed_pipe_end_quietly() {
+    let ws = Workspace::with_corpus(20, 7);
+    let o = ws.migrate(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for args in [&["status"][..], &["status", "--json"], &["verify"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = ws
+            .cmd(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(out.stderr.is_empty(), "{args:?}: {}", stderr(&out));
+    }
+}
+
 /// `status` explains itself: the migration, skips by reason, each failure kind with what to do,
 /// the files with warnings, and the command that continues — with `--state` so it can be pasted.
 #[test]
