@@ -49,6 +49,12 @@
 //!   client CPU, not the client's use of the server)
 //!   BENCH_UPLOAD_KEEP_TXT=0 (1: keep make-corpus.py's .txt files, which have no embedded
 //!   metadata, so bookferry rightly sends them without skip_extraction and the server extracts)
+//!   BENCH_UPLOAD_PROFILES=1 (instead of (a)–(c): three server profiles, each capacity vs bookferry
+//!   with the default `--transfers auto` side by side, and the concurrency bookferry reached over
+//!   time: 50 ms per upload with 503 above 8 in flight; 5 ms with 503 above 32; 20 ms with 10%
+//!   random 503s and no in-flight limit. The per-upload cost is the server's store cost, paid per
+//!   new file, so use a corpus without duplicates: BENCH_UPLOAD_DUP_RATE=0;
+//!   BENCH_UPLOAD_PROFILE=N runs profile N only)
 //!   BENCH_UPLOAD_DIAG=1 (also run bookferry with --transfers MAX_IN_FLIGHT, as a diagnostic)
 //!   BENCH_UPLOAD_BOOKFERRY_ARGS= (extra arguments for the measured bookferry runs, to try changes)
 //!   BENCH_UPLOAD_BIN= (another bookferry binary to measure, e.g. an older build, to compare)
@@ -90,6 +96,8 @@ struct Config {
     extraction_ms: u64,
     store_ms: u64,
     max_in_flight: usize,
+    /// A fraction of requests answered `503` + `Retry-After: 1` at random, whatever the load.
+    p_busy: f64,
     /// Keep make-corpus.py's .txt files (no embedded metadata: bookferry rightly sends them
     /// without skip_extraction, so the server spends the extraction cost on each, while the
     /// load generator sends skip_extraction for every file).
@@ -126,6 +134,7 @@ impl Config {
             extraction_ms: env_num("BENCH_UPLOAD_EXTRACTION_MS", 200),
             store_ms: env_num("BENCH_UPLOAD_STORE_MS", 10),
             max_in_flight: env_num("BENCH_UPLOAD_MAX_IN_FLIGHT", 4),
+            p_busy: 0.0,
             bf_args: std::env::var("BENCH_UPLOAD_BOOKFERRY_ARGS")
                 .unwrap_or_default()
                 .split_whitespace()
@@ -140,8 +149,13 @@ impl Config {
         TestServer::start(ServerConfig {
             extraction_cost: Duration::from_millis(self.extraction_ms),
             store_cost: Duration::from_millis(self.store_ms),
-            max_in_flight: Some(self.max_in_flight),
+            max_in_flight: Some(self.max_in_flight).filter(|&n| n > 0),
             retry_after_secs: 1,
+            faults: protocol_server::Faults {
+                p_busy: self.p_busy,
+                seed: self.seed,
+                ..Default::default()
+            },
             ..ServerConfig::default()
         })
     }
@@ -799,6 +813,10 @@ fn main() {
     }
     let files = corpus_files(&lib);
     let corpus_bytes = total_size(&files);
+    if env_num("BENCH_UPLOAD_PROFILES", 0u8) != 0 {
+        profiles(&rt, &cfg, &bin, &lib, &state_dir, files.len(), corpus_bytes);
+        return;
+    }
     let largest = files
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
@@ -1100,5 +1118,127 @@ fn main() {
                 ratio(rchar as f64, r.bytes_sent() as f64)
             );
         }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Server profiles (BENCH_UPLOAD_PROFILES=1): the default `--transfers auto` against servers that
+// differ, each side by side with the load generator's best on the same server.
+
+/// A server's shape: its cost per stored file and how it refuses.
+struct Profile {
+    name: &'static str,
+    store_ms: u64,
+    /// 503 above this many uploads at once; 0 = no such limit.
+    max_in_flight: usize,
+    p_busy: f64,
+    /// The load generator's concurrencies to try: around the server's best.
+    concurrencies: &'static [usize],
+}
+
+const PROFILES: [Profile; 3] = [
+    Profile {
+        name: "50 ms per upload, 503 above 8 in flight",
+        store_ms: 50,
+        max_in_flight: 8,
+        p_busy: 0.0,
+        concurrencies: &[4, 8, 16],
+    },
+    Profile {
+        name: "5 ms per upload, 503 above 32 in flight",
+        store_ms: 5,
+        max_in_flight: 32,
+        p_busy: 0.0,
+        concurrencies: &[8, 16, 32, 64],
+    },
+    Profile {
+        name: "20 ms per upload, 10% random 503 (Retry-After: 1), no in-flight limit",
+        store_ms: 20,
+        max_in_flight: 0,
+        p_busy: 0.10,
+        concurrencies: &[16, 32, 64, 128],
+    },
+];
+
+const GOAL_PROFILE_VS_CAPACITY: f64 = 0.95;
+
+/// The most uploads admitted at once, per second, from the server's quarter-second timeline.
+fn per_second(timeline: &[usize]) -> String {
+    timeline
+        .chunks(4)
+        .map(|c| c.iter().max().copied().unwrap_or(0).to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn profiles(
+    rt: &tokio::runtime::Runtime,
+    base: &Config,
+    bin: &Path,
+    lib: &Path,
+    state_dir: &Path,
+    files: usize,
+    corpus_bytes: u64,
+) {
+    println!(
+        "\n== server profiles: {files} files, {}; capacity = the load generator's best median over the concurrencies listed; bookferry = median of {} runs with the default --transfers auto",
+        mib(corpus_bytes),
+        base.repeat
+    );
+    let only: Option<usize> = std::env::var("BENCH_UPLOAD_PROFILE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut summary = Vec::new();
+    for (i, p) in PROFILES.iter().enumerate() {
+        if only.is_some_and(|n| n != i + 1) {
+            continue;
+        }
+        let cfg = Config {
+            store_ms: p.store_ms,
+            max_in_flight: p.max_in_flight,
+            p_busy: p.p_busy,
+            concurrencies: Vec::new(),
+            bf_args: base.bf_args.clone(),
+            ..*base
+        };
+        println!("\n-- {}", p.name);
+        let (best_c, cap) = capacity_runs(rt, &cfg, lib, p.concurrencies, cfg.repeat);
+        let mut runs = Vec::new();
+        for i in 0..cfg.repeat {
+            let r = run_bookferry(
+                &cfg,
+                bin,
+                lib,
+                state_dir,
+                &format!("profile{i}"),
+                None,
+                &cfg.bf_args,
+            );
+            print_bf(&format!("bookferry run {}", i + 1), &r);
+            runs.push(r);
+        }
+        runs.sort_by(|a, b| a.files_per_min().total_cmp(&b.files_per_min()));
+        let med = &runs[runs.len() / 2];
+        println!(
+            "  bookferry's concurrency over time (median run; most uploads admitted at once, per second): {}",
+            per_second(&med.stats.admitted_by_quarter_second)
+        );
+        let r = ratio(med.files_per_min(), cap);
+        println!(
+            "  capacity c={best_c} {cap:.0} files/min; bookferry {:.0} files/min = {r:.2}× capacity",
+            med.files_per_min()
+        );
+        summary.push((p.name, cap, med.files_per_min(), r));
+    }
+    println!("\n== summary: bookferry --transfers auto / capacity, per server profile (goal ≥ {GOAL_PROFILE_VS_CAPACITY:.2})");
+    for (name, cap, bf, r) in summary {
+        println!(
+            "  {name:<72} capacity {cap:>8.0}  bookferry {bf:>8.0} files/min  {r:.2}× {}",
+            if r >= GOAL_PROFILE_VS_CAPACITY {
+                "(met)"
+            } else {
+                "(NOT met)"
+            }
+        );
     }
 }

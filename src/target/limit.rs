@@ -18,6 +18,15 @@ use tokio::sync::Notify;
 /// refused — the server's real capacity — and remembers it as a ceiling, probed again by one
 /// slot only after a quiet spell, so a server that refuses rather than queues is not knocked
 /// over again and again.
+///
+/// A server may also refuse at random, whatever the load (a proxy in front of it, workers shared
+/// with other clients): a refusal while no more of ours were in flight than the ceiling — a
+/// level the server took before — cannot be ours to blame. After [`REFUSALS_WITHIN_CEILING`]
+/// such refusals the limiter stops reading a refusal as the server's capacity (before, each one
+/// lowered the limit by one and fixed it as the ceiling, down to a single transfer: 0.10× of
+/// such a server's capacity): the ceiling goes, each success adds a slot again (still at most
+/// one above what has succeeded together) and each refusal takes one away, so the limit settles
+/// where refusals would be as many as successes — a server that really is full refuses more.
 pub struct Limiter {
     adaptive: bool,
     max: usize,
@@ -40,7 +49,16 @@ struct LimitState {
     successes_since_overload: u64,
     /// The most requests of ours in flight at once (counted when one started) that succeeded.
     proven: usize,
+    /// Refusals that came with no more of ours in flight than the ceiling, since it was set.
+    refused_within_ceiling: u32,
+    /// The server refuses whatever the load: a refusal costs one slot, not the ceiling.
+    refuses_at_random: bool,
 }
+
+/// Refusals within the ceiling after which the server is taken to refuse at random. One could
+/// be a server whose capacity shrank for a moment (other clients); a server that refuses only
+/// above its capacity never sends one.
+const REFUSALS_WITHIN_CEILING: u32 = 2;
 
 /// A quiet spell after which one more slot above the ceiling is tried.
 const PROBE_AFTER: Duration = Duration::from_secs(10);
@@ -85,6 +103,8 @@ impl Limiter {
                 last_overload: Instant::now(),
                 successes_since_overload: 0,
                 proven: 0,
+                refused_within_ceiling: 0,
+                refuses_at_random: false,
             }),
             in_flight: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
@@ -184,7 +204,7 @@ impl Limiter {
                 s.last_overload = Instant::now();
             }
         }
-        let step = if s.slow_start {
+        let step = if s.slow_start || s.refuses_at_random {
             1.0
         } else {
             1.0 / s.limit.max(1.0)
@@ -201,9 +221,25 @@ impl Limiter {
             return;
         }
         let Ok(mut s) = self.state.lock() else { return };
+        if s.refuses_at_random {
+            s.limit = (s.limit - 1.0).max(1.0);
+            return;
+        }
+        if s.ceiling.is_some_and(|c| in_flight as f64 <= c) {
+            s.refused_within_ceiling += 1;
+            if s.refused_within_ceiling >= REFUSALS_WITHIN_CEILING {
+                tracing::debug!(
+                    "the server refuses at random (refusals with no more in flight than it took before): the limit follows successes and refusals one by one"
+                );
+                s.refuses_at_random = true;
+                s.ceiling = None;
+            }
+            return;
+        }
         let took = (in_flight.saturating_sub(1)).max(1) as f64;
         s.limit = s.limit.min(took).max(1.0);
         s.ceiling = Some(s.limit);
+        s.refused_within_ceiling = 0;
         s.slow_start = false;
         s.last_overload = Instant::now();
         s.successes_since_overload = 0;
@@ -351,6 +387,34 @@ mod tests {
         f.on_overload(9);
         f.on_success(Duration::from_millis(1), 4);
         assert_eq!(f.current(), 4);
+    }
+
+    /// A server that refuses one request in ten whatever the load (profile 3 of
+    /// `BENCH_UPLOAD_PROFILES=1 cargo bench --bench upload`): the limit climbs to the maximum
+    /// anyway. Before, each refusal lowered it by one and fixed the ceiling there: it ended at 1.
+    #[test]
+    fn a_server_refusing_at_random_does_not_hold_the_limit_down() {
+        let l = Limiter::adaptive(2, 64);
+        for i in 0..1995 {
+            let c = l.current();
+            if i % 10 == 9 {
+                l.on_overload(c);
+            } else {
+                l.on_success(Duration::from_millis(20), c);
+            }
+        }
+        assert_eq!(l.current(), 64);
+        // A server that refuses only above its capacity (8) keeps its ceiling.
+        let h = Limiter::adaptive(2, 64);
+        for _ in 0..2000 {
+            let c = h.current();
+            if c > 8 {
+                h.on_overload(c);
+            } else {
+                h.on_success(Duration::from_millis(20), c);
+            }
+        }
+        assert_eq!(h.current(), 8);
     }
 
     /// Paused time: the clock moves only when every task waits for a timer, so a waiter that

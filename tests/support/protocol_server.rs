@@ -114,6 +114,9 @@ impl Default for ServerConfig {
 pub struct Faults {
     /// Reply 500 without doing anything (the upload is not stored).
     pub p_500: f64,
+    /// Reply `503` + `Retry-After` at random, whatever the load: a server behind a proxy or
+    /// sharing its workers with other clients (the upload is not stored).
+    pub p_busy: f64,
     /// Close the connection abruptly (TCP RST) without a response, before processing.
     pub p_reset: f64,
     /// Process the request fully (the upload is stored), then reset the connection without replying.
@@ -184,6 +187,11 @@ pub struct Stats {
     /// Injected faults that happened.
     pub injected_500: u64,
     pub injected_resets: u64,
+    /// 503s drawn by `Faults::p_busy`.
+    pub injected_busy: u64,
+    /// The most uploads admitted at once in each quarter second since the first upload was
+    /// admitted (how a client's concurrency moved over time).
+    pub admitted_by_quarter_second: Vec<usize>,
     pub injected_replies_lost: u64,
     pub injected_stalls: u64,
     /// Connections reset because the server was down.
@@ -254,6 +262,7 @@ impl TestServer {
             listening: AtomicBool::new(false),
             in_flight_all: AtomicUsize::new(0),
             in_flight_admitted: AtomicUsize::new(0),
+            timeline: Mutex::new((None, Vec::new())),
             max_all: AtomicUsize::new(0),
             max_admitted: AtomicUsize::new(0),
             bytes_received: AtomicU64::new(0),
@@ -352,6 +361,7 @@ impl TestServer {
         s.bytes_received = self.shared.bytes_received.load(Ordering::SeqCst);
         s.max_in_flight_seen = self.shared.max_all.load(Ordering::SeqCst);
         s.max_admitted_seen = self.shared.max_admitted.load(Ordering::SeqCst);
+        s.admitted_by_quarter_second = lock(&self.shared.timeline).1.clone();
         s
     }
 
@@ -402,6 +412,7 @@ impl TestServer {
         self.shared.bytes_received.store(0, Ordering::SeqCst);
         self.shared.max_all.store(0, Ordering::SeqCst);
         self.shared.max_admitted.store(0, Ordering::SeqCst);
+        *lock(&self.shared.timeline) = (None, Vec::new());
     }
 
     /// Stop the server and wait for its thread.
@@ -480,6 +491,8 @@ struct Shared {
     listening: AtomicBool,
     in_flight_all: AtomicUsize,
     in_flight_admitted: AtomicUsize,
+    /// When the first upload was admitted, and the most admitted at once per quarter second.
+    timeline: Mutex<(Option<std::time::Instant>, Vec<usize>)>,
     max_all: AtomicUsize,
     max_admitted: AtomicUsize,
     bytes_received: AtomicU64,
@@ -725,6 +738,7 @@ enum FaultDraw {
     Fail500,
     Reset,
     ReplyLost,
+    Busy,
 }
 
 struct Draw {
@@ -745,6 +759,8 @@ impl Shared {
             FaultDraw::Reset
         } else if roll < f.p_500 + f.p_reset + f.p_reply_lost {
             FaultDraw::ReplyLost
+        } else if roll < f.p_500 + f.p_reset + f.p_reply_lost + f.p_busy {
+            FaultDraw::Busy
         } else {
             FaultDraw::None
         };
@@ -753,6 +769,18 @@ impl Shared {
             _ => None,
         };
         Draw { fault, stall }
+    }
+
+    /// Records the uploads admitted now in the current quarter second of the timeline.
+    fn note_admitted(&self) {
+        let now = self.in_flight_admitted.load(Ordering::SeqCst);
+        let mut t = lock(&self.timeline);
+        let start = *t.0.get_or_insert_with(std::time::Instant::now);
+        let slot = (start.elapsed().as_millis() / 250) as usize;
+        if t.1.len() <= slot {
+            t.1.resize(slot + 1, 0);
+        }
+        t.1[slot] = t.1[slot].max(now);
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
@@ -938,6 +966,11 @@ async fn handle_check(
             shared.with_stats(|s| s.injected_500 += 1);
             drain(req.into_body(), DRAIN_CAP).await;
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "injected fault");
+        }
+        FaultDraw::Busy => {
+            shared.with_stats(|s| s.injected_busy += 1);
+            drain(req.into_body(), DRAIN_CAP).await;
+            return busy_response(shared.retry_after_secs);
         }
         FaultDraw::None | FaultDraw::ReplyLost => {}
     }
@@ -1200,6 +1233,12 @@ async fn handle_upload(
             drain_multipart(&mut mp, DRAIN_CAP).await;
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "injected fault");
         }
+        FaultDraw::Busy => {
+            shared.with_stats(|s| s.injected_busy += 1);
+            drop(pending_field);
+            drain_multipart(&mut mp, DRAIN_CAP).await;
+            return busy_response(shared.retry_after_secs);
+        }
         FaultDraw::None | FaultDraw::ReplyLost => {}
     }
     let Some(_admitted) = try_admit(
@@ -1211,6 +1250,7 @@ async fn handle_upload(
         drain_multipart(&mut mp, DRAIN_CAP).await;
         return busy_response(shared.retry_after_secs);
     };
+    shared.note_admitted();
 
     let result = match first_err {
         Some(r) => Err(r),
