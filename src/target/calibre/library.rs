@@ -517,3 +517,78 @@ impl CalibreLibrary {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_source(id: i64, title: &str) -> Metadata {
+        Metadata {
+            title: Some(title.into()),
+            authors: vec!["Ann Leckie".into()],
+            source: Some(format!("calibre:{id}")),
+            ..Metadata::default()
+        }
+    }
+
+    /// A library without books keeps a calibre source's ids; an id already held (here by a
+    /// planned book) goes past the source's highest id, never to an id a later source book
+    /// keeps; a committed book makes the next first open decide for new ids.
+    #[test]
+    fn an_empty_library_keeps_source_ids_and_a_taken_one_goes_past_the_source() {
+        let _s = super::super::tests::serial();
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("lib");
+        let mut lib = CalibreLibrary::open(&root).expect("open");
+        let ids = lib.book_ids_now(true).expect("decide");
+        assert_eq!(
+            ids,
+            BookIds {
+                keep: true,
+                max_before: 0
+            }
+        );
+        assert!(!lib.book_ids_now(false).expect("decide").keep);
+        lib.number_books(ids, 10);
+        let mut first = lib
+            .plan(&from_source(3, "Ancillary Justice"))
+            .expect("plan");
+        assert_eq!(first.book_id, 3);
+        assert_eq!(lib.reserve(&from_source(3, "Another")).book_id, 11);
+        assert_eq!(lib.reserve(&from_source(7, "Ancillary Mercy")).book_id, 7);
+        let no_source = Metadata {
+            source: None,
+            ..from_source(0, "Provenance")
+        };
+        assert_eq!(lib.reserve(&no_source).book_id, 12);
+
+        lib.write_format(&mut first, "epub", &mut &b"data"[..])
+            .expect("write");
+        lib.commit(&[first]).expect("commit");
+        drop(lib);
+        let lib = CalibreLibrary::open(&root).expect("open again");
+        assert_eq!(
+            lib.book_ids_now(true).expect("decide"),
+            BookIds {
+                keep: false,
+                max_before: 3
+            }
+        );
+    }
+
+    /// Without kept ids a calibre source book gets the next id, as calibre gives them.
+    #[test]
+    fn without_kept_ids_a_source_book_gets_the_next_id() {
+        let _s = super::super::tests::serial();
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut lib = CalibreLibrary::open(&tmp.path().join("lib")).expect("open");
+        lib.number_books(
+            BookIds {
+                keep: false,
+                max_before: 0,
+            },
+            10,
+        );
+        assert_eq!(lib.reserve(&from_source(3, "Ancillary Sword")).book_id, 1);
+    }
+}
