@@ -163,8 +163,11 @@ impl Execution<'_> {
         let conn = self.session.db.conn()?;
         Ok(Before {
             migration_key: migration_record::key(&conn)?,
-            calibre_book_ids: migration_record::calibre_book_ids(&conn)?
-                .map(|(keep, max_before)| crate::target::calibre::BookIds { keep, max_before }),
+            calibre_book_ids: match self.target {
+                TargetSpec::Calibre(_) => migration_record::settled_calibre_book_ids(&conn)?
+                    .map(|(keep, max_before)| crate::target::calibre::BookIds { keep, max_before }),
+                TargetSpec::Dir(_) | TargetSpec::Http(_) => None,
+            },
             totals: report::active_totals(&conn)?,
             last_old_id: report::last_file_id(&conn)?,
         })

@@ -158,6 +158,28 @@ pub fn calibre_book_ids(conn: &Connection) -> Result<Option<(bool, i64)>> {
     })
 }
 
+/// [`calibre_book_ids`], settling a migration an older bookferry (before schema version 6)
+/// began: it decided nothing, and every book of the target carrying a source book's uuid was
+/// taken for that book. When nothing is recorded but something was already placed (an
+/// `events` row to `uploaded`), `(false, 0)` is recorded and returned: new ids, and no book
+/// counts as one the library had before — as that bookferry saw it. `None` when the first open
+/// is still to come.
+pub fn settled_calibre_book_ids(conn: &Connection) -> Result<Option<(bool, i64)>> {
+    if let Some(ids) = calibre_book_ids(conn)? {
+        return Ok(Some(ids));
+    }
+    let placed: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE to_state = 'uploaded')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !placed {
+        return Ok(None);
+    }
+    save_calibre_book_ids(conn, false, 0)?;
+    calibre_book_ids(conn)
+}
+
 /// Record how the migration numbers its calibre target's books (see [`calibre_book_ids`]):
 /// once, when it first opens the library; a decision already recorded is kept.
 pub fn save_calibre_book_ids(conn: &Connection, keep: bool, max_before: i64) -> Result<()> {

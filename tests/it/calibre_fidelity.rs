@@ -371,4 +371,59 @@ fn a_users_book_with_a_source_books_uuid_is_not_taken_for_it() {
         v.as_object_mut().unwrap().remove("uuid");
     }
     assert_eq!(want, got, "every other field is the source's");
+    // `verify` knows that book as this migration's, by the uuid it gave it.
+    let out = ws.run(&["verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_migration_an_older_bookferry_began_keeps_its_books_as_its_own() {
+    let _s = serial();
+    if !have_calibre("a_migration_an_older_bookferry_began_keeps_its_books_as_its_own") {
+        return;
+    }
+    let ws = Workspace::empty();
+    let src = source_library(&ws);
+    let dst = ws.path().join("new");
+    let out = to_calibre(&ws, &ws.state(), &src, &dst, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The state DB as a bookferry before schema version 6 left it: no decision recorded.
+    Connection::open(ws.state())
+        .unwrap()
+        .execute_batch(
+            "DROP VIEW calibre_book_ids;
+             ALTER TABLE migration DROP COLUMN calibre_keep_ids;
+             ALTER TABLE migration DROP COLUMN calibre_max_id_before;
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+    // Source book 1 gains a format: the resumed migration must add it to its own book 1,
+    // not take that book for one the library had before it began.
+    calibredb(
+        &ws,
+        &src,
+        &["add_format", "1", others()[0].to_str().unwrap()],
+    );
+    let out = to_calibre(&ws, &ws.state(), &src, &dst, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let state: String = ws
+        .db()
+        .query_row(
+            "SELECT state || ' ' || COALESCE(skip_reason, '') FROM files WHERE source_ref = '1/epub'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(state, "uploaded ", "source book 1's EPUB");
+    let (a, b) = (listing(&ws, &src), listing(&ws, &dst));
+    assert_eq!(
+        a[&1]["formats"], b[&1]["formats"],
+        "book 1 has its EPUB too"
+    );
 }
