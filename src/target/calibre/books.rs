@@ -1,6 +1,6 @@
 //! The books one run of the calibre target is writing, behind one lock ([`Books`]): which book
-//! a file goes to ([`Books::decide`]: its group's book, the book with its uuid, a book the
-//! library had by calibre's duplicate rule, or a new one), the file's slot in it, the formats
+//! a file goes to ([`Books::decide`]: its group's book, the book this migration made with its
+//! uuid, a book the library had by calibre's duplicate rule, or a new one), the file's slot in it, the formats
 //! being written and written, and a commit's snapshot of them and its end.
 
 use super::identity::{derived_uuid, group_of, Identified};

@@ -4,7 +4,9 @@
 //! the state DB before its book and `data` row are committed in the library.
 //!
 //! Which book a file goes to (`books`, `identity`):
-//! - a calibre source book keeps its uuid: every format of it goes to the book with that uuid;
+//! - a calibre source book keeps its uuid (and, into a library that had no books, its id): every
+//!   format of it goes to the book this migration made with that uuid; a book the user had
+//!   with it is matched by calibre's duplicate rule like any other;
 //! - any other file is grouped by calibre's fuzzy title + authors, and its book gets a uuid
 //!   derived from that group and the library's id, so a rerun after a crash finds the book the
 //!   earlier run committed and adds the missing formats to it;
