@@ -87,6 +87,58 @@ pub fn pubdate(raw: Option<&str>) -> String {
     format!("{year:04}-{month:02}-{day:02} 00:00:00+00:00")
 }
 
+/// A calibre date and time, in its database form (`2001-02-03 04:05:06.123456+00:00`) or RFC
+/// 3339 (`T` between date and time, `+00:00` or `Z`), as its parts: (date, time with its
+/// fraction). `None` for anything else, and for calibre's "no date" (a year up to 101).
+fn parts(raw: &str) -> Option<(&str, &str)> {
+    let raw = raw.trim();
+    let (date, rest) = (raw.get(..10)?, raw.get(10..)?);
+    day_of(date)?;
+    let rest = rest.strip_prefix([' ', 'T'])?;
+    let time = rest
+        .strip_suffix("+00:00")
+        .or_else(|| rest.strip_suffix('Z'))?;
+    let b = time.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let hms = b.len() >= 8 && digits(0..2) && b[2] == b':' && digits(3..5) && b[5] == b':';
+    let frac = match time.get(8..) {
+        Some("") => true,
+        Some(f) => f.len() <= 7 && f.starts_with('.') && f[1..].bytes().all(|c| c.is_ascii_digit()),
+        None => false,
+    };
+    (hms && digits(6..8) && frac).then_some((date, time))
+}
+
+/// A date and time calibre stored (`books.timestamp`, `last_modified`, `pubdate`) as RFC 3339
+/// in UTC (`2001-02-03T04:05:06.123456+00:00`); `None` when it is not one (or "no date").
+pub fn rfc3339_of(db: &str) -> Option<String> {
+    parts(db).map(|(d, t)| format!("{d}T{t}+00:00"))
+}
+
+/// An RFC 3339 UTC date and time (see [`rfc3339_of`]) in calibre's database form; `None` when
+/// it is not one.
+pub fn db_form(rfc3339: &str) -> Option<String> {
+    parts(rfc3339).map(|(d, t)| format!("{d} {t}+00:00"))
+}
+
+/// A calibre source book's `pubdate` as `Metadata` carries it: the day (`1940-05-03`) when it is
+/// at midnight, as calibre stores a date it was given; else the whole UTC instant in RFC 3339
+/// (a date set in another timezone), which [`source_pubdate`] writes back unchanged. `None` for "no
+/// date".
+pub fn pubdate_of(db: &str) -> Option<String> {
+    match parts(db) {
+        Some((d, "00:00:00")) => Some(d.to_string()),
+        Some((d, t)) => Some(format!("{d}T{t}+00:00")),
+        None => day_of(db),
+    }
+}
+
+/// A calibre source book's `pubdate` (see [`pubdate_of`]) in calibre's database form: a whole
+/// UTC instant kept as it is, a day as [`pubdate`] makes it.
+pub fn source_pubdate(raw: Option<&str>) -> String {
+    raw.and_then(db_form).unwrap_or_else(|| pubdate(raw))
+}
+
 /// The database form as calibre writes it in `metadata.opf` (`T` between date and time).
 pub fn opf_form(db: &str) -> String {
     db.replacen(' ', "T", 1)
@@ -126,6 +178,53 @@ mod tests {
         assert_eq!(pubdate(Some("junk")), UNDEFINED_DATE);
         assert_eq!(pubdate(None), UNDEFINED_DATE);
         assert_eq!(opf_form(UNDEFINED_DATE), "0101-01-01T00:00:00+00:00");
+    }
+
+    #[test]
+    fn calibre_instants_go_to_rfc3339_and_back() {
+        let db = "2001-02-03 04:05:06.123456+00:00";
+        assert_eq!(
+            rfc3339_of(db).as_deref(),
+            Some("2001-02-03T04:05:06.123456+00:00")
+        );
+        assert_eq!(db_form(&rfc3339_of(db).unwrap()).as_deref(), Some(db));
+        assert_eq!(
+            db_form("2001-02-03T04:05:06Z").as_deref(),
+            Some("2001-02-03 04:05:06+00:00")
+        );
+        for bad in [
+            UNDEFINED_DATE,
+            "2001-02-03",
+            "2001-02-03 04:05:06+02:00",
+            "2001-02-03 04:05+00:00",
+            "2001-02-03 04:05:06.x+00:00",
+            "junk",
+        ] {
+            assert_eq!(rfc3339_of(bad), None, "{bad}");
+        }
+        assert_eq!(
+            pubdate_of("1999-07-08 00:00:00+00:00").as_deref(),
+            Some("1999-07-08")
+        );
+        assert_eq!(
+            pubdate_of("1999-07-07 22:00:00+00:00").as_deref(),
+            Some("1999-07-07T22:00:00+00:00")
+        );
+        assert_eq!(pubdate_of(UNDEFINED_DATE), None);
+        assert_eq!(
+            source_pubdate(Some("1999-07-07T22:00:00+00:00")),
+            "1999-07-07 22:00:00+00:00"
+        );
+        assert_eq!(
+            source_pubdate(Some("1999-07-08")),
+            "1999-07-08 00:00:00+00:00"
+        );
+        assert_eq!(source_pubdate(None), UNDEFINED_DATE);
+        // From a file's own metadata only the day counts, as calibre takes it.
+        assert_eq!(
+            pubdate(Some("1999-07-07T22:00:00+00:00")),
+            "1999-07-07 00:00:00+00:00"
+        );
     }
 
     #[test]

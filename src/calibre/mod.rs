@@ -20,7 +20,7 @@ pub mod translit;
 mod translit_table;
 pub mod uuids;
 
-pub use read::{book_uuids, ReadError};
+pub use read::{book_uuids, max_book_id, ReadError};
 pub use uuids::{looks_like_uuid, uuid4};
 
 use std::path::Path;

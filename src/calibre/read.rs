@@ -190,6 +190,17 @@ pub fn book_uuids(root: &Path) -> Result<HashSet<String>, ReadError> {
     Ok(uuids)
 }
 
+/// The highest book id of the calibre library at `root` (0 when it has no books).
+pub fn max_book_id(root: &Path) -> Result<i64, ReadError> {
+    let db = ReadOnlyDb {
+        db: root.join(METADATA_DB),
+        busy_timeout: DEFAULT_BUSY_TIMEOUT,
+    };
+    let conn = db.open()?;
+    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM books", [], |r| r.get(0))
+        .map_err(|e| db.error("reading the highest book id", e))
+}
+
 /// True when `db`'s header says WAL mode and no `-wal` file is beside it: no writer is attached,
 /// and a normal read-only open would still create `-wal`/`-shm` files in the library. calibre
 /// itself uses a rollback journal; this guards databases a user switched to WAL.

@@ -79,6 +79,8 @@ pub struct Execution<'a> {
 /// What the state DB says before the run starts.
 struct Before {
     migration_key: String,
+    /// A calibre target's numbering of its books, when an earlier run decided it.
+    calibre_book_ids: Option<crate::target::calibre::BookIds>,
     /// Active rows and their bytes.
     totals: (u64, u64),
     /// Rows above this id are the scan's new rows (see [`ScanFeed`]).
@@ -161,6 +163,11 @@ impl Execution<'_> {
         let conn = self.session.db.conn()?;
         Ok(Before {
             migration_key: migration_record::key(&conn)?,
+            calibre_book_ids: match self.target {
+                TargetSpec::Calibre(_) => migration_record::settled_calibre_book_ids(&conn)?
+                    .map(|(keep, max_before)| crate::target::calibre::BookIds { keep, max_before }),
+                TargetSpec::Dir(_) | TargetSpec::Http(_) => None,
+            },
             totals: report::active_totals(&conn)?,
             last_old_id: report::last_file_id(&conn)?,
         })
@@ -183,6 +190,7 @@ impl Execution<'_> {
     ) -> Result<Arc<Target>, CommandError> {
         let mut placement = self.options.placement.clone();
         placement.migration_key = before.migration_key.clone();
+        placement.calibre_book_ids = before.calibre_book_ids;
         let target = Target::open(
             &self.target,
             self.source.root(),
@@ -193,6 +201,28 @@ impl Execution<'_> {
         )
         .await?;
         Ok(Arc::new(target))
+    }
+
+    /// A calibre target this migration opened for the first time decided how it numbers its
+    /// books: recorded before anything is written, so every later run keeps to it.
+    async fn record_book_ids(&self, before: &Before, target: &Target) -> Result<(), CommandError> {
+        let Some(ids) = target
+            .calibre_book_ids()
+            .filter(|_| before.calibre_book_ids.is_none())
+        else {
+            return Ok(());
+        };
+        let db = self.session.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = db.conn()?;
+            migration_record::save_calibre_book_ids(&conn, ids.keep, ids.max_before)
+        })
+        .await
+        .map_err(|source| Internal::Task {
+            task: "recording the calibre book ids",
+            source,
+        })??;
+        Ok(())
     }
 
     /// The async part: target, scan and pipeline at once, then the writer stopped.
@@ -211,6 +241,7 @@ impl Execution<'_> {
         }
 
         let target = self.open_target(before, http_opts, tuning).await?;
+        self.record_book_ids(before, &target).await?;
         tracing::debug!("target open after {:?}", started.elapsed());
         let progress = Arc::new(Progress::default());
         progress.total.set(before.totals.0);

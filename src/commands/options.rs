@@ -75,6 +75,7 @@ impl MigrationOptions {
                 merge_formats,
                 ignore_calibre_lock: target.ignore_calibre_lock,
                 migration_key: String::new(),
+                calibre_book_ids: None,
             },
             keep_duplicates,
         })

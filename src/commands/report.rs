@@ -9,8 +9,10 @@ use crate::exit;
 use crate::failure::FailureKind;
 use crate::skip_reason::SkipReason;
 use crate::state::listing::{each_listed, Listed, Selection};
-use crate::state::Db;
+use crate::state::{migration_record, Db};
 use rusqlite::Connection;
+use serde::Serialize;
+use std::collections::HashMap;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -171,6 +173,34 @@ impl From<serde_json::Error> for WriteError {
     }
 }
 
+/// A listed row as the report gives it: with, for a calibre → calibre migration, the source
+/// book's id and the id of the target book its files went to (README "Reports").
+#[derive(Serialize)]
+struct Reported<'a> {
+    #[serde(flatten)]
+    listed: &'a Listed,
+    source_book: Option<i64>,
+    target_book: Option<i64>,
+}
+
+/// The calibre book ids of the migration (empty unless calibre → calibre).
+struct BookIds(HashMap<i64, i64>);
+
+impl BookIds {
+    fn of<'a>(&self, l: &'a Listed) -> Reported<'a> {
+        let source = l
+            .source
+            .split_once('/')
+            .and_then(|(id, _)| id.parse::<i64>().ok())
+            .filter(|id| self.0.contains_key(id));
+        Reported {
+            listed: l,
+            source_book: source,
+            target_book: source.and_then(|id| self.0.get(&id).copied()),
+        }
+    }
+}
+
 /// Writes the listing; returns how many files it listed.
 fn write_report(
     conn: &Connection,
@@ -178,12 +208,13 @@ fn write_report(
     format: ReportFormat,
     out: &mut dyn Write,
 ) -> Result<u64, WriteError> {
+    let ids = BookIds(migration_record::calibre_book_id_map(conn)?);
     let mut n = 0u64;
     match format {
         ReportFormat::Table => {
             each_listed(conn, selection, |l| {
                 n += 1;
-                write_table_row(out, &l)
+                write_table_row(out, &ids.of(&l))
             })??;
             if n == 0 {
                 writeln!(out, "no files match")?;
@@ -196,7 +227,7 @@ fn write_report(
             w.write_record(CSV_COLUMNS)?;
             each_listed(conn, selection, |l| {
                 n += 1;
-                w.write_record(csv_record(&l))
+                w.write_record(csv_record(&ids.of(&l)))
             })??;
             w.flush()?;
         }
@@ -205,7 +236,7 @@ fn write_report(
             each_listed(conn, selection, |l| -> Result<(), WriteError> {
                 out.write_all(if n == 0 { b"\n" } else { b",\n" })?;
                 n += 1;
-                serde_json::to_writer(&mut *out, &l)?;
+                serde_json::to_writer(&mut *out, &ids.of(&l))?;
                 Ok(())
             })??;
             out.write_all(b"\n]\n")?;
@@ -215,8 +246,8 @@ fn write_report(
     Ok(n)
 }
 
-/// The CSV header: `Listed`'s fields, in order (README "Reports").
-const CSV_COLUMNS: [&str; 16] = [
+/// The CSV header: `Reported`'s fields, in order (README "Reports").
+const CSV_COLUMNS: [&str; 18] = [
     "id",
     "state",
     "reason",
@@ -233,9 +264,12 @@ const CSV_COLUMNS: [&str; 16] = [
     "warnings",
     "run",
     "changed_at",
+    "source_book",
+    "target_book",
 ];
 
-fn csv_record(l: &Listed) -> [String; 16] {
+fn csv_record(r: &Reported) -> [String; 18] {
+    let l = r.listed;
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let num = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
     [
@@ -255,12 +289,15 @@ fn csv_record(l: &Listed) -> [String; 16] {
         l.warnings.join("\n"),
         num(l.run),
         l.changed_at.clone(),
+        num(r.source_book),
+        num(r.target_book),
     ]
 }
 
 /// One file, one line (plus a line per warning): `#ID state reason source → target`, or
 /// `source: message` when it did not arrive.
-fn write_table_row(out: &mut dyn Write, l: &Listed) -> io::Result<()> {
+fn write_table_row(out: &mut dyn Write, r: &Reported) -> io::Result<()> {
+    let l = r.listed;
     let reason = l.reason.as_deref().unwrap_or("");
     write!(
         out,
@@ -283,6 +320,9 @@ fn write_table_row(out: &mut dyn Write, l: &Listed) -> io::Result<()> {
                 write!(out, " — {m}")?;
             }
         }
+    }
+    if let (Some(s), Some(t)) = (r.source_book, r.target_book) {
+        write!(out, " (calibre book #{s} → #{t})")?;
     }
     writeln!(out)?;
     for w in &l.warnings {
@@ -315,7 +355,7 @@ mod tests {
             run: None,
             changed_at: "t".into(),
         };
-        let json = serde_json::to_value(&l).unwrap();
+        let json = serde_json::to_value(BookIds(HashMap::new()).of(&l)).unwrap();
         let keys: Vec<&str> = json
             .as_object()
             .unwrap()

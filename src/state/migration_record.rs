@@ -9,6 +9,7 @@ use super::{now_ms, Result, StateError};
 use crate::filter::FilterSpec;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// The options version this binary writes: 2 with a filter, else 1 (so a migration without
 /// filters stays readable by the binaries before them).
@@ -122,11 +123,14 @@ pub fn key(conn: &Connection) -> Result<String> {
     Ok(key.unwrap_or_default())
 }
 
-/// Record (or update) the migration.
+/// Record (or update) the migration. Another target forgets the calibre book ids decided for
+/// the old one ([`calibre_book_ids`]).
 pub fn save(conn: &Connection, rec: &MigrationRecord) -> Result<()> {
     conn.execute(
         "INSERT INTO migration (id, source, target, options, created_at) VALUES (1, ?1, ?2, ?3, ?4)
-         ON CONFLICT(id) DO UPDATE SET source = ?1, target = ?2, options = ?3",
+         ON CONFLICT(id) DO UPDATE SET source = ?1, target = ?2, options = ?3,
+             calibre_keep_ids = CASE WHEN target = ?2 THEN calibre_keep_ids END,
+             calibre_max_id_before = CASE WHEN target = ?2 THEN calibre_max_id_before END",
         params![
             rec.source,
             rec.target.clone().unwrap_or_default(),
@@ -135,6 +139,73 @@ pub fn save(conn: &Connection, rec: &MigrationRecord) -> Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// How the migration numbers the books it adds to its calibre target, as decided when it
+/// first opened the library: (keep a calibre source's ids, the highest book id the library had
+/// then). `None` until then (and with no migration recorded).
+pub fn calibre_book_ids(conn: &Connection) -> Result<Option<(bool, i64)>> {
+    let row: Option<(Option<bool>, Option<i64>)> = conn
+        .query_row(
+            "SELECT calibre_keep_ids, calibre_max_id_before FROM migration WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match row {
+        Some((Some(keep), Some(max_before))) => Some((keep, max_before)),
+        _ => None,
+    })
+}
+
+/// [`calibre_book_ids`], settling a migration an older bookferry (before schema version 6)
+/// began: it decided nothing, and every book of the target carrying a source book's uuid was
+/// taken for that book. When nothing is recorded but something was already placed (an
+/// `events` row to `uploaded`), `(false, 0)` is recorded and returned: new ids, and no book
+/// counts as one the library had before — as that bookferry saw it. `None` when the first open
+/// is still to come.
+pub fn settled_calibre_book_ids(conn: &Connection) -> Result<Option<(bool, i64)>> {
+    if let Some(ids) = calibre_book_ids(conn)? {
+        return Ok(Some(ids));
+    }
+    let placed: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE to_state = 'uploaded')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !placed {
+        return Ok(None);
+    }
+    save_calibre_book_ids(conn, false, 0)?;
+    calibre_book_ids(conn)
+}
+
+/// Record how the migration numbers its calibre target's books (see [`calibre_book_ids`]):
+/// once, when it first opens the library; a decision already recorded is kept.
+pub fn save_calibre_book_ids(conn: &Connection, keep: bool, max_before: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE migration SET calibre_keep_ids = ?1, calibre_max_id_before = ?2
+         WHERE id = 1 AND calibre_keep_ids IS NULL",
+        params![keep, max_before],
+    )?;
+    Ok(())
+}
+
+/// calibre source book id → calibre target book id, from the `calibre_book_ids` view (empty
+/// unless the migration is calibre → calibre; and for a state DB opened read-only before it
+/// was brought to schema version 6, which has no such view).
+pub fn calibre_book_id_map(conn: &Connection) -> Result<HashMap<i64, i64>> {
+    let has_view: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'calibre_book_ids')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_view {
+        return Ok(HashMap::new());
+    }
+    let mut stmt = conn.prepare("SELECT source_id, target_id FROM calibre_book_ids")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Forget the recorded migration while no file was ever recorded for it: a command that

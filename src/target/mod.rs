@@ -342,6 +342,9 @@ pub struct PlacementOptions {
     /// What tells this migration apart from others (`state::migration_record::key`): the calibre
     /// target derives its books' uuids from it, to know its own books in a later run.
     pub migration_key: String,
+    /// calibre target: how this migration numbers its books, as recorded in the state DB when
+    /// it first opened the library (`None`: not yet, decided at this open).
+    pub calibre_book_ids: Option<calibre::BookIds>,
 }
 
 #[cfg(test)]
@@ -354,6 +357,7 @@ impl PlacementOptions {
             merge_formats: false,
             ignore_calibre_lock: false,
             migration_key: String::new(),
+            calibre_book_ids: None,
         }
     }
 }
@@ -402,6 +406,12 @@ impl Target {
                         HashSet::new()
                     }),
                     keep_source_books: from_library,
+                    book_ids: opts.calibre_book_ids,
+                    source_max_id: if from_library {
+                        crate::calibre::max_book_id(source_root).map_err(Unusable::SourceLibrary)?
+                    } else {
+                        0
+                    },
                 };
                 let (root, source_root) = (root.clone(), source_root.to_path_buf());
                 let c = tokio::task::spawn_blocking(move || {
@@ -415,6 +425,14 @@ impl Target {
             TargetSpec::Http(base) => Ok(Target::Http(Arc::new(
                 http::HttpTarget::open(base, http_opts, &transfers).await?,
             ))),
+        }
+    }
+
+    /// A calibre target's numbering of its books (see `calibre::CalibreTarget::book_ids`).
+    pub fn calibre_book_ids(&self) -> Option<calibre::BookIds> {
+        match self {
+            Target::Calibre(c, _) => c.book_ids(),
+            Target::Folder(..) | Target::Http(_) => None,
         }
     }
 

@@ -133,7 +133,7 @@ fn report_lists_each_kind_with_its_reason_source_and_target() {
     assert_eq!(
         header,
         "id,state,reason,source,path,target,duplicate_of,duplicate_of_source,\
-         duplicate_of_target,size,format,sha1,message,warnings,run,changed_at"
+         duplicate_of_target,size,format,sha1,message,warnings,run,changed_at,source_book,target_book"
     );
     let all = json_rows(&ws, &["--all"]);
     for row in &all {

@@ -80,6 +80,18 @@ pub struct Metadata {
     /// Where this record came from, e.g. `calibre:1234` (the upload protocol's `source`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    // A calibre source book's own values, kept so a calibre target writes them back unchanged
+    // (absent for other sources: a new book is then sorted and dated as calibre would).
+    /// The title as calibre sorts it (`books.sort`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title_sort: Option<String>,
+    /// When the book was added to its library (`books.timestamp`), RFC 3339 in UTC, e.g.
+    /// `2001-02-03T04:05:06.123456+00:00`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    /// When its metadata last changed (`books.last_modified`), in the same form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
 }
 
 impl Metadata {

@@ -27,6 +27,9 @@ struct FormatRow {
     pubdate: Option<String>,
     uuid: Option<String>,
     has_cover: bool,
+    sort: Option<String>,
+    timestamp: Option<String>,
+    last_modified: Option<String>,
 }
 
 /// The id of the last book of the chunk of `books` books whose ids are `first` or more; `None`
@@ -61,7 +64,7 @@ pub(super) fn read_formats(
         .prepare(
             "SELECT d.book, d.format, d.name, d.uncompressed_size,
                     b.title, b.path, b.author_sort, b.series_index, b.pubdate, b.uuid,
-                    b.has_cover
+                    b.has_cover, b.sort, b.timestamp, b.last_modified
              FROM data d JOIN books b ON b.id = d.book
              WHERE d.book BETWEEN ?1 AND ?2
              ORDER BY d.book, d.id",
@@ -184,7 +187,10 @@ impl Links {
             title: row.title.clone(),
             author_sort: row.author_sort.clone(),
             uuid: row.uuid.clone(),
-            pubdate: row.pubdate.as_deref().and_then(dates::day_of),
+            pubdate: row.pubdate.as_deref().and_then(dates::pubdate_of),
+            title_sort: row.sort.clone(),
+            timestamp: row.timestamp.as_deref().and_then(dates::rfc3339_of),
+            last_modified: row.last_modified.as_deref().and_then(dates::rfc3339_of),
             cover: cover_path,
             source: Some(format!("calibre:{book_id}")),
             ..Metadata::default()
@@ -309,6 +315,9 @@ fn read_format_row(row: &Row) -> rusqlite::Result<FormatRow> {
         pubdate: text(row, 8)?,
         uuid: text(row, 9)?.filter(|t| !t.is_empty()),
         has_cover,
+        sort: text(row, 11)?.filter(|t| !t.trim().is_empty()),
+        timestamp: text(row, 12)?,
+        last_modified: text(row, 13)?,
     })
 }
 

@@ -1,6 +1,6 @@
 //! The books one run of the calibre target is writing, behind one lock ([`Books`]): which book
-//! a file goes to ([`Books::decide`]: its group's book, the book with its uuid, a book the
-//! library had by calibre's duplicate rule, or a new one), the file's slot in it, the formats
+//! a file goes to ([`Books::decide`]: its group's book, the book this migration made with its
+//! uuid, a book the library had by calibre's duplicate rule, or a new one), the file's slot in it, the formats
 //! being written and written, and a commit's snapshot of them and its end.
 
 use super::identity::{derived_uuid, group_of, Identified};
@@ -28,6 +28,9 @@ pub(super) struct Books {
     ours: HashMap<i64, bool>,
     /// A calibre source's book uuids (see `CalibreOptions::source_uuids`).
     source_uuids: Arc<HashSet<String>>,
+    /// The highest book id the library had when this migration first opened it
+    /// (`BookIds::max_before`): a book at or below it is the user's, whatever its uuid.
+    max_before: i64,
     /// Created books not committed yet; `formats` holds the files written in full.
     planned: HashMap<i64, PlannedBook>,
     /// Committed books this run added to (or looked at).
@@ -90,13 +93,18 @@ pub(super) enum Decision {
 
 impl Books {
     /// Nothing written yet into `lib`.
-    pub(super) fn new(lib: CalibreLibrary, source_uuids: Arc<HashSet<String>>) -> Books {
+    pub(super) fn new(
+        lib: CalibreLibrary,
+        source_uuids: Arc<HashSet<String>>,
+        max_before: i64,
+    ) -> Books {
         Books {
             lib,
             groups: HashMap::new(),
             created: HashSet::new(),
             ours: HashMap::new(),
             source_uuids,
+            max_before,
             planned: HashMap::new(),
             committed: HashMap::new(),
             writing: HashMap::new(),
@@ -122,15 +130,23 @@ impl Books {
         let Identified {
             group,
             uuid,
-            candidate,
+            mut candidate,
         } = known;
+        // A calibre source book's uuid on a book this migration did not make (the user's): the
+        // book is matched by calibre's duplicate rule as any other, and a new one gets a uuid
+        // of this migration's instead (derived, so a rerun finds it).
+        let mut theirs = None;
         let book_id = if let Some(id) = self.groups.get(&group) {
             *id
-        } else if let Some(id) = self.lib.find_by_uuid(&uuid) {
+        } else if let Some(id) = self.ours_by_uuid(&uuid, &group, uuid_seed, &mut theirs)? {
             // This group's book, committed by an earlier run of this migration; or, for a
-            // calibre source book, the book with its uuid.
+            // calibre source book, the book this migration made with its uuid.
             id
         } else {
+            if let Some(alt) = theirs {
+                candidate.given_uuid = None;
+                candidate.fields.uuid = alt;
+            }
             match self.lib.find_existing_candidate(&candidate) {
                 // One of this migration's own books, of another title or author set: files
                 // group strictly (by title and all authors), so the result does not depend
@@ -150,6 +166,28 @@ impl Books {
         };
         self.groups.insert(group, book_id);
         self.slot_in(book_id, &p.format)
+    }
+
+    /// The book this migration made for the file's group, found by its uuid (`uuid`; for a
+    /// calibre source book whose uuid a book of the user's has, `theirs` is set to the uuid
+    /// this migration gives it instead, and the book with that uuid is looked for).
+    fn ours_by_uuid(
+        &mut self,
+        uuid: &str,
+        group: &str,
+        uuid_seed: &str,
+        theirs: &mut Option<String>,
+    ) -> Result<Option<i64>, CalibreError> {
+        let Some(id) = self.lib.find_by_uuid(uuid) else {
+            return Ok(None);
+        };
+        if !group.starts_with("uuid:") || self.is_ours(id, uuid_seed)? {
+            return Ok(Some(id));
+        }
+        let alt = derived_uuid(uuid_seed, group);
+        let found = self.lib.find_by_uuid(&alt);
+        *theirs = Some(alt);
+        Ok(found)
     }
 
     fn plan(&mut self, candidate: Candidate) -> i64 {
@@ -174,7 +212,7 @@ impl Books {
         let ours = match self.lib.book_identity(id)? {
             Some((uuid, title, authors)) => {
                 derived_uuid(uuid_seed, &group_of(&title, &authors)) == uuid
-                    || self.source_uuids.contains(&uuid.to_lowercase())
+                    || (id > self.max_before && self.source_uuids.contains(&uuid.to_lowercase()))
             }
             None => false,
         };

@@ -124,6 +124,11 @@ impl ExistingIndex {
         })
     }
 
+    /// True when the library has a book of this id, or one is planned with it.
+    pub fn has_book(&self, book: i64) -> bool {
+        self.titles.contains_key(&book)
+    }
+
     /// Record a book (planned or committed) so later look-ups see it.
     pub fn add(&mut self, book: i64, k: &Key<'_>) {
         for a in k.authors {

@@ -42,7 +42,21 @@ pub(super) struct Fields {
     pub(super) comments: Option<String>,
     pub(super) rating: Option<i64>,
     pub(super) uuid: String,
+    /// `books.sort` when the metadata gives one (a calibre source's), else calibre's trigger
+    /// makes it from the title.
+    pub(super) title_sort: Option<String>,
+    /// Date added: a calibre source's, else now.
     pub(super) timestamp: String,
+    /// A calibre source's `last_modified`, else now.
+    pub(super) last_modified: String,
+}
+
+/// The id of the calibre source book `md` was read from (`Metadata::source`, `calibre:ID`).
+fn calibre_source_id(md: &Metadata) -> Option<i64> {
+    md.source
+        .as_deref()
+        .and_then(|s| s.strip_prefix("calibre:"))
+        .and_then(|id| id.parse().ok())
 }
 
 /// Case-insensitive de-duplication keeping the first spelling.
@@ -64,6 +78,8 @@ pub struct Candidate {
     pub(super) no_authors: bool,
     /// The uuid the metadata gives, when it is one.
     pub(super) given_uuid: Option<String>,
+    /// The id of the calibre source book it comes from (`Metadata::source`, `calibre:ID`).
+    pub(super) source_id: Option<i64>,
 }
 
 impl Candidate {
@@ -76,6 +92,7 @@ impl Candidate {
                 .as_deref()
                 .map(|u| u.trim().to_lowercase())
                 .filter(|u| looks_like_uuid(u)),
+            source_id: calibre_source_id(md),
         }
     }
 }
@@ -123,7 +140,11 @@ impl Fields {
                 .map(strip)
                 .filter(|s| !s.is_empty())
                 .map(String::from),
-            pubdate: dates::pubdate(md.pubdate.as_deref()),
+            pubdate: if calibre_source_id(md).is_some() {
+                dates::source_pubdate(md.pubdate.as_deref())
+            } else {
+                dates::pubdate(md.pubdate.as_deref())
+            },
             languages: uniq(languages.iter().filter_map(|l| lang::canonicalize(l))),
             identifiers,
             tags: uniq(md.tags.iter().map(|t| strip(t).replace(',', ";"))),
@@ -143,7 +164,21 @@ impl Fields {
                 .map(|u| u.trim().to_lowercase())
                 .filter(|u| looks_like_uuid(u))
                 .unwrap_or_else(uuid4),
-            timestamp: dates::now(),
+            title_sort: md
+                .title_sort
+                .as_deref()
+                .filter(|s| !s.trim().is_empty())
+                .map(String::from),
+            timestamp: md
+                .timestamp
+                .as_deref()
+                .and_then(dates::db_form)
+                .unwrap_or_else(dates::now),
+            last_modified: md
+                .last_modified
+                .as_deref()
+                .and_then(dates::db_form)
+                .unwrap_or_else(dates::now),
         }
     }
 

@@ -27,10 +27,14 @@ impl Identified {
         }
         let (group, uuid) = identity(p, &md, uuid_seed);
         md.uuid = Some(uuid.clone());
+        let mut candidate = Candidate::of(&md);
+        if p.origin != Some(Origin::Calibre) {
+            candidate.source_id = None;
+        }
         Identified {
             group,
             uuid,
-            candidate: Candidate::of(&md),
+            candidate,
         }
     }
 }

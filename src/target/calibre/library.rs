@@ -21,6 +21,20 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// How a migration numbers the books it adds to a library: decided when the migration first
+/// opens it ([`CalibreLibrary::book_ids_now`]), recorded in the state DB by the caller, and
+/// given back to every later run, so a resumed run never changes its mind because the library
+/// is no longer empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BookIds {
+    /// A calibre source book gets its own id: the library had no books (new, or emptied).
+    /// Otherwise every new book gets the next free id, as calibre gives them.
+    pub keep: bool,
+    /// The highest book id the library had then (0: none). A book above it was made after the
+    /// migration began; one at or below it is the user's, whatever uuid it carries.
+    pub max_before: i64,
+}
+
 /// An open calibre library, locked against calibre's own writers while it is open.
 pub struct CalibreLibrary {
     pub(super) root: PathBuf,
@@ -28,6 +42,8 @@ pub struct CalibreLibrary {
     db: Arc<Mutex<LibraryDb>>,
     pub(super) root_dir: File,
     next_id: i64,
+    /// A calibre source book gets its own id when it is free (see [`BookIds`]).
+    keep_ids: bool,
     /// Books planned and not yet committed, with what identifies them.
     pub(super) planned: HashMap<i64, Fields>,
     pub(super) existing: ExistingIndex,
@@ -151,6 +167,7 @@ impl CalibreLibrary {
             })),
             root_dir,
             next_id,
+            keep_ids: false,
             planned: HashMap::new(),
             existing: ExistingIndex::default(),
             created,
@@ -160,6 +177,32 @@ impl CalibreLibrary {
         lib.load_caches()?;
         lib.cleanup_orphans()?;
         Ok(lib)
+    }
+
+    /// What [`BookIds`] a migration opening the library for the first time decides now: keep a
+    /// calibre source's ids (`from_calibre`) when the library has no books.
+    pub fn book_ids_now(&self, from_calibre: bool) -> Result<BookIds, CalibreError> {
+        let (count, max): (i64, Option<i64>) = self
+            .db()
+            .conn
+            .query_row("SELECT COUNT(*), MAX(id) FROM books", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| self.db_error("counting the books", e))?;
+        Ok(BookIds {
+            keep: from_calibre && count == 0,
+            max_before: max.unwrap_or(0),
+        })
+    }
+
+    /// Number new books as `ids` says: with `ids.keep`, a book of a calibre source takes its
+    /// own id when no book has it, and any other gets an id past `source_max_id` (and past
+    /// every id in the library), so it never takes the id a later source book keeps.
+    pub fn number_books(&mut self, ids: BookIds, source_max_id: i64) {
+        self.keep_ids = ids.keep;
+        if ids.keep {
+            self.next_id = self.next_id.max(source_max_id.saturating_add(1));
+        }
     }
 
     /// The library folder.
@@ -272,6 +315,9 @@ impl CalibreLibrary {
 
     /// [`CalibreLibrary::reserve`] for a book's values computed beforehand.
     pub fn reserve_candidate(&mut self, c: Candidate) -> PlannedBook {
+        let kept = c
+            .source_id
+            .filter(|id| self.keep_ids && *id > 0 && !self.existing.has_book(*id));
         let mut fields = c.fields;
         if self
             .existing
@@ -286,8 +332,17 @@ impl CalibreLibrary {
         {
             fields.uuid = uuid4();
         }
-        let book_id = self.next_id;
-        self.next_id += 1;
+        let book_id = match kept {
+            Some(id) => {
+                self.next_id = self.next_id.max(id + 1);
+                id
+            }
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                id
+            }
+        };
         let rel_dir = paths::book_dir(book_id, &fields.title, &fields.authors[0]);
         let file_stem = paths::file_stem(&fields.title, &fields.authors[0]);
         self.planned.insert(book_id, fields.clone());
@@ -460,5 +515,80 @@ impl CalibreLibrary {
                 )
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_source(id: i64, title: &str) -> Metadata {
+        Metadata {
+            title: Some(title.into()),
+            authors: vec!["Ann Leckie".into()],
+            source: Some(format!("calibre:{id}")),
+            ..Metadata::default()
+        }
+    }
+
+    /// A library without books keeps a calibre source's ids; an id already held (here by a
+    /// planned book) goes past the source's highest id, never to an id a later source book
+    /// keeps; a committed book makes the next first open decide for new ids.
+    #[test]
+    fn an_empty_library_keeps_source_ids_and_a_taken_one_goes_past_the_source() {
+        let _s = super::super::tests::serial();
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("lib");
+        let mut lib = CalibreLibrary::open(&root).expect("open");
+        let ids = lib.book_ids_now(true).expect("decide");
+        assert_eq!(
+            ids,
+            BookIds {
+                keep: true,
+                max_before: 0
+            }
+        );
+        assert!(!lib.book_ids_now(false).expect("decide").keep);
+        lib.number_books(ids, 10);
+        let mut first = lib
+            .plan(&from_source(3, "Ancillary Justice"))
+            .expect("plan");
+        assert_eq!(first.book_id, 3);
+        assert_eq!(lib.reserve(&from_source(3, "Another")).book_id, 11);
+        assert_eq!(lib.reserve(&from_source(7, "Ancillary Mercy")).book_id, 7);
+        let no_source = Metadata {
+            source: None,
+            ..from_source(0, "Provenance")
+        };
+        assert_eq!(lib.reserve(&no_source).book_id, 12);
+
+        lib.write_format(&mut first, "epub", &mut &b"data"[..])
+            .expect("write");
+        lib.commit(&[first]).expect("commit");
+        drop(lib);
+        let lib = CalibreLibrary::open(&root).expect("open again");
+        assert_eq!(
+            lib.book_ids_now(true).expect("decide"),
+            BookIds {
+                keep: false,
+                max_before: 3
+            }
+        );
+    }
+
+    /// Without kept ids a calibre source book gets the next id, as calibre gives them.
+    #[test]
+    fn without_kept_ids_a_source_book_gets_the_next_id() {
+        let _s = super::super::tests::serial();
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut lib = CalibreLibrary::open(&tmp.path().join("lib")).expect("open");
+        lib.number_books(
+            BookIds {
+                keep: false,
+                max_before: 0,
+            },
+            10,
+        );
+        assert_eq!(lib.reserve(&from_source(3, "Ancillary Sword")).book_id, 1);
     }
 }

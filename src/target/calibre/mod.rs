@@ -34,7 +34,7 @@ mod writer;
 mod tests;
 
 pub use fields::{stored_identity, AddedFormat, Candidate, CommittedBook, PlannedBook};
-pub use library::CalibreLibrary;
+pub use library::{BookIds, CalibreLibrary};
 pub use lock::{calibre_is_writing, running_calibre_programs, CalibreLock};
 pub use recovery::{make_book_dir, PENDING_MARKER};
 pub use rows::RowsWriter;

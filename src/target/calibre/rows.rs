@@ -5,7 +5,6 @@
 
 use super::fields::{AddedFormat, PlannedBook};
 use super::CalibreError;
-use crate::calibre::dates;
 use crate::calibre::opf::OpfBook;
 use rusqlite::{Connection, Transaction};
 use std::collections::HashMap;
@@ -188,7 +187,7 @@ fn insert_book(
     ])?;
     tx.prepare_cached(
         "UPDATE books SET timestamp = ?1, pubdate = ?2, path = ?3, has_cover = ?4, uuid = ?5,
-                          last_modified = ?6 WHERE id = ?7",
+                          last_modified = ?6, sort = COALESCE(?8, sort) WHERE id = ?7",
     )?
     .execute(rusqlite::params![
         f.timestamp,
@@ -196,8 +195,9 @@ fn insert_book(
         b.rel_dir,
         b.has_cover,
         f.uuid,
-        dates::now(),
-        id
+        f.last_modified,
+        id,
+        f.title_sort
     ])?;
     for a in &f.authors {
         let aid = item_id(

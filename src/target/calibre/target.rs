@@ -4,7 +4,9 @@
 //! the state DB before its book and `data` row are committed in the library.
 //!
 //! Which book a file goes to (`books`, `identity`):
-//! - a calibre source book keeps its uuid: every format of it goes to the book with that uuid;
+//! - a calibre source book keeps its uuid (and, into a library that had no books, its id): every
+//!   format of it goes to the book this migration made with that uuid; a book the user had
+//!   with it is matched by calibre's duplicate rule like any other;
 //! - any other file is grouped by calibre's fuzzy title + authors, and its book gets a uuid
 //!   derived from that group and the library's id, so a rerun after a crash finds the book the
 //!   earlier run committed and adds the missing formats to it;
@@ -19,7 +21,7 @@
 use super::books::{Books, Decision, Folder, FolderState, Slot};
 use super::cover::cover_of;
 use super::identity::Identified;
-use super::{make_book_dir, write_opfs, CalibreError, CalibreLibrary, RowsWriter};
+use super::{make_book_dir, write_opfs, BookIds, CalibreError, CalibreLibrary, RowsWriter};
 use crate::calibre::METADATA_DB;
 use crate::failure::{Failure, FailureKind};
 use crate::hash;
@@ -52,6 +54,12 @@ pub struct CalibreOptions {
     /// same bytes too, so content is never looked up across books ([`CalibreTarget::check_content`]
     /// answers nothing) and the pipeline skips no content duplicate.
     pub keep_source_books: bool,
+    /// How this migration numbers its books in this library, as recorded when it first opened
+    /// it; `None`: not decided yet (this is the first open), decided now
+    /// ([`CalibreTarget::book_ids`] says what, for the caller to record).
+    pub book_ids: Option<BookIds>,
+    /// The highest book id of a calibre source (0 for a folder source).
+    pub source_max_id: i64,
 }
 
 /// A calibre library being filled by one run.
@@ -72,6 +80,8 @@ pub struct CalibreTarget {
     held: HeldFiles,
     /// Where the hash task stages copies (see `staging`).
     staging: Option<Staging>,
+    /// How books are numbered (`None` in a dry run).
+    book_ids: Option<BookIds>,
 }
 
 impl CalibreTarget {
@@ -93,6 +103,7 @@ impl CalibreTarget {
             by_name: HashMap::new(),
             held: HeldFiles::new(root.to_path_buf()),
             staging: None,
+            book_ids: None,
         };
         if dry_run {
             // What the real run would refuse at open, checked without writing anything.
@@ -106,7 +117,14 @@ impl CalibreTarget {
             }
             return Ok(target);
         }
-        let lib = CalibreLibrary::open_with(root, opts.ignore_calibre_lock).map_err(unusable)?;
+        let mut lib =
+            CalibreLibrary::open_with(root, opts.ignore_calibre_lock).map_err(unusable)?;
+        let book_ids = match opts.book_ids {
+            Some(ids) => ids,
+            None => lib.book_ids_now(opts.keep_source_books).map_err(unusable)?,
+        };
+        lib.number_books(book_ids, opts.source_max_id);
+        target.book_ids = Some(book_ids);
         if !lib.holds_calibre_lock() {
             tracing::warn!(
                 "--ignore-calibre-lock: writing {} while a calibre program holds its writer lock",
@@ -134,8 +152,19 @@ impl CalibreTarget {
         }
         target.rows = Some(lib.rows_writer());
         target.uuid_seed = uuid_seed;
-        target.books = Some(Mutex::new(Books::new(lib, opts.source_uuids.clone())));
+        target.books = Some(Mutex::new(Books::new(
+            lib,
+            opts.source_uuids.clone(),
+            book_ids.max_before,
+        )));
         Ok(target)
+    }
+
+    /// How this migration numbers its books here: as recorded (`CalibreOptions::book_ids`), or
+    /// as decided by this first open, for the caller to record before any book is written.
+    /// `None` in a dry run.
+    pub fn book_ids(&self) -> Option<BookIds> {
+        self.book_ids
     }
 
     pub fn root(&self) -> &Path {
@@ -525,6 +554,8 @@ mod tests {
             migration_key: "test".into(),
             source_uuids: Arc::new(HashSet::new()),
             keep_source_books: false,
+            book_ids: None,
+            source_max_id: 0,
         }
     }
 

@@ -262,7 +262,7 @@ impl CalibreLibrary {
             book_id: b.book_id,
             uuid: f.uuid.clone(),
             title: f.title.clone(),
-            title_sort: title_sort(&f.title),
+            title_sort: f.title_sort.clone().unwrap_or_else(|| title_sort(&f.title)),
             authors: f.authors.clone(),
             author_sort,
             pubdate: dates::opf_form(&f.pubdate),
