@@ -352,7 +352,10 @@ impl HttpTarget {
                 Attempt::Done(UploadReply::Unproven(why)) => return Err(self.bad_reply(&name, why)),
                 Attempt::Permanent(f) => return Err(f),
                 Attempt::Auth(a) => return Err(Failure::new(FailureKind::Auth, a.to_string())),
-                Attempt::Transient(t) => self.retry_later(&name, &mut tries, t, in_flight).await?,
+                Attempt::Transient(t) => {
+                    self.retry_later(&name, &mut tries, t, (in_flight, concurrency))
+                        .await?
+                }
             }
         }
     }
@@ -393,16 +396,17 @@ impl HttpTarget {
 
     /// One more try after a transient failure: tell the limiter about overload, wait (the
     /// server's `Retry-After`, or jittered backoff), or give up once `--retries` are spent.
-    /// `in_flight` counts our requests in flight when the answer came, this one included.
+    /// `in_flight` counts our requests in flight when the answer came and when the request
+    /// started, this one included in each.
     async fn retry_later(
         &self,
         what: &str,
         tries: &mut u32,
         t: Transient,
-        in_flight: usize,
+        (in_flight, started_with): (usize, usize),
     ) -> Result<(), Failure> {
         if t.overload {
-            self.limiter.on_overload(in_flight);
+            self.limiter.on_overload(in_flight, started_with);
         }
         *tries += 1;
         if *tries > self.retries {
@@ -446,7 +450,8 @@ impl HttpTarget {
                 Attempt::Auth(a) => return Err(Failure::new(FailureKind::Auth, a.to_string())),
                 Attempt::Transient(t) => {
                     let in_flight = self.limiter.in_flight() + 1;
-                    self.retry_later(what, &mut tries, t, in_flight).await?
+                    self.retry_later(what, &mut tries, t, (in_flight, in_flight))
+                        .await?
                 }
             }
         }

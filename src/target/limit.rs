@@ -20,9 +20,9 @@ use tokio::sync::Notify;
 /// over again and again.
 ///
 /// A server may also refuse at random, whatever the load (a proxy in front of it, workers shared
-/// with other clients): a refusal while no more of ours were in flight than the ceiling — a
-/// level the server took before — cannot be ours to blame. After [`REFUSALS_WITHIN_CEILING`]
-/// such refusals the limiter stops reading a refusal as the server's capacity (before, each one
+/// with other clients): a refusal of a request that started with no more of ours in flight than
+/// the server took before cannot be ours to blame. After [`REFUSALS_WITHIN_CEILING`] such
+/// refusals close together the limiter stops reading a refusal as the server's capacity (before, each one
 /// lowered the limit by one and fixed it as the ceiling, down to a single transfer: 0.10× of
 /// such a server's capacity): the ceiling goes, each success adds a slot again (still at most
 /// one above what has succeeded together) and each refusal takes one away, so the limit settles
@@ -49,16 +49,23 @@ struct LimitState {
     successes_since_overload: u64,
     /// The most requests of ours in flight at once (counted when one started) that succeeded.
     proven: usize,
-    /// Refusals that came with no more of ours in flight than the ceiling, since it was set.
+    /// What the server took at its last overload answer: the ceiling without its probes.
+    took: Option<f64>,
+    /// Refusals of requests that started with no more of ours in flight than `took`, counted
+    /// while they come less than [`WITHIN_WINDOW`] successes apart.
     refused_within_ceiling: u32,
+    successes_since_within: u64,
     /// The server refuses whatever the load: a refusal costs one slot, not the ceiling.
     refuses_at_random: bool,
 }
 
-/// Refusals within the ceiling after which the server is taken to refuse at random. One could
-/// be a server whose capacity shrank for a moment (other clients); a server that refuses only
-/// above its capacity never sends one.
-const REFUSALS_WITHIN_CEILING: u32 = 2;
+/// Refusals within the ceiling, each less than [`WITHIN_WINDOW`] successes after the last, after
+/// which the server is taken to refuse at random. One or two could be a server whose capacity
+/// shrank for a moment (other clients) or requests that reached it in another order than they
+/// started; a server that refuses only above its capacity sends no run of them (profile 1 of
+/// `BENCH_UPLOAD_PROFILES=1 cargo bench --bench upload`: 50 ms per upload, 503 above 8).
+const REFUSALS_WITHIN_CEILING: u32 = 3;
+const WITHIN_WINDOW: u64 = 100;
 
 /// A quiet spell after which one more slot above the ceiling is tried.
 const PROBE_AFTER: Duration = Duration::from_secs(10);
@@ -103,7 +110,9 @@ impl Limiter {
                 last_overload: Instant::now(),
                 successes_since_overload: 0,
                 proven: 0,
+                took: None,
                 refused_within_ceiling: 0,
+                successes_since_within: 0,
                 refuses_at_random: false,
             }),
             in_flight: AtomicUsize::new(0),
@@ -184,6 +193,7 @@ impl Limiter {
         };
         s.base_latency = Some(base);
         s.successes_since_overload += 1;
+        s.successes_since_within += 1;
         let latency_holds = latency <= base.mul_f64(2.0) + Duration::from_millis(20);
         if !latency_holds {
             s.slow_start = false;
@@ -216,7 +226,10 @@ impl Limiter {
 
     /// The server refused for overload (429/503) or timed out, with `in_flight` requests of ours
     /// in flight when it answered (this one included): the others are what it could take.
-    pub fn on_overload(&self, in_flight: usize) {
+    /// `started_with`: ours in flight when the refused request started, itself included (a
+    /// request that started with no more in flight than the server took before was not refused
+    /// for being one too many; counted when the answer came, others may have ended meanwhile).
+    pub fn on_overload(&self, in_flight: usize, started_with: usize) {
         if !self.adaptive {
             return;
         }
@@ -225,8 +238,12 @@ impl Limiter {
             s.limit = (s.limit - 1.0).max(1.0);
             return;
         }
-        if s.ceiling.is_some_and(|c| in_flight as f64 <= c) {
+        if s.successes_since_within >= WITHIN_WINDOW {
+            s.refused_within_ceiling = 0;
+        }
+        if s.took.is_some_and(|c| started_with as f64 <= c) {
             s.refused_within_ceiling += 1;
+            s.successes_since_within = 0;
             if s.refused_within_ceiling >= REFUSALS_WITHIN_CEILING {
                 tracing::debug!(
                     "the server refuses at random (refusals with no more in flight than it took before): the limit follows successes and refusals one by one"
@@ -239,6 +256,7 @@ impl Limiter {
         let took = (in_flight.saturating_sub(1)).max(1) as f64;
         s.limit = s.limit.min(took).max(1.0);
         s.ceiling = Some(s.limit);
+        s.took = Some(s.limit);
         s.refused_within_ceiling = 0;
         s.slow_start = false;
         s.last_overload = Instant::now();
@@ -345,7 +363,7 @@ mod tests {
         let grown = l.current();
         assert!(grown > 2, "{grown}");
         // The server refused with 5 of ours in flight: it took 4, and 4 becomes the ceiling.
-        l.on_overload(5);
+        l.on_overload(5, 5);
         assert_eq!(l.current(), 4);
         for _ in 0..100 {
             l.on_success(Duration::from_millis(10), l.current());
@@ -384,7 +402,7 @@ mod tests {
         }
         assert_eq!(q.current(), before);
         let f = Limiter::fixed(4);
-        f.on_overload(9);
+        f.on_overload(9, 9);
         f.on_success(Duration::from_millis(1), 4);
         assert_eq!(f.current(), 4);
     }
@@ -398,7 +416,7 @@ mod tests {
         for i in 0..1995 {
             let c = l.current();
             if i % 10 == 9 {
-                l.on_overload(c);
+                l.on_overload(c, c);
             } else {
                 l.on_success(Duration::from_millis(20), c);
             }
@@ -409,12 +427,29 @@ mod tests {
         for _ in 0..2000 {
             let c = h.current();
             if c > 8 {
-                h.on_overload(c);
+                h.on_overload(c, c);
             } else {
                 h.on_success(Duration::from_millis(20), c);
             }
         }
         assert_eq!(h.current(), 8);
+        // Its probes refused, answered when others of ours had ended (the count at the answer
+        // is within what it took): the request started one too many, and the ceiling stays.
+        let p = Limiter::adaptive(2, 64);
+        p.waiting.store(100, Ordering::SeqCst);
+        for _ in 0..20 {
+            for _ in 0..600 {
+                let c = p.current();
+                if c > 8 {
+                    p.on_overload(c - 2, c);
+                } else {
+                    p.on_success(Duration::from_millis(20), c);
+                }
+            }
+            p.state.lock().unwrap().last_overload -= PROBE_AFTER;
+        }
+        assert!(!p.state.lock().unwrap().refuses_at_random);
+        assert!(p.current() <= 9, "{}", p.current());
     }
 
     /// Paused time: the clock moves only when every task waits for a timer, so a waiter that
