@@ -4,6 +4,7 @@
 //! formats added to committed books.
 
 use super::existing::Key;
+use super::extras::Carried;
 use crate::calibre::dates;
 use crate::calibre::text::py_strip as strip;
 use crate::calibre::{looks_like_uuid, uuid4};
@@ -43,6 +44,8 @@ pub(super) struct Fields {
     pub(super) rating: Option<i64>,
     pub(super) uuid: String,
     pub(super) timestamp: String,
+    /// Custom column values and the source book, from a calibre source (`extras`).
+    pub(super) carried: Carried,
 }
 
 /// Case-insensitive de-duplication keeping the first spelling.
@@ -144,6 +147,7 @@ impl Fields {
                 .filter(|u| looks_like_uuid(u))
                 .unwrap_or_else(uuid4),
             timestamp: dates::now(),
+            carried: Carried::of(md),
         }
     }
 
