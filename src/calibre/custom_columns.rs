@@ -306,14 +306,24 @@ pub fn definitions(conn: &Connection) -> rusqlite::Result<Vec<ColumnDef>> {
 }
 
 /// Create column `def` (another library's) in the library of `tx`, as calibre's
-/// `create_custom_column` does; returns its new number. (calibre also sets the preference
+/// `create_custom_column` does, under `def`'s own number when the library has no trace of that
+/// number (no row, not even one marked for deletion, no table), else under the next free one;
+/// returns its number. (calibre also sets the preference
 /// `update_all_last_mod_dates_on_start`, which makes its next start give every book a new
 /// `last_modified`; not done here: the books' dates are carried as the source has them.)
 pub fn create(tx: &Transaction<'_>, def: &ColumnDef) -> rusqlite::Result<i64> {
+    let (table, lt) = def.tables();
+    let taken: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM custom_columns WHERE id = ?1)
+             OR EXISTS (SELECT 1 FROM sqlite_master WHERE name IN (?2, ?3))",
+        rusqlite::params![def.num, table, lt],
+        |r| r.get(0),
+    )?;
     tx.execute(
-        "INSERT INTO custom_columns(label,name,datatype,is_multiple,editable,display,normalized)
-         VALUES (?,?,?,?,?,?,?)",
+        "INSERT INTO custom_columns(id,label,name,datatype,is_multiple,editable,display,normalized)
+         VALUES (?,?,?,?,?,?,?,?)",
         rusqlite::params![
+            (!taken).then_some(def.num),
             def.label,
             def.name,
             def.datatype,

@@ -24,12 +24,13 @@ use std::process::Command;
 /// A source library made by calibre's own API (what `calibredb add_custom_column`, `add`,
 /// `set_custom` and `saved_searches add` run, in one process): a column of every datatype
 /// calibre has, three books (ids 1–3) with values, two annotations (a highlight and a bookmark)
-/// on Book One, a saved search.
+/// on Book One, a saved search. Its first column is deleted: the others' numbers start at 2.
 const SOURCE_SCRIPT: &str = r#"
 from calibre.db.cli import cmd_set_custom
 from calibre.ebooks.metadata.book.base import Metadata
 import os
 columns = [
+    ('mygone', 'Gone', 'int', False, {}),
     ('mytext', 'My Text', 'text', False, {}),
     ('mytags', 'My Tags', 'text', True, {}),
     ('mycomm', 'Comm', 'comments', False, {}),
@@ -45,6 +46,9 @@ columns = [
 d = db(LIB)
 for label, name, datatype, multiple, display in columns:
     d.create_custom_column(label, name, datatype, multiple, display=display)
+d.close()
+d = db(LIB)
+d.delete_custom_column(label='mygone')
 d.close()
 d = db(LIB)
 d.new_api.set_pref('field_metadata', d.field_metadata.all_metadata())
@@ -77,7 +81,7 @@ api.merge_annotations_for_book(1, 'TXT', [
 d.close()
 "#;
 
-/// How many custom columns [`SOURCE_SCRIPT`] makes (one per datatype, text twice).
+/// How many custom columns [`SOURCE_SCRIPT`] leaves (one per datatype, text twice).
 const COLUMNS: usize = 11;
 
 fn calibre_config(ws: &Workspace) -> PathBuf {
@@ -225,10 +229,15 @@ fn custom_columns_of_every_type_come_into_a_new_library_with_every_value() {
     let _serial = serial();
     let ws = Workspace::empty();
     let (src, dst) = migrated_into_a_new_library(&ws);
+    let defs = calibredb(&ws, &src, &["custom_columns", "-d"]);
+    assert!(
+        defs.contains("'num': 2}") && !defs.contains("'num': 1}"),
+        "the source's columns start at 2: {defs}"
+    );
     assert_eq!(
         calibredb(&ws, &dst, &["custom_columns", "-d"]),
-        calibredb(&ws, &src, &["custom_columns", "-d"]),
-        "the target's custom column definitions are the source's"
+        defs,
+        "the target's custom column definitions are the source's, numbers too"
     );
     let want = custom_values(&ws, &src);
     assert_eq!(want.len(), 3);

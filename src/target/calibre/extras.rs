@@ -23,6 +23,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// Preferences calibre does not copy into a new library made with another's settings
+/// (`db/backend.py` `initialize_prefs`).
+const PREFERENCES_NOT_COPIED: &[&str] = &["news_to_be_synced"];
+
 /// The calibre folder of a book's extra files.
 pub const DATA_DIR: &str = "data";
 
@@ -134,7 +138,8 @@ pub(super) fn from_calibre_source(
 }
 
 /// Every `preferences` row of the source into a library just created (its fresh defaults
-/// replaced by the user's settings).
+/// replaced by the user's settings), but for the ones calibre's own "new library with the same
+/// settings" leaves out ([`PREFERENCES_NOT_COPIED`]).
 fn copy_preferences(
     lib: &CalibreLibrary,
     src: &Connection,
@@ -158,7 +163,10 @@ fn copy_preferences(
         source,
     };
     let tx = db.conn.transaction().map_err(db_error)?;
-    for (key, val) in &rows {
+    for (key, val) in rows
+        .iter()
+        .filter(|(k, _)| !PREFERENCES_NOT_COPIED.contains(&k.as_str()))
+    {
         tx.execute(
             "INSERT INTO preferences (key, val) VALUES (?1, ?2)
              ON CONFLICT(key) DO UPDATE SET val = excluded.val",
