@@ -251,6 +251,17 @@ fn custom_columns_of_every_type_come_into_a_new_library_with_every_value() {
         "every book's custom column values"
     );
     assert_check_library_clean(&ws, &dst, "after the migration");
+
+    // A second migration (a new state DB) into that library: its columns are the source's,
+    // nothing is created, warned or written twice.
+    let annots = annotations(&ws, &dst);
+    let out = to_calibre(&ws, &ws.path().join("second.db"), &src, &dst, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the second run failed: {stderr}");
+    assert!(!stderr.contains("custom column"), "{stderr}");
+    assert_eq!(calibredb(&ws, &dst, &["custom_columns", "-d"]), defs);
+    assert_eq!(custom_values(&ws, &dst), want, "after a second migration");
+    assert_eq!(annotations(&ws, &dst), annots, "after a second migration");
 }
 
 #[test]
