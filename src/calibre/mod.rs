@@ -7,8 +7,10 @@
 //! - the database: calibre 6.13's schema (`schema`), the SQL functions its triggers and views
 //!   call (`sql_functions`, on `text`'s title sort, author sort and fuzzy title), its dates
 //!   (`dates`) and uuids (`uuids`), read strictly read-only by `read`;
-//! - `metadata.opf`, calibre's per-book metadata backup (`opf`).
+//! - `metadata.opf`, calibre's per-book metadata backup (`opf`);
+//! - custom columns: their definitions, tables and values (`custom_columns`).
 
+pub mod custom_columns;
 pub mod dates;
 pub mod opf;
 pub mod paths;

@@ -128,7 +128,7 @@ fn list(ws: &Workspace, lib: &Path) -> Vec<Value> {
 }
 
 /// `check_library` prints its section headers always; any other line is a problem it found.
-fn check_library_problems(ws: &Workspace, lib: &Path) -> Vec<String> {
+pub(crate) fn check_library_problems(ws: &Workspace, lib: &Path) -> Vec<String> {
     const HEADERS: &[&str] = &[
         "Vacuuming database...",
         "Invalid titles",

@@ -8,6 +8,7 @@ mod util;
 mod protocol_server;
 
 mod bad_input;
+mod calibre_columns;
 mod calibre_fidelity;
 mod calibre_source;
 mod calibre_target;

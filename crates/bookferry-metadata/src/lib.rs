@@ -92,6 +92,28 @@ pub struct Metadata {
     /// When its metadata last changed (`books.last_modified`), in the same form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_modified: Option<String>,
+    /// A calibre source book's custom column values, by column label (without the `#`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_columns: BTreeMap<String, CustomValue>,
+}
+
+/// One book's value in one calibre custom column, typed as calibre stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomValue {
+    /// `text`, `comments`, `enumeration`, and `datetime` (calibre's stored text).
+    Text(String),
+    /// `text` with `is_multiple`, in calibre's order.
+    Texts(Vec<String>),
+    /// `int`, and `rating` (calibre's 0–10).
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// `series`: the name and the book's index in it.
+    Series {
+        name: String,
+        index: f64,
+    },
 }
 
 impl Metadata {

@@ -5,10 +5,11 @@
 //! here), so a chunk costs its own rows, not the library's.
 
 use super::{to_iso639_1, CalibreError, CalibreFormat};
+use crate::calibre::custom_columns;
 use crate::calibre::dates;
 use crate::calibre::paths::{cover_rel_path, format_rel_path, is_safe_rel_path};
 use crate::calibre::read::ReadOnlyDb;
-use crate::metadata::Metadata;
+use crate::metadata::{CustomValue, Metadata};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
 use std::collections::{BTreeMap, HashMap};
@@ -59,6 +60,7 @@ pub(super) fn read_formats(
 ) -> Result<Vec<CalibreFormat>, CalibreError> {
     let ids = (*ids.start(), *ids.end());
     let mut links = Links::read(db, conn, ids)?;
+    let mut custom = custom_column_values(db, conn, ids)?;
     let what = "reading books and formats";
     let mut stmt = conn
         .prepare(
@@ -90,7 +92,8 @@ pub(super) fn read_formats(
         let metadata = match &current {
             Some((id, md)) if *id == book_id => md.clone(),
             _ => {
-                let md = links.metadata_of(&row, cover_path.clone());
+                let mut md = links.metadata_of(&row, cover_path.clone());
+                md.custom_columns = custom.remove(&book_id).unwrap_or_default();
                 current = Some((book_id, md.clone()));
                 md
             }
@@ -105,6 +108,17 @@ pub(super) fn read_formats(
         });
     }
     Ok(out)
+}
+
+/// The custom column values of the books `ids`, by book (`crate::calibre::custom_columns`).
+fn custom_column_values(
+    db: &ReadOnlyDb,
+    conn: &Connection,
+    ids: (i64, i64),
+) -> Result<HashMap<i64, BTreeMap<String, CustomValue>>, CalibreError> {
+    let what = "reading custom columns";
+    let defs = custom_columns::definitions(conn).map_err(|e| db.error(what, e))?;
+    custom_columns::read_values(conn, &defs, ids).map_err(|e| db.error(what, e))
 }
 
 /// The link tables' rows of one chunk of books, by book.

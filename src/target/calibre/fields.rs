@@ -4,6 +4,7 @@
 //! formats added to committed books.
 
 use super::existing::Key;
+use super::extras::Carried;
 use crate::calibre::dates;
 use crate::calibre::text::py_strip as strip;
 use crate::calibre::{looks_like_uuid, uuid4};
@@ -49,6 +50,8 @@ pub(super) struct Fields {
     pub(super) timestamp: String,
     /// A calibre source's `last_modified`, else now.
     pub(super) last_modified: String,
+    /// Custom column values and the source book, from a calibre source (`extras`).
+    pub(super) carried: Carried,
 }
 
 /// The id of the calibre source book `md` was read from (`Metadata::source`, `calibre:ID`).
@@ -179,6 +182,7 @@ impl Fields {
                 .as_deref()
                 .and_then(dates::db_form)
                 .unwrap_or_else(dates::now),
+            carried: Carried::of(md),
         }
     }
 

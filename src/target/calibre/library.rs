@@ -164,6 +164,7 @@ impl CalibreLibrary {
             db: Arc::new(Mutex::new(LibraryDb {
                 conn,
                 items: Items::default(),
+                extras: Default::default(),
             })),
             root_dir,
             next_id,

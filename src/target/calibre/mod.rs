@@ -12,13 +12,17 @@
 //! library API (`library`: opening it, its books; `writer`: the plan → write files → commit
 //! protocol, its rows in `rows`; `recovery`: what a crash leaves). [`CalibreTarget`] (`target`,
 //! with `books`, `identity` and `cover`) is the pipeline's view: which book a file goes to, and
-//! the commit run from the state writer's flush hook. `verify` reads a library for
-//! `bookferry verify`, read-only.
+//! the commit run from the state writer's flush hook. From a calibre source, `extras` (with
+//! `custom_columns`) brings what a book carries beyond its rows: custom column values,
+//! annotations, its `data/` folder, and a new library's preferences. `verify` reads a library
+//! for `bookferry verify`, read-only.
 
 mod books;
 mod cover;
+mod custom_columns;
 mod database;
 mod existing;
+mod extras;
 mod fields;
 mod identity;
 mod library;
@@ -149,6 +153,10 @@ pub enum CalibreError {
         .path.display()
     )]
     FolderExists { path: PathBuf, book_id: i64 },
+
+    /// The calibre source could not be read (its custom columns, preferences, annotations).
+    #[error("the calibre source: {0}")]
+    Source(#[from] crate::calibre::ReadError),
 
     /// Another file of a new book failed to make its folder (`path` is this file); `source`
     /// is that file's error, shared by every file of the book.

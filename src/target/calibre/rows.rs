@@ -3,6 +3,7 @@
 //! languages by name), and the `data` rows of formats added to recorded books, all in one
 //! transaction ([`RowsWriter`]).
 
+use super::extras::FromSource;
 use super::fields::{AddedFormat, PlannedBook};
 use super::CalibreError;
 use crate::calibre::opf::OpfBook;
@@ -21,6 +22,8 @@ pub(super) type ItemMap = HashMap<String, (i64, String)>;
 pub(super) struct LibraryDb {
     pub(super) conn: Connection,
     pub(super) items: Items,
+    /// What a calibre source's books carry beyond their rows (`extras`).
+    pub(super) extras: FromSource,
 }
 
 /// The item tables' ids by name, as the rows of a commit need them.
@@ -106,6 +109,7 @@ impl RowsWriter {
         let inserted = (|| {
             for (b, r) in books.iter().zip(resolved) {
                 insert_book(&tx, &mut db.items, b, r)?;
+                db.extras.write_book(&tx, b.book_id, &b.fields.carried)?;
             }
             for a in added {
                 if a.replaced {

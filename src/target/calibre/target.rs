@@ -132,6 +132,9 @@ impl CalibreTarget {
             );
         }
         link_on_one_filesystem(&opts, source_root, root)?;
+        if opts.keep_source_books {
+            super::extras::from_calibre_source(&lib, source_root).map_err(unusable)?;
+        }
         remove_staged_leftovers(root);
         for (rel, size) in lib.format_files().map_err(unusable)? {
             let name = rel.rsplit('/').next().unwrap_or(&rel).to_lowercase();
@@ -261,6 +264,11 @@ impl CalibreTarget {
         let written = self.write_format(p, &slot.path).and_then(|placed| {
             if let Some(dest) = &slot.replaces {
                 fs::rename(&slot.path, dest)?;
+            }
+            if self.opts.keep_source_books && matches!(slot.folder, Folder::Make) {
+                // The transfer that made a new book's folder brings its `data/` files.
+                let dir = slot.path.parent().unwrap_or(&self.root);
+                super::extras::copy_data_dir(&p.source_path, dir)?;
             }
             Ok(placed)
         });
