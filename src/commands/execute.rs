@@ -127,7 +127,7 @@ impl Execution<'_> {
                 placement.layout.template()
             ),
             TargetSpec::Calibre(_) => format!(" ({})", placement.link.as_str()),
-            TargetSpec::Http(_) => String::new(),
+            TargetSpec::Http(_) | TargetSpec::CalibreServer(_) => String::new(),
         };
         format!(
             "{}{} → {}{how}{}",
@@ -150,6 +150,7 @@ impl Execution<'_> {
         let linked = self.options.placement.link != LinkMode::Copy;
         match &self.target {
             TargetSpec::Http(_) => ("uploaded", "upload", "sent"),
+            TargetSpec::CalibreServer(_) => ("added to the library", "add", "sent"),
             TargetSpec::Calibre(_) if linked => ("added to the library", "add", "linked"),
             TargetSpec::Calibre(_) => ("added to the library", "add", "written"),
             TargetSpec::Dir(_) if linked => ("linked", "link", "linked"),
@@ -171,7 +172,7 @@ impl Execution<'_> {
     fn blocking_threads(&self, tuning: &Tuning) -> usize {
         match self.target {
             TargetSpec::Dir(_) | TargetSpec::Calibre(_) => tuning.threads.blocking_local,
-            TargetSpec::Http(_) => tuning.threads.blocking_http,
+            TargetSpec::Http(_) | TargetSpec::CalibreServer(_) => tuning.threads.blocking_http,
         }
     }
 
