@@ -8,6 +8,7 @@ mod util;
 mod protocol_server;
 
 mod bad_input;
+mod calibre_server;
 mod calibre_source;
 mod calibre_target;
 mod cli_forms;
