@@ -536,3 +536,33 @@ fn with_authentication_the_right_password_adds_and_a_wrong_one_is_refused_with_e
         "{args}"
     );
 }
+
+#[test]
+fn a_server_that_cannot_be_reached_at_start_exits_2_without_work() {
+    // No calibre program runs here: no lock needed.
+    let ws = Workspace::with_corpus(5, 6161);
+    let port = free_port();
+    let started = Instant::now();
+    // With 10 retries the backoff alone would take minutes: "at once" is well inside 60 s.
+    let to = format!("calibre+http://127.0.0.1:{port}");
+    let out = run_to(&ws, &ws.state(), &to, &["--retries", "10"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.contains(&format!("cannot connect to http://127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "not at once: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        count(
+            &ws.state(),
+            "SELECT count(*) FROM files WHERE state = 'uploaded'"
+        ),
+        0
+    );
+}
