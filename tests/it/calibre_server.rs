@@ -295,6 +295,12 @@ fn a_run_adds_every_book_as_the_calibre_target_does_and_a_rerun_adds_nothing() {
         return;
     }
     let ws = Workspace::with_corpus(40, 2207);
+    // One file above the hash stage's 8 MiB buffer: streamed from disk to the server.
+    fs::write(
+        ws.lib().join("Heavy Tome - Big Author.txt"),
+        "All work and no play.\n".repeat(500_000),
+    )
+    .unwrap();
     // The direct calibre target, for comparison.
     let direct = ws.path().join("direct");
     let out = run_to(

@@ -15,6 +15,63 @@ use std::time::Duration;
 
 const JSON: &str = "application/json";
 const MSGPACK: &str = "application/x-msgpack";
+/// Read and send a file in pieces of this size.
+const CHUNK: usize = 256 * 1024;
+
+/// A request's body, made anew for each try: bytes in memory, or a file framed by bytes (the
+/// msgpack around a format's contents), streamed from disk so a large book is never held whole.
+#[derive(Clone)]
+pub enum Body {
+    Bytes(Bytes),
+    Framed {
+        head: Bytes,
+        file: std::path::PathBuf,
+        size: u64,
+        tail: Bytes,
+    },
+}
+
+impl Body {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Bytes(b) => b.len() as u64,
+            Body::Framed {
+                head, size, tail, ..
+            } => (head.len() + tail.len()) as u64 + size,
+        }
+    }
+
+    async fn make(&self) -> Result<reqwest::Body, CallError> {
+        use futures_util::StreamExt;
+        match self {
+            Body::Bytes(b) => Ok(reqwest::Body::from(b.clone())),
+            Body::Framed {
+                head,
+                file,
+                size,
+                tail,
+            } => {
+                let f = tokio::fs::File::open(file).await.map_err(|e| {
+                    CallError::Source(format!("{}: cannot open: {e}", file.display()), e.kind())
+                })?;
+                let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+                if len != *size {
+                    return Err(CallError::Source(
+                        format!(
+                            "{}: changed since it was hashed ({len} bytes, was {size}); run again",
+                            file.display()
+                        ),
+                        std::io::ErrorKind::InvalidData,
+                    ));
+                }
+                let head = futures_util::stream::once(std::future::ready(Ok(head.clone())));
+                let tail = futures_util::stream::once(std::future::ready(Ok(tail.clone())));
+                let body = tokio_util::io::ReaderStream::with_capacity(f, CHUNK);
+                Ok(reqwest::Body::wrap_stream(head.chain(body).chain(tail)))
+            }
+        }
+    }
+}
 
 /// The server refused us: every call would be refused (exit 4).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -38,6 +95,8 @@ pub enum CallError {
     },
     /// The server or calibre refused this call (a 4xx, or calibre's own error).
     Refused(String),
+    /// The file to send cannot be read as it was hashed.
+    Source(String, std::io::ErrorKind),
 }
 
 pub struct Client {
@@ -79,8 +138,10 @@ impl Client {
     /// One `calibredb` command with JSON arguments, retried while transient (only for
     /// commands that change nothing, or change nothing twice).
     pub async fn cmd(&self, which: &str, args: &Value) -> Result<Value, CallError> {
-        let body = Bytes::from(serde_json::to_vec(args).expect("JSON values serialize"));
-        self.with_retries(|| self.cmd_once(which, JSON, body.clone()))
+        let body = Body::Bytes(Bytes::from(
+            serde_json::to_vec(args).expect("JSON values serialize"),
+        ));
+        self.with_retries(|| self.cmd_once(which, JSON, &body))
             .await
     }
 
@@ -89,7 +150,7 @@ impl Client {
         &self,
         which: &str,
         ctype: &str,
-        body: Bytes,
+        body: &Body,
     ) -> Result<Value, CallError> {
         let mut path = format!("/cdb/cmd/{which}/0");
         if let Some(l) = &self.library_id {
@@ -116,18 +177,30 @@ impl Client {
         }
     }
 
-    /// `add_format` for book `book`: the file's bytes in msgpack, as calibredb sends them; never
-    /// replacing a format the book has. True when the format was added.
+    /// `add_format` for book `book`: the file's bytes in msgpack, as calibredb sends them
+    /// (from `data` when the hash stage kept them, else streamed from `path`); never replacing
+    /// a format the book has. True when the format was added.
     pub async fn add_format(
         &self,
         book: i64,
         file_name: &str,
         format: &str,
-        data: &[u8],
+        data: Option<&[u8]>,
+        path: &std::path::Path,
+        size: u64,
     ) -> Result<bool, CallError> {
-        let body = Bytes::from(msgpack_add_format(book, file_name, format, data));
+        let (head, tail) = msgpack_add_format(book, file_name, format, size);
+        let body = match data {
+            Some(d) => Body::Bytes(Bytes::from([&head[..], d, &tail[..]].concat())),
+            None => Body::Framed {
+                head: Bytes::from(head),
+                file: path.to_path_buf(),
+                size,
+                tail: Bytes::from(tail),
+            },
+        };
         let r = self
-            .with_retries(|| self.cmd_once("add_format", MSGPACK, body.clone()))
+            .with_retries(|| self.cmd_once("add_format", MSGPACK, &body))
             .await?;
         Ok(r.as_bool().unwrap_or(false))
     }
@@ -155,7 +228,10 @@ impl Client {
     }
 
     /// A POST, logging in when the server asks (a challenge, then at most one stale nonce).
-    async fn post(&self, path: &str, ctype: &str, body: Bytes) -> Result<Value, CallError> {
+    async fn post(&self, path: &str, ctype: &str, body: &Body) -> Result<Value, CallError> {
+        // No progress watch on a body being sent: a call is given --stall-timeout, and one
+        // second more per 256 KiB it sends (a link slower than that fails it as transient).
+        let timeout = self.stall + Duration::from_secs(body.len() / CHUNK as u64);
         let url = format!("{}{path}", self.base);
         let uri = reqwest::Url::parse(&url)
             .map(|u| match u.query() {
@@ -168,10 +244,11 @@ impl Client {
             let mut req = self
                 .http
                 .post(&url)
-                .timeout(self.stall)
+                .timeout(timeout)
                 .header(reqwest::header::CONTENT_TYPE, ctype)
+                .header(reqwest::header::CONTENT_LENGTH, body.len())
                 .header(reqwest::header::ACCEPT, JSON)
-                .body(body.clone());
+                .body(body.make().await?);
             if let (Some(ch), Some(c)) = (&sent_auth, &self.creds) {
                 let nc = self.nc.fetch_add(1, Ordering::Relaxed) + 1;
                 let cnonce = format!("{:016x}", rand::random::<u64>());
@@ -295,30 +372,30 @@ fn query_escape(s: &str) -> String {
         .collect()
 }
 
-/// `[book, [file_name, bytes], format, false]` in msgpack: `add_format`'s arguments as
-/// calibredb sends them remotely (`replace` false: an existing format is never overwritten).
-fn msgpack_add_format(book: i64, file_name: &str, format: &str, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + file_name.len() + 32);
-    out.push(0x94);
-    out.push(0xd3);
-    out.extend_from_slice(&book.to_be_bytes());
-    out.push(0x92);
-    msgpack_str(&mut out, file_name);
-    let n = data.len();
-    if n < 256 {
-        out.push(0xc4);
-        out.push(n as u8);
-    } else if n < 65536 {
-        out.push(0xc5);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
+/// `[book, [file_name, <size bytes>], format, false]` in msgpack, `add_format`'s arguments as
+/// calibredb sends them remotely (`replace` false: an existing format is never overwritten):
+/// the bytes before the file's contents and those after.
+fn msgpack_add_format(book: i64, file_name: &str, format: &str, size: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut head = Vec::with_capacity(file_name.len() + 32);
+    head.push(0x94);
+    head.push(0xd3);
+    head.extend_from_slice(&book.to_be_bytes());
+    head.push(0x92);
+    msgpack_str(&mut head, file_name);
+    if size < 256 {
+        head.push(0xc4);
+        head.push(size as u8);
+    } else if size < 65536 {
+        head.push(0xc5);
+        head.extend_from_slice(&(size as u16).to_be_bytes());
     } else {
-        out.push(0xc6);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
+        head.push(0xc6);
+        head.extend_from_slice(&(size as u32).to_be_bytes());
     }
-    out.extend_from_slice(data);
-    msgpack_str(&mut out, format);
-    out.push(0xc2);
-    out
+    let mut tail = Vec::with_capacity(format.len() + 2);
+    msgpack_str(&mut tail, format);
+    tail.push(0xc2);
+    (head, tail)
 }
 
 fn msgpack_str(out: &mut Vec<u8>, s: &str) {
@@ -346,7 +423,8 @@ mod tests {
     /// use_bin_type=True)` gives, but for the int (we always send int64).
     #[test]
     fn add_format_arguments_are_calibredbs_msgpack() {
-        let b = msgpack_add_format(2, "x.epub", "EPUB", b"PK fake epub");
+        let (head, tail) = msgpack_add_format(2, "x.epub", "EPUB", 12);
+        let b = [&head[..], b"PK fake epub", &tail[..]].concat();
         let mut want = vec![0x94, 0xd3, 0, 0, 0, 0, 0, 0, 0, 2, 0x92, 0xa6];
         want.extend_from_slice(b"x.epub");
         want.extend_from_slice(&[0xc4, 12]);
