@@ -111,6 +111,17 @@ fn user_db(ws: &Workspace) -> PathBuf {
 /// Start `calibre-server` on `lib` at `port` (unauthenticated local writes, or the user
 /// database) and wait until it answers.
 fn start_server(ws: &Workspace, lib: &Path, port: u16, userdb: Option<&Path>) -> Server {
+    start_server_tls(ws, lib, port, userdb, None)
+}
+
+/// As [`start_server`], over TLS with `(certificate, key)` PEM files when given.
+fn start_server_tls(
+    ws: &Workspace,
+    lib: &Path,
+    port: u16,
+    userdb: Option<&Path>,
+    tls: Option<(&Path, &Path)>,
+) -> Server {
     let log = fs::File::create(ws.path().join(format!("calibre-server-{port}.log"))).unwrap();
     let mut cmd = Command::new("calibre-server");
     cmd.args(["--port", &port.to_string(), "--listen-on", "127.0.0.1"])
@@ -122,6 +133,12 @@ fn start_server(ws: &Workspace, lib: &Path, port: u16, userdb: Option<&Path>) ->
         None => {
             cmd.arg("--enable-local-write");
         }
+    }
+    if let Some((cert, key)) = tls {
+        cmd.arg("--ssl-certfile")
+            .arg(cert)
+            .arg("--ssl-keyfile")
+            .arg(key);
     }
     let child = cmd
         .arg(lib)
@@ -138,7 +155,12 @@ fn start_server(ws: &Workspace, lib: &Path, port: u16, userdb: Option<&Path>) ->
         userdb: userdb.map(Path::to_path_buf),
     };
     let t0 = Instant::now();
-    while !answers(port) {
+    let ready = |port| match tls {
+        // Over TLS: the port takes connections (bookferry's first call waits for the rest).
+        Some(_) => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        None => answers(port),
+    };
+    while !ready(port) {
         if let Some(st) = server.child.try_wait().unwrap() {
             panic!(
                 "calibre-server exited ({st}): {}",
@@ -571,4 +593,56 @@ fn a_server_that_cannot_be_reached_at_start_exits_2_without_work() {
         ),
         0
     );
+}
+
+#[test]
+fn over_tls_with_ca_cert_and_basic_auth_the_books_are_added() {
+    let _serial = serial();
+    if !have_calibre("calibre_server::over_tls") {
+        return;
+    }
+    let ws = Workspace::with_corpus(8, 7171);
+    let lib = new_library(&ws, "served");
+    let userdb = user_db(&ws);
+    // A self-signed certificate for 127.0.0.1: calibre-server over TLS asks for basic auth.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file) = (ws.path().join("server.pem"), ws.path().join("server.key"));
+    fs::write(&cert_file, cert.pem()).unwrap();
+    fs::write(&key_file, key.serialize_pem()).unwrap();
+    let port = free_port();
+    let mut server = start_server_tls(
+        &ws,
+        &lib,
+        port,
+        Some(&userdb),
+        Some((&cert_file, &key_file)),
+    );
+    let to = format!("calibre+https://{USER}@127.0.0.1:{port}");
+    let state = ws.state();
+    // Without --ca-cert the certificate is refused, nothing sent.
+    let out = to_server_cmd(&ws, &state, &to, &[])
+        .env("BOOKFERRY_CALIBRE_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let ca = cert_file.to_str().unwrap();
+    let out = to_server_cmd(&ws, &state, &to, &["--ca-cert", ca])
+        .env("BOOKFERRY_CALIBRE_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let uploaded = count(
+        &state,
+        "SELECT count(*) FROM files WHERE state = 'uploaded'",
+    );
+    assert!(uploaded > 0, "{err}");
+    server.kill9();
+    let books = library_books(&ws, &lib);
+    assert_each_book_once(&books);
+    assert_rows_point_at_books(&state, &books);
 }
