@@ -311,6 +311,13 @@ pub struct HttpArgs {
     /// Give up on a request when its upload makes no progress (and no reply comes) for this long.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub stall_timeout: u64,
+    /// calibre-server target: the user to log in as (or USER@ in the URL).
+    #[arg(long, value_name = "NAME")]
+    pub username: Option<String>,
+    /// calibre-server target: file holding the user's password (should be mode 0600). Or set
+    /// $BOOKFERRY_CALIBRE_PASSWORD.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

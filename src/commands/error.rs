@@ -95,7 +95,9 @@ impl CommandError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CommandError::Usage(_) | CommandError::State(_) => exit::NOTHING_DONE,
-            CommandError::Target(OpenError::Auth(_)) => exit::AUTH,
+            CommandError::Target(OpenError::Auth(_) | OpenError::CalibreServerAuth(_)) => {
+                exit::AUTH
+            }
             CommandError::Target(OpenError::Unusable(_)) => exit::NOTHING_DONE,
             CommandError::Scan(
                 ScanError::Source { .. }
@@ -115,7 +117,7 @@ impl CommandError {
         match self {
             CommandError::Usage(_) => "usage",
             CommandError::State(_) => "state_db_error",
-            CommandError::Target(OpenError::Auth(_)) => "auth",
+            CommandError::Target(OpenError::Auth(_) | OpenError::CalibreServerAuth(_)) => "auth",
             CommandError::Target(OpenError::Unusable(_)) => "target unusable",
             CommandError::Scan(_) => "scan failed",
             CommandError::Stopped(Stop::Failure(f)) => f.kind.as_str(),
@@ -164,6 +166,14 @@ pub enum UsageError {
     },
     #[error("--token-file {}: the file is empty", .0.display())]
     EmptyTokenFile(PathBuf),
+    #[error("--password-file {}: {source}", .path.display())]
+    PasswordFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--password-file {}: the file is empty", .0.display())]
+    EmptyPasswordFile(PathBuf),
     #[error("--kind {given:?}: unknown failure kind (known: {})", FailureKind::ALL.map(FailureKind::as_str).join(", "))]
     UnknownKind { given: String },
     #[error("the state DB {} lies inside the {what} {}; put it elsewhere with --state", .state.display(), .root.display())]
@@ -215,6 +225,8 @@ pub enum UsageError {
     VerifySourceOverHttp,
     #[error("verify --content and --repair content are for folder and HTTP targets (a calibre library's name-and-size skips are not looked inside yet)")]
     VerifyContentCalibre,
+    #[error("verify is not built for a calibre-server target yet; stop the server and verify the library with --to calibre:PATH, or list it with calibredb --with-library")]
+    VerifyCalibreServer,
     #[error("verify --repair: {files} files would be put back to be migrated; not on a terminal to ask, so say --yes")]
     RepairNeedsYes { files: usize },
     #[error("not on a terminal to ask: say {flag}")]

@@ -129,7 +129,7 @@ impl Execution<'_> {
                 placement.layout.template()
             ),
             TargetSpec::Calibre(_) => format!(" ({})", placement.link.as_str()),
-            TargetSpec::Http(_) => String::new(),
+            TargetSpec::Http(_) | TargetSpec::CalibreServer(_) => String::new(),
         };
         format!(
             "{}{} → {}{how}{}",
@@ -152,6 +152,7 @@ impl Execution<'_> {
         let linked = self.options.placement.link != LinkMode::Copy;
         match &self.target {
             TargetSpec::Http(_) => ("uploaded", "upload", "sent"),
+            TargetSpec::CalibreServer(_) => ("added to the library", "add", "sent"),
             TargetSpec::Calibre(_) if linked => ("added to the library", "add", "linked"),
             TargetSpec::Calibre(_) => ("added to the library", "add", "written"),
             TargetSpec::Dir(_) if linked => ("linked", "link", "linked"),
@@ -166,7 +167,7 @@ impl Execution<'_> {
             calibre_book_ids: match self.target {
                 TargetSpec::Calibre(_) => migration_record::settled_calibre_book_ids(&conn)?
                     .map(|(keep, max_before)| crate::target::calibre::BookIds { keep, max_before }),
-                TargetSpec::Dir(_) | TargetSpec::Http(_) => None,
+                TargetSpec::Dir(_) | TargetSpec::Http(_) | TargetSpec::CalibreServer(_) => None,
             },
             totals: report::active_totals(&conn)?,
             last_old_id: report::last_file_id(&conn)?,
@@ -178,7 +179,7 @@ impl Execution<'_> {
     fn blocking_threads(&self, tuning: &Tuning) -> usize {
         match self.target {
             TargetSpec::Dir(_) | TargetSpec::Calibre(_) => tuning.threads.blocking_local,
-            TargetSpec::Http(_) => tuning.threads.blocking_http,
+            TargetSpec::Http(_) | TargetSpec::CalibreServer(_) => tuning.threads.blocking_http,
         }
     }
 

@@ -154,6 +154,8 @@ pub fn http_options(http: &HttpArgs, tuning: &TuningArgs) -> Result<HttpOptions,
     }
     Ok(HttpOptions {
         token: load_token(http)?,
+        username: http.username.clone(),
+        password: load_password(http)?,
         ca_cert: http.ca_cert.as_deref().map(CaFile::load).transpose()?,
         insecure: http.insecure,
         retries: http.retries,
@@ -163,6 +165,38 @@ pub fn http_options(http: &HttpArgs, tuning: &TuningArgs) -> Result<HttpOptions,
         transfers,
         ..HttpOptions::default()
     })
+}
+
+/// A calibre-server password from `$BOOKFERRY_CALIBRE_PASSWORD`, else `--password-file`
+/// (its first line; warning if others can read it).
+fn load_password(http: &HttpArgs) -> Result<Option<Token>, UsageError> {
+    if let Ok(p) = std::env::var("BOOKFERRY_CALIBRE_PASSWORD") {
+        if !p.is_empty() {
+            return Ok(Some(Token::new(p)));
+        }
+    }
+    let Some(path) = &http.password_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| UsageError::PasswordFile {
+        path: path.clone(),
+        source,
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "--password-file {}: readable by others (mode {:o}); chmod 600 it",
+                path.display(),
+                m.permissions().mode() & 0o777
+            );
+        }
+    }
+    let pw = text.lines().next().unwrap_or("");
+    if pw.is_empty() {
+        return Err(UsageError::EmptyPasswordFile(path.clone()));
+    }
+    Ok(Some(Token::new(pw.to_string())))
 }
 
 /// The token from `$BOOKFERRY_TOKEN`, else `--token-file` (warning if others can read it).

@@ -70,6 +70,7 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
             let ended = verify_http(&session, &shared, base, &http_opts, &tuning);
             (session, ended)
         }
+        TargetSpec::CalibreServer(_) => return Err(UsageError::VerifyCalibreServer.into()),
         TargetSpec::Calibre(root) => {
             if content {
                 return Err(UsageError::VerifyContentCalibre.into());

@@ -123,7 +123,8 @@ async fn find(ctx: &Ctx) -> Result<Vec<Adoption>, String> {
                 .map(|(c, d)| adoption(c, None, d))
                 .collect())
         }
-        Target::Calibre(..) => Ok(Vec::new()),
+        // Its books carry their mark: the target finds them itself (`target::calibre_server`).
+        Target::Calibre(..) | Target::CalibreServer(_) => Ok(Vec::new()),
     }
 }
 

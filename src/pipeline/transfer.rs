@@ -222,7 +222,7 @@ fn planned_refs(ctx: &Ctx, payloads: &[Payload]) -> Vec<(i64, String)> {
             .iter()
             .map(|p| (p.row_id, placement::sent_ref(&p.digests.sha1)))
             .collect(),
-        Target::Calibre(..) => Vec::new(),
+        Target::Calibre(..) | Target::CalibreServer(_) => Vec::new(),
     }
 }
 

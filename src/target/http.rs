@@ -39,6 +39,11 @@ impl Token {
     pub fn new(s: String) -> Token {
         Token(s)
     }
+
+    /// The secret itself, for a target that must compute with it (calibre-server's digest).
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Token {
@@ -57,6 +62,10 @@ pub enum Transfers {
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     pub token: Option<Token>,
+    /// calibre-server target: the user (`--username`; else the one in the URL).
+    pub username: Option<String>,
+    /// calibre-server target: the password (`--password-file` or `$BOOKFERRY_CALIBRE_PASSWORD`).
+    pub password: Option<Token>,
     pub ca_cert: Option<super::tls::CaFile>,
     pub insecure: bool,
     pub retries: u32,
@@ -71,6 +80,8 @@ impl Default for HttpOptions {
     fn default() -> HttpOptions {
         HttpOptions {
             token: None,
+            username: None,
+            password: None,
             ca_cert: None,
             insecure: false,
             retries: 5,

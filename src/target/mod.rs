@@ -4,6 +4,7 @@
 //! the state DB: it returns outcomes and the pipeline records them.
 
 pub mod calibre;
+pub mod calibre_server;
 pub mod flusher;
 pub mod folder;
 pub mod held_files;
@@ -32,6 +33,8 @@ pub enum TargetSpec {
     Http(String),
     /// A calibre library (`calibre:PATH`), created when PATH is missing or empty.
     Calibre(PathBuf),
+    /// A library of a running calibre-server (`calibre+http(s)://HOST:PORT[/PREFIX][#LIB]`).
+    CalibreServer(calibre_server::ServerSpec),
 }
 
 impl TargetSpec {
@@ -65,9 +68,16 @@ impl TargetSpec {
                 }
                 Ok(TargetSpec::Calibre(path_of(raw)?))
             }
-            Form::CalibreServer => Err(TargetSpecError::CalibreServerNotYet(
-                crate::path_text::escape(arg).into_owned(),
-            )),
+            Form::CalibreServer => {
+                let Some(s) = arg.to_str() else {
+                    return Err(TargetSpecError::UrlNotUtf8(
+                        crate::path_text::escape(arg).into_owned(),
+                    ));
+                };
+                Ok(TargetSpec::CalibreServer(
+                    calibre_server::ServerSpec::parse(s)?,
+                ))
+            }
             Form::Http => {
                 let Some(s) = arg.to_str() else {
                     return Err(TargetSpecError::UrlNotUtf8(
@@ -101,6 +111,7 @@ impl TargetSpec {
             TargetSpec::Calibre(p) => {
                 format!("calibre:{}", crate::path_text::escape(p.as_os_str()))
             }
+            TargetSpec::CalibreServer(s) => s.to_spec(),
         }
     }
 
@@ -108,7 +119,7 @@ impl TargetSpec {
     pub fn local_root(&self) -> Option<&Path> {
         match self {
             TargetSpec::Dir(p) | TargetSpec::Calibre(p) => Some(p),
-            TargetSpec::Http(_) => None,
+            TargetSpec::Http(_) | TargetSpec::CalibreServer(_) => None,
         }
     }
 }
@@ -132,8 +143,8 @@ pub enum TargetSpecError {
     EmptyPath,
     #[error("target {0}: a URL must be UTF-8")]
     UrlNotUtf8(String),
-    #[error("target {0}: a calibre-server target is not built yet; use calibre:PATH for a library on this machine")]
-    CalibreServerNotYet(String),
+    #[error(transparent)]
+    CalibreServer(#[from] calibre_server::SpecError),
     #[error("target {0}")]
     Form(#[from] crate::arg_form::FormError),
     #[error(transparent)]
@@ -329,6 +340,9 @@ pub enum OpenError {
     /// The server refused our credentials: exit 4.
     #[error(transparent)]
     Auth(#[from] http::AuthRefused),
+    /// calibre-server refused our user or password: exit 4.
+    #[error(transparent)]
+    CalibreServerAuth(#[from] calibre_server::AuthRefused),
 }
 /// Options shared by folder-like targets.
 #[derive(Debug, Clone)]
@@ -366,6 +380,7 @@ pub enum Target {
     Folder(Arc<folder::FolderTarget>, Arc<limit::Limiter>),
     Http(Arc<http::HttpTarget>),
     Calibre(Arc<calibre::CalibreTarget>, Arc<limit::Limiter>),
+    CalibreServer(Arc<calibre_server::CalibreServerTarget>),
 }
 
 /// A local target's limit on transfers: `--transfers N`, else the tuning's for `auto`.
@@ -425,6 +440,29 @@ impl Target {
             TargetSpec::Http(base) => Ok(Target::Http(Arc::new(
                 http::HttpTarget::open(base, http_opts, &transfers).await?,
             ))),
+            TargetSpec::CalibreServer(server) => {
+                let user = http_opts
+                    .username
+                    .clone()
+                    .or_else(|| server.username.clone());
+                let creds = match (user, &http_opts.password) {
+                    (Some(u), Some(p)) => {
+                        Some(calibre_server::Credentials::new(u, p.secret().to_string()))
+                    }
+                    _ => None,
+                };
+                Ok(Target::CalibreServer(Arc::new(
+                    calibre_server::CalibreServerTarget::open(
+                        server,
+                        creds,
+                        http_opts,
+                        &transfers,
+                        opts.merge_formats,
+                        &opts.migration_key,
+                    )
+                    .await?,
+                )))
+            }
         }
     }
 
@@ -432,7 +470,7 @@ impl Target {
     pub fn calibre_book_ids(&self) -> Option<calibre::BookIds> {
         match self {
             Target::Calibre(c, _) => c.book_ids(),
-            Target::Folder(..) | Target::Http(_) => None,
+            Target::Folder(..) | Target::Http(_) | Target::CalibreServer(_) => None,
         }
     }
 
@@ -441,6 +479,7 @@ impl Target {
         match self {
             Target::Folder(_, l) | Target::Calibre(_, l) => l.clone(),
             Target::Http(h) => h.limiter(),
+            Target::CalibreServer(c) => c.limiter(),
         }
     }
 
@@ -449,6 +488,8 @@ impl Target {
         match self {
             Target::Folder(f, _) => Ok(f.check_names(&q)),
             Target::Calibre(c, _) => Ok(c.check_names(&q)),
+            // The server knows books, not file names: every file is looked at.
+            Target::CalibreServer(_) => Ok(HashSet::new()),
             Target::Http(h) => {
                 let items: Vec<_> = q
                     .into_iter()
@@ -477,6 +518,8 @@ impl Target {
                 let c = c.clone();
                 Ok(joined(tokio::task::spawn_blocking(move || c.check_content(&q))).await)
             }
+            // Which book a file belongs to is decided by its metadata, at transfer.
+            Target::CalibreServer(_) => Ok(HashMap::new()),
             Target::Http(h) => {
                 let items: Vec<_> = q
                     .into_iter()
@@ -497,14 +540,14 @@ impl Target {
         match self {
             Target::Folder(f, _) => f.staging(size),
             Target::Calibre(c, _) => c.staging(),
-            Target::Http(_) => None,
+            Target::Http(_) | Target::CalibreServer(_) => None,
         }
     }
 
     /// Whether the target places files from blocking threads (folder, calibre), so that files
     /// ready at once are best handed over together ([`Target::transfer_group`]).
     pub fn is_local(&self) -> bool {
-        !matches!(self, Target::Http(_))
+        !matches!(self, Target::Http(_) | Target::CalibreServer(_))
     }
 
     /// Place or send a group of files; one result per payload, in order. An HTTP target sends
@@ -520,6 +563,10 @@ impl Target {
                     .into_iter()
                     .map(|p| async move { h.upload(p).await.map(Transferred::Placed) });
                 return futures_util::future::join_all(uploads).await;
+            }
+            Target::CalibreServer(c) => {
+                let adds = group.into_iter().map(|p| c.transfer(p));
+                return futures_util::future::join_all(adds).await;
             }
             Target::Folder(f, limiter) => {
                 let f = f.clone();
@@ -556,6 +603,7 @@ impl Target {
             Target::Folder(f, _) => f.destination_of(p),
             Target::Http(h) => format!("{}/api/upload as {:?}", h.base(), p.file_name),
             Target::Calibre(c, _) => c.describe(p),
+            Target::CalibreServer(c) => c.describe(p),
         }
     }
 
@@ -574,7 +622,7 @@ impl Target {
                     c.commit().map_err(DurabilityError::Calibre)
                 }))
             }
-            Target::Http(_) => None,
+            Target::Http(_) | Target::CalibreServer(_) => None,
         }
     }
 }

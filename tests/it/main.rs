@@ -10,6 +10,7 @@ mod protocol_server;
 mod bad_input;
 mod calibre_columns;
 mod calibre_fidelity;
+mod calibre_server;
 mod calibre_source;
 mod calibre_target;
 mod cli_forms;
