@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/3_planned_ref.sql"),
     include_str!("migrations/4_verify_content.sql"),
     include_str!("migrations/5_verify_calibre.sql"),
+    include_str!("migrations/8_blake3_content.sql"),
 ];
 
 /// The schema version this binary writes.
