@@ -190,6 +190,68 @@ pub enum HashError {
     Empty(PathBuf),
 }
 
+/// Open `path` for hashing: a regular file that is not empty, and its size.
+fn open_to_hash(path: &Path) -> Result<(File, u64), HashError> {
+    let io_fail = |what: &'static str, source: std::io::Error| HashError::Io {
+        path: path.to_path_buf(),
+        what,
+        source,
+    };
+    let file = File::open(path).map_err(|e| io_fail("cannot open", e))?;
+    let meta = file.metadata().map_err(|e| io_fail("cannot stat", e))?;
+    if !meta.is_file() {
+        return Err(HashError::NotAFile(path.to_path_buf()));
+    }
+    if meta.len() == 0 {
+        return Err(HashError::Empty(path.to_path_buf()));
+    }
+    Ok((file, meta.len()))
+}
+
+/// Read a file once, hashing it (the digests of `set`) and writing each chunk to `out` as it
+/// goes: a large file's copy made from the same read (`target::staged`). A write that fails
+/// stops the writing, not the reading: the digests are whole either way, and the second result
+/// says whether `out` got every byte.
+pub fn hash_file_into(
+    path: &Path,
+    set: DigestSet,
+    out: &mut dyn io::Write,
+) -> Result<(Hashed, io::Result<()>), HashError> {
+    let (mut file, _) = open_to_hash(path)?;
+    let mut h = Hasher::new(set);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut written = Ok(());
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(HashError::Io {
+                    path: path.to_path_buf(),
+                    what: "cannot read",
+                    source,
+                })
+            }
+        };
+        h.update(&buf[..n]);
+        if written.is_ok() {
+            written = out.write_all(&buf[..n]);
+        }
+    }
+    if h.is_empty() {
+        return Err(HashError::Empty(path.to_path_buf()));
+    }
+    let n = h.len();
+    let hashed = Hashed {
+        digests: h.finish(),
+        size: n,
+        bytes_read: n,
+        data: None,
+    };
+    Ok((hashed, written))
+}
+
 /// Read a file once: hash it (the digests of `set`), and keep its bytes if it is small.
 pub fn hash_file(path: &Path, buffer_limit: u64, set: DigestSet) -> Result<Hashed, HashError> {
     let io_fail = |what: &'static str, source: std::io::Error| HashError::Io {

@@ -131,9 +131,7 @@ impl Job {
             digests: ctx.cfg.digests,
             parse: metadata_stage::needs_extraction(&item.row)
                 .then(|| (item.row.format.clone(), item.row.source_ref.clone())),
-            stage_in: (item.row.size <= ctx.cfg.tuning.buffer_limit)
-                .then(|| ctx.target.staging(item.row.size).cloned())
-                .flatten(),
+            stage_in: ctx.target.staging(item.row.size).cloned(),
         }
     }
 
@@ -141,6 +139,11 @@ impl Job {
     /// them in the target if it takes them. Blocking.
     fn run(self) -> Result<Read, Failure> {
         super::fault::panic_if_injected("hash", &self.path.to_string_lossy());
+        if let Some(staging) = &self.stage_in {
+            if let Some(read) = self.read_large_into(staging)? {
+                return Ok(read);
+            }
+        }
         let mut hashed = hash::hash_file(&self.path, self.buffer_limit, self.digests)?;
         let extracted = match (&hashed.data, self.parse) {
             (Some(data), Some((format, rel))) => Some(metadata::extract(&format, data, &rel)),
@@ -162,6 +165,49 @@ impl Job {
             extracted,
             staged,
         })
+    }
+}
+
+impl Job {
+    /// A file over the buffer limit, read once: hashed and written into its staged copy chunk
+    /// by chunk (else the transfer would read it a second time to copy it). `None` when the
+    /// file fits the buffer (read whole, as above) or no staged file could be made; a staged
+    /// copy that could not be written whole is dropped, and the transfer copies the file.
+    fn read_large_into(&self, staging: &Staging) -> Result<Option<Read>, Failure> {
+        let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        if size <= self.buffer_limit {
+            return Ok(None);
+        }
+        let mut read = None;
+        let staged = Staged::write_with(staging, self.row_id, |out| {
+            let (r, written) = match hash::hash_file_into(&self.path, self.digests, out) {
+                Ok((h, w)) => (Ok(h), w),
+                Err(e) => (
+                    Err(e),
+                    Err(std::io::Error::other("the source could not be read")),
+                ),
+            };
+            read = Some(r);
+            written
+        });
+        let Some(hashed) = read else {
+            // No staged file was made: hashed as any file, copied by the transfer.
+            tracing::debug!("{}: not staged: {:?}", self.path.display(), staged.err());
+            return Ok(None);
+        };
+        let hashed = hashed?;
+        let staged = match staged {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::debug!("{}: not staged: {e}", self.path.display());
+                None
+            }
+        };
+        Ok(Some(Read {
+            hashed,
+            extracted: None,
+            staged,
+        }))
     }
 }
 

@@ -197,3 +197,136 @@ fn a_db_hashed_for_a_folder_then_re_pointed_to_http_uploads_with_sha1() {
         "no upload sent with a wrong SHA-1"
     );
 }
+
+/// Three files over the in-memory limit (8 MiB) and five small ones in `ws.lib()`; returns the
+/// library's size. (Text files: their metadata comes from the name, so nothing else reads them.)
+fn large_and_small_library(ws: &Workspace) -> u64 {
+    let mut total = 0u64;
+    let mut rng = Lcg(23);
+    for (i, mib) in [9u64, 12, 20].into_iter().enumerate() {
+        let bytes: Vec<u8> = (0..(mib << 20) + 7 * i as u64)
+            .map(|_| rng.next(256) as u8)
+            .collect();
+        total += bytes.len() as u64;
+        std::fs::write(
+            ws.lib().join(format!("Large {i} - Some Author.txt")),
+            &bytes,
+        )
+        .unwrap();
+    }
+    for i in 0..5 {
+        let small = format!("a small book {i}");
+        total += small.len() as u64;
+        std::fs::write(ws.lib().join(format!("Small {i} - Some Author.txt")), small).unwrap();
+    }
+    total
+}
+
+/// Files over the in-memory limit (8 MiB) are read once too: hashed and written into their
+/// staged copy from the same read, for a folder target (issue 23). The code's own count of
+/// bytes read from the source (`runs.bytes_read`) is the library's size; before, each large
+/// file was read a second time by the transfer to copy it.
+#[test]
+fn large_files_are_read_once_into_a_folder() {
+    let ws = Workspace::empty();
+    let total = large_and_small_library(&ws);
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (read, sent) = ws.run_bytes();
+    assert_eq!(
+        (read as u64, sent as u64),
+        (total, total),
+        "bytes read from the source = bytes placed = the library's size"
+    );
+    // Every file whole at its place, its row's BLAKE3 its bytes'.
+    let placed =
+        ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded' AND target_ref IS NOT NULL");
+    assert_eq!(placed, 8);
+    for (rel, target, blake3) in ws
+        .db()
+        .prepare("SELECT source_ref, target_ref, blake3 FROM files")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+    {
+        assert_eq!(blake3_file(&ws.lib().join(&rel)), blake3, "{rel}");
+        assert_eq!(
+            blake3_file(&ws.out().join(&target)),
+            blake3,
+            "{rel} at {target}"
+        );
+    }
+    assert!(
+        !walk_names(&ws.out())
+            .iter()
+            .any(|n| n.contains(".bookferry-tmp")),
+        "no staged copy left behind"
+    );
+}
+
+/// The same into a calibre library: each large file read once, every format file whole.
+#[test]
+fn large_files_are_read_once_into_a_calibre_library() {
+    let _serial = crate::calibre_target::serial();
+    let ws = Workspace::empty();
+    let total = large_and_small_library(&ws);
+    let library = ws.path().join("library");
+    let out = crate::calibre_target::to_calibre(&ws, &ws.state(), &ws.lib(), &library, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (read, sent) = ws.run_bytes();
+    assert_eq!(
+        (read as u64, sent as u64),
+        (total, total),
+        "bytes read from the source = bytes placed = the library's size"
+    );
+    let mut placed: Vec<String> = walk_files(&library)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .map(|p| blake3_file(&p))
+        .collect();
+    let mut want: Vec<String> = walk_files(&ws.lib())
+        .iter()
+        .map(|p| blake3_file(p))
+        .collect();
+    placed.sort();
+    want.sort();
+    assert_eq!(placed, want, "each file's bytes in the library, once");
+}
+
+fn walk_files(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files
+}
+
+fn walk_names(root: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            names.push(p.file_name().unwrap().to_string_lossy().into_owned());
+            if p.is_dir() {
+                dirs.push(p);
+            }
+        }
+    }
+    names
+}
