@@ -4,6 +4,8 @@
 -- query it with `sqlite3 bookferry.db`. Later versions add migrations in src/state/migrations/
 -- (2: verify.sql, 3: `files.planned_ref`, 4: `verified.checked_as`, `verified.compared_ref`, 5: `verified.target`
 -- may be `changed_by_calibre`); this file's SQL is never edited once released.
+-- From version 7 (7_blake3_content.sql) `files.sha1` is NULL where no SHA-1 was needed (see
+-- that file): BLAKE3 is the content identity, SHA-1 is computed for an HTTP target or on request.
 --
 -- Times are Unix epoch milliseconds (UTC); query them with
 -- `datetime(col / 1000, 'unixepoch')`.

@@ -8,7 +8,8 @@
 #   2. state DB: `cargo bench --bench state_db` (benches/state_db.rs): scan inserts, claims and
 #      pending→checked→hashed→metadata_cached→uploaded transitions/s through the writer;
 #   3. copy: on a make-corpus.py library (BENCH_COPY_FILES files, ~256 KiB each), page cache
-#      warm, median of BENCH_REPEAT interleaved runs, each into a fresh folder, of
+#      warm, median of BENCH_REPEAT (at least 7) interleaved rounds, each run into a fresh folder
+#      with nothing deleted until the end (the order within a round alternates), of
 #        cp -r SRC DST && sync -f DST                        (the reference)
 #        bookferry run --from SRC --to DST --keep-duplicates (copy mode: it also hashes every
 #                                                             byte, parses metadata and syncs)
@@ -17,11 +18,16 @@
 #                                                             and not a byte written)
 #        rclone copy SRC DST && sync -f DST                  (skipped if rclone is missing)
 #        cp -al SRC DST && sync -f DST, and bookferry run --link hardlink  (files/s)
+#      Each tool's figures: median wall time, the per-round ratio to cp, and CPU seconds
+#      (user + sys) per GB copied;
 #   4. a summary table.
 #
 # Environment (defaults): BENCH_SCAN_FILES=100000 BENCH_STATE_ROWS=$BENCH_SCAN_FILES
-#   BENCH_COPY_FILES=2000 BENCH_REPEAT=3 BENCH_DIR=${TMPDIR:-/tmp} (where temp files go; the
+#   BENCH_COPY_FILES=2000 BENCH_REPEAT=7 BENCH_DIR=${TMPDIR:-/tmp} (where temp files go; the
 #   copy runs need about (4 x BENCH_REPEAT + 1) x 0.5 GB there, all removed at exit).
+#   BENCH_ONLY=scan,state,copy (default: all three) runs only the sections named.
+#   BENCH_COPY_TOOLS="cp bookferry" (default: every tool below) times only those copy tools
+#   (cp, the reference, is always one): e.g. the interleaved cp / bookferry pairs alone.
 #   BENCH_WRITE_MBPS=N (unset: no limit) caps writes to BENCH_DIR's disk at N MB/s during the
 #   copy runs, for every tool alike (root and cgroup v1 blkio: blkio.throttle.write_bps_device
 #   of the root group; removed at exit). The engine issue's reference (cp -r + sync of a
@@ -32,7 +38,9 @@ cd "$(dirname "$0")/.."
 SCAN_FILES=${BENCH_SCAN_FILES:-100000}
 STATE_ROWS=${BENCH_STATE_ROWS:-$SCAN_FILES}
 COPY_FILES=${BENCH_COPY_FILES:-2000}
-REPEAT=${BENCH_REPEAT:-3}
+REPEAT=${BENCH_REPEAT:-7}
+ONLY=${BENCH_ONLY:-scan,state,copy}
+section() { [[ ",$ONLY," == *",$1,"* ]]; }
 WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/bookferry-bench.XXXXXX")
 THROTTLE_FILE=/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device
 THROTTLED=""
@@ -73,6 +81,7 @@ say "temp dir $WORK ($(df -h --output=avail "$WORK" | tail -n 1 | tr -d ' ') fre
 say "(other processes on the machine skew every figure below: run it on an idle machine)"
 
 # ---------------------------------------------------------------------------------- 1. scan
+if section scan; then
 say ""
 say "== 1. scan: trees of 1-byte .txt files in 1000 folders"
 for n in $((SCAN_FILES / 10)) $((SCAN_FILES * 3 / 10)) "$SCAN_FILES"; do
@@ -95,8 +104,10 @@ EOF
     row "scan $n files: first scan" "$(per_s "$n" "$first_ms") rows/s ($(secs "$first_ms") s, RSS $((first_rss / 1024)) MiB)"
     row "scan $n files: second scan, no change" "$(secs "$MS") s (RSS $((RSS / 1024)) MiB)"
 done
+fi
 
 # ---------------------------------------------------------------------------------- 2. state DB
+if section state; then
 say ""
 say "== 2. state DB: cargo bench --bench state_db ($STATE_ROWS rows)"
 BENCH_STATE_ROWS=$STATE_ROWS cargo bench --quiet --bench state_db | tee "$WORK/state_db.out"
@@ -106,11 +117,16 @@ row "state DB: scan_store::write_batch" "$(field scan_rows_per_s) rows/s"
 row "state DB: claims through the writer" "$(field claim_rows_per_s) rows/s"
 row "state DB: transitions through the writer" "$(field transitions_per_s) transitions/s (goal >= 20000)"
 row "state DB: peak RSS ($STATE_ROWS rows)" "$(($(field peak_rss_kib) / 1024)) MiB"
+fi
 
 # ---------------------------------------------------------------------------------- 3. copy
 # Every run writes to a fresh folder and nothing is deleted before the end: on ext4, files
 # created within a minute of deleting many others are slow to create (the inode allocator
 # skips "recently deleted" inodes), which would punish whichever tool runs after a cleanup.
+if section copy; then
+if [ "$REPEAT" -lt 7 ]; then
+    say "BENCH_REPEAT=$REPEAT: a median of fewer than 7 rounds is not the measurement (pairs here spread 0.7-1.7x)"
+fi
 say ""
 say "== 3. copy: $COPY_FILES-file corpus, median of $REPEAT interleaved runs, page cache warm"
 SRC=$WORK/corpus
@@ -142,6 +158,15 @@ if ! command -v rclone >/dev/null; then
     say "rclone not installed: skipped"
     TOOLS=(cp bookferry bookferry_srcpath bookferry_dryrun cp_al bookferry_hardlink)
 fi
+if [ -n "${BENCH_COPY_TOOLS:-}" ]; then
+    chosen=(cp)
+    for t in $BENCH_COPY_TOOLS; do
+        [[ " ${TOOLS[*]} " == *" $t "* ]] || { say "BENCH_COPY_TOOLS: no copy tool $t (${TOOLS[*]})"; exit 1; }
+        [ "$t" = cp ] || chosen+=("$t")
+    done
+    TOOLS=("${chosen[@]}")
+fi
+has_tool() { [[ " ${TOOLS[*]} " == *" $1 "* ]]; }
 if [ -n "${BENCH_WRITE_MBPS:-}" ]; then
     # Throttling acts on whole disks: a partition's writes are counted on its disk.
     dev=$(findmnt -n -o SOURCE --target "$WORK")
@@ -156,7 +181,11 @@ if [ -n "${BENCH_WRITE_MBPS:-}" ]; then
     THROTTLED=$majmin
     say "writes to $dev ($majmin) capped at $BENCH_WRITE_MBPS MB/s for the copy runs"
 fi
-need_kib=$((corpus_kib * (REPEAT * 4 + 1)))
+writers=0 # tools that write a copy of the corpus (hard links and dry runs write next to none)
+for t in "${TOOLS[@]}"; do
+    case $t in cp | bookferry | bookferry_srcpath | rclone) writers=$((writers + 1)) ;; esac
+done
+need_kib=$((corpus_kib * (REPEAT * writers + 1)))
 avail_kib=$(df -k --output=avail "$WORK" | tail -n 1)
 if [ "$avail_kib" -lt "$need_kib" ]; then
     say "need $((need_kib / 1048576)) GiB free in $WORK, have $((avail_kib / 1048576)) GiB: set BENCH_DIR or lower BENCH_REPEAT"
@@ -164,12 +193,20 @@ if [ "$avail_kib" -lt "$need_kib" ]; then
 fi
 
 declare -A TIMES CPU PLACED MED MEDCPU
+# CPU seconds per GB (10^9 bytes) of the corpus, from CPU milliseconds.
+cpu_per_gb() { awk -v ms="$1" -v kib="$corpus_kib" 'BEGIN { printf "%.2f", ms / 1000 / (kib * 1024 / 1e9) }'; }
 export SRC BIN
 export -f copy_cp copy_bookferry copy_bookferry_srcpath copy_bookferry_dryrun copy_rclone copy_cp_al \
     copy_bookferry_hardlink
 mkdir "$WORK/out"
 for rep in $(seq "$REPEAT"); do
-    for t in "${TOOLS[@]}"; do
+    # The order alternates from round to round, so no tool always runs right after another.
+    order=("${TOOLS[@]}")
+    if [ $((rep % 2)) = 0 ]; then
+        order=()
+        for ((i = ${#TOOLS[@]} - 1; i >= 0; i--)); do order+=("${TOOLS[i]}"); done
+    fi
+    for t in "${order[@]}"; do
         out=$WORK/out/$t-$rep
         # Let the previous run's writeback and ext4's background work settle (without a pause,
         # every tool after the first run of a round ran 2-3x slower here, cp included), then
@@ -192,33 +229,41 @@ for t in "${TOOLS[@]}"; do
     MED[$t]=$(median ${TIMES[$t]})
     # shellcheck disable=SC2086
     MEDCPU[$t]=$(median ${CPU[$t]})
-    say "$t: $(secs "${MED[$t]}") s median wall (runs, ms: ${TIMES[$t]}), $(secs "${MEDCPU[$t]}") CPU-s (user+sys)," \
-        "${PLACED[$t]} files in the target"
+    say "$t: $(secs "${MED[$t]}") s median wall (runs, ms: ${TIMES[$t]}), $(secs "${MEDCPU[$t]}") CPU-s (user+sys)" \
+        "= $(cpu_per_gb "${MEDCPU[$t]}") CPU-s per GB (CPU ms: ${CPU[$t]}), ${PLACED[$t]} files in the target"
 done
 # Wall-time ratio of the medians; the median of each round's own ratio (the runs of one round
 # are seconds apart, so it cancels the machine's drift from round to round); CPU-time ratio
 # (steadier when other processes share the machine).
 vs_cp() {
-    local paired
+    local ratios paired
     # shellcheck disable=SC2086 # word splitting of the lists of times is intended
-    paired=$(paste -d' ' <(printf '%s\n' ${TIMES[$1]}) <(printf '%s\n' ${TIMES[cp]}) |
-        awk '{ printf "%.4f\n", $1 / ($2 > 0 ? $2 : 1) }' | sort -n |
-        awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }')
+    ratios=$(paste -d' ' <(printf '%s\n' ${TIMES[$1]}) <(printf '%s\n' ${TIMES[cp]}) |
+        awk '{ printf "%.2f\n", $1 / ($2 > 0 ? $2 : 1) }')
+    paired=$(sort -n <<<"$ratios" | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }')
     awk -v a="${MED[$1]}" -v b="${MED[cp]}" -v c="${MEDCPU[$1]}" -v d="${MEDCPU[cp]}" -v p="$paired" \
-        'BEGIN { printf "%.2f (per round %s; CPU %.2f s, %.1fx cp)", a / b, p, c / 1000, c / (d > 0 ? d : 1) }'
+        -v r="$(tr '\n' ' ' <<<"$ratios" | sed 's/ $//')" \
+        'BEGIN { printf "%.2f (median of the rounds\047 ratios %s, rounds: %s; CPU %.2f s, %.1fx cp)", a / b, p, r, c / 1000, c / (d > 0 ? d : 1) }'
 }
 row "copy runs: disk under $WORK" "$(findmnt -n -o SOURCE --target "$WORK")${THROTTLED:+, writes capped at $BENCH_WRITE_MBPS MB/s}"
-row "cp -r + sync -f" "$(secs "${MED[cp]}") s (CPU $(secs "${MEDCPU[cp]}") s)"
-row "bookferry run (copy, default layout)" "$(secs "${MED[bookferry]}") s; /cp = $(vs_cp bookferry) (goal <= 1.1)"
-row "bookferry run (copy, --layout {source_path})" "$(secs "${MED[bookferry_srcpath]}") s; /cp = $(vs_cp bookferry_srcpath)"
-row "bookferry run --dry-run (no byte written)" "$(secs "${MED[bookferry_dryrun]}") s; /cp = $(vs_cp bookferry_dryrun)"
+row "copy rounds (each run into a fresh folder)" "$REPEAT, order alternating, nothing deleted between runs"
+row "cp -r + sync -f" "$(secs "${MED[cp]}") s (CPU $(secs "${MEDCPU[cp]}") s = $(cpu_per_gb "${MEDCPU[cp]}") s/GB)"
+has_tool bookferry &&
+    row "bookferry run (copy, default layout)" "$(secs "${MED[bookferry]}") s; /cp = $(vs_cp bookferry) (goal <= 1.1); CPU $(cpu_per_gb "${MEDCPU[bookferry]}") s/GB"
+has_tool bookferry_srcpath &&
+    row "bookferry run (copy, --layout {source_path})" "$(secs "${MED[bookferry_srcpath]}") s; /cp = $(vs_cp bookferry_srcpath)"
+has_tool bookferry_dryrun &&
+    row "bookferry run --dry-run (no byte written)" "$(secs "${MED[bookferry_dryrun]}") s; /cp = $(vs_cp bookferry_dryrun)"
 if [ -n "${MED[rclone]:-}" ]; then
     row "rclone copy + sync -f" "$(secs "${MED[rclone]}") s; /cp = $(vs_cp rclone)"
-else
+elif ! command -v rclone >/dev/null; then
     row "rclone copy" "skipped (rclone not installed)"
 fi
-row "cp -al + sync -f (hardlinks)" "$(per_s "$COPY_FILES" "${MED[cp_al]}") files/s ($(secs "${MED[cp_al]}") s)"
-row "bookferry run --link hardlink" "$(per_s "$COPY_FILES" "${MED[bookferry_hardlink]}") files/s ($(secs "${MED[bookferry_hardlink]}") s)"
+has_tool cp_al &&
+    row "cp -al + sync -f (hardlinks)" "$(per_s "$COPY_FILES" "${MED[cp_al]}") files/s ($(secs "${MED[cp_al]}") s)"
+has_tool bookferry_hardlink &&
+    row "bookferry run --link hardlink" "$(per_s "$COPY_FILES" "${MED[bookferry_hardlink]}") files/s ($(secs "${MED[bookferry_hardlink]}") s)"
+fi
 
 # ---------------------------------------------------------------------------------- 4. summary
 say ""

@@ -213,6 +213,11 @@ pub struct RunArgs {
     /// Hash every file, even those the target already has by name and size.
     #[arg(long)]
     pub checksum: bool,
+    /// Also compute this digest of every file the run hashes, and record it in the state DB
+    /// (`files.sha1`). BLAKE3 is always computed (duplicates and `verify` use it); SHA-1 only
+    /// for an HTTP target, which knows content by it, or when asked here.
+    #[arg(long, value_name = "DIGEST", value_enum)]
+    pub hash: Option<ExtraDigest>,
     /// Scan, check and hash, but write nothing to the target; report what would be copied,
     /// linked, added or uploaded. Refuses what the real run would refuse at its start.
     #[arg(long)]
@@ -233,6 +238,13 @@ pub struct RunArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub http: HttpArgs,
+}
+
+/// A digest `run --hash` adds to BLAKE3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExtraDigest {
+    /// SHA-1 (40 hex digits in `files.sha1`).
+    Sha1,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -1,43 +1,101 @@
-//! SHA-1 and BLAKE3 computed together in one pass, over a buffer already in memory, a reader, or
-//! a file read once (kept in memory when small). Knows nothing of the DB or the network.
+//! The digests of a file's bytes, computed in one pass over a buffer already in memory, a reader,
+//! or a file read once (kept in memory when small): BLAKE3 always — the content identity for
+//! duplicates and `verify` on every target — and SHA-1 only when asked (`DigestSet`): the
+//! upload protocol's content key, or `--hash sha1`. Knows nothing of the DB or the network.
 
 use sha1::{Digest, Sha1};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-/// Both digests of the same bytes, as lowercase hex. Equal digests are the same content: the
-/// pipeline keys duplicates by both (SHA-1 alone has public collisions).
+/// Which digests a read computes. BLAKE3 is always one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DigestSet {
+    /// BLAKE3 alone: enough to tell content apart (no collision is known for it).
+    #[default]
+    Blake3,
+    /// BLAKE3 and SHA-1: for a target that knows content by SHA-1, or when asked for.
+    Blake3AndSha1,
+}
+
+impl DigestSet {
+    pub fn with_sha1(sha1: bool) -> DigestSet {
+        if sha1 {
+            DigestSet::Blake3AndSha1
+        } else {
+            DigestSet::Blake3
+        }
+    }
+
+    pub fn has_sha1(self) -> bool {
+        self == DigestSet::Blake3AndSha1
+    }
+
+    /// How the set reads in a message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DigestSet::Blake3 => "BLAKE3",
+            DigestSet::Blake3AndSha1 => "BLAKE3 and SHA-1",
+        }
+    }
+
+    /// Whether a row's digests (`files.sha1`, `files.blake3`) hold every digest of this set (a
+    /// row hashed for another set may not).
+    pub fn is_met_by(self, sha1: Option<&str>, blake3: Option<&str>) -> bool {
+        blake3.is_some_and(|b| !b.is_empty()) && (!self.has_sha1() || sha1.is_some())
+    }
+}
+
+/// The digests of the same bytes, as lowercase hex: BLAKE3 always (empty only for a row hashed
+/// by a bookferry that did not record it), SHA-1 when it was computed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Digests {
-    pub sha1: String,
+    pub sha1: Option<String>,
     pub blake3: String,
 }
 
 impl Digests {
-    /// Whether both digests name the same bytes: SHA-1 and BLAKE3 both agree (SHA-1 alone has
-    /// public collisions). A BLAKE3 not known (empty) is not compared.
+    /// Whether both name the same bytes: by BLAKE3 where both have it (and by SHA-1 too where
+    /// both have that, as SHA-1 alone has public collisions and is never enough by itself
+    /// when a BLAKE3 is known); by SHA-1 only for a row without BLAKE3.
     pub fn same_content(&self, other: &Digests) -> bool {
-        self.sha1 == other.sha1
-            && (self.blake3.is_empty() || other.blake3.is_empty() || self.blake3 == other.blake3)
+        let sha1_agrees = match (&self.sha1, &other.sha1) {
+            (Some(a), Some(b)) => Some(a == b),
+            _ => None,
+        };
+        if self.blake3.is_empty() || other.blake3.is_empty() {
+            return sha1_agrees == Some(true);
+        }
+        self.blake3 == other.blake3 && sha1_agrees != Some(false)
+    }
+
+    /// Which digests these are.
+    pub fn set(&self) -> DigestSet {
+        DigestSet::with_sha1(self.sha1.is_some())
     }
 }
 
-/// Incremental hasher feeding both digests from the same bytes.
-#[derive(Default, Clone)]
-pub struct DualHasher {
-    sha1: Sha1,
+/// Incremental hasher feeding the digests of its set from the same bytes.
+#[derive(Clone)]
+pub struct Hasher {
+    sha1: Option<Sha1>,
     blake3: blake3::Hasher,
     len: u64,
 }
 
-impl DualHasher {
-    pub fn new() -> DualHasher {
-        DualHasher::default()
+impl Hasher {
+    pub fn new(set: DigestSet) -> Hasher {
+        Hasher {
+            sha1: set.has_sha1().then(Sha1::new),
+            blake3: blake3::Hasher::new(),
+            len: 0,
+        }
     }
 
     pub fn update(&mut self, bytes: &[u8]) {
-        self.sha1.update(bytes);
+        if let Some(sha1) = &mut self.sha1 {
+            sha1.update(bytes);
+        }
         self.blake3.update(bytes);
         self.len += bytes.len() as u64;
     }
@@ -52,21 +110,32 @@ impl DualHasher {
 
     pub fn finish(self) -> Digests {
         Digests {
-            sha1: hex(&self.sha1.finalize()),
+            sha1: self.sha1.map(|s| hex(&s.finalize())),
             blake3: self.blake3.finalize().to_hex().to_string(),
         }
     }
 }
 
+/// Both digests of `bytes`.
 pub fn hash_bytes(bytes: &[u8]) -> Digests {
-    let mut h = DualHasher::new();
+    hash_bytes_with(bytes, DigestSet::Blake3AndSha1)
+}
+
+/// The digests of `set` of `bytes`.
+pub fn hash_bytes_with(bytes: &[u8], set: DigestSet) -> Digests {
+    let mut h = Hasher::new(set);
     h.update(bytes);
     h.finish()
 }
 
-/// Hash everything a reader yields; returns the digests and the byte count.
-pub fn hash_reader(mut r: impl Read) -> io::Result<(Digests, u64)> {
-    let mut h = DualHasher::new();
+/// Both digests of everything a reader yields, and the byte count.
+pub fn hash_reader(r: impl Read) -> io::Result<(Digests, u64)> {
+    hash_reader_with(r, DigestSet::Blake3AndSha1)
+}
+
+/// The digests of `set` of everything a reader yields, and the byte count.
+pub fn hash_reader_with(mut r: impl Read, set: DigestSet) -> io::Result<(Digests, u64)> {
+    let mut h = Hasher::new(set);
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = match r.read(&mut buf) {
@@ -121,8 +190,70 @@ pub enum HashError {
     Empty(PathBuf),
 }
 
-/// Read a file once: hash it, and keep its bytes if it is small.
-pub fn hash_file(path: &Path, buffer_limit: u64) -> Result<Hashed, HashError> {
+/// Open `path` for hashing: a regular file that is not empty, and its size.
+fn open_to_hash(path: &Path) -> Result<(File, u64), HashError> {
+    let io_fail = |what: &'static str, source: std::io::Error| HashError::Io {
+        path: path.to_path_buf(),
+        what,
+        source,
+    };
+    let file = File::open(path).map_err(|e| io_fail("cannot open", e))?;
+    let meta = file.metadata().map_err(|e| io_fail("cannot stat", e))?;
+    if !meta.is_file() {
+        return Err(HashError::NotAFile(path.to_path_buf()));
+    }
+    if meta.len() == 0 {
+        return Err(HashError::Empty(path.to_path_buf()));
+    }
+    Ok((file, meta.len()))
+}
+
+/// Read a file once, hashing it (the digests of `set`) and writing each chunk to `out` as it
+/// goes: a large file's copy made from the same read (`target::staged`). A write that fails
+/// stops the writing, not the reading: the digests are whole either way, and the second result
+/// says whether `out` got every byte.
+pub fn hash_file_into(
+    path: &Path,
+    set: DigestSet,
+    out: &mut dyn io::Write,
+) -> Result<(Hashed, io::Result<()>), HashError> {
+    let (mut file, _) = open_to_hash(path)?;
+    let mut h = Hasher::new(set);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut written = Ok(());
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(HashError::Io {
+                    path: path.to_path_buf(),
+                    what: "cannot read",
+                    source,
+                })
+            }
+        };
+        h.update(&buf[..n]);
+        if written.is_ok() {
+            written = out.write_all(&buf[..n]);
+        }
+    }
+    if h.is_empty() {
+        return Err(HashError::Empty(path.to_path_buf()));
+    }
+    let n = h.len();
+    let hashed = Hashed {
+        digests: h.finish(),
+        size: n,
+        bytes_read: n,
+        data: None,
+    };
+    Ok((hashed, written))
+}
+
+/// Read a file once: hash it (the digests of `set`), and keep its bytes if it is small.
+pub fn hash_file(path: &Path, buffer_limit: u64, set: DigestSet) -> Result<Hashed, HashError> {
     let io_fail = |what: &'static str, source: std::io::Error| HashError::Io {
         path: path.to_path_buf(),
         what,
@@ -148,13 +279,13 @@ pub fn hash_file(path: &Path, buffer_limit: u64) -> Result<Hashed, HashError> {
         }
         let n = data.len() as u64;
         return Ok(Hashed {
-            digests: hash_bytes(&data),
+            digests: hash_bytes_with(&data, set),
             size: n,
             bytes_read: n,
             data: Some(data),
         });
     }
-    let (digests, n) = hash_reader(file).map_err(|e| io_fail("cannot read", e))?;
+    let (digests, n) = hash_reader_with(file, set).map_err(|e| io_fail("cannot read", e))?;
     Ok(Hashed {
         digests,
         size: n,
@@ -170,7 +301,10 @@ mod tests {
     #[test]
     fn known_vectors() {
         let d = hash_bytes(b"abc");
-        assert_eq!(d.sha1, "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(
+            d.sha1.as_deref(),
+            Some("a9993e364706816aba3e25717850c26c9cd0d89d")
+        );
         assert_eq!(
             d.blake3,
             "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
@@ -188,12 +322,36 @@ mod tests {
         assert_eq!(da.sha1, db.sha1, "the public collision still collides");
         assert!(!da.same_content(&db));
         assert!(da.same_content(&hash_bytes(&a)));
-        // A row hashed without BLAKE3 compares by SHA-1.
+        // A row hashed without BLAKE3 (an older bookferry) compares by SHA-1.
         let sha1_only = Digests {
             sha1: da.sha1.clone(),
             blake3: String::new(),
         };
         assert!(sha1_only.same_content(&db));
+        // BLAKE3 alone tells them apart, and finds the same bytes hashed with SHA-1 or not.
+        let (ba, bb) = (
+            hash_bytes_with(&a, DigestSet::Blake3),
+            hash_bytes_with(&b, DigestSet::Blake3),
+        );
+        assert_eq!(ba.sha1, None);
+        assert!(!ba.same_content(&bb));
+        assert!(ba.same_content(&da) && da.same_content(&ba));
+        // Without a BLAKE3 on one side and a SHA-1 on the other, nothing says they agree.
+        assert!(!sha1_only.same_content(&ba));
+    }
+
+    #[test]
+    fn blake3_alone_computes_no_sha1_and_the_same_blake3() {
+        let data = b"some bytes of a book";
+        let both = hash_bytes(data);
+        let one = hash_bytes_with(data, DigestSet::Blake3);
+        assert_eq!(one.sha1, None);
+        assert_eq!(one.blake3, both.blake3);
+        assert_eq!(one.set(), DigestSet::Blake3);
+        assert_eq!(both.set(), DigestSet::Blake3AndSha1);
+        assert!(DigestSet::Blake3.is_met_by(None, Some(&one.blake3)));
+        assert!(!DigestSet::Blake3AndSha1.is_met_by(None, Some(&one.blake3)));
+        assert!(!DigestSet::Blake3.is_met_by(both.sha1.as_deref(), None));
     }
 
     #[test]
@@ -202,6 +360,6 @@ mod tests {
         let (d, n) = hash_reader(&data[..]).unwrap();
         assert_eq!(n, data.len() as u64);
         assert_eq!(d, hash_bytes(&data));
-        assert_eq!(sha1_hex(&data), d.sha1);
+        assert_eq!(Some(sha1_hex(&data)), d.sha1);
     }
 }

@@ -10,6 +10,7 @@ use super::options::MigrationOptions;
 use super::Session;
 use crate::cli::GlobalArgs;
 use crate::exit;
+use crate::hash::DigestSet;
 use crate::pipeline::fault::{Fault, Stage};
 use crate::pipeline::progress::{human_bytes, Progress, Reporter};
 use crate::pipeline::scan::{scan_source, ScanError, ScanSummary};
@@ -67,6 +68,8 @@ pub struct Execution<'a> {
     pub tuning: Tuning,
     pub http_opts: HttpOptions,
     pub checksum: bool,
+    /// `--hash sha1`: SHA-1 of every file hashed, whatever the target needs.
+    pub hash_sha1: bool,
     pub dry_run: bool,
     /// `-q`, `-v` and `--state` (for the command the summary tells to run).
     pub global: &'a GlobalArgs,
@@ -257,6 +260,11 @@ impl Execution<'_> {
         let cfg = PipelineConfig {
             place_verb: self.placed_verb().1,
             checksum: self.checksum,
+            digests: if self.hash_sha1 {
+                DigestSet::Blake3AndSha1
+            } else {
+                target.digests_needed()
+            },
             dry_run: self.dry_run,
             keep_duplicates: self.options.keep_duplicates || target.keeps_source_books(),
             tuning: tuning.pipeline,

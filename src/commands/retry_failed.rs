@@ -51,6 +51,7 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
         tuning,
         http_opts,
         checksum: false,
+        hash_sha1: false,
         dry_run: false,
         global,
         stats: crate::pipeline::progress::DEFAULT_STATS,

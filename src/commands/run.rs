@@ -72,6 +72,7 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
         tuning,
         http_opts,
         checksum: args.checksum,
+        hash_sha1: args.hash == Some(crate::cli::ExtraDigest::Sha1),
         dry_run: args.dry_run,
         global,
         stats: args.stats,

@@ -394,7 +394,7 @@ fn verify_http(
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 let sha1 = match sources.get(&r.id) {
-                    Some((_, d, _)) => d.as_ref().map(|d| d.sha1.clone()),
+                    Some((_, d, _)) => d.as_ref().and_then(|d| d.sha1.clone()),
                     None => r.sha1.clone(),
                 };
                 (r.id, name, r.size, sha1)
@@ -493,10 +493,14 @@ fn check_all(
     })
 }
 
-/// The recorded content of a row, when it was hashed.
+/// The recorded content of a row, when it was hashed: its BLAKE3, and its SHA-1 where one was
+/// computed (a row of an older bookferry may have a SHA-1 alone).
 pub(super) fn recorded(r: &ToVerify) -> Option<Digests> {
+    if r.sha1.is_none() && r.blake3.is_none() {
+        return None;
+    }
     Some(Digests {
-        sha1: r.sha1.clone()?,
+        sha1: r.sha1.clone(),
         blake3: r.blake3.clone().unwrap_or_default(),
     })
 }
@@ -543,9 +547,10 @@ fn hash_file(mut file: std::fs::File, need: Need) -> std::io::Result<(Digests, u
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 1 << 20]);
     }
     BUF.with_borrow_mut(|buf| {
-        let mut both = hash::DualHasher::new();
-        let mut blake3 = blake3::Hasher::new();
-        let mut len = 0u64;
+        let mut h = hash::Hasher::new(match need {
+            Need::Both => hash::DigestSet::Blake3AndSha1,
+            Need::Blake3 => hash::DigestSet::Blake3,
+        });
         loop {
             let n = match file.read(buf) {
                 Ok(0) => break,
@@ -553,32 +558,16 @@ fn hash_file(mut file: std::fs::File, need: Need) -> std::io::Result<(Digests, u
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            match need {
-                Need::Both => both.update(&buf[..n]),
-                Need::Blake3 => {
-                    blake3.update(&buf[..n]);
-                }
-            }
-            len += n as u64;
+            h.update(&buf[..n]);
         }
-        let digests = match need {
-            Need::Both => both.finish(),
-            Need::Blake3 => Digests {
-                sha1: String::new(),
-                blake3: blake3.finalize().to_hex().to_string(),
-            },
-        };
-        Ok((digests, len))
+        let len = h.len();
+        Ok((h.finish(), len))
     })
 }
 
 /// Whether `got` (hashed as [`Need::to_compare`] said) is the content `expected` records.
 fn same_content(expected: &Digests, got: &Digests) -> bool {
-    if got.sha1.is_empty() {
-        expected.blake3 == got.blake3
-    } else {
-        expected.same_content(got)
-    }
+    expected.same_content(got)
 }
 
 /// What a file looks like now, against what it should hold.
@@ -781,7 +770,7 @@ mod tests {
         let (found, got, _) = look_at(&same, Some(&recorded));
         assert_eq!(found, Found::Ok);
         let got = got.unwrap();
-        assert_eq!((got.sha1.as_str(), &got.blake3), ("", &recorded.blake3));
+        assert_eq!((got.sha1.as_deref(), &got.blake3), (None, &recorded.blake3));
         assert_eq!(look_at(&other, Some(&recorded)).0, Found::Changed);
         // No BLAKE3 recorded: SHA-1 too, and it decides.
         let sha1_only = Digests {

@@ -82,13 +82,14 @@ async fn find(ctx: &Ctx) -> Result<Vec<Adoption>, String> {
                     .into_iter()
                     .filter_map(|c| {
                         let sha1 = placement::sent_sha1(&c.planned_ref)?.to_string();
-                        let content = c.digests.clone().or_else(|| {
-                            File::open(&c.path)
-                                .and_then(hash::hash_reader)
-                                .ok()
-                                .map(|(d, _)| d)
-                        })?;
-                        (content.sha1 == sha1).then_some((c, content))
+                        let content =
+                            c.digests.clone().filter(|d| d.sha1.is_some()).or_else(|| {
+                                File::open(&c.path)
+                                    .and_then(hash::hash_reader)
+                                    .ok()
+                                    .map(|(d, _)| d)
+                            })?;
+                        (content.sha1.as_deref() == Some(sha1.as_str())).then_some((c, content))
                     })
                     .collect())
             })
@@ -100,7 +101,7 @@ async fn find(ctx: &Ctx) -> Result<Vec<Adoption>, String> {
                 .iter()
                 .map(|(c, d)| ContentQuery {
                     key: c.id,
-                    sha1: d.sha1.clone(),
+                    digests: d.clone(),
                     file_name: c
                         .path
                         .file_name()

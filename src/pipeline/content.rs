@@ -1,6 +1,7 @@
-//! The content check, in batches: is this content (SHA-1 and BLAKE3 both, see `hash::Digests`)
-//! already placed by this migration (another row, possibly from an earlier run — the row becomes
-//! a `skipped` duplicate of it), or already on the target (asked by SHA-1, as targets know it)?
+//! The content check, in batches: is this content (by BLAKE3, and by SHA-1 too where both rows
+//! have one, see `hash::Digests::same_content`) already placed by this migration (another row,
+//! possibly from an earlier run — the row becomes a `skipped` duplicate of it), or already on
+//! the target (a local one compares BLAKE3; an HTTP server is asked by SHA-1, as it knows it)?
 //! Rows left in flight by a run that died (`metadata_cached`) are checked here too, so a
 //! transfer whose reply was lost in a crash is not sent a second time.
 
@@ -32,20 +33,16 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
     }
 }
 
-/// Content this migration placed, of the batch's SHA-1s (none asked with `--keep-duplicates`).
-/// `None` when the state DB could not say: the run is stopped for it, as an answer of "none"
-/// would send duplicates.
-async fn placed_content(
-    ctx: &Ctx,
-    sha1s: Vec<String>,
-    inject: bool,
-) -> Option<HashMap<Digests, (i64, String)>> {
+/// Content this migration placed, of the batch's BLAKE3s (none asked with
+/// `--keep-duplicates`). `None` when the state DB could not say: the run is stopped for it, as
+/// an answer of "none" would send duplicates.
+async fn placed_content(ctx: &Ctx, blake3s: Vec<String>, inject: bool) -> Option<Placed> {
     if ctx.cfg.keep_duplicates {
         return Some(HashMap::new());
     }
     let db = ctx.db.clone();
     let read = tasks::blocking(ctx, Stage::ContentCheck, move || {
-        uploaded_with_content(&db, &sha1s, inject)
+        uploaded_with_content(&db, &blake3s, inject)
     });
     match read.await? {
         Ok(placed) => Some(placed),
@@ -56,34 +53,45 @@ async fn placed_content(
     }
 }
 
+/// Rows already `uploaded`, by BLAKE3: (their digests, id, where it went), lowest id first.
+type Placed = HashMap<String, Vec<(Digests, i64, String)>>;
+
+/// The first placed row with the same content as `d` (see `Digests::same_content`).
+fn placed_as<'a>(placed: &'a Placed, d: &Digests) -> Option<&'a (Digests, i64, String)> {
+    placed
+        .get(&d.blake3)?
+        .iter()
+        .find(|(p, _, _)| p.same_content(d))
+}
+
 async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
-    let sha1s: Vec<String> = batch
+    let blake3s: Vec<String> = batch
         .iter()
         .filter(|i| matches!(i.row.state, FileState::Hashed | FileState::MetadataCached))
-        .filter_map(|i| i.row.sha1.clone())
+        .filter_map(|i| i.content_key())
         .collect();
-    if sha1s.is_empty() {
+    if blake3s.is_empty() {
         return batch;
     }
     let inject = batch
         .iter()
         .any(|i| super::fault::injected("content-db", &i.row.source_ref));
-    let Some(placed) = placed_content(ctx, sha1s, inject).await else {
+    let Some(placed) = placed_content(ctx, blake3s, inject).await else {
         // The run is stopping; the batch's rows stay where they are.
         return Vec::new();
     };
     let mut rest = Vec::with_capacity(batch.len());
     let mut queries = Vec::new();
     for item in batch {
-        let sha1 = item.row.sha1.clone().unwrap_or_default();
+        let digests = item.digests();
         let key = item.content_key();
         let checkable = matches!(
             item.row.state,
             FileState::Hashed | FileState::MetadataCached
         );
-        if checkable {
-            let landed = key.as_ref().and_then(|k| placed.get(k));
-            if let Some((first, first_ref)) = landed.filter(|(id, _)| *id != item.row.id) {
+        if let (true, Some(digests)) = (checkable, digests) {
+            let landed = placed_as(&placed, &digests).map(|(_, id, at)| (id, at));
+            if let Some((first, first_ref)) = landed.filter(|(id, _)| **id != item.row.id) {
                 ctx.skip(
                     &item,
                     SkipReason::Duplicate,
@@ -107,7 +115,7 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
             }
             queries.push(ContentQuery {
                 key: item.row.id,
-                sha1,
+                digests,
                 file_name: item.row.file_name(),
                 size: item.row.size,
             });
@@ -169,36 +177,36 @@ async fn record_answers(
     forward
 }
 
-/// Rows already `uploaded` with one of these SHA-1s: content (both digests) → (id, where it
-/// went). `inject`: the test hook's fault, a query SQLite refuses.
+/// Rows already `uploaded` with one of these BLAKE3s (see [`Placed`]). `inject`: the test
+/// hook's fault, a query SQLite refuses.
 fn uploaded_with_content(
     db: &crate::state::Db,
-    sha1s: &[String],
+    blake3s: &[String],
     inject: bool,
-) -> crate::state::Result<HashMap<Digests, (i64, String)>> {
-    // One query per chunk of SHA-1s (not one per row); the lowest id wins, as it landed first.
+) -> crate::state::Result<Placed> {
+    // One query per chunk of BLAKE3s (not one per row); the lowest id wins, as it landed first.
     const CHUNK: usize = 500;
     let conn = db.conn()?;
-    let mut out: HashMap<Digests, (i64, String)> = HashMap::new();
-    let unique: std::collections::BTreeSet<&String> = sha1s.iter().collect();
+    let mut out = Placed::new();
+    let unique: std::collections::BTreeSet<&String> = blake3s.iter().collect();
     let unique: Vec<&String> = unique.into_iter().collect();
     for chunk in unique.chunks(CHUNK) {
         let sql = format!(
-            "SELECT sha1, COALESCE(blake3, ''), id, COALESCE(target_ref, source_ref) FROM {}
-             WHERE state = 'uploaded' AND sha1 IN ({}) ORDER BY id",
+            "SELECT sha1, blake3, id, COALESCE(target_ref, source_ref) FROM {}
+             WHERE state = 'uploaded' AND blake3 IN ({}) ORDER BY id",
             if inject { "no_such_table" } else { "files" },
             vec!["?"; chunk.len()].join(", ")
         );
         let mut st = conn.prepare(&sql)?;
         let mut rows = st.query(rusqlite::params_from_iter(chunk.iter()))?;
         while let Some(r) = rows.next()? {
-            let key = Digests {
+            let digests = Digests {
                 sha1: r.get(0)?,
                 blake3: r.get(1)?,
             };
-            if let std::collections::hash_map::Entry::Vacant(e) = out.entry(key) {
-                e.insert((r.get(2)?, r.get(3)?));
-            }
+            out.entry(digests.blake3.clone())
+                .or_default()
+                .push((digests, r.get(2)?, r.get(3)?));
         }
     }
     Ok(out)

@@ -1,5 +1,7 @@
-//! The hash stage: one read of each file on a blocking thread gives SHA-1 and BLAKE3 together.
-//! Small files are read into a buffer that travels on with the row (the transfer sends it), so
+//! The hash stage: one read of each file on a blocking thread gives the digests the run needs
+//! (`PipelineConfig::digests`): BLAKE3 always, SHA-1 only for a target that knows content by it
+//! (HTTP) or when `--hash sha1` asks; rows hashed earlier without one of them are sent back to
+//! be hashed again before the run claims any (`requeue_lacking`). Small files are read into a buffer that travels on with the row (the transfer sends it), so
 //! their bytes are read from disk once; their metadata is parsed from that buffer in the same
 //! task, and recorded later by the metadata stage. For a local target in copy mode the same task
 //! also writes them into the target, as a file without a name where it can (`target::staged`),
@@ -7,11 +9,11 @@
 //! together are hashed as a group in one blocking task: a hand-off to a blocking thread (a
 //! wake-up, a context switch) per file was a measurable share of a local copy's CPU.
 
-use super::fault::Stage;
+use super::fault::{Cause, Fault, Stage};
 use super::tasks::{self, Tasks};
 use super::{metadata_stage, Ctx, Item};
 use crate::failure::Failure;
-use crate::hash::{self, Hashed};
+use crate::hash::{self, DigestSet, Hashed};
 use crate::metadata::{self, Extracted};
 use crate::state::FileState;
 use crate::target::staged::{Staged, Staging};
@@ -86,11 +88,34 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
     groups.join_all(&ctx).await;
 }
 
+/// Rows on their way (`hashed`, `metadata_cached`) that lack a digest this run needs — hashed
+/// for another target before the state DB was re-pointed, by a run without `--hash sha1`, or by
+/// a bookferry that kept no BLAKE3 — go back to `pending`, to be checked and hashed again (and
+/// counted) by this run: none goes on without it. Before any claim; a state DB error stops the
+/// run.
+pub async fn requeue_lacking(ctx: &Ctx) {
+    let db = ctx.db.clone();
+    let run = ctx.writer.run();
+    let needs = ctx.cfg.digests;
+    let requeue = move || -> crate::state::Result<usize> {
+        crate::state::digests::requeue_lacking(&mut *db.conn()?, run, needs)
+    };
+    match tasks::blocking(ctx, Stage::Hash, requeue).await {
+        Some(Ok(0)) | None => {}
+        Some(Ok(n)) => tracing::info!(
+            "{n} file(s) were hashed without a digest this run needs ({}): they are hashed again",
+            needs.describe()
+        ),
+        Some(Err(e)) => ctx.abort(Fault::new(Stage::Hash, Cause::StateDb(e))),
+    }
+}
+
 /// What the blocking task needs of one item.
 struct Job {
     row_id: i64,
     path: PathBuf,
     buffer_limit: u64,
+    digests: DigestSet,
     /// Format and relative path, when the file's own metadata is to be parsed.
     parse: Option<(String, String)>,
     /// Where to stage the file's bytes in the target once hashed (see `target::staged`).
@@ -103,11 +128,10 @@ impl Job {
             row_id: item.row.id,
             path: item.row.path.clone(),
             buffer_limit: ctx.cfg.tuning.buffer_limit,
+            digests: ctx.cfg.digests,
             parse: metadata_stage::needs_extraction(&item.row)
                 .then(|| (item.row.format.clone(), item.row.source_ref.clone())),
-            stage_in: (item.row.size <= ctx.cfg.tuning.buffer_limit)
-                .then(|| ctx.target.staging(item.row.size).cloned())
-                .flatten(),
+            stage_in: ctx.target.staging(item.row.size).cloned(),
         }
     }
 
@@ -115,7 +139,12 @@ impl Job {
     /// them in the target if it takes them. Blocking.
     fn run(self) -> Result<Read, Failure> {
         super::fault::panic_if_injected("hash", &self.path.to_string_lossy());
-        let mut hashed = hash::hash_file(&self.path, self.buffer_limit)?;
+        if let Some(staging) = &self.stage_in {
+            if let Some(read) = self.read_large_into(staging)? {
+                return Ok(read);
+            }
+        }
+        let mut hashed = hash::hash_file(&self.path, self.buffer_limit, self.digests)?;
         let extracted = match (&hashed.data, self.parse) {
             (Some(data), Some((format, rel))) => Some(metadata::extract(&format, data, &rel)),
             _ => None,
@@ -139,6 +168,49 @@ impl Job {
     }
 }
 
+impl Job {
+    /// A file over the buffer limit, read once: hashed and written into its staged copy chunk
+    /// by chunk (else the transfer would read it a second time to copy it). `None` when the
+    /// file fits the buffer (read whole, as above) or no staged file could be made; a staged
+    /// copy that could not be written whole is dropped, and the transfer copies the file.
+    fn read_large_into(&self, staging: &Staging) -> Result<Option<Read>, Failure> {
+        let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        if size <= self.buffer_limit {
+            return Ok(None);
+        }
+        let mut read = None;
+        let staged = Staged::write_with(staging, self.row_id, |out| {
+            let (r, written) = match hash::hash_file_into(&self.path, self.digests, out) {
+                Ok((h, w)) => (Ok(h), w),
+                Err(e) => (
+                    Err(e),
+                    Err(std::io::Error::other("the source could not be read")),
+                ),
+            };
+            read = Some(r);
+            written
+        });
+        let Some(hashed) = read else {
+            // No staged file was made: hashed as any file, copied by the transfer.
+            tracing::debug!("{}: not staged: {:?}", self.path.display(), staged.err());
+            return Ok(None);
+        };
+        let hashed = hashed?;
+        let staged = match staged {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::debug!("{}: not staged: {e}", self.path.display());
+                None
+            }
+        };
+        Ok(Some(Read {
+            hashed,
+            extracted: None,
+            staged,
+        }))
+    }
+}
+
 /// What the blocking task gives back for one item.
 struct Read {
     hashed: Hashed,
@@ -154,7 +226,9 @@ async fn hashed(ctx: &Ctx, mut item: Item, read: Read) -> Item {
         staged,
     } = read;
     let mut t = item.to(FileState::Hashed);
-    t.sha1 = Some(h.digests.sha1.clone());
+    // A SHA-1 not computed is not written: the column keeps what it held (NULL, or the SHA-1 of
+    // the same bytes from an earlier hash: a changed file's digests were cleared by the scan).
+    t.sha1 = h.digests.sha1.clone();
     t.blake3 = Some(h.digests.blake3.clone());
     t.hashed = true;
     t.bytes_read = h.bytes_read;
@@ -163,7 +237,7 @@ async fn hashed(ctx: &Ctx, mut item: Item, read: Read) -> Item {
     ctx.progress.hashed_bytes.add(h.bytes_read);
     ctx.progress.bytes_read.add(h.bytes_read);
     item.row.state = FileState::Hashed;
-    item.row.sha1 = Some(h.digests.sha1);
+    item.row.sha1 = h.digests.sha1;
     item.row.blake3 = Some(h.digests.blake3);
     if h.size != item.row.size {
         item.warnings.push(format!(

@@ -18,7 +18,7 @@ mod tasks;
 mod transfer;
 
 use crate::failure::Failure;
-use crate::hash::Digests;
+use crate::hash::{DigestSet, Digests};
 use crate::skip_reason::SkipReason;
 use crate::state::rows::FileRow;
 use crate::state::writer::{FlushError, FlushHook, Transition, WriterHandle};
@@ -37,6 +37,9 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 pub struct PipelineConfig {
     /// Hash every file, even when the target has its name and size.
     pub checksum: bool,
+    /// The digests each file is hashed for: BLAKE3, and SHA-1 where the target needs it or
+    /// `--hash sha1` asked for it.
+    pub digests: DigestSet,
     /// Hash and check, but write nothing to the target.
     pub dry_run: bool,
     /// Place content duplicates too, instead of skipping them.
@@ -54,6 +57,7 @@ impl PipelineConfig {
         PipelineConfig {
             place_verb: "copy",
             checksum: false,
+            digests: DigestSet::Blake3,
             dry_run: false,
             keep_duplicates: false,
             tuning,
@@ -90,11 +94,16 @@ impl Item {
         }
     }
 
-    /// What identifies the row's content: both digests, once hashed.
-    fn content_key(&self) -> Option<Digests> {
+    /// What identifies the row's content within a run (duplicates): its BLAKE3, once hashed.
+    fn content_key(&self) -> Option<String> {
+        self.row.blake3.clone().filter(|b| !b.is_empty())
+    }
+
+    /// The row's digests, once hashed: BLAKE3, and SHA-1 when it was computed.
+    fn digests(&self) -> Option<Digests> {
         Some(Digests {
-            sha1: self.row.sha1.clone()?,
-            blake3: self.row.blake3.clone().unwrap_or_default(),
+            sha1: self.row.sha1.clone(),
+            blake3: self.content_key()?,
         })
     }
 
@@ -121,10 +130,10 @@ pub struct Ctx {
     stop: Mutex<Option<Failure>>,
     fault: Mutex<Option<Fault>>,
     buffers: Arc<Semaphore>,
-    /// Content (SHA-1 and BLAKE3: SHA-1 alone has public collisions, and a migration must not
-    /// take one such file for a duplicate of the other) → the first row of this run that went
-    /// on to transfer with it.
-    seen_content: Mutex<std::collections::HashMap<Digests, i64>>,
+    /// Content (BLAKE3: SHA-1 alone has public collisions, and a migration must not take one
+    /// such file for a duplicate of the other) → the first row of this run that went on to
+    /// transfer with it.
+    seen_content: Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl Ctx {
@@ -249,8 +258,10 @@ pub struct ScanStatus {
 /// Returns when all are done, or when the run was stopped (then the rows not finished stay in
 /// their last committed state).
 pub async fn run(ctx: Arc<Ctx>, feed: Option<ScanFeed>) {
-    // Before any claim: a dead run's unrecorded placements are recorded as this migration's.
+    // Before any claim: a dead run's unrecorded placements are recorded as this migration's,
+    // then the rows hashed without a digest this run needs go back to be hashed again.
     adopt::placements(&ctx).await;
+    hash_stage::requeue_lacking(&ctx).await;
     let t = &ctx.cfg.tuning;
     let (to_check, check_in) = mpsc::channel::<Item>(t.check_queue.max(1));
     let (to_hash, hash_in) = mpsc::channel::<Item>(t.check_queue.max(1));

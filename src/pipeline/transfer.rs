@@ -1,7 +1,8 @@
 //! The transfer stage: sends rows to the target with a bounded number in flight, and never two
-//! rows with the same SHA-1 side by side — a second row with a SHA-1 already in flight waits,
-//! and becomes a `skipped` duplicate once the first lands with the same content (both digests
-//! equal), or goes next if the first failed or holds other bytes under the same SHA-1. A local
+//! rows with the same content key side by side (the SHA-1 for a target that knows content by
+//! it, HTTP; else the BLAKE3) — a second row with a key already in flight waits, and becomes a
+//! `skipped` duplicate once the first lands with the same content (the same BLAKE3), or goes
+//! next if the first failed or holds other bytes under the same SHA-1. A local
 //! target gets the rows ready at once in groups (up to 8, one blocking task and one slot each);
 //! an HTTP target one upload per task.
 
@@ -9,7 +10,7 @@ use super::fault::Stage;
 use super::tasks::Tasks;
 use super::{Ctx, Item};
 use crate::failure::{Failure, FailureKind};
-use crate::hash::Digests;
+use crate::hash::DigestSet;
 use crate::skip_reason::SkipReason;
 use crate::state::{placement, FileState};
 use crate::target::{Payload, Target, Transferred};
@@ -24,18 +25,38 @@ const GROUP_FILES: usize = 8;
 
 /// A finished transfer, reported back to the dispatcher.
 struct Done {
-    key: Option<Digests>,
+    key: Option<Keys>,
     id: Option<i64>,
+}
+
+/// A row's content, as the dispatcher tells rows apart.
+#[derive(Debug, Clone)]
+struct Keys {
+    /// What the target knows content by: the SHA-1 for an HTTP server (two rows with one SHA-1
+    /// are never sent side by side), else the BLAKE3.
+    flight: String,
+    /// The content itself: its BLAKE3.
+    content: String,
+}
+
+impl Keys {
+    fn of(ctx: &Ctx, item: &Item) -> Option<Keys> {
+        let content = item.content_key()?;
+        let flight = match ctx.target.digests_needed() {
+            DigestSet::Blake3AndSha1 => item.row.sha1.clone()?,
+            DigestSet::Blake3 => content.clone(),
+        };
+        Some(Keys { flight, content })
+    }
 }
 
 /// The dispatcher's books: which contents are in flight or landed, and what is ready to go.
 #[derive(Default)]
 struct Dispatch {
-    /// SHA-1 in flight → rows with that SHA-1 waiting for it (targets know content by SHA-1,
-    /// so two rows with one SHA-1 are never sent side by side).
+    /// Flight key (see [`Keys`]) → rows with that key waiting for the one in flight.
     in_flight: HashMap<String, VecDeque<Item>>,
-    /// Content (both digests) → the row that landed it in this run.
-    landed: HashMap<Digests, i64>,
+    /// Content (BLAKE3) → the row that landed it in this run.
+    landed: HashMap<String, i64>,
     /// Rows cleared to go, not yet handed to a task.
     ready: Vec<Item>,
 }
@@ -46,24 +67,24 @@ impl Dispatch {
         if ctx.cancelled() || item.row.state != FileState::MetadataCached {
             return;
         }
-        let key = match item.content_key() {
+        let key = match Keys::of(ctx, &item) {
             Some(k) if !ctx.cfg.keep_duplicates => k,
             _ => {
                 self.ready.push(item);
                 return;
             }
         };
-        if let Some(first) = self.landed.get(&key) {
+        if let Some(first) = self.landed.get(&key.content) {
             skip_duplicate(ctx, &item, *first).await;
-        } else if let Some(waiting) = self.in_flight.get_mut(&key.sha1) {
+        } else if let Some(waiting) = self.in_flight.get_mut(&key.flight) {
             waiting.push_back(item);
         } else {
-            self.in_flight.insert(key.sha1, VecDeque::new());
+            self.in_flight.insert(key.flight, VecDeque::new());
             self.ready.push(item);
         }
     }
 
-    /// A transfer ended: the rows that waited for its SHA-1 are skipped as duplicates of what
+    /// A transfer ended: the rows that waited for its key are skipped as duplicates of what
     /// landed, and the first other one (the first failed, or a different content under the
     /// same SHA-1) is ready next.
     async fn finished(&mut self, ctx: &Ctx, done: Done) {
@@ -71,9 +92,9 @@ impl Dispatch {
             return;
         };
         if let Some(id) = done.id {
-            self.landed.insert(key.clone(), id);
+            self.landed.insert(key.content.clone(), id);
         }
-        let mut waiting = self.in_flight.remove(&key.sha1).unwrap_or_default();
+        let mut waiting = self.in_flight.remove(&key.flight).unwrap_or_default();
         while let Some(item) = waiting.pop_front() {
             let first = item
                 .content_key()
@@ -82,7 +103,7 @@ impl Dispatch {
                 Some(first) => skip_duplicate(ctx, &item, first).await,
                 None => {
                     self.ready.push(item);
-                    self.in_flight.insert(key.sha1.clone(), waiting);
+                    self.in_flight.insert(key.flight.clone(), waiting);
                     break;
                 }
             }
@@ -115,7 +136,7 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
             let limiter = limiter.clone();
             let queued = queued.clone();
             running.spawn(async move {
-                let keys: Vec<_> = group.iter().map(Item::content_key).collect();
+                let keys: Vec<_> = group.iter().map(|i| Keys::of(&ctx, i)).collect();
                 let permits = queued.acquire_many_owned(group.len() as u32).await;
                 let ids = if ctx.cancelled() || permits.is_err() {
                     vec![None; group.len()]
@@ -220,7 +241,7 @@ fn planned_refs(ctx: &Ctx, payloads: &[Payload]) -> Vec<(i64, String)> {
             .collect(),
         Target::Http(_) => payloads
             .iter()
-            .map(|p| (p.row_id, placement::sent_ref(&p.digests.sha1)))
+            .filter_map(|p| Some((p.row_id, placement::sent_ref(p.digests.sha1.as_deref()?))))
             .collect(),
         Target::Calibre(..) | Target::CalibreServer(_) => Vec::new(),
     }
@@ -245,6 +266,23 @@ async fn prepare(ctx: &Ctx, item: &Item) -> Prepared {
         .await;
         return Prepared::Finished(None);
     };
+    // Never sent without a digest the target needs (rows hashed without it were sent back to
+    // be hashed again before the run claimed any, see `hash_stage::requeue_lacking`).
+    if ctx.target.digests_needed().has_sha1() && payload.digests.sha1.is_none() {
+        ctx.fail(
+            item,
+            Failure::new(
+                FailureKind::Unreadable,
+                format!(
+                    "{}: no SHA-1 recorded, which the target needs; retry-failed hashes it again",
+                    item.row.path.display()
+                ),
+            ),
+            0,
+        )
+        .await;
+        return Prepared::Finished(None);
+    }
     if ctx.cfg.dry_run {
         tracing::info!(
             "would {} {} → {}",
@@ -277,9 +315,9 @@ async fn record(ctx: &Ctx, item: &Item, res: Result<Transferred, Failure>) -> Op
                 .detail
                 .clone()
                 .or_else(|| Some(format!("→ {}", placed.target_ref)));
-            if let Some(Digests { sha1, blake3 }) = placed.new_digests {
-                t.sha1 = Some(sha1);
-                t.blake3 = Some(blake3);
+            if let Some(new) = placed.new_digests {
+                t.sha1 = new.sha1;
+                t.blake3 = Some(new.blake3);
             }
             ctx.writer.send(t).await;
             ctx.progress.uploaded.add(1);
@@ -302,7 +340,7 @@ fn payload_of(item: &Item) -> Option<Payload> {
         file_name: item.row.file_name(),
         size: item.row.size,
         format: item.row.format.clone(),
-        digests: item.content_key()?,
+        digests: item.digests()?,
         metadata: item.row.metadata.clone(),
         origin: item.row.metadata_origin,
         data: item.data.clone(),

@@ -3,6 +3,7 @@
 //! transitions, run records). It knows no target and no network.
 
 pub mod claim;
+pub mod digests;
 pub mod file_log;
 pub mod file_state;
 pub mod listing;

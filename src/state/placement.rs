@@ -71,9 +71,7 @@ pub fn left_by_dead_runs(conn: &Connection) -> Result<Vec<Claimed>> {
                 source_ref: r.get(2)?,
                 path: super::rows::path_from_sql(r.get_ref(3)?),
                 size: r.get::<_, i64>(4)? as u64,
-                digests: sha1
-                    .zip(blake3)
-                    .map(|(sha1, blake3)| Digests { sha1, blake3 }),
+                digests: blake3.map(|blake3| Digests { sha1, blake3 }),
                 planned_ref: r.get(7)?,
                 mtime_ns: r.get(8)?,
             })
@@ -109,7 +107,7 @@ pub fn adopt(conn: &mut Connection, run: i64, adoptions: &[Adoption]) -> Result<
     let mut logged = Vec::new();
     {
         let mut update = tx.prepare_cached(
-            "UPDATE files SET state = 'uploaded', target_ref = ?4, sha1 = ?5, blake3 = ?6,
+            "UPDATE files SET state = 'uploaded', target_ref = ?4, sha1 = COALESCE(?5, sha1), blake3 = ?6,
                 planned_ref = NULL, run_id = ?7, skip_reason = NULL, duplicate_of = NULL,
                 error_kind = NULL, error = NULL, failed_from = NULL,
                 updated_at = ?8, state_changed_at = ?8
@@ -172,7 +170,7 @@ mod tests {
 
     fn digests(s: &str) -> Digests {
         Digests {
-            sha1: format!("sha1-{s}"),
+            sha1: Some(format!("sha1-{s}")),
             blake3: format!("b3-{s}"),
         }
     }

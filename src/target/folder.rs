@@ -11,7 +11,7 @@ use super::name_rules::{NameRules, Placing};
 use super::staged::{temp_name, Staging};
 use super::{ContentQuery, NameQuery, Payload, Placed, PlacementOptions, Unusable};
 use crate::failure::{Failure, FailureKind};
-use crate::hash::{self, Digests, DualHasher};
+use crate::hash::{self, Digests, Hasher};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -242,7 +242,7 @@ impl FolderTarget {
             .collect()
     }
 
-    /// Which queried contents already sit in the target (a file of the same size and SHA-1 that
+    /// Which queried contents already sit in the target (a file of the same size and BLAKE3 that
     /// was there when the run started), and where. Blocking: reads those files once each.
     pub fn check_content(&self, q: &[ContentQuery]) -> HashMap<i64, Option<String>> {
         self.held.find(q)
@@ -619,7 +619,7 @@ pub(crate) fn write_new_file(p: &Payload, dest: &Path, reflink_it: bool) -> io::
     }
     // Large file: stream it, hashing what is actually written.
     let mut src = File::open(&p.source_path)?;
-    let mut h = DualHasher::new();
+    let mut h = Hasher::new(p.digests.set());
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = match src.read(&mut buf) {

@@ -1,9 +1,9 @@
 //! The files a local target (a folder, a calibre library) held when it was opened, by size,
-//! with each one's SHA-1 computed on first ask: what the content check answers from ("the
+//! with each one's BLAKE3 computed on first ask: what the content check answers from ("the
 //! target already has these bytes, there").
 
 use super::ContentQuery;
-use crate::hash;
+use crate::hash::{self, DigestSet};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
@@ -14,8 +14,8 @@ pub struct HeldFiles {
     root: PathBuf,
     /// Size → paths (relative to `root`) of the files of that size.
     by_size: HashMap<u64, Vec<String>>,
-    /// Path → SHA-1 of the files hashed so far (`None`: unreadable); each is read at most once.
-    sha1_of: Mutex<HashMap<String, Option<String>>>,
+    /// Path → BLAKE3 of the files hashed so far (`None`: unreadable); each is read at most once.
+    blake3_of: Mutex<HashMap<String, Option<String>>>,
 }
 
 impl HeldFiles {
@@ -38,7 +38,7 @@ impl HeldFiles {
         self.by_size.is_empty()
     }
 
-    /// Which queried contents are among the held files (same size and SHA-1), and where.
+    /// Which queried contents are among the held files (same size and BLAKE3), and where.
     /// Blocking: reads each candidate file once, the first time it is a candidate.
     pub fn find(&self, q: &[ContentQuery]) -> HashMap<i64, Option<String>> {
         let mut found = HashMap::new();
@@ -48,7 +48,7 @@ impl HeldFiles {
             };
             if let Some(rel) = candidates
                 .iter()
-                .find(|rel| self.sha1(rel).as_deref() == Some(c.sha1.as_str()))
+                .find(|rel| self.blake3(rel).is_some_and(|b| b == c.digests.blake3))
             {
                 found.insert(c.key, Some(rel.clone()));
             }
@@ -56,16 +56,16 @@ impl HeldFiles {
         found
     }
 
-    fn sha1(&self, rel: &str) -> Option<String> {
-        let known = self.sha1_of.lock().ok().and_then(|m| m.get(rel).cloned());
+    fn blake3(&self, rel: &str) -> Option<String> {
+        let known = self.blake3_of.lock().ok().and_then(|m| m.get(rel).cloned());
         if let Some(s) = known {
             return s;
         }
         let s = File::open(self.root.join(rel))
-            .and_then(hash::hash_reader)
-            .map(|(d, _)| d.sha1)
+            .and_then(|f| hash::hash_reader_with(f, DigestSet::Blake3))
+            .map(|(d, _)| d.blake3)
             .ok();
-        if let Ok(mut m) = self.sha1_of.lock() {
+        if let Ok(mut m) = self.blake3_of.lock() {
             m.insert(rel.to_string(), s.clone());
         }
         s
@@ -77,7 +77,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_a_held_file_by_size_and_sha1_and_reads_it_once() {
+    fn finds_a_held_file_by_size_and_blake3_and_reads_it_once() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.txt"), b"abc").unwrap();
         std::fs::write(dir.path().join("b.txt"), b"xyz").unwrap();
@@ -86,7 +86,7 @@ mod tests {
         held.add("b.txt".into(), 3);
         let q = |key, bytes: &[u8]| ContentQuery {
             key,
-            sha1: hash::sha1_hex(bytes),
+            digests: hash::hash_bytes_with(bytes, DigestSet::Blake3),
             file_name: "x".into(),
             size: bytes.len() as u64,
         };

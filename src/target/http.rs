@@ -12,7 +12,7 @@ mod reply;
 use super::limit::{Limiter, TokenBucket};
 use super::{OpenError, Payload, Placed, Unusable};
 use crate::failure::{Failure, FailureKind};
-use crate::hash::Digests;
+use crate::hash::{DigestSet, Digests};
 use crate::tuning::TransferTuning;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -334,15 +334,16 @@ impl HttpTarget {
                 Attempt::Done(UploadReply::Rehash) if rehashes < 2 => {
                     rehashes += 1;
                     let path = p.source_path.clone();
-                    let fresh =
-                        tokio::task::spawn_blocking(move || crate::hash::hash_file(&path, 8 << 20))
-                            .await
-                            .map_err(|e| {
-                                Failure::new(
-                                    FailureKind::Unreadable,
-                                    format!("{name}: re-hash failed: {e}"),
-                                )
-                            })??;
+                    let fresh = tokio::task::spawn_blocking(move || {
+                        crate::hash::hash_file(&path, 8 << 20, DigestSet::Blake3AndSha1)
+                    })
+                    .await
+                    .map_err(|e| {
+                        Failure::new(
+                            FailureKind::Unreadable,
+                            format!("{name}: re-hash failed: {e}"),
+                        )
+                    })??;
                     tracing::info!(
                         "{}: the server saw other bytes than we hashed; re-hashed",
                         p.source_path.display()
@@ -478,7 +479,15 @@ impl HttpTarget {
             Err(BodyError::Unreadable(f)) => return Attempt::Permanent(f),
             Err(BodyError::SizeChanged) => return Attempt::Done(UploadReply::Rehash),
         };
-        let mut form = multipart::Form::new().text("sha1", p.digests.sha1.clone());
+        // The protocol knows content by SHA-1: never sent without it (the pipeline hashes for
+        // it; see `Target::digests_needed`).
+        let Some(sha1) = p.digests.sha1.clone() else {
+            return Attempt::Permanent(Failure::new(
+                FailureKind::Unreadable,
+                format!("{}: no SHA-1 to send with it", p.file_name),
+            ));
+        };
+        let mut form = multipart::Form::new().text("sha1", sha1.clone());
         if let Some(md) = &p.metadata {
             let json = serde_json::to_string(md).unwrap_or_else(|_| "{}".into());
             let part = multipart::Part::text(json)
@@ -520,7 +529,7 @@ impl HttpTarget {
                 Ok(b) => b,
                 Err(e) => return self.unread_reply(&what, e),
             };
-            let Proof { id, duplicate } = match reply::upload_proof(&body, &p.digests.sha1) {
+            let Proof { id, duplicate } = match reply::upload_proof(&body, &sha1) {
                 Ok(proof) => proof,
                 Err(why) => return Attempt::Done(UploadReply::Unproven(why)),
             };

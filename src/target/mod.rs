@@ -16,7 +16,7 @@ pub mod staged;
 pub mod tls;
 
 use crate::failure::Failure;
-use crate::hash::Digests;
+use crate::hash::{DigestSet, Digests};
 use crate::metadata::{Metadata, Origin};
 use crate::tuning::TransferTuning;
 use std::collections::{HashMap, HashSet};
@@ -202,11 +202,12 @@ pub struct NameQuery {
     pub size: u64,
 }
 
-/// A question for the content check: does the target hold these bytes?
+/// A question for the content check: does the target hold these bytes? (A local target
+/// compares BLAKE3, an HTTP server is asked by the SHA-1.)
 #[derive(Debug, Clone)]
 pub struct ContentQuery {
     pub key: i64,
-    pub sha1: String,
+    pub digests: Digests,
     pub file_name: String,
     pub size: u64,
 }
@@ -521,10 +522,15 @@ impl Target {
             // Which book a file belongs to is decided by its metadata, at transfer.
             Target::CalibreServer(_) => Ok(HashMap::new()),
             Target::Http(h) => {
+                // The server knows content by SHA-1 only: a row without one is not asked (by
+                // name and size it would be another question); it is hashed before it is sent.
                 let items: Vec<_> = q
                     .into_iter()
-                    .map(|c| (c.key, c.file_name, c.size, Some(c.sha1)))
+                    .filter_map(|c| Some((c.key, c.file_name, c.size, Some(c.digests.sha1?))))
                     .collect();
+                if items.is_empty() {
+                    return Ok(HashMap::new());
+                }
                 Ok(h.check(&items)
                     .await?
                     .into_iter()
@@ -541,6 +547,17 @@ impl Target {
             Target::Folder(f, _) => f.staging(size),
             Target::Calibre(c, _) => c.staging(),
             Target::Http(_) | Target::CalibreServer(_) => None,
+        }
+    }
+
+    /// The digests the target needs of every file besides BLAKE3 (which every target uses): an
+    /// HTTP server knows content by SHA-1 (the upload protocol sends it, and is asked by it).
+    pub fn digests_needed(&self) -> DigestSet {
+        match self {
+            Target::Http(_) => DigestSet::Blake3AndSha1,
+            Target::Folder(..) | Target::Calibre(..) | Target::CalibreServer(_) => {
+                DigestSet::Blake3
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! Staged copies: for a local target in copy mode, the hash task writes a small file's bytes
 //! to a temporary file in the target right after hashing them, while they are still in the
-//! CPU's cache, and the transfer later only links or renames that file into place. The bytes
-//! are read once and written once, the buffer is freed at once instead of waiting in memory
+//! CPU's cache, and a large file's chunk by chunk as it reads and hashes them
+//! (`Staged::write_with`), and the transfer later only links or renames that file into place.
+//! The bytes are read once and written once, the buffer is freed at once instead of waiting in memory
 //! for the transfer, and the transfer is one directory operation (two when it replaces an
 //! earlier copy of ours).
 //!
@@ -126,18 +127,32 @@ impl Staged {
     /// without a name where it can, else under the temporary prefix. A partial file is
     /// removed on error.
     pub fn write(staging: &Staging, row_id: i64, bytes: &[u8]) -> io::Result<Staged> {
-        let staged = Staged::write_where(staging, row_id, bytes)?;
+        Staged::write_with(staging, row_id, |out| out.write_all(bytes))
+    }
+
+    /// Like [`Staged::write`], with the bytes written by `fill` (a large file, written chunk
+    /// by chunk as it is read and hashed). An error from `fill` removes the partial file.
+    pub fn write_with(
+        staging: &Staging,
+        row_id: i64,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<Staged> {
+        let staged = Staged::write_where(staging, row_id, fill)?;
         if let Some(w) = &staging.writes {
             w.wrote();
         }
         Ok(staged)
     }
 
-    fn write_where(staging: &Staging, row_id: i64, bytes: &[u8]) -> io::Result<Staged> {
+    fn write_where(
+        staging: &Staging,
+        row_id: i64,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<Staged> {
         let open = &staging.open_unnamed;
         if staging.unnamed {
             if open.fetch_add(1, Ordering::AcqRel) < staging.max_unnamed {
-                match write_unnamed(&staging.dir, bytes) {
+                match write_unnamed(&staging.dir, fill) {
                     Ok(file) => {
                         return Ok(Staged {
                             backing: Backing::Unnamed {
@@ -155,18 +170,22 @@ impl Staged {
             }
             open.fetch_sub(1, Ordering::AcqRel);
         }
-        Staged::write_named(&staging.dir, row_id, bytes)
+        Staged::write_named(&staging.dir, row_id, fill)
     }
 
-    /// Write `bytes` to a new file under the temporary prefix in `dir` (removed again if the
-    /// write fails; a file that was there already is left alone).
-    fn write_named(dir: &Path, row_id: i64, bytes: &[u8]) -> io::Result<Staged> {
+    /// Write what `fill` writes to a new file under the temporary prefix in `dir` (removed
+    /// again if the write fails; a file that was there already is left alone).
+    fn write_named(
+        dir: &Path,
+        row_id: i64,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<Staged> {
         let path = dir.join(temp_name(&format!("s{row_id}")));
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)?;
-        if let Err(e) = file.write_all(bytes) {
+        if let Err(e) = fill(&mut file) {
             let _ = fs::remove_file(&path);
             return Err(e);
         }
@@ -253,21 +272,24 @@ pub(crate) fn temp_name(tag: &str) -> String {
 /// `O_TMPFILE` as `OpenOptions::custom_flags` takes it (it fits: 0o20200000).
 const O_TMPFILE: i32 = rustix::fs::OFlags::TMPFILE.bits() as i32;
 
-/// A new unnamed file in `dir` holding `bytes`.
-fn write_unnamed(dir: &Path, bytes: &[u8]) -> io::Result<File> {
+/// A new unnamed file in `dir` holding what `fill` writes.
+fn write_unnamed(
+    dir: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<File> {
     let mut file = OpenOptions::new()
         .write(true)
         .custom_flags(O_TMPFILE)
         .mode(0o666)
         .open(dir)?;
-    file.write_all(bytes)?;
+    fill(&mut file)?;
     Ok(file)
 }
 
 /// Whether a file without a name can be made in `dir` and then linked there: the probe file
 /// is linked under a temporary name and removed at once.
 fn probe_unnamed(dir: &Path) -> bool {
-    let Ok(file) = write_unnamed(dir, b"") else {
+    let Ok(file) = write_unnamed(dir, |_| Ok(())) else {
         return false;
     };
     let probe = dir.join(temp_name("probe"));

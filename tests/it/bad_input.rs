@@ -753,7 +753,8 @@ fn nobody() -> (u32, u32) {
 struct Row {
     id: i64,
     state: String,
-    sha1: Option<String>,
+    /// `files.blake3` (a folder target records no SHA-1).
+    blake3: Option<String>,
     target_ref: Option<String>,
     error_kind: Option<String>,
     error: Option<String>,
@@ -768,7 +769,7 @@ fn rows(ws: &Workspace) -> BTreeMap<String, Row> {
     let db = ws.db();
     let mut st = db
         .prepare(
-            "SELECT source_ref, id, state, sha1, target_ref, error_kind, error, warnings, metadata,
+            "SELECT source_ref, id, state, blake3, target_ref, error_kind, error, warnings, metadata,
                     metadata_origin, skip_reason, duplicate_of FROM files",
         )
         .unwrap();
@@ -779,7 +780,7 @@ fn rows(ws: &Workspace) -> BTreeMap<String, Row> {
             Row {
                 id: r.get(1)?,
                 state: r.get(2)?,
-                sha1: r.get(3)?,
+                blake3: r.get(3)?,
                 target_ref: r.get(4)?,
                 error_kind: r.get(5)?,
                 error: r.get(6)?,
@@ -898,8 +899,8 @@ fn a_salted_library_migrates_and_each_bad_file_ends_as_the_rule_says() {
             p.display()
         );
         assert_eq!(
-            r.sha1.as_deref(),
-            Some(sha1_of(old).as_str()),
+            r.blake3.as_deref(),
+            Some(blake3_of(old).as_str()),
             "{}: hashed by the dry run",
             p.display()
         );
@@ -1086,12 +1087,12 @@ fn each_planted_file_ended_as_the_rule_says(o: &Outcome, f: &mut Findings) {
                         r.error
                     )
                 });
-                let sha = sha1_of(&fs::read(lib.join(&p.rel)).unwrap());
-                f.eq(o.placed_sha1(r), Some(sha.clone()), || {
+                let bytes = fs::read(lib.join(&p.rel)).unwrap();
+                f.eq(o.placed_sha1(r), Some(sha1_of(&bytes)), || {
                     format!("{key}: bytes at the target")
                 });
-                f.eq(r.sha1.clone(), Some(sha), || {
-                    format!("{key}: recorded SHA-1")
+                f.eq(r.blake3.clone(), Some(blake3_of(&bytes)), || {
+                    format!("{key}: recorded BLAKE3")
                 });
                 let w = r.warnings.as_deref().unwrap_or("");
                 f.check(w.to_lowercase().contains(&cause.to_lowercase()), || {
@@ -1295,11 +1296,11 @@ fn changed_after_hashing_is_never_recorded_stale(
         let Some(r) = o.row(&key, f) else { continue };
         let want = sha1_of(new);
         f.eq(r.state.as_str(), "uploaded", || format!("{key}: {r:?}"));
-        f.eq(o.placed_sha1(r), Some(want.clone()), || {
+        f.eq(o.placed_sha1(r), Some(want), || {
             format!("{key}: the target must hold the new bytes")
         });
-        f.eq(r.sha1.clone(), Some(want), || {
-            format!("{key}: the row must carry the SHA-1 of the new bytes, not a stale one")
+        f.eq(r.blake3.clone(), Some(blake3_of(new)), || {
+            format!("{key}: the row must carry the BLAKE3 of the new bytes, not a stale one")
         });
     }
 }

@@ -246,7 +246,8 @@ struct Row {
     state: String,
     skip_reason: Option<String>,
     target_ref: Option<String>,
-    sha1: Option<String>,
+    /// `files.blake3` (a calibre target records no SHA-1).
+    blake3: Option<String>,
     error: Option<String>,
     detail: Option<String>,
     duplicate_of: Option<i64>,
@@ -257,7 +258,7 @@ fn rows(state: &Path) -> BTreeMap<String, Row> {
     let db = Connection::open_with_flags(state, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let mut st = db
         .prepare(
-            "SELECT f.source_ref, f.state, f.skip_reason, f.target_ref, f.sha1, f.error,
+            "SELECT f.source_ref, f.state, f.skip_reason, f.target_ref, f.blake3, f.error,
                     (SELECT e.detail FROM events e WHERE e.file_id = f.id ORDER BY e.id DESC LIMIT 1),
                     f.id, f.duplicate_of
              FROM files f",
@@ -270,7 +271,7 @@ fn rows(state: &Path) -> BTreeMap<String, Row> {
                 state: r.get(1)?,
                 skip_reason: r.get(2)?,
                 target_ref: r.get(3)?,
-                sha1: r.get(4)?,
+                blake3: r.get(4)?,
                 error: r.get(5)?,
                 detail: r.get(6)?,
                 id: r.get(7)?,
@@ -613,8 +614,9 @@ fn judge_library(
                 f.check(p.is_file() && sha1_file(&p) == *sha, || {
                     format!("{src}: its bytes are not at {t}")
                 });
-                f.check(r.sha1.as_deref() == Some(sha.as_str()), || {
-                    format!("{src}: row sha1 {:?}, source {sha}", r.sha1)
+                let placed_blake3 = p.is_file().then(|| blake3_file(&p));
+                f.check(r.blake3.is_some() && r.blake3 == placed_blake3, || {
+                    format!("{src}: row blake3 {:?}, placed {placed_blake3:?}", r.blake3)
                 });
                 let id = ref_book_id(t);
                 f.check(books_by_id.contains_key(&id), || {
@@ -661,10 +663,11 @@ fn judge_library(
                         f.check(
                             kept.is_some_and(|k| {
                                 k.state == "uploaded"
-                                    && k.sha1.as_deref() == Some(sha.as_str())
-                                    && k.target_ref
-                                        .as_deref()
-                                        .is_some_and(|t| sha1_file(&lib.join(t)) == *sha)
+                                    && k.target_ref.as_deref().is_some_and(|t| {
+                                        sha1_file(&lib.join(t)) == *sha
+                                            && k.blake3.as_deref()
+                                                == Some(blake3_file(&lib.join(t)).as_str())
+                                    })
                             }),
                             || {
                                 format!(
@@ -1667,7 +1670,7 @@ fn hardlinked_books_share_their_inodes_with_the_source() {
     // book already had its bytes).
     let mut inodes_of_sha: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
     for (src, r) in &rows {
-        if let Some(sha) = r.sha1.as_deref() {
+        if let Some(sha) = r.blake3.as_deref() {
             inodes_of_sha
                 .entry(sha)
                 .or_default()
@@ -1685,7 +1688,7 @@ fn hardlinked_books_share_their_inodes_with_the_source() {
             t.display()
         );
         let own = ino(&ws.lib().join(src));
-        let same_content = &inodes_of_sha[r.sha1.as_deref().unwrap()];
+        let same_content = &inodes_of_sha[r.blake3.as_deref().unwrap()];
         assert!(
             ino(&t) == own || same_content.contains(&ino(&t)),
             "{src}: {} is not a hard link of a source file with its bytes",
@@ -1728,7 +1731,7 @@ fn symlinked_books_point_at_their_source_files() {
         let to = fs::canonicalize(&t).unwrap();
         if r.detail.as_deref().unwrap_or("").contains("identical") {
             // A content duplicate placed as "already there": the link of its twin.
-            assert_eq!(sha1_file(&to), r.sha1.clone().unwrap(), "{src}");
+            assert_eq!(blake3_file(&to), r.blake3.clone().unwrap(), "{src}");
             continue;
         }
         links += 1;
@@ -1882,7 +1885,7 @@ fn a_changed_source_file_replaces_its_own_file_and_no_other() {
     for (s, r) in rows.iter().filter(|(_, r)| r.state == "uploaded") {
         let t = r.target_ref.as_deref().unwrap();
         let now = sha1_file(&src.join(s));
-        assert_eq!(r.sha1.as_deref(), Some(now.as_str()), "{s}: row sha1");
+        assert_eq!(r.blake3, Some(blake3_file(&src.join(s))), "{s}: row blake3");
         assert_eq!(
             sha1_file(&lib.join(t)),
             now,

@@ -6,7 +6,7 @@ use crate::util::*;
 use sha1::Digest;
 use std::collections::BTreeMap;
 
-/// state, target_ref, sha1, duplicate_of
+/// state, target_ref, blake3, duplicate_of
 type RowFacts = (String, Option<String>, Option<String>, Option<i64>);
 
 #[test]
@@ -20,7 +20,7 @@ fn migrates_a_generated_library_byte_identical_and_each_content_once() {
     let db = ws.db();
     let mut rows: BTreeMap<String, RowFacts> = BTreeMap::new();
     let mut st = db
-        .prepare("SELECT source_ref, state, target_ref, sha1, duplicate_of FROM files")
+        .prepare("SELECT source_ref, state, target_ref, blake3, duplicate_of FROM files")
         .unwrap();
     for r in st
         .query_map([], |r| {
@@ -35,13 +35,18 @@ fn migrates_a_generated_library_byte_identical_and_each_content_once() {
         rows.insert(k, v);
     }
     assert_eq!(rows.len(), ws.manifest.len());
+    // A folder target needs no SHA-1: none is computed (issue 23).
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE sha1 IS NOT NULL"),
+        0
+    );
     let mut uploaded = 0;
     for e in &ws.manifest {
-        let (state, target_ref, sha1, dup) = &rows[&e.path];
+        let (state, target_ref, blake3, dup) = &rows[&e.path];
         assert_eq!(
-            sha1.as_deref(),
-            Some(e.sha1.as_str()),
-            "{}: recorded SHA-1",
+            blake3.as_deref(),
+            Some(blake3_file(&ws.lib().join(&e.path)).as_str()),
+            "{}: recorded BLAKE3",
             e.path
         );
         match state.as_str() {
@@ -209,10 +214,10 @@ fn name_and_size_already_on_target_are_skipped_without_hashing() {
 
     let out = ws.migrate(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let (state, reason, sha1): (String, String, Option<String>) = ws
+    let (state, reason, blake3): (String, String, Option<String>) = ws
         .db()
         .query_row(
-            "SELECT state, skip_reason, sha1 FROM files WHERE source_ref = ?1",
+            "SELECT state, skip_reason, blake3 FROM files WHERE source_ref = ?1",
             [&e.path],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
@@ -221,7 +226,7 @@ fn name_and_size_already_on_target_are_skipped_without_hashing() {
         (state.as_str(), reason.as_str()),
         ("skipped", "target_has_name_size")
     );
-    assert_eq!(sha1, None, "a file the target has was hashed anyway");
+    assert_eq!(blake3, None, "a file the target has was hashed anyway");
 
     // --checksum hashes it even so (a fresh state DB over the same target).
     let out = ws
@@ -240,14 +245,14 @@ fn name_and_size_already_on_target_are_skipped_without_hashing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let db2 = rusqlite::Connection::open(ws.path().join("second.db")).unwrap();
-    let sha1: Option<String> = db2
+    let blake3: Option<String> = db2
         .query_row(
-            "SELECT sha1 FROM files WHERE source_ref = ?1",
+            "SELECT blake3 FROM files WHERE source_ref = ?1",
             [&e.path],
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(sha1.as_deref(), Some(e.sha1.as_str()));
+    assert_eq!(blake3, Some(blake3_file(&ws.lib().join(&e.path))));
 }
 
 #[test]

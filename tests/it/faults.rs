@@ -119,7 +119,9 @@ struct Row {
     error_kind: Option<String>,
     error: Option<String>,
     target_ref: Option<String>,
+    /// Recorded for an HTTP target only (a folder needs none).
     sha1: Option<String>,
+    blake3: Option<String>,
     author: Option<String>,
 }
 
@@ -128,7 +130,7 @@ fn rows_of(db: &Path) -> BTreeMap<String, Row> {
     let mut st = c
         .prepare(
             "SELECT source_ref, state, error_kind, error, target_ref, sha1,
-                    json_extract(metadata, '$.authors[0]') FROM files",
+                    json_extract(metadata, '$.authors[0]'), blake3 FROM files",
         )
         .unwrap();
     let rows = st
@@ -141,6 +143,7 @@ fn rows_of(db: &Path) -> BTreeMap<String, Row> {
                     error: r.get(3)?,
                     target_ref: r.get(4)?,
                     sha1: r.get(5)?,
+                    blake3: r.get(7)?,
                     author: r.get(6)?,
                 },
             ))
@@ -324,8 +327,8 @@ fn assert_recorded_files_present(ws: &Workspace, state: &Path) {
                 t.display()
             );
             assert_eq!(
-                Some(sha1_file(&t)),
-                r.sha1,
+                Some(blake3_file(&t)),
+                r.blake3,
                 "{path}: bytes at {}",
                 t.display()
             );

@@ -31,7 +31,7 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     );
     // A file the target held before the migration, with the bytes of one source file (under
     // another name): it must stay as it is, and that source file `target_has_content`.
-    let planted_sha1 = ws.manifest[7].sha1.clone();
+    let planted_blake3 = blake3_file(&ws.lib().join(&ws.manifest[7].path));
     let planted = ws.out().join("kept/already here.bin");
     std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
     std::fs::copy(ws.lib().join(&ws.manifest[7].path), &planted).unwrap();
@@ -128,7 +128,7 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     let claimed_by_target: Vec<(String, String)> = ws
         .db()
         .prepare(
-            "SELECT source_ref, sha1 FROM files
+            "SELECT source_ref, blake3 FROM files
              WHERE state = 'skipped' AND skip_reason = 'target_has_content'",
         )
         .unwrap()
@@ -138,7 +138,7 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
         .collect();
     let wrongly: Vec<_> = claimed_by_target
         .iter()
-        .filter(|(_, sha1)| *sha1 != planted_sha1)
+        .filter(|(_, blake3)| *blake3 != planted_blake3)
         .collect();
     assert!(
         wrongly.is_empty(),
@@ -149,7 +149,7 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     assert!(
         claimed_by_target
             .iter()
-            .any(|(_, sha1)| *sha1 == planted_sha1),
+            .any(|(_, blake3)| *blake3 == planted_blake3),
         "the file the target had beforehand was not recognised"
     );
     assert_eq!(

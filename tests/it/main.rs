@@ -14,6 +14,7 @@ mod calibre_server;
 mod calibre_source;
 mod calibre_target;
 mod cli_forms;
+mod digests;
 mod engine;
 mod faults;
 mod filters;

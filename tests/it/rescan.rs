@@ -116,17 +116,17 @@ fn rows_left_by_a_dry_run_whose_files_changed_migrate_their_new_bytes() {
         stderr(&out)
     );
     assert!(!stderr(&out).contains("stale"), "{}", stderr(&out));
-    let (state, sha1, target): (String, String, String) = ws
+    let (state, blake3, target): (String, String, String) = ws
         .db()
         .query_row(
-            "SELECT state, sha1, target_ref FROM files WHERE source_ref = ?1",
+            "SELECT state, blake3, target_ref FROM files WHERE source_ref = ?1",
             [&changed],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
     assert_eq!(state, "uploaded");
-    assert_eq!(sha1, hex(&sha1_of(&bytes)));
-    assert_eq!(sha1_file(&ws.out().join(&target)), sha1);
+    assert_eq!(blake3, blake3_of(&bytes));
+    assert_eq!(blake3_file(&ws.out().join(&target)), blake3);
     let hashed = ws.count(&format!(
         "SELECT COUNT(*) FROM events e JOIN files f ON f.id = e.file_id
          WHERE f.source_ref = '{}' AND e.to_state = 'hashed'",

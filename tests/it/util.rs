@@ -253,6 +253,15 @@ pub fn sha1_file(p: &Path) -> String {
     hex(&Sha1::digest(&data))
 }
 
+/// The BLAKE3 (hex) of a file: what the state DB records of every hashed file (`files.blake3`).
+pub fn blake3_file(p: &Path) -> String {
+    blake3_of(&std::fs::read(p).unwrap())
+}
+
+pub fn blake3_of(b: &[u8]) -> String {
+    blake3::hash(b).to_hex().to_string()
+}
+
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -9,7 +9,7 @@
 //! used when it has them; otherwise the FUSE drivers (`fusefat`, `exfat-fuse`), which keep the
 //! same name rules (and, for `fusefat`, take only ASCII names).
 
-use crate::util::{have_root, tree_sha1, tree_snapshot, Workspace};
+use crate::util::{blake3_file, have_root, tree_sha1, tree_snapshot, Workspace};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -155,7 +155,7 @@ fn library(ws: &Workspace, case_variants: usize) -> usize {
     names.len()
 }
 
-/// A row: source_ref, state, target_ref, sha1, error.
+/// A row: source_ref, state, target_ref, blake3, error.
 type Row = (
     String,
     String,
@@ -169,7 +169,7 @@ type Row = (
 fn assert_each_row_is_its_own_file(ws: &Workspace, rows: usize) {
     let db = ws.db();
     let mut st = db
-        .prepare("SELECT source_ref, state, target_ref, sha1, error FROM files")
+        .prepare("SELECT source_ref, state, target_ref, blake3, error FROM files")
         .unwrap();
     let got: Vec<Row> = st
         .query_map([], |r| {
@@ -183,9 +183,12 @@ fn assert_each_row_is_its_own_file(ws: &Workspace, rows: usize) {
     assert!(not_uploaded.is_empty(), "not uploaded: {not_uploaded:#?}");
     let on_disk = tree_sha1(&ws.out());
     let mut wrong = Vec::new();
-    for (source, _, target_ref, sha1, _) in &got {
-        let at = target_ref.as_deref().and_then(|t| on_disk.get(t));
-        if at.is_none() || at != sha1.as_ref() {
+    for (source, _, target_ref, blake3, _) in &got {
+        let at = target_ref
+            .as_deref()
+            .filter(|t| on_disk.contains_key(*t))
+            .map(|t| blake3_file(&ws.out().join(t)));
+        if at.is_none() || at.as_ref() != blake3.as_ref() {
             wrong.push((source, target_ref, at));
         }
     }

@@ -198,7 +198,7 @@ impl CalibreTarget {
         self.opts.keep_source_books
     }
 
-    /// Queries whose bytes (SHA-1) a format file the library held at open has, with its path:
+    /// Queries whose bytes (BLAKE3) a format file the library held at open has, with its path:
     /// from a folder source a library is asked as a target folder is, each candidate of the
     /// right size hashed once. From a calibre source, nothing: two books may hold the same
     /// bytes. Blocking: reads files.

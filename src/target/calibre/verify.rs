@@ -210,7 +210,7 @@ pub fn book_uuid(f: MigratedFile<'_>, seed: &str) -> String {
         size: f.size,
         format: f.format.to_string(),
         digests: Digests {
-            sha1: String::new(),
+            sha1: None,
             blake3: String::new(),
         },
         metadata: f.metadata,
