@@ -11,6 +11,7 @@ mod bad_input;
 mod calibre_source;
 mod calibre_target;
 mod cli_forms;
+mod covers;
 mod engine;
 mod faults;
 mod filters;
