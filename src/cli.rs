@@ -294,6 +294,10 @@ pub struct TargetArgs {
     /// calibredb) holds calibre's writer lock. Only when it surely does not use this library.
     #[arg(long)]
     pub ignore_calibre_lock: bool,
+    /// calibre target: give new books no cover made from the file (calibre's: a PDF's first
+    /// page, the embedded cover image of other formats). A calibre source's covers still come.
+    #[arg(long)]
+    pub no_covers: bool,
 }
 
 /// Options of the HTTP target. The token is read from $BOOKFERRY_TOKEN or --token-file, never

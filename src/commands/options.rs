@@ -74,6 +74,7 @@ impl MigrationOptions {
                 link,
                 merge_formats,
                 ignore_calibre_lock: target.ignore_calibre_lock,
+                covers: !target.no_covers,
                 migration_key: String::new(),
                 calibre_book_ids: None,
             },

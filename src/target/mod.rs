@@ -354,6 +354,8 @@ pub struct PlacementOptions {
     pub merge_formats: bool,
     /// calibre target: write even while a calibre program holds its writer lock.
     pub ignore_calibre_lock: bool,
+    /// calibre target: make the cover calibre would for each new book (`--no-covers`: off).
+    pub covers: bool,
     /// What tells this migration apart from others (`state::migration_record::key`): the calibre
     /// target derives its books' uuids from it, to know its own books in a later run.
     pub migration_key: String,
@@ -371,6 +373,7 @@ impl PlacementOptions {
             link: folder::LinkMode::Copy,
             merge_formats: false,
             ignore_calibre_lock: false,
+            covers: true,
             migration_key: String::new(),
             calibre_book_ids: None,
         }
@@ -415,6 +418,7 @@ impl Target {
                     link: opts.link,
                     merge_formats: opts.merge_formats,
                     ignore_calibre_lock: opts.ignore_calibre_lock,
+                    covers: opts.covers,
                     migration_key: opts.migration_key.clone(),
                     source_uuids: Arc::new(if from_library {
                         crate::calibre::book_uuids(source_root).map_err(Unusable::SourceLibrary)?

@@ -327,10 +327,11 @@ struct Fields {
 
 /// What each format of `tools/make-corpus.py` carries (see its makers) and so what calibre
 /// must show: EPUB everything (and a PNG cover, stored as JPEG); PDF title, authors and
-/// keywords as tags; FB2 title, authors, the first tag as genre, series with an integer index,
-/// language and ISBN; CBZ title, writers, series (the title when none) with an integer number,
-/// publisher and language; TXT nothing — title and author come from the file name
-/// (`Title - Author.txt`, `metadata/filename.rs`).
+/// keywords as tags, its first page as the cover; FB2 title, authors, the first tag as genre,
+/// series with an integer index, language and ISBN; CBZ title, writers, series (the title when
+/// none) with an integer number, publisher and language, its first page as the cover; TXT
+/// nothing — title and author come from the file name (`Title - Author.txt`,
+/// `metadata/filename.rs`).
 fn want_of(e: &Entry) -> Want {
     let m = &e.metadata;
     if e.format == "txt" || m.is_null() {
@@ -377,7 +378,7 @@ fn want_of(e: &Entry) -> Want {
             languages: vec![],
             publisher: None,
             pubdate: None,
-            cover: false,
+            cover: true,
         },
         "fb2" => Fields {
             series: series.map(|(n, i)| (n, i.trunc())),
@@ -398,7 +399,7 @@ fn want_of(e: &Entry) -> Want {
             languages: lang,
             publisher: s("publisher"),
             pubdate: None,
-            cover: false,
+            cover: true,
         },
         other => panic!("make-corpus made a {other}?"),
     };

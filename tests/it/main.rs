@@ -15,6 +15,7 @@ mod calibre_source;
 mod calibre_target;
 mod cli_forms;
 mod digests;
+mod covers;
 mod engine;
 mod faults;
 mod filters;

@@ -1,24 +1,18 @@
-//! CBZ comics: `ComicInfo.xml` (the ComicRack schema) inside the ZIP; the first image in name
-//! order is reported as the cover.
+//! CBZ comics: `ComicInfo.xml` (the ComicRack schema) inside the ZIP; the cover is the first
+//! image in calibre's order (`calibre.libunzip.extract_cover_image`: names sorted by a numeric,
+//! case-insensitive key of the name before its last dot, then of the extension).
 
 use super::xml::{self, Element};
 use super::{archive, normalize, Metadata};
 use std::io::{Read, Seek};
 use zip::ZipArchive;
 
-const IMAGE_EXT: &[&str] = &[".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"];
+/// The extensions calibre takes as comic pages (`libunzip.comic_exts`).
+const IMAGE_EXT: &[&str] = &["png", "jpg", "jpeg", "gif", "webp"];
 
 pub fn read<R: Read + Seek>(ar: &mut ZipArchive<R>, md: &mut Metadata, warnings: &mut Vec<String>) {
     let names = archive::names(ar);
-    let cover = names
-        .iter()
-        .filter(|n| {
-            IMAGE_EXT
-                .iter()
-                .any(|e| n.to_ascii_lowercase().ends_with(e))
-        })
-        .min_by(|a, b| a.to_lowercase().cmp(&b.to_lowercase()));
-    md.cover = cover.cloned();
+    md.cover = cover_name(&names).cloned();
     // ComicInfo.xml at the root, else anywhere.
     let info = names
         .iter()
@@ -36,6 +30,58 @@ pub fn read<R: Read + Seek>(ar: &mut ZipArchive<R>, md: &mut Metadata, warnings:
     if let Some(root) = root {
         read_comic_info(&root, md);
     }
+}
+
+/// The page calibre takes as the cover: the first image (not under `__MACOSX/`) in its order.
+pub fn cover_name(names: &[String]) -> Option<&String> {
+    names
+        .iter()
+        .filter(|n| {
+            !n.starts_with("__MACOSX/")
+                && n.rsplit_once('.')
+                    .is_some_and(|(_, e)| IMAGE_EXT.iter().any(|x| e.eq_ignore_ascii_case(x)))
+        })
+        .min_by(|a, b| sort_key(a).cmp(&sort_key(b)).then_with(|| a.cmp(b)))
+}
+
+/// calibre's `libunzip.sort_key`: (name before the last dot, extension), each compared as
+/// ICU's numeric collation does: runs of digits by value, other characters case-insensitively,
+/// punctuation and spaces before digits before letters.
+fn sort_key(name: &str) -> (Vec<Part>, Vec<Part>) {
+    let (base, ext) = match name.rsplit_once('.') {
+        Some(("", e)) => (e, ""),
+        Some((b, e)) => (b, e),
+        None => (name, ""),
+    };
+    (parts(base), parts(ext))
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Part {
+    Punct(char),
+    /// Significant digits (no leading zeros): shorter is smaller, then by digits.
+    Number(usize, String),
+    Letter(String),
+}
+
+fn parts(s: &str) -> Vec<Part> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            let mut digits = String::from(c);
+            while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                digits.push(d);
+            }
+            let value = digits.trim_start_matches('0').to_string();
+            out.push(Part::Number(value.len(), value));
+        } else if c.is_alphanumeric() {
+            out.push(Part::Letter(c.to_lowercase().collect()));
+        } else {
+            out.push(Part::Punct(c));
+        }
+    }
+    out
 }
 
 pub fn read_comic_info(root: &Element, md: &mut Metadata) {
@@ -106,6 +152,21 @@ mod tests {
         assert_eq!(md.tags, vec!["SF", " Fantasy"]);
         assert_eq!(md.cover.as_deref(), Some("001.JPG"));
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn cover_is_calibres_first_page() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Numeric order, not byte order: page 2 comes before page 10.
+        let n = names(&["p10.jpg", "p2.jpg", "ComicInfo.xml"]);
+        assert_eq!(cover_name(&n).map(String::as_str), Some("p2.jpg"));
+        // Case does not matter; macOS forks and non-pages are not covers.
+        let n = names(&["__MACOSX/._A.jpg", "b.png", "A.JPG", "a.txt", "0.bmp"]);
+        assert_eq!(cover_name(&n).map(String::as_str), Some("A.JPG"));
+        // The name before the extension decides first: `x.png` before `x-1.jpg`.
+        let n = names(&["x-1.jpg", "x.png"]);
+        assert_eq!(cover_name(&n).map(String::as_str), Some("x.png"));
+        assert_eq!(cover_name(&names(&["a.txt"])), None);
     }
 
     #[test]

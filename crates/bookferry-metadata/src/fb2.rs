@@ -1,6 +1,7 @@
 //! FictionBook 2 (`.fb2`, and `.fb2.zip` holding one): `description/title-info` (title,
 //! authors, language, series, genres, keywords, annotation, date) and `publish-info` (ISBN,
-//! publisher, year). Only the `<description>` is parsed; the book body is never walked.
+//! publisher, year). Only the `<description>` is parsed; the book body is never walked. The
+//! cover is the `<binary>` its `<coverpage>` names (`cover`), found by a scan of the tags.
 
 use super::xml::{self, Element};
 use super::{archive, ids, normalize, Metadata};
@@ -125,6 +126,101 @@ fn read_description(desc: &Element, md: &mut Metadata, warnings: &mut Vec<String
     }
 }
 
+/// The image a file's `<coverpage>` names, decoded from its `<binary>` (base64), as calibre
+/// reads it (`_parse_cover`). `None` without a coverpage, a matching binary, or an image in it.
+pub fn cover(data: &[u8]) -> Option<Vec<u8>> {
+    let mut md = Metadata::default();
+    read(data, &mut md, &mut Vec::new());
+    let id = md.cover?;
+    // Every encoding FB2 uses but UTF-16 keeps ASCII as it is: tags, ids and base64 are found
+    // in the bytes.
+    let mut at = 0;
+    while let Some(i) = find(&data[at..], b"<binary") {
+        let start = at + i;
+        let open_end = start + find(&data[start..], b">")?;
+        let tag = &data[start..open_end];
+        at = open_end + 1;
+        if attr(tag, b"id").is_some_and(|v| v == id.as_bytes()) {
+            let close = at + find(&data[at..], b"</")?;
+            let image = base64(&data[at..close])?;
+            return super::cover::image_type(&image).map(|_| image);
+        }
+    }
+    None
+}
+
+/// `.fb2.zip`: the cover of its first `.fb2` entry (read whole, up to the cover image cap).
+pub fn read_zip_cover<R: Read + Seek>(ar: &mut ZipArchive<R>) -> Option<Vec<u8>> {
+    let names = archive::names(ar);
+    let name = names
+        .iter()
+        .find(|n| n.to_ascii_lowercase().ends_with(".fb2"))
+        .or(names.first())?;
+    let data = super::cover::read_entry(ar, name).ok()?;
+    cover(&data)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// An attribute's value in a start tag's bytes (`id="x"` or `id='x'`, not `xid=`).
+fn attr<'a>(tag: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let mut at = 0;
+    while let Some(i) = find(&tag[at..], name) {
+        let p = at + i;
+        at = p + name.len();
+        if !tag
+            .get(p.wrapping_sub(1))
+            .is_some_and(u8::is_ascii_whitespace)
+        {
+            continue;
+        }
+        let rest = &tag[at..];
+        let eq = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+        if rest[eq] != b'=' {
+            continue;
+        }
+        let q = eq
+            + 1
+            + rest[eq + 1..]
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())?;
+        let quote = rest[q];
+        if quote != b'"' && quote != b'\'' {
+            continue;
+        }
+        let end = q + 1 + rest[q + 1..].iter().position(|b| *b == quote)?;
+        return Some(&rest[q + 1..end]);
+    }
+    None
+}
+
+/// Standard base64, whitespace ignored; `None` on any other character.
+fn base64(text: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in text {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => break,
+            c if c.is_ascii_whitespace() => continue,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +263,29 @@ mod tests {
         let (mut md, mut w) = (Metadata::default(), Vec::new());
         read_zip(&mut ar, &mut md, &mut w);
         assert_eq!(md.title.as_deref(), Some("Пикник"));
+    }
+
+    #[test]
+    fn coverpage_binary() {
+        // A GIF header, base64 with line breaks; another binary first, with an id that
+        // contains the cover's.
+        let gif = "R0lGODlh\n AQABAA==";
+        let doc = FB2.replace(
+            "</FictionBook>",
+            &format!("<binary id=\"xcover.jpg\" content-type=\"image/jpeg\">AAAA</binary><binary content-type='image/gif' id='cover.jpg'>{gif}</binary></FictionBook>"),
+        );
+        assert_eq!(
+            cover(doc.as_bytes()).as_deref(),
+            Some(&b"GIF89a\x01\x00\x01\x00"[..])
+        );
+        // No binary of that id, or not an image: no cover.
+        assert_eq!(cover(FB2.as_bytes()), None);
+        let doc = FB2.replace(
+            "</FictionBook>",
+            "<binary id=\"cover.jpg\">AAAA</binary></FictionBook>",
+        );
+        assert_eq!(cover(doc.as_bytes()), None);
+        assert_eq!(base64(b"TWFu\nTWE="), Some(b"ManMa".to_vec()));
+        assert_eq!(base64(b"TW*u"), None);
     }
 }

@@ -10,6 +10,8 @@
 pub mod archive;
 mod cbz;
 mod charset;
+pub mod cover;
+pub mod cover_pdf;
 mod docx;
 mod epub;
 mod fb2;

@@ -1,6 +1,7 @@
 //! MOBI / AZW / AZW3 (KF8) / PRC: the PalmDB header, record 0's MOBI header (full name,
 //! locale, text encoding) and its EXTH records (title, authors, publisher, description, ISBN,
-//! subjects, date, language, ASIN). Reads only the header and record 0, by range.
+//! subjects, date, language, ASIN). Reads only the header and record 0, by range; the cover
+//! (`cover`) reads one image record more.
 
 use super::source::Source;
 use super::{charset, ids, Metadata};
@@ -151,6 +152,70 @@ fn read_inner(
     Ok(())
 }
 
+/// The cover image, as calibre finds it (`ebooks/metadata/mobi.py`): the record at the MOBI
+/// header's first image index plus EXTH 201 (CoverOffset), else the first image record; `None`
+/// when that record is not an image.
+pub fn cover(src: &mut dyn Source) -> Result<Option<Vec<u8>>, String> {
+    let e = |e: MobiError| e.to_string();
+    let head = src
+        .read_at(0, PALMDB_HEADER)
+        .map_err(|x| e(MobiError::Read(x)))?;
+    if head.len() < PALMDB_HEADER || &head[60..68] != b"BOOKMOBI" {
+        return Ok(None);
+    }
+    let n = u32::from(be16(&head, 76).unwrap_or(0));
+    let list = src
+        .read_at(PALMDB_HEADER as u64, n as usize * 8)
+        .map_err(|x| e(MobiError::Read(x)))?;
+    let offset = |i: u32| be32(&list, i as usize * 8).map(u64::from);
+    let record = |src: &mut dyn Source, i: u32, cap: u64| -> Result<Option<Vec<u8>>, String> {
+        let (Some(start), true) = (offset(i), i < n) else {
+            return Ok(None);
+        };
+        let end = offset(i + 1).unwrap_or(src.len()).min(src.len());
+        let len = end.saturating_sub(start);
+        if len > cap {
+            return Err(format!("record {i} is larger than {cap} bytes"));
+        }
+        let data = src
+            .read_at(start, len as usize)
+            .map_err(|x| e(MobiError::Read(x)))?;
+        Ok(Some(data))
+    };
+    let Some(rec) = record(src, 0, RECORD0_CAP as u64)? else {
+        return Ok(None);
+    };
+    if rec.get(16..20) != Some(b"MOBI".as_slice()) {
+        return Ok(None);
+    }
+    let Some(first_image) = be32(&rec, 0x6c) else {
+        return Ok(None);
+    };
+    let header_len = be32(&rec, 20).unwrap_or(0) as usize;
+    let exth_at = 16usize.saturating_add(header_len);
+    let mut cover_offset = None;
+    if be32(&rec, 128).unwrap_or(0) & 0x40 != 0 && rec.get(exth_at..exth_at + 4) == Some(b"EXTH") {
+        let count = be32(&rec, exth_at + 8).unwrap_or(0).min(MAX_EXTH_RECORDS);
+        let mut p = exth_at + 12;
+        for _ in 0..count {
+            let (Some(kind), Some(len)) = (be32(&rec, p), be32(&rec, p + 4)) else {
+                break;
+            };
+            if kind == 201 {
+                // calibre ignores a NULL (0xffffffff) offset.
+                cover_offset = be32(&rec, p + 8).filter(|o| *o != u32::MAX);
+            }
+            if len < 8 {
+                break;
+            }
+            p = p.saturating_add(len as usize);
+        }
+    }
+    let index = first_image.saturating_add(cover_offset.unwrap_or(0));
+    let image = record(src, index, super::cover::MAX_IMAGE)?;
+    Ok(image.filter(|i| super::cover::image_type(i).is_some()))
+}
+
 fn read_exth(
     rec: &[u8],
     at: usize,
@@ -257,6 +322,30 @@ pub mod tests {
         f.extend_from_slice(&rec);
         f.extend_from_slice(b"text record");
         f
+    }
+
+    #[test]
+    fn cover_is_the_exth_cover_record() {
+        // ebook-convert's MOBI and AZW3 of one book: EXTH 201 (cover) = 0 and 202 (thumbnail)
+        // = 1. The cover is the first image record: in the MOBI a 674-byte JPEG (the thumbnail
+        // after it has 694), in the AZW3 a 180-byte PNG (its thumbnail is a JPEG) — 60×90 both,
+        // as `ebook-meta --get-cover` gives them.
+        for (name, kind, len) in [("sample.mobi", "jpeg", 674), ("sample.azw3", "png", 180)] {
+            let path = format!(
+                "{}/../../tests/data/converted/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let data = std::fs::read(path).expect("fixture");
+            let image = cover(&mut SliceSource::new(&data))
+                .expect("readable")
+                .expect("a cover");
+            assert_eq!(crate::cover::image_type(&image), Some(kind), "{name}");
+            assert_eq!(crate::cover::dimensions(&image), Some((60, 90)), "{name}");
+            assert_eq!(image.len(), len, "{name}");
+        }
+        // A file without image records has no cover.
+        let plain = build("No images", &[(100, "A")]);
+        assert_eq!(cover(&mut SliceSource::new(&plain)), Ok(None));
     }
 
     #[test]

@@ -1,50 +1,107 @@
 //! The cover a file brings to a new book, as calibre stores covers (`cover.jpg`, a JPEG): a
-//! calibre source book's own cover, or an EPUB's cover image, re-encoded when it is a PNG.
+//! calibre source book's own cover, else the one `calibredb add` would make from the file (the
+//! metadata crate's `cover`: EPUB, CBZ, FB2, MOBI/AZW3, DOCX images; a PDF's first page
+//! rendered), re-encoded to JPEG unless it is one. Bounded: a PDF is rendered on a thread of
+//! its own and waited for `RENDER_TIMEOUT` at most, and only when it is `MAX_PDF` or smaller.
 
 use crate::calibre::COVER_FILE;
-use crate::metadata::archive;
+use crate::metadata::cover::{self as embedded, CoverError};
+use crate::metadata::cover_pdf;
 use crate::metadata::Origin;
 use crate::target::Payload;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek};
+use std::io::Read;
 use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
 
-/// The cover a file brings, as JPEG bytes: a calibre source book's `cover.jpg`, or an EPUB's
-/// cover image (converted to JPEG as calibre stores it), from the bytes in memory or else the
-/// copy just `written` (in the page cache: the source is not read again). `None` when there is
-/// none or it cannot be read.
-pub(super) fn cover_of(p: &Payload, written: &Path) -> Option<Vec<u8>> {
-    let md = p.metadata.as_ref()?;
-    let cover = md.cover.as_deref()?;
-    if p.origin == Some(Origin::Calibre) {
-        let path = p.source_path.parent()?.join(COVER_FILE);
-        return fs::read(path).ok();
-    }
-    if !p.format.eq_ignore_ascii_case("epub") {
-        return None;
-    }
-    let image = match &p.data {
-        Some(data) => read_zip_member(io::Cursor::new(&data[..]), cover),
-        // Buffered: the zip reader's many small reads of the central directory and the entry's
-        // header are a few syscalls instead of one each.
-        None => read_zip_member(
-            io::BufReader::with_capacity(64 << 10, File::open(written).ok()?),
-            cover,
-        ),
-    }?;
-    to_jpeg(&image)
+/// Longest wait for a PDF's first page (a page that takes longer gets no cover).
+const RENDER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest PDF rendered: it is read whole into memory.
+const MAX_PDF: u64 = 256 << 20;
+
+/// Why a file that should have a cover gets none (a warning naming the file, never a failure).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NoCover {
+    #[error(transparent)]
+    Extract(#[from] CoverError),
+    #[error("cannot read the file: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("PDF larger than {} MiB is not rendered", MAX_PDF >> 20)]
+    PdfTooLarge,
+    #[error("the first page was not rendered within {} s", RENDER_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("the renderer stopped: {0}")]
+    Panicked(String),
+    #[error("the image cannot be decoded or re-encoded as JPEG")]
+    Encode,
 }
 
-/// An entry of a ZIP archive, `None` when it is missing, unreadable or bigger than a cover
-/// may be.
-fn read_zip_member<R: Read + Seek>(r: R, name: &str) -> Option<Vec<u8>> {
-    const MAX_COVER: u64 = 32 << 20;
-    let mut zip = archive::open(r).ok()?;
-    let index = archive::find(&zip, name)?;
-    let mut warnings = Vec::new();
-    // One byte past the cap: a longer entry is truncated, and said so.
-    let image = archive::read_capped(&mut zip, index, MAX_COVER + 1, &mut warnings)?;
-    warnings.is_empty().then_some(image)
+/// The cover a file brings, as JPEG bytes: a calibre source book's `cover.jpg`, or the one
+/// calibre makes from the file, read from the bytes in memory or else the copy just `written`
+/// (in the page cache: the source is not read again). `Ok(None)` when the file has none.
+pub(super) fn cover_of(p: &Payload, written: &Path) -> Result<Option<Vec<u8>>, NoCover> {
+    if p.origin == Some(Origin::Calibre) {
+        if p.metadata
+            .as_ref()
+            .and_then(|m| m.cover.as_deref())
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let path = p.source_path.parent().map(|d| d.join(COVER_FILE));
+        return Ok(path.and_then(|path| fs::read(path).ok()));
+    }
+    if p.format.eq_ignore_ascii_case("pdf") {
+        let data = match &p.data {
+            Some(data) => data.to_vec(),
+            None => read_capped(written, MAX_PDF)?,
+        };
+        return render_pdf(data).map(Some);
+    }
+    let image = match &p.data {
+        Some(data) => embedded::embedded(&p.format, data)?,
+        None => embedded::embedded_in_file(&p.format, written)?,
+    };
+    image
+        .map(|i| to_jpeg(&i).ok_or(NoCover::Encode))
+        .transpose()
+}
+
+/// A file read whole, refused when larger than `cap`.
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, NoCover> {
+    let mut data = Vec::new();
+    File::open(path)?.take(cap + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > cap {
+        return Err(NoCover::PdfTooLarge);
+    }
+    Ok(data)
+}
+
+/// A PDF's first page as JPEG, rendered on a thread of its own: a page that takes longer than
+/// `RENDER_TIMEOUT` is given up (the thread ends on its own when the render does).
+fn render_pdf(data: Vec<u8>) -> Result<Vec<u8>, NoCover> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("pdf-cover".into())
+        .spawn(move || {
+            let page = std::panic::catch_unwind(move || cover_pdf::render_first_page(data));
+            let _ = tx.send(page);
+        })?;
+    let page = match rx.recv_timeout(RENDER_TIMEOUT) {
+        Ok(Ok(page)) => page?,
+        Ok(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            return Err(NoCover::Panicked(what));
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => return Err(NoCover::Timeout),
+        Err(mpsc::RecvTimeoutError::Disconnected) => return Err(NoCover::Panicked(String::new())),
+    };
+    encode_rgb(&page.pixels, page.width, page.height).ok_or(NoCover::Encode)
 }
 
 /// JPEG bytes of an image: a JPEG as it is, a PNG re-encoded.
@@ -53,15 +110,17 @@ fn to_jpeg(image: &[u8]) -> Option<Vec<u8>> {
         return Some(image.to_vec());
     }
     let rgb = image::load_from_memory(image).ok()?.to_rgb8();
-    let (width, height) = (
-        u16::try_from(rgb.width()).ok()?,
-        u16::try_from(rgb.height()).ok()?,
-    );
+    encode_rgb(rgb.as_raw(), rgb.width(), rgb.height())
+}
+
+/// 8-bit RGB pixels as a JPEG of quality 90 (calibre's).
+fn encode_rgb(pixels: &[u8], width: u32, height: u32) -> Option<Vec<u8>> {
+    let (width, height) = (u16::try_from(width).ok()?, u16::try_from(height).ok()?);
     let mut out = Vec::new();
     // jpeg-encoder: SIMD, several times faster than `image`'s own encoder (covers were ~8% of
     // a copy run's CPU with it).
     jpeg_encoder::Encoder::new(&mut out, 90)
-        .encode(rgb.as_raw(), width, height, jpeg_encoder::ColorType::Rgb)
+        .encode(pixels, width, height, jpeg_encoder::ColorType::Rgb)
         .ok()?;
     Some(out)
 }
@@ -74,7 +133,7 @@ mod tests {
     fn covers_become_jpeg() {
         let mut png = Vec::new();
         image::RgbImage::from_pixel(6, 9, image::Rgb([200, 10, 10]))
-            .write_to(&mut io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
         let jpeg = to_jpeg(&png).expect("converted");
         assert!(jpeg.starts_with(&[0xff, 0xd8, 0xff]));

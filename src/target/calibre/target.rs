@@ -45,6 +45,9 @@ pub struct CalibreOptions {
     pub merge_formats: bool,
     /// Write even while a calibre program holds calibre's writer lock.
     pub ignore_calibre_lock: bool,
+    /// Give each new book the cover calibre would (`--no-covers`: none, except a calibre
+    /// source book's own).
+    pub covers: bool,
     /// Part of every derived uuid: books of this migration are told apart from all others.
     pub migration_key: String,
     /// A calibre source's book uuids: a target book with one of them is a copy of a source
@@ -272,8 +275,12 @@ impl CalibreTarget {
             }
             Ok(placed)
         });
-        let cover = match (&written, slot.wants_cover) {
-            (Ok(_), true) => cover_of(p, slot.replaces.as_ref().unwrap_or(&slot.path)),
+        let cover = match (&written, slot.wants_cover && self.opts.covers) {
+            (Ok(_), true) => cover_of(p, slot.replaces.as_ref().unwrap_or(&slot.path))
+                .unwrap_or_else(|e| {
+                    tracing::warn!("{}: added without a cover: {e}", p.source_rel);
+                    None
+                }),
             _ => None,
         };
         let mut books = self.books().expect("open: checked above");
@@ -559,6 +566,7 @@ mod tests {
             link: LinkMode::Copy,
             merge_formats: false,
             ignore_calibre_lock: true,
+            covers: true,
             migration_key: "test".into(),
             source_uuids: Arc::new(HashSet::new()),
             keep_source_books: false,
