@@ -251,6 +251,20 @@ fn custom_columns_of_every_type_come_into_a_new_library_with_every_value() {
         "every book's custom column values"
     );
     assert_check_library_clean(&ws, &dst, "after the migration");
+    // The whole listing, custom columns (`*label`) and ids included, once the paths of
+    // `formats` and `cover` are made relative: the new library is the source library.
+    let listed = crate::calibre_fidelity::listing(&ws, &src);
+    assert!(
+        listed
+            .values()
+            .all(|b| b.as_object().unwrap().keys().any(|k| k.starts_with('*'))),
+        "calibredb list --fields all shows the custom columns: {listed:#?}"
+    );
+    assert_eq!(
+        crate::calibre_fidelity::listing(&ws, &dst),
+        listed,
+        "calibredb list --fields all --for-machine of the source and of the new library"
+    );
 
     // A second migration (a new state DB) into that library: its columns are the source's,
     // nothing is created, warned or written twice.

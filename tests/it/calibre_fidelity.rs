@@ -108,7 +108,7 @@ fn source_library(ws: &Workspace) -> PathBuf {
 
 /// `calibredb list --fields all --for-machine`, by id, with `formats` and `cover` relative to
 /// the library.
-fn listing(ws: &Workspace, lib: &Path) -> BTreeMap<i64, Value> {
+pub(crate) fn listing(ws: &Workspace, lib: &Path) -> BTreeMap<i64, Value> {
     let raw = calibredb(ws, lib, &["list", "--for-machine", "--fields", "all"]);
     let books: Vec<Value> = serde_json::from_str(&raw).expect("calibredb list prints JSON");
     let prefix = format!("{}/", lib.canonicalize().unwrap().display());
@@ -393,11 +393,13 @@ fn a_migration_an_older_bookferry_began_keeps_its_books_as_its_own() {
     let dst = ws.path().join("new");
     let out = to_calibre(&ws, &ws.state(), &src, &dst, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    // The state DB as a bookferry before schema version 6 left it: no decision recorded.
+    // The state DB as a bookferry before schema version 6 left it: no decision recorded (and
+    // not the later version 7's index either).
     Connection::open(ws.state())
         .unwrap()
         .execute_batch(
             "DROP VIEW calibre_book_ids;
+             DROP INDEX files_blake3;
              ALTER TABLE migration DROP COLUMN calibre_keep_ids;
              ALTER TABLE migration DROP COLUMN calibre_max_id_before;
              PRAGMA user_version = 5;",

@@ -38,6 +38,8 @@ fn unknown_schemes_and_remote_names_are_refused_and_create_nothing() {
 
 #[test]
 fn prefixes_are_case_insensitive_and_dir_takes_a_name_with_a_colon() {
+    // A calibre target: calibre's writer lock is one per machine (see calibre_target::serial).
+    let _serial = crate::calibre_target::serial();
     let ws = Workspace::with_corpus(3, 212);
     let out = ws.run(&["run", "--from", "DIR:lib", "--to", "Dir:nas:books"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -92,6 +94,8 @@ fn the_command_a_hint_gives_can_be_pasted_as_it_is() {
 /// did as a user says it: copied or linked into a folder, added to a calibre library.
 #[test]
 fn a_run_says_where_it_goes_and_what_it_did_in_the_targets_words() {
+    // A calibre target: calibre's writer lock is one per machine (see calibre_target::serial).
+    let _serial = crate::calibre_target::serial();
     let ws = Workspace::with_corpus(3, 215);
     let out = ws.migrate(&[]);
     let err = stderr(&out);
@@ -127,6 +131,8 @@ fn a_run_says_where_it_goes_and_what_it_did_in_the_targets_words() {
 /// real run refused.
 #[test]
 fn a_dry_run_refuses_what_the_real_run_refuses() {
+    // A calibre target: calibre's writer lock is one per machine (see calibre_target::serial).
+    let _serial = crate::calibre_target::serial();
     let ws = Workspace::with_corpus(3, 217);
     let not_a_library = ws.path().join("papers");
     std::fs::create_dir_all(&not_a_library).unwrap();
@@ -164,6 +170,8 @@ fn a_dry_run_refuses_what_the_real_run_refuses() {
 /// refused as another migration; a dry run to one target kept another from being used.
 #[test]
 fn a_target_that_received_nothing_can_be_corrected() {
+    // A calibre target: calibre's writer lock is one per machine (see calibre_target::serial).
+    let _serial = crate::calibre_target::serial();
     let ws = Workspace::with_corpus(8, 218);
     let papers = ws.path().join("papers");
     std::fs::create_dir_all(&papers).unwrap();
