@@ -168,6 +168,23 @@ pub fn http_options(http: &HttpArgs, tuning: &TuningArgs) -> Result<HttpOptions,
     })
 }
 
+/// A file holding a secret (`flag` names it in the warning): its text, with a warning when
+/// others may read it.
+fn read_secret_file(path: &std::path::Path, flag: &str) -> std::io::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path)?;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "{flag} {}: readable by others (mode {:o}); chmod 600 it",
+                path.display(),
+                m.permissions().mode() & 0o777
+            );
+        }
+    }
+    Ok(text)
+}
+
 /// A calibre-server password from `$BOOKFERRY_CALIBRE_PASSWORD`, else `--password-file`
 /// (its first line; warning if others can read it).
 fn load_password(http: &HttpArgs) -> Result<Option<Token>, UsageError> {
@@ -179,20 +196,11 @@ fn load_password(http: &HttpArgs) -> Result<Option<Token>, UsageError> {
     let Some(path) = &http.password_file else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(path).map_err(|source| UsageError::PasswordFile {
-        path: path.clone(),
-        source,
-    })?;
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(m) = std::fs::metadata(path) {
-        if m.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                "--password-file {}: readable by others (mode {:o}); chmod 600 it",
-                path.display(),
-                m.permissions().mode() & 0o777
-            );
-        }
-    }
+    let text =
+        read_secret_file(path, "--password-file").map_err(|source| UsageError::PasswordFile {
+            path: path.clone(),
+            source,
+        })?;
     let pw = text.lines().next().unwrap_or("");
     if pw.is_empty() {
         return Err(UsageError::EmptyPasswordFile(path.clone()));
@@ -210,22 +218,10 @@ fn load_token(http: &HttpArgs) -> Result<Option<Token>, UsageError> {
     let Some(path) = &http.token_file else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(path).map_err(|source| UsageError::TokenFile {
+    let text = read_secret_file(path, "--token-file").map_err(|source| UsageError::TokenFile {
         path: path.clone(),
         source,
     })?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = std::fs::metadata(path) {
-            if m.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(
-                    "--token-file {}: readable by others (mode {:o}); chmod 600 it",
-                    path.display(),
-                    m.permissions().mode() & 0o777
-                );
-            }
-        }
-    }
     let token = text.trim();
     if token.is_empty() {
         return Err(UsageError::EmptyTokenFile(path.clone()));

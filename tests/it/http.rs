@@ -770,6 +770,31 @@ fn http_token_refused_accepted_and_never_written_anywhere() {
     assert_complete(&ws, &srv);
     assert_eq!(srv.stored().len(), ws.unique_sha1s().len());
 
+    // The same token in a file others may read: it works, with a warning naming the file.
+    let loose = ws.path().join("loose-token");
+    std::fs::copy(&good_file, &loose).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let warned = run_http_with(
+        &ws,
+        &state,
+        &srv.base_url,
+        &pre(2),
+        &["--token-file", loose.to_str().unwrap()],
+    );
+    assert_eq!(warned.code, Some(0), "{}", warned.both());
+    assert!(
+        warned.stderr.contains(&format!(
+            "--token-file {}: readable by others (mode 644); chmod 600 it",
+            loose.display()
+        )),
+        "{}",
+        warned.stderr
+    );
+    std::fs::remove_file(&loose).unwrap();
+
     // The right token from the environment (fresh state DB: all found on the server).
     let env_state = ws.path().join("env.db");
     let lib = ws.lib();
