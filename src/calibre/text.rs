@@ -193,6 +193,27 @@ pub fn fuzzy_title(title: &str) -> String {
     out
 }
 
+/// A book's identifiers as calibre stores them (`db/write.py`'s adapter): type lowercased
+/// without `:` or `,`, value with `,` as `|`, both stripped, empty ones dropped, the first of
+/// each type kept; the ISBN field last, as `isbn`.
+pub fn calibre_identifiers(md: &crate::metadata::Metadata) -> Vec<(String, String)> {
+    let mut identifiers: Vec<(String, String)> = Vec::new();
+    let mut push = |typ: &str, val: &str| {
+        let typ = py_strip(typ).to_lowercase().replace([':', ','], "");
+        let val = py_strip(val).replace(',', "|");
+        if !typ.is_empty() && !val.is_empty() && !identifiers.iter().any(|(t, _)| *t == typ) {
+            identifiers.push((typ, val));
+        }
+    };
+    for (t, v) in &md.identifiers {
+        push(t, v);
+    }
+    if let Some(isbn) = &md.isbn {
+        push("isbn", isbn);
+    }
+    identifiers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

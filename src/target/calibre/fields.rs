@@ -107,20 +107,7 @@ impl Fields {
         if languages.is_empty() {
             languages.extend(md.language.clone());
         }
-        let mut identifiers: Vec<(String, String)> = Vec::new();
-        let mut push_id = |typ: &str, val: &str| {
-            let typ = strip(typ).to_lowercase().replace([':', ','], "");
-            let val = strip(val).replace(',', "|");
-            if !typ.is_empty() && !val.is_empty() && !identifiers.iter().any(|(t, _)| *t == typ) {
-                identifiers.push((typ, val));
-            }
-        };
-        for (t, v) in &md.identifiers {
-            push_id(t, v);
-        }
-        if let Some(isbn) = &md.isbn {
-            push_id("isbn", isbn);
-        }
+        let identifiers = crate::calibre::text::calibre_identifiers(md);
         Fields {
             title,
             authors,

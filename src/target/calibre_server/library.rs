@@ -189,24 +189,11 @@ impl Fields {
                 .iter()
                 .filter_map(|l| crate::metadata::lang::canonicalize(l)),
         );
-        let mut identifiers: Vec<(String, String)> = Vec::new();
-        let mut push = |t: &str, v: &str| {
-            let t = strip(t).to_lowercase().replace([':', ','], "");
-            let v = strip(v).replace(',', "|");
-            if !t.is_empty()
-                && t != MARK
-                && !v.is_empty()
-                && !identifiers.iter().any(|(x, _)| *x == t)
-            {
-                identifiers.push((t, v));
-            }
-        };
-        for (t, v) in &md.identifiers {
-            push(t, v);
-        }
-        if let Some(isbn) = &md.isbn {
-            push("isbn", isbn);
-        }
+        // Our own mark is set by us, never carried from the source.
+        let identifiers: Vec<(String, String)> = crate::calibre::text::calibre_identifiers(&md)
+            .into_iter()
+            .filter(|(t, _)| t != MARK)
+            .collect();
         Fields {
             title,
             authors,
