@@ -120,8 +120,14 @@ impl Library {
         self.marked.get(&mark.to_lowercase()).copied()
     }
 
-    /// The lowest id of a book calibre's duplicate rule takes for `f`.
+    /// The lowest id of a book calibre's duplicate rule takes for `f`, among the books that
+    /// hold a file. A book without any format cannot stand for a file: calibre-server killed
+    /// while it added a book leaves one (its title and authors written, its identifiers — our
+    /// mark among them — and formats not yet), and taking it for the book skipped the file as
+    /// `target_has_book` and left the book without it. Such a book is left as it is, and the
+    /// file gets a book of its own.
     pub fn identical(&self, f: &Fields) -> Option<i64> {
+        let has_a_file = |id: &i64| self.books.get(id).is_some_and(|b| !b.formats.is_empty());
         let by_ident = f
             .identifiers
             .iter()
@@ -131,6 +137,7 @@ impl Library {
                     .get(&(t.to_lowercase(), v.to_lowercase()))
                     .copied()
             })
+            .filter(has_a_file)
             .min();
         if by_ident.is_some() {
             return by_ident;
@@ -145,12 +152,13 @@ impl Library {
         }
         let title = fuzzy_title(&f.title);
         found?.into_iter().find(|id| {
-            self.books.get(id).is_some_and(|b| {
-                b.fuzzy == title
-                    && (f.languages.is_empty()
-                        || b.languages.is_empty()
-                        || b.languages == f.languages)
-            })
+            has_a_file(id)
+                && self.books.get(id).is_some_and(|b| {
+                    b.fuzzy == title
+                        && (f.languages.is_empty()
+                            || b.languages.is_empty()
+                            || b.languages == f.languages)
+                })
         })
     }
 }
@@ -302,5 +310,26 @@ mod tests {
         assert_eq!(lib.identical(&fields("Dune", &["Brian Herbert"])), None);
         assert_eq!(lib.marked("abc"), Some(7));
         assert!(lib.book(3).unwrap().formats.contains("EPUB"));
+    }
+
+    /// A book left half-made by a server killed mid-add (title and authors, no identifiers, no
+    /// formats) is not the book: before, the next run skipped the file as `target_has_book`.
+    #[test]
+    fn a_book_without_formats_is_no_duplicate() {
+        let reply = json!({
+            "book_ids": [10],
+            "data": {
+                "title": {"10": "Labyrinth Tide"},
+                "authors": {"10": ["Olga Wiśniewska"]},
+                "languages": {"10": []},
+                "identifiers": {"10": {}},
+                "formats": {"10": []}
+            }
+        });
+        let lib = Library::from_list(&reply).unwrap();
+        assert_eq!(
+            lib.identical(&fields("Labyrinth Tide", &["Olga Wiśniewska"])),
+            None
+        );
     }
 }
