@@ -16,6 +16,7 @@ mod calibre_target;
 mod cli_forms;
 mod covers;
 mod digests;
+mod durability;
 mod engine;
 mod faults;
 mod filters;
