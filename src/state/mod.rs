@@ -125,6 +125,13 @@ impl r2d2::HandleError<rusqlite::Error> for QuietErrors {
     }
 }
 
+/// WAL pages written before a commit copies them into the DB (SQLite's default is 1,000).
+/// A run commits small batches often, rewriting the same pages (the state index, the
+/// events' tail) in commit after commit; every checkpoint writes each changed page into the DB
+/// once more, so rarer checkpoints write fewer bytes (a 100,000-file run measured 11.5× its
+/// final DB size written at 1,000 pages, 9.7× at 10,000). The WAL grows to ~40 MiB at most.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+
 /// Per-connection setup, applied by r2d2 to every connection it opens (the one place pragmas
 /// are set).
 #[derive(Debug)]
@@ -139,6 +146,7 @@ impl CustomizeConnection<Connection, rusqlite::Error> for Pragmas {
         if !self.read_only {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         }
         conn.set_prepared_statement_cache_capacity(64);
         Ok(())
@@ -221,6 +229,31 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
     use rusqlite::TransactionBehavior;
+
+    /// Many small commits fill the WAL up to `WAL_AUTOCHECKPOINT_PAGES` before a checkpoint
+    /// copies them (SQLite's default checkpoints every 1,000 pages, so its WAL stays ~4 MiB).
+    #[test]
+    fn small_commits_are_checkpointed_in_large_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = Db::open(&path).unwrap();
+        let conn = db.conn().unwrap();
+        conn.execute_batch("CREATE TABLE filler (id INTEGER PRIMARY KEY, data BLOB)")
+            .unwrap();
+        // 3,000 commits of two pages or more each: past the default's 1,000 pages.
+        for _ in 0..3000 {
+            conn.execute("INSERT INTO filler (data) VALUES (zeroblob(5000))", [])
+                .unwrap();
+        }
+        let wal = std::fs::metadata(dir.path().join("state.db-wal"))
+            .unwrap()
+            .len();
+        let page = 4096 + 24;
+        assert!(
+            wal > 2000 * page,
+            "the WAL was checkpointed early: {wal} bytes"
+        );
+    }
 
     #[test]
     fn lock_waits_start_below_a_millisecond_and_add_up_to_the_busy_timeout() {
