@@ -1,8 +1,10 @@
 //! Walking a folder tree for book files: sorted, depth-first, following symlinks but never a
 //! loop, skipping hidden and temporary files and bookferry's own files, reporting each folder
-//! once its whole subtree is done (so an interrupted scan can resume by folder).
+//! once its whole subtree is done (so an interrupted scan can resume by folder). On a network
+//! or FUSE filesystem, threads list folders ahead of it (`listing`).
 
 use super::formats::FormatSet;
+use super::listing::{self, FolderKey, ListingPool};
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -42,6 +44,10 @@ pub struct Walker<'a> {
     /// source has when `--formats` matches nothing. At most [`UNMATCHED_KINDS`] formats.
     pub unmatched: BTreeMap<String, u64>,
     visited: HashSet<(u64, u64)>,
+    /// Threads listing folders ahead of the walk (network and FUSE filesystems).
+    pool: Option<ListingPool>,
+    /// Threads for `pool`; `None`: as `listing::threads_for` decides for the root.
+    threads: Option<usize>,
 }
 
 /// Formats counted in [`Walker::unmatched`], at most (a tree of odd names stays bounded).
@@ -61,7 +67,15 @@ impl<'a> Walker<'a> {
             walked,
             unmatched: BTreeMap::new(),
             visited: HashSet::new(),
+            pool: None,
+            threads: None,
         }
+    }
+
+    /// List folders ahead of the walk on `threads` threads (0: none), whatever the filesystem.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
     }
 
     /// Walk everything, calling `emit` for each event. Stops early (returning false) when
@@ -69,18 +83,36 @@ impl<'a> Walker<'a> {
     pub fn walk(&mut self, emit: &mut dyn FnMut(WalkEvent) -> bool) -> std::io::Result<bool> {
         let root = self.root.clone();
         let meta = fs::metadata(&root)?;
-        self.visited.insert((meta.dev(), meta.ino()));
-        self.walk_dir(&root, "", emit)
+        let key = (meta.dev(), meta.ino());
+        self.visited.insert(key);
+        let threads = self.threads.unwrap_or_else(|| listing::threads_for(&root));
+        if threads > 0 {
+            self.pool = Some(ListingPool::start(
+                &root,
+                key,
+                self.walked.clone(),
+                threads,
+                listing::list_folder,
+            )?);
+        }
+        let complete = self.walk_dir(&root, key, "", emit);
+        self.pool = None;
+        complete
     }
 
     fn walk_dir(
         &mut self,
         abs: &Path,
+        key: FolderKey,
         rel: &str,
         emit: &mut dyn FnMut(WalkEvent) -> bool,
     ) -> std::io::Result<bool> {
-        let entries = match fs::read_dir(abs) {
-            Ok(rd) => rd,
+        let listed = match &self.pool {
+            Some(pool) => pool.take(key, abs, rel),
+            None => listing::list_folder(abs),
+        };
+        let entries = match listed {
+            Ok(entries) => entries,
             Err(e) if rel.is_empty() => return Err(e),
             Err(e) => {
                 return Ok(emit(WalkEvent::Skipped(format!(
@@ -89,32 +121,27 @@ impl<'a> Walker<'a> {
                 ))));
             }
         };
-        let mut names: Vec<_> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect();
-        names.sort();
-        for name in names {
+        for entry in entries {
+            let name = entry.name;
             let name_lossy = name_for_ref(&name);
-            if is_ignored_name(&name_lossy) {
-                continue;
-            }
             let path = abs.join(&name);
             let child_rel = if rel.is_empty() {
                 name_lossy.to_string()
             } else {
                 format!("{rel}/{name_lossy}")
             };
-            let meta = match fs::metadata(&path) {
+            let meta = match entry.meta {
                 Ok(m) => m,
                 Err(e) => {
-                    let what = match fs::symlink_metadata(&path) {
-                        Ok(l) if l.file_type().is_symlink() => "dangling or looping symlink",
-                        _ => "cannot stat",
+                    let what = if e.dangling_symlink {
+                        "dangling or looping symlink"
+                    } else {
+                        "cannot stat"
                     };
                     if !emit(WalkEvent::Skipped(format!(
-                        "{}: {what}: {e}",
-                        path.display()
+                        "{}: {what}: {}",
+                        path.display(),
+                        e.error
                     ))) {
                         return Ok(false);
                     }
@@ -129,7 +156,8 @@ impl<'a> Walker<'a> {
                     }
                     continue;
                 }
-                if !self.visited.insert((meta.dev(), meta.ino())) {
+                let child_key = (meta.dev(), meta.ino());
+                if !self.visited.insert(child_key) {
                     if !emit(WalkEvent::Skipped(format!(
                         "{}: folder already walked through another path (symlink loop?)",
                         path.display()
@@ -138,7 +166,7 @@ impl<'a> Walker<'a> {
                     }
                     continue;
                 }
-                if !self.walk_dir(&path, &child_rel, emit)? {
+                if !self.walk_dir(&path, child_key, &child_rel, emit)? {
                     return Ok(false);
                 }
             } else if ft.is_file() {
@@ -214,6 +242,67 @@ mod tests {
         assert_eq!(a, "Twin\\xFE.epub");
         assert_ne!(a, b);
         assert_eq!(name_for_ref(std::ffi::OsStr::new("Dune.epub")), "Dune.epub");
+    }
+
+    /// Every event of a walk of `root`, with `threads` listing ahead.
+    fn events(root: &Path, walked: &HashSet<String>, threads: usize) -> Vec<String> {
+        let formats = FormatSet::parse("epub,pdf").unwrap();
+        let mut walker =
+            Walker::new(root.to_path_buf(), &formats, HashSet::new(), walked).with_threads(threads);
+        let mut out = Vec::new();
+        walker
+            .walk(&mut |ev| {
+                out.push(format!("{ev:?}"));
+                true
+            })
+            .unwrap();
+        out.push(format!("{:?}", walker.unmatched));
+        out
+    }
+
+    /// Listing ahead on threads changes nothing the walk reports: files, order, skipped
+    /// entries (a symlink loop, a dangling symlink, a FIFO), folders done and passed over.
+    #[test]
+    fn threads_listing_ahead_change_nothing_the_walk_reports() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["a/x/deep", "a/y", "b", "c/z", "walked/inner"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in [
+            "a/x/deep/1.epub",
+            "a/x/2.pdf",
+            "a/y/3.epub",
+            "a/y/notes.txt",
+            "b/4.epub",
+            "b/.hidden.epub",
+            "c/z/5.epub",
+            "top.epub",
+            "walked/inner/6.epub",
+        ] {
+            fs::write(root.join(f), f).unwrap();
+        }
+        symlink(root.join("a"), root.join("c/loop")).unwrap();
+        symlink(root.join("a/x"), root.join("b/alias")).unwrap();
+        symlink(root.join("missing"), root.join("b/dangling.epub")).unwrap();
+        std::process::Command::new("mkfifo")
+            .arg(root.join("c/pipe.epub"))
+            .status()
+            .unwrap();
+        let walked: HashSet<String> = ["walked".to_string()].into();
+        let alone = events(root, &walked, 0);
+        assert!(
+            alone.iter().any(|e| e.contains("symlink loop")),
+            "{alone:#?}"
+        );
+        assert!(alone
+            .iter()
+            .any(|e| e.contains("AlreadyWalked(\"walked\")")));
+        assert_eq!(alone.iter().filter(|e| e.starts_with("File")).count(), 6);
+        for threads in [1, 4, 16] {
+            assert_eq!(events(root, &walked, threads), alone, "{threads} threads");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod calibre;
 pub mod folder;
 pub mod formats;
+pub mod listing;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
