@@ -1124,6 +1124,38 @@ fn a_corpus_fills_a_new_library_that_calibre_reads_adds_to_and_serves() {
 // ---------------------------------------------------------------------------------------------
 // 2. calibre → bookferry → calibre
 
+/// `--no-covers` spares the work of making covers from files; a calibre source's covers are
+/// the user's (often set by hand) and cost a copy: they still come, the same bytes.
+#[test]
+fn a_calibre_sources_covers_come_with_no_covers_too() {
+    let _s = serial();
+    if !have_calibre("a_calibre_sources_covers_come_with_no_covers_too") {
+        return;
+    }
+    let ws = Workspace::empty();
+    fs::remove_dir_all(ws.lib()).unwrap();
+    copy_tree(&repo().join("tests/data/calibre-library"), &ws.lib());
+    let lib = ws.path().join("copy");
+    let out = to_calibre(&ws, &ws.state(), &ws.lib(), &lib, &["--no-covers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let covers = |lib: &Path| -> BTreeMap<String, Option<String>> {
+        list(&ws, lib)
+            .into_iter()
+            .map(|b| {
+                let cover = b["cover"].as_str().map(|c| sha1_file(Path::new(c)));
+                (b["uuid"].as_str().unwrap().to_string(), cover)
+            })
+            .collect()
+    };
+    let (src, dst) = (covers(&ws.lib()), covers(&lib));
+    let with_cover = src.values().filter(|c| c.is_some()).count();
+    assert!(
+        with_cover >= 10,
+        "only {with_cover} source books have a cover"
+    );
+    assert_eq!(src, dst, "each source book's cover, by uuid");
+}
+
 #[test]
 fn a_calibre_library_round_trips_into_a_new_library() {
     let _s = serial();

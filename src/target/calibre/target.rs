@@ -275,7 +275,13 @@ impl CalibreTarget {
             }
             Ok(placed)
         });
-        let cover = match (&written, slot.wants_cover && self.opts.covers) {
+        // `--no-covers` spares making covers from files; a calibre source's own cover (the
+        // user's, a copy) comes all the same.
+        let from_source = p.origin == Some(crate::metadata::Origin::Calibre);
+        let cover = match (
+            &written,
+            slot.wants_cover && (self.opts.covers || from_source),
+        ) {
             (Ok(_), true) => cover_of(p, slot.replaces.as_ref().unwrap_or(&slot.path))
                 .unwrap_or_else(|e| {
                     tracing::warn!("{}: added without a cover: {e}", p.source_rel);
