@@ -298,6 +298,11 @@ pub struct TargetArgs {
     /// page, the embedded cover image of other formats). A calibre source's covers still come.
     #[arg(long)]
     pub no_covers: bool,
+    /// folder target: beside each book, the sidecars calibre's "save to disk" writes, read by
+    /// Audiobookshelf, Komga and Jellyfin: `<book>.opf` (its metadata) and `<book>.jpg` (its
+    /// cover, when it has one), `<book>` being the book file's name without its extension.
+    #[arg(long)]
+    pub sidecars: bool,
 }
 
 /// Options of the HTTP target. The token is read from $BOOKFERRY_TOKEN or --token-file, never
