@@ -394,3 +394,56 @@ fn a_dry_run_writes_no_sidecars() {
         assert!(sidecars_of(&ws.out(), &target).0.is_file(), "{target}");
     }
 }
+
+/// Two formats of one book (same title and authors) in one folder share one `.opf`; a book
+/// placed again at its name (its file lost and repaired) finds its own `.opf` there and keeps
+/// it, never taking ` (2)` for it.
+#[test]
+fn formats_of_one_book_share_its_sidecars_and_a_rerun_knows_them_as_its_own() {
+    let ws = Workspace::empty();
+    fs::write(
+        ws.lib().join("Dune - Frank Herbert.txt"),
+        "spice ".repeat(100),
+    )
+    .unwrap();
+    fs::write(
+        ws.lib().join("Dune - Frank Herbert.rtf"),
+        format!("{{\\rtf1 {}}}", "arrakis ".repeat(100)),
+    )
+    .unwrap();
+    let out = ws.migrate(&["--sidecars"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let dir = ws.out().join("Frank Herbert/Dune");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "Dune - Frank Herbert.opf",
+            "Dune - Frank Herbert.rtf",
+            "Dune - Frank Herbert.txt"
+        ]
+    );
+    let opf = fs::read_to_string(dir.join("Dune - Frank Herbert.opf")).unwrap();
+    assert_eq!(read_opf(&opf).title.as_deref(), Some("Dune"));
+
+    // The TXT is lost from the target and repaired: placed again at its own name.
+    fs::remove_file(dir.join("Dune - Frank Herbert.txt")).unwrap();
+    let out = ws.run(&["verify", "--repair", "missing", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut again: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    again.sort();
+    assert_eq!(again, names);
+    assert_eq!(
+        fs::read_to_string(dir.join("Dune - Frank Herbert.opf")).unwrap(),
+        opf
+    );
+}
