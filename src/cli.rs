@@ -296,6 +296,7 @@ pub struct TargetArgs {
     pub ignore_calibre_lock: bool,
     /// calibre target: give new books no cover made from the file (calibre's: a PDF's first
     /// page, the embedded cover image of other formats). A calibre source's covers still come.
+    /// With --sidecars: no `<book>.jpg`.
     #[arg(long)]
     pub no_covers: bool,
     /// folder target: beside each book, the sidecars calibre's "save to disk" writes, read by

@@ -447,3 +447,19 @@ fn formats_of_one_book_share_its_sidecars_and_a_rerun_knows_them_as_its_own() {
         opf
     );
 }
+
+/// `--no-covers` with `--sidecars`: every book gets its `.opf`, naming no cover, and no `.jpg`.
+#[test]
+fn no_covers_gives_opfs_without_jpgs() {
+    let ws = Workspace::with_corpus(15, 99);
+    let out = ws.migrate(&["--sidecars", "--no-covers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let books = uploaded(&ws.state());
+    assert!(books.iter().any(|b| b.2 == "epub"), "{books:?}");
+    for (_, target, _) in &books {
+        let (opf, jpg) = sidecars_of(&ws.out(), target);
+        let text = fs::read_to_string(&opf).unwrap_or_else(|e| panic!("{target}: {e}"));
+        assert!(text.contains("<guide/>"), "{target}: {text}");
+        assert!(!jpg.exists(), "{target}: a cover with --no-covers");
+    }
+}
