@@ -296,8 +296,14 @@ pub struct TargetArgs {
     pub ignore_calibre_lock: bool,
     /// calibre target: give new books no cover made from the file (calibre's: a PDF's first
     /// page, the embedded cover image of other formats). A calibre source's covers still come.
+    /// With --sidecars: no `<book>.jpg`.
     #[arg(long)]
     pub no_covers: bool,
+    /// folder target: beside each book, the sidecars calibre's "save to disk" writes, read by
+    /// Audiobookshelf, Komga and Jellyfin: `<book>.opf` (its metadata) and `<book>.jpg` (its
+    /// cover, when it has one), `<book>` being the book file's name without its extension.
+    #[arg(long)]
+    pub sidecars: bool,
 }
 
 /// Options of the HTTP target. The token is read from $BOOKFERRY_TOKEN or --token-file, never

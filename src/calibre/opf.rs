@@ -72,8 +72,37 @@ fn author_link_map(authors: &[String]) -> String {
     format!("{{{}}}", items.join(", "))
 }
 
-/// The OPF document calibre would write for `b`.
+/// The OPF document calibre would write for `b` as the book's `metadata.opf` in its library.
 pub fn render(b: &OpfBook) -> String {
+    document(b, &b.book_id.to_string(), Some(crate::calibre::COVER_FILE))
+}
+
+/// The OPF calibre's "save to disk" writes beside a saved book (`<name>.opf`): the same
+/// metadata, `calibre_id` naming the book (its library id, or for a book of no library a uuid,
+/// as calibre gives one), and the guide naming the cover saved beside it (`<name>.jpg`), or
+/// empty (`<guide/>`) when none was. Its dates are to the second, as calibre saves them.
+pub fn render_saved(b: &OpfBook, calibre_id: &str, cover: Option<&str>) -> String {
+    let saved = OpfBook {
+        pubdate: to_the_second(&b.pubdate),
+        timestamp: to_the_second(&b.timestamp),
+        ..b.clone()
+    };
+    document(&saved, calibre_id, cover)
+}
+
+/// `2026-11-28T22:10:32.292116+00:00` → `2026-11-28T22:10:32+00:00`.
+fn to_the_second(date: &str) -> String {
+    match date.split_once('.') {
+        Some((whole, rest)) => {
+            let zone = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+            format!("{whole}{zone}")
+        }
+        None => date.to_string(),
+    }
+}
+
+/// calibre's `metadata_to_opf` of `b`, its calibre id and its cover file.
+fn document(b: &OpfBook, calibre_id: &str, cover: Option<&str>) -> String {
     let mut m = String::new();
     let mut el = |tag: &str, attrs: &[(&str, &str)], text: Option<&str>| {
         m.push_str("        <");
@@ -89,7 +118,7 @@ pub fn render(b: &OpfBook) -> String {
     el(
         "dc:identifier",
         &[("opf:scheme", "calibre"), ("id", "calibre_id")],
-        Some(&b.book_id.to_string()),
+        Some(calibre_id),
     );
     el(
         "dc:identifier",
@@ -152,15 +181,20 @@ pub fn render(b: &OpfBook) -> String {
     meta("timestamp", &b.timestamp);
     meta("title_sort", &b.title_sort);
     let body = m.trim_end_matches('\n');
+    let guide = match cover {
+        Some(href) => format!(
+            "<guide>\n        <reference type=\"cover\" title=\"Cover\" href=\"{}\"/>\n    </guide>",
+            escape(href, true)
+        ),
+        None => "<guide/>".to_string(),
+    };
     format!(
         "<?xml version='1.0' encoding='utf-8'?>\n\
          <package xmlns=\"http://www.idpf.org/2007/opf\" unique-identifier=\"uuid_id\" version=\"2.0\">\n    \
          <metadata xmlns:dc=\"http://purl.org/dc/elements/1.1/\" xmlns:opf=\"http://www.idpf.org/2007/opf\">\n\
          {body}\n    \
          </metadata>\n    \
-         <guide>\n        \
-         <reference type=\"cover\" title=\"Cover\" href=\"cover.jpg\"/>\n    \
-         </guide>\n\
+         {guide}\n\
          </package>\n"
     )
 }
@@ -169,10 +203,9 @@ pub fn render(b: &OpfBook) -> String {
 mod tests {
     use super::*;
 
-    /// The fixture library's book 1, as calibre 6.13 wrote it.
-    #[test]
-    fn renders_like_calibre() {
-        let b = OpfBook {
+    /// The fixture library's book 1.
+    fn book_1() -> OpfBook {
+        OpfBook {
             book_id: 1,
             uuid: "f1a50026-eb58-43e0-ac12-247f8b70b887".into(),
             title: "Empire Silence Paper 3".into(),
@@ -189,13 +222,43 @@ mod tests {
             series: Some("Garden Cycle".into()),
             series_index: 7.0,
             rating: None,
-        };
+        }
+    }
+
+    /// The fixture library's book 1, as calibre 6.13 wrote it.
+    #[test]
+    fn renders_like_calibre() {
+        let b = book_1();
         let want = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/data/calibre-library/Tomas Murakami/Empire Silence Paper 3 (1)/metadata.opf"
         ))
         .expect("fixture opf");
         assert_eq!(render(&b), want);
+    }
+
+    /// The same book as `calibredb export` (calibre's "save to disk") wrote it beside the
+    /// book, with its cover (`tests/data/sidecars/with-cover.opf`) and with
+    /// `--dont-save-cover` (`without-cover.opf`).
+    #[test]
+    fn renders_saved_like_calibres_save_to_disk() {
+        let fixture = |name: &str| {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sidecars/");
+            std::fs::read_to_string(format!("{dir}{name}")).expect("fixture opf")
+        };
+        let cover = "Empire Silence Paper 3 - Tomas Murakami & Olga Okorafor.jpg";
+        assert_eq!(
+            render_saved(&book_1(), "1", Some(cover)),
+            fixture("with-cover.opf")
+        );
+        assert_eq!(
+            render_saved(&book_1(), "1", None),
+            fixture("without-cover.opf")
+        );
+        assert_eq!(
+            to_the_second("1940-05-03T00:00:00+00:00"),
+            "1940-05-03T00:00:00+00:00"
+        );
     }
 
     #[test]

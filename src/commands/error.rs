@@ -202,6 +202,10 @@ pub enum UsageError {
     },
     #[error("no migration recorded in {}: give --from SOURCE --to TARGET", .0.display())]
     NoMigration(PathBuf),
+    /// `--sidecars` (given, or recorded with the migration) with a target that is no folder.
+    #[error("--sidecars is for a folder target only; {target} is not a folder{}",
+        if *.recorded { " (this migration was recorded with --sidecars)" } else { "" })]
+    SidecarsNeedAFolder { target: String, recorded: bool },
     #[error("no target recorded: give --to TARGET")]
     NoTarget,
     #[error("no migration recorded in {}; nothing to retry", .0.display())]

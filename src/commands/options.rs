@@ -77,6 +77,7 @@ impl MigrationOptions {
                 covers: !target.no_covers,
                 migration_key: String::new(),
                 calibre_book_ids: None,
+                sidecars: target.sidecars || rec.sidecars,
             },
             keep_duplicates,
         })
@@ -91,6 +92,7 @@ impl MigrationOptions {
             link: Some(self.placement.link.as_str().to_string()),
             keep_duplicates: self.keep_duplicates,
             merge_formats: self.placement.merge_formats,
+            sidecars: self.placement.sidecars,
             filter: self.filter_spec.clone(),
         }
     }

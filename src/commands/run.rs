@@ -44,6 +44,13 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
         Some(&args.filter),
         &args.target,
     )?;
+    if options.placement.sidecars && !matches!(target, TargetSpec::Dir(_)) {
+        return Err(UsageError::SidecarsNeedAFolder {
+            target: target.to_spec(),
+            recorded: !args.target.sidecars,
+        }
+        .into());
+    }
     check_state_location(&state, source.root(), target.local_root())?;
     check_roots_apart(source.root(), target.local_root())?;
     let http_opts = options::http_options(&args.http, &args.tuning)?;

@@ -11,10 +11,13 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-/// The options version this binary writes: 2 with a filter, else 1 (so a migration without
-/// filters stays readable by the binaries before them).
-pub const OPTIONS_VERSION: u32 = 2;
-/// The version of options without a filter.
+/// The options version this binary writes: 3 with `sidecars`, else 2 with a filter, else 1
+/// (so a migration without them stays readable by the binaries before them, and one with them
+/// is refused by those as newer, never resumed without them).
+pub const OPTIONS_VERSION: u32 = 3;
+/// The version of options with a filter and without sidecars.
+const OPTIONS_VERSION_FILTER: u32 = 2;
+/// The version of options without a filter or sidecars.
 const OPTIONS_VERSION_NO_FILTER: u32 = 1;
 
 /// The options a migration was recorded with (`migration.options`). Every field may be
@@ -41,6 +44,9 @@ pub struct RecordedOptions {
     /// `--include`, `--exclude`, sizes and tags (version 2; absent: every file).
     #[serde(default, skip_serializing_if = "FilterSpec::is_everything")]
     pub filter: FilterSpec,
+    /// `--sidecars` (version 3; absent: none).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sidecars: bool,
 }
 
 impl RecordedOptions {
@@ -64,10 +70,12 @@ impl RecordedOptions {
 
     /// The JSON stored in `migration.options` (always the current version).
     pub fn to_json(&self) -> String {
-        let version = if self.filter.is_everything() {
-            OPTIONS_VERSION_NO_FILTER
-        } else {
+        let version = if self.sidecars {
             OPTIONS_VERSION
+        } else if !self.filter.is_everything() {
+            OPTIONS_VERSION_FILTER
+        } else {
+            OPTIONS_VERSION_NO_FILTER
         };
         let current = RecordedOptions {
             version,
@@ -241,6 +249,7 @@ mod tests {
                 keep_duplicates: true,
                 merge_formats: false,
                 filter: Default::default(),
+                sidecars: false,
             }
         );
         let scan = RecordedOptions::parse(r#"{"formats":"epub"}"#).unwrap();
@@ -279,8 +288,21 @@ mod tests {
         let back = RecordedOptions::parse(&json).unwrap();
         assert_eq!(
             (back.version, &back.filter),
-            (OPTIONS_VERSION, &filtered.filter)
+            (OPTIONS_VERSION_FILTER, &filtered.filter)
         );
+
+        let with_sidecars = RecordedOptions {
+            sidecars: true,
+            ..filtered
+        };
+        let json = with_sidecars.to_json();
+        assert!(json.contains(r#""version":3"#), "{json}");
+        assert!(json.contains(r#""sidecars":true"#), "{json}");
+        let back = RecordedOptions::parse(&json).unwrap();
+        assert_eq!((back.version, back.sidecars), (OPTIONS_VERSION, true));
+        // What the binaries before sidecars wrote reads as none.
+        let old = RecordedOptions::parse(r#"{"version":2,"layout":"{title}.{ext}"}"#).unwrap();
+        assert!(!old.sidecars);
     }
 
     /// A corrupt value was read as "no options" before, and the run resumed with the default

@@ -8,6 +8,7 @@
 use super::flusher::{syncfs, Flusher};
 use super::held_files::HeldFiles;
 use super::name_rules::{NameRules, Placing};
+use super::sidecars::{stem_of, Put, Sidecars};
 use super::staged::{temp_name, Staging};
 use super::{ContentQuery, NameQuery, Payload, Placed, PlacementOptions, Unusable};
 use crate::failure::{Failure, FailureKind};
@@ -351,11 +352,15 @@ impl FolderTarget {
             .map_err(|(path, e)| write_err("cannot create target folder", &path, e))?;
         let parent_rel = parent_rel.as_str();
         let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
+        let sidecars = self
+            .opts
+            .sidecars
+            .then(|| Sidecars::of(p, &self.opts.migration_key, self.opts.covers));
         // A staged copy is linked into place by one call that fails if the name is taken, so
         // what stands there is looked at only then (a `stat` per file saved). Anything else
         // (and a staged copy that cannot be moved, see `put`) is written only once the name is
-        // known to be free.
-        let look_first = p.staged.is_none();
+        // known to be free; so is every file with sidecars, which go there first.
+        let look_first = p.staged.is_none() || sidecars.is_some();
         let look = |candidate: &Path| {
             self.look_at(candidate, p)
                 .map_err(|e| write_err("cannot inspect", candidate, e))
@@ -374,28 +379,62 @@ impl FolderTarget {
             };
             let replace = replacing && n == 1;
             let _held = self.placing.hold(self.names.key(&candidate_rel));
+            // The sidecars go first, named after the book's stem, which is held until the book
+            // is placed too: two formats of one book share their sidecars. (Held after the
+            // book's name, never before: no two transfers wait for each other.)
+            let _stem = sidecars.as_ref().map(|_| {
+                let folder = &candidate_rel[..candidate_rel.len() - candidate_name.len()];
+                let stem_rel = format!("{folder}{}", stem_of(&candidate_name));
+                self.placing
+                    .hold(format!("\0sidecars\0{}", self.names.key(&stem_rel)))
+            });
+            let put_sidecars = |sidecars: &Sidecars| {
+                sidecars
+                    .put(&parent, &candidate_name, replace)
+                    .map_err(|e| write_err("cannot write the sidecars of", &candidate, e))
+            };
             if !replace && look_first {
                 match look(&candidate)? {
                     AtName::Free => {}
                     AtName::Identical(len) => {
-                        return Ok(identical(self.spelled(parent_rel, candidate_rel), len))
+                        // Ours beside it are kept, missing ones written; another's left alone.
+                        if let Some(s) = &sidecars {
+                            put_sidecars(s)?;
+                        }
+                        return Ok(identical(self.spelled(parent_rel, candidate_rel), len));
                     }
                     AtName::Taken => continue,
                 }
             }
+            let sidecars_put = match &sidecars {
+                Some(s) => match put_sidecars(s)? {
+                    Put::Taken => continue,
+                    put => Some(put),
+                },
+                None => None,
+            };
+            let undo_sidecars = || {
+                if let Some(put) = &sidecars_put {
+                    put.undo();
+                }
+            };
             match self.put(p, &parent, &candidate, replace) {
                 Ok(mut placed) => {
                     placed.target_ref = candidate_rel;
                     return Ok(placed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    undo_sidecars();
                     if !look_first {
                         if let AtName::Identical(len) = look(&candidate)? {
                             return Ok(identical(self.spelled(parent_rel, candidate_rel), len));
                         }
                     }
                 }
-                Err(e) => return Err(write_err("cannot write", &candidate, e)),
+                Err(e) => {
+                    undo_sidecars();
+                    return Err(write_err("cannot write", &candidate, e));
+                }
             }
         }
         Err(Failure::new(

@@ -12,6 +12,7 @@ pub mod http;
 pub mod layout;
 pub mod limit;
 pub mod name_rules;
+pub mod sidecars;
 pub mod staged;
 pub mod tls;
 
@@ -362,6 +363,8 @@ pub struct PlacementOptions {
     /// calibre target: how this migration numbers its books, as recorded in the state DB when
     /// it first opened the library (`None`: not yet, decided at this open).
     pub calibre_book_ids: Option<calibre::BookIds>,
+    /// folder target: calibre's "save to disk" sidecars beside each book (`target::sidecars`).
+    pub sidecars: bool,
 }
 
 #[cfg(test)]
@@ -376,6 +379,7 @@ impl PlacementOptions {
             covers: true,
             migration_key: String::new(),
             calibre_book_ids: None,
+            sidecars: false,
         }
     }
 }

@@ -33,6 +33,7 @@ mod rescan;
 mod retry;
 mod safety;
 mod shell_docs;
+mod sidecars;
 mod signals;
 mod state_db;
 mod terminal;

@@ -5,7 +5,9 @@
 //! committed, and another migration's books are never taken for this one's.
 
 use super::fields::{stored_identity, Candidate};
-use crate::calibre::text::fuzzy_title;
+use crate::calibre::dates;
+use crate::calibre::opf::OpfBook;
+use crate::calibre::text::{author_to_author_sort, fuzzy_title, title_sort};
 use crate::metadata::{Metadata, Origin};
 use crate::target::Payload;
 
@@ -36,6 +38,47 @@ impl Identified {
             uuid,
             candidate,
         }
+    }
+}
+
+impl Candidate {
+    /// What calibre's "save to disk" writes into the `.opf` beside the file `p` (see
+    /// `calibre::opf::render_saved`), as if saved from a library this migration filled: the
+    /// book's values as calibre stores them (author sort from the names when none is given,
+    /// series index 1 when none is), its uuid as the calibre target gives it (a calibre source
+    /// book's own, else derived from its title, authors and `seed`: the same for every format
+    /// of the book), and its calibre id: a calibre source book's id, else that uuid (calibre
+    /// names a book of no library by a uuid). Returns the book and its calibre id.
+    pub fn saved_opf(p: &Payload, seed: &str) -> (OpfBook, String) {
+        let Identified { candidate, .. } = Identified::of(p, seed);
+        let f = &candidate.fields;
+        let calibre_id = match candidate.source_id {
+            Some(id) => id.to_string(),
+            None => f.uuid.clone(),
+        };
+        let author_sort = f.author_sort.clone().unwrap_or_else(|| {
+            let sorts: Vec<String> = f.authors.iter().map(|a| author_to_author_sort(a)).collect();
+            sorts.join(" & ")
+        });
+        let book = OpfBook {
+            book_id: candidate.source_id.unwrap_or(0),
+            uuid: f.uuid.clone(),
+            title: f.title.clone(),
+            title_sort: f.title_sort.clone().unwrap_or_else(|| title_sort(&f.title)),
+            authors: f.authors.clone(),
+            author_sort,
+            pubdate: dates::opf_form(&f.pubdate),
+            timestamp: dates::opf_form(&f.timestamp),
+            description: f.comments.clone(),
+            publisher: f.publisher.clone(),
+            identifiers: f.identifiers.clone(),
+            languages: f.languages.clone(),
+            tags: f.tags.clone(),
+            series: f.series.clone(),
+            series_index: f.series_index.unwrap_or(1.0),
+            rating: f.rating,
+        };
+        (book, calibre_id)
     }
 }
 

@@ -1,0 +1,465 @@
+//! `run --sidecars` into a folder: beside each book, calibre's "save to disk" sidecars
+//! `<book>.opf` and `<book>.jpg`. Their names and contents (the OPF read back, and by calibre's
+//! `ebook-meta`; the cover the same bytes the calibre target stores for the file), no `.jpg`
+//! for a book without a cover, a usage error with another target, a file not ours at a
+//! sidecar's name never overwritten, `kill -9` then resume (every recorded book has its
+//! sidecars, after every kill), and a dry run that writes none.
+
+use crate::calibre_target::{have_calibre, serial, to_calibre};
+use crate::util::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// (source_ref, target_ref, format) of every `uploaded` row of a state DB.
+fn uploaded(state: &Path) -> Vec<(String, String, String)> {
+    let db =
+        rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut stmt = db
+        .prepare("SELECT source_ref, target_ref, format FROM files WHERE state = 'uploaded'")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows
+}
+
+/// The sidecars of the book at `target_ref` under `out`: (`.opf`, `.jpg`).
+fn sidecars_of(out: &Path, target_ref: &str) -> (PathBuf, PathBuf) {
+    let book = out.join(target_ref);
+    let name = book.file_name().unwrap().to_str().unwrap();
+    let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap();
+    let dir = book.parent().unwrap();
+    (
+        dir.join(format!("{stem}.opf")),
+        dir.join(format!("{stem}.jpg")),
+    )
+}
+
+/// An OPF read back by bookferry's own EPUB reader (wrapped in the smallest EPUB around it).
+fn read_opf(text: &str) -> bookferry::metadata::Metadata {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let o = zip::write::SimpleFileOptions::default();
+    zip.start_file("mimetype", o).unwrap();
+    zip.write_all(b"application/epub+zip").unwrap();
+    zip.start_file("META-INF/container.xml", o).unwrap();
+    zip.write_all(
+        br#"<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles><rootfile full-path="content.opf" media-type="application/oebps-package+xml"/></rootfiles></container>"#,
+    )
+    .unwrap();
+    zip.start_file("content.opf", o).unwrap();
+    zip.write_all(text.as_bytes()).unwrap();
+    let bytes = zip.finish().unwrap().into_inner();
+    let got = bookferry::metadata::extract("epub", &bytes, "sidecar.epub");
+    // (The corpus's ISBNs are random: their check digits are warned about.)
+    let problems: Vec<_> = got
+        .warnings
+        .iter()
+        .filter(|w| !w.starts_with("ISBN"))
+        .collect();
+    assert!(problems.is_empty(), "{problems:?}");
+    got.metadata
+}
+
+/// Every book of a corpus gets calibre's OPF and, when it has a cover, the cover the calibre
+/// target would store for it (byte for byte), named after the book file; a TXT gets no `.jpg`
+/// and its OPF names none. calibre's `ebook-meta` reads the OPF as the book's metadata.
+#[test]
+fn each_book_gets_calibres_opf_and_the_calibre_targets_cover_beside_it() {
+    let _serial = serial();
+    let ws = Workspace::with_corpus_sized(40, 2424, 8);
+    let out = ws.migrate(&["--sidecars"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The same library into a calibre library: the covers it stores.
+    let (lib2, state2) = (ws.path().join("calibre"), ws.path().join("calibre.db"));
+    let out = to_calibre(&ws, &state2, &ws.lib(), &lib2, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let calibre_cover: BTreeMap<String, Option<Vec<u8>>> = uploaded(&state2)
+        .into_iter()
+        .map(|(source, target, _)| {
+            let cover = lib2.join(&target).parent().unwrap().join("cover.jpg");
+            (source, fs::read(cover).ok())
+        })
+        .collect();
+    let manifest: BTreeMap<&str, &Entry> =
+        ws.manifest.iter().map(|e| (e.path.as_str(), e)).collect();
+
+    let books = uploaded(&ws.state());
+    assert!(books.len() >= 30, "{} books", books.len());
+    let (mut covers, mut without) = (0, 0);
+    for (source, target, format) in &books {
+        let (opf_path, jpg_path) = sidecars_of(&ws.out(), target);
+        let text = fs::read_to_string(&opf_path)
+            .unwrap_or_else(|e| panic!("{target}: no {}: {e}", opf_path.display()));
+        assert!(text.contains(r#"<dc:contributor opf:file-as="calibre" opf:role="bkp">"#));
+        let md = read_opf(&text);
+        if let Some(meta) = manifest[source.as_str()].metadata.as_object() {
+            assert_eq!(md.title.as_deref(), meta["title"].as_str(), "{target}");
+            let authors: Vec<&str> = meta["authors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            assert_eq!(md.authors, authors, "{target}");
+            if format == "epub" {
+                // (The corpus's PDFs and FB2s carry no publisher.)
+                let publisher = meta["publisher"].as_str();
+                assert_eq!(md.publisher.as_deref(), publisher, "{target}");
+                assert_eq!(md.isbn.as_deref(), meta["isbn"].as_str(), "{target}");
+            }
+        } else {
+            assert!(md.title.is_some_and(|t| !t.is_empty()), "{target}");
+        }
+        assert!(
+            md.uuid.as_deref().is_some_and(|u| u.len() == 36),
+            "{target}"
+        );
+        let jpg_name = jpg_path.file_name().unwrap().to_str().unwrap().to_string();
+        let want = calibre_cover[source].as_ref();
+        match fs::read(&jpg_path).ok() {
+            Some(jpeg) => {
+                covers += 1;
+                assert_eq!(
+                    Some(&jpeg),
+                    want,
+                    "{target}: not the calibre target's cover"
+                );
+                assert!(text.contains(&format!(r#"href="{jpg_name}""#)), "{text}");
+            }
+            None => {
+                without += 1;
+                assert_eq!(
+                    want, None,
+                    "{target}: the calibre target has a cover for it"
+                );
+                assert!(text.contains("<guide/>"), "{text}");
+                assert!(!text.contains(".jpg"), "{text}");
+            }
+        }
+        if format == "txt" {
+            assert!(!jpg_path.exists(), "{target}: a TXT has no cover");
+        }
+        if format == "epub" {
+            assert!(
+                jpg_path.exists(),
+                "{target}: an EPUB of the corpus has a cover"
+            );
+        }
+    }
+    assert!(
+        covers > 20 && without > 0,
+        "{covers} covers, {without} without"
+    );
+    // Nothing else was written: the books, and their sidecars.
+    let files = ws.target_files();
+    assert_eq!(files.len(), books.len() + books.len() + covers, "{files:?}");
+
+    if have_calibre("sidecars") {
+        let (_, target, _) = books.iter().find(|b| b.2 == "epub").unwrap();
+        let (opf_path, _) = sidecars_of(&ws.out(), target);
+        let meta = Command::new("ebook-meta").arg(&opf_path).output().unwrap();
+        let said = String::from_utf8_lossy(&meta.stdout);
+        let md = read_opf(&fs::read_to_string(&opf_path).unwrap());
+        let title_line = said
+            .lines()
+            .find(|l| l.starts_with("Title "))
+            .unwrap_or_else(|| panic!("ebook-meta said: {said}"));
+        assert!(title_line.ends_with(md.title.as_deref().unwrap()), "{said}");
+    }
+}
+
+/// `--sidecars` with a target that is not a folder: exit 2 with one line, nothing created.
+#[test]
+fn sidecars_with_a_target_that_is_no_folder_is_a_usage_error() {
+    let ws = Workspace::with_corpus(3, 5);
+    let lib = ws.path().join("library");
+    for to in [
+        format!("calibre:{}", lib.display()),
+        "http://127.0.0.1:9/".to_string(),
+    ] {
+        let out = ws.run(&[
+            "run",
+            "--from",
+            ws.lib().to_str().unwrap(),
+            "--to",
+            &to,
+            "--sidecars",
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{to}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{to}: {err}");
+        assert!(
+            err.contains("--sidecars is for a folder target only"),
+            "{err}"
+        );
+        assert!(!lib.exists(), "{to}: the calibre library was created");
+        assert_eq!(
+            count_or_zero(&ws.state(), "SELECT COUNT(*) FROM migration"),
+            0,
+            "{to}: a migration was recorded"
+        );
+    }
+}
+
+/// A file that is not ours at a sidecar's name (a `.opf` of another book, a `.jpg`) is never
+/// written over: the book takes the next name (` (2)`), as it does when its own name is taken.
+/// A rerun writes nothing more.
+#[test]
+fn a_sidecar_name_held_by_a_file_not_ours_is_never_overwritten() {
+    let ws = Workspace::empty();
+    fs::write(
+        ws.lib().join("Dune - Frank Herbert.txt"),
+        "spice ".repeat(100),
+    )
+    .unwrap();
+    fs::write(
+        ws.lib().join("Emma - Jane Austen.txt"),
+        "Highbury ".repeat(100),
+    )
+    .unwrap();
+    let dune = ws.out().join("Frank Herbert/Dune");
+    let emma = ws.out().join("Jane Austen/Emma");
+    fs::create_dir_all(&dune).unwrap();
+    fs::create_dir_all(&emma).unwrap();
+    let theirs_opf = "<package>another book's metadata</package>";
+    fs::write(dune.join("Dune - Frank Herbert.opf"), theirs_opf).unwrap();
+    fs::write(emma.join("Emma - Jane Austen.jpg"), b"someone's picture").unwrap();
+
+    let out = ws.migrate(&["--sidecars"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut placed: Vec<String> = uploaded(&ws.state()).into_iter().map(|r| r.1).collect();
+    placed.sort();
+    assert_eq!(
+        placed,
+        [
+            "Frank Herbert/Dune/Dune - Frank Herbert (2).txt",
+            "Jane Austen/Emma/Emma - Jane Austen (2).txt"
+        ]
+    );
+    assert_eq!(
+        fs::read_to_string(dune.join("Dune - Frank Herbert.opf")).unwrap(),
+        theirs_opf
+    );
+    assert_eq!(
+        fs::read(emma.join("Emma - Jane Austen.jpg")).unwrap(),
+        b"someone's picture"
+    );
+    for (dir, stem, title) in [
+        (&dune, "Dune - Frank Herbert (2)", "Dune"),
+        (&emma, "Emma - Jane Austen (2)", "Emma"),
+    ] {
+        let md = read_opf(&fs::read_to_string(dir.join(format!("{stem}.opf"))).unwrap());
+        assert_eq!(md.title.as_deref(), Some(title));
+        assert!(
+            !dir.join(format!("{stem}.jpg")).exists(),
+            "a TXT has no cover"
+        );
+    }
+    assert!(!dune.join("Dune - Frank Herbert.txt").exists());
+
+    let before = tree_sha1(&ws.out());
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(tree_sha1(&ws.out()), before, "a rerun changed the target");
+}
+
+/// Files recorded `uploaded` now.
+fn uploaded_now(ws: &Workspace) -> i64 {
+    count_or_zero(
+        &ws.state(),
+        "SELECT COUNT(*) FROM files WHERE state = 'uploaded'",
+    )
+}
+
+/// Every `uploaded` book whose `.opf` is missing, or whose `.opf` names a `.jpg` that is not
+/// there, or an EPUB (all of the corpus's have a cover) without its `.jpg`.
+fn books_without_sidecars(ws: &Workspace) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (_, target, format) in uploaded(&ws.state()) {
+        let (opf, jpg) = sidecars_of(&ws.out(), &target);
+        let Ok(text) = fs::read_to_string(&opf) else {
+            missing.push(format!("{target}: no .opf"));
+            continue;
+        };
+        let names_jpg = !text.contains("<guide/>");
+        if (names_jpg || format == "epub") && !jpg.is_file() {
+            missing.push(format!("{target}: no .jpg"));
+        }
+        if !names_jpg && format == "epub" {
+            missing.push(format!("{target}: the .opf names no cover"));
+        }
+    }
+    missing
+}
+
+/// `kill -9` again and again mid-run, then a resumed run (the option is recorded: it is not
+/// given again): after every kill, every book recorded `uploaded` has its `.opf` (and its
+/// `.jpg` when it has a cover); at the end, every book has them and no temp file is left. A
+/// variant that wrote the sidecars after the book left books without them (the next run
+/// adopts a book a killed run placed but did not record).
+#[test]
+fn kill_9_mid_run_then_resume_every_uploaded_book_has_its_sidecars() {
+    let ws = Workspace::with_corpus_sized(600, 2525, 4);
+    let mut rng = Lcg(0x51de);
+    let mut kills = 0;
+    for attempt in 0..40 {
+        if kills >= 12 {
+            break;
+        }
+        let extra: &[&str] = if attempt == 0 {
+            &["--sidecars", "--transfers", "2", "--checkers", "1", "-q"]
+        } else {
+            &["--transfers", "2", "--checkers", "1", "-q"]
+        };
+        let mut child = ws
+            .migrate_cmd(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = uploaded_now(&ws);
+        let k = 5 + rng.next(40) as i64;
+        let t0 = Instant::now();
+        while uploaded_now(&ws) < base + k && t0.elapsed() < Duration::from_secs(30) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(rng.next(20)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        let missing = books_without_sidecars(&ws);
+        assert!(
+            missing.is_empty(),
+            "after kill {kills}: {} recorded book(s) without their sidecars, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+    assert!(
+        kills >= 8,
+        "only {kills} kills landed while the run was working"
+    );
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "final run: {}", stderr(&out));
+    let books = uploaded(&ws.state());
+    assert!(books.len() > 500, "{} books", books.len());
+    let missing = books_without_sidecars(&ws);
+    assert!(
+        missing.is_empty(),
+        "{} book(s) without their sidecars, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let files = ws.target_files();
+    assert!(
+        !files.keys().any(|k| k.contains(".bookferry-tmp")),
+        "temp files left behind"
+    );
+    // A book's sidecars once, at its name. (A killed run's sidecars whose book a later run
+    // took for a duplicate of another file stay behind: see README.)
+    let opfs = files.keys().filter(|k| k.ends_with(".opf")).count();
+    eprintln!("{opfs} .opf files for {} books", books.len());
+    assert!(opfs >= books.len(), "one .opf per book");
+}
+
+/// A dry run with `--sidecars` writes nothing at all.
+#[test]
+fn a_dry_run_writes_no_sidecars() {
+    let ws = Workspace::with_corpus(20, 77);
+    let out = ws.migrate(&["--sidecars", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !ws.out().exists() || tree_sha1(&ws.out()).is_empty(),
+        "{:?}",
+        tree_sha1(&ws.out())
+    );
+    // The real run then writes them.
+    let out = ws.migrate(&["--sidecars"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let books = uploaded(&ws.state());
+    assert!(!books.is_empty());
+    for (_, target, _) in books {
+        assert!(sidecars_of(&ws.out(), &target).0.is_file(), "{target}");
+    }
+}
+
+/// Two formats of one book (same title and authors) in one folder share one `.opf`; a book
+/// placed again at its name (its file lost and repaired) finds its own `.opf` there and keeps
+/// it, never taking ` (2)` for it.
+#[test]
+fn formats_of_one_book_share_its_sidecars_and_a_rerun_knows_them_as_its_own() {
+    let ws = Workspace::empty();
+    fs::write(
+        ws.lib().join("Dune - Frank Herbert.txt"),
+        "spice ".repeat(100),
+    )
+    .unwrap();
+    fs::write(
+        ws.lib().join("Dune - Frank Herbert.rtf"),
+        format!("{{\\rtf1 {}}}", "arrakis ".repeat(100)),
+    )
+    .unwrap();
+    let out = ws.migrate(&["--sidecars"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let dir = ws.out().join("Frank Herbert/Dune");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "Dune - Frank Herbert.opf",
+            "Dune - Frank Herbert.rtf",
+            "Dune - Frank Herbert.txt"
+        ]
+    );
+    let opf = fs::read_to_string(dir.join("Dune - Frank Herbert.opf")).unwrap();
+    assert_eq!(read_opf(&opf).title.as_deref(), Some("Dune"));
+
+    // The TXT is lost from the target and repaired: placed again at its own name.
+    fs::remove_file(dir.join("Dune - Frank Herbert.txt")).unwrap();
+    let out = ws.run(&["verify", "--repair", "missing", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut again: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    again.sort();
+    assert_eq!(again, names);
+    assert_eq!(
+        fs::read_to_string(dir.join("Dune - Frank Herbert.opf")).unwrap(),
+        opf
+    );
+}
+
+/// `--no-covers` with `--sidecars`: every book gets its `.opf`, naming no cover, and no `.jpg`.
+#[test]
+fn no_covers_gives_opfs_without_jpgs() {
+    let ws = Workspace::with_corpus(15, 99);
+    let out = ws.migrate(&["--sidecars", "--no-covers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let books = uploaded(&ws.state());
+    assert!(books.iter().any(|b| b.2 == "epub"), "{books:?}");
+    for (_, target, _) in &books {
+        let (opf, jpg) = sidecars_of(&ws.out(), target);
+        let text = fs::read_to_string(&opf).unwrap_or_else(|e| panic!("{target}: {e}"));
+        assert!(text.contains("<guide/>"), "{target}: {text}");
+        assert!(!jpg.exists(), "{target}: a cover with --no-covers");
+    }
+}
