@@ -22,7 +22,7 @@ const MAX_PDF: u64 = 256 << 20;
 
 /// Why a file that should have a cover gets none (a warning naming the file, never a failure).
 #[derive(Debug, thiserror::Error)]
-pub(super) enum NoCover {
+pub(crate) enum NoCover {
     #[error(transparent)]
     Extract(#[from] CoverError),
     #[error("cannot read the file: {0}")]
@@ -40,7 +40,7 @@ pub(super) enum NoCover {
 /// The cover a file brings, as JPEG bytes: a calibre source book's `cover.jpg`, or the one
 /// calibre makes from the file, read from the bytes in memory or else the copy just `written`
 /// (in the page cache: the source is not read again). `Ok(None)` when the file has none.
-pub(super) fn cover_of(p: &Payload, written: &Path) -> Result<Option<Vec<u8>>, NoCover> {
+pub(crate) fn cover_of(p: &Payload, written: &Path) -> Result<Option<Vec<u8>>, NoCover> {
     if p.origin == Some(Origin::Calibre) {
         if p.metadata
             .as_ref()

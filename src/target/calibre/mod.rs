@@ -45,6 +45,8 @@ pub use rows::RowsWriter;
 pub use run_lock::RunLock;
 pub use target::{CalibreOptions, CalibreTarget};
 pub use writer::write_opfs;
+// The folder target's sidecars and the calibre-server target make the same cover.
+pub(crate) use cover::{cover_of, NoCover};
 
 use crate::calibre::METADATA_DB;
 use database::MIN_USER_VERSION;
