@@ -580,6 +580,78 @@ fn custom_columns_go_to_the_servers_columns_of_the_same_definition_and_others_wa
     }
 }
 
+/// `--no-covers` gives the server's books no cover made from their files; without it a PDF
+/// whose page cannot be rendered is added all the same, with a warning naming it, and the
+/// other files' books get the direct target's covers.
+#[test]
+fn no_covers_gives_none_and_a_broken_pdf_is_added_with_a_warning() {
+    let _serial = serial();
+    if !have_calibre("calibre_server::no_covers_gives_none") {
+        return;
+    }
+    let ws = Workspace::empty();
+    let src = ws.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for ext in ["pdf", "mobi", "fb2"] {
+        fs::copy(
+            crate::calibre_fidelity::sample(ext),
+            src.join(format!("sample.{ext}")),
+        )
+        .unwrap();
+    }
+    fs::write(
+        src.join("Broken Scan.pdf"),
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 9 0 R >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n",
+    )
+    .unwrap();
+    let covers = |lib: &Path| -> Vec<Option<String>> {
+        sorts_and_covers(lib)
+            .into_values()
+            .map(|(_, c)| c)
+            .collect()
+    };
+
+    let lib = new_library(&ws, "no-covers");
+    let server = start_server(&ws, &lib, free_port(), None);
+    let out = run_from(
+        &ws,
+        &ws.path().join("a.db"),
+        &src,
+        &server.to(),
+        &["--no-covers"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    drop(server);
+    let got = covers(&lib);
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(got.iter().all(Option::is_none), "--no-covers made covers");
+
+    let direct = ws.path().join("direct");
+    let out = to_calibre(&ws, &ws.path().join("direct.db"), &src, &direct, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lib = new_library(&ws, "covers");
+    let server = start_server(&ws, &lib, free_port(), None);
+    let out = run_from(&ws, &ws.path().join("b.db"), &src, &server.to(), &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    drop(server);
+    let warned: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("without a cover"))
+        .collect();
+    assert!(
+        warned.len() == 1 && warned[0].contains("Broken Scan.pdf"),
+        "one warning naming the file: {err}"
+    );
+    let mut got = covers(&lib);
+    let mut want = covers(&direct);
+    got.sort();
+    want.sort();
+    assert_eq!(got.len(), 4, "the broken PDF is added: {got:?}");
+    assert_eq!(got.iter().filter(|c| c.is_some()).count(), 3, "{got:?}");
+    assert_eq!(got, want, "the direct target's covers");
+}
+
 /// Start a run, wait until `uploaded` rows reach `at_least`, then `kill -9` it.
 fn kill_when_uploaded(ws: &Workspace, state: &Path, to: &str, at_least: i64) {
     let mut child = to_server_cmd(ws, state, to, &["--transfers", "2"])
