@@ -652,6 +652,50 @@ fn no_covers_gives_none_and_a_broken_pdf_is_added_with_a_warning() {
     assert_eq!(got, want, "the direct target's covers");
 }
 
+/// With `--no-covers` a calibre source's books keep their own covers (only covers made from
+/// files are turned off), into a library directly and over the server alike.
+#[test]
+fn with_no_covers_a_calibre_sources_covers_still_come_to_both_targets() {
+    let _serial = serial();
+    if !have_calibre("calibre_server::with_no_covers_a_calibre_source") {
+        return;
+    }
+    let ws = Workspace::empty();
+    let src = crate::calibre_fidelity::source_library(&ws);
+    let covers = |lib: &Path| -> Vec<Option<String>> {
+        let mut c: Vec<_> = sorts_and_covers(lib)
+            .into_values()
+            .map(|(_, c)| c)
+            .collect();
+        c.sort();
+        c
+    };
+    let want = covers(&src);
+    assert!(want.iter().filter(|c| c.is_some()).count() >= 3, "{want:?}");
+
+    let direct = ws.path().join("direct");
+    let out = to_calibre(
+        &ws,
+        &ws.path().join("direct.db"),
+        &src,
+        &direct,
+        &["--no-covers"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        covers(&direct),
+        want,
+        "the direct target keeps the source's covers"
+    );
+
+    let lib = new_library(&ws, "served");
+    let server = start_server(&ws, &lib, free_port(), None);
+    let out = run_from(&ws, &ws.state(), &src, &server.to(), &["--no-covers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    drop(server);
+    assert_eq!(covers(&lib), want, "the server keeps the source's covers");
+}
+
 /// Start a run, wait until `uploaded` rows reach `at_least`, then `kill -9` it.
 fn kill_when_uploaded(ws: &Workspace, state: &Path, to: &str, at_least: i64) {
     let mut child = to_server_cmd(ws, state, to, &["--transfers", "2"])
