@@ -54,6 +54,17 @@ impl Library {
     /// Read a `list` command's result (`{"book_ids": […], "data": {field: {id: value}}}`);
     /// `tag` starts the marks of this migration's books.
     pub fn from_list(result: &Value, tag: &str) -> Option<Library> {
+        let mut lib = Library {
+            tag: tag.to_lowercase(),
+            ..Library::default()
+        };
+        lib.read_list(result)?;
+        Some(lib)
+    }
+
+    /// Record the books of a `list` result this library does not know yet (a book it knows
+    /// keeps what this run knows of it); how many were new.
+    pub fn read_list(&mut self, result: &Value) -> Option<usize> {
         let data = result.get("data")?;
         let field = |name: &str, id: &str| data.get(name).and_then(|f| f.get(id));
         let strings = |v: Option<&Value>| -> Vec<String> {
@@ -65,12 +76,14 @@ impl Library {
                 })
                 .unwrap_or_default()
         };
-        let mut lib = Library {
-            tag: tag.to_lowercase(),
-            ..Library::default()
-        };
+        let lib = self;
+        let mut new = 0;
         for id in result.get("book_ids")?.as_array()? {
             let book = id.as_i64()?;
+            if lib.books.contains_key(&book) {
+                continue;
+            }
+            new += 1;
             let key = book.to_string();
             let title = field("title", &key).and_then(Value::as_str).unwrap_or("");
             let authors = strings(field("authors", &key));
@@ -90,7 +103,7 @@ impl Library {
                 lib.set_cover(book);
             }
         }
-        Some(lib)
+        Some(new)
     }
 
     /// Record a book (read at open, or added by this run).
@@ -382,6 +395,30 @@ mod tests {
         assert!(!lib.book(3).unwrap().cover && lib.book(4).unwrap().cover);
         let lib = Library::from_list(&reply, "").unwrap();
         assert_eq!(lib.identical(&fields("Dune", &["Frank Herbert"])), Some(3));
+    }
+
+    /// Books read again are added when new; a known book keeps what this run knows of it.
+    #[test]
+    fn a_second_list_adds_only_the_books_not_known() {
+        let list = |ids: &[i64], formats: &str| {
+            let per =
+                |v: Value| -> Value { ids.iter().map(|i| (i.to_string(), v.clone())).collect() };
+            json!({
+                "book_ids": ids,
+                "data": {
+                    "title": per(json!("Dune")),
+                    "authors": per(json!(["Frank Herbert"])),
+                    "languages": per(json!([])),
+                    "identifiers": ids.iter().map(|i| (i.to_string(), json!({"bookferry": format!("m{i}")}))).collect::<Map<String, Value>>(),
+                    "formats": per(json!([formats]))
+                }
+            })
+        };
+        let mut lib = Library::from_list(&list(&[1], "EPUB"), "").unwrap();
+        lib.add_format(1, "PDF");
+        assert_eq!(lib.read_list(&list(&[1, 2], "EPUB")), Some(1));
+        assert_eq!(lib.marked("m2"), Some(2));
+        assert!(lib.book(1).unwrap().formats.contains("PDF"));
     }
 
     /// A book left half-made by a server killed mid-add (title and authors, no identifiers, no

@@ -61,6 +61,9 @@ pub struct CalibreServerTarget {
     /// The source is a calibre library: its books stay as they are, two that hold the same
     /// bytes too (as the direct calibre target keeps them).
     keeps_source_books: bool,
+    /// The library's books read again before the run's first new book (see
+    /// [`CalibreServerTarget::refresh_once`]).
+    refreshed: tokio::sync::OnceCell<()>,
 }
 
 /// What to do with one file, decided from what the library holds.
@@ -172,6 +175,7 @@ impl CalibreServerTarget {
             covers,
             columns,
             keeps_source_books,
+            refreshed: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -202,7 +206,11 @@ impl CalibreServerTarget {
         let mark = self.mark_of(&p, &fields);
         let group = self.group_lock(&mark);
         let _group = group.lock().await;
-        let plan = self.plan(&mark, &fields, &format);
+        let mut plan = self.plan(&mark, &fields, &format);
+        if matches!(plan, Plan::Create) {
+            self.refresh_once().await?;
+            plan = self.plan(&mark, &fields, &format);
+        }
         // Made before a slot is taken: a PDF's page may take a while to render.
         let cover = match plan {
             Plan::Create if self.wants_cover(&p) => cover::cover_for(&p).await,
@@ -297,6 +305,38 @@ impl CalibreServerTarget {
             detail: Some(format!("added to book {book} as its {format}")),
             ..Placed::default()
         }))
+    }
+
+    /// Before the run's first new book, read the library's books again (one `list` call), so
+    /// a book an earlier run had sent just before it was killed, which the server stored only
+    /// after this run's `list` at open, is found by its mark and not made twice. Every later
+    /// book this run makes was planned after that.
+    async fn refresh_once(&self) -> Result<(), Failure> {
+        self.refreshed
+            .get_or_try_init(|| async {
+                let args = json!([LIST_FIELDS, "id", true, "", -1]);
+                let listed =
+                    self.client.cmd("list", &args).await.map_err(|e| {
+                        failure(e, &self.spec.to_spec(), Some(self.client.retries()))
+                    })?;
+                let new = self
+                    .library
+                    .lock()
+                    .expect("library lock")
+                    .read_list(&listed);
+                match new {
+                    Some(n) => {
+                        tracing::debug!("{}: {n} books added since the run began", self.spec);
+                        Ok(())
+                    }
+                    None => Err(Failure::new(
+                        FailureKind::BadServer,
+                        format!("{}: the list of books is not calibre's", self.spec),
+                    )),
+                }
+            })
+            .await
+            .map(drop)
     }
 
     /// Whether `book`, to which the file goes, is this migration's and has no cover: it gets
