@@ -467,7 +467,9 @@ impl Target {
                         http_opts,
                         &transfers,
                         opts.merge_formats,
+                        opts.covers,
                         &opts.migration_key,
+                        source_root,
                     )
                     .await?,
                 )))
@@ -613,13 +615,17 @@ impl Target {
     }
 
     /// Whether content duplicates must all be placed, the pipeline skipping none by content:
-    /// only a calibre library filled from a calibre library (a folder holding `metadata.db`,
-    /// as `open` tells), where the source's books are the unit: two books holding the same
+    /// only a calibre library (or a calibre-server's) filled from a calibre library (a folder
+    /// holding `metadata.db`, as `open` tells), where the source's books are the unit: two books holding the same
     /// bytes stay two books, and no book loses a format. From a folder source, every target
     /// keeps one copy of each content and skips the others as `duplicate` (unless
     /// `--keep-duplicates`).
     pub fn keeps_source_books(&self) -> bool {
-        matches!(self, Target::Calibre(c, _) if c.keeps_source_books())
+        match self {
+            Target::Calibre(c, _) => c.keeps_source_books(),
+            Target::CalibreServer(c) => c.keeps_source_books(),
+            Target::Folder(..) | Target::Http(_) => false,
+        }
     }
 
     /// Where the file would go (for `--dry-run`).

@@ -113,7 +113,7 @@ fn calibre_python(ws: &Workspace, lib: &Path, script: &str) -> String {
 }
 
 /// The source library of [`SOURCE_SCRIPT`], with `data/` files in Book One's folder.
-fn source_library(ws: &Workspace) -> PathBuf {
+pub(crate) fn source_library(ws: &Workspace) -> PathBuf {
     let lib = ws.path().join("source-lib");
     fs::create_dir_all(&lib).unwrap();
     calibre_python(ws, &lib, SOURCE_SCRIPT);
@@ -143,7 +143,10 @@ fn book_dir(lib: &Path, title: &str) -> PathBuf {
 }
 
 /// Each book's custom column values (`*label` fields), by title.
-fn custom_values(ws: &Workspace, lib: &Path) -> BTreeMap<String, BTreeMap<String, Value>> {
+pub(crate) fn custom_values(
+    ws: &Workspace,
+    lib: &Path,
+) -> BTreeMap<String, BTreeMap<String, Value>> {
     let raw = calibredb(ws, lib, &["list", "--for-machine", "--fields", "all"]);
     let books: Vec<Value> = serde_json::from_str(&raw).expect("calibredb list prints JSON");
     books

@@ -24,7 +24,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A fixture file converted by calibre (`tests/data/converted/sample.EXT`).
-fn sample(ext: &str) -> PathBuf {
+pub(crate) fn sample(ext: &str) -> PathBuf {
     repo()
         .join("tests/data/converted")
         .join(format!("sample.{ext}"))
@@ -63,7 +63,7 @@ fn set_fields(ws: &Workspace, lib: &Path, id: i64, fields: &[&str]) {
 
 /// A source library made by calibre: five converted samples added (ids 1–5), book 2
 /// removed (a gap), and books 3 and 4 given every field a user sets.
-fn source_library(ws: &Workspace) -> PathBuf {
+pub(crate) fn source_library(ws: &Workspace) -> PathBuf {
     let src = ws.path().join("source");
     let ids = add(
         ws,

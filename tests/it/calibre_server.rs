@@ -14,7 +14,7 @@
 //! Only one calibre program may hold calibre's writer lock per machine, so every test holds the
 //! calibre test lock ([`crate::calibre_target::serial`]) for its whole length.
 
-use crate::calibre_target::{have_calibre, serial};
+use crate::calibre_target::{calibredb, have_calibre, serial, to_calibre};
 use crate::util::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -195,7 +195,7 @@ fn answers(port: u16) -> bool {
 fn server_books(ws: &Workspace, server: &Server) -> Vec<Value> {
     let mut cmd = Command::new("calibredb");
     cmd.args(["list", "--for-machine", "--fields"])
-        .arg("title,authors,formats,identifiers,tags,series,series_index,publisher,languages,rating,comments,pubdate")
+        .arg("title,authors,author_sort,formats,identifiers,tags,series,series_index,publisher,languages,rating,comments,pubdate")
         .arg("--with-library")
         .arg(server.url())
         .env("CALIBRE_CONFIG_DIRECTORY", config_dir(ws));
@@ -211,7 +211,7 @@ fn server_books(ws: &Workspace, server: &Server) -> Vec<Value> {
 fn library_books(ws: &Workspace, lib: &Path) -> Vec<Value> {
     let out = Command::new("calibredb")
         .args(["list", "--for-machine", "--fields"])
-        .arg("title,authors,formats,identifiers,tags,series,series_index,publisher,languages,rating,comments,pubdate")
+        .arg("title,authors,author_sort,formats,identifiers,tags,series,series_index,publisher,languages,rating,comments,pubdate")
         .arg("--with-library")
         .arg(lib)
         .env("CALIBRE_CONFIG_DIRECTORY", config_dir(ws))
@@ -234,6 +234,73 @@ fn to_server_cmd(ws: &Workspace, state: &Path, to: &str, extra: &[&str]) -> Comm
 
 fn run_to(ws: &Workspace, state: &Path, to: &str, extra: &[&str]) -> Output {
     to_server_cmd(ws, state, to, extra).output().unwrap()
+}
+
+/// `run --from FROM --to TO EXTRA…` with the state DB `state`.
+fn run_from(ws: &Workspace, state: &Path, from: &Path, to: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["run", "--from", from.to_str().unwrap(), "--to", to];
+    args.extend_from_slice(extra);
+    ws.cmd_with_state(state, &args)
+        .env_remove("BOOKFERRY_CALIBRE_PASSWORD")
+        .env("CALIBRE_CONFIG_DIRECTORY", config_dir(ws))
+        .output()
+        .unwrap()
+}
+
+/// What `calibredb list` does not show, by book id: the title sort (`books.sort`) and the
+/// BLAKE3 of the book's `cover.jpg` (read-only: the server may be running).
+fn sorts_and_covers(lib: &Path) -> BTreeMap<i64, (String, Option<String>)> {
+    let conn = rusqlite::Connection::open_with_flags(
+        lib.join("metadata.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id, sort, path, has_cover FROM books")
+        .unwrap();
+    let rows: Vec<(i64, String, String, bool)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows.into_iter()
+        .map(|(id, sort, path, has_cover)| {
+            let cover = fs::read(lib.join(&path).join("cover.jpg"))
+                .ok()
+                .map(|b| blake3::hash(&b).to_hex().to_string());
+            assert_eq!(
+                has_cover,
+                cover.is_some(),
+                "book {id}: has_cover and cover.jpg"
+            );
+            (id, (sort, cover))
+        })
+        .collect()
+}
+
+/// [`comparable`] with the title sort and the cover's digest of `extras` (see
+/// [`sorts_and_covers`]), and the date added when `dated`.
+fn comparable_with(
+    b: &Value,
+    extras: &BTreeMap<i64, (String, Option<String>)>,
+    dated: bool,
+) -> String {
+    let mut b = b.clone();
+    let id = b["id"].as_i64().unwrap();
+    let (sort, cover) = extras[&id].clone();
+    b["title_sort"] = Value::from(sort);
+    b["cover_blake3"] = cover.map_or(Value::Null, Value::from);
+    let timestamp = b.get("timestamp").cloned();
+    let mut v: Value = serde_json::from_str(&comparable(&b)).unwrap();
+    if let (true, Some(t)) = (dated, timestamp) {
+        v["timestamp"] = t;
+    }
+    // Identifiers in one order (calibre lists them in the order they were stored).
+    if let Some(ids) = v.get("identifiers").and_then(Value::as_object) {
+        let sorted: BTreeMap<String, Value> = ids.clone().into_iter().collect();
+        v["identifiers"] = serde_json::to_value(sorted).unwrap();
+    }
+    serde_json::to_string(&v).unwrap()
 }
 
 fn count(state: &Path, sql: &str) -> i64 {
@@ -332,7 +399,15 @@ fn a_run_adds_every_book_as_the_calibre_target_does_and_a_rerun_adds_nothing() {
         &[],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let want: BTreeSet<String> = library_books(&ws, &direct).iter().map(comparable).collect();
+    let direct_extras = sorts_and_covers(&direct);
+    let want: BTreeSet<String> = library_books(&ws, &direct)
+        .iter()
+        .map(|b| comparable_with(b, &direct_extras, false))
+        .collect();
+    assert!(
+        direct_extras.values().filter(|(_, c)| c.is_some()).count() > 10,
+        "the direct target made covers: {direct_extras:?}"
+    );
     assert!(
         want.len() > 20,
         "the direct target made {} books",
@@ -347,7 +422,11 @@ fn a_run_adds_every_book_as_the_calibre_target_does_and_a_rerun_adds_nothing() {
     let books = server_books(&ws, &server);
     assert_each_book_once(&books);
     assert_rows_point_at_books(&state, &books);
-    let got: BTreeSet<String> = books.iter().map(comparable).collect();
+    let extras = sorts_and_covers(&lib);
+    let got: BTreeSet<String> = books
+        .iter()
+        .map(|b| comparable_with(b, &extras, false))
+        .collect();
     let missing: Vec<_> = want.difference(&got).collect();
     let extra: Vec<_> = got.difference(&want).collect();
     assert!(
@@ -364,6 +443,257 @@ fn a_run_adds_every_book_as_the_calibre_target_does_and_a_rerun_adds_nothing() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("0 added"), "{}", stderr(&out));
     assert_eq!(server_books(&ws, &server).len(), books.len());
+}
+
+/// A calibre source (dates, sorts, ratings, a published date with its time, covers calibre
+/// made, two books calibre's duplicate rule calls the same) into a new library directly and
+/// into a served one: calibre lists the same books, dates added included, with the same title
+/// sorts and the same covers byte for byte.
+#[test]
+fn a_calibre_source_gives_the_server_the_direct_targets_books_dates_sorts_and_covers() {
+    let _serial = serial();
+    if !have_calibre("calibre_server::a_calibre_source_gives_the_server") {
+        return;
+    }
+    let ws = Workspace::empty();
+    let src = crate::calibre_fidelity::source_library(&ws);
+    // Book 6: the same title and authors as book 1, a book of its own in the source.
+    let pdf = crate::calibre_fidelity::sample("pdf");
+    calibredb(&ws, &src, &["add", "--duplicates", pdf.to_str().unwrap()]);
+    let direct = ws.path().join("direct");
+    let out = to_calibre(&ws, &ws.path().join("direct.db"), &src, &direct, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let lib = new_library(&ws, "served");
+    let server = start_server(&ws, &lib, free_port(), None);
+    let state = ws.state();
+    let out = run_from(&ws, &state, &src, &server.to(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        count(
+            &state,
+            "SELECT count(*) FROM files WHERE state != 'uploaded'"
+        ),
+        0,
+        "every file added, none skipped as the library's"
+    );
+    drop(server);
+
+    let listed = |l: &Path| -> Vec<String> {
+        let extras = sorts_and_covers(l);
+        let raw = calibredb(&ws, l, &["list", "--for-machine", "--fields", "all"]);
+        let books: Vec<Value> = serde_json::from_str(&raw).unwrap();
+        let mut v: Vec<String> = books
+            .iter()
+            .map(|b| comparable_with(b, &extras, true))
+            .collect();
+        v.sort();
+        v
+    };
+    let (want, got) = (listed(&direct), listed(&lib));
+    assert_eq!(want.len(), 5, "{want:#?}");
+    assert!(
+        want.iter()
+            .filter(|b| !b.contains("\"cover_blake3\":null"))
+            .count()
+            >= 4,
+        "the source's covers came to the direct target: {want:#?}"
+    );
+    assert_eq!(got, want, "the server's books are the direct target's");
+}
+
+/// A calibre source's custom column values go into the server's columns of the same label and
+/// definition, as the direct target writes them; a column the library lacks, or has as another
+/// column (another type, other enumeration values), gets none, and the run warns once for each.
+#[test]
+fn custom_columns_go_to_the_servers_columns_of_the_same_definition_and_others_warn_once() {
+    let _serial = serial();
+    if !have_calibre("calibre_server::custom_columns") {
+        return;
+    }
+    let ws = Workspace::empty();
+    let src = crate::calibre_columns::source_library(&ws);
+    let direct = ws.path().join("direct");
+    let out = to_calibre(&ws, &ws.path().join("direct.db"), &src, &direct, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let lib = new_library(&ws, "served");
+    // The source's columns, made first (calibre-server cannot make one), but for #myfloat
+    // (missing), #mytext (another type) and #myenum (other values).
+    for args in [
+        &["mytext", "Theirs", "int"][..],
+        &["mytags", "My Tags", "text", "--is-multiple"],
+        &["mycomm", "Comm", "comments"],
+        &["myseries", "Ser", "series"],
+        &[
+            "myenum",
+            "Enum",
+            "enumeration",
+            "--display",
+            r#"{"enum_values": ["a", "x"]}"#,
+        ],
+        &["myint", "Int", "int"],
+        &["mybool", "Bool", "bool"],
+        &["mydate", "Date", "datetime"],
+        &["myrating", "Rating", "rating"],
+        &[
+            "mycomp",
+            "Comp",
+            "composite",
+            "--display",
+            r#"{"composite_template": "{title} by {authors}"}"#,
+        ],
+    ] {
+        let mut a = vec!["add_custom_column"];
+        a.extend_from_slice(args);
+        calibredb(&ws, &lib, &a);
+    }
+    let server = start_server(&ws, &lib, free_port(), None);
+    let out = run_from(&ws, &ws.state(), &src, &server.to(), &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for label in ["#myfloat", "#mytext", "#myenum"] {
+        let warnings = err
+            .lines()
+            .filter(|l| l.contains(&format!("custom column {label}")))
+            .count();
+        assert_eq!(warnings, 1, "one warning for {label}:\n{err}");
+    }
+    assert!(!err.contains("custom column #myint"), "{err}");
+    drop(server);
+
+    let want = crate::calibre_columns::custom_values(&ws, &direct);
+    let got = crate::calibre_columns::custom_values(&ws, &lib);
+    assert_eq!(got.len(), 3, "{got:#?}");
+    for (title, values) in &got {
+        for (label, value) in &want[title] {
+            match label.as_str() {
+                "*mytext" | "*myenum" | "*myfloat" => {
+                    assert!(
+                        values.get(label).is_none_or(Value::is_null),
+                        "{title}: no {label} value: {values:?}"
+                    )
+                }
+                _ => assert_eq!(values.get(label), Some(value), "{title}: {label}"),
+            }
+        }
+    }
+}
+
+/// `--no-covers` gives the server's books no cover made from their files; without it a PDF
+/// whose page cannot be rendered is added all the same, with a warning naming it, and the
+/// other files' books get the direct target's covers.
+#[test]
+fn no_covers_gives_none_and_a_broken_pdf_is_added_with_a_warning() {
+    let _serial = serial();
+    if !have_calibre("calibre_server::no_covers_gives_none") {
+        return;
+    }
+    let ws = Workspace::empty();
+    let src = ws.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for ext in ["pdf", "mobi", "fb2"] {
+        fs::copy(
+            crate::calibre_fidelity::sample(ext),
+            src.join(format!("sample.{ext}")),
+        )
+        .unwrap();
+    }
+    fs::write(
+        src.join("Broken Scan.pdf"),
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 9 0 R >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n",
+    )
+    .unwrap();
+    let covers = |lib: &Path| -> Vec<Option<String>> {
+        sorts_and_covers(lib)
+            .into_values()
+            .map(|(_, c)| c)
+            .collect()
+    };
+
+    let lib = new_library(&ws, "no-covers");
+    let server = start_server(&ws, &lib, free_port(), None);
+    let out = run_from(
+        &ws,
+        &ws.path().join("a.db"),
+        &src,
+        &server.to(),
+        &["--no-covers"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    drop(server);
+    let got = covers(&lib);
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(got.iter().all(Option::is_none), "--no-covers made covers");
+
+    let direct = ws.path().join("direct");
+    let out = to_calibre(&ws, &ws.path().join("direct.db"), &src, &direct, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lib = new_library(&ws, "covers");
+    let server = start_server(&ws, &lib, free_port(), None);
+    let out = run_from(&ws, &ws.path().join("b.db"), &src, &server.to(), &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    drop(server);
+    let warned: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("without a cover"))
+        .collect();
+    assert!(
+        warned.len() == 1 && warned[0].contains("Broken Scan.pdf"),
+        "one warning naming the file: {err}"
+    );
+    let mut got = covers(&lib);
+    let mut want = covers(&direct);
+    got.sort();
+    want.sort();
+    assert_eq!(got.len(), 4, "the broken PDF is added: {got:?}");
+    assert_eq!(got.iter().filter(|c| c.is_some()).count(), 3, "{got:?}");
+    assert_eq!(got, want, "the direct target's covers");
+}
+
+/// With `--no-covers` a calibre source's books keep their own covers (only covers made from
+/// files are turned off), into a library directly and over the server alike.
+#[test]
+fn with_no_covers_a_calibre_sources_covers_still_come_to_both_targets() {
+    let _serial = serial();
+    if !have_calibre("calibre_server::with_no_covers_a_calibre_source") {
+        return;
+    }
+    let ws = Workspace::empty();
+    let src = crate::calibre_fidelity::source_library(&ws);
+    let covers = |lib: &Path| -> Vec<Option<String>> {
+        let mut c: Vec<_> = sorts_and_covers(lib)
+            .into_values()
+            .map(|(_, c)| c)
+            .collect();
+        c.sort();
+        c
+    };
+    let want = covers(&src);
+    assert!(want.iter().filter(|c| c.is_some()).count() >= 3, "{want:?}");
+
+    let direct = ws.path().join("direct");
+    let out = to_calibre(
+        &ws,
+        &ws.path().join("direct.db"),
+        &src,
+        &direct,
+        &["--no-covers"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        covers(&direct),
+        want,
+        "the direct target keeps the source's covers"
+    );
+
+    let lib = new_library(&ws, "served");
+    let server = start_server(&ws, &lib, free_port(), None);
+    let out = run_from(&ws, &ws.state(), &src, &server.to(), &["--no-covers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    drop(server);
+    assert_eq!(covers(&lib), want, "the server keeps the source's covers");
 }
 
 /// Start a run, wait until `uploaded` rows reach `at_least`, then `kill -9` it.

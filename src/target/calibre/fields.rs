@@ -27,29 +27,30 @@ pub struct PlannedBook {
     pub(super) fields: Fields,
 }
 
-/// A book's values after calibre's own cleaning (`db/write.py` adapters).
+/// A book's values after calibre's own cleaning (`db/write.py` adapters): the one mapping
+/// from [`Metadata`] to calibre's fields, for this target and the calibre-server target.
 #[derive(Debug, Clone)]
-pub(super) struct Fields {
-    pub(super) title: String,
-    pub(super) authors: Vec<String>,
-    pub(super) author_sort: Option<String>,
-    pub(super) series: Option<String>,
-    pub(super) series_index: Option<f64>,
-    pub(super) publisher: Option<String>,
-    pub(super) pubdate: String,
-    pub(super) languages: Vec<String>,
-    pub(super) identifiers: Vec<(String, String)>,
-    pub(super) tags: Vec<String>,
-    pub(super) comments: Option<String>,
-    pub(super) rating: Option<i64>,
-    pub(super) uuid: String,
+pub(crate) struct Fields {
+    pub(crate) title: String,
+    pub(crate) authors: Vec<String>,
+    pub(crate) author_sort: Option<String>,
+    pub(crate) series: Option<String>,
+    pub(crate) series_index: Option<f64>,
+    pub(crate) publisher: Option<String>,
+    pub(crate) pubdate: String,
+    pub(crate) languages: Vec<String>,
+    pub(crate) identifiers: Vec<(String, String)>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) comments: Option<String>,
+    pub(crate) rating: Option<i64>,
+    pub(crate) uuid: String,
     /// `books.sort` when the metadata gives one (a calibre source's), else calibre's trigger
     /// makes it from the title.
-    pub(super) title_sort: Option<String>,
+    pub(crate) title_sort: Option<String>,
     /// Date added: a calibre source's, else now.
-    pub(super) timestamp: String,
+    pub(crate) timestamp: String,
     /// A calibre source's `last_modified`, else now.
-    pub(super) last_modified: String,
+    pub(crate) last_modified: String,
     /// Custom column values and the source book, from a calibre source (`extras`).
     pub(super) carried: Carried,
 }
@@ -101,7 +102,7 @@ impl Candidate {
 }
 
 impl Fields {
-    pub(super) fn from_metadata(md: &Metadata) -> Fields {
+    pub(crate) fn from_metadata(md: &Metadata) -> Fields {
         let (title, authors) = stored_identity(md);
         let mut languages: Vec<String> = md.languages.clone();
         if languages.is_empty() {

@@ -38,6 +38,8 @@ mod writer;
 mod tests;
 
 pub use fields::{stored_identity, AddedFormat, Candidate, CommittedBook, PlannedBook};
+// The calibre-server target maps metadata to calibre's fields as this target does.
+pub(crate) use fields::Fields as BookFields;
 pub use library::{BookIds, CalibreLibrary};
 pub use lock::{calibre_is_writing, running_calibre_programs, CalibreLock};
 pub use recovery::{make_book_dir, PENDING_MARKER};

@@ -121,8 +121,8 @@ impl Challenge {
     }
 }
 
-/// Standard base64 with padding (RFC 4648).
-fn base64(b: &[u8]) -> String {
+/// Standard base64 with padding (RFC 4648), as Python's `b64encode`.
+pub(super) fn base64(b: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in b.chunks(3) {

@@ -205,6 +205,16 @@ impl Client {
         Ok(r.as_bool().unwrap_or(false))
     }
 
+    /// Make `jpeg` book `book`'s cover (`set_metadata`'s `fields` action with `cover`, the
+    /// image's bytes in msgpack, as `calibredb set_metadata --field cover:…` sends them
+    /// remotely). Setting the same cover twice is harmless, so it is retried.
+    pub async fn set_cover(&self, book: i64, jpeg: &[u8]) -> Result<(), CallError> {
+        let body = Body::Bytes(Bytes::from(msgpack_set_cover(book, jpeg)));
+        self.with_retries(|| self.cmd_once("set_metadata", MSGPACK, &body))
+            .await
+            .map(drop)
+    }
+
     pub async fn with_retries<T, F, Fut>(&self, mut call: F) -> Result<T, CallError>
     where
         F: FnMut() -> Fut,
@@ -382,20 +392,41 @@ fn msgpack_add_format(book: i64, file_name: &str, format: &str, size: u64) -> (V
     head.extend_from_slice(&book.to_be_bytes());
     head.push(0x92);
     msgpack_str(&mut head, file_name);
-    if size < 256 {
-        head.push(0xc4);
-        head.push(size as u8);
-    } else if size < 65536 {
-        head.push(0xc5);
-        head.extend_from_slice(&(size as u16).to_be_bytes());
-    } else {
-        head.push(0xc6);
-        head.extend_from_slice(&(size as u32).to_be_bytes());
-    }
+    msgpack_bin_head(&mut head, size);
     let mut tail = Vec::with_capacity(format.len() + 2);
     msgpack_str(&mut tail, format);
     tail.push(0xc2);
     (head, tail)
+}
+
+/// `["fields", book, [["cover", [None, <jpeg bytes>]]]]` in msgpack: `set_metadata`'s
+/// arguments for a new cover as calibredb sends them remotely.
+fn msgpack_set_cover(book: i64, jpeg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(jpeg.len() + 40);
+    out.push(0x93);
+    msgpack_str(&mut out, "fields");
+    out.push(0xd3);
+    out.extend_from_slice(&book.to_be_bytes());
+    out.extend_from_slice(&[0x91, 0x92]);
+    msgpack_str(&mut out, "cover");
+    out.extend_from_slice(&[0x92, 0xc0]);
+    msgpack_bin_head(&mut out, jpeg.len() as u64);
+    out.extend_from_slice(jpeg);
+    out
+}
+
+/// The head of msgpack binary data of `size` bytes.
+fn msgpack_bin_head(out: &mut Vec<u8>, size: u64) {
+    if size < 256 {
+        out.push(0xc4);
+        out.push(size as u8);
+    } else if size < 65536 {
+        out.push(0xc5);
+        out.extend_from_slice(&(size as u16).to_be_bytes());
+    } else {
+        out.push(0xc6);
+        out.extend_from_slice(&(size as u32).to_be_bytes());
+    }
 }
 
 fn msgpack_str(out: &mut Vec<u8>, s: &str) {
@@ -433,5 +464,18 @@ mod tests {
         want.extend_from_slice(b"EPUB");
         want.push(0xc2);
         assert_eq!(b, want);
+    }
+
+    /// Python's `msgpack.packb(['fields', 7, [['cover', [None, b'JPG']]]], use_bin_type=True)`,
+    /// but for the int (we always send int64).
+    #[test]
+    fn set_cover_arguments_are_calibredbs_msgpack() {
+        let mut want = vec![0x93, 0xa6];
+        want.extend_from_slice(b"fields");
+        want.extend_from_slice(&[0xd3, 0, 0, 0, 0, 0, 0, 0, 7, 0x91, 0x92, 0xa5]);
+        want.extend_from_slice(b"cover");
+        want.extend_from_slice(&[0x92, 0xc0, 0xc4, 3]);
+        want.extend_from_slice(b"JPG");
+        assert_eq!(msgpack_set_cover(7, b"JPG"), want);
     }
 }
