@@ -3,7 +3,8 @@
 //! once with `calibredb add` and once migrated by bookferry, and the two `cover.jpg` must be the
 //! same picture: a 64-bit difference hash (dHash) within `EMBEDDED_DISTANCE` bits for an
 //! embedded image (the same pixels, re-encoded) and `PDF_DISTANCE` for a PDF's first page
-//! (poppler's render against hayro's); a cover calibre keeps though it does not decode (the
+//! (poppler's render against hayro's), and a PDF's cover encoded as calibre's (size, quality,
+//! subsampling); a cover calibre keeps though it does not decode (the
 //! corpus's comic pages are noise after a JPEG header) must be the same bytes. `--no-covers` gives none; a PDF that cannot be rendered
 //! is still added, with a warning naming it.
 
@@ -30,6 +31,88 @@ fn dhash(jpeg: &[u8]) -> Option<u64> {
         }
     }
     Some(h)
+}
+
+/// How a JPEG was encoded: its size, each component's sampling factors (0x22: 2×2) and its
+/// quantization tables (their quality), from its header; `None` when not a baseline JPEG.
+#[derive(Debug, PartialEq)]
+struct Encoding {
+    width: u32,
+    height: u32,
+    sampling: Vec<u8>,
+    tables: Vec<Vec<u8>>,
+}
+
+fn encoding(b: &[u8]) -> Option<Encoding> {
+    let be16 = |at: usize| {
+        b.get(at..at + 2)
+            .map(|s| usize::from(u16::from_be_bytes([s[0], s[1]])))
+    };
+    let (mut p, mut tables, mut frame) = (2, Vec::new(), None);
+    while p + 4 <= b.len() && b[p] == 0xff {
+        let (marker, len) = (b[p + 1], be16(p + 2)?);
+        let body = b.get(p + 4..p + 2 + len)?;
+        match marker {
+            0xdb => tables.push(body.to_vec()),
+            0xc0 => {
+                let n = usize::from(body[5]);
+                let sampling = (0..n).map(|i| body[7 + 3 * i]).collect();
+                frame = Some((be16(p + 7)? as u32, be16(p + 5)? as u32, sampling));
+            }
+            0xda => break,
+            _ => {}
+        }
+        p += 2 + len;
+    }
+    let (width, height, sampling) = frame?;
+    Some(Encoding {
+        width,
+        height,
+        sampling,
+        tables,
+    })
+}
+
+/// A one-page PDF of `w`×`h` points: a white page with a red band across its top third and a
+/// blue square in its lower half, drawn to scale (the same picture at any size).
+fn one_page_pdf(w: f64, h: f64) -> Vec<u8> {
+    let content = format!(
+        "1 0 0 rg 0 {} {w} {} re f 0 0 1 rg {} {} {} {} re f\n",
+        h * 2.0 / 3.0,
+        h / 3.0,
+        w / 4.0,
+        h / 8.0,
+        w / 2.0,
+        w / 2.0
+    );
+    let objs = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
+        format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w} {h}] /Contents 4 0 R >>"),
+        format!(
+            "<< /Length {} >>\nstream\n{content}endstream",
+            content.len()
+        ),
+    ];
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, o) in objs.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = out.len();
+    out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objs.len() + 1).as_bytes());
+    for o in offsets {
+        out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objs.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
 }
 
 /// A CBZ whose first page in calibre's (numeric) order is `page2.png`, not `page10.png`.
@@ -222,6 +305,15 @@ fn every_format_gets_calibres_cover() {
         if d > limit {
             bad.push(format!("{name}: distance {d} > {limit}"));
         }
+        // A PDF's cover is pdftoppm's JPEG as calibre keeps it: the same size, quality
+        // (quantization tables) and chroma subsampling.
+        if name.ends_with(".pdf") && encoding(ours) != encoding(calibre) {
+            bad.push(format!(
+                "{name}: encoded as {:?}, calibre's as {:?}",
+                encoding(ours).map(|e| (e.width, e.height, e.sampling, e.tables)),
+                encoding(calibre).map(|e| (e.width, e.height, e.sampling, e.tables))
+            ));
+        }
     }
     eprintln!("{}", report.join("\n"));
     assert!(
@@ -280,4 +372,44 @@ fn no_covers_gives_none_and_a_broken_pdf_is_added_with_a_warning() {
         &["list", "--fields", "title,formats", "--for-machine"],
     );
     assert!(listed.contains("Broken Scan"), "{listed}");
+}
+
+/// A page larger than calibre's largest cover (1650×2200) at 150 dpi: calibre scales pdftoppm's
+/// render down to fit and re-encodes it; bookferry's cover is the same size, encoding and
+/// picture. A hostile page (200×200 inches, 900 million pixels at 150 dpi) is rendered at that
+/// size too, not at 150 dpi (calibre is not asked: pdftoppm would take 2.7 GB for it).
+#[test]
+fn a_large_page_gets_calibres_size() {
+    let _serial = serial();
+    if !have_calibre("a_large_page_gets_calibres_size") {
+        return;
+    }
+    let ws = Workspace::empty();
+    let src = ws.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    // A2 (2481×3508 at 150 dpi) and a wide page (4167×1042).
+    fs::write(src.join("Poster.pdf"), one_page_pdf(1190.55, 1683.78)).unwrap();
+    fs::write(src.join("Banner.pdf"), one_page_pdf(2000.0, 500.0)).unwrap();
+    let want = calibres_covers(&ws, &src);
+    fs::write(src.join("Hostile.pdf"), one_page_pdf(14400.0, 14400.0)).unwrap();
+    let (state, lib) = (ws.path().join("state.db"), ws.path().join("lib"));
+    let run = to_calibre(&ws, &state, &src, &lib, &[]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let got = bookferrys_covers(&state, &lib);
+    for (name, calibre) in &want {
+        let calibre = calibre.as_ref().expect("calibre made a cover");
+        let ours = got[name]
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no cover"));
+        let (theirs, mine) = (encoding(calibre).unwrap(), encoding(ours).unwrap());
+        assert_eq!(mine, theirs, "{name}: ours, then calibre's");
+        assert!(theirs.width <= 1650 && theirs.height <= 2200, "{theirs:?}");
+        let d = (dhash(ours).unwrap() ^ dhash(calibre).unwrap()).count_ones();
+        assert!(d <= PDF_DISTANCE, "{name}: distance {d}");
+    }
+    let hostile = got["Hostile.pdf"]
+        .as_ref()
+        .expect("the hostile page has a cover");
+    let e = encoding(hostile).unwrap();
+    assert_eq!((e.width, e.height), (1650, 1650), "{e:?}");
 }

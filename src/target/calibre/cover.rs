@@ -1,8 +1,9 @@
 //! The cover a file brings to a new book, as calibre stores covers (`cover.jpg`, a JPEG): a
 //! calibre source book's own cover, else the one `calibredb add` would make from the file (the
-//! metadata crate's `cover`: EPUB, CBZ, FB2, MOBI/AZW3, DOCX images; a PDF's first page
-//! rendered), re-encoded to JPEG unless it is one. Bounded: a PDF is rendered on a thread of
-//! its own and waited for `RENDER_TIMEOUT` at most, and only when it is `MAX_PDF` or smaller.
+//! metadata crate's `cover`: EPUB, CBZ, FB2, MOBI/AZW3, DOCX images, re-encoded to JPEG unless
+//! one; a PDF's first page rendered and encoded as pdftoppm does, `cover_pdf`). Bounded: a PDF
+//! is rendered on a thread of its own and waited for `RENDER_TIMEOUT` at most, only when it is
+//! `MAX_PDF` or smaller, and never larger than calibre's largest cover (1650×2200 pixels).
 
 use crate::calibre::COVER_FILE;
 use crate::metadata::cover::{self as embedded, CoverError};
@@ -12,7 +13,7 @@ use crate::target::Payload;
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 /// Longest wait for a PDF's first page (a page that takes longer gets no cover).
@@ -53,9 +54,10 @@ pub(crate) fn cover_of(p: &Payload, written: &Path) -> Result<Option<Vec<u8>>, N
         return Ok(path.and_then(|path| fs::read(path).ok()));
     }
     if p.format.eq_ignore_ascii_case("pdf") {
+        // The bytes in memory are shared with the renderer, not copied.
         let data = match &p.data {
-            Some(data) => data.to_vec(),
-            None => read_capped(written, MAX_PDF)?,
+            Some(data) => Arc::clone(data),
+            None => Arc::new(read_capped(written, MAX_PDF)?),
         };
         return render_pdf(data).map(Some);
     }
@@ -78,30 +80,30 @@ fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, NoCover> {
     Ok(data)
 }
 
-/// A PDF's first page as JPEG, rendered on a thread of its own: a page that takes longer than
-/// `RENDER_TIMEOUT` is given up (the thread ends on its own when the render does).
-fn render_pdf(data: Vec<u8>) -> Result<Vec<u8>, NoCover> {
+/// A PDF's cover as calibre makes it (its first page as JPEG), rendered and encoded on a thread
+/// of its own: one that takes longer than `RENDER_TIMEOUT` is given up (the thread ends on its
+/// own when the render does; the page it renders is at most `cover_pdf::MAX_COVER` pixels).
+fn render_pdf(data: Arc<Vec<u8>>) -> Result<Vec<u8>, NoCover> {
     let (tx, rx) = mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("pdf-cover".into())
         .spawn(move || {
-            let page = std::panic::catch_unwind(move || cover_pdf::render_first_page(data));
+            let page = std::panic::catch_unwind(move || cover_pdf::cover_jpeg(data));
             let _ = tx.send(page);
         })?;
-    let page = match rx.recv_timeout(RENDER_TIMEOUT) {
-        Ok(Ok(page)) => page?,
+    match rx.recv_timeout(RENDER_TIMEOUT) {
+        Ok(Ok(jpeg)) => Ok(jpeg?),
         Ok(Err(panic)) => {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            return Err(NoCover::Panicked(what));
+            Err(NoCover::Panicked(what))
         }
-        Err(mpsc::RecvTimeoutError::Timeout) => return Err(NoCover::Timeout),
-        Err(mpsc::RecvTimeoutError::Disconnected) => return Err(NoCover::Panicked(String::new())),
-    };
-    encode_rgb(&page.pixels, page.width, page.height).ok_or(NoCover::Encode)
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(NoCover::Timeout),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(NoCover::Panicked(String::new())),
+    }
 }
 
 /// JPEG bytes of an image: a JPEG as it is, a PNG re-encoded.
@@ -113,7 +115,8 @@ fn to_jpeg(image: &[u8]) -> Option<Vec<u8>> {
     encode_rgb(rgb.as_raw(), rgb.width(), rgb.height())
 }
 
-/// 8-bit RGB pixels as a JPEG of quality 90 (calibre's).
+/// 8-bit RGB pixels as a JPEG of quality 90 (calibre's `save_cover_data_to`; a PDF's page is
+/// encoded as pdftoppm does instead: `cover_pdf::cover_jpeg`).
 fn encode_rgb(pixels: &[u8], width: u32, height: u32) -> Option<Vec<u8>> {
     let (width, height) = (u16::try_from(width).ok()?, u16::try_from(height).ok()?);
     let mut out = Vec::new();
