@@ -6,7 +6,9 @@
 use super::existing::Key;
 use super::extras::Carried;
 use crate::calibre::dates;
+use crate::calibre::opf::OpfBook;
 use crate::calibre::text::py_strip as strip;
+use crate::calibre::text::title_sort;
 use crate::calibre::{looks_like_uuid, uuid4};
 use crate::metadata::lang;
 use crate::metadata::Metadata;
@@ -53,6 +55,34 @@ pub(crate) struct Fields {
     pub(crate) last_modified: String,
     /// Custom column values and the source book, from a calibre source (`extras`).
     pub(super) carried: Carried,
+}
+
+impl Fields {
+    /// The book as `metadata.opf` states it, given the values that depend on where it is
+    /// written (its id, its author sort and series index as the caller settles them).
+    pub(crate) fn opf_book(&self, book_id: i64, author_sort: String, series_index: f64) -> OpfBook {
+        OpfBook {
+            book_id,
+            uuid: self.uuid.clone(),
+            title: self.title.clone(),
+            title_sort: self
+                .title_sort
+                .clone()
+                .unwrap_or_else(|| title_sort(&self.title)),
+            authors: self.authors.clone(),
+            author_sort,
+            pubdate: dates::opf_form(&self.pubdate),
+            timestamp: dates::opf_form(&self.timestamp),
+            description: self.comments.clone(),
+            publisher: self.publisher.clone(),
+            identifiers: self.identifiers.clone(),
+            languages: self.languages.clone(),
+            tags: self.tags.clone(),
+            series: self.series.clone(),
+            series_index,
+            rating: self.rating,
+        }
+    }
 }
 
 /// The id of the calibre source book `md` was read from (`Metadata::source`, `calibre:ID`).

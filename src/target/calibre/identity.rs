@@ -5,9 +5,8 @@
 //! committed, and another migration's books are never taken for this one's.
 
 use super::fields::{stored_identity, Candidate};
-use crate::calibre::dates;
 use crate::calibre::opf::OpfBook;
-use crate::calibre::text::{author_to_author_sort, fuzzy_title, title_sort};
+use crate::calibre::text::{author_to_author_sort, fuzzy_title};
 use crate::metadata::{Metadata, Origin};
 use crate::target::Payload;
 
@@ -60,24 +59,11 @@ impl Candidate {
             let sorts: Vec<String> = f.authors.iter().map(|a| author_to_author_sort(a)).collect();
             sorts.join(" & ")
         });
-        let book = OpfBook {
-            book_id: candidate.source_id.unwrap_or(0),
-            uuid: f.uuid.clone(),
-            title: f.title.clone(),
-            title_sort: f.title_sort.clone().unwrap_or_else(|| title_sort(&f.title)),
-            authors: f.authors.clone(),
+        let book = f.opf_book(
+            candidate.source_id.unwrap_or(0),
             author_sort,
-            pubdate: dates::opf_form(&f.pubdate),
-            timestamp: dates::opf_form(&f.timestamp),
-            description: f.comments.clone(),
-            publisher: f.publisher.clone(),
-            identifiers: f.identifiers.clone(),
-            languages: f.languages.clone(),
-            tags: f.tags.clone(),
-            series: f.series.clone(),
-            series_index: f.series_index.unwrap_or(1.0),
-            rating: f.rating,
-        };
+            f.series_index.unwrap_or(1.0),
+        );
         (book, calibre_id)
     }
 }

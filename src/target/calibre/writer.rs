@@ -17,9 +17,8 @@ use super::library::CalibreLibrary;
 use super::recovery::PENDING_MARKER;
 use super::rows::LibraryDb;
 use super::CalibreError;
-use crate::calibre::dates;
 use crate::calibre::opf::{self, OpfBook};
-use crate::calibre::text::{author_to_author_sort, title_sort};
+use crate::calibre::text::author_to_author_sort;
 use crate::calibre::{COVER_FILE, OPF_FILE};
 use crate::target::flusher::syncfs;
 use std::collections::{HashMap, HashSet};
@@ -258,24 +257,7 @@ impl CalibreLibrary {
             let e = series_max.entry(s.to_lowercase()).or_insert(series_index);
             *e = e.max(series_index);
         }
-        Ok(OpfBook {
-            book_id: b.book_id,
-            uuid: f.uuid.clone(),
-            title: f.title.clone(),
-            title_sort: f.title_sort.clone().unwrap_or_else(|| title_sort(&f.title)),
-            authors: f.authors.clone(),
-            author_sort,
-            pubdate: dates::opf_form(&f.pubdate),
-            timestamp: dates::opf_form(&f.timestamp),
-            description: f.comments.clone(),
-            publisher: f.publisher.clone(),
-            identifiers: f.identifiers.clone(),
-            languages: f.languages.clone(),
-            tags: f.tags.clone(),
-            series: f.series.clone(),
-            series_index,
-            rating: f.rating,
-        })
+        Ok(f.opf_book(b.book_id, author_sort, series_index))
     }
 }
 
