@@ -105,10 +105,10 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
             // about: the transfer stage makes it a duplicate of that row (or sends it, if that
             // row fails).
             let forwarded_by = ctx
-                .seen_content
+                .contents
                 .lock()
                 .ok()
-                .and_then(|m| m.get(key.as_ref()?).copied());
+                .and_then(|c| c.forwarded_by(key.as_deref()?));
             if forwarded_by.is_some_and(|id| id != item.row.id) && !ctx.cfg.keep_duplicates {
                 rest.push(item);
                 continue;
@@ -146,8 +146,8 @@ async fn record_answers(
     let mut forward = Vec::with_capacity(rest.len());
     for item in rest {
         let Some(found_at) = exists.get(&item.row.id) else {
-            if let (Some(key), Ok(mut seen)) = (item.content_key(), ctx.seen_content.lock()) {
-                seen.entry(key).or_insert(item.row.id);
+            if let (Some(key), Ok(mut contents)) = (item.content_key(), ctx.contents.lock()) {
+                contents.forward(&key, item.row.id);
             }
             forward.push(item);
             continue;

@@ -9,6 +9,7 @@ mod adopt;
 mod batch;
 mod check;
 mod content;
+mod contents;
 pub mod fault;
 mod hash_stage;
 mod metadata_stage;
@@ -130,10 +131,10 @@ pub struct Ctx {
     stop: Mutex<Option<Failure>>,
     fault: Mutex<Option<Fault>>,
     buffers: Arc<Semaphore>,
-    /// Content (BLAKE3: SHA-1 alone has public collisions, and a migration must not take one
-    /// such file for a duplicate of the other) → the first row of this run that went on to
-    /// transfer with it.
-    seen_content: Mutex<std::collections::HashMap<String, i64>>,
+    /// The contents this run sent on, by BLAKE3 (SHA-1 alone has public collisions, and a
+    /// migration must not take one such file for a duplicate of the other): the first row
+    /// that went on to transfer with each, and the row that landed it.
+    contents: Mutex<contents::Contents>,
 }
 
 impl Ctx {
@@ -157,7 +158,7 @@ impl Ctx {
             stop: Mutex::new(None),
             fault: Mutex::new(None),
             buffers: Arc::new(Semaphore::new(kib)),
-            seen_content: Mutex::new(Default::default()),
+            contents: Mutex::new(Default::default()),
         }
     }
 

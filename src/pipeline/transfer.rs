@@ -55,13 +55,19 @@ impl Keys {
 struct Dispatch {
     /// Flight key (see [`Keys`]) → rows with that key waiting for the one in flight.
     in_flight: HashMap<String, VecDeque<Item>>,
-    /// Content (BLAKE3) → the row that landed it in this run.
-    landed: HashMap<String, i64>,
     /// Rows cleared to go, not yet handed to a task.
     ready: Vec<Item>,
+    /// Rows in `in_flight`'s queues.
+    waiting: usize,
 }
 
 impl Dispatch {
+    /// Whether the stage takes another row in: fewer than a group ready, and fewer than
+    /// `MAX_QUEUED` waiting behind a key in flight.
+    fn has_room(&self, group_size: usize) -> bool {
+        self.ready.len() < group_size && self.waiting < MAX_QUEUED
+    }
+
     /// A row from the metadata stage: ready, waiting behind its SHA-1, or a duplicate.
     async fn admit(&mut self, ctx: &Ctx, item: Item) {
         if ctx.cancelled() || item.row.state != FileState::MetadataCached {
@@ -74,10 +80,11 @@ impl Dispatch {
                 return;
             }
         };
-        if let Some(first) = self.landed.get(&key.content) {
-            skip_duplicate(ctx, &item, *first).await;
+        if let Some(first) = landed_by(ctx, &key.content) {
+            skip_duplicate(ctx, &item, first).await;
         } else if let Some(waiting) = self.in_flight.get_mut(&key.flight) {
             waiting.push_back(item);
+            self.waiting += 1;
         } else {
             self.in_flight.insert(key.flight, VecDeque::new());
             self.ready.push(item);
@@ -92,13 +99,14 @@ impl Dispatch {
             return;
         };
         if let Some(id) = done.id {
-            self.landed.insert(key.content.clone(), id);
+            if let Ok(mut contents) = ctx.contents.lock() {
+                contents.land(&key.content, id);
+            }
         }
         let mut waiting = self.in_flight.remove(&key.flight).unwrap_or_default();
         while let Some(item) = waiting.pop_front() {
-            let first = item
-                .content_key()
-                .and_then(|k| self.landed.get(&k).copied());
+            self.waiting -= 1;
+            let first = item.content_key().and_then(|k| landed_by(ctx, &k));
             match first {
                 Some(first) => skip_duplicate(ctx, &item, first).await,
                 None => {
@@ -128,17 +136,32 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
     };
     let mut d = Dispatch::default();
     let mut input_open = true;
+    // A group is handed to a task only with its slots taken (here, not in the task): the rows
+    // the stage holds are then at most `MAX_QUEUED` in tasks, one group ready and the rows
+    // waiting behind a key in flight, and the bounded queue into the stage holds back the
+    // stages before it when the target is the slowest (else a resumed run, its early stages
+    // with little left to do, piled up its rows here: 175,000 of them, 1.8 GB, at 1M files).
     let launch = |d: &mut Dispatch, running: &mut Tasks<Vec<Done>>| {
         while !d.ready.is_empty() {
-            let rest = d.ready.split_off(d.ready.len().min(group_size));
+            let n = d
+                .ready
+                .len()
+                .min(group_size)
+                .min(queued.available_permits());
+            let Some(permits) = (n > 0)
+                .then(|| queued.clone().try_acquire_many_owned(n as u32).ok())
+                .flatten()
+            else {
+                break;
+            };
+            let rest = d.ready.split_off(n);
             let group = std::mem::replace(&mut d.ready, rest);
             let ctx = ctx.clone();
             let limiter = limiter.clone();
-            let queued = queued.clone();
             running.spawn(async move {
+                let _slots = permits;
                 let keys: Vec<_> = group.iter().map(|i| Keys::of(&ctx, i)).collect();
-                let permits = queued.acquire_many_owned(group.len() as u32).await;
-                let ids = if ctx.cancelled() || permits.is_err() {
+                let ids = if ctx.cancelled() {
                     vec![None; group.len()]
                 } else {
                     transfer_group(&ctx, group).await
@@ -157,12 +180,14 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
             break;
         }
         tokio::select! {
-            next = rx.recv(), if input_open => {
+            // No more rows taken in while a group is ready without slots, or while many wait
+            // behind their keys: the running tasks free both (see `launch`).
+            next = rx.recv(), if input_open && d.has_room(group_size) => {
                 match next {
                     Some(item) => {
                         d.admit(&ctx, item).await;
                         // And whatever else is queued already (no waiting for more).
-                        while d.ready.len() < group_size {
+                        while d.has_room(group_size) {
                             match rx.try_recv() {
                                 Ok(item) => d.admit(&ctx, item).await,
                                 Err(_) => break,
@@ -181,6 +206,11 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
         }
         launch(&mut d, &mut running);
     }
+}
+
+/// The row of this run that landed this content (BLAKE3), if one did.
+fn landed_by(ctx: &Ctx, content: &str) -> Option<i64> {
+    ctx.contents.lock().ok()?.landed_by(content)
 }
 
 async fn skip_duplicate(ctx: &Ctx, item: &Item, first: i64) {

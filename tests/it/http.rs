@@ -2,7 +2,8 @@
 //! (`tests/support/protocol_server.rs`): each content sent once, the cheap name+size check,
 //! parts in order with `skip_extraction` only for trusted metadata, injected faults and 503s,
 //! the bearer token (refused, accepted, never written anywhere), an unreachable server,
-//! `kill -9` mid-upload, retry exhaustion and `retry-failed`, and files the server rejects.
+//! `kill -9` mid-upload, retry exhaustion and `retry-failed`, files the server rejects, and a
+//! server slower than the stages before it (the rows waiting for it stay bounded).
 
 use crate::hostile_server::spawn_measured;
 use crate::protocol_server::{Faults, ServerConfig, Stats, StoredFile, TestServer};
@@ -1288,5 +1289,71 @@ fn http_a_1_gib_sparse_file_is_streamed_with_flat_memory() {
     assert!(
         (0..=32 << 20).contains(&extra),
         "read {read} bytes: {extra} beyond two reads"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 10. A server slower than the stages before it
+
+#[test]
+fn http_a_slow_server_holds_back_the_stages_before_it() {
+    // 3000 tiny files hash in about a second; the server takes 2 ms a file, one at a time. The
+    // transfer stage holds at most 128 rows it handed to the target and one group ready (see
+    // `pipeline::transfer`), so the rows waiting for the server (`metadata_cached`, each with
+    // its metadata, and its bytes while the buffer budget lasts) stay within the queue into
+    // the stage (512) and those, however far the stages before it run ahead. A resumed 1M-file
+    // run once held 175,000 of them (1.8 GB).
+    let ws = Workspace::empty();
+    let files = 3000;
+    for i in 0..files {
+        let dir = ws.lib().join(format!("d{:02}", i / 100));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("book-{i:04}.txt")), format!("book {i}\n")).unwrap();
+    }
+    let srv = server(ServerConfig {
+        store_cost: Duration::from_millis(2),
+        ..Default::default()
+    });
+    let lib = ws.lib();
+    let mut child = ws
+        .cmd(&[
+            "run",
+            "--from",
+            lib.to_str().unwrap(),
+            "--to",
+            &srv.base_url,
+            "--transfers",
+            "1",
+            "-q",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = ws.state();
+    let mut most_waiting = 0;
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() && t0.elapsed() < LONG {
+        let waiting = count_or_zero(
+            &state,
+            "SELECT COUNT(*) FROM files WHERE state = 'metadata_cached'",
+        );
+        most_waiting = most_waiting.max(waiting);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let uploaded = count_or_zero(
+        &state,
+        "SELECT COUNT(*) FROM files WHERE state = 'uploaded'",
+    );
+    assert_eq!(uploaded, files as i64, "every file uploaded");
+    eprintln!("slow server: at most {most_waiting} rows waited for the transfer at once");
+    // 512 queued into the stage + 128 handed to the target + 8 ready, and the state writer's
+    // uncommitted moves (at most 100 ms of 2 ms uploads): well under 1000.
+    assert!(
+        most_waiting <= 1000,
+        "{most_waiting} rows waited for the transfer at once: the stage does not hold back \
+         the stages before it"
     );
 }
