@@ -60,8 +60,11 @@ fn parse_trace(log: &str) -> Vec<Call> {
     let mut open: HashMap<String, (i64, String, String)> = HashMap::new();
     let mut calls = Vec::new();
     for line in log.lines() {
-        let mut parts = line.splitn(3, ' ');
-        let (Some(pid), Some(ts), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        // `PID TIME CALL…`, the pid padded with spaces to five places.
+        let Some((pid, rest)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Some((ts, rest)) = rest.trim_start().split_once(' ') else {
             continue;
         };
         if rest.starts_with("+++") || rest.starts_with("---") {
@@ -246,10 +249,12 @@ fn every_placed_file_is_made_durable_before_the_state_db_records_it() {
 #[test]
 fn a_trace_with_the_record_before_the_sync_is_caught() {
     // The checker itself, on a hand-made trace: a file named at t=1 s, a syncfs that returns
-    // only after the record's stamp, then one that starts before the file was named.
+    // only after the record's stamp, then one that starts before the file was named. strace
+    // pads the pid column to five places (`3139  1.0…` on a machine whose pids are still
+    // small, as a fresh CI machine's are).
     let log = "\
-10 1.000000 linkat(AT_FDCWD, \"/proc/self/fd/7\", AT_FDCWD, \"/o/a.epub\", AT_SYMLINK_FOLLOW) = 0 <0.000010>
-11 0.990000 syncfs(5)      = 0 <0.005000>
+10    1.000000 linkat(AT_FDCWD, \"/proc/self/fd/7\", AT_FDCWD, \"/o/a.epub\", AT_SYMLINK_FOLLOW) = 0 <0.000010>
+11    0.990000 syncfs(5)      = 0 <0.005000>
 11 1.001000 syncfs(5 <unfinished ...>
 10 1.001500 rename(\"/o/.t\", \"/o/Sof\\303\\255a \\\"b\\\".epub\") = 0 <0.000010>
 11 1.001000 <... syncfs resumed>) = 0 <0.004000>
