@@ -44,9 +44,10 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sende
             let Some((item, read)) = tasks::blocking(&ctx, Stage::Metadata, parse).await else {
                 return;
             };
-            drop(slot);
             let item = cached(&ctx, item, read).await;
             let _ = out.send(item).await;
+            // Held until the transfer took the row (see the hash stage's slots).
+            drop(slot);
         });
     }
     parses.join_all(&ctx).await;
