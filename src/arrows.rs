@@ -34,6 +34,10 @@ mod tests {
             &["state", "pipeline", "source", "target", "commands", "cli"],
         ),
         (
+            "fault_hook.rs",
+            &["state", "pipeline", "source", "target", "commands", "cli"],
+        ),
+        (
             "tuning.rs",
             &["state", "pipeline", "source", "target", "commands", "cli"],
         ),

@@ -442,6 +442,9 @@ pub enum RepairKind {
     Changed,
     /// Name-and-size skips whose target file holds other content, or is gone (`--content`).
     Content,
+    /// A folder migration with `--sidecars`: a book's `.opf` or `.jpg` missing, torn or not
+    /// the cover, written again (never over a file that is not bookferry's).
+    Sidecars,
 }
 
 /// A duration that is not one (e.g. `30s`, `5m`, `1h30m`, `500ms`, `0`).

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod exit;
 pub mod failure;
+pub mod fault_hook;
 pub mod filter;
 pub mod hash;
 pub mod invocation;

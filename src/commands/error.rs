@@ -229,6 +229,10 @@ pub enum UsageError {
     VerifySourceOverHttp,
     #[error("verify --content and --repair content are for folder and HTTP targets (a calibre library's name-and-size skips are not looked inside yet)")]
     VerifyContentCalibre,
+    /// `verify --repair sidecars` for a migration that has no sidecars (recorded without
+    /// `--sidecars`, or not into a folder).
+    #[error("verify --repair sidecars: this migration writes no sidecars (only a folder migration recorded with run --sidecars does)")]
+    RepairSidecarsWithout,
     #[error("verify is not built for a calibre-server target yet; stop the server and verify the library with --to calibre:PATH, or list it with calibredb --with-library")]
     VerifyCalibreServer,
     #[error("verify --repair: {files} files would be put back to be migrated; not on a terminal to ask, so say --yes")]

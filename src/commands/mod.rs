@@ -19,6 +19,7 @@ pub mod stdout;
 pub mod verify;
 mod verify_calibre;
 pub mod verify_progress;
+mod verify_sidecars;
 
 pub use error::{CommandError, Internal, Stop, UsageError};
 

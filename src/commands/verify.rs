@@ -12,7 +12,8 @@
 //! size (nothing read them when they were skipped): the source file is hashed and compared with
 //! the target's files of that name and size (a folder), or the server is asked for its SHA-1
 //! (HTTP). Other content there means the book was never migrated. Calibre target:
-//! `verify_calibre`.
+//! `verify_calibre`. A folder migration with `--sidecars`: the books' sidecars too
+//! (`verify_sidecars`).
 
 use super::stdout::outln;
 use super::verify_progress::VerifyProgress;
@@ -41,6 +42,10 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
         return Err(UsageError::NoTarget.into());
     };
     let target = TargetSpec::parse(&target).map_err(UsageError::from)?;
+    let has_sidecars = rec.options.sidecars && matches!(target, TargetSpec::Dir(_));
+    if args.repair.contains(&RepairKind::Sidecars) && !has_sidecars {
+        return Err(UsageError::RepairSidecarsWithout.into());
+    }
     let content = args.content || args.repair.contains(&RepairKind::Content);
     let shared = Shared {
         args,
@@ -56,7 +61,7 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
         TargetSpec::Dir(root) => {
             let hardlinked = rec.options.link.as_deref() == Some("hardlink");
             let session = Session::open(&state, "verify")?;
-            let ended = verify_folder(&session, &shared, root, hardlinked);
+            let ended = verify_folder(&session, &shared, root, hardlinked, rec.options.sidecars);
             (session, ended)
         }
         TargetSpec::Http(base) => {
@@ -127,7 +132,13 @@ pub(super) fn begin_pass(
     Ok(pass)
 }
 
-fn verify_folder(session: &Session, shared: &Shared, root: &Path, hardlinked: bool) -> CmdResult {
+fn verify_folder(
+    session: &Session,
+    shared: &Shared,
+    root: &Path,
+    hardlinked: bool,
+    sidecars: bool,
+) -> CmdResult {
     let (args, opts, verbose, me) = (shared.args, shared.opts, shared.verbose, &shared.me);
     let mut conn = session.db.conn()?;
     let pass = begin_pass(&mut conn, session.run, opts)?;
@@ -152,7 +163,7 @@ fn verify_folder(session: &Session, shared: &Shared, root: &Path, hardlinked: bo
     }
     shown.finish();
     verify_store::end_pass(&conn, pass.id)?;
-    let code = print_outcome(
+    let mut code = print_outcome(
         &conn,
         pass.id,
         &root.display().to_string(),
@@ -160,7 +171,20 @@ fn verify_folder(session: &Session, shared: &Shared, root: &Path, hardlinked: bo
         verbose,
         Found::as_str,
     )?;
+    let sidecars = match sidecars {
+        true => Some(super::verify_sidecars::check(&conn, root)?),
+        false => None,
+    };
+    if let Some(found) = &sidecars {
+        super::verify_sidecars::print(found, if verbose { usize::MAX } else { LISTED });
+        if found.found() {
+            code = exit::FAILED_ROWS;
+        }
+    }
     repair(session, &mut conn, pass.id, args, hardlinked, me)?;
+    if let Some(found) = &sidecars {
+        super::verify_sidecars::repair(&conn, root, found, args)?;
+    }
     Ok(code)
 }
 
@@ -177,7 +201,7 @@ fn repair(
     hardlinked: bool,
     me: &str,
 ) -> Result<(), super::CommandError> {
-    if args.repair.is_empty() {
+    if args.repair.iter().all(|k| *k == RepairKind::Sidecars) {
         return Ok(());
     }
     let kinds = placed_kinds_to_repair(args, hardlinked, "target");
@@ -227,6 +251,8 @@ pub(super) fn placed_kinds_to_repair(
             RepairKind::Changed => Some(Found::Changed),
             // Name-and-size skips, not placed files (`--repair content`).
             RepairKind::Content => None,
+            // Not files to migrate again: written again by `verify_sidecars`.
+            RepairKind::Sidecars => None,
         })
         .collect();
     if hardlinked && kinds.contains(&Found::Changed) {

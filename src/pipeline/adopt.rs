@@ -5,15 +5,22 @@
 //! check; it gives no id, so the row's `target_ref` stays empty). Found with the row's content,
 //! it is this migration's own and is recorded as the row's move to `uploaded` (counted in this
 //! run's totals). So neither that row nor another with the same content takes it for a file the
-//! target already had, and a later change to the source replaces it in place.
+//! target already had, and a later change to the source replaces it in place. With `--sidecars`
+//! the adopted books' sidecars are put right first, and those a dead run wrote for a book it
+//! never placed are removed (`settle_sidecars`).
 
 use super::Ctx;
 use crate::failure::{Failure, FailureKind};
 use crate::hash::{self, Digests};
 use crate::state::placement::{self, Adoption, Claimed};
-use crate::state::{Db, StateError};
+use crate::state::rows::FileRow;
+use crate::state::{sidecar_rows, Db, StateError};
+use crate::target::folder::FolderTarget;
+use crate::target::Payload;
 use crate::target::{ContentQuery, Target};
+use std::collections::HashMap;
 use std::fs::File;
+use std::path::Path;
 
 /// Adopt what dead runs placed; a state DB error stops the run (rows stay where they were).
 pub async fn placements(ctx: &Ctx) {
@@ -59,7 +66,7 @@ async fn find(ctx: &Ctx) -> Result<Vec<Adoption>, String> {
         Target::Folder(folder, _) => {
             let folder = folder.clone();
             blocking(move || {
-                Ok(left(&db)?
+                let found: Vec<Adoption> = left(&db)?
                     .into_iter()
                     .filter_map(|c| {
                         let (at, content) = folder.find_placed(
@@ -70,7 +77,11 @@ async fn find(ctx: &Ctx) -> Result<Vec<Adoption>, String> {
                         )?;
                         Some(adoption(c, Some(at), content))
                     })
-                    .collect())
+                    .collect();
+                if folder.sidecars_on() {
+                    settle_sidecars(&db, &folder, &found)?;
+                }
+                Ok(found)
             })
             .await
         }
@@ -129,6 +140,54 @@ async fn find(ctx: &Ctx) -> Result<Vec<Adoption>, String> {
     }
 }
 
+/// With `--sidecars`, before anything is recorded: each book found placed gets its sidecars
+/// where they are missing or torn (a power loss can keep the book's rename and lose theirs),
+/// made durable before the book is recorded; a book a dead run claimed and did not place
+/// leaves no sidecars behind where no book owns them (the next step may skip the row: a
+/// duplicate of a file placed first, a filter). See `target::sidecar_state`.
+fn settle_sidecars(db: &Db, folder: &FolderTarget, found: &[Adoption]) -> Result<(), StateError> {
+    let conn = db.conn()?;
+    let adopted: HashMap<i64, &str> = found
+        .iter()
+        .filter_map(|a| Some((a.id, a.target_ref.as_deref()?)))
+        .collect();
+    let mut wrote = false;
+    for (row, planned) in sidecar_rows::left_claims(&conn)? {
+        // Adopted or not, the source holds the bytes it had (adoption checks its size and mtime).
+        let p = payload_of_row(&row, &row.path);
+        match adopted.get(&row.id) {
+            Some(at) => match folder.mend_sidecars(&p, at) {
+                Ok(mended) => {
+                    for f in &mended {
+                        tracing::info!("{at}: {f}: written again");
+                    }
+                    wrote |= !mended.is_empty();
+                }
+                Err(e) => tracing::warn!("{at}: cannot write its sidecars: {e}"),
+            },
+            None => match folder.remove_stray_sidecars(&p, &planned) {
+                Ok(removed) => {
+                    for path in removed {
+                        tracing::info!(
+                            "removed {}: a sidecar a stopped run wrote for {}, which it did not place",
+                            path.display(),
+                            row.source_ref
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!("{planned}: cannot look at its sidecars: {e}"),
+            },
+        }
+    }
+    sidecar_rows::clear_settled(&conn)?;
+    if wrote {
+        if let Err(e) = folder.flush() {
+            tracing::warn!("cannot make the sidecars written durable: {e}");
+        }
+    }
+    Ok(())
+}
+
 fn left(db: &Db) -> Result<Vec<Claimed>, StateError> {
     let conn = db.conn()?;
     placement::left_by_dead_runs(&conn)
@@ -153,5 +212,41 @@ async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(res) => res.map_err(|e| e.to_string()),
         Err(e) => Err(format!("internal: {e}")),
+    }
+}
+
+/// The payload of a recorded row: what its sidecars are made from — its recorded metadata, or
+/// where none was recorded (a run killed before recording it, a rescan that found the file
+/// changed) the metadata extracted, as the metadata stage does, from the file at `content_at`
+/// (its source, or the placed copy that holds the same bytes).
+pub fn payload_of_row(row: &FileRow, content_at: &Path) -> Payload {
+    let (metadata, origin) = match (&row.metadata, row.metadata_origin) {
+        (Some(md), origin) => (Some(md.clone()), origin),
+        (None, _) => {
+            let got = crate::metadata::extract_from_file(
+                &row.format,
+                content_at,
+                row.size,
+                &row.source_ref,
+            );
+            (Some(got.metadata), Some(got.origin))
+        }
+    };
+    Payload {
+        row_id: row.id,
+        source_path: row.path.clone(),
+        source_rel: row.source_ref.clone(),
+        file_name: row.file_name(),
+        size: row.size,
+        format: row.format.clone(),
+        digests: Digests {
+            sha1: row.sha1.clone(),
+            blake3: row.blake3.clone().unwrap_or_default(),
+        },
+        metadata,
+        origin,
+        data: None,
+        staged: None,
+        previous_ref: None,
     }
 }

@@ -6,11 +6,11 @@
 //! release build never reads it): at `POINT`, a file whose source path contains `NAME` makes
 //! the pipeline fail as named. Points: `name-check` (a panic asking the target about names),
 //! `hash` (a panic in the hashing task), `content-db` (the content check's state-DB query
-//! fails with a real SQLite error), `transfer` (a panic in a transfer task).
+//! fails with a real SQLite error), `transfer` (a panic in a transfer task). The hook itself,
+//! and the points that kill the process instead, are `crate::fault_hook`'s.
 
 use crate::state::StateError;
 use std::fmt;
-use std::sync::LazyLock;
 
 /// Where in the pipeline a fault happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,23 +85,7 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// The point and file name `BOOKFERRY_FAULT` asks for (debug builds only).
-static INJECT: LazyLock<Option<(String, String)>> = LazyLock::new(|| {
-    if !cfg!(debug_assertions) {
-        return None;
-    }
-    let spec = std::env::var("BOOKFERRY_FAULT").ok()?;
-    let (point, name) = spec.split_once(':')?;
-    Some((point.to_string(), name.to_string()))
-});
-
-/// Whether the test hook asks for a fault at `point` for the file at `source_ref`.
-pub fn injected(point: &str, source_ref: &str) -> bool {
-    cfg!(debug_assertions)
-        && INJECT
-            .as_ref()
-            .is_some_and(|(p, name)| p == point && source_ref.contains(name.as_str()))
-}
+pub use crate::fault_hook::injected;
 
 /// Panic here when the test hook asks for it (see the module's doc).
 pub fn panic_if_injected(point: &str, source_ref: &str) {

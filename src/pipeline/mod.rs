@@ -5,7 +5,7 @@
 //! so does a fault of bookferry's own (a task that panicked, see `fault`), leaving the rows
 //! where they were. Every task is joined (`tasks`): none can vanish and leave the run waiting.
 
-mod adopt;
+pub(crate) mod adopt;
 mod batch;
 mod check;
 mod content;

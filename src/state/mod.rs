@@ -18,6 +18,7 @@ pub mod rows;
 pub mod runs;
 pub mod scan_store;
 pub mod schema_version;
+pub mod sidecar_rows;
 pub mod verify_store;
 pub mod writer;
 

@@ -8,6 +8,7 @@
 use super::flusher::{syncfs, Flusher};
 use super::held_files::HeldFiles;
 use super::name_rules::{NameRules, Placing};
+use super::sidecar_state::{self, Cover, Finding, Strays};
 use super::sidecars::{stem_of, Put, Sidecars};
 use super::staged::{temp_name, Staging};
 use super::{ContentQuery, NameQuery, Payload, Placed, PlacementOptions, Unusable};
@@ -326,11 +327,87 @@ impl FolderTarget {
         None
     }
 
+    /// Whether books get their sidecars here (`run --sidecars`).
+    pub fn sidecars_on(&self) -> bool {
+        self.opts.sidecars
+    }
+
+    /// Give the book at `target_ref` (a book a dead run placed, adopted now) the sidecars that
+    /// are missing or torn there (see `target::sidecar_state`). Not synced: call
+    /// [`Self::flush`] before recording the book. Returns what was put right.
+    pub fn mend_sidecars(&self, p: &Payload, target_ref: &str) -> io::Result<Vec<Finding>> {
+        let (dir_rel, name) = target_ref.rsplit_once('/').unwrap_or(("", target_ref));
+        let sidecars = Sidecars::of(p, &self.opts.migration_key, self.opts.covers);
+        let dir = self.root.join(dir_rel);
+        // A whole `.jpg` is not compared: covers are not made again for every adopted book.
+        let mended = sidecar_state::mend(&sidecars, &dir, name, Cover::WholeIsEnough)?;
+        if let (false, Some(f)) = (mended.is_empty(), &self.flusher) {
+            f.writes().wrote();
+        }
+        Ok(mended)
+    }
+
+    /// Remove the sidecars a dead run wrote for `p` at `planned` (its claimed destination, see
+    /// `state::placement`) or the ` (N)` name it went on to, when it did not place the book
+    /// there and no file owns them: the names `place` tries, in order, up to the one whose
+    /// book name is free and where it would have put the sidecars. Returns what was removed.
+    pub fn remove_stray_sidecars(&self, p: &Payload, planned: &str) -> io::Result<Vec<PathBuf>> {
+        let inside = Path::new(planned)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside || planned.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (dir_rel, name) = planned.rsplit_once('/').unwrap_or(("", planned));
+        let dir = self.root.join(dir_rel);
+        let sidecars = Sidecars::of(p, &self.opts.migration_key, self.opts.covers);
+        for n in 1..=1000u32 {
+            let candidate = match n {
+                1 => name.to_string(),
+                _ => with_suffix(name, n),
+            };
+            match fs::symlink_metadata(dir.join(&candidate)) {
+                // Another file at the book's name: the transfer went on.
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            let owned = |stem: &str| self.stem_owned(&dir, stem);
+            match sidecar_state::remove_strays(&sidecars, &dir, &candidate, owned)? {
+                Strays::Passed => continue,
+                Strays::Here(removed) => return Ok(removed),
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Whether a file in `dir` other than the sidecars themselves has the stem `stem` (names
+    /// compared as the filesystem does): a book, which owns the sidecars of that stem.
+    fn stem_owned(&self, dir: &Path, stem: &str) -> bool {
+        let key = self.names.key(stem);
+        let sidecar_keys = [
+            self.names.key(&format!("{stem}.opf")),
+            self.names.key(&format!("{stem}.jpg")),
+        ];
+        let Ok(entries) = fs::read_dir(dir) else {
+            return false;
+        };
+        entries.flatten().any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            !name.starts_with(TEMP_PREFIX)
+                && !sidecar_keys.contains(&self.names.key(&name))
+                && self.names.key(stem_of(&name)) == key
+        })
+    }
+
     /// Place one file. Blocking: called on a blocking thread.
     pub fn place(&self, p: &Payload) -> Result<Placed, Failure> {
         let placed = self.place_file(p);
         if let (Ok(_), Some(f)) = (&placed, &self.flusher) {
             f.writes().wrote();
+        }
+        if placed.is_ok() {
+            crate::fault_hook::kill_if_injected("book-placed", &p.source_rel);
         }
         placed
     }
@@ -413,6 +490,9 @@ impl FolderTarget {
                 },
                 None => None,
             };
+            if sidecars_put.is_some() {
+                crate::fault_hook::kill_if_injected("sidecars-written", &p.source_rel);
+            }
             let undo_sidecars = || {
                 if let Some(put) = &sidecars_put {
                     put.undo();
@@ -732,7 +812,7 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// `Title - Author.epub` → `Title - Author (2).epub`.
-fn with_suffix(name: &str, n: u32) -> String {
+pub(super) fn with_suffix(name: &str, n: u32) -> String {
     let lower = name.to_ascii_lowercase();
     let split = if lower.ends_with(".fb2.zip") {
         Some(name.len() - ".fb2.zip".len())

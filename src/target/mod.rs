@@ -12,6 +12,7 @@ pub mod http;
 pub mod layout;
 pub mod limit;
 pub mod name_rules;
+pub mod sidecar_state;
 pub mod sidecars;
 pub mod staged;
 pub mod tls;

@@ -10,6 +10,8 @@
 //! a `.opf` is ours when it names the book's uuid (the same for every format of one book), a
 //! `.jpg` when it holds the cover's bytes or sits beside our `.opf`; any other file at a
 //! sidecar's name takes the name as a file at the book's own name would (see [`Put::Taken`]).
+//! What a crash leaves (sidecars of a book never placed, an adopted book's torn ones) and what
+//! `verify` finds are `target::sidecar_state`'s.
 
 use super::calibre::{cover_of, Candidate, NoCover};
 use super::folder::commit_temp;
@@ -22,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Longest `.opf` read to tell whether it is ours (ours are a few KiB).
-const MAX_OPF: u64 = 1 << 20;
+pub(super) const MAX_OPF: u64 = 1 << 20;
 
 /// The sidecars of one file to place.
 pub struct Sidecars<'a> {
@@ -33,6 +35,8 @@ pub struct Sidecars<'a> {
     covers: bool,
     /// The cover, made when first needed (a PDF's is rendered).
     cover: OnceLock<Option<Vec<u8>>>,
+    /// Where the book's bytes are read to make the cover (else its source file).
+    read_from: Option<PathBuf>,
 }
 
 /// What [`Sidecars::put`] did.
@@ -76,7 +80,30 @@ impl<'a> Sidecars<'a> {
             calibre_id,
             covers,
             cover: OnceLock::new(),
+            read_from: None,
         }
+    }
+
+    /// The same, making the cover from the book file at `path` (the placed copy, which verify
+    /// has just found holding the recorded content) rather than from its source.
+    pub fn reading_book_at(mut self, path: PathBuf) -> Sidecars<'a> {
+        self.read_from = Some(path);
+        self
+    }
+
+    /// The uuid the book's `.opf` names: what makes a `.opf` ours.
+    pub(super) fn uuid(&self) -> &str {
+        &self.book.uuid
+    }
+
+    /// The `.opf` text bookferry writes for the book, naming the cover `href` if any.
+    pub(super) fn opf_text(&self, href: Option<&str>) -> String {
+        opf::render_saved(&self.book, &self.calibre_id, href)
+    }
+
+    /// The cover's JPEG bytes, if the book has one (none with `--no-covers`).
+    pub(super) fn cover_bytes(&self) -> Option<&[u8]> {
+        self.cover()
     }
 
     /// The cover's JPEG bytes, if the file brings one (a warning when it cannot be made).
@@ -97,7 +124,10 @@ impl<'a> Sidecars<'a> {
         if !self.covers {
             return Ok(None);
         }
-        cover_of(self.p, &self.p.source_path)
+        cover_of(
+            self.p,
+            self.read_from.as_deref().unwrap_or(&self.p.source_path),
+        )
     }
 
     /// Put the sidecars of the book file `book_name` into `dir`, before the book goes there:
@@ -198,7 +228,12 @@ impl<'a> Sidecars<'a> {
 /// Write `bytes` to a temporary file in `dir`, then rename it to `dest` (over it only when
 /// `over`; else failing with `AlreadyExists` when the name is taken). Not synced: the target's
 /// flush syncs everything at once.
-fn write_into_place(dir: &Path, bytes: &[u8], dest: &Path, over: bool) -> io::Result<()> {
+pub(super) fn write_into_place(
+    dir: &Path,
+    bytes: &[u8],
+    dest: &Path,
+    over: bool,
+) -> io::Result<()> {
     let temp = dir.join(temp_name("sidecar"));
     let res = OpenOptions::new()
         .write(true)
@@ -214,7 +249,7 @@ fn write_into_place(dir: &Path, bytes: &[u8], dest: &Path, over: bool) -> io::Re
 
 /// The uuid an OPF names (`<dc:identifier … id="uuid_id">UUID</dc:identifier>`), as calibre
 /// writes it.
-fn opf_uuid(text: &str) -> Option<&str> {
+pub(super) fn opf_uuid(text: &str) -> Option<&str> {
     let start = text.find("id=\"uuid_id\">")? + "id=\"uuid_id\">".len();
     let len = text[start..].find('<')?;
     Some(text[start..start + len].trim())

@@ -3,7 +3,10 @@
 //! `ebook-meta`; the cover the same bytes the calibre target stores for the file), no `.jpg`
 //! for a book without a cover, a usage error with another target, a file not ours at a
 //! sidecar's name never overwritten, `kill -9` then resume (every recorded book has its
-//! sidecars, after every kill), and a dry run that writes none.
+//! sidecars, after every kill), and a dry run that writes none. Killed at a chosen moment (the
+//! `BOOKFERRY_FAULT` hook's SIGKILL): sidecars written for a book the next run skips are removed,
+//! and an adopted book's missing or torn sidecars written again. `verify` finds sidecars
+//! missing, torn, not the cover or not ours, and `--repair sidecars` writes ours again.
 
 use crate::calibre_target::{have_calibre, serial, to_calibre};
 use crate::util::*;
@@ -383,11 +386,16 @@ fn kill_9_mid_run_then_resume_every_uploaded_book_has_its_sidecars() {
         !files.keys().any(|k| k.contains(".bookferry-tmp")),
         "temp files left behind"
     );
-    // A book's sidecars once, at its name. (A killed run's sidecars whose book a later run
-    // took for a duplicate of another file stay behind: see README.)
+    // A book's sidecars at its name, and none that no book owns (a killed run's, for a book a
+    // later run took for a duplicate of another file, are removed by the run after the kill).
     let opfs = files.keys().filter(|k| k.ends_with(".opf")).count();
     eprintln!("{opfs} .opf files for {} books", books.len());
     assert!(opfs >= books.len(), "one .opf per book");
+    assert_eq!(
+        stray_sidecars(&ws),
+        Vec::<String>::new(),
+        "sidecars no book owns"
+    );
 }
 
 /// A dry run with `--sidecars` writes nothing at all.
@@ -478,4 +486,289 @@ fn no_covers_gives_opfs_without_jpgs() {
         assert!(text.contains("<guide/>"), "{target}: {text}");
         assert!(!jpg.exists(), "{target}: a cover with --no-covers");
     }
+}
+
+/// `run` with the test hook that kills the process (SIGKILL) at `point` for the file whose
+/// source path contains `name` (see `pipeline::fault`): it must die there.
+fn killed_at(ws: &Workspace, extra: &[&str], point: &str, name: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let out = ws
+        .migrate_cmd(extra)
+        .env("BOOKFERRY_FAULT", format!("{point}:{name}"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "not killed at {point}:{name}: {:?} {}",
+        out.status,
+        stderr(&out)
+    );
+}
+
+/// Every `.opf` or `.jpg` in the target with no other file of its stem beside it: a sidecar no
+/// book owns.
+fn stray_sidecars(ws: &Workspace) -> Vec<String> {
+    let files = ws.target_files();
+    let stem = |k: &str| {
+        let name = k.rsplit('/').next().unwrap();
+        let dir = &k[..k.len() - name.len()];
+        let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
+        format!("{dir}{stem}")
+    };
+    files
+        .keys()
+        .filter(|k| k.ends_with(".opf") || k.ends_with(".jpg"))
+        .filter(|k| {
+            !files.keys().any(|o| {
+                o != *k && !o.ends_with(".opf") && !o.ends_with(".jpg") && stem(o) == stem(k)
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// The state of the row of `source_ref`, and its target_ref and planned_ref.
+fn row_of(ws: &Workspace, source_ref: &str) -> (String, Option<String>, Option<String>) {
+    let db = rusqlite::Connection::open(ws.state()).unwrap();
+    db.query_row(
+        "SELECT state, target_ref, planned_ref FROM files WHERE source_ref = ?1",
+        [source_ref],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .unwrap()
+}
+
+/// A run killed (SIGKILL) after writing a book's sidecars and before the book; the next run
+/// does not place that book at that name: its file now holds the bytes of a book already
+/// placed (skipped as that book's duplicate), or a filter leaves it out (`--exclude`). The
+/// sidecars, which no book owns, are gone after that run; nothing else is removed (the other
+/// book keeps its sidecars), and a rerun changes nothing.
+#[test]
+fn sidecars_a_killed_run_wrote_for_a_book_the_next_run_skips_are_removed() {
+    for (variant, reason) in [("duplicate", "duplicate"), ("excluded", "excluded")] {
+        let ws = Workspace::empty();
+        let dune_bytes = "spice ".repeat(100);
+        fs::write(ws.lib().join("Dune - Frank Herbert.txt"), &dune_bytes).unwrap();
+        let out = ws.migrate(&["--sidecars"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let emma_file = ws.lib().join("Emma - Jane Austen.txt");
+        fs::write(&emma_file, "Highbury ".repeat(100)).unwrap();
+        killed_at(&ws, &[], "sidecars-written", "Emma");
+        let emma = ws.out().join("Jane Austen/Emma");
+        let emma_opf = emma.join("Emma - Jane Austen.opf");
+        assert!(emma_opf.is_file(), "the killed run wrote Emma's .opf first");
+        assert!(!emma.join("Emma - Jane Austen.txt").exists());
+
+        let dune_opf = ws.out().join("Frank Herbert/Dune/Dune - Frank Herbert.opf");
+        let before_dune = fs::read(&dune_opf).unwrap();
+        let extra: &[&str] = if variant == "duplicate" {
+            fs::write(&emma_file, &dune_bytes).unwrap();
+            &[]
+        } else {
+            &["--exclude", "Emma*"]
+        };
+        let out = ws.migrate(extra);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let db = rusqlite::Connection::open(ws.state()).unwrap();
+        let skip: (String, String) = db
+            .query_row(
+                "SELECT state, skip_reason FROM files WHERE source_ref = 'Emma - Jane Austen.txt'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(skip, ("skipped".to_string(), reason.to_string()));
+        assert_eq!(
+            stray_sidecars(&ws),
+            Vec::<String>::new(),
+            "{variant}: sidecars no book owns"
+        );
+        assert!(!emma_opf.exists());
+        assert_eq!(fs::read(&dune_opf).unwrap(), before_dune);
+        let before = tree_sha1(&ws.out());
+        let out = ws.migrate(&[]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(tree_sha1(&ws.out()), before, "a rerun changed the target");
+    }
+}
+
+/// A run killed (SIGKILL) after placing a book and before recording it; then what a power loss
+/// can leave of its sidecars (the renames kept, the bytes not: an empty `.opf` or none, a
+/// `.jpg` gone or cut short). The next run adopts the book and writes its sidecars again: the `.opf` names the
+/// book and its cover, the `.jpg` holds the cover's bytes.
+#[test]
+fn a_book_adopted_after_a_kill_gets_its_missing_or_torn_sidecars_written() {
+    for n in 0..2 {
+        let ws = Workspace::with_corpus(8, 2424);
+        let source = &ws
+            .manifest
+            .iter()
+            .find(|e| e.format == "epub")
+            .expect("an EPUB")
+            .path;
+        killed_at(&ws, &["--sidecars"], "book-placed", source);
+        let (state, _, planned) = row_of(&ws, source);
+        assert_ne!(state, "uploaded", "{source}: recorded before the kill");
+        let planned = planned.expect("the placement was claimed");
+        assert!(ws.out().join(&planned).is_file(), "{planned}: not placed");
+        let (opf, jpg) = sidecars_of(&ws.out(), &planned);
+        let cover = fs::read(&jpg).expect("the killed run wrote the cover first");
+        // The first: an empty `.opf` and no `.jpg`; the second: no `.opf` and a `.jpg` cut
+        // short.
+        if n == 0 {
+            fs::write(&opf, b"").unwrap();
+            fs::remove_file(&jpg).unwrap();
+        } else {
+            fs::remove_file(&opf).unwrap();
+            fs::write(&jpg, &cover[..cover.len() / 2]).unwrap();
+        }
+
+        let out = ws.migrate(&[]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let (state, target_ref, _) = row_of(&ws, source);
+        assert_eq!(
+            (state.as_str(), target_ref.as_deref()),
+            ("uploaded", Some(planned.as_str())),
+            "{source}: not adopted"
+        );
+        let text = fs::read_to_string(&opf).unwrap_or_default();
+        let jpg_name = jpg.file_name().unwrap().to_str().unwrap();
+        assert!(
+            text.contains(&format!(r#"href="{jpg_name}""#)),
+            "{planned}: its .opf after the adoption: {text:?}"
+        );
+        assert!(read_opf(&text).title.is_some_and(|t| !t.is_empty()));
+        assert_eq!(
+            fs::read(&jpg).ok().as_ref(),
+            Some(&cover),
+            "{planned}: its .jpg"
+        );
+        assert_eq!(books_without_sidecars(&ws), Vec::<String>::new());
+    }
+}
+
+/// `verify` of a migration with `--sidecars` looks at each book's sidecars: a `.jpg` missing or
+/// not the cover, a `.opf` torn (empty) or missing, and a `.opf` that names another book are
+/// findings (a line each, exit 1); `--repair sidecars --yes` writes all but the last again
+/// (not ours: left alone), and the next verify finds only that one.
+#[test]
+fn verify_finds_sidecars_missing_torn_or_not_ours_and_repair_writes_ours_again() {
+    let ws = Workspace::with_corpus(16, 77);
+    let out = ws.migrate(&["--sidecars"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = ws.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let mut epubs: Vec<(String, PathBuf, PathBuf)> = uploaded(&ws.state())
+        .into_iter()
+        .filter(|b| b.2 == "epub")
+        .map(|(_, target, _)| {
+            let (opf, jpg) = sidecars_of(&ws.out(), &target);
+            (target, opf, jpg)
+        })
+        .collect();
+    epubs.sort();
+    assert!(epubs.len() >= 5, "{} EPUBs", epubs.len());
+    let saved: Vec<(Vec<u8>, Vec<u8>)> = epubs
+        .iter()
+        .map(|(_, opf, jpg)| (fs::read(opf).unwrap(), fs::read(jpg).unwrap()))
+        .collect();
+    let [a, b, c, d, e] = [0, 1, 2, 3, 4].map(|i| &epubs[i]);
+    fs::remove_file(&a.2).unwrap();
+    fs::write(&b.1, b"").unwrap();
+    fs::write(&c.2, b"someone's picture").unwrap();
+    fs::copy(&a.1, &d.1).unwrap(); // names a's book
+    fs::remove_file(&e.1).unwrap();
+    let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_string();
+    let want = [
+        (&a.0, format!("{} is missing", name(&a.2))),
+        (&b.0, format!("{} is torn", name(&b.1))),
+        (&c.0, format!("{} is not the cover", name(&c.2))),
+        (&d.0, format!("{} is not this book's", name(&d.1))),
+        (&e.0, format!("{} is missing", name(&e.1))),
+    ];
+
+    let out = ws.run(&["verify"]);
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}{}", stderr(&out));
+    for (target, finding) in &want {
+        assert!(
+            said.lines()
+                .any(|l| l.contains(&format!("→ {target}: sidecar")) && l.contains(finding)),
+            "no line for {target}: {finding}\n{said}"
+        );
+    }
+
+    let out = ws.run(&["verify", "--repair", "sidecars", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("4 sidecars written again"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(fs::read(&a.2).unwrap(), saved[0].1);
+    assert_eq!(fs::read(&c.2).unwrap(), saved[2].1);
+    assert_eq!(fs::read(&d.1).unwrap(), saved[0].0, "not ours: left alone");
+    for (target, opf, _) in [b, e] {
+        let text = fs::read_to_string(opf).unwrap();
+        assert!(read_opf(&text).title.is_some(), "{target}: {text}");
+    }
+    let out = ws.run(&["verify"]);
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let findings: Vec<&str> = said.lines().filter(|l| l.contains(": sidecar ")).collect();
+    assert_eq!(findings.len(), 1, "{said}");
+    assert!(findings[0].contains(&want[3].1), "{said}");
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `verify --repair sidecars` for a migration recorded without `--sidecars`: exit 2, one line
+/// saying it has none, nothing repaired.
+#[test]
+fn repair_sidecars_without_sidecars_is_a_usage_error() {
+    let ws = Workspace::with_corpus(3, 5);
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = tree_sha1(&ws.out());
+    let out = ws.run(&["verify", "--repair", "sidecars", "--yes"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("this migration writes no sidecars"), "{err}");
+    assert_eq!(tree_sha1(&ws.out()), before);
+}
+
+/// A book recorded without its metadata (as the next run records a book a killed run placed
+/// before its `metadata_cached` move was committed) whose source is gone since: verify works
+/// its sidecars out from the placed copy (the same bytes) and finds them right, not "not this
+/// book's".
+#[test]
+fn verify_knows_the_sidecars_of_a_book_recorded_without_metadata_whose_source_is_gone() {
+    let ws = Workspace::with_corpus(6, 2424);
+    let out = ws.migrate(&["--sidecars"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (source, target, _) = uploaded(&ws.state())
+        .into_iter()
+        .find(|b| b.2 == "epub")
+        .expect("an EPUB");
+    let db = rusqlite::Connection::open(ws.state()).unwrap();
+    db.execute(
+        "UPDATE files SET metadata = NULL, metadata_origin = NULL WHERE source_ref = ?1",
+        [&source],
+    )
+    .unwrap();
+    drop(db);
+    fs::remove_file(ws.lib().join(&source)).unwrap();
+    let out = ws.run(&["verify"]);
+    let said = stdout(&out);
+    assert!(
+        !said.contains(": sidecar "),
+        "{target}: a finding for right sidecars\n{said}"
+    );
+    assert!(
+        said.contains("0 with sidecars not as bookferry writes them"),
+        "{said}"
+    );
 }
