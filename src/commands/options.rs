@@ -74,7 +74,7 @@ impl MigrationOptions {
                 link,
                 merge_formats,
                 ignore_calibre_lock: target.ignore_calibre_lock,
-                covers: !target.no_covers,
+                covers: !(target.no_covers || rec.no_covers),
                 migration_key: String::new(),
                 calibre_book_ids: None,
                 sidecars: target.sidecars || rec.sidecars,
@@ -93,6 +93,7 @@ impl MigrationOptions {
             keep_duplicates: self.keep_duplicates,
             merge_formats: self.placement.merge_formats,
             sidecars: self.placement.sidecars,
+            no_covers: !self.placement.covers,
             filter: self.filter_spec.clone(),
         }
     }

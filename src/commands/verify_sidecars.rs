@@ -41,6 +41,7 @@ impl Outcome {
 /// Look at the sidecars of every placed book under `root`, `workers` books at a time.
 pub(super) fn check(conn: &rusqlite::Connection, root: &Path) -> Result<Outcome, CommandError> {
     let seed = migration_record::key(conn)?;
+    let covers = makes_covers(conn)?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut outcome = Outcome {
         checked: 0,
@@ -55,7 +56,7 @@ pub(super) fn check(conn: &rusqlite::Connection, root: &Path) -> Result<Outcome,
         let looked: Vec<(u64, Vec<Book>)> = std::thread::scope(|s| {
             let handles: Vec<_> = rows
                 .chunks(per)
-                .map(|chunk| s.spawn(|| look_at(chunk, root, &seed)))
+                .map(|chunk| s.spawn(|| look_at(chunk, root, &seed, covers)))
                 .collect();
             handles
                 .into_iter()
@@ -70,8 +71,13 @@ pub(super) fn check(conn: &rusqlite::Connection, root: &Path) -> Result<Outcome,
     Ok(outcome)
 }
 
+/// Whether the migration makes covers (it was not recorded with `--no-covers`).
+fn makes_covers(conn: &rusqlite::Connection) -> Result<bool, CommandError> {
+    Ok(!migration_record::load(conn)?.is_some_and(|r| r.options.no_covers))
+}
+
 /// The books of `rows` whose sidecars have findings, and how many were looked at.
-fn look_at(rows: &[FileRow], root: &Path, seed: &str) -> (u64, Vec<Book>) {
+fn look_at(rows: &[FileRow], root: &Path, seed: &str, covers: bool) -> (u64, Vec<Book>) {
     let mut checked = 0;
     let mut books = Vec::new();
     for row in rows {
@@ -84,7 +90,7 @@ fn look_at(rows: &[FileRow], root: &Path, seed: &str) -> (u64, Vec<Book>) {
         let (dir, name) = split(root, target_ref);
         // The placed copy holds the recorded content: the source may be gone.
         let p = payload_of_row(row, &book);
-        let sidecars = Sidecars::of(&p, seed, true).reading_book_at(book);
+        let sidecars = Sidecars::of(&p, seed, covers).reading_book_at(book);
         let findings = match sidecar_state::check(&sidecars, &dir, name) {
             Ok(f) => f,
             Err(e) => vec![Finding::Unreadable(e.to_string())],
@@ -162,13 +168,14 @@ pub(super) fn repair(
         }
     }
     let seed = migration_record::key(conn)?;
+    let covers = makes_covers(conn)?;
     let mut written = 0;
     for b in &outcome.books {
         let target_ref = b.row.target_ref.as_deref().unwrap_or_default();
         let (dir, name) = split(root, target_ref);
         let book = root.join(target_ref);
         let p = payload_of_row(&b.row, &book);
-        let sidecars = Sidecars::of(&p, &seed, true).reading_book_at(book);
+        let sidecars = Sidecars::of(&p, &seed, covers).reading_book_at(book);
         match sidecar_state::mend(&sidecars, &dir, name, Cover::Compared) {
             Ok(mended) => written += mended.len(),
             Err(e) => outln!("  {target_ref}: cannot write its sidecars: {e}"),

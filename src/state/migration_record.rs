@@ -11,10 +11,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-/// The options version this binary writes: 3 with `sidecars`, else 2 with a filter, else 1
-/// (so a migration without them stays readable by the binaries before them, and one with them
-/// is refused by those as newer, never resumed without them).
-pub const OPTIONS_VERSION: u32 = 3;
+/// The options version this binary writes: 4 with `no_covers`, else 3 with `sidecars`, else 2
+/// with a filter, else 1 (so a migration without them stays readable by the binaries before
+/// them, and one with them is refused by those as newer, never resumed without them).
+pub const OPTIONS_VERSION: u32 = 4;
+/// The version of options with sidecars and without `no_covers`.
+const OPTIONS_VERSION_SIDECARS: u32 = 3;
 /// The version of options with a filter and without sidecars.
 const OPTIONS_VERSION_FILTER: u32 = 2;
 /// The version of options without a filter or sidecars.
@@ -47,6 +49,9 @@ pub struct RecordedOptions {
     /// `--sidecars` (version 3; absent: none).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sidecars: bool,
+    /// `--no-covers` (version 4; absent: covers are made).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_covers: bool,
 }
 
 impl RecordedOptions {
@@ -70,8 +75,10 @@ impl RecordedOptions {
 
     /// The JSON stored in `migration.options` (always the current version).
     pub fn to_json(&self) -> String {
-        let version = if self.sidecars {
+        let version = if self.no_covers {
             OPTIONS_VERSION
+        } else if self.sidecars {
+            OPTIONS_VERSION_SIDECARS
         } else if !self.filter.is_everything() {
             OPTIONS_VERSION_FILTER
         } else {
@@ -250,6 +257,7 @@ mod tests {
                 merge_formats: false,
                 filter: Default::default(),
                 sidecars: false,
+                no_covers: false,
             }
         );
         let scan = RecordedOptions::parse(r#"{"formats":"epub"}"#).unwrap();
@@ -299,7 +307,24 @@ mod tests {
         assert!(json.contains(r#""version":3"#), "{json}");
         assert!(json.contains(r#""sidecars":true"#), "{json}");
         let back = RecordedOptions::parse(&json).unwrap();
-        assert_eq!((back.version, back.sidecars), (OPTIONS_VERSION, true));
+        assert_eq!(
+            (back.version, back.sidecars),
+            (OPTIONS_VERSION_SIDECARS, true)
+        );
+        assert!(!back.no_covers);
+
+        let without_covers = RecordedOptions {
+            no_covers: true,
+            ..with_sidecars
+        };
+        let json = without_covers.to_json();
+        assert!(json.contains(r#""version":4"#), "{json}");
+        assert!(json.contains(r#""no_covers":true"#), "{json}");
+        let back = RecordedOptions::parse(&json).unwrap();
+        assert_eq!(
+            (back.version, back.sidecars, back.no_covers),
+            (OPTIONS_VERSION, true, true)
+        );
         // What the binaries before sidecars wrote reads as none.
         let old = RecordedOptions::parse(r#"{"version":2,"layout":"{title}.{ext}"}"#).unwrap();
         assert!(!old.sidecars);

@@ -488,6 +488,57 @@ fn no_covers_gives_opfs_without_jpgs() {
     }
 }
 
+#[test]
+fn a_later_run_keeps_no_covers_as_the_migration_recorded_it() {
+    // `--no-covers` is recorded with the migration, as `--sidecars` is: a later `run` without
+    // it (a resume, or new files) makes no cover either, so one migration does not end with
+    // covers for some of its books and not others.
+    let ws = Workspace::with_corpus(15, 99);
+    let aside = ws.path().join("aside");
+    fs::create_dir_all(&aside).unwrap();
+    // An epub whose bytes no other file has (else its copy is placed by the first run).
+    let late = ws
+        .manifest
+        .iter()
+        .find(|e| {
+            e.format == "epub" && ws.manifest.iter().filter(|o| o.sha1 == e.sha1).count() == 1
+        })
+        .expect("an epub of its own bytes")
+        .path
+        .clone();
+    let late_name = late.rsplit('/').next().unwrap().to_string();
+    fs::rename(ws.lib().join(&late), aside.join(&late_name)).unwrap();
+    let out = ws.migrate(&["--sidecars", "--no-covers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    fs::rename(aside.join(&late_name), ws.lib().join(&late)).unwrap();
+    let again = ws.run(&["run", "-q"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let books = uploaded(&ws.state());
+    let (_, target, _) = books
+        .iter()
+        .find(|b| b.0 == late)
+        .unwrap_or_else(|| panic!("{late} placed by the second run: {books:?}"));
+    let (opf, jpg) = sidecars_of(&ws.out(), target);
+    assert!(opf.exists(), "{target}: no .opf");
+    assert!(
+        !jpg.exists(),
+        "{target}: the later run made a cover, though the migration was recorded with --no-covers"
+    );
+    // And verify's repair of a lost `.opf` writes no cover either.
+    fs::remove_file(&opf).unwrap();
+    let repair = ws.run(&["verify", "--repair", "sidecars", "--yes"]);
+    assert!(
+        opf.exists(),
+        "{target}: .opf not written again: {}",
+        stderr(&repair)
+    );
+    assert!(
+        !jpg.exists(),
+        "{target}: verify's repair made a cover, though the migration was recorded with \
+         --no-covers"
+    );
+}
+
 /// `run` with the test hook that kills the process (SIGKILL) at `point` for the file whose
 /// source path contains `name` (see `pipeline::fault`): it must die there.
 fn killed_at(ws: &Workspace, extra: &[&str], point: &str, name: &str) {
