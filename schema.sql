@@ -6,6 +6,7 @@
 -- may be `changed_by_calibre`); this file's SQL is never edited once released.
 -- From version 7 (7_blake3_content.sql) `files.sha1` is NULL where no SHA-1 was needed (see
 -- that file): BLAKE3 is the content identity, SHA-1 is computed for an HTTP target or on request.
+-- Version 8 (8_read_indexes.sql) adds two indexes only: `files_state_size`, `files_warned`.
 --
 -- Times are Unix epoch milliseconds (UTC); query them with
 -- `datetime(col / 1000, 'unixepoch')`.

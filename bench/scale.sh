@@ -20,8 +20,10 @@
 # Part 2 (SCALE_MILLION=1): SCALE_MILLION_FILES tiny distinct .txt files (a generator of its
 # own, 1000 folders) into a folder (with a `kill -9` at ~30% and a resumed run), a calibre
 # library, and the upload protocol's test server; for each the wall time and peak RSS, and for
-# the folder: `status` while the run goes, `report --failed` and `retry-failed` to start, and a
-# rerun with nothing to do (a rescan of every file). Needs ~3 M free inodes and ~15 GB.
+# the folder: `status` while the run goes, `report --failed`, `retry-failed` with nothing failed,
+# a rerun with nothing to do (a rescan of every file), and `retry-failed` of 100 failed rows: the
+# time until the first of them moves, from the state DB's events. Needs ~3 M free inodes and
+# ~15 GB.
 #
 # Environment (defaults): SCALE_FILES=100000 SCALE_KIB=4 SCALE_SEED=2323 SCALE_REPEAT=3
 #   SCALE_MILLION=0 SCALE_MILLION_FILES=1000000 BENCH_DIR=${TMPDIR:-/tmp} (all removed at exit)
@@ -90,6 +92,35 @@ EOF
 }
 
 db_size() { du -cb "$1"* 2>/dev/null | tail -n 1 | cut -f1; }
+
+# retry_failures STATE TARGET prepare: fail every 10,000th uploaded row as a transfer failure
+# (its copy removed from TARGET; `failed` from `metadata_cached`, `target_write`), print how
+# many. retry_failures STATE TARGET measure: ms from the newest retry-failed run's start to the
+# first move of a row it put back, and to the last such row's final state.
+retry_failures() {
+    python3 - "$@" <<'EOF'
+import os, sqlite3, sys
+db, target, mode = sys.argv[1:4]
+c = sqlite3.connect(db)
+if mode == "prepare":
+    rows = c.execute("SELECT target_ref FROM files WHERE state = 'uploaded' AND id % 10000 = 0").fetchall()
+    for (ref,) in rows:
+        os.remove(os.path.join(target, ref))
+    c.execute("""UPDATE files SET state = 'failed', failed_from = 'metadata_cached',
+                 error_kind = 'target_write', error = source_ref || ': refused (bench)', target_ref = NULL
+                 WHERE state = 'uploaded' AND id % 10000 = 0""")
+    c.commit()
+    print(len(rows))
+else:
+    run, start = c.execute("SELECT id, started_at FROM runs WHERE command = 'retry-failed' ORDER BY id DESC LIMIT 1").fetchone()
+    put_back = "SELECT file_id FROM events WHERE run_id = ?1 AND from_state = 'failed'"
+    first = c.execute(f"""SELECT MIN(at) FROM events WHERE run_id = ?1 AND from_state IS NOT NULL
+                          AND from_state <> 'failed' AND file_id IN ({put_back})""", (run,)).fetchone()[0]
+    last = c.execute(f"""SELECT MAX(at) FROM events WHERE run_id = ?1
+                         AND to_state IN ('uploaded', 'skipped', 'failed') AND file_id IN ({put_back})""", (run,)).fetchone()[0]
+    print(first - start if first else -1, last - start if last else -1)
+EOF
+}
 
 # --------------------------------------------------------------------------------------- setup
 [ -x /usr/bin/time ] || { say "needs GNU time (/usr/bin/time): apt-get install -y time"; exit 1; }
@@ -225,6 +256,16 @@ sync
 warm_memory
 timed "$BIN" --state "$state" run -q
 say "  rerun with nothing to do (rescan of $MFILES files, warm cache): $(secs "$MS") s, peak RSS $((RSS / 1024)) MiB (goal ≤ 30 s)"
+# retry-failed with failures: every 10,000th row made a transfer failure (its copy removed, the
+# row `failed` from `metadata_cached`, `target_write`), as a target that refused some writes
+# leaves them. "To start" is from the command's start to the first move of a retried row (its
+# first event after being put back), from the state DB's events; then the time to the last
+# retried row's end, and the whole command (which rescans the source after them).
+n_failed=$(retry_failures "$state" "$dest" prepare)
+timed "$BIN" --state "$state" retry-failed -q
+read -r first_ms last_ms < <(retry_failures "$state" "$dest" measure)
+up=$(sqlite3 "$state" "SELECT COUNT(*) FROM files WHERE state = 'uploaded'")
+say "  retry-failed ($n_failed failed rows): first retried row moved after $(secs "$first_ms") s (goal ≤ 2), all $n_failed done after $(secs "$last_ms") s, the command (rescan included) $(secs "$MS") s; $up rows uploaded"
 say "  state DB: $(($(db_size "$state") / 1024 / 1024)) MiB = $(($(db_size "$state") / MFILES)) bytes per file"
 rm -rf "$dest"
 

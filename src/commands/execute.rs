@@ -77,6 +77,10 @@ pub struct Execution<'a> {
     pub stats: Duration,
     /// `--max-duration`: stop as on Ctrl-C once the run has gone on this long.
     pub max_duration: Option<Duration>,
+    /// `retry-failed`: the rows left to do (the failed ones it put back among them) go through
+    /// the pipeline first, as recorded, and the scan comes after them, so they start at once
+    /// instead of after a rescan of the whole source.
+    pub rows_first: bool,
 }
 
 /// What the state DB says before the run starts.
@@ -279,6 +283,16 @@ impl Execution<'_> {
         ));
         let reporter = Reporter::start(progress.clone(), self.global.quiet, self.stats);
 
+        if self.rows_first {
+            // No scan runs meanwhile, so the pipeline may take any row it has (see `ScanFeed`).
+            tracing::debug!("first pass starts after {:?}", started.elapsed());
+            let first = tokio::spawn(pipeline::run(ctx.clone(), None));
+            // Cancelled (or out of grace): the scan and the pipeline below stop at once.
+            self.ran_to_its_end(first, &ctx, &cancel).await;
+            // Their moves are committed before the scan reads (and may change) any row.
+            ctx.writer.flush().await;
+            tracing::debug!("first pass done after {:?}", started.elapsed());
+        }
         // The scan and the pipeline run at once: the pipeline takes the scan's new rows as each
         // batch commits, and the rows recorded before once the scan is over.
         let (status_tx, status_rx) = tokio::sync::watch::channel(ScanStatus::default());
@@ -288,17 +302,8 @@ impl Execution<'_> {
             status: status_rx,
         };
         tracing::debug!("pipeline starts after {:?}", started.elapsed());
-        let mut pipeline = tokio::spawn(pipeline::run(ctx.clone(), Some(feed)));
-        tokio::select! {
-            res = &mut pipeline => {
-                if let Err(e) = res {
-                    ctx.abort(Fault::joined(Stage::Pipeline, e));
-                }
-            }
-            _ = grace_after_cancel(cancel.clone()) => {
-                tracing::warn!("in-flight work did not finish within 10 s; the next run takes it up");
-            }
-        }
+        let pipeline = tokio::spawn(pipeline::run(ctx.clone(), Some(feed)));
+        self.ran_to_its_end(pipeline, &ctx, &cancel).await;
         reporter.stop();
         tracing::debug!("pipeline done after {:?}", started.elapsed());
         // Over by now, or stopping: the pipeline waits for it unless the run was cancelled.
@@ -327,6 +332,26 @@ impl Execution<'_> {
             progress,
             started,
         })
+    }
+
+    /// Wait for a pipeline to end, or, once the run is cancelled, for its in-flight work up to
+    /// the grace period.
+    async fn ran_to_its_end(
+        &self,
+        mut pipeline: tokio::task::JoinHandle<()>,
+        ctx: &Ctx,
+        cancel: &Arc<AtomicBool>,
+    ) {
+        tokio::select! {
+            res = &mut pipeline => {
+                if let Err(e) = res {
+                    ctx.abort(Fault::joined(Stage::Pipeline, e));
+                }
+            }
+            _ = grace_after_cancel(cancel.clone()) => {
+                tracing::warn!("in-flight work did not finish within 10 s; the next run takes it up");
+            }
+        }
     }
 
     /// The scan, on a blocking thread; it tells the pipeline it is over however it ends, and

@@ -1,5 +1,8 @@
 //! `bookferry retry-failed`: put failed rows back where they failed (attempts kept) and run the
-//! recorded migration again, exactly as `run` would.
+//! recorded migration again, as `run` would, except that the rows put back (with any other row
+//! left to do) go first, before the rescan of the source, so they start moving at once however
+//! large the library; with nothing put back and nothing left to do it says so and ends there,
+//! without a rescan.
 
 use super::execute::{Ended, Execution};
 use super::options::{self, MigrationOptions};
@@ -10,7 +13,7 @@ use crate::cli::{GlobalArgs, RetryArgs};
 use crate::failure::FailureKind;
 use crate::source::SourceSpec;
 use crate::state::migration_record::{self, MigrationRecord};
-use crate::state::retry;
+use crate::state::{report, retry};
 use crate::target::TargetSpec;
 
 pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
@@ -43,6 +46,12 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
     )?;
     let n = retry::requeue_failed(&mut *session.db.conn()?, session.run, &args.kind)?;
     tracing::info!("retry-failed: {n} failed file(s) put back where they failed");
+    if n == 0 {
+        if let Some(ended) = nothing_to_do(&session, &super::command_prefix(global))? {
+            let ended = session.finish(Ok(ended), |e| (e.exit_code(), e.outcome()))?;
+            return Ok(Ended::exit_code(ended));
+        }
+    }
     let ended = Execution {
         session: &session,
         source,
@@ -56,8 +65,34 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
         global,
         stats: crate::pipeline::progress::DEFAULT_STATS,
         max_duration: None,
+        rows_first: n > 0,
     }
     .execute();
     let ended = session.finish(ended, |e| (e.exit_code(), e.outcome()))?;
     Ok(Ended::exit_code(ended))
+}
+
+/// With no row put back: when no row is left to do either, how the command ends without a
+/// rescan (exit 0, or 1 while rows of other kinds stay failed, as a run would end); `None`
+/// when rows are left, which the run takes up as `run` would.
+fn nothing_to_do(session: &Session, me: &str) -> Result<Option<Ended>, crate::state::StateError> {
+    let conn = session.db.conn()?;
+    let (left, _) = report::active_totals(&conn)?;
+    if left > 0 {
+        return Ok(None);
+    }
+    let failed = report::failed_count(&conn)?;
+    tracing::info!(
+        "retry-failed: nothing to retry and nothing left to migrate{}; files new or changed in the source are found by `{me} run`",
+        if failed > 0 {
+            format!(" ({failed} file(s) stay failed, of kinds not asked for)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(Some(if failed > 0 {
+        Ended::FailedRows(failed)
+    } else {
+        Ended::Finished
+    }))
 }

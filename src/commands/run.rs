@@ -83,6 +83,7 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
         dry_run: args.dry_run,
         global,
         stats: args.stats,
+        rows_first: false,
         max_duration: args.max_duration.filter(|d| !d.is_zero()),
     }
     .execute();

@@ -17,6 +17,7 @@ use crate::hash::{self, DigestSet, Hashed};
 use crate::metadata::{self, Extracted};
 use crate::state::FileState;
 use crate::target::staged::{Staged, Staging};
+use crate::target::Target;
 use crate::tuning;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -122,8 +123,11 @@ struct Job {
     digests: DigestSet,
     /// Format and relative path, when the file's own metadata is to be parsed.
     parse: Option<(String, String)>,
-    /// Where to stage the file's bytes in the target once hashed (see `target::staged`).
-    stage_in: Option<Staging>,
+    /// The target, asked where to stage the file's bytes once hashed (see `target::staged`)
+    /// on the blocking thread: a folder target answers from what it held at the open, which
+    /// it may have to read first.
+    target: Arc<Target>,
+    size: u64,
 }
 
 impl Job {
@@ -135,7 +139,8 @@ impl Job {
             digests: ctx.cfg.digests,
             parse: metadata_stage::needs_extraction(&item.row)
                 .then(|| (item.row.format.clone(), item.row.source_ref.clone())),
-            stage_in: ctx.target.staging(item.row.size).cloned(),
+            target: ctx.target.clone(),
+            size: item.row.size,
         }
     }
 
@@ -143,7 +148,8 @@ impl Job {
     /// them in the target if it takes them. Blocking.
     fn run(self) -> Result<Read, Failure> {
         super::fault::panic_if_injected("hash", &self.path.to_string_lossy());
-        if let Some(staging) = &self.stage_in {
+        let stage_in = self.target.staging(self.size).cloned();
+        if let Some(staging) = &stage_in {
             if let Some(read) = self.read_large_into(staging)? {
                 return Ok(read);
             }
@@ -154,7 +160,7 @@ impl Job {
             _ => None,
         };
         let mut staged = None;
-        if let (Some(staging), Some(data)) = (&self.stage_in, &hashed.data) {
+        if let (Some(staging), Some(data)) = (&stage_in, &hashed.data) {
             match Staged::write(staging, self.row_id, data) {
                 Ok(s) => {
                     staged = Some(Arc::new(s));

@@ -495,8 +495,23 @@ impl Target {
         }
     }
 
+    /// Read what a folder target held at the open, if not read yet, on a blocking thread (the
+    /// first name check waits for it; a run that checks no name never walks the target).
+    async fn ready(&self) {
+        if let Target::Folder(f, _) = self {
+            if !f.has_read_held() {
+                let f = f.clone();
+                joined(tokio::task::spawn_blocking(move || {
+                    f.held();
+                }))
+                .await;
+            }
+        }
+    }
+
     /// Keys of the queries whose name and size the target already holds.
     pub async fn check_names(&self, q: Vec<NameQuery>) -> Result<HashSet<i64>, Failure> {
+        self.ready().await;
         match self {
             Target::Folder(f, _) => Ok(f.check_names(&q)),
             Target::Calibre(c, _) => Ok(c.check_names(&q)),
