@@ -162,6 +162,14 @@ impl FolderTarget {
                 target.staging = Some(staging);
             }
         }
+        if target.opened_at.is_some_and(coarse_times) {
+            // Times in steps of 10 ms or more (FAT's 2 s, exFAT's 10 ms, some SMB servers): a
+            // file made just before the open can carry the probe's time, and would be taken
+            // for one made since. Such a target is read now, as nothing of this run is in it
+            // yet.
+            target.opened_at = None;
+            let _ = target.held();
+        }
         Ok(target)
     }
 
@@ -888,6 +896,13 @@ fn spelled_in(dir: &Path, name: &str, names: &NameRules) -> Option<String> {
 }
 
 /// Index the target tree by (base name's key, size), removing temp files a killed run left.
+/// Whether a filesystem's time `(seconds, nanoseconds)` looks kept in steps of 10 ms or more
+/// (a whole number of 10 ms: on a filesystem with fine times, one in 10,000,000 is, and is then
+/// only read at the open, as a coarse one is).
+fn coarse_times((_, nsec): (i64, i64)) -> bool {
+    nsec % 10_000_000 == 0
+}
+
 /// With `opened_at` (the ctime of a file made at the open), files made or changed since are
 /// left out and left alone: this run's. Without it (a dry run) every file is indexed and no
 /// temp file removed.
