@@ -7,10 +7,11 @@
 
 use super::flusher::{syncfs, Flusher};
 use super::held_files::HeldFiles;
+use super::made_names::MadeNames;
 use super::name_rules::{NameRules, Placing};
 use super::sidecar_state::{self, Cover, Finding, Strays};
 use super::sidecars::{stem_of, Put, Sidecars};
-use super::staged::{temp_name, Staging};
+use super::staged::{own_temp_prefix, temp_name, Staging};
 use super::{ContentQuery, NameQuery, Payload, Placed, PlacementOptions, Unusable};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::{self, Digests, Hasher};
@@ -65,10 +66,11 @@ pub struct FolderTarget {
     /// What the target held when the run opened it: read the first time a row asks (see
     /// [`FolderTarget::held`]), so a run with nothing to check never walks the tree.
     held: OnceLock<Held>,
-    /// The status-change time (ctime) of a file made in the root at the open: a file whose
-    /// ctime is not older was made (or changed) since, by this run, and is not one the target
-    /// held. `None` in a dry run, which writes nothing (and removes no temp file).
-    opened_at: Option<(i64, i64)>,
+    /// The names this run made before `held` was read, which that read leaves out (see
+    /// `target::made_names`).
+    made: MadeNames,
+    /// A dry run writes nothing, and its read of `held` removes no temp file.
+    dry_run: bool,
     root_dir: Option<File>,
     /// Writes back what the run writes while it runs, and makes it durable for the state
     /// writer (see `target::flusher`); not in a dry run.
@@ -114,7 +116,8 @@ impl FolderTarget {
             root: root.to_path_buf(),
             opts,
             held: OnceLock::new(),
-            opened_at: None,
+            made: MadeNames::new(),
+            dry_run,
             root_dir: None,
             flusher: None,
             staging: None,
@@ -132,11 +135,7 @@ impl FolderTarget {
         if !dry_run {
             let probe = root.join(temp_name("probe"));
             File::create(&probe)
-                .and_then(|mut f| {
-                    f.write_all(b"probe")?;
-                    f.metadata()
-                })
-                .map(|m| target.opened_at = Some((m.ctime(), m.ctime_nsec())))
+                .and_then(|mut f| f.write_all(b"probe"))
                 .map_err(|e| unusable("not writable", e))?;
             let linked = target.probe_link_mode(&probe, source_root, &meta);
             let _ = fs::remove_file(&probe);
@@ -162,28 +161,24 @@ impl FolderTarget {
                 target.staging = Some(staging);
             }
         }
-        if target.opened_at.is_some_and(coarse_times) {
-            // Times in steps of 10 ms or more (FAT's 2 s, exFAT's 10 ms, some SMB servers): a
-            // file made just before the open can carry the probe's time, and would be taken
-            // for one made since. Such a target is read now, as nothing of this run is in it
-            // yet.
-            target.opened_at = None;
-            let _ = target.held();
-        }
         Ok(target)
     }
 
     /// The files the target held when the run opened it, read (and the temp files a killed
     /// run left removed) the first time this is asked: by the first name check or content
-    /// check. Files this run placed or is writing meanwhile are left out (and kept) by their
-    /// ctime (see `opened_at`); so is a file someone else changed since the open, which is then
-    /// only not taken for one the target has (its name may still get ` (2)`). Blocking: walks
+    /// check. Files this run placed meanwhile are left out by name (see `made`), and the temp
+    /// files it is writing by their prefix, which holds this process's id. Blocking: walks
     /// the whole tree once (a folder of 1,000,000 books in their own folders: ~1 M
     /// directories), which a run that checks nothing (nothing to do, or only rows to place
     /// again) never does.
     pub fn held(&self) -> &Held {
         self.held.get_or_init(|| {
-            let names = index_tree(&self.root, self.opened_at, &self.names);
+            let sweep = !self.dry_run;
+            let mut names = index_tree(&self.root, sweep, &self.names);
+            let made = self.made.settle();
+            if !made.is_empty() {
+                names.retain(|_, rel| !made.contains(&self.names.key(rel)));
+            }
             let mut files = HeldFiles::new(self.root.clone());
             for ((_, size), rel) in &names {
                 files.add(rel.clone(), *size);
@@ -444,6 +439,11 @@ impl FolderTarget {
         if placed.is_ok() {
             crate::fault_hook::kill_if_injected("book-placed", &p.source_rel);
         }
+        if self.made.full() {
+            // Placing without checking (rows resumed past the checks): read the target now
+            // rather than record every name.
+            self.held();
+        }
         placed
     }
 
@@ -500,10 +500,21 @@ impl FolderTarget {
                 self.placing
                     .hold(format!("\0sidecars\0{}", self.names.key(&stem_rel)))
             });
-            let put_sidecars = |sidecars: &Sidecars| {
-                sidecars
+            // From before any file is made until its name is recorded (see `made`).
+            let making = self.made.making();
+            let record = |rel: &str| self.made.record(&making, self.names.key(rel));
+            let put_sidecars = |sidecars: &Sidecars| -> Result<Put, Failure> {
+                let put = sidecars
                     .put(&parent, &candidate_name, replace)
-                    .map_err(|e| write_err("cannot write the sidecars of", &candidate, e))
+                    .map_err(|e| write_err("cannot write the sidecars of", &candidate, e))?;
+                if let Put::Written(made) = &put {
+                    for path in made {
+                        if let Ok(rel) = path.strip_prefix(&self.root) {
+                            record(&rel.to_string_lossy());
+                        }
+                    }
+                }
+                Ok(put)
             };
             if !replace && look_first {
                 match look(&candidate)? {
@@ -535,6 +546,7 @@ impl FolderTarget {
             };
             match self.put(p, &parent, &candidate, replace) {
                 Ok(mut placed) => {
+                    record(&candidate_rel);
                     placed.target_ref = candidate_rel;
                     return Ok(placed);
                 }
@@ -895,22 +907,10 @@ fn spelled_in(dir: &Path, name: &str, names: &NameRules) -> Option<String> {
     found
 }
 
-/// Index the target tree by (base name's key, size), removing temp files a killed run left.
-/// Whether a filesystem's time `(seconds, nanoseconds)` looks kept in steps of 10 ms or more
-/// (a whole number of 10 ms: on a filesystem with fine times, one in 10,000,000 is, and is then
-/// only read at the open, as a coarse one is).
-fn coarse_times((_, nsec): (i64, i64)) -> bool {
-    nsec % 10_000_000 == 0
-}
-
-/// With `opened_at` (the ctime of a file made at the open), files made or changed since are
-/// left out and left alone: this run's. Without it (a dry run) every file is indexed and no
-/// temp file removed.
-fn index_tree(
-    root: &Path,
-    opened_at: Option<(i64, i64)>,
-    names: &NameRules,
-) -> HashMap<(String, u64), String> {
+/// Index the target tree by (base name's key, size) → path under the root. With `sweep`,
+/// the temp files a killed run left are removed; this process's own are left alone, and
+/// neither is indexed.
+fn index_tree(root: &Path, sweep: bool, names: &NameRules) -> HashMap<(String, u64), String> {
     let mut index = HashMap::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
@@ -930,18 +930,14 @@ fn index_tree(
             if !(ft.is_file() || ft.is_symlink()) {
                 continue;
             }
-            // The entry itself (a symlink's own ctime), stat-ed by name in its open folder.
-            let Ok(own) = entry.metadata() else { continue };
-            let made_since = |at: (i64, i64)| (own.ctime(), own.ctime_nsec()) >= at;
-            if opened_at.is_some_and(made_since) {
-                continue;
-            }
             if name.starts_with(TEMP_PREFIX) {
-                if opened_at.is_some() {
+                if sweep && !name.starts_with(own_temp_prefix()) {
                     let _ = fs::remove_file(entry.path());
                 }
                 continue;
             }
+            // The entry itself (a symlink's own size is not the book's).
+            let Ok(own) = entry.metadata() else { continue };
             let len = if ft.is_symlink() {
                 match fs::metadata(entry.path()) {
                     Ok(m) => m.len(),
@@ -983,7 +979,9 @@ mod tests {
     /// 1,000,000 placed books: 156 s of a 182 s rerun); the first name check does, once. It
     /// holds what was there at the open and not what this run placed before it, nor the temp
     /// files this run is writing, which it leaves alone; the temp files a killed run left go
-    /// then. Before, the tree was read (and those temp files removed) at the open.
+    /// then. Before, the tree was read (and those temp files removed) at the open. (A rule by
+    /// ctime left the killed run's temp file alone where the clock is coarse: it carried the
+    /// open's time. Its fresh-clone check failed so.)
     #[test]
     fn what_the_target_held_at_the_open_is_read_at_the_first_name_check() {
         let (_dir, src, root, target) = copy_target(&[("book.epub", b"there!")]);

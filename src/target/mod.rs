@@ -11,6 +11,7 @@ pub mod held_files;
 pub mod http;
 pub mod layout;
 pub mod limit;
+pub mod made_names;
 pub mod name_rules;
 pub mod sidecar_state;
 pub mod sidecars;

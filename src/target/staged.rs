@@ -269,6 +269,13 @@ pub(crate) fn temp_name(tag: &str) -> String {
     )
 }
 
+/// The start of every temp name of this process (see [`temp_name`]): a read of the target
+/// leaves these alone, as the run is writing them.
+pub(crate) fn own_temp_prefix() -> &'static str {
+    static OWN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWN.get_or_init(|| format!("{TEMP_PREFIX}{}-", PID.get_or_init(std::process::id)))
+}
+
 /// `O_TMPFILE` as `OpenOptions::custom_flags` takes it (it fits: 0o20200000).
 const O_TMPFILE: i32 = rustix::fs::OFlags::TMPFILE.bits() as i32;
 
