@@ -81,6 +81,9 @@ pub struct Execution<'a> {
     /// the pipeline first, as recorded, and the scan comes after them, so they start at once
     /// instead of after a rescan of the whole source.
     pub rows_first: bool,
+    /// `retry-failed`: the rows it put back after their placement failed (see
+    /// `PipelineConfig::failed_at_placement`).
+    pub failed_at_placement: Arc<std::collections::HashSet<i64>>,
 }
 
 /// What the state DB says before the run starts.
@@ -272,6 +275,7 @@ impl Execution<'_> {
             dry_run: self.dry_run,
             keep_duplicates: self.options.keep_duplicates || target.keeps_source_books(),
             tuning: tuning.pipeline,
+            failed_at_placement: self.failed_at_placement.clone(),
         };
         let ctx = Arc::new(Ctx::new(
             self.session.db.clone(),

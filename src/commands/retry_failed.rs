@@ -44,7 +44,8 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
             ..rec
         },
     )?;
-    let n = retry::requeue_failed(&mut *session.db.conn()?, session.run, &args.kind)?;
+    let requeued = retry::requeue_failed(&mut *session.db.conn()?, session.run, &args.kind)?;
+    let n = requeued.count;
     tracing::info!("retry-failed: {n} failed file(s) put back where they failed");
     if n == 0 {
         if let Some(ended) = nothing_to_do(&session, &super::command_prefix(global))? {
@@ -66,6 +67,7 @@ pub fn command(global: &GlobalArgs, args: &RetryArgs) -> CmdResult {
         stats: crate::pipeline::progress::DEFAULT_STATS,
         max_duration: None,
         rows_first: n > 0,
+        failed_at_placement: std::sync::Arc::new(requeued.at_placement),
     }
     .execute();
     let ended = session.finish(ended, |e| (e.exit_code(), e.outcome()))?;

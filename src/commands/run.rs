@@ -84,6 +84,7 @@ pub fn command(global: &GlobalArgs, args: &RunArgs) -> CmdResult {
         global,
         stats: args.stats,
         rows_first: false,
+        failed_at_placement: Default::default(),
         max_duration: args.max_duration.filter(|d| !d.is_zero()),
     }
     .execute();

@@ -113,6 +113,17 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
                 rest.push(item);
                 continue;
             }
+            // Still checked against what this migration placed (above): a row with its
+            // content may have been placed after this one failed.
+            let failed_at_placement = item.row.state == FileState::MetadataCached
+                && ctx.cfg.failed_at_placement.contains(&item.row.id);
+            if failed_at_placement && !ctx.target.asks_again_after_a_failed_placement() {
+                if let (Some(key), Ok(mut contents)) = (key.as_deref(), ctx.contents.lock()) {
+                    contents.forward(key, item.row.id);
+                }
+                rest.push(item);
+                continue;
+            }
             queries.push(ContentQuery {
                 key: item.row.id,
                 digests,

@@ -50,6 +50,9 @@ pub struct PipelineConfig {
     pub place_verb: &'static str,
     /// Checkers, queue lengths, the claim batch and the buffer budget (see `crate::tuning`).
     pub tuning: PipelineTuning,
+    /// Rows `retry-failed` put back after their placement failed (see
+    /// `Target::asks_again_after_a_failed_placement`).
+    pub failed_at_placement: Arc<std::collections::HashSet<i64>>,
 }
 
 impl PipelineConfig {
@@ -62,6 +65,7 @@ impl PipelineConfig {
             dry_run: false,
             keep_duplicates: false,
             tuning,
+            failed_at_placement: Default::default(),
         }
     }
 }

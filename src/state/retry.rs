@@ -4,9 +4,19 @@
 use super::runs::active_list;
 use super::{now_ms, Result};
 use rusqlite::{params_from_iter, Connection, TransactionBehavior};
+use std::collections::HashSet;
 
-/// Requeue failed rows (only the given kinds, if any). Returns how many.
-pub fn requeue_failed(conn: &mut Connection, run: i64, kinds: &[String]) -> Result<usize> {
+/// The rows `requeue_failed` put back.
+#[derive(Debug, Default)]
+pub struct Requeued {
+    pub count: usize,
+    /// Those that failed at placement (from `metadata_cached`, where they go back): past every
+    /// check, content included, in the run they failed in.
+    pub at_placement: HashSet<i64>,
+}
+
+/// Requeue failed rows (only the given kinds, if any).
+pub fn requeue_failed(conn: &mut Connection, run: i64, kinds: &[String]) -> Result<Requeued> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_ms();
     let filter = if kinds.is_empty() {
@@ -18,6 +28,12 @@ pub fn requeue_failed(conn: &mut Connection, run: i64, kinds: &[String]) -> Resu
         "CASE WHEN failed_from IN ({}) THEN failed_from ELSE 'pending' END",
         active_list()
     );
+    let at_placement = tx
+        .prepare(&format!(
+            "SELECT id FROM files WHERE state = 'failed' AND failed_from = 'metadata_cached'{filter}"
+        ))?
+        .query_map(params_from_iter(kinds.iter()), |r| r.get(0))?
+        .collect::<rusqlite::Result<HashSet<i64>>>()?;
     tx.execute(
         &format!(
             "INSERT INTO events (file_id, run_id, at, from_state, to_state, detail)
@@ -35,5 +51,8 @@ pub fn requeue_failed(conn: &mut Connection, run: i64, kinds: &[String]) -> Resu
         params_from_iter(kinds.iter()),
     )?;
     tx.commit()?;
-    Ok(n)
+    Ok(Requeued {
+        count: n,
+        at_placement,
+    })
 }

@@ -173,6 +173,7 @@ impl FolderTarget {
     /// again) never does.
     pub fn held(&self) -> &Held {
         self.held.get_or_init(|| {
+            let started = std::time::Instant::now();
             let sweep = !self.dry_run;
             let mut names = index_tree(&self.root, sweep, &self.names);
             let made = self.made.settle();
@@ -183,6 +184,12 @@ impl FolderTarget {
             for ((_, size), rel) in &names {
                 files.add(rel.clone(), *size);
             }
+            tracing::info!(
+                "target folder {}: read what it held at the open: {} files in {:.1?}",
+                self.root.display(),
+                names.len(),
+                started.elapsed()
+            );
             Held { names, files }
         })
     }
