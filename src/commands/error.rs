@@ -233,8 +233,6 @@ pub enum UsageError {
     /// `--sidecars`, or not into a folder).
     #[error("verify --repair sidecars: this migration writes no sidecars (only a folder migration recorded with run --sidecars does)")]
     RepairSidecarsWithout,
-    #[error("verify is not built for a calibre-server target yet; stop the server and verify the library with --to calibre:PATH, or list it with calibredb --with-library")]
-    VerifyCalibreServer,
     #[error("verify --repair: {files} files would be put back to be migrated; not on a terminal to ask, so say --yes")]
     RepairNeedsYes { files: usize },
     #[error("not on a terminal to ask: say {flag}")]

@@ -18,6 +18,7 @@ pub mod status;
 pub mod stdout;
 pub mod verify;
 mod verify_calibre;
+mod verify_calibre_server;
 pub mod verify_progress;
 mod verify_sidecars;
 

@@ -75,7 +75,22 @@ pub fn command(global: &GlobalArgs, args: &VerifyArgs) -> CmdResult {
             let ended = verify_http(&session, &shared, base, &http_opts, &tuning);
             (session, ended)
         }
-        TargetSpec::CalibreServer(_) => return Err(UsageError::VerifyCalibreServer.into()),
+        TargetSpec::CalibreServer(server) => {
+            if content {
+                return Err(UsageError::VerifyContentCalibre.into());
+            }
+            let no_tuning = TuningArgs::default();
+            let http_opts = options::http_options(&args.http, &no_tuning)?;
+            let session = Session::open(&state, "verify")?;
+            let ended = super::verify_calibre_server::verify(
+                &session,
+                &shared,
+                server,
+                &http_opts,
+                rec.options.merge_formats,
+            );
+            (session, ended)
+        }
         TargetSpec::Calibre(root) => {
             if content {
                 return Err(UsageError::VerifyContentCalibre.into());
@@ -181,7 +196,8 @@ fn verify_folder(
             code = exit::FAILED_ROWS;
         }
     }
-    repair(session, &mut conn, pass.id, args, hardlinked, me)?;
+    let kinds = placed_kinds_to_repair(args, hardlinked, "target");
+    repair(session, &mut conn, pass.id, args, &kinds, me)?;
     if let Some(found) = &sidecars {
         super::verify_sidecars::repair(&conn, root, found, args)?;
     }
@@ -193,18 +209,19 @@ fn verify_folder(
 /// lose their `target_ref`, so the next run places a new copy and leaves a changed file as it
 /// is. `content`: the name-and-size skips found with other content (or gone) go back too; the
 /// next run places each beside the target's file of that name.
-fn repair(
+/// `--repair`: put back the placed files whose verdict is one of `kinds` (see
+/// [`placed_kinds_to_repair`]), and with `content` the name-and-size skips that differ.
+pub(super) fn repair(
     session: &Session,
     conn: &mut rusqlite::Connection,
     pass: i64,
     args: &VerifyArgs,
-    hardlinked: bool,
+    kinds: &[Found],
     me: &str,
 ) -> Result<(), super::CommandError> {
     if args.repair.iter().all(|k| *k == RepairKind::Sidecars) {
         return Ok(());
     }
-    let kinds = placed_kinds_to_repair(args, hardlinked, "target");
     let content = args.repair.contains(&RepairKind::Content);
     let (_, differs) = verify_store::outcome(conn, pass)?;
     let chosen = differs
@@ -224,7 +241,7 @@ fn repair(
     if !confirmed(args, chosen)? {
         return Ok(());
     }
-    let mut ids = verify_store::requeue(conn, session.run, pass, &kinds)?;
+    let mut ids = verify_store::requeue(conn, session.run, pass, kinds)?;
     if content {
         ids.extend(verify_store::requeue_name_size(conn, session.run, pass)?);
     }
@@ -479,7 +496,8 @@ fn verify_http(
     shown.finish();
     verify_store::end_pass(&conn, pass.id)?;
     let code = print_outcome(&conn, pass.id, base, opts, verbose, http_name)?;
-    repair(session, &mut conn, pass.id, args, false, me)?;
+    let kinds = placed_kinds_to_repair(args, false, "target");
+    repair(session, &mut conn, pass.id, args, &kinds, me)?;
     Ok(code)
 }
 

@@ -237,11 +237,31 @@ impl Client {
         }
     }
 
-    /// A POST, logging in when the server asks (a challenge, then at most one stale nonce).
+    /// A GET of one of the server's JSON endpoints (`path` with its query), retried while
+    /// transient: it changes nothing.
+    pub async fn get_json(&self, path: &str) -> Result<Value, CallError> {
+        self.with_retries(|| self.call(reqwest::Method::GET, path, None))
+            .await
+    }
+
+    /// A POST, logging in when the server asks (see [`Self::call`]).
     async fn post(&self, path: &str, ctype: &str, body: &Body) -> Result<Value, CallError> {
+        self.call(reqwest::Method::POST, path, Some((ctype, body)))
+            .await
+    }
+
+    /// A call with its body (a POST's), logging in when the server asks (a challenge, then at
+    /// most one stale nonce).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, &Body)>,
+    ) -> Result<Value, CallError> {
         // No progress watch on a body being sent: a call is given --stall-timeout, and one
         // second more per 256 KiB it sends (a link slower than that fails it as transient).
-        let timeout = self.stall + Duration::from_secs(body.len() / CHUNK as u64);
+        let sent = body.map_or(0, |(_, b)| b.len());
+        let timeout = self.stall + Duration::from_secs(sent / CHUNK as u64);
         let url = format!("{}{path}", self.base);
         let uri = reqwest::Url::parse(&url)
             .map(|u| match u.query() {
@@ -253,18 +273,21 @@ impl Client {
             let sent_auth = self.challenge.lock().expect("challenge lock").clone();
             let mut req = self
                 .http
-                .post(&url)
+                .request(method.clone(), &url)
                 .timeout(timeout)
-                .header(reqwest::header::CONTENT_TYPE, ctype)
-                .header(reqwest::header::CONTENT_LENGTH, body.len())
-                .header(reqwest::header::ACCEPT, JSON)
-                .body(body.make().await?);
+                .header(reqwest::header::ACCEPT, JSON);
+            if let Some((ctype, body)) = body {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, ctype)
+                    .header(reqwest::header::CONTENT_LENGTH, body.len())
+                    .body(body.make().await?);
+            }
             if let (Some(ch), Some(c)) = (&sent_auth, &self.creds) {
                 let nc = self.nc.fetch_add(1, Ordering::Relaxed) + 1;
                 let cnonce = format!("{:016x}", rand::random::<u64>());
                 req = req.header(
                     reqwest::header::AUTHORIZATION,
-                    ch.authorization(c, "POST", &uri, nc, &cnonce),
+                    ch.authorization(c, method.as_str(), &uri, nc, &cnonce),
                 );
             }
             let resp = match req.send().await {
@@ -370,7 +393,7 @@ fn backoff(try_no: u32) -> Duration {
     Duration::from_millis(rand::random_range(cap / 2..=cap))
 }
 
-fn query_escape(s: &str) -> String {
+pub(super) fn query_escape(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

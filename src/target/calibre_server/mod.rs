@@ -20,10 +20,12 @@ mod columns;
 mod cover;
 mod library;
 pub mod spec;
+mod view;
 
 pub use auth::Credentials;
 pub use client::AuthRefused;
 pub use spec::{ServerSpec, SpecError};
+pub use view::{FormatsOf, ServerBook, ServerView};
 
 use super::http::{HttpOptions, Transfers};
 use super::limit::Limiter;
@@ -89,35 +91,7 @@ impl CalibreServerTarget {
         migration_key: &str,
         source_root: &Path,
     ) -> Result<CalibreServerTarget, OpenError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(opts.connect_timeout)
-            .tcp_nodelay(true)
-            .user_agent(concat!("bookferry/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none());
-        let https = spec.base.starts_with("https://");
-        if let Some(ca) = opts.ca_cert.as_ref().filter(|_| https && !opts.insecure) {
-            let tls = ca.client_config().map_err(|source| Unusable::CaCertTls {
-                path: ca.path().to_path_buf(),
-                source,
-            })?;
-            builder = builder.tls_backend_preconfigured(tls);
-        }
-        if !https {
-            builder = builder.tls_certs_only(Vec::new());
-        }
-        if opts.insecure {
-            tracing::warn!("--insecure: the server's TLS certificate is NOT verified; anyone on the path can read the password and the books");
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-        let http = builder.build().map_err(Unusable::HttpClient)?;
-        let client = Client::new(
-            http,
-            &spec.base,
-            spec.library_id.clone(),
-            creds,
-            opts.retries,
-            opts.stall_timeout,
-        );
+        let client = connect(spec, creds, opts)?;
         let limiter = match opts.transfers {
             Transfers::Fixed(n) => Limiter::fixed(n),
             Transfers::Auto => Limiter::adaptive(transfers.http_start, transfers.http_max),
@@ -530,6 +504,43 @@ fn title_of(p: &Payload) -> String {
 }
 
 /// A call's error as the row's failure (`retried`: how many retries were spent on it).
+/// The HTTP client for the server at `spec`, logging in with `creds` when it asks.
+fn connect(
+    spec: &ServerSpec,
+    creds: Option<Credentials>,
+    opts: &HttpOptions,
+) -> Result<Client, Unusable> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(opts.connect_timeout)
+        .tcp_nodelay(true)
+        .user_agent(concat!("bookferry/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none());
+    let https = spec.base.starts_with("https://");
+    if let Some(ca) = opts.ca_cert.as_ref().filter(|_| https && !opts.insecure) {
+        let tls = ca.client_config().map_err(|source| Unusable::CaCertTls {
+            path: ca.path().to_path_buf(),
+            source,
+        })?;
+        builder = builder.tls_backend_preconfigured(tls);
+    }
+    if !https {
+        builder = builder.tls_certs_only(Vec::new());
+    }
+    if opts.insecure {
+        tracing::warn!("--insecure: the server's TLS certificate is NOT verified; anyone on the path can read the password and the books");
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    let http = builder.build().map_err(Unusable::HttpClient)?;
+    Ok(Client::new(
+        http,
+        &spec.base,
+        spec.library_id.clone(),
+        creds,
+        opts.retries,
+        opts.stall_timeout,
+    ))
+}
+
 fn failure(e: CallError, what: &str, retried: Option<u32>) -> Failure {
     let after = retried.map_or(String::new(), |n| format!(" (after {n} retries)"));
     match e {
