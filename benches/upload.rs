@@ -52,7 +52,9 @@
 //!   BENCH_UPLOAD_PROFILES=1 (instead of (a)–(c): three server profiles, each capacity vs bookferry
 //!   with the default `--transfers auto` side by side, and the concurrency bookferry reached over
 //!   time: 50 ms per upload with 503 above 8 in flight; 5 ms with 503 above 32; 20 ms with 10%
-//!   random 503s and no in-flight limit. The per-upload cost is the server's store cost, paid per
+//!   random 503s and no in-flight limit; beside each, bookferry with `--transfers` fixed at the
+//!   load generator's best concurrency, the client's own ceiling against that server on this
+//!   machine, which the adaptive limiter is judged against. The per-upload cost is the server's store cost, paid per
 //!   new file, so use a corpus without duplicates: BENCH_UPLOAD_DUP_RATE=0;
 //!   BENCH_UPLOAD_PROFILE=N runs profile N only)
 //!   BENCH_UPLOAD_DIAG=1 (also run bookferry with --transfers MAX_IN_FLIGHT, as a diagnostic)
@@ -1217,23 +1219,47 @@ fn profiles(
             print_bf(&format!("bookferry run {}", i + 1), &r);
             runs.push(r);
         }
+        // The same client at the best concurrency the load generator found, fixed: what
+        // bookferry itself can do against this server on this machine (its reading, hashing and
+        // state DB share the cores with the server). The adaptive limiter is judged against it;
+        // what is left to capacity is the client's cost per file, not the limiter.
+        let mut fixed = Vec::new();
+        let mut fixed_args = cfg.bf_args.clone();
+        fixed_args.extend(["--transfers".to_string(), best_c.to_string()]);
+        for i in 0..cfg.repeat {
+            let r = run_bookferry(
+                &cfg,
+                bin,
+                lib,
+                state_dir,
+                &format!("profile-fixed{i}"),
+                None,
+                &fixed_args,
+            );
+            print_bf(&format!("bookferry --transfers {best_c} run {}", i + 1), &r);
+            fixed.push(r);
+        }
         runs.sort_by(|a, b| a.files_per_min().total_cmp(&b.files_per_min()));
+        fixed.sort_by(|a, b| a.files_per_min().total_cmp(&b.files_per_min()));
         let med = &runs[runs.len() / 2];
+        let fixed_med = fixed[fixed.len() / 2].files_per_min();
         println!(
             "  bookferry's concurrency over time (median run; most uploads admitted at once, per second): {}",
             per_second(&med.stats.admitted_by_quarter_second)
         );
         let r = ratio(med.files_per_min(), cap);
+        let rf = ratio(med.files_per_min(), fixed_med);
         println!(
-            "  capacity c={best_c} {cap:.0} files/min; bookferry {:.0} files/min = {r:.2}× capacity",
-            med.files_per_min()
+            "  capacity c={best_c} {cap:.0} files/min; bookferry {:.0} files/min = {r:.2}× capacity; bookferry --transfers {best_c} {fixed_med:.0} files/min ({:.2}× capacity): auto = {rf:.2}× of it",
+            med.files_per_min(),
+            ratio(fixed_med, cap)
         );
-        summary.push((p.name, cap, med.files_per_min(), r));
+        summary.push((p.name, cap, med.files_per_min(), r, fixed_med, rf));
     }
-    println!("\n== summary: bookferry --transfers auto / capacity, per server profile (goal ≥ {GOAL_PROFILE_VS_CAPACITY:.2})");
-    for (name, cap, bf, r) in summary {
+    println!("\n== summary: bookferry --transfers auto / capacity, per server profile (goal ≥ {GOAL_PROFILE_VS_CAPACITY:.2}); and / bookferry at the best fixed concurrency (the client's own ceiling here)");
+    for (name, cap, bf, r, fixed, rf) in summary {
         println!(
-            "  {name:<72} capacity {cap:>8.0}  bookferry {bf:>8.0} files/min  {r:.2}× {}",
+            "  {name:<72} capacity {cap:>8.0}  bookferry {bf:>8.0} files/min  {r:.2}× {}  fixed best {fixed:>8.0}  auto/fixed {rf:.2}×",
             if r >= GOAL_PROFILE_VS_CAPACITY {
                 "(met)"
             } else {
