@@ -1228,45 +1228,31 @@ fn profiles(
         println!("\n-- {}", p.name);
         let ((best_c, cap), steady_c) =
             capacity_runs_steady(rt, &cfg, lib, p.concurrencies, cfg.repeat);
-        let mut runs = Vec::new();
-        for i in 0..cfg.repeat {
-            let r = run_bookferry(
-                &cfg,
-                bin,
-                lib,
-                state_dir,
-                &format!("profile{i}"),
-                None,
-                &cfg.bf_args,
-            );
-            print_bf(&format!("bookferry run {}", i + 1), &r);
-            runs.push(r);
-        }
+        // `repeat` runs with `args`, slowest first (the median is the middle one).
+        let runs_with = |tag: &str, label: &str, args: &[String]| {
+            let mut runs: Vec<BfRun> = (0..cfg.repeat)
+                .map(|i| {
+                    let r =
+                        run_bookferry(&cfg, bin, lib, state_dir, &format!("{tag}{i}"), None, args);
+                    print_bf(&format!("{label} run {}", i + 1), &r);
+                    r
+                })
+                .collect();
+            runs.sort_by(|a, b| a.files_per_min().total_cmp(&b.files_per_min()));
+            runs
+        };
+        let runs = runs_with("profile", "bookferry", &cfg.bf_args);
         // The same client at the steadiest concurrency near the load generator's best, fixed: what
         // bookferry itself can do against this server on this machine (its reading, hashing and
         // state DB share the cores with the server). The adaptive limiter is judged against it;
         // what is left to capacity is the client's cost per file, not the limiter.
-        let mut fixed = Vec::new();
         let mut fixed_args = cfg.bf_args.clone();
         fixed_args.extend(["--transfers".to_string(), steady_c.to_string()]);
-        for i in 0..cfg.repeat {
-            let r = run_bookferry(
-                &cfg,
-                bin,
-                lib,
-                state_dir,
-                &format!("profile-fixed{i}"),
-                None,
-                &fixed_args,
-            );
-            print_bf(
-                &format!("bookferry --transfers {steady_c} run {}", i + 1),
-                &r,
-            );
-            fixed.push(r);
-        }
-        runs.sort_by(|a, b| a.files_per_min().total_cmp(&b.files_per_min()));
-        fixed.sort_by(|a, b| a.files_per_min().total_cmp(&b.files_per_min()));
+        let fixed = runs_with(
+            "profile-fixed",
+            &format!("bookferry --transfers {steady_c}"),
+            &fixed_args,
+        );
         let med = &runs[runs.len() / 2];
         let fixed_med = fixed[fixed.len() / 2].files_per_min();
         println!(

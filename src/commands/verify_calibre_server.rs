@@ -17,7 +17,7 @@ use super::{CmdResult, Internal, Session, Stop};
 use crate::state::migration_record;
 use crate::state::rows::FileRow;
 use crate::state::verify_store::{self, Found, PassOptions, ToVerify, Verdict};
-use crate::target::calibre_server::{Credentials, FormatsOf, ServerBook, ServerSpec, ServerView};
+use crate::target::calibre_server::{credentials, FormatsOf, ServerBook, ServerSpec, ServerView};
 use crate::target::http::HttpOptions;
 use std::collections::HashMap;
 use std::path::Path;
@@ -43,14 +43,7 @@ pub(super) fn verify(
         .map_err(Internal::Runtime)?;
     let mut conn = session.db.conn()?;
     let key = migration_record::key(&conn)?;
-    let user = http_opts
-        .username
-        .clone()
-        .or_else(|| server.username.clone());
-    let creds = match (user, &http_opts.password) {
-        (Some(u), Some(p)) => Some(Credentials::new(u, p.secret().to_string())),
-        _ => None,
-    };
+    let creds = credentials(server, http_opts);
     let view = runtime.block_on(ServerView::open(server, creds, http_opts, &key))?;
     let pass = begin_pass(&mut conn, session.run, opts)?;
     let mut shown = shared.progress(verify_store::left_to_check(&conn, pass.id, false)?);

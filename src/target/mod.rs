@@ -452,16 +452,7 @@ impl Target {
                 http::HttpTarget::open(base, http_opts, &transfers).await?,
             ))),
             TargetSpec::CalibreServer(server) => {
-                let user = http_opts
-                    .username
-                    .clone()
-                    .or_else(|| server.username.clone());
-                let creds = match (user, &http_opts.password) {
-                    (Some(u), Some(p)) => {
-                        Some(calibre_server::Credentials::new(u, p.secret().to_string()))
-                    }
-                    _ => None,
-                };
+                let creds = calibre_server::credentials(server, http_opts);
                 Ok(Target::CalibreServer(Arc::new(
                     calibre_server::CalibreServerTarget::open(
                         server,

@@ -79,6 +79,28 @@ fn migrated_three() -> (Workspace, std::path::PathBuf) {
     (ws, b)
 }
 
+/// Three small books (`books`: name → text), with a plain file where Bo Writer's folder must
+/// go, migrated: that book fails at placement (`target_write`), exit 1. The blocker is left for
+/// the test to remove.
+fn migrated_with_bo_writer_blocked(books: [(&str, &str); 3]) -> (Workspace, std::process::Output) {
+    let ws = Workspace::empty();
+    for (name, text) in books {
+        std::fs::write(ws.lib().join(format!("{name}.txt")), text).unwrap();
+    }
+    std::fs::create_dir_all(ws.out()).unwrap();
+    std::fs::write(ws.out().join("Bo Writer"), "not a folder").unwrap();
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    (ws, out)
+}
+
+/// Alpha, Beta (Bo Writer) and Gamma, each its own text.
+const THREE: [(&str, &str); 3] = [
+    ("Alpha - Ann Author", "Alpha - Ann Author\n"),
+    ("Beta - Bo Writer", "Beta - Bo Writer\n"),
+    ("Gamma - Cy Poet", "Gamma - Cy Poet\n"),
+];
+
 /// With nothing failed and nothing left to do, `retry-failed` says so and ends (exit 0) without
 /// rescanning the source: at 1,000,000 files that rescan took 198.6 s to retry nothing. A file
 /// new in the source is left to `run`. Before, it was recorded and migrated here.
@@ -124,15 +146,7 @@ fn retry_failed_with_nothing_failed_or_left_ends_without_a_rescan() {
 /// first: the new file's row was recorded before the retried row moved at all.
 #[test]
 fn retry_failed_moves_the_rows_it_puts_back_before_it_rescans_the_source() {
-    let ws = Workspace::empty();
-    for name in ["Alpha - Ann Author", "Beta - Bo Writer", "Gamma - Cy Poet"] {
-        std::fs::write(ws.lib().join(format!("{name}.txt")), format!("{name}\n")).unwrap();
-    }
-    // A plain file where Bo Writer's folder must go: that book fails (`target_write`).
-    std::fs::create_dir_all(ws.out()).unwrap();
-    std::fs::write(ws.out().join("Bo Writer"), "not a folder").unwrap();
-    let out = ws.migrate(&[]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (ws, _) = migrated_with_bo_writer_blocked(THREE);
     assert_eq!(
         ws.count(
             "SELECT COUNT(*) FROM files WHERE state = 'failed' AND error_kind = 'target_write'"
@@ -168,14 +182,7 @@ fn retry_failed_moves_the_rows_it_puts_back_before_it_rescans_the_source() {
 /// before the first of 100 retried rows moved). Before, the content check read it.
 #[test]
 fn retry_failed_places_rows_that_failed_at_placement_without_reading_the_target() {
-    let ws = Workspace::empty();
-    for name in ["Alpha - Ann Author", "Beta - Bo Writer", "Gamma - Cy Poet"] {
-        std::fs::write(ws.lib().join(format!("{name}.txt")), format!("{name}\n")).unwrap();
-    }
-    std::fs::create_dir_all(ws.out()).unwrap();
-    std::fs::write(ws.out().join("Bo Writer"), "not a folder").unwrap();
-    let out = ws.migrate(&[]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (ws, out) = migrated_with_bo_writer_blocked(THREE);
     assert!(
         stderr(&out).contains("read what it held"),
         "the first run reads the target: {}",
@@ -211,19 +218,11 @@ fn retry_failed_places_rows_that_failed_at_placement_without_reading_the_target(
 /// the content lands once.
 #[test]
 fn a_row_retried_after_its_duplicate_was_placed_in_its_stead_is_skipped_as_a_duplicate() {
-    let ws = Workspace::empty();
-    for name in ["Alpha - Ann Author", "Beta - Bo Writer", "Delta - Di Other"] {
-        let text = if name == "Alpha - Ann Author" {
-            "alpha\n"
-        } else {
-            "the same book twice\n"
-        };
-        std::fs::write(ws.lib().join(format!("{name}.txt")), text).unwrap();
-    }
-    std::fs::create_dir_all(ws.out()).unwrap();
-    std::fs::write(ws.out().join("Bo Writer"), "not a folder").unwrap();
-    let out = ws.migrate(&[]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (ws, _) = migrated_with_bo_writer_blocked([
+        ("Alpha - Ann Author", "alpha\n"),
+        ("Beta - Bo Writer", "the same book twice\n"),
+        ("Delta - Di Other", "the same book twice\n"),
+    ]);
     let state_of = |source: &str| -> (String, Option<String>) {
         ws.db()
             .query_row(

@@ -504,6 +504,14 @@ fn title_of(p: &Payload) -> String {
 }
 
 /// A call's error as the row's failure (`retried`: how many retries were spent on it).
+/// The login for the server at `spec`: the user from `--username` (else the URL's `USER@`)
+/// with the password given; none without both.
+pub fn credentials(spec: &ServerSpec, opts: &HttpOptions) -> Option<Credentials> {
+    let user = opts.username.clone().or_else(|| spec.username.clone())?;
+    let password = opts.password.as_ref()?;
+    Some(Credentials::new(user, password.secret().to_string()))
+}
+
 /// The HTTP client for the server at `spec`, logging in with `creds` when it asks.
 fn connect(
     spec: &ServerSpec,
