@@ -18,6 +18,7 @@ pub mod path_text;
 pub use bookferry_metadata as metadata;
 pub mod pipeline;
 pub mod skip_reason;
+mod sorted;
 pub mod source;
 pub mod state;
 pub mod target;

@@ -2,7 +2,13 @@
 //! a file goes to ([`Books::decide`]: its group's book, the book this migration made with its
 //! uuid, a book the library had by calibre's duplicate rule, or a new one), the file's slot in it, the formats
 //! being written and written, and a commit's snapshot of them and its end.
+//!
+//! What it holds is bounded, not one entry per book of the run: a committed book that has no
+//! file in flight is forgotten once more than [`KEPT_SETTLED`] are held (its group's next file
+//! finds it again in the library by its uuid; its formats are read again from `metadata.db`),
+//! and the books this run created are kept as ranges of ids ([`IdRanges`]).
 
+use super::id_ranges::IdRanges;
 use super::identity::{derived_uuid, group_of, Identified};
 use super::{
     AddedFormat, CalibreError, CalibreLibrary, CalibreOptions, Candidate, CommittedBook,
@@ -20,11 +26,13 @@ use std::sync::Arc;
 /// The books this run is writing, behind one lock.
 pub(super) struct Books {
     lib: CalibreLibrary,
-    /// Group key → the book its files go to.
+    /// Group key → the book its files go to (for a committed book: a cache, see
+    /// [`Books::forget_settled`]).
     groups: HashMap<String, i64>,
     /// Books this run created (planned or committed).
-    created: HashSet<i64>,
-    /// Books found by calibre's duplicate rule: made by this migration (in any run) or not.
+    created: IdRanges,
+    /// Books found by calibre's duplicate rule: made by this migration (in any run) or not (a
+    /// cache of what the library says).
     ours: HashMap<i64, bool>,
     /// A calibre source's book uuids (see `CalibreOptions::source_uuids`).
     source_uuids: Arc<HashSet<String>>,
@@ -33,7 +41,8 @@ pub(super) struct Books {
     max_before: i64,
     /// Created books not committed yet; `formats` holds the files written in full.
     planned: HashMap<i64, PlannedBook>,
-    /// Committed books this run added to (or looked at).
+    /// Committed books this run added to (or looked at); those with nothing in flight are a
+    /// cache of what `metadata.db` records.
     committed: HashMap<i64, CommittedBook>,
     /// book → (FORMAT, file name) being written now.
     writing: HashMap<i64, Vec<(String, String)>>,
@@ -45,6 +54,12 @@ pub(super) struct Books {
     /// Planned books whose folder is not made yet.
     pub(super) folders_to_make: HashMap<i64, FolderState>,
 }
+
+/// Committed books (and groups leading to them) held with nothing in flight before they are
+/// forgotten at the end of a commit: enough to spare the library's look-ups for the books the
+/// files of one source folder go to, a few MB at most. The unit tests keep two, so every test
+/// of the target forgets books as it goes.
+const KEPT_SETTLED: usize = if cfg!(test) { 2 } else { 10_000 };
 
 #[derive(Debug, Clone)]
 pub(super) enum FolderState {
@@ -101,7 +116,7 @@ impl Books {
         Books {
             lib,
             groups: HashMap::new(),
-            created: HashSet::new(),
+            created: IdRanges::default(),
             ours: HashMap::new(),
             source_uuids,
             max_before,
@@ -147,11 +162,11 @@ impl Books {
                 candidate.given_uuid = None;
                 candidate.fields.uuid = alt;
             }
-            match self.lib.find_existing_candidate(&candidate) {
+            match self.lib.find_existing_candidate(&candidate)? {
                 // One of this migration's own books, of another title or author set: files
                 // group strictly (by title and all authors), so the result does not depend
                 // on which file comes first.
-                Some(id) if self.is_ours(id, uuid_seed)? => self.plan(candidate),
+                Some(id) if self.is_ours(id, uuid_seed)? => self.plan(candidate)?,
                 Some(id) if !opts.merge_formats => {
                     return Ok(Decision::Skip(
                         SkipReason::TargetHasBook,
@@ -161,7 +176,7 @@ impl Books {
                     ));
                 }
                 Some(id) => id,
-                None => self.plan(candidate),
+                None => self.plan(candidate)?,
             }
         };
         self.groups.insert(group, book_id);
@@ -178,32 +193,32 @@ impl Books {
         uuid_seed: &str,
         theirs: &mut Option<String>,
     ) -> Result<Option<i64>, CalibreError> {
-        let Some(id) = self.lib.find_by_uuid(uuid) else {
+        let Some(id) = self.lib.find_by_uuid(uuid)? else {
             return Ok(None);
         };
         if !group.starts_with("uuid:") || self.is_ours(id, uuid_seed)? {
             return Ok(Some(id));
         }
         let alt = derived_uuid(uuid_seed, group);
-        let found = self.lib.find_by_uuid(&alt);
+        let found = self.lib.find_by_uuid(&alt)?;
         *theirs = Some(alt);
         Ok(found)
     }
 
-    fn plan(&mut self, candidate: Candidate) -> i64 {
-        let book = self.lib.reserve_candidate(candidate);
+    fn plan(&mut self, candidate: Candidate) -> Result<i64, CalibreError> {
+        let book = self.lib.reserve_candidate(candidate)?;
         let id = book.book_id;
         self.created.insert(id);
         self.planned.insert(id, book);
         self.folders_to_make.insert(id, FolderState::Unclaimed);
-        id
+        Ok(id)
     }
 
     /// Whether book `id` is one of this migration's own: made in this run, or in an earlier one
     /// (its uuid is the one this migration derives from its stored title and authors), or a
     /// copy of a book of the calibre source (its uuid is a source book's).
     fn is_ours(&mut self, id: i64, uuid_seed: &str) -> Result<bool, CalibreError> {
-        if self.created.contains(&id) {
+        if self.created.contains(id) {
             return Ok(true);
         }
         if let Some(known) = self.ours.get(&id) {
@@ -446,7 +461,7 @@ impl Books {
     fn abandon(&mut self, book_id: i64) {
         self.folders_to_make.remove(&book_id);
         if let Some(book) = self.planned.remove(&book_id) {
-            self.created.remove(&book_id);
+            self.created.remove(book_id);
             self.groups.retain(|_, b| *b != book_id);
             if let Err(e) = self.lib.abandon(book) {
                 tracing::warn!("{e}");
@@ -568,7 +583,32 @@ impl Books {
             );
         }
         self.added.extend(later);
+        self.forget_settled();
         Ok(())
+    }
+
+    /// Forget the committed books with nothing in flight, and the groups and duplicate-rule
+    /// answers that lead to them, once more than [`KEPT_SETTLED`] are held: the library
+    /// answers for them again (a group's book by the uuid this migration gave it, its formats
+    /// from `metadata.db`). Books planned, being written into or with formats awaiting their
+    /// record stay.
+    fn forget_settled(&mut self) {
+        if self.committed.len() <= KEPT_SETTLED
+            && self.groups.len() <= KEPT_SETTLED
+            && self.ours.len() <= KEPT_SETTLED
+        {
+            return;
+        }
+        let busy: HashSet<i64> = self
+            .writing
+            .keys()
+            .copied()
+            .chain(self.added.iter().map(|a| a.book_id))
+            .chain(self.planned.keys().copied())
+            .collect();
+        self.committed.retain(|id, _| busy.contains(id));
+        self.groups.retain(|_, id| busy.contains(id));
+        self.ours.clear();
     }
 }
 

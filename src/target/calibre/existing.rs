@@ -1,18 +1,25 @@
 //! Finding a book the library already holds, by calibre's rule (`Cache.find_identical_books`):
 //! every author of the new book is an author of the old one (case-insensitively), the fuzzy
 //! titles are equal, and the languages agree when both are known. A shared calibre uuid or
-//! identifier (ISBN, …) also counts. Kept in memory, loaded once, updated as books are planned.
+//! identifier (ISBN, …) also counts. Loaded once, updated as books are planned.
+//!
+//! The index holds 64-bit keys, not the values they stand for: each book is filed under its
+//! uuid, each of its identifiers, and its fuzzy title with each of its authors, 16 bytes a key
+//! (a library of a million books in ~50 MB, where maps of the strings took ~200). A key only
+//! says where to look: every book found under one is checked against its stored values
+//! ([`Recognized`], which the caller reads) before it counts, so two values that share a key
+//! never make a false match.
 
+use super::id_ranges::IdRanges;
+use super::keys::{hashed, Keys};
 use crate::calibre::text::fuzzy_title;
 use rusqlite::Connection;
-use std::collections::{BTreeSet, HashMap};
 
 #[derive(Debug, Default)]
 pub struct ExistingIndex {
-    books_by_author: HashMap<String, BTreeSet<i64>>,
-    titles: HashMap<i64, (String, Vec<String>)>,
-    identifiers: HashMap<(String, String), i64>,
-    uuids: HashMap<String, i64>,
+    keys: Keys,
+    /// Every book id the library has or a plan took.
+    books: IdRanges,
 }
 
 /// What a book is recognized by, in the forms stored in `metadata.db`.
@@ -27,47 +34,72 @@ pub struct Key<'a> {
     pub uuid: Option<&'a str>,
 }
 
+/// A book's stored values that the rule compares, as the caller reads them for a book the index
+/// points at (from `metadata.db`, or from the plan of a book not recorded yet).
+#[derive(Debug, Default)]
+pub struct Recognized {
+    pub uuid: String,
+    pub title: String,
+    /// As stored (`|` or `,`), any case.
+    pub authors: Vec<String>,
+    pub languages: Vec<String>,
+    pub identifiers: Vec<(String, String)>,
+}
+
+/// An author name as the rule compares it.
+fn author_form(name: &str) -> String {
+    name.replace('|', ",").trim().to_lowercase()
+}
+
+fn uuid_key(uuid: &str) -> u64 {
+    hashed(&["uuid", &uuid.to_lowercase()])
+}
+
+fn identifier_key(typ: &str, val: &str) -> u64 {
+    hashed(&["id", &typ.to_lowercase(), &val.to_lowercase()])
+}
+
+/// The key of a fuzzy title (already fuzzy) with one author (already in [`author_form`]).
+fn title_key(fuzzy: &str, author: &str) -> u64 {
+    hashed(&["title", fuzzy, author])
+}
+
 impl ExistingIndex {
-    /// Read what the index needs from the library (one query per table).
+    /// Read what the index needs from the library (one query per kind of key).
     pub fn load(conn: &Connection) -> rusqlite::Result<ExistingIndex> {
         let mut ix = ExistingIndex::default();
-        let mut stmt = conn.prepare(
-            "SELECT l.book, a.name FROM books_authors_link l JOIN authors a ON a.id = l.author",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut stmt = conn.prepare("SELECT id, uuid FROM books")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+        })?;
         for row in rows {
-            let (book, name) = row?;
-            ix.books_by_author
-                .entry(name.replace('|', ",").to_lowercase())
-                .or_default()
-                .insert(book);
+            let (book, uuid) = row?;
+            ix.books.insert(book);
+            if let Some(u) = uuid {
+                ix.keys.insert(uuid_key(&u), book);
+            }
         }
-        let mut langs: HashMap<i64, Vec<String>> = HashMap::new();
         let mut stmt = conn.prepare(
-            "SELECT l.book, g.lang_code FROM books_languages_link l
-             JOIN languages g ON g.id = l.lang_code ORDER BY l.book, l.item_order, l.id",
+            "SELECT l.book, b.title, a.name FROM books_authors_link l
+             JOIN books b ON b.id = l.book JOIN authors a ON a.id = l.author
+             ORDER BY l.book",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-        for row in rows {
-            let (book, code) = row?;
-            langs.entry(book).or_default().push(code);
-        }
-        let mut stmt = conn.prepare("SELECT id, title, uuid FROM books")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, Option<String>>(1)?,
-                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(2)?,
             ))
         })?;
+        let mut fuzzy: Option<(i64, String)> = None;
         for row in rows {
-            let (book, title, uuid) = row?;
-            let fuzzy = fuzzy_title(title.as_deref().unwrap_or(""));
-            ix.titles
-                .insert(book, (fuzzy, langs.remove(&book).unwrap_or_default()));
-            if let Some(u) = uuid {
-                ix.uuids.insert(u.to_lowercase(), book);
+            let (book, title, author) = row?;
+            if fuzzy.as_ref().is_none_or(|(b, _)| *b != book) {
+                fuzzy = Some((book, fuzzy_title(title.as_deref().unwrap_or(""))));
             }
+            let title = fuzzy.as_ref().map(|(_, t)| t.as_str()).unwrap_or("");
+            ix.keys
+                .insert(title_key(title, &author_form(&author)), book);
         }
         let mut stmt = conn.prepare("SELECT book, type, val FROM identifiers")?;
         let rows = stmt.query_map([], |r| {
@@ -79,83 +111,117 @@ impl ExistingIndex {
         })?;
         for row in rows {
             let (book, typ, val) = row?;
-            ix.identifiers
-                .entry((typ.to_lowercase(), val.to_lowercase()))
-                .or_insert(book);
+            ix.keys.insert(identifier_key(&typ, &val), book);
         }
         Ok(ix)
     }
 
-    /// The lowest id of a book that is the same as `k`, if any.
-    pub fn find(&self, k: &Key<'_>) -> Option<i64> {
-        if let Some(id) = k.uuid.and_then(|u| self.uuids.get(&u.to_lowercase())) {
-            return Some(*id);
-        }
-        let by_ident = k
-            .identifiers
-            .iter()
-            .filter_map(|(t, v)| {
-                let (t, v) = (t.to_lowercase(), v.to_lowercase());
-                if t == "uuid" {
-                    return self.uuids.get(&v).copied();
-                }
-                self.identifiers.get(&(t, v)).copied()
-            })
-            .min();
-        if by_ident.is_some() {
-            return by_ident;
-        }
-        let mut found: Option<BTreeSet<i64>> = None;
-        for a in k.authors {
-            let books = self.books_by_author.get(&a.trim().to_lowercase())?;
-            found = Some(match found {
-                None => books.clone(),
-                Some(f) => f.intersection(books).copied().collect(),
-            });
-            if found.as_ref().is_some_and(BTreeSet::is_empty) {
-                return None;
+    /// The lowest id of a book that is the same as `k`, if any. `recognized` reads a book's
+    /// stored values (`None`: no such book any more).
+    pub fn find<E>(
+        &self,
+        k: &Key<'_>,
+        mut recognized: impl FnMut(i64) -> Result<Option<Recognized>, E>,
+    ) -> Result<Option<i64>, E> {
+        if let Some(u) = k.uuid {
+            if let Some(id) = self.find_uuid(u, &mut recognized)? {
+                return Ok(Some(id));
             }
         }
+        let mut by_ident: Option<i64> = None;
+        for (t, v) in k.identifiers {
+            let found = if t.eq_ignore_ascii_case("uuid") {
+                self.find_uuid(v, &mut recognized)?
+            } else {
+                self.first_of(identifier_key(t, v), &mut recognized, |r| {
+                    r.identifiers.iter().any(|(rt, rv)| {
+                        rt.eq_ignore_ascii_case(t) && rv.to_lowercase() == v.to_lowercase()
+                    })
+                })?
+            };
+            if let Some(id) = found {
+                by_ident = Some(by_ident.map_or(id, |b| b.min(id)));
+            }
+        }
+        if by_ident.is_some() {
+            return Ok(by_ident);
+        }
+        if k.authors.is_empty() {
+            return Ok(None);
+        }
         let title = fuzzy_title(k.title);
-        found?.into_iter().find(|book| {
-            self.titles.get(book).is_some_and(|(t, langs)| {
-                *t == title && (k.languages.is_empty() || langs.is_empty() || langs == k.languages)
-            })
+        let authors: Vec<String> = k.authors.iter().map(|a| author_form(a)).collect();
+        self.first_of(title_key(&title, &authors[0]), &mut recognized, |r| {
+            let theirs: Vec<String> = r.authors.iter().map(|a| author_form(a)).collect();
+            fuzzy_title(&r.title) == title
+                && authors.iter().all(|a| theirs.contains(a))
+                && (k.languages.is_empty() || r.languages.is_empty() || r.languages == k.languages)
         })
+    }
+
+    fn find_uuid<E>(
+        &self,
+        uuid: &str,
+        recognized: &mut impl FnMut(i64) -> Result<Option<Recognized>, E>,
+    ) -> Result<Option<i64>, E> {
+        // A book filed under this uuid that is gone from the library is still the book: the
+        // file that goes to it fails, naming it, rather than make it again unseen.
+        for id in self.keys.ids(uuid_key(uuid)) {
+            match recognized(id)? {
+                Some(r) if r.uuid.eq_ignore_ascii_case(uuid) => return Ok(Some(id)),
+                Some(_) => {}
+                None => return Ok(Some(id)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The lowest id filed under `key` whose stored values pass `is_it`.
+    fn first_of<E>(
+        &self,
+        key: u64,
+        recognized: &mut impl FnMut(i64) -> Result<Option<Recognized>, E>,
+        is_it: impl Fn(&Recognized) -> bool,
+    ) -> Result<Option<i64>, E> {
+        for id in self.keys.ids(key) {
+            if recognized(id)?.is_some_and(|r| is_it(&r)) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 
     /// True when the library has a book of this id, or one is planned with it.
     pub fn has_book(&self, book: i64) -> bool {
-        self.titles.contains_key(&book)
+        self.books.contains(book)
     }
 
     /// Record a book (planned or committed) so later look-ups see it.
     pub fn add(&mut self, book: i64, k: &Key<'_>) {
-        for a in k.authors {
-            self.books_by_author
-                .entry(a.trim().to_lowercase())
-                .or_default()
-                .insert(book);
+        for key in keys_of(k) {
+            self.keys.insert(key, book);
         }
-        self.titles
-            .insert(book, (fuzzy_title(k.title), k.languages.to_vec()));
-        for (t, v) in k.identifiers {
-            self.identifiers
-                .entry((t.to_lowercase(), v.to_lowercase()))
-                .or_insert(book);
-        }
-        if let Some(u) = k.uuid {
-            self.uuids.insert(u.to_lowercase(), book);
-        }
+        self.books.insert(book);
     }
 
-    /// Forget a planned book that was abandoned.
-    pub fn remove(&mut self, book: i64) {
-        for books in self.books_by_author.values_mut() {
-            books.remove(&book);
+    /// Forget a planned book that was abandoned (`k`: what it was added with).
+    pub fn remove(&mut self, book: i64, k: &Key<'_>) {
+        for key in keys_of(k) {
+            self.keys.remove(key, book);
         }
-        self.titles.remove(&book);
-        self.identifiers.retain(|_, b| *b != book);
-        self.uuids.retain(|_, b| *b != book);
+        self.books.remove(book);
     }
+}
+
+/// Every key a book with these values is filed under.
+fn keys_of(k: &Key<'_>) -> Vec<u64> {
+    let title = fuzzy_title(k.title);
+    let mut keys: Vec<u64> = k
+        .authors
+        .iter()
+        .map(|a| title_key(&title, &author_form(a)))
+        .collect();
+    keys.extend(k.identifiers.iter().map(|(t, v)| identifier_key(t, v)));
+    keys.extend(k.uuid.map(uuid_key));
+    keys
 }

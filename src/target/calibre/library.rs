@@ -5,11 +5,12 @@
 //! and formats as `metadata.db` has them.
 
 use super::database;
-use super::existing::{ExistingIndex, Key};
+use super::existing::{ExistingIndex, Key, Recognized};
 use super::fields::{Candidate, CommittedBook, Fields, PlannedBook};
+use super::items::Items;
 use super::lock::CalibreLock;
 use super::recovery::make_book_dir;
-use super::rows::{Items, LibraryDb, RowsWriter};
+use super::rows::{LibraryDb, RowsWriter};
 use super::run_lock::RunLock;
 use super::{CalibreError, Unwritable};
 use crate::calibre::{paths, uuid4, METADATA_DB};
@@ -283,26 +284,83 @@ impl CalibreLibrary {
 
     /// The id of a book already in the library (or planned in this session) that is the same
     /// as `md` by calibre's rule, if any.
-    pub fn find_existing(&self, md: &Metadata) -> Option<i64> {
+    pub fn find_existing(&self, md: &Metadata) -> Result<Option<i64>, CalibreError> {
         self.find_existing_candidate(&Candidate::of(md))
     }
 
     /// [`CalibreLibrary::find_existing`] for a book's values computed beforehand.
-    pub fn find_existing_candidate(&self, c: &Candidate) -> Option<i64> {
+    pub fn find_existing_candidate(&self, c: &Candidate) -> Result<Option<i64>, CalibreError> {
         let authors: &[String] = if c.no_authors { &[] } else { &c.fields.authors };
-        self.existing.find(&Key {
-            authors,
-            uuid: c.given_uuid.as_deref(),
-            ..c.fields.key()
-        })
+        self.existing.find(
+            &Key {
+                authors,
+                uuid: c.given_uuid.as_deref(),
+                ..c.fields.key()
+            },
+            |id| self.recognized(id),
+        )
+    }
+
+    /// The values calibre's duplicate rule compares of book `book_id`: a planned book's from
+    /// its plan, a recorded one's from `metadata.db`; `None` when there is no such book.
+    fn recognized(&self, book_id: i64) -> Result<Option<Recognized>, CalibreError> {
+        if let Some(f) = self.planned.get(&book_id) {
+            return Ok(Some(Recognized {
+                uuid: f.uuid.clone(),
+                title: f.title.clone(),
+                authors: f.authors.clone(),
+                languages: f.languages.clone(),
+                identifiers: f.identifiers.clone(),
+            }));
+        }
+        let db = self.db();
+        let read = || -> rusqlite::Result<Option<Recognized>> {
+            let row: Option<(Option<String>, Option<String>)> = db
+                .conn
+                .prepare_cached("SELECT uuid, title FROM books WHERE id = ?1")?
+                .query_row([book_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((uuid, title)) = row else {
+                return Ok(None);
+            };
+            let strings = |sql: &str| -> rusqlite::Result<Vec<String>> {
+                db.conn
+                    .prepare_cached(sql)?
+                    .query_map([book_id], |r| r.get::<_, String>(0))?
+                    .collect()
+            };
+            let authors = strings(
+                "SELECT a.name FROM books_authors_link l JOIN authors a ON a.id = l.author
+                 WHERE l.book = ?1 ORDER BY l.id",
+            )?;
+            let languages = strings(
+                "SELECT g.lang_code FROM books_languages_link l JOIN languages g
+                 ON g.id = l.lang_code WHERE l.book = ?1 ORDER BY l.item_order, l.id",
+            )?;
+            let identifiers = db
+                .conn
+                .prepare_cached("SELECT type, val FROM identifiers WHERE book = ?1")?
+                .query_map([book_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Some(Recognized {
+                uuid: uuid.unwrap_or_default(),
+                title: title.unwrap_or_default(),
+                authors,
+                languages,
+                identifiers,
+            }))
+        };
+        let found = read();
+        drop(db);
+        found.map_err(|e| self.db_error("reading a book", e))
     }
 
     /// Give a book its id and folder: the folder is created with the pending marker in it.
     pub fn plan(&mut self, md: &Metadata) -> Result<PlannedBook, CalibreError> {
-        let book = self.reserve(md);
+        let book = self.reserve(md)?;
         if let Err(e) = make_book_dir(&self.root, &book.rel_dir, book.book_id) {
             self.planned.remove(&book.book_id);
-            self.existing.remove(book.book_id);
+            self.existing.remove(book.book_id, &book.fields.key());
             return Err(e);
         }
         Ok(book)
@@ -310,27 +368,17 @@ impl CalibreLibrary {
 
     /// Give a book its id and folder name, without touching the disk: the caller makes the
     /// folder with [`make_book_dir`] (outside any lock it holds) before writing into it.
-    pub fn reserve(&mut self, md: &Metadata) -> PlannedBook {
+    pub fn reserve(&mut self, md: &Metadata) -> Result<PlannedBook, CalibreError> {
         self.reserve_candidate(Candidate::of(md))
     }
 
     /// [`CalibreLibrary::reserve`] for a book's values computed beforehand.
-    pub fn reserve_candidate(&mut self, c: Candidate) -> PlannedBook {
+    pub fn reserve_candidate(&mut self, c: Candidate) -> Result<PlannedBook, CalibreError> {
         let kept = c
             .source_id
             .filter(|id| self.keep_ids && *id > 0 && !self.existing.has_book(*id));
         let mut fields = c.fields;
-        if self
-            .existing
-            .find(&Key {
-                title: "",
-                authors: &[],
-                languages: &[],
-                identifiers: &[],
-                uuid: Some(&fields.uuid),
-            })
-            .is_some()
-        {
+        if self.find_by_uuid(&fields.uuid)?.is_some() {
             fields.uuid = uuid4();
         }
         let book_id = match kept {
@@ -348,14 +396,14 @@ impl CalibreLibrary {
         let file_stem = paths::file_stem(&fields.title, &fields.authors[0]);
         self.planned.insert(book_id, fields.clone());
         self.existing.add(book_id, &fields.key());
-        PlannedBook {
+        Ok(PlannedBook {
             book_id,
             rel_dir,
             file_stem,
             formats: Vec::new(),
             has_cover: false,
             fields,
-        }
+        })
     }
 
     /// The absolute folder of a planned book.
@@ -377,14 +425,17 @@ impl CalibreLibrary {
     }
 
     /// The id of the book (recorded, or planned in this session) with this calibre uuid.
-    pub fn find_by_uuid(&self, uuid: &str) -> Option<i64> {
-        self.existing.find(&Key {
-            title: "",
-            authors: &[],
-            languages: &[],
-            identifiers: &[],
-            uuid: Some(uuid),
-        })
+    pub fn find_by_uuid(&self, uuid: &str) -> Result<Option<i64>, CalibreError> {
+        self.existing.find(
+            &Key {
+                title: "",
+                authors: &[],
+                languages: &[],
+                identifiers: &[],
+                uuid: Some(uuid),
+            },
+            |id| self.recognized(id),
+        )
     }
 
     /// True while `book_id` is planned and not yet committed.
@@ -555,13 +606,23 @@ mod tests {
             .plan(&from_source(3, "Ancillary Justice"))
             .expect("plan");
         assert_eq!(first.book_id, 3);
-        assert_eq!(lib.reserve(&from_source(3, "Another")).book_id, 11);
-        assert_eq!(lib.reserve(&from_source(7, "Ancillary Mercy")).book_id, 7);
+        assert_eq!(
+            lib.reserve(&from_source(3, "Another"))
+                .expect("reserve")
+                .book_id,
+            11
+        );
+        assert_eq!(
+            lib.reserve(&from_source(7, "Ancillary Mercy"))
+                .expect("reserve")
+                .book_id,
+            7
+        );
         let no_source = Metadata {
             source: None,
             ..from_source(0, "Provenance")
         };
-        assert_eq!(lib.reserve(&no_source).book_id, 12);
+        assert_eq!(lib.reserve(&no_source).expect("reserve").book_id, 12);
 
         lib.write_format(&mut first, "epub", &mut &b"data"[..])
             .expect("write");
@@ -590,6 +651,11 @@ mod tests {
             },
             10,
         );
-        assert_eq!(lib.reserve(&from_source(3, "Ancillary Sword")).book_id, 1);
+        assert_eq!(
+            lib.reserve(&from_source(3, "Ancillary Sword"))
+                .expect("reserve")
+                .book_id,
+            1
+        );
     }
 }

@@ -5,16 +5,13 @@
 
 use super::extras::FromSource;
 use super::fields::{AddedFormat, PlannedBook};
+use super::items::{ItemIndex, Items};
 use super::CalibreError;
 use crate::calibre::opf::OpfBook;
 use rusqlite::{Connection, Transaction};
-use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-
-/// Name → (id, extra) of a calibre item table, keyed by lowercased name.
-pub(super) type ItemMap = HashMap<String, (i64, String)>;
 
 /// The library's database connection and the ids of its item tables (authors, series, …),
 /// behind their own lock: a commit writes its rows holding only this, while the books side
@@ -26,51 +23,11 @@ pub(super) struct LibraryDb {
     pub(super) extras: FromSource,
 }
 
-/// The item tables' ids by name, as the rows of a commit need them.
-#[derive(Default)]
-pub(super) struct Items {
-    pub(super) authors: ItemMap,
-    pub(super) series: ItemMap,
-    tags: ItemMap,
-    publishers: ItemMap,
-    languages: ItemMap,
-}
-
 /// Writes a commit's rows (step 3 of a commit) without needing the [`CalibreLibrary`] itself:
 /// see [`CalibreLibrary::rows_writer`].
 pub struct RowsWriter {
     pub(super) db: Arc<Mutex<LibraryDb>>,
     pub(super) db_path: PathBuf,
-}
-
-impl Items {
-    /// Every item table's ids by name (`|` read as `,`, as calibre stores commas in names).
-    pub(super) fn load(conn: &Connection) -> rusqlite::Result<Items> {
-        let load = |sql: &str| -> rusqlite::Result<ItemMap> {
-            let mut stmt = conn.prepare(sql)?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                ))
-            })?;
-            let mut map = HashMap::new();
-            for row in rows {
-                let (id, name, extra) = row?;
-                map.entry(name.replace('|', ",").to_lowercase())
-                    .or_insert((id, extra.unwrap_or_default()));
-            }
-            Ok(map)
-        };
-        Ok(Items {
-            authors: load("SELECT id, name, sort FROM authors")?,
-            series: load("SELECT id, name, NULL FROM series")?,
-            tags: load("SELECT id, name, NULL FROM tags")?,
-            publishers: load("SELECT id, name, NULL FROM publishers")?,
-            languages: load("SELECT id, lang_code, NULL FROM languages")?,
-        })
-    }
 }
 
 impl RowsWriter {
@@ -146,15 +103,16 @@ impl RowsWriter {
 /// The id of the item `name` in `table` (matched case-insensitively), inserting it if new.
 fn item_id(
     tx: &Transaction<'_>,
-    map: &mut ItemMap,
+    items: &mut ItemIndex,
     table: &str,
     column: &str,
     name: &str,
     stored: &str,
 ) -> rusqlite::Result<i64> {
     let key = name.to_lowercase();
-    if let Some((id, _)) = map.get(&key) {
-        return Ok(*id);
+    if let Some((id, extra)) = items.find(tx, &key)? {
+        items.remember(&key, id, extra, false);
+        return Ok(id);
     }
     tx.prepare_cached(&format!("INSERT INTO {table} ({column}) VALUES (?1)"))?
         .execute([stored])?;
@@ -167,7 +125,7 @@ fn item_id(
     } else {
         String::new()
     };
-    map.insert(key, (id, extra));
+    items.remember(&key, id, extra, true);
     Ok(id)
 }
 

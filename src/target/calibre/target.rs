@@ -754,6 +754,71 @@ mod tests {
         );
     }
 
+    /// A committed book that the target forgot (it keeps only a few with nothing in flight) is
+    /// found again in the library: a later format of it goes into it, the same format again is
+    /// not written twice, and a book of this run keeps being this run's own.
+    #[test]
+    fn a_forgotten_book_gets_its_later_formats_once() {
+        let _serial = super::super::tests::serial();
+        let (_dir, src, lib, target) = new_library();
+        let place = |p: &Payload| match target.transfer(p).unwrap() {
+            Transferred::Placed(placed) => placed.target_ref,
+            Transferred::AlreadyThere { detail, .. } => panic!("{}: {detail}", p.file_name),
+        };
+        let epub = place(&payload(&src, 1, "dune.epub", b"the epub's bytes"));
+        target.commit().unwrap();
+        for i in 0..6 {
+            let mut other = payload(
+                &src,
+                10 + i,
+                &format!("other{i}.epub"),
+                format!("{i}").as_bytes(),
+            );
+            other.metadata.as_mut().unwrap().title = Some(format!("Other {i}"));
+            place(&other);
+            target.commit().unwrap();
+        }
+        let pdf = place(&payload(&src, 2, "dune.pdf", b"the pdf's bytes"));
+        assert_eq!(
+            pdf.rsplit_once('/').unwrap().0,
+            epub.rsplit_once('/').unwrap().0,
+            "the PDF goes into the EPUB's book"
+        );
+        target.commit().unwrap();
+        for i in 0..6 {
+            let mut other = payload(
+                &src,
+                20 + i,
+                &format!("more{i}.epub"),
+                format!("m{i}").as_bytes(),
+            );
+            other.metadata.as_mut().unwrap().title = Some(format!("More {i}"));
+            place(&other);
+            target.commit().unwrap();
+        }
+        let again = payload(&src, 3, "dune-again.pdf", b"other pdf bytes");
+        match target.transfer(&again).unwrap() {
+            Transferred::AlreadyThere { reason, .. } => {
+                assert_eq!(reason, SkipReason::BookHasFormat)
+            }
+            Transferred::Placed(p) => panic!("a second PDF was placed: {}", p.target_ref),
+        }
+        target.commit().unwrap();
+        let conn = rusqlite::Connection::open(lib.join(METADATA_DB)).unwrap();
+        let dune: Vec<(i64, String)> = conn
+            .prepare("SELECT b.id, d.format FROM books b JOIN data d ON d.book = b.id WHERE b.title = 'Dune' ORDER BY d.format")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(dune, vec![(1, "EPUB".to_string()), (1, "PDF".to_string())]);
+        let books: i64 = conn
+            .query_row("SELECT count(*) FROM books", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(books, 13);
+    }
+
     /// A book the library held when it was opened, deleted since (by calibre, say): a file
     /// that goes to it fails, naming it.
     #[test]

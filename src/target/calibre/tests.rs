@@ -568,7 +568,10 @@ fn a_crash_leaves_nothing_a_rerun_does_not_clean_or_adopt() {
     // The lost id is free again and the new book takes it.
     let again = lib.plan(&md("Again")).expect("plan");
     assert_eq!(again.book_id, kept.book_id + 1);
-    assert_eq!(lib.find_existing(&md("kept")), Some(kept.book_id));
+    assert_eq!(
+        lib.find_existing(&md("kept")).expect("find"),
+        Some(kept.book_id)
+    );
     lib.abandon(again).expect("abandon");
 }
 
@@ -648,35 +651,40 @@ fn find_existing_follows_calibres_rule() {
     };
     // Book 1: "Empire Silence Paper 3" by Tomás Murakami & Olga Okorafor, French.
     assert_eq!(
-        lib.find_existing(&md("empire silence: paper-3", &["tomás murakami"], &[])),
+        lib.find_existing(&md("empire silence: paper-3", &["tomás murakami"], &[]))
+            .expect("find"),
         Some(1)
     );
     assert_eq!(
-        lib.find_existing(&md("Empire Silence Paper 3", &["Olga Okorafor"], &["fr"])),
+        lib.find_existing(&md("Empire Silence Paper 3", &["Olga Okorafor"], &["fr"]))
+            .expect("find"),
         Some(1)
     );
     assert_eq!(
-        lib.find_existing(&md("Empire Silence Paper 3", &["Olga Okorafor"], &["de"])),
+        lib.find_existing(&md("Empire Silence Paper 3", &["Olga Okorafor"], &["de"]))
+            .expect("find"),
         None
     );
     assert_eq!(
-        lib.find_existing(&md("Empire Silence Paper 3", &["Someone Else"], &[])),
+        lib.find_existing(&md("Empire Silence Paper 3", &["Someone Else"], &[]))
+            .expect("find"),
         None
     );
     assert_eq!(
-        lib.find_existing(&md("Empire Silence Paper 4", &["Olga Okorafor"], &[])),
+        lib.find_existing(&md("Empire Silence Paper 4", &["Olga Okorafor"], &[]))
+            .expect("find"),
         None
     );
     let mut by_isbn = md("Other", &[], &[]);
     by_isbn
         .identifiers
         .insert("isbn".into(), "9788475465797".into());
-    assert_eq!(lib.find_existing(&by_isbn), Some(1));
+    assert_eq!(lib.find_existing(&by_isbn).expect("find"), Some(1));
     let by_uuid = Metadata {
         uuid: Some("F1A50026-EB58-43E0-AC12-247F8B70B887".into()),
         ..md("x", &[], &[])
     };
-    assert_eq!(lib.find_existing(&by_uuid), Some(1));
+    assert_eq!(lib.find_existing(&by_uuid).expect("find"), Some(1));
 }
 
 /// calibre's view of what we wrote: every book with its title, authors, series, tags,
@@ -759,7 +767,10 @@ fn calibre_reads_a_library_we_created() {
     let mut lib = CalibreLibrary::open(&root).expect("create");
     let ids = add_all(&mut lib, &samples);
     // A second copy of a book is recognized.
-    assert_eq!(lib.find_existing(&samples[5].md), Some(ids[5]));
+    assert_eq!(
+        lib.find_existing(&samples[5].md).expect("find"),
+        Some(ids[5])
+    );
     drop(lib);
 
     // Paths follow calibre's rules, ASCII-fied and cut as calibre cuts them.

@@ -81,7 +81,7 @@ impl CalibreLibrary {
     /// Drop a planned book: its folder (and its author folder, if left empty) is removed.
     pub fn abandon(&mut self, book: PlannedBook) -> Result<(), CalibreError> {
         self.planned.remove(&book.book_id);
-        self.existing.remove(book.book_id);
+        self.existing.remove(book.book_id, &book.fields.key());
         let dir = self.dir_of(&book);
         self.remove_book_dir(&dir)
     }
@@ -217,15 +217,21 @@ impl CalibreLibrary {
         let f = &b.fields;
         let author_sort = match &f.author_sort {
             Some(s) => s.clone(),
-            None => f
-                .authors
-                .iter()
-                .map(|a| match db.items.authors.get(&a.to_lowercase()) {
-                    Some((_, sort)) if !sort.is_empty() => sort.clone(),
-                    _ => author_to_author_sort(a),
-                })
-                .collect::<Vec<_>>()
-                .join(" & "),
+            None => {
+                let mut sorts = Vec::with_capacity(f.authors.len());
+                for a in &f.authors {
+                    let known = db
+                        .items
+                        .authors
+                        .find(&db.conn, &a.to_lowercase())
+                        .map_err(|e| self.db_error("reading the authors", e))?;
+                    sorts.push(match known {
+                        Some((_, sort)) if !sort.is_empty() => sort,
+                        _ => author_to_author_sort(a),
+                    });
+                }
+                sorts.join(" & ")
+            }
         };
         let series_index = match (&f.series, f.series_index) {
             (_, Some(i)) => i,
@@ -234,7 +240,12 @@ impl CalibreLibrary {
                 // calibre's default (`series_index_auto_increment = 'next'`): one past the
                 // highest index in the series.
                 let key = s.to_lowercase();
-                let db_max: Option<f64> = match db.items.series.get(&key) {
+                let series = db
+                    .items
+                    .series
+                    .find(&db.conn, &key)
+                    .map_err(|e| self.db_error("reading the series", e))?;
+                let db_max: Option<f64> = match series {
                     Some((id, _)) => db
                         .conn
                         .query_row(
