@@ -84,6 +84,9 @@ fn render(browser: &Path, page: &Path, fragment: &str) -> Rendered {
         console: stderr
             .lines()
             .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+            // Chromium's own pages log too (under load: "Slow network is detected", from
+            // chrome://resources/…): not the report's.
+            .filter(|l| !l.contains("source: chrome://"))
             .map(str::to_string)
             .collect(),
     }
