@@ -73,7 +73,7 @@ timed() {
 }
 
 # Sectors written to the loop device so far (field 7 of its stat), in bytes.
-loop_written() { awk '{ print $7 * 512 }' "/sys/block/$(basename "$LOOP")/stat"; }
+loop_written() { awk '{ printf "%.0f\n", $7 * 512 }' "/sys/block/$(basename "$LOOP")/stat"; }
 
 # The state DB's rates: files/s of the first and of the last tenth of the files to reach
 # `uploaded` (by their events' times, from the run's start).

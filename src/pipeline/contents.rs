@@ -34,10 +34,7 @@ struct Entry {
 /// A BLAKE3 in hex as the key; `None` for text that is not one (never recorded, never found:
 /// such a row is asked about and sent as if its content were new to the run).
 fn key(blake3_hex: &str) -> Option<u128> {
-    let hash = blake3::Hash::from_hex(blake3_hex).ok()?;
-    let mut first = [0u8; 16];
-    first.copy_from_slice(&hash.as_bytes()[..16]);
-    Some(u128::from_be_bytes(first))
+    crate::hash::blake3_key(blake3_hex)
 }
 
 impl Contents {

@@ -6,7 +6,7 @@
 //! share they are fitted to its characters and compared without case.
 
 use super::flusher::{syncfs, Flusher};
-use super::held_files::HeldFiles;
+use super::held_files::{HeldFiles, HeldFilesBuilder};
 use super::made_names::MadeNames;
 use super::name_rules::{NameRules, Placing};
 use super::sidecar_state::{self, Cover, Finding, Strays};
@@ -175,22 +175,26 @@ impl FolderTarget {
         self.held.get_or_init(|| {
             let started = std::time::Instant::now();
             let sweep = !self.dry_run;
-            let mut names = index_tree(&self.root, sweep, &self.names);
+            let tree = index_tree(&self.root, sweep, &self.names);
             let made = self.made.settle();
-            if !made.is_empty() {
-                names.retain(|_, rel| !made.contains(&self.names.key(rel)));
+            let mut files = HeldFilesBuilder::new(self.root.clone());
+            let mut count = 0usize;
+            for (name_key, size, rel) in &tree {
+                if made.is_empty() || !made.contains(&self.names.key(rel)) {
+                    files.add(rel, *size, name_key);
+                    count += 1;
+                }
             }
-            let mut files = HeldFiles::new(self.root.clone());
-            for ((_, size), rel) in &names {
-                files.add(rel.clone(), *size);
-            }
+            drop(tree);
             tracing::info!(
                 "target folder {}: read what it held at the open: {} files in {:.1?}",
                 self.root.display(),
-                names.len(),
+                count,
                 started.elapsed()
             );
-            Held { names, files }
+            Held {
+                files: files.build(),
+            }
         })
     }
 
@@ -275,7 +279,7 @@ impl FolderTarget {
         q.iter()
             .filter(|n| {
                 let key = self.names.key(&n.file_name);
-                self.held().names.contains_key(&(key, n.size))
+                self.held().files.has_name(&key, n.size)
             })
             .map(|n| n.key)
             .collect()
@@ -756,9 +760,8 @@ impl FolderTarget {
 /// What a folder target held before the run placed anything (see [`FolderTarget::held`]).
 #[derive(Debug)]
 pub struct Held {
-    /// (base name's key, size) of every file → its path relative to the root.
-    names: HashMap<(String, u64), String>,
-    /// The same files, for the content check.
+    /// Every file, by (base name's key, size) for the name check and by content for the
+    /// content check.
     files: HeldFiles,
 }
 
@@ -914,11 +917,11 @@ fn spelled_in(dir: &Path, name: &str, names: &NameRules) -> Option<String> {
     found
 }
 
-/// Index the target tree by (base name's key, size) → path under the root. With `sweep`,
+/// Every file of the target tree: (base name's key, size, path under the root). With `sweep`,
 /// the temp files a killed run left are removed; this process's own are left alone, and
-/// neither is indexed.
-fn index_tree(root: &Path, sweep: bool, names: &NameRules) -> HashMap<(String, u64), String> {
-    let mut index = HashMap::new();
+/// neither is listed.
+fn index_tree(root: &Path, sweep: bool, names: &NameRules) -> Vec<(String, u64, String)> {
+    let mut index = Vec::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
         let Ok(rd) = fs::read_dir(&dir) else { continue };
@@ -953,7 +956,7 @@ fn index_tree(root: &Path, sweep: bool, names: &NameRules) -> HashMap<(String, u
             } else {
                 own.len()
             };
-            index.insert((names.key(&name), len), child_rel);
+            index.push((names.key(&name), len, child_rel));
         }
     }
     index

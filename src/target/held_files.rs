@@ -1,50 +1,124 @@
-//! The files a local target (a folder, a calibre library) held when it was opened, by size,
-//! with the BLAKE3s of a size's files computed the first time that size is asked about: what the
-//! content check answers from ("the target already has these bytes, there").
+//! The files a local target (a folder, a calibre library) held when it was opened: by name and
+//! size, for the cheap check ("a file of this name and size is there"), and by size, with the
+//! BLAKE3s of a size's files computed the first time that size is asked about, for the content
+//! check ("the target already has these bytes, there").
+//!
+//! Built once ([`HeldFilesBuilder`]), then only read: the paths in one buffer, the files and the
+//! names' keys in sorted vectors, ~50 bytes a held file plus its path (a resumed run into a
+//! folder of 300,000 books kept four strings a file, ~400 bytes). Names and contents are keyed
+//! by 128 bits of BLAKE3: two among n share a key with a chance of about n²/2¹²⁹.
 
 use super::ContentQuery;
-use crate::hash::{self, DigestSet};
-use std::collections::HashMap;
+use crate::hash::{self, blake3_key, DigestSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// What a target held, as it is added up at the open.
+#[derive(Debug)]
+pub struct HeldFilesBuilder {
+    held: HeldFiles,
+}
+
 #[derive(Debug, Default)]
 pub struct HeldFiles {
     root: PathBuf,
-    /// Size → paths (relative to `root`) of the files of that size.
-    by_size: HashMap<u64, Vec<String>>,
-    /// For each size asked about so far: BLAKE3 → the first held file of that size with it
-    /// (every file of the size read once, when the size is first asked about; an unreadable
-    /// one is left out). A query is then one lookup, however many files share its size: a
-    /// resumed run into a folder holding 300,000 files of a few sizes scanned them all for
-    /// every file (~50 files/s).
-    by_content: Mutex<HashMap<u64, HashMap<String, String>>>,
+    /// Every held file's path relative to `root`, each ended by a NUL.
+    paths: String,
+    /// (size, start of its path in `paths`), sorted.
+    files: Vec<(u64, usize)>,
+    /// The key of each held file's (name key, size) (see [`name_key`]), sorted.
+    names: Vec<u128>,
+    /// The BLAKE3s of the files of each size asked about so far.
+    by_content: Mutex<ByContent>,
     /// Held files read and hashed so far.
     hashed: AtomicU64,
-    /// Held files' BLAKE3s compared with a queried one so far (a lookup counts one).
+    /// Queries answered from the index so far (a lookup counts one).
     compared: AtomicU64,
 }
 
-impl HeldFiles {
-    pub fn new(root: PathBuf) -> HeldFiles {
-        HeldFiles {
-            root,
-            ..HeldFiles::default()
+#[derive(Debug, Default)]
+struct ByContent {
+    /// Sizes whose files are hashed (every file of the size read once, when the size is first
+    /// asked about; an unreadable one is left out). A query is then one lookup, however many
+    /// files share its size: a resumed run into a folder holding 300,000 files of a few sizes
+    /// scanned them all for every file (~50 files/s).
+    sizes: HashSet<u64>,
+    /// BLAKE3 key → index in `files` of the first held file with it.
+    files: HashMap<u128, usize>,
+}
+
+/// The key of a file name (as the target compares names: its name key) with a size.
+fn name_key(name_key: &str, size: u64) -> u128 {
+    let mut h = blake3::Hasher::new();
+    h.update(&size.to_le_bytes());
+    h.update(name_key.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    u128::from_be_bytes(first)
+}
+
+impl HeldFilesBuilder {
+    pub fn new(root: PathBuf) -> HeldFilesBuilder {
+        HeldFilesBuilder {
+            held: HeldFiles {
+                root,
+                ..HeldFiles::default()
+            },
         }
     }
 
-    pub fn add(&mut self, rel: String, size: u64) {
-        self.by_size.entry(size).or_default().push(rel);
+    /// A held file at `rel` of `size` bytes whose name compares as `name`.
+    pub fn add(&mut self, rel: &str, size: u64, name: &str) {
+        let h = &mut self.held;
+        h.files.push((size, h.paths.len()));
+        h.paths.push_str(rel);
+        h.paths.push('\0');
+        h.names.push(name_key(name, size));
+    }
+
+    pub fn build(mut self) -> HeldFiles {
+        let h = &mut self.held;
+        h.files.sort_unstable();
+        h.files.shrink_to_fit();
+        h.names.sort_unstable();
+        h.names.shrink_to_fit();
+        h.paths.shrink_to_fit();
+        self.held
+    }
+}
+
+impl HeldFiles {
+    /// A target that held nothing.
+    pub fn none(root: PathBuf) -> HeldFiles {
+        HeldFilesBuilder::new(root).build()
+    }
+
+    fn path(&self, start: usize) -> &str {
+        let rest = &self.paths[start..];
+        &rest[..rest.find('\0').unwrap_or(rest.len())]
+    }
+
+    /// The held files of `size`: a range of `files`.
+    fn of_size(&self, size: u64) -> std::ops::Range<usize> {
+        let from = self.files.partition_point(|(s, _)| *s < size);
+        let to = self.files.partition_point(|(s, _)| *s <= size);
+        from..to
     }
 
     pub fn has_size(&self, size: u64) -> bool {
-        self.by_size.contains_key(&size)
+        !self.of_size(size).is_empty()
+    }
+
+    /// Whether a held file's name compares as `name` and it has `size` bytes.
+    pub fn has_name(&self, name: &str, size: u64) -> bool {
+        self.names.binary_search(&name_key(name, size)).is_ok()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_size.is_empty()
+        self.files.is_empty()
     }
 
     /// Which queried contents are among the held files (same size and BLAKE3), and where.
@@ -54,32 +128,39 @@ impl HeldFiles {
         let mut found = HashMap::new();
         let mut by_content = self.by_content.lock().unwrap_or_else(|e| e.into_inner());
         for c in q {
-            let Some(candidates) = self.by_size.get(&c.size) else {
+            let candidates = self.of_size(c.size);
+            if candidates.is_empty() {
+                continue;
+            }
+            if by_content.sizes.insert(c.size) {
+                self.index(candidates, &mut by_content.files);
+            }
+            self.compared.fetch_add(1, Ordering::Relaxed);
+            let Some(key) = blake3_key(&c.digests.blake3) else {
                 continue;
             };
-            let of_size = by_content
-                .entry(c.size)
-                .or_insert_with(|| self.index(candidates));
-            self.compared.fetch_add(1, Ordering::Relaxed);
-            if let Some(rel) = of_size.get(&c.digests.blake3) {
-                found.insert(c.key, Some(rel.clone()));
+            if let Some(&at) = by_content.files.get(&key) {
+                if self.files[at].0 == c.size {
+                    found.insert(c.key, Some(self.path(self.files[at].1).to_string()));
+                }
             }
         }
         found
     }
 
-    /// BLAKE3 → path of `candidates` (the first with each BLAKE3), each read once.
-    fn index(&self, candidates: &[String]) -> HashMap<String, String> {
-        let mut index = HashMap::with_capacity(candidates.len());
-        for rel in candidates {
+    /// Hash the files at `candidates` (indexes in `files`), each read once, into `index`
+    /// (the first with each BLAKE3).
+    fn index(&self, candidates: std::ops::Range<usize>, index: &mut HashMap<u128, usize>) {
+        for at in candidates {
             self.hashed.fetch_add(1, Ordering::Relaxed);
-            let digest = File::open(self.root.join(rel))
+            let digest = File::open(self.root.join(self.path(self.files[at].1)))
                 .and_then(|f| hash::hash_reader_with(f, DigestSet::Blake3));
             if let Ok((d, _)) = digest {
-                index.entry(d.blake3).or_insert_with(|| rel.clone());
+                if let Some(key) = blake3_key(&d.blake3) {
+                    index.entry(key).or_insert(at);
+                }
             }
         }
-        index
     }
 
     /// Held files read and hashed so far.
@@ -102,9 +183,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.txt"), b"abc").unwrap();
         std::fs::write(dir.path().join("b.txt"), b"xyz").unwrap();
-        let mut held = HeldFiles::new(dir.path().to_path_buf());
-        held.add("a.txt".into(), 3);
-        held.add("b.txt".into(), 3);
+        let mut held = HeldFilesBuilder::new(dir.path().to_path_buf());
+        held.add("a.txt", 3, "a.txt");
+        held.add("b.txt", 3, "b.txt");
+        let held = held.build();
+        assert!(held.has_name("b.txt", 3));
+        assert!(!held.has_name("b.txt", 4), "another size");
+        assert!(!held.has_name("c.txt", 3));
         let q = |key, bytes: &[u8]| ContentQuery {
             key,
             digests: hash::hash_bytes_with(bytes, DigestSet::Blake3),
@@ -125,12 +210,17 @@ mod tests {
     #[test]
     fn queries_cost_a_lookup_however_many_files_share_their_size() {
         let dir = tempfile::tempdir().unwrap();
-        let mut held = HeldFiles::new(dir.path().to_path_buf());
-        for i in 0..2000 {
+        let mut held = HeldFilesBuilder::new(dir.path().to_path_buf());
+        for i in (0..2000).rev() {
             let name = format!("{i:04}.txt");
             std::fs::write(dir.path().join(&name), format!("{i:04}")).unwrap();
-            held.add(name, 4);
+            held.add(&name, 4, &name);
+            // Other sizes between them, so the files of size 4 are found by their size.
+            let other = format!("x{i:04}.txt");
+            std::fs::write(dir.path().join(&other), format!("{i:05}")).unwrap();
+            held.add(&other, 5, &other);
         }
+        let held = held.build();
         let q = |key, bytes: &[u8]| ContentQuery {
             key,
             digests: hash::hash_bytes_with(bytes, DigestSet::Blake3),

@@ -27,7 +27,7 @@ use crate::failure::{Failure, FailureKind};
 use crate::hash;
 use crate::skip_reason::SkipReason;
 use crate::target::folder::{write_new_file, LinkMode, TEMP_PREFIX};
-use crate::target::held_files::HeldFiles;
+use crate::target::held_files::{HeldFiles, HeldFilesBuilder};
 use crate::target::staged::Staging;
 use crate::target::{ContentQuery, NameQuery, Payload, Placed, Transferred, Unusable};
 use std::collections::{HashMap, HashSet};
@@ -77,9 +77,8 @@ pub struct CalibreTarget {
     uuid_seed: String,
     /// The library folder, for a `syncfs` that needs no lock.
     root_dir: Option<File>,
-    /// (lowercased file name, size) → path of a format file the library held at open.
-    by_name: HashMap<(String, u64), String>,
-    /// The format files the library held at open, for the content check.
+    /// The format files the library held at open: by (lowercased file name, size) for the
+    /// name check, by content for the content check.
     held: HeldFiles,
     /// Where the hash task stages copies (see `staging`).
     staging: Option<Staging>,
@@ -103,8 +102,7 @@ impl CalibreTarget {
             rows: None,
             uuid_seed: String::new(),
             root_dir: None,
-            by_name: HashMap::new(),
-            held: HeldFiles::new(root.to_path_buf()),
+            held: HeldFiles::none(root.to_path_buf()),
             staging: None,
             book_ids: None,
         };
@@ -139,11 +137,12 @@ impl CalibreTarget {
             super::extras::from_calibre_source(&lib, source_root).map_err(unusable)?;
         }
         remove_staged_leftovers(root);
+        let mut held = HeldFilesBuilder::new(root.to_path_buf());
         for (rel, size) in lib.format_files().map_err(unusable)? {
             let name = rel.rsplit('/').next().unwrap_or(&rel).to_lowercase();
-            target.held.add(rel.clone(), size);
-            target.by_name.insert((name, size), rel);
+            held.add(&rel, size, &name);
         }
+        target.held = held.build();
         let uuid_seed = format!(
             "{}\0{}",
             lib.library_id().map_err(unusable)?,
@@ -153,7 +152,7 @@ impl CalibreTarget {
             root: root.to_path_buf(),
             source,
         })?);
-        if opts.link == LinkMode::Copy && target.by_name.is_empty() {
+        if opts.link == LinkMode::Copy && target.held.is_empty() {
             target.staging = Some(Staging::probe(root));
         }
         target.rows = Some(lib.rows_writer());
@@ -187,10 +186,7 @@ impl CalibreTarget {
     /// files are named as calibre names them, so a rerun skips them without hashing).
     pub fn check_names(&self, q: &[NameQuery]) -> HashSet<i64> {
         q.iter()
-            .filter(|n| {
-                self.by_name
-                    .contains_key(&(n.file_name.to_lowercase(), n.size))
-            })
+            .filter(|n| self.held.has_name(&n.file_name.to_lowercase(), n.size))
             .map(|n| n.key)
             .collect()
     }
