@@ -78,7 +78,9 @@ pub struct FolderTarget {
     /// Where the hash task stages copies (copy mode, not a dry run): see `target::staged`.
     staging: Option<Staging>,
     /// Folders already checked or created by this run (by key, see `NameRules::key`), with
-    /// their names as the filesystem spells them: not checked again per file.
+    /// their names as the filesystem spells them: not checked again per file. A cache of the
+    /// last [`KNOWN_DIRS`] at most (a layout of a folder per book makes one per file): a
+    /// folder it forgot is checked again.
     known_dirs: Mutex<HashMap<String, String>>,
     /// What names the target's filesystem takes (POSIX in a dry run: nothing is probed).
     names: NameRules,
@@ -663,6 +665,9 @@ impl FolderTarget {
             }
             spelled.push_str(&name);
             if let Ok(mut k) = self.known_dirs.lock() {
+                if k.len() >= KNOWN_DIRS {
+                    k.clear();
+                }
                 k.insert(self.names.key(&asked), spelled.clone());
             }
         }
@@ -756,6 +761,9 @@ impl FolderTarget {
         }
     }
 }
+
+/// Folders a target keeps as checked before it starts that cache again (a few MB).
+const KNOWN_DIRS: usize = if cfg!(test) { 2 } else { 20_000 };
 
 /// What a folder target held before the run placed anything (see [`FolderTarget::held`]).
 #[derive(Debug)]
