@@ -761,19 +761,23 @@ mod tests {
             Transferred::Placed(placed) => placed.target_ref,
             Transferred::AlreadyThere { detail, .. } => panic!("{}: {detail}", p.file_name),
         };
+        // Six other books, each committed: more than the target keeps settled.
+        let six_others = |first_row: i64, name: &str| {
+            for i in 0..6 {
+                let mut other = payload(
+                    &src,
+                    first_row + i,
+                    &format!("{name}{i}.epub"),
+                    format!("{name}{i}").as_bytes(),
+                );
+                other.metadata.as_mut().unwrap().title = Some(format!("{name} {i}"));
+                place(&other);
+                target.commit().unwrap();
+            }
+        };
         let epub = place(&payload(&src, 1, "dune.epub", b"the epub's bytes"));
         target.commit().unwrap();
-        for i in 0..6 {
-            let mut other = payload(
-                &src,
-                10 + i,
-                &format!("other{i}.epub"),
-                format!("{i}").as_bytes(),
-            );
-            other.metadata.as_mut().unwrap().title = Some(format!("Other {i}"));
-            place(&other);
-            target.commit().unwrap();
-        }
+        six_others(10, "other");
         let pdf = place(&payload(&src, 2, "dune.pdf", b"the pdf's bytes"));
         assert_eq!(
             pdf.rsplit_once('/').unwrap().0,
@@ -781,17 +785,7 @@ mod tests {
             "the PDF goes into the EPUB's book"
         );
         target.commit().unwrap();
-        for i in 0..6 {
-            let mut other = payload(
-                &src,
-                20 + i,
-                &format!("more{i}.epub"),
-                format!("m{i}").as_bytes(),
-            );
-            other.metadata.as_mut().unwrap().title = Some(format!("More {i}"));
-            place(&other);
-            target.commit().unwrap();
-        }
+        six_others(20, "more");
         let again = payload(&src, 3, "dune-again.pdf", b"other pdf bytes");
         match target.transfer(&again).unwrap() {
             Transferred::AlreadyThere { reason, .. } => {
