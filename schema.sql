@@ -7,6 +7,8 @@
 -- From version 7 (7_blake3_content.sql) `files.sha1` is NULL where no SHA-1 was needed (see
 -- that file): BLAKE3 is the content identity, SHA-1 is computed for an HTTP target or on request.
 -- Version 8 (8_read_indexes.sql) adds two indexes only: `files_state_size`, `files_warned`.
+-- Version 9 (9_state_index.sql) replaces `files_state` and `files_state_size` with one index,
+-- `files_state` on (state, id, size).
 --
 -- Times are Unix epoch milliseconds (UTC); query them with
 -- `datetime(col / 1000, 'unixepoch')`.

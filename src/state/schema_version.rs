@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/6_calibre_book_ids.sql"),
     include_str!("migrations/7_blake3_content.sql"),
     include_str!("migrations/8_read_indexes.sql"),
+    include_str!("migrations/9_state_index.sql"),
 ];
 
 /// The schema version this binary writes.

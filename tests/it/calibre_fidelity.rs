@@ -394,13 +394,14 @@ fn a_migration_an_older_bookferry_began_keeps_its_books_as_its_own() {
     let out = to_calibre(&ws, &ws.state(), &src, &dst, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // The state DB as a bookferry before schema version 6 left it: no decision recorded (and
-    // not the later versions' indexes either: 7's, 8's).
+    // not the later versions' indexes either: 7's, 8's, 9's).
     Connection::open(ws.state())
         .unwrap()
         .execute_batch(
             "DROP VIEW calibre_book_ids;
              DROP INDEX files_blake3;
-             DROP INDEX files_state_size;
+             DROP INDEX files_state;
+             CREATE INDEX files_state ON files(state, id);
              DROP INDEX files_warned;
              ALTER TABLE migration DROP COLUMN calibre_keep_ids;
              ALTER TABLE migration DROP COLUMN calibre_max_id_before;
