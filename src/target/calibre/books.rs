@@ -224,10 +224,13 @@ impl Books {
         if let Some(known) = self.ours.get(&id) {
             return Ok(*known);
         }
-        let ours = match self.lib.book_identity(id)? {
-            Some((uuid, title, authors)) => {
-                derived_uuid(uuid_seed, &group_of(&title, &authors)) == uuid
-                    || (id > self.max_before && self.source_uuids.contains(&uuid.to_lowercase()))
+        let ours = match self.lib.recognized(id)? {
+            Some(book) => {
+                let authors: Vec<String> =
+                    book.authors.iter().map(|a| a.replace('|', ",")).collect();
+                derived_uuid(uuid_seed, &group_of(&book.title, &authors)) == book.uuid
+                    || (id > self.max_before
+                        && self.source_uuids.contains(&book.uuid.to_lowercase()))
             }
             None => false,
         };

@@ -303,7 +303,7 @@ impl CalibreLibrary {
 
     /// The values calibre's duplicate rule compares of book `book_id`: a planned book's from
     /// its plan, a recorded one's from `metadata.db`; `None` when there is no such book.
-    fn recognized(&self, book_id: i64) -> Result<Option<Recognized>, CalibreError> {
+    pub fn recognized(&self, book_id: i64) -> Result<Option<Recognized>, CalibreError> {
         if let Some(f) = self.planned.get(&book_id) {
             return Ok(Some(Recognized {
                 uuid: f.uuid.clone(),
@@ -498,43 +498,6 @@ impl CalibreLibrary {
             file_stem,
             formats: formats.into_iter().map(|(f, _)| f.to_uppercase()).collect(),
         }))
-    }
-
-    /// A recorded book's uuid, title and authors (`,` not `|`), or `None` without such a row.
-    pub fn book_identity(
-        &self,
-        book_id: i64,
-    ) -> Result<Option<(String, String, Vec<String>)>, CalibreError> {
-        let row: Option<(Option<String>, Option<String>)> = self
-            .db()
-            .conn
-            .query_row(
-                "SELECT uuid, title FROM books WHERE id = ?1",
-                [book_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.db_error("reading a book", e))?;
-        let Some((uuid, title)) = row else {
-            return Ok(None);
-        };
-        let db = self.db();
-        let mut stmt = db
-            .conn
-            .prepare_cached(
-                "SELECT a.name FROM books_authors_link l JOIN authors a ON a.id = l.author
-                 WHERE l.book = ?1 ORDER BY l.id",
-            )
-            .map_err(|e| self.db_error("reading a book's authors", e))?;
-        let authors: Vec<String> = stmt
-            .query_map([book_id], |r| r.get::<_, String>(0))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| self.db_error("reading a book's authors", e))?;
-        Ok(Some((
-            uuid.unwrap_or_default(),
-            title.unwrap_or_default(),
-            authors.into_iter().map(|a| a.replace('|', ",")).collect(),
-        )))
     }
 
     /// Every format file the library records: (path relative to the library, `data` size).
