@@ -6,7 +6,9 @@
 # Part 1 (always): SCALE_FILES small files (make-corpus.py --avg-kib SCALE_KIB --dup-rate 0,
 # real EPUB/PDF/FB2/CBZ/TXT) into a folder, SCALE_REPEAT interleaved rounds, each run into a
 # fresh folder (nothing deleted between timed runs: ext4 creates files slowly right after many
-# deletes), page cache warm (bench/warm.sh):
+# deletes; as root, on an ext4 filesystem of its own made for part 1, since ext4 allocates inodes
+# several times slower on a filesystem that has seen millions of deletes: 36% of a run's CPU
+# samples there, issue 23's session 20), page cache warm (bench/warm.sh):
 #   cp -r SRC DST && sync -f DST                           (the reference)
 #   bookferry --state S run --from SRC --to DST -q         (copy mode, default layout)
 #   rclone copy --transfers 8 SRC DST && sync -f DST       (skipped without rclone)
@@ -39,9 +41,12 @@ MFILES=${SCALE_MILLION_FILES:-1000000}
 WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/bookferry-scale.XXXXXX")
 MNT=$WORK/statefs
 LOOP=""
+DATA=$WORK/datafs
+DATA_LOOP=""
 SERVER_PID=""
 cleanup() {
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+    drop_data_fs
     if [ -n "$LOOP" ]; then
         umount "$MNT" 2>/dev/null || true
         losetup -d "$LOOP" 2>/dev/null || true
@@ -51,6 +56,17 @@ cleanup() {
 trap cleanup EXIT
 
 say() { printf '%s\n' "$*"; }
+
+# Unmount and drop part 1's filesystem (dropping it is faster than deleting its files, and
+# leaves no deletes behind on the work dir's filesystem).
+drop_data_fs() {
+    if [ -n "$DATA_LOOP" ]; then
+        umount "$DATA" 2>/dev/null || true
+        losetup -d "$DATA_LOOP" 2>/dev/null || true
+        rm -f "$WORK/datafs.img"
+        DATA_LOOP=""
+    fi
+}
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 secs() { awk -v ms="$1" 'BEGIN { printf "%.2f", ms / 1000 }'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -145,11 +161,22 @@ fi
 # ---------------------------------------------------------------------------- 1. small files
 say ""
 say "== 1. $FILES small files (make-corpus.py --avg-kib $KIB --dup-rate 0), $REPEAT interleaved rounds, fresh folders"
-SRC=$WORK/small
+mkdir -p "$DATA"
+if [ -n "$LOOP" ]; then
+    # Room for the corpus and every copy of it (a file and, for bookferry, a folder per book).
+    copies=$((REPEAT * 3 + 1))
+    truncate -s $((FILES * 24 * copies / 1024 + 1024))M "$WORK/datafs.img"
+    mkfs.ext4 -q -F -N $((FILES * 2 * copies + 100000)) "$WORK/datafs.img"
+    DATA_LOOP=$(losetup --find --show "$WORK/datafs.img")
+    mount "$DATA_LOOP" "$DATA"
+    say "corpus and copies on $DATA_LOOP (a new ext4), mounted at $DATA"
+fi
+SRC=$DATA/small
 python3 tools/make-corpus.py "$SRC" --files "$FILES" --seed "$SEED" --avg-kib "$KIB" --dup-rate 0 >/dev/null
 n_src=$(find "$SRC" -type f | wc -l)
 say "corpus: $n_src files, $(($(du -sk "$SRC" | cut -f1) / 1024)) MiB"
-mkdir -p "$WORK/out"
+OUT=$DATA/out
+mkdir -p "$OUT"
 TOOLS=(cp bookferry)
 command -v rclone >/dev/null && TOOLS+=(rclone) || say "rclone not found: its row is skipped"
 declare -A WALL
@@ -158,7 +185,7 @@ for round in $(seq 1 "$REPEAT"); do
     n=${#TOOLS[@]}
     for i in $(seq 0 $((n - 1))); do
         tool=${TOOLS[$(((i + round - 1) % n))]}
-        dest=$WORK/out/$tool-$round
+        dest=$OUT/$tool-$round
         sync
         warm_corpus "$SRC"
         warm_memory
@@ -220,7 +247,7 @@ for i in range(n):
         f.write("Book %d\n%s\n" % (i, "lorem ipsum " * (5 + i % 20)))
 EOF
 say "corpus: $MFILES files in 1000 folders, $(($(du -sk "$BIG" | cut -f1) / 1024)) MiB"
-rm -rf "$SRC" "$WORK/out"
+if [ -n "$DATA_LOOP" ]; then drop_data_fs; else rm -rf "$SRC" "$OUT"; fi
 
 # Folder: a run killed at ~30%, `status` timed while it goes, then resumed.
 state=$MNT/million.db
