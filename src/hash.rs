@@ -150,17 +150,21 @@ pub fn hash_reader_with(mut r: impl Read, set: DigestSet) -> io::Result<(Digests
     Ok((h.finish(), len))
 }
 
-/// SHA-1 alone, for checking bytes about to be sent or already at a destination.
 /// The first 128 bits of a BLAKE3 given in hex: what in-memory indexes of contents key by (two
 /// contents among n share them with a chance of about n²/2¹²⁹). `None` for text that is no
 /// BLAKE3.
 pub fn blake3_key(blake3_hex: &str) -> Option<u128> {
-    let hash = blake3::Hash::from_hex(blake3_hex).ok()?;
-    let mut first = [0u8; 16];
-    first.copy_from_slice(&hash.as_bytes()[..16]);
-    Some(u128::from_be_bytes(first))
+    Some(key128(&blake3::Hash::from_hex(blake3_hex).ok()?))
 }
 
+/// The first 128 bits of a BLAKE3 hash, as a number.
+pub fn key128(hash: &blake3::Hash) -> u128 {
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash.as_bytes()[..16]);
+    u128::from_be_bytes(first)
+}
+
+/// SHA-1 alone, for checking bytes about to be sent or already at a destination.
 pub fn sha1_hex(bytes: &[u8]) -> String {
     hex(&Sha1::digest(bytes))
 }

@@ -181,13 +181,14 @@ impl FolderTarget {
             let made = self.made.settle();
             let mut files = HeldFilesBuilder::new(self.root.clone());
             let mut count = 0usize;
-            for (name_key, size, rel) in &tree {
-                if made.is_empty() || !made.contains(&self.names.key(rel)) {
-                    files.add(rel, *size, name_key);
+            // By value: each listed path is freed as the held files take it, so the open does
+            // not hold every path twice.
+            for (name_key, size, rel) in tree {
+                if made.is_empty() || !made.contains(&self.names.key(&rel)) {
+                    files.add(&rel, size, &name_key);
                     count += 1;
                 }
             }
-            drop(tree);
             tracing::info!(
                 "target folder {}: read what it held at the open: {} files in {:.1?}",
                 self.root.display(),

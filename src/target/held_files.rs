@@ -55,9 +55,7 @@ fn name_key(name_key: &str, size: u64) -> u128 {
     let mut h = blake3::Hasher::new();
     h.update(&size.to_le_bytes());
     h.update(name_key.as_bytes());
-    let mut first = [0u8; 16];
-    first.copy_from_slice(&h.finalize().as_bytes()[..16]);
-    u128::from_be_bytes(first)
+    hash::key128(&h.finalize())
 }
 
 impl HeldFilesBuilder {
