@@ -9,6 +9,8 @@
 -- Version 8 (8_read_indexes.sql) adds two indexes only: `files_state_size`, `files_warned`.
 -- Version 9 (9_state_index.sql) replaces `files_state` and `files_state_size` with one index,
 -- `files_state` on (state, id, size).
+-- Version 10 (10_verify_sidecars.sql) adds `verified.sidecars` and `verified.sidecars_detail`:
+-- a `--sidecars` migration's verify keeps each book's sidecar verdict in its pass.
 --
 -- Times are Unix epoch milliseconds (UTC); query them with
 -- `datetime(col / 1000, 'unixepoch')`.

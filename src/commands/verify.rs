@@ -163,6 +163,10 @@ fn verify_folder(
     } else {
         NameIndex::default()
     };
+    let looker = match sidecars {
+        true => Some(super::verify_sidecars::Looker::new(&conn, root)?),
+        false => None,
+    };
     let mut shown = shared.progress(verify_store::left_to_check(&conn, pass.id, opts.content)?);
     let mut after = 0;
     loop {
@@ -173,7 +177,20 @@ fn verify_folder(
         let (verdicts, compared): (Vec<Verdict>, Vec<Option<NameSizeCheck>>) =
             checked.into_iter().unzip();
         let compared: Vec<NameSizeCheck> = compared.into_iter().flatten().collect();
-        verify_store::record_all(&mut conn, pass.id, &verdicts, &compared)?;
+        // The sidecars of the books found whole (placed by bookferry, not name-and-size skips).
+        let sidecar_verdicts = match &looker {
+            Some(looker) => {
+                let whole: Vec<i64> = rows
+                    .iter()
+                    .zip(&verdicts)
+                    .filter(|(r, v)| !r.name_size_skip && v.target == Found::Ok)
+                    .map(|(r, _)| r.id)
+                    .collect();
+                looker.look(&conn, &whole)?
+            }
+            None => Vec::new(),
+        };
+        verify_store::record_all(&mut conn, pass.id, &verdicts, &compared, &sidecar_verdicts)?;
         shown.add(rows.len() as u64, rows.iter().map(|r| r.size).sum());
     }
     shown.finish();
@@ -186,20 +203,14 @@ fn verify_folder(
         verbose,
         Found::as_str,
     )?;
-    let sidecars = match sidecars {
-        true => Some(super::verify_sidecars::check(&conn, root)?),
-        false => None,
-    };
-    if let Some(found) = &sidecars {
-        super::verify_sidecars::print(found, if verbose { usize::MAX } else { LISTED });
-        if found.found() {
-            code = exit::FAILED_ROWS;
-        }
+    let listed = if verbose { usize::MAX } else { LISTED };
+    if sidecars && super::verify_sidecars::print(&conn, pass.id, listed)? {
+        code = exit::FAILED_ROWS;
     }
     let kinds = placed_kinds_to_repair(args, hardlinked, "target");
     repair(session, &mut conn, pass.id, args, &kinds, me)?;
-    if let Some(found) = &sidecars {
-        super::verify_sidecars::repair(&conn, root, found, args)?;
+    if sidecars {
+        super::verify_sidecars::repair(&conn, root, pass.id, args)?;
     }
     Ok(code)
 }
@@ -490,7 +501,7 @@ fn verify_http(
                 compared_ref: None,
             })
             .collect();
-        verify_store::record_all(&mut conn, pass.id, &verdicts, &compared)?;
+        verify_store::record_all(&mut conn, pass.id, &verdicts, &compared, &[])?;
         shown.add(rows.len() as u64, rows.iter().map(|r| r.size).sum());
     }
     shown.finish();

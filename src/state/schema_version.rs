@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/7_blake3_content.sql"),
     include_str!("migrations/8_read_indexes.sql"),
     include_str!("migrations/9_state_index.sql"),
+    include_str!("migrations/10_verify_sidecars.sql"),
 ];
 
 /// The schema version this binary writes.

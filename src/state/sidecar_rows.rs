@@ -1,10 +1,10 @@
 //! The rows whose sidecars (`target::sidecar_state`) are looked at outside the transfer: those
 //! a dead run claimed a placement for and left (the next run mends an adopted book's sidecars
-//! and removes those of a book never placed), and every placed book (`verify`).
+//! and removes those of a book never placed), and the placed books `verify` looks at.
 
 use super::rows::FileRow;
 use super::Result;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 /// Every row a dead run claimed a folder placement for and did not record as finished (call
 /// before this run claims any row), with its planned ref: those still to migrate (held by no
@@ -34,16 +34,20 @@ pub fn clear_settled(conn: &Connection) -> Result<usize> {
     )?)
 }
 
-/// Placed books (`uploaded` with a target reference) after `after_id`, in id order.
-pub fn placed_after(conn: &Connection, after_id: i64, limit: usize) -> Result<Vec<FileRow>> {
+/// The placed books (`uploaded` with a target reference) among `ids`, in id order.
+pub fn placed_of(conn: &Connection, ids: &[i64]) -> Result<Vec<FileRow>> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {} FROM files
-         WHERE id > ?1 AND state = 'uploaded' AND target_ref IS NOT NULL
-         ORDER BY id LIMIT ?2",
+         WHERE id = ?1 AND state = 'uploaded' AND target_ref IS NOT NULL",
         FileRow::COLUMNS
     ))?;
-    let rows = st
-        .query_map(params![after_id, limit as i64], FileRow::from_sql)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut rows = Vec::with_capacity(ids.len());
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    for id in sorted {
+        if let Some(row) = st.query_row(params![id], FileRow::from_sql).optional()? {
+            rows.push(row);
+        }
+    }
     Ok(rows)
 }

@@ -193,18 +193,29 @@ pub struct NameSizeCheck {
     pub compared_ref: Option<String>,
 }
 
+/// The verdict on a placed book's sidecars (a `--sidecars` folder migration; schema version
+/// 10), kept in the pass beside the book's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarVerdict {
+    pub file_id: i64,
+    /// `None`: as bookferry writes them; else what was found, one line for people.
+    pub findings: Option<String>,
+}
+
 /// Record a batch of verdicts in one transaction.
 pub fn record(conn: &mut Connection, pass: i64, verdicts: &[Verdict]) -> Result<()> {
-    record_all(conn, pass, verdicts, &[])
+    record_all(conn, pass, verdicts, &[], &[])
 }
 
 /// Record a batch of verdicts in one transaction, `name_size` marking those of them that are
-/// name-and-size skips (with what they were compared with).
+/// name-and-size skips (with what they were compared with), `sidecars` adding the verdicts on
+/// their books' sidecars.
 pub fn record_all(
     conn: &mut Connection,
     pass: i64,
     verdicts: &[Verdict],
     name_size: &[NameSizeCheck],
+    sidecars: &[SidecarVerdict],
 ) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
@@ -230,9 +241,57 @@ pub fn record_all(
         for c in name_size {
             mark.execute(params![c.file_id, pass, c.compared_ref])?;
         }
+        let mut sidecar = tx.prepare_cached(
+            "UPDATE verified SET sidecars = ?3, sidecars_detail = ?4
+             WHERE file_id = ?1 AND pass_id = ?2",
+        )?;
+        for v in sidecars {
+            let verdict = match v.findings {
+                None => "ok",
+                Some(_) => "not_as_written",
+            };
+            sidecar.execute(params![v.file_id, pass, verdict, v.findings])?;
+        }
     }
     tx.commit()?;
     Ok(())
+}
+
+/// A placed book of a pass whose sidecars are not as bookferry writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarsDiffer {
+    pub file_id: i64,
+    pub source_ref: String,
+    pub target_ref: String,
+    /// What was found, one line (`sidecars_detail`).
+    pub findings: String,
+}
+
+/// How many books this pass looked at the sidecars of, and those not as bookferry writes them,
+/// in id order.
+pub fn sidecar_outcome(conn: &Connection, pass: i64) -> Result<(u64, Vec<SidecarsDiffer>)> {
+    let looked: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM verified WHERE pass_id = ?1 AND sidecars IS NOT NULL",
+        [pass],
+        |r| r.get(0),
+    )?;
+    let mut st = conn.prepare(
+        "SELECT v.file_id, f.source_ref, COALESCE(f.target_ref, ''),
+                COALESCE(v.sidecars_detail, '')
+         FROM verified v JOIN files f ON f.id = v.file_id
+         WHERE v.pass_id = ?1 AND v.sidecars = 'not_as_written' ORDER BY v.file_id",
+    )?;
+    let differ = st
+        .query_map([pass], |r| {
+            Ok(SidecarsDiffer {
+                file_id: r.get(0)?,
+                source_ref: r.get(1)?,
+                target_ref: r.get(2)?,
+                findings: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((looked as u64, differ))
 }
 
 /// A file of this pass that did not match.

@@ -772,6 +772,72 @@ fn verify_finds_sidecars_missing_torn_or_not_ours_and_repair_writes_ours_again()
     assert!(findings[0].contains(&want[3].1), "{said}");
 }
 
+/// A verify killed part-way keeps the sidecar verdicts of the books it had looked at: the next
+/// verify continues the pass and looks only at the rest (so a sidecar removed since from a book
+/// already looked at is not found by it, one removed from a book not yet looked at is), and its
+/// count is the whole pass's. A new pass looks at every book again and finds both.
+#[test]
+fn an_interrupted_verify_keeps_its_sidecar_verdicts_and_looks_only_at_the_rest() {
+    let ws = Workspace::with_corpus_sized(700, 2727, 4);
+    let out = ws.migrate(&["--sidecars"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let placed = ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded'");
+    let done_before = crate::verify::kill_a_verify_part_way(&ws);
+    assert!(
+        done_before > 0 && done_before < placed,
+        "{done_before} of {placed}"
+    );
+    let pass = "(SELECT MAX(id) FROM verify_passes)";
+    let target_ref = |sql: &str| -> String {
+        ws.db()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    };
+    let looked_at = target_ref(&format!(
+        "SELECT f.target_ref FROM files f JOIN verified v ON v.file_id = f.id
+         WHERE v.pass_id = {pass} ORDER BY f.id LIMIT 1"
+    ));
+    let not_yet = target_ref(&format!(
+        "SELECT target_ref FROM files WHERE state = 'uploaded' AND id NOT IN
+           (SELECT file_id FROM verified WHERE pass_id = {pass})
+         ORDER BY id DESC LIMIT 1"
+    ));
+    for book in [&looked_at, &not_yet] {
+        fs::remove_file(sidecars_of(&ws.out(), book).0).unwrap();
+    }
+
+    let out = ws.run(&["verify"]);
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}{}", stderr(&out));
+    let both = format!("{said}{}", stderr(&out));
+    assert!(
+        both.contains("continuing the verify pass begun earlier"),
+        "{both}"
+    );
+    assert!(
+        said.contains(&format!(
+            "sidecars: {placed} books looked at, 1 with sidecars not as bookferry writes them"
+        )),
+        "{said}"
+    );
+    let findings: Vec<&str> = said.lines().filter(|l| l.contains(": sidecar ")).collect();
+    assert_eq!(findings.len(), 1, "{said}");
+    assert!(
+        findings[0].contains(&format!("→ {not_yet}: sidecar ")),
+        "{said}"
+    );
+
+    let out = ws.run(&["verify"]);
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "sidecars: {placed} books looked at, 2 with sidecars not as bookferry writes them"
+        )),
+        "{said}"
+    );
+}
+
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
