@@ -394,7 +394,7 @@ fn a_migration_an_older_bookferry_began_keeps_its_books_as_its_own() {
     let out = to_calibre(&ws, &ws.state(), &src, &dst, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // The state DB as a bookferry before schema version 6 left it: no decision recorded (and
-    // not the later versions' indexes either: 7's, 8's, 9's).
+    // not the later versions' indexes and columns either: 7's, 8's, 9's, 10's).
     Connection::open(ws.state())
         .unwrap()
         .execute_batch(
@@ -405,6 +405,8 @@ fn a_migration_an_older_bookferry_began_keeps_its_books_as_its_own() {
              DROP INDEX files_warned;
              ALTER TABLE migration DROP COLUMN calibre_keep_ids;
              ALTER TABLE migration DROP COLUMN calibre_max_id_before;
+             ALTER TABLE verified DROP COLUMN sidecars;
+             ALTER TABLE verified DROP COLUMN sidecars_detail;
              PRAGMA user_version = 5;",
         )
         .unwrap();
