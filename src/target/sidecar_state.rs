@@ -94,6 +94,31 @@ fn torn(there: &[u8], want: &[u8]) -> bool {
         || there.len() == want.len() && there != want && there.iter().all(|b| *b == 0)
 }
 
+/// Mean difference of grey level (of 255) two JPEGs of one picture may have: re-encoding, at
+/// another quality or by another encoder, moves a page's pixels by about 1; another picture
+/// of the same size by tens.
+const SAME_PICTURE_MEAN: f64 = 4.0;
+
+/// Whether `jpg` is the picture `cover` is, in other bytes: a cover an earlier bookferry wrote
+/// with another JPEG encoder (or PDF renderer). Both decode, to the same size, and their grey
+/// levels differ by at most [`SAME_PICTURE_MEAN`] on average.
+fn same_picture(jpg: &[u8], cover: &[u8]) -> bool {
+    let grey = |bytes: &[u8]| image::load_from_memory(bytes).ok().map(|i| i.to_luma8());
+    let (Some(a), Some(b)) = (grey(jpg), grey(cover)) else {
+        return false;
+    };
+    if a.dimensions() != b.dimensions() || a.as_raw().is_empty() {
+        return false;
+    }
+    let diff: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    diff as f64 / a.as_raw().len() as f64 <= SAME_PICTURE_MEAN
+}
+
 /// How a `.jpg` of ours is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cover {
@@ -142,11 +167,12 @@ fn look(s: &Sidecars, dir: &Path, book_name: &str, cover: Cover) -> io::Result<L
         _ => match s.cover_bytes() {
             None => None,
             Some(cover) => {
-                match read_file(&dir.join(&jpg_name), cover.len() as u64 + 1)? {
+                match read_file(&dir.join(&jpg_name), MAX_JPG)? {
                     There::Nothing => Some(Is::Missing),
                     There::NotAFile => Some(Is::NotOurs),
                     There::File(bytes) if bytes == cover => Some(Is::Right),
                     There::File(bytes) if torn(&bytes, cover) => Some(Is::Torn),
+                    There::File(bytes) if same_picture(&bytes, cover) => Some(Is::Right),
                     // Beside our `.opf` (torn or whole): ours.
                     There::File(_) if matches!(opf, Is::Right | Is::Torn) => Some(Is::Other),
                     There::File(_) => Some(Is::NotOurs),
@@ -169,7 +195,8 @@ fn finding(is: Is, name: String) -> Option<Finding> {
 
 /// What is wrong with the sidecars of the book file `book_name` in `dir` (nothing: they are
 /// what bookferry writes). A `.opf` of ours is right when it names the book's uuid (its dates
-/// are the run's, so its text is not compared); a `.jpg` when it holds the cover's bytes.
+/// are the run's, so its text is not compared); a `.jpg` when it holds the cover's bytes, or
+/// the same picture in other bytes (`same_picture`: written by an earlier bookferry).
 pub fn check(s: &Sidecars, dir: &Path, book_name: &str) -> io::Result<Vec<Finding>> {
     let (opf_name, jpg_name) = names_of(book_name);
     let l = look(s, dir, book_name, Cover::Compared)?;

@@ -3,7 +3,7 @@
 //! once with `calibredb add` and once migrated by bookferry, and the two `cover.jpg` must be the
 //! same picture: a 64-bit difference hash (dHash) within `EMBEDDED_DISTANCE` bits for an
 //! embedded image (the same pixels, re-encoded) and `PDF_DISTANCE` for a PDF's first page
-//! (poppler's render against hayro's), and a PDF's cover encoded as calibre's (size, quality,
+//! (poppler's render against hayro's), and every cover encoded as calibre's (size, quality,
 //! subsampling); a cover calibre keeps though it does not decode (the
 //! corpus's comic pages are noise after a JPEG header) must be the same bytes. `--no-covers` gives none; a PDF that cannot be rendered
 //! is still added, with a warning naming it.
@@ -305,9 +305,10 @@ fn every_format_gets_calibres_cover() {
         if d > limit {
             bad.push(format!("{name}: distance {d} > {limit}"));
         }
-        // A PDF's cover is pdftoppm's JPEG as calibre keeps it: the same size, quality
-        // (quantization tables) and chroma subsampling.
-        if name.ends_with(".pdf") && encoding(ours) != encoding(calibre) {
+        // Encoded as calibre keeps it: the same size, quality (quantization tables) and chroma
+        // subsampling — a PDF's cover is pdftoppm's JPEG, an image not a JPEG is re-encoded
+        // by Qt's writer (quality 90, libjpeg's 4:2:0), a JPEG is kept as it is.
+        if encoding(ours) != encoding(calibre) {
             bad.push(format!(
                 "{name}: encoded as {:?}, calibre's as {:?}",
                 encoding(ours).map(|e| (e.width, e.height, e.sampling, e.tables)),

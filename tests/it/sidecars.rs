@@ -838,6 +838,51 @@ fn an_interrupted_verify_keeps_its_sidecar_verdicts_and_looks_only_at_the_rest()
     );
 }
 
+/// A `.jpg` holding the book's cover in other bytes — what an earlier bookferry wrote before
+/// its JPEG encoder (or PDF renderer) changed — is the cover to `verify`, not a finding; a
+/// picture of the same size that is not the cover is still "not the cover".
+#[test]
+fn verify_takes_the_cover_in_other_bytes_as_the_cover() {
+    let ws = Workspace::with_corpus_sized(40, 2525, 8);
+    let out = ws.migrate(&["--sidecars"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut pdfs: Vec<String> = uploaded(&ws.state())
+        .into_iter()
+        .filter(|b| b.2 == "pdf")
+        .map(|b| b.1)
+        .collect();
+    pdfs.sort();
+    assert!(pdfs.len() >= 2, "{pdfs:?}");
+    let (same, other) = (&pdfs[0], &pdfs[1]);
+    let reencode = |img: &image::DynamicImage| {
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
+            .encode_image(img)
+            .unwrap();
+        bytes
+    };
+    let jpg = sidecars_of(&ws.out(), same).1;
+    let cover = fs::read(&jpg).unwrap();
+    let again = reencode(&image::load_from_memory(&cover).unwrap());
+    assert_ne!(again, cover);
+    fs::write(&jpg, &again).unwrap();
+    let jpg = sidecars_of(&ws.out(), other).1;
+    let mut img = image::load_from_memory(&fs::read(&jpg).unwrap()).unwrap();
+    img.invert();
+    fs::write(&jpg, reencode(&img)).unwrap();
+
+    let out = ws.run(&["verify"]);
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}{}", stderr(&out));
+    let findings: Vec<&str> = said.lines().filter(|l| l.contains(": sidecar ")).collect();
+    assert_eq!(findings.len(), 1, "{said}");
+    assert!(
+        findings[0].contains(&format!("→ {other}: sidecar "))
+            && findings[0].contains("is not the cover"),
+        "{said}"
+    );
+}
+
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

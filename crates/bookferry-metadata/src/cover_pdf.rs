@@ -1,9 +1,10 @@
 //! A PDF's cover as calibre makes it: its first page rendered (calibre runs `pdftoppm -singlefile
 //! -jpeg -cropbox`, 150 dpi, and keeps that JPEG unless it is larger than its maximum cover size,
 //! 1650×2200, which it scales down to fit and re-encodes), here with `hayro`, a pure-Rust
-//! rasterizer, in-process, and `jpeg-encoder` at calibre's settings. Bounded in memory: a page is
-//! rendered at the size of calibre's cover directly, never larger than `MAX_COVER` (a hostile
-//! page of 200×200 inches is rendered at 1650×1650, not at 150 dpi's 30000×30000).
+//! rasterizer, in-process, and encoded as calibre keeps it (`jpeg`: libjpeg-turbo's bytes).
+//! Bounded in memory: a page is rendered at the size of calibre's cover directly, never larger
+//! than `MAX_COVER` (a hostile page of 200×200 inches is rendered at 1650×1650, not at 150
+//! dpi's 30000×30000).
 //!
 //! Why hayro (measured on this 2-core machine, loaded): pure Rust with `forbid(unsafe_code)`,
 //! MIT/Apache, in-process; a make-corpus PDF's first page in 1.4 ms median (30 ms the slowest
@@ -127,18 +128,13 @@ pub fn cover_jpeg(data: Arc<Vec<u8>>) -> Result<Vec<u8>, CoverError> {
     } else {
         PDFTOPPM_QUALITY
     };
-    encode(&page, quality).map_err(|e| CoverError::Pdf(format!("JPEG encoding: {e}")))
+    encode(&page, quality).map_err(|e| CoverError::Pdf(e.to_string()))
 }
 
 /// A page as a baseline JPEG of `quality`, 4:2:0 (libjpeg's default subsampling).
-fn encode(page: &Page, quality: u8) -> Result<Vec<u8>, jpeg_encoder::EncodingError> {
-    // About 1 byte in 10 pixels for a page of text: sized once, not grown.
-    let mut out = Vec::with_capacity(page.rgba().len() / 40);
-    let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
-    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
-    let (w, h) = (page.pixmap.width(), page.pixmap.height());
-    enc.encode(page.rgba(), w, h, jpeg_encoder::ColorType::Rgba)?;
-    Ok(out)
+fn encode(page: &Page, quality: u8) -> Result<Vec<u8>, crate::jpeg::EncodeError> {
+    let (w, h) = (page.width(), page.height());
+    crate::jpeg::encode(page.rgba(), w, h, crate::jpeg::Pixels::Rgba, quality)
 }
 
 #[cfg(test)]

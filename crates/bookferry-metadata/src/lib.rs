@@ -17,6 +17,7 @@ mod epub;
 mod fb2;
 pub mod filename;
 mod ids;
+pub mod jpeg;
 pub mod lang;
 mod mobi;
 pub mod normalize;

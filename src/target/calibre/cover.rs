@@ -8,6 +8,7 @@
 use crate::calibre::COVER_FILE;
 use crate::metadata::cover::{self as embedded, CoverError};
 use crate::metadata::cover_pdf;
+use crate::metadata::jpeg;
 use crate::metadata::Origin;
 use crate::target::Payload;
 use std::fs::{self, File};
@@ -115,17 +116,11 @@ fn to_jpeg(image: &[u8]) -> Option<Vec<u8>> {
     encode_rgb(rgb.as_raw(), rgb.width(), rgb.height())
 }
 
-/// 8-bit RGB pixels as a JPEG of quality 90 (calibre's `save_cover_data_to`; a PDF's page is
-/// encoded as pdftoppm does instead: `cover_pdf::cover_jpeg`).
+/// 8-bit RGB pixels as a JPEG of quality 90, 4:2:0 (calibre's `save_cover_data_to`, through
+/// Qt's JPEG writer with libjpeg's defaults; a PDF's page is encoded as pdftoppm does instead:
+/// `cover_pdf::cover_jpeg`).
 fn encode_rgb(pixels: &[u8], width: u32, height: u32) -> Option<Vec<u8>> {
-    let (width, height) = (u16::try_from(width).ok()?, u16::try_from(height).ok()?);
-    let mut out = Vec::new();
-    // jpeg-encoder: SIMD, several times faster than `image`'s own encoder (covers were ~8% of
-    // a copy run's CPU with it).
-    jpeg_encoder::Encoder::new(&mut out, 90)
-        .encode(pixels, width, height, jpeg_encoder::ColorType::Rgb)
-        .ok()?;
-    Some(out)
+    jpeg::encode(pixels, width, height, jpeg::Pixels::Rgb, 90).ok()
 }
 
 #[cfg(test)]
