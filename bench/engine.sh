@@ -24,7 +24,8 @@
 #
 # Environment (defaults): BENCH_SCAN_FILES=100000 BENCH_STATE_ROWS=$BENCH_SCAN_FILES
 #   BENCH_COPY_FILES=2000 BENCH_REPEAT=7 BENCH_DIR=${TMPDIR:-/tmp} (where temp files go; the
-#   copy runs need about (4 x BENCH_REPEAT + 1) x 0.5 GB there, all removed at exit).
+#   copy runs need about (4 x BENCH_REPEAT + 1) x 0.5 GB there, all removed at exit; as root they
+#   run on a new ext4 filesystem made there, in a sparse file on a loop device).
 #   BENCH_ONLY=scan,state,copy (default: all three) runs only the sections named.
 #   BENCH_COPY_TOOLS="cp bookferry" (default: every tool below) times only those copy tools
 #   (cp, the reference, is always one): e.g. the interleaved cp / bookferry pairs alone.
@@ -44,8 +45,13 @@ section() { [[ ",$ONLY," == *",$1,"* ]]; }
 WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/bookferry-bench.XXXXXX")
 THROTTLE_FILE=/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device
 THROTTLED=""
+DATA_LOOP=""
 cleanup() {
     if [ -n "$THROTTLED" ]; then echo "$THROTTLED 0" >"$THROTTLE_FILE" || true; fi
+    if [ -n "$DATA_LOOP" ]; then
+        umount "$WORK/data" 2>/dev/null || true
+        losetup -d "$DATA_LOOP" 2>/dev/null || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -129,7 +135,22 @@ if [ "$REPEAT" -lt 7 ]; then
 fi
 say ""
 say "== 3. copy: $COPY_FILES-file corpus, median of $REPEAT interleaved runs, page cache warm"
-SRC=$WORK/corpus
+# As root, the corpus and every copy go to an ext4 filesystem of their own (a sparse loop
+# device with direct I/O, so its pages are not cached twice; one filesystem, so hard links work),
+# made for this run and dropped whole at exit: on a filesystem that has seen millions of deletes,
+# ext4's inode allocation was 36% of a run's CPU samples (issue 23, session 20), and it weighs on
+# bookferry (a file and a folder per book) more than on cp. Elsewhere they go under BENCH_DIR,
+# which should then be a fresh filesystem.
+mkdir "$WORK/data"
+if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null && command -v mkfs.ext4 >/dev/null; then
+    # Room for the corpus and up to four copies a round (~260 KiB a file), sparse.
+    truncate -s $((COPY_FILES * 260 * (4 * REPEAT + 2) + 1048576))K "$WORK/datafs.img"
+    mkfs.ext4 -q -F "$WORK/datafs.img"
+    DATA_LOOP=$(losetup --find --show --direct-io=on "$WORK/datafs.img")
+    mount "$DATA_LOOP" "$WORK/data"
+    say "corpus and copies on $DATA_LOOP (a new ext4 filesystem), mounted at $WORK/data"
+fi
+SRC=$WORK/data/corpus
 python3 tools/make-corpus.py "$SRC" --files "$COPY_FILES" --avg-kib 256 --seed 3 >/dev/null
 corpus_kib=$(du -sk "$SRC" | cut -f1)
 say "corpus: $((corpus_kib / 1024)) MiB in $(find "$SRC" -type f | wc -l) files"
@@ -198,7 +219,8 @@ cpu_per_gb() { awk -v ms="$1" -v kib="$corpus_kib" 'BEGIN { printf "%.2f", ms / 
 export SRC BIN
 export -f copy_cp copy_bookferry copy_bookferry_srcpath copy_bookferry_dryrun copy_rclone copy_cp_al \
     copy_bookferry_hardlink
-mkdir "$WORK/out"
+OUT=$WORK/data/out
+mkdir "$OUT"
 for rep in $(seq "$REPEAT"); do
     # The order alternates from round to round, so no tool always runs right after another.
     order=("${TOOLS[@]}")
@@ -207,7 +229,7 @@ for rep in $(seq "$REPEAT"); do
         for ((i = ${#TOOLS[@]} - 1; i >= 0; i--)); do order+=("${TOOLS[i]}"); done
     fi
     for t in "${order[@]}"; do
-        out=$WORK/out/$t-$rep
+        out=$OUT/$t-$rep
         # Let the previous run's writeback and ext4's background work settle (without a pause,
         # every tool after the first run of a round ran 2-3x slower here, cp included), then
         # read the corpus back into the page cache.
@@ -245,7 +267,7 @@ vs_cp() {
         -v r="$(tr '\n' ' ' <<<"$ratios" | sed 's/ $//')" \
         'BEGIN { printf "%.2f (median of the rounds\047 ratios %s, rounds: %s; CPU %.2f s, %.1fx cp)", a / b, p, r, c / 1000, c / (d > 0 ? d : 1) }'
 }
-row "copy runs: disk under $WORK" "$(findmnt -n -o SOURCE --target "$WORK")${THROTTLED:+, writes capped at $BENCH_WRITE_MBPS MB/s}"
+row "copy runs: disk under $OUT" "$(findmnt -n -o SOURCE --target "$OUT")${DATA_LOOP:+ (a new ext4)}${THROTTLED:+, writes capped at $BENCH_WRITE_MBPS MB/s}"
 row "copy rounds (each run into a fresh folder)" "$REPEAT, order alternating, nothing deleted between runs"
 row "cp -r + sync -f" "$(secs "${MED[cp]}") s (CPU $(secs "${MEDCPU[cp]}") s = $(cpu_per_gb "${MEDCPU[cp]}") s/GB)"
 has_tool bookferry &&
