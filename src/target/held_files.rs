@@ -77,6 +77,18 @@ impl HeldFilesBuilder {
         h.names.push(name_key(name, size));
     }
 
+    /// The held files but those whose path `drop` says: files this run placed while the
+    /// tree was read (their path bytes stay in the buffer, unreferenced).
+    pub fn build_without(mut self, drop: impl Fn(&str) -> bool) -> HeldFiles {
+        let h = &mut self.held;
+        let kept: Vec<bool> = h.files.iter().map(|(_, at)| !drop(h.path(*at))).collect();
+        let mut keep = kept.iter();
+        h.files.retain(|_| *keep.next().unwrap_or(&true));
+        let mut keep = kept.iter();
+        h.names.retain(|_| *keep.next().unwrap_or(&true));
+        self.build()
+    }
+
     pub fn build(mut self) -> HeldFiles {
         let h = &mut self.held;
         h.files.sort_unstable();
@@ -117,6 +129,11 @@ impl HeldFiles {
 
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
+    }
+
+    /// How many files were held.
+    pub fn len(&self) -> usize {
+        self.files.len()
     }
 
     /// Which queried contents are among the held files (same size and BLAKE3), and where.
@@ -201,6 +218,34 @@ mod tests {
         std::fs::write(dir.path().join("b.txt"), b"zzz").unwrap();
         assert_eq!(held.find(&[q(4, b"xyz")])[&4].as_deref(), Some("b.txt"));
         assert_eq!(held.hashed(), 2);
+    }
+
+    /// Files left out at the build (placed by this run while the tree was read) are neither
+    /// held by name nor by content; the others still are, each at its own path.
+    #[test]
+    fn files_left_out_at_the_build_are_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in [("a.txt", b"abc"), ("b.txt", b"xyz"), ("c.txt", b"qrs")] {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let mut held = HeldFilesBuilder::new(dir.path().to_path_buf());
+        for name in ["a.txt", "b.txt", "c.txt"] {
+            held.add(name, 3, name);
+        }
+        let held = held.build_without(|rel| rel == "b.txt");
+        assert_eq!(held.len(), 2);
+        assert!(held.has_name("a.txt", 3) && held.has_name("c.txt", 3));
+        assert!(!held.has_name("b.txt", 3));
+        let q = |key, bytes: &[u8]| ContentQuery {
+            key,
+            digests: hash::hash_bytes_with(bytes, DigestSet::Blake3),
+            file_name: "x".into(),
+            size: bytes.len() as u64,
+        };
+        let found = held.find(&[q(1, b"abc"), q(2, b"xyz"), q(3, b"qrs")]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[&1].as_deref(), Some("a.txt"));
+        assert_eq!(found[&3].as_deref(), Some("c.txt"));
     }
 
     /// Many held files of one size (a resumed run into a folder of small books): asking about
