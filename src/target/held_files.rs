@@ -193,6 +193,16 @@ impl HeldFiles {
 mod tests {
     use super::*;
 
+    /// A content query of `bytes` under `key`.
+    fn q(key: i64, bytes: &[u8]) -> ContentQuery {
+        ContentQuery {
+            key,
+            digests: hash::hash_bytes_with(bytes, DigestSet::Blake3),
+            file_name: "x".into(),
+            size: bytes.len() as u64,
+        }
+    }
+
     #[test]
     fn finds_a_held_file_by_size_and_blake3_and_reads_it_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -205,12 +215,6 @@ mod tests {
         assert!(held.has_name("b.txt", 3));
         assert!(!held.has_name("b.txt", 4), "another size");
         assert!(!held.has_name("c.txt", 3));
-        let q = |key, bytes: &[u8]| ContentQuery {
-            key,
-            digests: hash::hash_bytes_with(bytes, DigestSet::Blake3),
-            file_name: "x".into(),
-            size: bytes.len() as u64,
-        };
         let found = held.find(&[q(1, b"xyz"), q(2, b"abd"), q(3, b"abcd")]);
         assert_eq!(found.len(), 1);
         assert_eq!(found[&1].as_deref(), Some("b.txt"));
@@ -236,12 +240,6 @@ mod tests {
         assert_eq!(held.len(), 2);
         assert!(held.has_name("a.txt", 3) && held.has_name("c.txt", 3));
         assert!(!held.has_name("b.txt", 3));
-        let q = |key, bytes: &[u8]| ContentQuery {
-            key,
-            digests: hash::hash_bytes_with(bytes, DigestSet::Blake3),
-            file_name: "x".into(),
-            size: bytes.len() as u64,
-        };
         let found = held.find(&[q(1, b"abc"), q(2, b"xyz"), q(3, b"qrs")]);
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!(found[&1].as_deref(), Some("a.txt"));
@@ -264,12 +262,6 @@ mod tests {
             held.add(&other, 5, &other);
         }
         let held = held.build();
-        let q = |key, bytes: &[u8]| ContentQuery {
-            key,
-            digests: hash::hash_bytes_with(bytes, DigestSet::Blake3),
-            file_name: "x".into(),
-            size: bytes.len() as u64,
-        };
         let queries: Vec<ContentQuery> = (0..500)
             .map(|i| q(i, format!("n{i:03}").as_bytes()))
             .chain([q(9999, b"1234")])
