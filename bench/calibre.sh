@@ -5,6 +5,8 @@
 # Prints figures and ratios; asserts nothing about time. On one make-corpus.py library
 # (N files, ~256 KiB each, page cache warm), each run into a fresh, missing library folder:
 #   calibredb add -r SRC --with-library LIB && sync -f LIB         (calibre's bulk add: the reference)
+#   cp -r SRC LIB && sync -f LIB                                   (the bytes alone, no library: the
+#                                                                   floor of any tool that copies them)
 #   bookferry run --from SRC --to calibre:LIB && sync -f LIB       (copy mode, covers made)
 #   bookferry run --from SRC --to calibre:LIB --no-covers && sync -f LIB
 #   bookferry run --from SRC --to calibre:LIB --link hardlink && sync -f LIB
@@ -25,7 +27,7 @@
 #
 # Environment (defaults): N=2000 (files: at 500 bookferry's whole run is ~0.3 s and its fixed
 #   costs weigh; calibredb takes ~40 ms per book whatever N) AVG_KIB=256 REPEAT=1
-#   BENCH_DIR=${TMPDIR:-/tmp} (temp files: about (1 + 2 x REPEAT) x N x AVG_KIB there, all
+#   BENCH_DIR=${TMPDIR:-/tmp} (temp files: about (1 + 3 x REPEAT) x N x AVG_KIB there, all
 #   removed at exit). ext4 slows down creating files after many deletions (its inode allocator
 #   skips recently freed inodes): on a machine that has been deleting test trees, a BENCH_DIR on
 #   a fresh filesystem gives steadier figures, e.g. as root:
@@ -83,6 +85,7 @@ warm_corpus "$SRC"
 
 # ---------------------------------------------------------------------------------- runs
 fill_calibredb() { calibredb add -r "$SRC" --with-library "$1" && sync -f "$1"; }
+fill_cp() { cp -r "$SRC" "$1" && sync -f "$1"; }
 fill_bookferry() { "$BIN" --state "$1.db" run --from "$SRC" --to "calibre:$1" -q && sync -f "$1"; }
 fill_bookferry_nocovers() {
     "$BIN" --state "$1.db" run --from "$SRC" --to "calibre:$1" -q --no-covers && sync -f "$1"
@@ -90,9 +93,9 @@ fill_bookferry_nocovers() {
 fill_bookferry_hardlink() {
     "$BIN" --state "$1.db" run --from "$SRC" --to "calibre:$1" -q --link hardlink && sync -f "$1"
 }
-TOOLS=(calibredb bookferry bookferry_nocovers bookferry_hardlink)
+TOOLS=(calibredb cp bookferry bookferry_nocovers bookferry_hardlink)
 export SRC BIN
-export -f fill_calibredb fill_bookferry fill_bookferry_nocovers fill_bookferry_hardlink
+export -f fill_calibredb fill_cp fill_bookferry fill_bookferry_nocovers fill_bookferry_hardlink
 
 # Books and format files calibre lists in a library.
 books_in() {
@@ -126,6 +129,11 @@ for rep in $(seq "$REPEAT"); do
             { say "FAILED: fill_$t $lib"; cat "$WORK/$t.log"; exit 1; }
         TIMES[$t]+="$(($(now_ms) - start)) "
         CPU[$t]+="$(awk '{ printf "%.0f", ($2 + $3) * 1000 }' "$WORK/cpu") "
+        if [ "$t" = cp ]; then
+            # Not a library: its files stand for books.
+            BOOKS[$t]=$(find "$lib" -type f | wc -l) FILES[$t]=${BOOKS[$t]}
+            continue
+        fi
         read -r b f < <(books_in "$lib")
         BOOKS[$t]=$b FILES[$t]=$f
         if [ "$t" != calibredb ]; then
@@ -144,7 +152,7 @@ for t in "${TOOLS[@]}"; do
     # shellcheck disable=SC2086
     MEDCPU[$t]=$(median ${CPU[$t]})
     checked=""
-    [ "$t" = calibredb ] || checked="; check_library: clean"
+    [ "$t" = calibredb ] || [ "$t" = cp ] || checked="; check_library: clean"
     say "$t: $(secs "${MED[$t]}") s median wall (runs, ms: ${TIMES[$t]% }), $(secs "${MEDCPU[$t]}") CPU-s (runs, ms: ${CPU[$t]% })," \
         "${BOOKS[$t]} books / ${FILES[$t]} format files = $(per_s "${BOOKS[$t]}" "${MED[$t]}") books/s$checked"
 done
@@ -159,14 +167,18 @@ say ""
 say "== summary ($N files, $((corpus_kib / 1024)) MiB, $(nproc) CPUs, load average now $(load))"
 for t in "${TOOLS[@]}"; do
     line="$(secs "${MED[$t]}") s, $(per_s "${BOOKS[$t]}" "${MED[$t]}") books/s (${BOOKS[$t]} books, ${FILES[$t]} files), CPU $(secs "${MEDCPU[$t]}") s"
-    if [ "$t" != calibredb ]; then
+    if [ "$t" = cp ]; then
+        speedup=$(awk -v a="$(per_s "${BOOKS[$t]}" "${MED[$t]}")" -v b="$(per_s "${BOOKS[calibredb]}" "${MED[calibredb]}")" 'BEGIN { printf "%.0f", a / (b > 0 ? b : 1) }')
+        line+="; files/s ${speedup}x calibredb's books/s: the most a tool that copies the bytes reaches"
+    elif [ "$t" != calibredb ]; then
         speedup=$(awk -v a="$(per_s "${BOOKS[$t]}" "${MED[$t]}")" -v b="$(per_s "${BOOKS[calibredb]}" "${MED[calibredb]}")" 'BEGIN { printf "%.0f", a / (b > 0 ? b : 1) }')
         goal=30
         [ "$t" = bookferry_nocovers ] && goal=100
-        line+="; books/s ${speedup}x calibredb's (goal >= ${goal}x); wall $(ratio "${MED[$t]}" "${MED[calibredb]}"), CPU $(ratio "${MEDCPU[$t]}" "${MEDCPU[calibredb]}") of calibredb's"
+        line+="; books/s ${speedup}x calibredb's (goal >= ${goal}x); wall $(ratio "${MED[$t]}" "${MED[calibredb]}"), CPU $(ratio "${MEDCPU[$t]}" "${MEDCPU[calibredb]}") of calibredb's; wall $(ratio "${MED[$t]}" "${MED[cp]}")x cp's"
     fi
     case $t in
         calibredb) name="calibredb add -r (+ sync -f)" ;;
+        cp) name="cp -r + sync -f (the bytes alone)" ;;
         bookferry) name="bookferry run --to calibre: (copy, covers)" ;;
         bookferry_nocovers) name="bookferry run --to calibre: --no-covers" ;;
         bookferry_hardlink) name="bookferry run --to calibre: --link hardlink" ;;
@@ -182,4 +194,4 @@ speedup_of() {
 }
 cover_ms=$(sed -n 's/.*median \([0-9.]*\) ms per PDF (render \([0-9.]*\) ms).*/\1 ms (render \2 ms)/p' <<<"$RENDER_LINE")
 printf '%-44s %s\n' "goals (books/s vs calibredb, wall)" \
-    "covers $(speedup_of bookferry)x (>= 30x), --no-covers $(speedup_of bookferry_nocovers)x (>= 100x); PDF cover ${cover_ms:-?} median per PDF"
+    "covers $(speedup_of bookferry)x (>= 30x), --no-covers $(speedup_of bookferry_nocovers)x (>= 100x; cp -r + sync alone $(speedup_of cp)x); PDF cover ${cover_ms:-?} median per PDF"

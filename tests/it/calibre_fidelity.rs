@@ -266,47 +266,60 @@ fn a_run_killed_after_its_first_commit_keeps_the_ids_when_resumed() {
     let src = ws.path().join("source");
     calibredb(&ws, &src, &["add", "-r", ws.lib().to_str().unwrap()]);
     calibredb(&ws, &src, &["remove", "2,5"]);
-    let dst = ws.path().join("new");
-    let landed = || {
-        count_or_zero(
-            &ws.state(),
-            "SELECT COUNT(*) FROM files WHERE state = 'uploaded'",
-        )
-    };
-    let mut child = ws
-        .cmd(&[
-            "run",
-            "--from",
-            src.to_str().unwrap(),
-            "--to",
-            &format!("calibre:{}", dst.display()),
-            "--transfers",
-            "1",
-            "--checkers",
-            "1",
-            "-q",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while landed() == 0
-        && t0.elapsed() < Duration::from_secs(120)
-        && child.try_wait().unwrap().is_none()
-    {
-        std::thread::sleep(Duration::from_millis(2));
+    // Kill a run once it has committed books and before it ends. A fast machine may finish
+    // first: then try again, into a new library with a new state DB.
+    let mut killed = None;
+    for attempt in 0..5 {
+        let (state, dst) = (
+            ws.path().join(format!("state-{attempt}.db")),
+            ws.path().join(format!("new-{attempt}")),
+        );
+        let landed = || {
+            count_or_zero(
+                &state,
+                "SELECT COUNT(*) FROM files WHERE state = 'uploaded'",
+            )
+        };
+        let mut child = ws
+            .cmd_with_state(
+                &state,
+                &[
+                    "run",
+                    "--from",
+                    src.to_str().unwrap(),
+                    "--to",
+                    &format!("calibre:{}", dst.display()),
+                    "--transfers",
+                    "1",
+                    "--checkers",
+                    "1",
+                    "-q",
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while landed() == 0
+            && t0.elapsed() < Duration::from_secs(120)
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.kill();
+        // Killed, not ended on its own just before the kill.
+        let status = child.wait().unwrap();
+        if std::os::unix::process::ExitStatusExt::signal(&status) == Some(9) && landed() > 0 {
+            killed = Some((state, dst));
+            break;
+        }
     }
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the run ended before it could be killed; make the corpus larger"
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let (state, dst) = killed.expect("a run killed after its first commit, in 5 tries");
     let first = listing(&ws, &dst);
     assert!(!first.is_empty(), "the killed run committed books");
 
-    let out = to_calibre(&ws, &ws.state(), &src, &dst, &[]);
+    let out = to_calibre(&ws, &state, &src, &dst, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let (a, b) = (listing(&ws, &src), listing(&ws, &dst));
     assert!(
