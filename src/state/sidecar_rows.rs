@@ -4,7 +4,7 @@
 
 use super::rows::FileRow;
 use super::Result;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 /// Every row a dead run claimed a folder placement for and did not record as finished (call
 /// before this run claims any row), with its planned ref: those still to migrate (held by no
@@ -34,20 +34,19 @@ pub fn clear_settled(conn: &Connection) -> Result<usize> {
     )?)
 }
 
-/// The placed books (`uploaded` with a target reference) among `ids`, in id order.
+/// The placed books (`uploaded` with a target reference) among `ids`, in id order: one query
+/// (the ids as a JSON array, as `scan_store` passes its lists).
 pub fn placed_of(conn: &Connection, ids: &[i64]) -> Result<Vec<FileRow>> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {} FROM files
-         WHERE id = ?1 AND state = 'uploaded' AND target_ref IS NOT NULL",
+         WHERE id IN (SELECT value FROM json_each(?1))
+           AND state = 'uploaded' AND target_ref IS NOT NULL
+         ORDER BY id",
         FileRow::COLUMNS
     ))?;
-    let mut rows = Vec::with_capacity(ids.len());
-    let mut sorted = ids.to_vec();
-    sorted.sort_unstable();
-    for id in sorted {
-        if let Some(row) = st.query_row(params![id], FileRow::from_sql).optional()? {
-            rows.push(row);
-        }
-    }
+    let ids = serde_json::to_string(ids).expect("a list of integers is JSON");
+    let rows = st
+        .query_map(params![ids], FileRow::from_sql)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
