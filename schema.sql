@@ -11,6 +11,9 @@
 -- `files_state` on (state, id, size).
 -- Version 10 (10_verify_sidecars.sql) adds `verified.sidecars` and `verified.sidecars_detail`:
 -- a `--sidecars` migration's verify keeps each book's sidecar verdict in its pass.
+-- Version 11 (11_contents_placed.sql) adds `contents_placed` (BLAKE3, file id of the placed
+-- rows, filled in bulk from `contents_unindexed`, which a trigger fills) and drops the
+-- indexes `files_blake3` and `files_sha1`.
 --
 -- Times are Unix epoch milliseconds (UTC); query them with
 -- `datetime(col / 1000, 'unixepoch')`.

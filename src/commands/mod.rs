@@ -28,7 +28,7 @@ use crate::cli::GlobalArgs;
 use crate::exit;
 use crate::state::lock::StateLock;
 use crate::state::migration_record::{self, MigrationRecord};
-use crate::state::{runs, Db, StateError};
+use crate::state::{placed_contents, runs, Db, StateError};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
@@ -130,6 +130,8 @@ impl Session {
                 rec.rows_released
             );
         }
+        // What a killed run placed, in the index of placed contents before any check reads it.
+        placed_contents::merge(&mut conn)?;
         Ok(Session {
             db,
             run,
@@ -161,6 +163,10 @@ impl Session {
         }
         match self.db.conn() {
             Ok(mut conn) => {
+                // What this run placed, indexed for the next (which does it itself if this fails).
+                if let Err(e) = placed_contents::merge(&mut conn) {
+                    tracing::warn!("indexing the contents run {} placed: {e}", self.run);
+                }
                 if let Err(e) = runs::end(&mut conn, self.run, code, outcome) {
                     tracing::error!("recording the end of run {}: {e}", self.run);
                 }

@@ -1,6 +1,7 @@
 //! The content check, in batches: is this content (by BLAKE3, and by SHA-1 too where both rows
 //! have one, see `hash::Digests::same_content`) already placed by this migration (another row,
-//! possibly from an earlier run — the row becomes a `skipped` duplicate of it), or already on
+//! of an earlier run by `state::placed_contents`, of this run by `contents` — the row becomes a
+//! `skipped` duplicate of it), or already on
 //! the target (a local one compares BLAKE3; an HTTP server is asked by SHA-1, as it knows it)?
 //! Rows left in flight by a run that died (`metadata_cached`) are checked here too, so a
 //! transfer whose reply was lost in a crash is not sent a second time.
@@ -10,6 +11,7 @@ use super::fault::{Cause, Fault, Stage};
 use super::{tasks, Ctx, Item};
 use crate::hash::Digests;
 use crate::skip_reason::SkipReason;
+use crate::state::placed_contents::{self, Placed};
 use crate::state::FileState;
 use crate::target::ContentQuery;
 use std::collections::HashMap;
@@ -19,6 +21,17 @@ use tokio::sync::mpsc;
 
 const BATCH: usize = 1000;
 const WAIT: Duration = Duration::from_millis(50);
+
+/// Before any claim, after the adoption of a dead run's placements: every row recorded
+/// `uploaded` so far is in the index the look-up reads (`state::placed_contents`), as this
+/// run's own book of contents knows only what this run places from here on.
+pub async fn index_placed(ctx: &Ctx) {
+    let db = ctx.db.clone();
+    let merge = move || placed_contents::merge(&mut *db.conn()?);
+    if let Some(Err(e)) = tasks::blocking(ctx, Stage::ContentCheck, merge).await {
+        ctx.abort(Fault::new(Stage::ContentCheck, Cause::StateDb(e)));
+    }
+}
 
 pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>, out: mpsc::Sender<Item>) {
     while let Some(batch) = next_batch(&mut rx, BATCH, WAIT).await {
@@ -52,9 +65,6 @@ async fn placed_content(ctx: &Ctx, blake3s: Vec<String>, inject: bool) -> Option
         }
     }
 }
-
-/// Rows already `uploaded`, by BLAKE3: (their digests, id, where it went), lowest id first.
-type Placed = HashMap<String, Vec<(Digests, i64, String)>>;
 
 /// The first placed row with the same content as `d` (see `Digests::same_content`).
 fn placed_as<'a>(placed: &'a Placed, d: &Digests) -> Option<&'a (Digests, i64, String)> {
@@ -97,6 +107,21 @@ async fn check_batch(ctx: &Ctx, batch: Vec<Item>) -> Vec<Item> {
                     SkipReason::Duplicate,
                     format!("same content as file #{first} ({first_ref})"),
                     Some(*first),
+                )
+                .await;
+                continue;
+            }
+            // Placed by this run: the earlier runs' contents are all the state DB indexes.
+            let landed_here = key
+                .as_deref()
+                .and_then(|k| ctx.contents.lock().ok()?.landed_by(k))
+                .filter(|id| *id != item.row.id && !ctx.cfg.keep_duplicates);
+            if let Some(first) = landed_here {
+                ctx.skip(
+                    &item,
+                    SkipReason::Duplicate,
+                    format!("same content as file #{first}, migrated in this run"),
+                    Some(first),
                 )
                 .await;
                 continue;
@@ -164,7 +189,11 @@ async fn record_answers(
             continue;
         };
         if item.row.state == FileState::MetadataCached {
-            // Sent by a run that died before recording it: the target has it, so it is ours.
+            // Sent by a run that died before recording it: the target has it, so it is ours;
+            // a later row of this content is its duplicate.
+            if let (Some(key), Ok(mut contents)) = (item.content_key(), ctx.contents.lock()) {
+                contents.land(&key, item.row.id);
+            }
             let mut t = item.to(FileState::Uploaded);
             t.target_ref = found_at.clone();
             t.detail = Some("found on the target after an interrupted transfer".into());
@@ -195,74 +224,6 @@ fn uploaded_with_content(
     blake3s: &[String],
     inject: bool,
 ) -> crate::state::Result<Placed> {
-    // One query per chunk of BLAKE3s (not one per row); the lowest id wins, as it landed first.
-    const CHUNK: usize = 500;
     let conn = db.conn()?;
-    let mut out = Placed::new();
-    let unique: std::collections::BTreeSet<&String> = blake3s.iter().collect();
-    let unique: Vec<&String> = unique.into_iter().collect();
-    for chunk in unique.chunks(CHUNK) {
-        let mut st = conn.prepare(&uploaded_with_content_sql(chunk.len(), inject))?;
-        let mut rows = st.query(rusqlite::params_from_iter(chunk.iter()))?;
-        while let Some(r) = rows.next()? {
-            let digests = Digests {
-                sha1: r.get(0)?,
-                blake3: r.get(1)?,
-            };
-            out.entry(digests.blake3.clone())
-                .or_default()
-                .push((digests, r.get(2)?, r.get(3)?));
-        }
-    }
-    Ok(out)
-}
-
-/// The lookup of `n` BLAKE3s among the uploaded rows. Through the BLAKE3 index by name:
-/// left to itself SQLite takes `files_state` (`state = 'uploaded'`), which reads every uploaded
-/// row for every batch, so a run's content checks grew with the square of its files.
-fn uploaded_with_content_sql(n: usize, inject: bool) -> String {
-    format!(
-        "SELECT sha1, blake3, id, COALESCE(target_ref, source_ref) FROM {}
-         INDEXED BY files_blake3 WHERE state = 'uploaded' AND blake3 IN ({}) ORDER BY id",
-        if inject { "no_such_table" } else { "files" },
-        vec!["?"; n].join(", ")
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::{runs, scan_store, Db};
-
-    /// The cost of looking a batch's BLAKE3s up must not grow with the number of uploaded rows.
-    #[test]
-    fn the_content_lookup_reads_only_the_rows_with_that_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("state.db")).unwrap();
-        let run = runs::begin(&db.conn().unwrap(), "run", &[]).unwrap();
-        let names: Vec<String> = (0..5000).map(|i| format!("{i}.epub")).collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        scan_store::add_test_rows(&mut db.conn().unwrap(), run, &names);
-        db.conn()
-            .unwrap()
-            .execute_batch(
-                "UPDATE files SET state = 'uploaded', blake3 = printf('%064x', id), target_ref = id",
-            )
-            .unwrap();
-        let conn = db.conn().unwrap();
-        // A batch's lookup: 100 BLAKE3s, of which one was placed.
-        let mut wanted: Vec<String> = (0..99).map(|i| format!("{:064x}", 100_000 + i)).collect();
-        wanted.push(format!("{:064x}", 4321));
-        let mut st = conn
-            .prepare(&uploaded_with_content_sql(wanted.len(), false))
-            .unwrap();
-        let found: Vec<i64> = st
-            .query_map(rusqlite::params_from_iter(&wanted), |r| r.get(2))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(found, [4321]);
-        let steps = st.get_status(rusqlite::StatementStatus::VmStep);
-        assert!(steps < 2000, "{steps} VM steps to look 100 up among 5000");
-    }
+    placed_contents::uploaded_with(&conn, blake3s, inject)
 }

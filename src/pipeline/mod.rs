@@ -266,6 +266,7 @@ pub async fn run(ctx: Arc<Ctx>, feed: Option<ScanFeed>) {
     // Before any claim: a dead run's unrecorded placements are recorded as this migration's,
     // then the rows hashed without a digest this run needs go back to be hashed again.
     adopt::placements(&ctx).await;
+    content::index_placed(&ctx).await;
     hash_stage::requeue_lacking(&ctx).await;
     let t = &ctx.cfg.tuning;
     let (to_check, check_in) = mpsc::channel::<Item>(t.check_queue.max(1));

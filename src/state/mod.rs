@@ -9,6 +9,7 @@ pub mod file_state;
 pub mod listing;
 pub mod lock;
 pub mod migration_record;
+pub mod placed_contents;
 pub mod placement;
 pub mod rebind;
 pub mod report;

@@ -330,3 +330,48 @@ fn walk_names(root: &Path) -> Vec<String> {
     }
     names
 }
+
+/// A file added after a run, with the content of a file that run placed, is a `duplicate` of
+/// that row in the next run — also when the run was killed before indexing what it placed (the
+/// next command indexes it when it opens the state DB; `state::placed_contents`), not "the
+/// target already has this content".
+#[test]
+fn a_later_copy_of_a_placed_content_is_its_duplicate_after_a_run_that_did_not_index_it() {
+    let ws = Workspace::with_corpus(12, 31);
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (first_id, first_rel): (i64, String) = ws
+        .db()
+        .query_row(
+            "SELECT id, source_ref FROM files WHERE state = 'uploaded' ORDER BY id LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    // What a run killed before its end leaves: its placed rows noted, not indexed.
+    let db = rusqlite::Connection::open(ws.state()).unwrap();
+    db.execute_batch(
+        "INSERT OR IGNORE INTO contents_unindexed SELECT id FROM files WHERE state = 'uploaded';
+         DELETE FROM contents_placed;",
+    )
+    .unwrap();
+    drop(db);
+    let ext = Path::new(&first_rel).extension().unwrap().to_str().unwrap();
+    let copy = format!("zz-later-copy.{ext}");
+    std::fs::copy(ws.lib().join(&first_rel), ws.lib().join(&copy)).unwrap();
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (state, reason, of): (String, Option<String>, Option<i64>) = ws
+        .db()
+        .query_row(
+            "SELECT state, skip_reason, duplicate_of FROM files WHERE source_ref = ?1",
+            [&copy],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), reason.as_deref(), of),
+        ("skipped", Some("duplicate"), Some(first_id))
+    );
+    assert_eq!(ws.count("SELECT COUNT(*) FROM contents_unindexed"), 0);
+}

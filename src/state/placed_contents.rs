@@ -1,0 +1,299 @@
+//! The contents this migration placed, by BLAKE3, for the content check's "already placed by an
+//! earlier run" (schema version 11). A BLAKE3 is random: an index on `files.blake3` took a
+//! random page for nearly every row a commit hashed, and a 100,000-file run wrote ~10× the state
+//! DB's final size, half of it that index. Instead, a trigger notes each row that moves to
+//! `uploaded` in `contents_unindexed` (keyed by the row's id: rows move in id order, so
+//! neighbours share pages), and [`merge`] moves those into `contents_placed` (BLAKE3, id) in
+//! BLAKE3 order, when a command opens the state DB (what a killed run left) and when a run ends:
+//! each page of that table is then written once per merge, not once per row. A run finds its own
+//! contents in `pipeline::contents`; this table answers for the runs before it. An entry whose
+//! row left `uploaded` or holds other content since is not an answer: the look-up joins the row.
+
+use super::Result;
+use crate::hash::Digests;
+use rusqlite::{Connection, TransactionBehavior};
+use std::collections::HashMap;
+
+/// Rows already `uploaded`, by BLAKE3: (their digests, id, where it went), lowest id first.
+pub type Placed = HashMap<String, Vec<(Digests, i64, String)>>;
+
+/// BLAKE3s asked in one query.
+const CHUNK: usize = 500;
+
+/// Index the contents of the rows moved to `uploaded` since the last merge; returns how many
+/// rows it looked at. One IMMEDIATE transaction; nothing to do costs one read.
+pub fn merge(conn: &mut Connection) -> Result<usize> {
+    let waiting: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM contents_unindexed)",
+        [],
+        |r| r.get(0),
+    )?;
+    if !waiting {
+        return Ok(0);
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // An entry of a row placed again (a changed source file) is of its old content.
+    tx.execute(
+        "DELETE FROM contents_placed WHERE file_id IN (SELECT file_id FROM contents_unindexed)",
+        [],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO contents_placed (blake3, file_id)
+         SELECT f.blake3, f.id FROM contents_unindexed u JOIN files f ON f.id = u.file_id
+         WHERE f.state = 'uploaded' AND f.blake3 IS NOT NULL AND f.blake3 <> ''
+         ORDER BY f.blake3, f.id",
+        [],
+    )?;
+    let n = tx.execute("DELETE FROM contents_unindexed", [])?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Rows `uploaded` with one of these BLAKE3s, as far as merged (see the module's note).
+/// `inject`: the test hook's fault, a query SQLite refuses.
+pub fn uploaded_with(conn: &Connection, blake3s: &[String], inject: bool) -> Result<Placed> {
+    let mut out = Placed::new();
+    let unique: std::collections::BTreeSet<&String> = blake3s.iter().collect();
+    let unique: Vec<&String> = unique.into_iter().collect();
+    for chunk in unique.chunks(CHUNK) {
+        let mut st = conn.prepare(&uploaded_with_sql(chunk.len(), inject))?;
+        let mut rows = st.query(rusqlite::params_from_iter(chunk.iter()))?;
+        while let Some(r) = rows.next()? {
+            let digests = Digests {
+                sha1: r.get(0)?,
+                blake3: r.get(1)?,
+            };
+            out.entry(digests.blake3.clone())
+                .or_default()
+                .push((digests, r.get(2)?, r.get(3)?));
+        }
+    }
+    Ok(out)
+}
+
+/// The look-up of `n` BLAKE3s: by `contents_placed`'s key, each entry confirmed against its
+/// row (still `uploaded`, still that content). `CROSS JOIN` keeps that order: left to itself
+/// SQLite reads every uploaded row by `files_state` and looks each up in `contents_placed`.
+fn uploaded_with_sql(n: usize, inject: bool) -> String {
+    format!(
+        "SELECT f.sha1, f.blake3, f.id, COALESCE(f.target_ref, f.source_ref)
+         FROM {} p CROSS JOIN files f ON f.id = p.file_id
+         WHERE p.blake3 IN ({}) AND f.state = 'uploaded' AND f.blake3 = p.blake3
+         ORDER BY f.id",
+        if inject {
+            "no_such_table"
+        } else {
+            "contents_placed"
+        },
+        vec!["?"; n].join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{runs, scan_store, Db};
+
+    fn rows(n: usize) -> (tempfile::TempDir, crate::state::Conn) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let mut conn = db.conn().unwrap();
+        let run = runs::begin(&conn, "scan", &[]).unwrap();
+        let names: Vec<String> = (0..n).map(|i| format!("d{}/b{i}.epub", i % 7)).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        scan_store::add_test_rows(&mut conn, run, &refs);
+        (dir, conn)
+    }
+
+    /// WAL frames written since the last checkpoint.
+    fn wal_frames(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+            .unwrap()
+    }
+
+    fn checkpoint(conn: &Connection) {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+
+    /// A random-looking 64-hex-digit digest of `id` (as a BLAKE3 is).
+    const DIGEST: &str = "printf('%016x%016x%016x%016x', (id * 2654435761) % 4294967291,
+        id * 40503, (id * 7919) % 100003, id)";
+
+    /// A commit of the writer moves neighbouring rows on: to `hashed` (each gets a random
+    /// BLAKE3), then to `uploaded`. Either writes about the pages of those rows, not a page of
+    /// a content index per row: an index on `files.blake3` (schema version 7) took ~1 random
+    /// page per row, half of what a 100,000-file run wrote to its state DB.
+    #[test]
+    fn hashing_and_placing_neighbouring_rows_write_few_content_index_pages() {
+        let (_dir, mut conn) = rows(20_000);
+        // Half the rows placed by an earlier run, and indexed.
+        conn.execute(
+            &format!("UPDATE files SET state = 'uploaded', blake3 = {DIGEST} WHERE id <= 10000"),
+            [],
+        )
+        .unwrap();
+        merge(&mut conn).unwrap();
+        checkpoint(&conn);
+        // The pages of 1,000 rows, rewritten without touching an index.
+        conn.execute(
+            "UPDATE files SET updated_at = updated_at + 1 WHERE id BETWEEN 12001 AND 13000",
+            [],
+        )
+        .unwrap();
+        let rows_alone = wal_frames(&conn);
+        checkpoint(&conn);
+        conn.execute(
+            &format!(
+                "UPDATE files SET state = 'hashed', blake3 = {DIGEST}, updated_at = updated_at + 1
+                 WHERE id BETWEEN 14001 AND 15000"
+            ),
+            [],
+        )
+        .unwrap();
+        let hashed = wal_frames(&conn);
+        checkpoint(&conn);
+        let place = |from: i64| {
+            conn.execute(
+                "UPDATE files SET state = 'uploaded', target_ref = source_ref,
+                    updated_at = updated_at + 1
+                 WHERE id BETWEEN ?1 AND ?1 + 999",
+                [from],
+            )
+            .unwrap();
+            let n = wal_frames(&conn);
+            checkpoint(&conn);
+            n
+        };
+        // Noting 1,000 rows in `contents_unindexed`: 19 pages measured.
+        let uploaded = place(14001);
+        // The same move of other rows without the trigger: what the rows and the state index
+        // cost alone.
+        conn.execute(
+            "UPDATE files SET state = 'hashed', blake3 = id WHERE id BETWEEN 16001 AND 17000",
+            [],
+        )
+        .unwrap();
+        conn.execute_batch("DROP TRIGGER files_placed_content")
+            .unwrap();
+        checkpoint(&conn);
+        let uploaded_alone = place(16001);
+        assert!(rows_alone > 10, "{rows_alone} pages for 1,000 rows");
+        // Their digests make the rows longer (some move to new pages), and each state's index
+        // entries sit together: 60 pages measured. With the BLAKE3 index, 283.
+        assert!(
+            hashed <= 2 * rows_alone + 20,
+            "hashing 1,000 neighbouring rows wrote {hashed} pages, their rows alone {rows_alone}"
+        );
+        assert!(
+            uploaded <= uploaded_alone + 30,
+            "placing 1,000 neighbouring rows wrote {uploaded} pages, without noting their \
+             contents {uploaded_alone}"
+        );
+    }
+
+    /// The look-up steps over the entries of the asked BLAKE3s only, however many rows were
+    /// placed; it answers from what was merged, and only with rows still placed with that
+    /// content.
+    #[test]
+    fn the_lookup_reads_only_the_merged_rows_still_placed_with_that_content() {
+        let (_dir, mut conn) = rows(5000);
+        conn.execute_batch(
+            "UPDATE files SET state = 'uploaded', blake3 = printf('%064x', id), target_ref = id",
+        )
+        .unwrap();
+        let wanted = |ids: &[i64]| -> Vec<String> {
+            let mut w: Vec<String> = (0..99).map(|i| format!("{:064x}", 100_000 + i)).collect();
+            w.extend(ids.iter().map(|id| format!("{id:064x}")));
+            w
+        };
+        let found = |conn: &Connection, ids: &[i64]| -> Vec<i64> {
+            let mut v: Vec<i64> = uploaded_with(conn, &wanted(ids), false)
+                .unwrap()
+                .into_values()
+                .flatten()
+                .map(|(_, id, _)| id)
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(found(&conn, &[4321]), Vec::<i64>::new(), "not merged yet");
+        assert_eq!(merge(&mut conn).unwrap(), 5000);
+        assert_eq!(merge(&mut conn).unwrap(), 0, "nothing left to merge");
+        assert_eq!(found(&conn, &[4321, 17]), [17, 4321]);
+
+        let mut st = conn
+            .prepare(&uploaded_with_sql(wanted(&[4321]).len(), false))
+            .unwrap();
+        let n = st
+            .query_map(rusqlite::params_from_iter(&wanted(&[4321])), |r| {
+                r.get::<_, i64>(2)
+            })
+            .unwrap()
+            .count();
+        assert_eq!(n, 1);
+        let steps = st.get_status(rusqlite::StatementStatus::VmStep);
+        assert!(steps < 2000, "{steps} VM steps to look 100 up among 5000");
+        drop(st);
+
+        // Row 17 goes back to be placed again (verify --repair), row 4321 is placed again with
+        // other content (a changed source file): neither answers for its old content.
+        conn.execute_batch(
+            "UPDATE files SET state = 'checked' WHERE id = 17;
+             UPDATE files SET state = 'hashed', blake3 = 'other' WHERE id = 4321;
+             UPDATE files SET state = 'uploaded' WHERE id = 4321;",
+        )
+        .unwrap();
+        assert_eq!(found(&conn, &[4321, 17]), Vec::<i64>::new());
+        merge(&mut conn).unwrap();
+        assert_eq!(found(&conn, &[4321, 17]), Vec::<i64>::new());
+        let other = uploaded_with(&conn, &["other".to_string()], false).unwrap();
+        assert_eq!(other["other"][0].1, 4321);
+        let entries: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM contents_placed WHERE file_id = 4321",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(entries, 1, "the old content's entry is gone");
+    }
+
+    /// A state DB an earlier bookferry wrote (schema version 10: placed rows found by the index
+    /// on `files.blake3`) keeps finding what its runs placed once migrated.
+    #[test]
+    fn a_version_10_db_finds_what_its_runs_placed_after_the_migration() {
+        let (dir, conn) = rows(300);
+        conn.execute_batch(
+            "DROP TRIGGER files_placed_content;
+             DROP TABLE contents_placed;
+             DROP TABLE contents_unindexed;
+             CREATE INDEX files_blake3 ON files(blake3) WHERE blake3 IS NOT NULL;
+             CREATE INDEX files_sha1 ON files(sha1) WHERE sha1 IS NOT NULL;
+             UPDATE files SET state = 'uploaded', blake3 = printf('%064x', id), target_ref = id
+                WHERE id <= 200;
+             UPDATE files SET state = 'hashed', blake3 = printf('%064x', id) WHERE id > 200;
+             PRAGMA user_version = 10;",
+        )
+        .unwrap();
+        drop(conn);
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let conn = db.conn().unwrap();
+        let asked: Vec<String> = [7, 200, 201]
+            .iter()
+            .map(|id| format!("{id:064x}"))
+            .collect();
+        let mut found: Vec<i64> = uploaded_with(&conn, &asked, false)
+            .unwrap()
+            .into_values()
+            .flatten()
+            .map(|(_, id, _)| id)
+            .collect();
+        found.sort();
+        assert_eq!(found, [7, 200], "the placed rows, not the hashed one");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, crate::state::schema_version::SCHEMA_VERSION);
+    }
+}
