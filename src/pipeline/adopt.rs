@@ -14,11 +14,11 @@ use crate::failure::{Failure, FailureKind};
 use crate::hash::{self, Digests};
 use crate::state::placement::{self, Adoption, Claimed};
 use crate::state::rows::FileRow;
-use crate::state::{sidecar_rows, Db, StateError};
+use crate::state::{placed_contents, sidecar_rows, Db, StateError};
 use crate::target::folder::FolderTarget;
 use crate::target::Payload;
 use crate::target::{ContentQuery, Target};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::Path;
 
@@ -65,9 +65,19 @@ async fn find(ctx: &Ctx) -> Result<Vec<Adoption>, String> {
     match &*ctx.target {
         Target::Folder(folder, _) => {
             let folder = folder.clone();
+            let keep_duplicates = ctx.cfg.keep_duplicates;
             blocking(move || {
-                let found: Vec<Adoption> = left(&db)?
+                let left = left(&db)?;
+                let placed = if keep_duplicates {
+                    HashSet::new()
+                } else {
+                    placed_by_others(&db, &left)?
+                };
+                // Each file is one row's: rows of one content may share a planned name.
+                let mut taken = HashSet::new();
+                let found: Vec<Adoption> = left
                     .into_iter()
+                    .filter(|c| !placed.contains(&c.id))
                     .filter_map(|c| {
                         let (at, content) = folder.find_placed(
                             &c.planned_ref,
@@ -75,7 +85,9 @@ async fn find(ctx: &Ctx) -> Result<Vec<Adoption>, String> {
                             c.size,
                             c.digests.as_ref(),
                         )?;
-                        Some(adoption(c, Some(at), content))
+                        taken
+                            .insert(at.clone())
+                            .then(|| adoption(c, Some(at), content))
                     })
                     .collect();
                 if folder.sidecars_on() {
@@ -186,6 +198,30 @@ fn settle_sidecars(db: &Db, folder: &FolderTarget, found: &[Adoption]) -> Result
         }
     }
     Ok(())
+}
+
+/// The rows among `left` whose content another row placed: that row's duplicates (the content
+/// check makes them so), not the owners of what their planned name holds, which may be the
+/// other row's file (the same book's copy from another folder has the same name). Claims are
+/// recorded with the move to `metadata_cached`, before the transfer decides duplicates.
+fn placed_by_others(db: &Db, left: &[Claimed]) -> Result<HashSet<i64>, StateError> {
+    let conn = db.conn()?;
+    let blake3s: Vec<String> = left
+        .iter()
+        .filter_map(|c| Some(c.digests.as_ref()?.blake3.clone()))
+        .collect();
+    let placed = placed_contents::uploaded_with(&conn, &blake3s, false)?;
+    Ok(left
+        .iter()
+        .filter(|c| {
+            let Some(d) = &c.digests else { return false };
+            placed.get(&d.blake3).is_some_and(|rows| {
+                rows.iter()
+                    .any(|(other, id, _)| *id != c.id && other.same_content(d))
+            })
+        })
+        .map(|c| c.id)
+        .collect())
 }
 
 fn left(db: &Db) -> Result<Vec<Claimed>, StateError> {

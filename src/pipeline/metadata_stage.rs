@@ -8,7 +8,9 @@ use super::tasks::{self, Tasks};
 use super::{Ctx, Item};
 use crate::metadata::{self, Origin};
 use crate::state::rows::FileRow;
+use crate::state::writer::Recorded;
 use crate::state::FileState;
+use crate::target::Target;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -75,10 +77,32 @@ async fn cached(ctx: &Ctx, mut item: Item, read: u64) -> Item {
     if !item.warnings.is_empty() {
         t.warnings = Some(item.warnings.join("\n"));
     }
+    if let Some(planned) = planned_with_metadata(ctx, &item) {
+        let recorded = Arc::new(Recorded::default());
+        t.planned_ref = Some(planned);
+        t.recorded = Some(recorded.clone());
+        item.claim = Some(recorded);
+    }
     ctx.writer.send(t).await;
     ctx.progress.metadata.add(1);
     item.row.state = FileState::MetadataCached;
     item
+}
+
+/// A folder target's destination for a row placed for the first time, claimed with its move to
+/// `metadata_cached` (`files.planned_ref`, see `state::placement`): the name comes from the
+/// metadata recorded in the same move, and the transfer places the file only once that commit
+/// is in, so it needs no claim of its own. `None` where the transfer claims it itself (a row
+/// placed before, whose destination depends on whether its old file is still there; an HTTP
+/// target's upload).
+fn planned_with_metadata(ctx: &Ctx, item: &Item) -> Option<String> {
+    let Target::Folder(folder, _) = &*ctx.target else {
+        return None;
+    };
+    if ctx.cfg.dry_run || item.row.target_ref.is_some() {
+        return None;
+    }
+    Some(folder.destination_of(&super::transfer::payload_of(item)?))
 }
 
 /// Fill the item's metadata (unless the source provided it): what the hash stage parsed, else

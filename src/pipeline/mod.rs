@@ -83,6 +83,9 @@ pub struct Item {
     /// Metadata the hash stage already parsed from the file's bytes in memory (in the same
     /// blocking task); the metadata stage records it.
     pub extracted: Option<crate::metadata::Extracted>,
+    /// The placement claimed with the row's move to `metadata_cached` (see the metadata
+    /// stage): the transfer places the file once it is recorded.
+    pub claim: Option<Arc<crate::state::writer::Recorded>>,
     /// The share of the buffer budget this item's bytes hold.
     _budget: Option<OwnedSemaphorePermit>,
 }
@@ -95,6 +98,7 @@ impl Item {
             staged: None,
             warnings: Vec::new(),
             extracted: None,
+            claim: None,
             _budget: None,
         }
     }

@@ -12,6 +12,7 @@ use super::{Ctx, Item};
 use crate::failure::{Failure, FailureKind};
 use crate::hash::DigestSet;
 use crate::skip_reason::SkipReason;
+use crate::state::writer::RecordedState;
 use crate::state::{placement, FileState};
 use crate::target::{Payload, Target, Transferred};
 use std::collections::{HashMap, VecDeque};
@@ -22,6 +23,10 @@ use tokio::sync::{mpsc, Semaphore};
 const MAX_QUEUED: usize = 128;
 /// The most files a local target places in one blocking task.
 const GROUP_FILES: usize = 8;
+/// Rows taken in whose placement claim (recorded with their move to `metadata_cached`, see the
+/// metadata stage) is not committed yet: a commit interval's worth at thousands of files a
+/// second (their bytes are bounded by the buffer budget, not by this).
+const MAX_UNSETTLED: usize = 4096;
 
 /// A finished transfer, reported back to the dispatcher.
 struct Done {
@@ -59,6 +64,8 @@ struct Dispatch {
     ready: Vec<Item>,
     /// Rows in `in_flight`'s queues.
     waiting: usize,
+    /// Rows whose placement claim is not committed yet, in the order they came.
+    unsettled: VecDeque<Item>,
 }
 
 impl Dispatch {
@@ -66,6 +73,40 @@ impl Dispatch {
     /// `MAX_QUEUED` waiting behind a key in flight.
     fn has_room(&self, group_size: usize) -> bool {
         self.ready.len() < group_size && self.waiting < MAX_QUEUED
+    }
+
+    /// A row from the metadata stage: admitted at once, or once its claim is recorded.
+    async fn take(&mut self, ctx: &Ctx, item: Item) {
+        let claimed = item.claim.as_ref().map(|c| c.state());
+        if claimed == Some(RecordedState::NotYet) || !self.unsettled.is_empty() {
+            self.unsettled.push_back(item);
+        } else {
+            self.admit(ctx, item).await;
+        }
+    }
+
+    /// The rows whose claims are now committed go on (in order, while there is room); a row
+    /// whose move was dropped (not this run's any more, or the writer stopped) is not placed.
+    async fn settle(&mut self, ctx: &Ctx, group_size: usize) {
+        if ctx.cancelled() {
+            self.unsettled.clear();
+        }
+        while self.has_room(group_size) {
+            let Some(front) = self.unsettled.front() else {
+                break;
+            };
+            match front.claim.as_ref().map(|c| c.state()) {
+                Some(RecordedState::NotYet) => break,
+                Some(RecordedState::Dropped) => {
+                    self.unsettled.pop_front();
+                }
+                _ => {
+                    if let Some(item) = self.unsettled.pop_front() {
+                        self.admit(ctx, item).await;
+                    }
+                }
+            }
+        }
     }
 
     /// A row from the metadata stage: ready, waiting behind its SHA-1, or a duplicate.
@@ -136,6 +177,8 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
     };
     let mut d = Dispatch::default();
     let mut input_open = true;
+    // Each commit of the writer may have recorded claims that rows in `d.unsettled` wait for.
+    let mut commits = ctx.writer.commits();
     // A group is handed to a task only with its slots taken (here, not in the task): the rows
     // the stage holds are then at most `MAX_QUEUED` in tasks, one group ready and the rows
     // waiting behind a key in flight, and the bounded queue into the stage holds back the
@@ -176,25 +219,35 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
         }
     };
     loop {
-        if !input_open && running.is_empty() && d.ready.is_empty() {
+        d.settle(&ctx, group_size).await;
+        launch(&mut d, &mut running);
+        if !input_open && running.is_empty() && d.ready.is_empty() && d.unsettled.is_empty() {
             break;
         }
+        let room = |d: &Dispatch| d.has_room(group_size) && d.unsettled.len() < MAX_UNSETTLED;
         tokio::select! {
             // No more rows taken in while a group is ready without slots, or while many wait
-            // behind their keys: the running tasks free both (see `launch`).
-            next = rx.recv(), if input_open && d.has_room(group_size) => {
+            // behind their keys or their claims: the running tasks and the writer's commits
+            // free them (see `launch`, `settle`).
+            next = rx.recv(), if input_open && room(&d) => {
                 match next {
                     Some(item) => {
-                        d.admit(&ctx, item).await;
+                        d.take(&ctx, item).await;
                         // And whatever else is queued already (no waiting for more).
-                        while d.has_room(group_size) {
+                        while room(&d) {
                             match rx.try_recv() {
-                                Ok(item) => d.admit(&ctx, item).await,
+                                Ok(item) => d.take(&ctx, item).await,
                                 Err(_) => break,
                             }
                         }
                     }
                     None => input_open = false,
+                }
+            }
+            changed = commits.changed(), if !d.unsettled.is_empty() => {
+                if changed.is_err() {
+                    // The writer is gone: nothing waiting will be recorded now.
+                    d.unsettled.clear();
                 }
             }
             Some(ended) = running.next(&ctx), if !running.is_empty() => {
@@ -204,7 +257,6 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
                 }
             }
         }
-        launch(&mut d, &mut running);
     }
 }
 
@@ -244,8 +296,17 @@ async fn transfer_group(ctx: &Ctx, group: Vec<Item>) -> Vec<Option<i64>> {
     if !payloads.is_empty() {
         // Where each is about to go, committed first (`state::placement`): a file placed by a
         // run killed before recording it is then adopted by the next run, never taken for one
-        // the target already had.
-        if let Err(e) = ctx.writer.plan(planned_refs(ctx, &payloads)).await {
+        // the target already had. Rows claimed with their metadata have that committed.
+        let claimed: Vec<i64> = group
+            .iter()
+            .filter(|i| i.claim.as_ref().map(|c| c.state()) == Some(RecordedState::Recorded))
+            .map(|i| i.row.id)
+            .collect();
+        let planned = planned_refs(ctx, &payloads)
+            .into_iter()
+            .filter(|(id, _)| !claimed.contains(id))
+            .collect();
+        if let Err(e) = ctx.writer.plan(planned).await {
             ctx.stop_run(Failure::new(
                 FailureKind::StateDb,
                 format!("the state DB could not be written before placing files: {e}"),
@@ -362,7 +423,7 @@ async fn record(ctx: &Ctx, item: &Item, res: Result<Transferred, Failure>) -> Op
     }
 }
 
-fn payload_of(item: &Item) -> Option<Payload> {
+pub(super) fn payload_of(item: &Item) -> Option<Payload> {
     Some(Payload {
         row_id: item.row.id,
         source_path: item.row.path.clone(),

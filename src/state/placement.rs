@@ -1,7 +1,9 @@
 //! Placements claimed before they are made (`files.planned_ref`), and their adoption after a
-//! crash. The transfer records where it is about to place a group of rows in one small
-//! IMMEDIATE transaction of its own (not through the writer, whose commits wait for the
-//! target's `syncfs`: a placement must not wait for that); the writer clears the claim with the
+//! crash. A folder target's row placed for the first time is claimed with its move to
+//! `metadata_cached` (the writer records it; the transfer waits for that commit). Other rows
+//! are claimed here: the transfer records where it is about to place a group of rows in one
+//! small IMMEDIATE transaction of its own (not through the writer, whose commits wait for the
+//! target's `syncfs`: a placement must not wait for that). The writer clears the claim with the
 //! row's final move. A run killed in between leaves the claim: the next run looks there and
 //! records a file it finds with the row's content as this row's placement (`uploaded`), so a
 //! killed run's own files are never taken for files the target already had.

@@ -14,11 +14,12 @@ use crate::metadata::{Metadata, Origin};
 use crate::skip_reason::SkipReason;
 use crate::tuning::WriterTuning;
 use rusqlite::{params, TransactionBehavior};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// One row's move from one state to another, with what the move learned.
 #[derive(Debug, Clone)]
@@ -45,6 +46,49 @@ pub struct Transition {
     pub bytes_sent: u64,
     /// The target must flush what it wrote before this move is committed.
     pub needs_flush: bool,
+    /// Where the row is about to be placed (`files.planned_ref`, see `state::placement`),
+    /// recorded with this move: a folder target's destination, with the move to
+    /// `metadata_cached`, so the transfer need not claim it in a transaction of its own.
+    pub planned_ref: Option<String>,
+    /// Told whether the commit recorded this move or dropped it (see [`Recorded`]).
+    pub recorded: Option<Arc<Recorded>>,
+}
+
+/// Whether a move was recorded: a sender that must not act before its move is in the state DB
+/// (the transfer, before placing a file claimed with its move to `metadata_cached`) looks here
+/// after each commit ([`WriterHandle::commits`]). Every move sent ends recorded or dropped: a
+/// row this run no longer holds, or a writer stopped by an error, drops it.
+#[derive(Debug, Default)]
+pub struct Recorded(AtomicU8);
+
+/// See [`Recorded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordedState {
+    NotYet,
+    Recorded,
+    Dropped,
+}
+
+impl Recorded {
+    pub fn state(&self) -> RecordedState {
+        match self.0.load(Ordering::Acquire) {
+            0 => RecordedState::NotYet,
+            1 => RecordedState::Recorded,
+            _ => RecordedState::Dropped,
+        }
+    }
+
+    fn set(&self, to: RecordedState) {
+        let v = match to {
+            RecordedState::NotYet => 0,
+            RecordedState::Recorded => 1,
+            RecordedState::Dropped => 2,
+        };
+        // Once told, it stays so.
+        let _ = self
+            .0
+            .compare_exchange(0, v, Ordering::AcqRel, Ordering::Acquire);
+    }
 }
 
 impl Transition {
@@ -68,6 +112,8 @@ impl Transition {
             bytes_read: 0,
             bytes_sent: 0,
             needs_flush: false,
+            planned_ref: None,
+            recorded: None,
         }
     }
 }
@@ -132,6 +178,8 @@ pub struct WriterStats {
 pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
     fatal: Fatal,
+    /// How many times the writer committed (or dropped a batch); see [`Recorded`].
+    commits: watch::Receiver<u64>,
     /// For the placement claims, which do not go through the writer thread (see `plan`).
     db: Db,
     run: i64,
@@ -157,14 +205,16 @@ impl Writer {
         let (tx, rx) = mpsc::channel(tuning.queue.max(1));
         let fatal = Arc::new(Mutex::new(None));
         let fatal2 = fatal.clone();
+        let (commits_tx, commits) = watch::channel(0);
         let join = std::thread::Builder::new()
             .name("state-writer".into())
-            .spawn(move || writer_loop(conn, run, rx, flush, fatal2, tuning))
+            .spawn(move || writer_loop(conn, run, rx, flush, fatal2, commits_tx, tuning))
             .map_err(StateError::WriterThread)?;
         Ok(Writer {
             handle: WriterHandle {
                 tx,
                 fatal,
+                commits,
                 db: db.clone(),
                 run,
             },
@@ -211,6 +261,12 @@ impl WriterHandle {
         rx.await.map_err(|_| StateError::WriterGone(self.fatal()))?
     }
 
+    /// Changes after each commit (and after a batch the writer dropped): when to look at the
+    /// [`Recorded`] of moves sent before.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.clone()
+    }
+
     /// The run this writer records.
     pub fn run(&self) -> i64 {
         self.run
@@ -252,13 +308,17 @@ struct LoopState {
     run: i64,
     flush: Option<FlushHook>,
     fatal: Fatal,
+    commits: watch::Sender<u64>,
     stats: WriterStats,
     dead: bool,
 }
 
 impl LoopState {
     fn commit(&mut self, pending: &mut Vec<Transition>) {
-        if !pending.is_empty() && !self.dead {
+        if pending.is_empty() {
+            return;
+        }
+        if !self.dead {
             if let Err(e) = commit_batch(
                 &mut self.conn,
                 self.run,
@@ -273,7 +333,14 @@ impl LoopState {
                 self.dead = true;
             }
         }
+        // Whatever the commit did not record (all of it, when it failed) was dropped.
+        for t in pending.iter() {
+            if let Some(r) = &t.recorded {
+                r.set(RecordedState::Dropped);
+            }
+        }
         pending.clear();
+        self.commits.send_modify(|n| *n += 1);
     }
 }
 
@@ -318,6 +385,7 @@ fn writer_loop(
     rx: mpsc::Receiver<Msg>,
     flush: Option<FlushHook>,
     fatal: Fatal,
+    commits: watch::Sender<u64>,
     tuning: WriterTuning,
 ) -> WriterStats {
     let mut st = LoopState {
@@ -325,6 +393,7 @@ fn writer_loop(
         run,
         flush,
         fatal,
+        commits,
         stats: WriterStats::default(),
         dead: false,
     };
@@ -550,11 +619,18 @@ fn commit_batch(
     let log_final = file_log::wanted();
     let logs_final = |to: FileState| to == FileState::Failed || (log_final && to.is_final());
     let mut to_log: Vec<(&Transition, FileState)> = Vec::new();
+    let mut recorded: Vec<&Recorded> = Vec::new();
     for chain in steps {
         if !update_row(&mut update, run, now, &chain)? {
             conflicts += chain.moves.len() as u64;
             continue;
         }
+        recorded.extend(
+            chain
+                .moves
+                .iter()
+                .filter_map(|(t, _, _)| t.recorded.as_deref()),
+        );
         for (t, from, to) in &chain.moves {
             if t.warnings.is_some() || logs_final(*to) {
                 to_log.push((t, *to));
@@ -575,6 +651,9 @@ fn commit_batch(
     insert_events(&tx, run, now, &events)?;
     runs::add_counters(&tx, run, &counters)?;
     tx.commit()?;
+    for r in recorded {
+        r.set(RecordedState::Recorded);
+    }
     for (t, to) in to_log {
         file_log::warnings(t, &mut stats.warnings);
         if logs_final(to) {
@@ -596,7 +675,7 @@ const UPDATE_ROW: &str = "UPDATE files SET state = ?3,
             duplicate_of = COALESCE(?11, duplicate_of), skip_reason = COALESCE(?12, skip_reason),
             error_kind = ?13, error = ?14,
             planned_ref = CASE WHEN ?3 IN ('uploaded', 'skipped', 'failed') THEN NULL
-                               ELSE planned_ref END,
+                               ELSE COALESCE(?18, planned_ref) END,
             failed_from = CASE WHEN ?3 = 'failed' THEN ?17 ELSE NULL END,
             attempts = attempts + ?15, updated_at = ?16, state_changed_at = ?16
          WHERE id = ?1 AND state = ?2 AND run_id = ?4";
@@ -639,6 +718,7 @@ fn update_row(
         attempts,
         now,
         last_from.as_str(),
+        chain.latest(|t| t.planned_ref.as_deref()),
     ])?;
     if n == 0 {
         tracing::warn!(
@@ -744,6 +824,64 @@ mod tests {
             .map(|r| r.id)
             .collect();
         (dir, db, run, writer, ids)
+    }
+
+    /// A move that carries a placement claim records it with the move, and its sender is told
+    /// once the commit is in (and `commits` changes); a move the run cannot record (the row is
+    /// not where the move starts) is told it was dropped, so no sender waits for ever. The
+    /// row's final move clears the claim.
+    #[test]
+    fn a_claim_sent_with_a_move_is_told_recorded_or_dropped_after_the_commit() {
+        use FileState::*;
+        let (_dir, db, _run, writer, ids) = claimed(&["a.epub", "b.epub"]);
+        let (a, b) = (ids[0], ids[1]);
+        let h = writer.handle();
+        let mut commits = h.commits();
+        let claim = |id: i64, from: FileState| {
+            let mut t = mv(id, from, MetadataCached);
+            t.planned_ref = Some(format!("Author/Title {id}.epub"));
+            let r = Arc::new(Recorded::default());
+            t.recorded = Some(r.clone());
+            (t, r)
+        };
+        h.blocking_send(mv(a, Pending, Hashed));
+        let (ta, ra) = claim(a, Hashed);
+        // Row b is pending, not hashed: its move cannot be recorded.
+        let (tb, rb) = claim(b, Hashed);
+        assert_eq!(ra.state(), RecordedState::NotYet);
+        h.blocking_send(ta);
+        h.blocking_send(tb);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            while ra.state() == RecordedState::NotYet || rb.state() == RecordedState::NotYet {
+                tokio::time::timeout(Duration::from_secs(10), commits.changed())
+                    .await
+                    .expect("a commit within 10 s")
+                    .unwrap();
+            }
+        });
+        assert_eq!(ra.state(), RecordedState::Recorded);
+        assert_eq!(rb.state(), RecordedState::Dropped);
+        let planned = |id: i64| -> Option<String> {
+            db.conn()
+                .unwrap()
+                .query_row("SELECT planned_ref FROM files WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .unwrap()
+        };
+        assert_eq!(planned(a), Some(format!("Author/Title {a}.epub")));
+        assert_eq!(planned(b), None);
+        let mut up = mv(a, MetadataCached, Uploaded);
+        up.target_ref = Some(format!("Author/Title {a}.epub"));
+        h.blocking_send(up);
+        drop(h);
+        let (_, fatal) = writer.finish();
+        assert!(fatal.is_none(), "{fatal:?}");
+        assert_eq!(planned(a), None, "cleared by the final move");
     }
 
     /// More moves than one multi-row `INSERT` takes (three full ones and a rest, when they

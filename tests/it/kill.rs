@@ -436,3 +436,63 @@ fn uploads_a_killed_run_sent_without_recording_are_adopted_as_uploaded() {
     assert!(s.stored_count_by_sha1.values().all(|&n| n == 1));
     assert_eq!(s.stored_count_by_sha1.len(), ws.unique_sha1s().len());
 }
+
+/// A killed run may leave a claim on a row whose content another row placed: claims are
+/// recorded with the move to `metadata_cached`, before the transfer finds duplicates, and the
+/// same book copied into two folders gets one name, so its twin's file sits at the claim. The
+/// next run makes the row its twin's duplicate; it does not adopt the twin's file as its own
+/// (two rows recorded for one file).
+#[test]
+fn a_claim_on_a_duplicate_does_not_adopt_the_file_its_twin_placed() {
+    let ws = Workspace::empty();
+    for dir in ["a", "b"] {
+        std::fs::create_dir_all(ws.lib().join(dir)).unwrap();
+        std::fs::write(
+            ws.lib().join(dir).join("Dune - Frank Herbert.txt"),
+            "the spice must flow\n",
+        )
+        .unwrap();
+    }
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (twin, at): (i64, String) = ws
+        .db()
+        .query_row(
+            "SELECT id, target_ref FROM files WHERE state = 'uploaded'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    // The duplicate's row as a run killed after claiming it left it.
+    let db = rusqlite::Connection::open(ws.state()).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE files SET state = 'metadata_cached', planned_ref = ?1, run_id = NULL,
+                skip_reason = NULL, duplicate_of = NULL
+             WHERE state = 'skipped' AND skip_reason = 'duplicate'",
+            [&at],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows: Vec<(String, Option<String>, Option<i64>)> = ws
+        .db()
+        .prepare("SELECT state, skip_reason, duplicate_of FROM files ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        rows.contains(&("skipped".into(), Some("duplicate".into()), Some(twin))),
+        "{rows:?}"
+    );
+    assert_eq!(
+        ws.count("SELECT COUNT(*) FROM files WHERE state = 'uploaded'"),
+        1,
+        "{rows:?}"
+    );
+    assert_eq!(ws.target_files().len(), 1);
+}
