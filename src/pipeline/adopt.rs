@@ -67,17 +67,11 @@ async fn find(ctx: &Ctx) -> Result<Vec<Adoption>, String> {
             let folder = folder.clone();
             let keep_duplicates = ctx.cfg.keep_duplicates;
             blocking(move || {
-                let left = left(&db)?;
-                let placed = if keep_duplicates {
-                    HashSet::new()
-                } else {
-                    placed_by_others(&db, &left)?
-                };
+                let left = left(&db, keep_duplicates)?;
                 // Each file is one row's: rows of one content may share a planned name.
                 let mut taken = HashSet::new();
                 let found: Vec<Adoption> = left
                     .into_iter()
-                    .filter(|c| !placed.contains(&c.id))
                     .filter_map(|c| {
                         let (at, content) = folder.find_placed(
                             &c.planned_ref,
@@ -100,9 +94,14 @@ async fn find(ctx: &Ctx) -> Result<Vec<Adoption>, String> {
         Target::Http(_) => {
             // Rows whose content is the one that was being sent (hashed here if the hashing
             // was not recorded), then the server asked whether it holds it.
+            let keep_duplicates = ctx.cfg.keep_duplicates;
             let sent: Vec<(Claimed, Digests)> = blocking(move || {
-                Ok(left(&db)?
+                let left = left(&db, keep_duplicates)?;
+                // One row per content sent: rows of one content may all carry a claim.
+                let mut taken = HashSet::new();
+                Ok(left
                     .into_iter()
+                    .filter(|c| taken.insert(c.planned_ref.clone()))
                     .filter_map(|c| {
                         let sha1 = placement::sent_sha1(&c.planned_ref)?.to_string();
                         let content =
@@ -224,9 +223,18 @@ fn placed_by_others(db: &Db, left: &[Claimed]) -> Result<HashSet<i64>, StateErro
         .collect())
 }
 
-fn left(db: &Db) -> Result<Vec<Claimed>, StateError> {
-    let conn = db.conn()?;
-    placement::left_by_dead_runs(&conn)
+/// The claims dead runs left, but those of rows whose content another row placed (unless
+/// duplicates are kept): see [`placed_by_others`].
+fn left(db: &Db, keep_duplicates: bool) -> Result<Vec<Claimed>, StateError> {
+    let left = placement::left_by_dead_runs(&*db.conn()?)?;
+    if keep_duplicates {
+        return Ok(left);
+    }
+    let twins = placed_by_others(db, &left)?;
+    Ok(left
+        .into_iter()
+        .filter(|c| !twins.contains(&c.id))
+        .collect())
 }
 
 fn adoption(c: Claimed, target_ref: Option<String>, digests: Digests) -> Adoption {

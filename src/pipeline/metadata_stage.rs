@@ -94,7 +94,8 @@ async fn cached(ctx: &Ctx, mut item: Item, read: u64) -> Item {
 /// metadata recorded in the same move, and the transfer places the file only once that commit
 /// is in, so it needs no claim of its own. `None` where the transfer claims it itself (a row
 /// placed before, whose destination depends on whether its old file is still there; an HTTP
-/// target's upload).
+/// target's upload: claimed with this move, the uploads waited for its commit and measured no
+/// faster, 0.70× of a server's capacity against 0.73×).
 fn planned_with_metadata(ctx: &Ctx, item: &Item) -> Option<String> {
     let Target::Folder(folder, _) = &*ctx.target else {
         return None;

@@ -24,9 +24,9 @@ const MAX_QUEUED: usize = 128;
 /// The most files a local target places in one blocking task.
 const GROUP_FILES: usize = 8;
 /// Rows taken in whose placement claim (recorded with their move to `metadata_cached`, see the
-/// metadata stage) is not committed yet: a commit interval's worth at thousands of files a
-/// second (their bytes are bounded by the buffer budget, not by this).
-const MAX_UNSETTLED: usize = 4096;
+/// metadata stage) is not committed yet: twice what the target took in the last commit
+/// interval, within these bounds (their bytes are bounded by the buffer budget, not by this).
+const MAX_UNSETTLED: usize = 2048;
 
 /// A finished transfer, reported back to the dispatcher.
 struct Done {
@@ -66,6 +66,9 @@ struct Dispatch {
     waiting: usize,
     /// Rows whose placement claim is not committed yet, in the order they came.
     unsettled: VecDeque<Item>,
+    /// Rows handed to the target since the writer's last commit, and between the two before.
+    launched: usize,
+    per_commit: usize,
 }
 
 impl Dispatch {
@@ -73,6 +76,20 @@ impl Dispatch {
     /// `MAX_QUEUED` waiting behind a key in flight.
     fn has_room(&self, group_size: usize) -> bool {
         self.ready.len() < group_size && self.waiting < MAX_QUEUED
+    }
+
+    /// Whether rows may still be taken in while others wait for their claims' commit: not when
+    /// the first of them is settled and still waits (for room: the target is the slowest, and
+    /// the stages before it are held back, see `launch`).
+    fn takes_unsettled(&self) -> bool {
+        // What the target took during the last commit interval, twice over: a slow target
+        // holds back the stages before it, a fast one is not starved while the writer commits.
+        let most = (2 * self.per_commit).clamp(MAX_QUEUED, MAX_UNSETTLED);
+        self.unsettled.len() < most
+            && self
+                .unsettled
+                .front()
+                .is_none_or(|i| i.claim.as_ref().map(|c| c.state()) == Some(RecordedState::NotYet))
     }
 
     /// A row from the metadata stage: admitted at once, or once its claim is recorded.
@@ -179,6 +196,7 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
     let mut input_open = true;
     // Each commit of the writer may have recorded claims that rows in `d.unsettled` wait for.
     let mut commits = ctx.writer.commits();
+    let mut commits_seen = *commits.borrow();
     // A group is handed to a task only with its slots taken (here, not in the task): the rows
     // the stage holds are then at most `MAX_QUEUED` in tasks, one group ready and the rows
     // waiting behind a key in flight, and the bounded queue into the stage holds back the
@@ -197,6 +215,7 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
             else {
                 break;
             };
+            d.launched += n;
             let rest = d.ready.split_off(n);
             let group = std::mem::replace(&mut d.ready, rest);
             let ctx = ctx.clone();
@@ -219,12 +238,17 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
         }
     };
     loop {
+        let commits_now = *commits.borrow();
+        if commits_now != commits_seen {
+            commits_seen = commits_now;
+            d.per_commit = std::mem::take(&mut d.launched);
+        }
         d.settle(&ctx, group_size).await;
         launch(&mut d, &mut running);
         if !input_open && running.is_empty() && d.ready.is_empty() && d.unsettled.is_empty() {
             break;
         }
-        let room = |d: &Dispatch| d.has_room(group_size) && d.unsettled.len() < MAX_UNSETTLED;
+        let room = |d: &Dispatch| d.has_room(group_size) && d.takes_unsettled();
         tokio::select! {
             // No more rows taken in while a group is ready without slots, or while many wait
             // behind their keys or their claims: the running tasks and the writer's commits

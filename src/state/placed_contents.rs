@@ -92,17 +92,10 @@ fn uploaded_with_sql(n: usize, inject: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{runs, scan_store, Db};
+    use crate::state::{scan_store, Db};
 
     fn rows(n: usize) -> (tempfile::TempDir, crate::state::Conn) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("state.db")).unwrap();
-        let mut conn = db.conn().unwrap();
-        let run = runs::begin(&conn, "scan", &[]).unwrap();
-        let names: Vec<String> = (0..n).map(|i| format!("d{}/b{i}.epub", i % 7)).collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        scan_store::add_test_rows(&mut conn, run, &refs);
-        (dir, conn)
+        scan_store::test_db_of(n)
     }
 
     /// WAL frames written since the last checkpoint.

@@ -169,18 +169,12 @@ pub fn last_file_id(conn: &Connection) -> Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{runs, scan_store, Db};
+    use crate::state::scan_store;
 
     /// A state DB of `n` scanned rows, every 500th with a warning; the temp dir must outlive
     /// the connection.
     fn rows(n: usize) -> (tempfile::TempDir, crate::state::Conn) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("state.db")).unwrap();
-        let mut conn = db.conn().unwrap();
-        let run = runs::begin(&conn, "scan", &[]).unwrap();
-        let names: Vec<String> = (0..n).map(|i| format!("d{}/b{i}.epub", i % 7)).collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        scan_store::add_test_rows(&mut conn, run, &refs);
+        let (dir, conn) = scan_store::test_db_of(n);
         conn.execute(
             "UPDATE files SET warnings = 'odd bytes' WHERE id % 500 = 0",
             [],

@@ -417,6 +417,20 @@ fn under_any(source_ref: &str, dirs: &HashSet<String>) -> bool {
     false
 }
 
+/// A new state DB of `n` rows a scan recorded (`d{i % 7}/b{i}.epub`, see [`add_test_rows`]):
+/// for tests. The temp dir must outlive the connection.
+#[cfg(test)]
+pub fn test_db_of(n: usize) -> (tempfile::TempDir, super::Conn) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = super::Db::open(&dir.path().join("state.db")).unwrap();
+    let mut conn = db.conn().unwrap();
+    let run = super::runs::begin(&conn, "scan", &[]).unwrap();
+    let names: Vec<String> = (0..n).map(|i| format!("d{}/b{i}.epub", i % 7)).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    add_test_rows(&mut conn, run, &refs);
+    (dir, conn)
+}
+
 /// Record a new row for each name (a 10-byte EPUB under `/lib`), as a scan would: for tests.
 #[cfg(test)]
 pub fn add_test_rows(conn: &mut Connection, run: i64, names: &[&str]) {

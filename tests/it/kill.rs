@@ -445,15 +445,7 @@ fn uploads_a_killed_run_sent_without_recording_are_adopted_as_uploaded() {
 #[test]
 fn a_claim_on_a_duplicate_does_not_adopt_the_file_its_twin_placed() {
     let ws = Workspace::empty();
-    for dir in ["a", "b"] {
-        std::fs::create_dir_all(ws.lib().join(dir)).unwrap();
-        std::fs::write(
-            ws.lib().join(dir).join("Dune - Frank Herbert.txt"),
-            "the spice must flow\n",
-        )
-        .unwrap();
-    }
-    let out = ws.migrate(&[]);
+    let out = ws.migrate(&twins(&ws));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let (twin, at): (i64, String) = ws
         .db()
@@ -463,20 +455,66 @@ fn a_claim_on_a_duplicate_does_not_adopt_the_file_its_twin_placed() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    // The duplicate's row as a run killed after claiming it left it.
+    leave_the_duplicate_claimed(&ws, &at);
+    let out = ws.migrate(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_one_placed_and_its_duplicate(&ws, twin);
+    assert_eq!(ws.target_files().len(), 1);
+}
+
+/// The same for an upload: both rows claim the content's SHA-1, which the server holds from the
+/// twin's upload; the row is the twin's duplicate, not a second upload recorded.
+#[test]
+fn a_claim_on_a_duplicate_upload_is_not_adopted_as_a_second_upload() {
+    use crate::protocol_server::{ServerConfig, TestServer};
+    let ws = Workspace::empty();
+    twins(&ws);
+    let srv = TestServer::start(ServerConfig::default());
+    let run = || ws.migrate_to_cmd(&srv.base_url, &["-q"]).output().unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (twin, sha1): (i64, String) = ws
+        .db()
+        .query_row(
+            "SELECT id, sha1 FROM files WHERE state = 'uploaded'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    leave_the_duplicate_claimed(&ws, &format!("sha1:{sha1}"));
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_one_placed_and_its_duplicate(&ws, twin);
+}
+
+/// One book in two folders, with the same bytes and name; no extra arguments for `migrate`.
+fn twins(ws: &Workspace) -> [&'static str; 0] {
+    for dir in ["a", "b"] {
+        std::fs::create_dir_all(ws.lib().join(dir)).unwrap();
+        std::fs::write(
+            ws.lib().join(dir).join("Dune - Frank Herbert.txt"),
+            "the spice must flow\n",
+        )
+        .unwrap();
+    }
+    []
+}
+
+/// The duplicate's row as a run killed after claiming it (at `planned`) left it.
+fn leave_the_duplicate_claimed(ws: &Workspace, planned: &str) {
     let db = rusqlite::Connection::open(ws.state()).unwrap();
     let changed = db
         .execute(
             "UPDATE files SET state = 'metadata_cached', planned_ref = ?1, run_id = NULL,
                 skip_reason = NULL, duplicate_of = NULL
              WHERE state = 'skipped' AND skip_reason = 'duplicate'",
-            [&at],
+            [planned],
         )
         .unwrap();
     assert_eq!(changed, 1);
-    drop(db);
-    let out = ws.migrate(&[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+fn assert_one_placed_and_its_duplicate(ws: &Workspace, twin: i64) {
     let rows: Vec<(String, Option<String>, Option<i64>)> = ws
         .db()
         .prepare("SELECT state, skip_reason, duplicate_of FROM files ORDER BY id")
@@ -494,5 +532,4 @@ fn a_claim_on_a_duplicate_does_not_adopt_the_file_its_twin_placed() {
         1,
         "{rows:?}"
     );
-    assert_eq!(ws.target_files().len(), 1);
 }

@@ -110,14 +110,13 @@ impl Workspace {
 
     /// The command `run --from lib --to out` plus `extra`, to spawn.
     pub fn migrate_cmd(&self, extra: &[&str]) -> Command {
-        let (lib, out) = (self.lib(), self.out());
-        let mut args = vec![
-            "run",
-            "--from",
-            lib.to_str().unwrap(),
-            "--to",
-            out.to_str().unwrap(),
-        ];
+        self.migrate_to_cmd(self.out().to_str().unwrap(), extra)
+    }
+
+    /// The command `run --from lib --to TARGET` plus `extra`, to spawn.
+    pub fn migrate_to_cmd(&self, target: &str, extra: &[&str]) -> Command {
+        let lib = self.lib();
+        let mut args = vec!["run", "--from", lib.to_str().unwrap(), "--to", target];
         args.extend_from_slice(extra);
         self.cmd(&args)
     }
