@@ -14,6 +14,8 @@
 -- Version 11 (11_contents_placed.sql) adds `contents_placed` (BLAKE3, file id of the placed
 -- rows, filled in bulk from `contents_unindexed`, which a trigger fills) and drops the
 -- indexes `files_blake3` and `files_sha1`.
+-- Version 12 (12_contents_unplaced.sql) adds the trigger `files_unplaced_content`: a row's
+-- `contents_placed` entry is deleted when its BLAKE3 changes or is cleared.
 --
 -- Times are Unix epoch milliseconds (UTC); query them with
 -- `datetime(col / 1000, 'unixepoch')`.

@@ -8,6 +8,8 @@
 //! each page of that table is then written once per merge, not once per row. A run finds its own
 //! contents in `pipeline::contents`; this table answers for the runs before it. An entry whose
 //! row left `uploaded` or holds other content since is not an answer: the look-up joins the row.
+//! When a row's BLAKE3 changes or is cleared, a trigger deletes its entry by key (version 12), so
+//! the merge only inserts.
 
 use super::Result;
 use crate::hash::Digests;
@@ -32,11 +34,6 @@ pub fn merge(conn: &mut Connection) -> Result<usize> {
         return Ok(0);
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    // An entry of a row placed again (a changed source file) is of its old content.
-    tx.execute(
-        "DELETE FROM contents_placed WHERE file_id IN (SELECT file_id FROM contents_unindexed)",
-        [],
-    )?;
     tx.execute(
         "INSERT OR IGNORE INTO contents_placed (blake3, file_id)
          SELECT f.blake3, f.id FROM contents_unindexed u JOIN files f ON f.id = u.file_id
@@ -238,6 +235,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(found(&conn, &[4321, 17]), Vec::<i64>::new());
+        let old_entry = |conn: &Connection| -> i64 {
+            conn.query_row(
+                "SELECT COUNT(*) FROM contents_placed WHERE file_id = 4321 AND blake3 = ?1",
+                [format!("{:064x}", 4321)],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(old_entry(&conn), 0, "the old content's entry left with it");
         merge(&mut conn).unwrap();
         assert_eq!(found(&conn, &[4321, 17]), Vec::<i64>::new());
         let other = uploaded_with(&conn, &["other".to_string()], false).unwrap();
@@ -259,6 +265,7 @@ mod tests {
         let (dir, conn) = rows(300);
         conn.execute_batch(
             "DROP TRIGGER files_placed_content;
+             DROP TRIGGER files_unplaced_content;
              DROP TABLE contents_placed;
              DROP TABLE contents_unindexed;
              CREATE INDEX files_blake3 ON files(blake3) WHERE blake3 IS NOT NULL;
@@ -288,5 +295,34 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, crate::state::schema_version::SCHEMA_VERSION);
+    }
+
+    /// A version-11 DB's entries for contents its rows no longer hold (rows rescanned since they
+    /// were placed) go at the migration; the entries still true stay.
+    #[test]
+    fn a_version_11_db_loses_only_its_stale_entries_in_the_migration() {
+        let (dir, mut conn) = rows(300);
+        conn.execute_batch(
+            "UPDATE files SET state = 'uploaded', blake3 = printf('%064x', id), target_ref = id",
+        )
+        .unwrap();
+        merge(&mut conn).unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER files_unplaced_content;
+             UPDATE files SET state = 'pending', blake3 = NULL WHERE id <= 10;
+             UPDATE files SET blake3 = 'other' WHERE id = 11;
+             PRAGMA user_version = 11;",
+        )
+        .unwrap();
+        drop(conn);
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        let conn = db.conn().unwrap();
+        let entries: i64 = conn
+            .query_row("SELECT COUNT(*) FROM contents_placed", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            entries, 289,
+            "the 11 stale entries are gone, the 289 true ones kept"
+        );
     }
 }

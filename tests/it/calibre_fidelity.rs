@@ -416,12 +416,13 @@ fn a_migration_an_older_bookferry_began_keeps_its_books_as_its_own() {
     let out = to_calibre(&ws, &ws.state(), &src, &dst, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // The state DB as a bookferry before schema version 6 left it: no decision recorded (and
-    // not the later versions' indexes, columns and tables either: 7's, 8's, 9's, 10's, 11's).
+    // not the later versions' indexes, columns, tables and triggers either: 7's to 12's).
     Connection::open(ws.state())
         .unwrap()
         .execute_batch(
             "DROP VIEW calibre_book_ids;
              DROP TRIGGER files_placed_content;
+             DROP TRIGGER files_unplaced_content;
              DROP TABLE contents_placed;
              DROP TABLE contents_unindexed;
              CREATE INDEX files_sha1 ON files(sha1) WHERE sha1 IS NOT NULL;
