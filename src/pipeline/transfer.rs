@@ -16,11 +16,17 @@ use crate::state::writer::RecordedState;
 use crate::state::{placement, FileState};
 use crate::target::{Payload, Target, Transferred};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 /// Transfers handed to the target at once (each waits there for a slot under its limit).
 const MAX_QUEUED: usize = 128;
+/// Transfers resting after a refusal (`Limiter::rest`) are replaced by others, up to this many
+/// of them: a server that refuses at random keeps rate × share refused × `Retry-After` resting
+/// (1,000 files/s, 10%, 1 s: 100), and with `MAX_QUEUED` counting them too, uploads to such a
+/// server reached 0.74× of its capacity. Their bytes are within the buffer budget.
+const MAX_RESTING: usize = 512;
 /// The most files a local target places in one blocking task.
 const GROUP_FILES: usize = 8;
 /// Rows taken in whose placement claim (recorded with their move to `metadata_cached`, see the
@@ -180,7 +186,7 @@ impl Dispatch {
 pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
     // Transfers waiting for (or holding) a target slot; the target's limiter decides how many
     // are really in flight.
-    let queued = Arc::new(Semaphore::new(MAX_QUEUED));
+    let in_tasks = Arc::new(AtomicUsize::new(0));
     let limiter = ctx.target.limiter();
     // Every transfer task is joined: one that panicked stops the run (it cannot leave the
     // stage waiting for its rows).
@@ -197,24 +203,21 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
     // Each commit of the writer may have recorded claims that rows in `d.unsettled` wait for.
     let mut commits = ctx.writer.commits();
     let mut commits_seen = *commits.borrow();
-    // A group is handed to a task only with its slots taken (here, not in the task): the rows
-    // the stage holds are then at most `MAX_QUEUED` in tasks, one group ready and the rows
+    // A group is handed to a task only with room counted (here, not in the task): the rows
+    // the stage holds are then at most `MAX_QUEUED` in tasks (and those resting after a
+    // refusal, at most `MAX_RESTING` more), one group ready and the rows
     // waiting behind a key in flight, and the bounded queue into the stage holds back the
     // stages before it when the target is the slowest (else a resumed run, its early stages
     // with little left to do, piled up its rows here: 175,000 of them, 1.8 GB, at 1M files).
     let launch = |d: &mut Dispatch, running: &mut Tasks<Vec<Done>>| {
         while !d.ready.is_empty() {
-            let n = d
-                .ready
-                .len()
-                .min(group_size)
-                .min(queued.available_permits());
-            let Some(permits) = (n > 0)
-                .then(|| queued.clone().try_acquire_many_owned(n as u32).ok())
-                .flatten()
-            else {
+            let room = (MAX_QUEUED + limiter.resting().min(MAX_RESTING))
+                .saturating_sub(in_tasks.load(Ordering::SeqCst));
+            let n = d.ready.len().min(group_size).min(room);
+            if n == 0 {
                 break;
-            };
+            }
+            let permits = InTasks::hold(&in_tasks, n);
             d.launched += n;
             let rest = d.ready.split_off(n);
             let group = std::mem::replace(&mut d.ready, rest);
@@ -274,6 +277,8 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
                     d.unsettled.clear();
                 }
             }
+            // A transfer began to rest: others may take its place.
+            _ = limiter.rested(), if !d.ready.is_empty() => {}
             Some(ended) = running.next(&ctx), if !running.is_empty() => {
                 // A task that did not return stopped the run: its rows stay where they were.
                 for done in ended.unwrap_or_default() {
@@ -281,6 +286,28 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
                 }
             }
         }
+    }
+}
+
+/// Rows handed to one transfer task, counted in the stage's rows in tasks until it ends.
+struct InTasks {
+    count: Arc<AtomicUsize>,
+    rows: usize,
+}
+
+impl InTasks {
+    fn hold(count: &Arc<AtomicUsize>, rows: usize) -> InTasks {
+        count.fetch_add(rows, Ordering::SeqCst);
+        InTasks {
+            count: count.clone(),
+            rows,
+        }
+    }
+}
+
+impl Drop for InTasks {
+    fn drop(&mut self) {
+        self.count.fetch_sub(self.rows, Ordering::SeqCst);
     }
 }
 

@@ -425,7 +425,9 @@ impl HttpTarget {
             return Err(self.exhausted(what, *tries, &t.message, t.unreachable));
         }
         tracing::debug!("{what}: {}; retry {tries}/{}", t.message, self.retries);
-        tokio::time::sleep(t.retry_after.unwrap_or_else(|| backoff(*tries))).await;
+        self.limiter
+            .rest(t.retry_after.unwrap_or_else(|| backoff(*tries)))
+            .await;
         Ok(())
     }
 

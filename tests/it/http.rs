@@ -590,6 +590,45 @@ fn http_name_and_size_on_server_skips_hashing_and_checksum_hashes_anyway() {
 // ---------------------------------------------------------------------------
 // 4. Injected faults and overload
 
+/// Uploads waiting out a `Retry-After` hold no place among the transfers the pipeline hands the
+/// server (128): others are sent meanwhile. Before, a server refusing one upload in ten at
+/// random with `Retry-After: 1` was sent at most 128 uploads per second (0.74× of its capacity
+/// in `BENCH_UPLOAD_PROFILES=1 cargo bench --bench upload`, profile 3). Here every file's first
+/// upload is refused with a 5 s wait: more than 128 different files must be tried before the
+/// first of them is tried again.
+#[test]
+fn http_uploads_resting_after_a_refusal_do_not_hold_back_the_others() {
+    let ws = Workspace::empty();
+    let files = 300;
+    for i in 0..files {
+        std::fs::write(
+            ws.lib().join(format!("book-{i:03}.txt")),
+            format!("book {i}\n"),
+        )
+        .unwrap();
+    }
+    let srv = server(ServerConfig {
+        faults: Faults {
+            busy_first_try: true,
+            ..Default::default()
+        },
+        retry_after_secs: 5,
+        ..Default::default()
+    });
+    let out = run_http(&ws, &srv.base_url, &["-q"]);
+    assert_eq!(out.code, Some(0), "{}", out.both());
+    let s = srv.stats();
+    assert_eq!(s.stored_count_by_sha1.len(), files, "every file stored");
+    assert_eq!(s.injected_busy, files as u64, "each refused once");
+    let tried = s.sha1s_before_first_retry.unwrap_or(0);
+    eprintln!("{tried} files tried before the first retry");
+    assert!(
+        tried > 128,
+        "only {tried} files were tried before the first retry: the uploads resting after a \
+         refusal held back the rest"
+    );
+}
+
 #[test]
 fn http_faults_and_overload_end_with_each_content_stored_once() {
     let ws = Workspace::with_corpus(150, 64);

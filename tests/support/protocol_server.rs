@@ -134,6 +134,9 @@ pub struct Faults {
     pub redirect_uploads_only: bool,
     /// Store uploads as usual, but answer them with this success reply that proves nothing.
     pub lie: Option<Lie>,
+    /// Answer each SHA-1's first upload `503` + `Retry-After` (a later one is served as
+    /// usual), counted in `injected_busy`.
+    pub busy_first_try: bool,
 }
 
 /// A success reply (`201`/`200`) that does not prove the store (protocol v1.1, section 3).
@@ -187,8 +190,10 @@ pub struct Stats {
     /// Injected faults that happened.
     pub injected_500: u64,
     pub injected_resets: u64,
-    /// 503s drawn by `Faults::p_busy`.
+    /// 503s drawn by `Faults::p_busy` or sent by `Faults::busy_first_try`.
     pub injected_busy: u64,
+    /// How many SHA-1s had been sent when one was sent a second time (the first retry).
+    pub sha1s_before_first_retry: Option<usize>,
     /// The most uploads admitted at once in each quarter second since the first upload was
     /// admitted (how a client's concurrency moved over time).
     pub admitted_by_quarter_second: Vec<usize>,
@@ -431,7 +436,8 @@ impl Drop for TestServer {
 }
 
 /// Parse `--port N --token T --extraction-ms N --store-ms N --max-in-flight N
-/// --retry-after N --store-dir DIR --prefix /p --max-upload-bytes N`.
+/// --retry-after N --store-dir DIR --prefix /p --max-upload-bytes N --busy-percent N` (N% of
+/// requests answered `503` at random, as `Faults::p_busy`).
 pub fn config_from_args(args: &[String]) -> Result<ServerConfig, String> {
     let mut cfg = ServerConfig::default();
     let mut it = args.iter();
@@ -454,6 +460,7 @@ pub fn config_from_args(args: &[String]) -> Result<ServerConfig, String> {
             "--store-dir" => cfg.store_dir = Some(PathBuf::from(value)),
             "--prefix" => cfg.path_prefix = Some(value),
             "--max-upload-bytes" => cfg.max_upload_bytes = Some(num()?),
+            "--busy-percent" => cfg.faults.p_busy = num()? as f64 / 100.0,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -1180,6 +1187,7 @@ async fn handle_upload(
     // Read the first part; when it is `sha1`, record the call before anything else.
     let mut names: Vec<String> = Vec::new();
     let mut declared_sha1: Option<String> = None;
+    let mut first_try = false;
     let mut first_err: Option<Refusal> = None;
     let mut pending_field: Option<multer::Field<'static>> = None;
     match mp.next_field().await {
@@ -1190,7 +1198,12 @@ async fn handle_upload(
                 match read_text_part(&mut field, "sha1").await {
                     Ok(v) if is_sha1_hex(&v) => {
                         shared.with_stats(|s| {
-                            *s.upload_calls_by_sha1.entry(v.clone()).or_insert(0) += 1
+                            let calls = s.upload_calls_by_sha1.entry(v.clone()).or_insert(0);
+                            *calls += 1;
+                            first_try = *calls == 1;
+                            if !first_try && s.sha1s_before_first_retry.is_none() {
+                                s.sha1s_before_first_retry = Some(s.upload_calls_by_sha1.len());
+                            }
                         });
                         declared_sha1 = Some(v);
                     }
@@ -1222,6 +1235,12 @@ async fn handle_upload(
         return error_response(StatusCode::UNAUTHORIZED, "missing or bad bearer token");
     }
     let draw = shared.draw_faults();
+    if first_try && lock(&shared.faults).busy_first_try {
+        shared.with_stats(|s| s.injected_busy += 1);
+        drop(pending_field);
+        drain_multipart(&mut mp, DRAIN_CAP).await;
+        return busy_response(shared.retry_after_secs);
+    }
     match draw.fault {
         FaultDraw::Reset => {
             shared.with_stats(|s| s.injected_resets += 1);
