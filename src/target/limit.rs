@@ -81,6 +81,22 @@ const PROBE_AFTER: Duration = Duration::from_secs(10);
 const PROBE_AFTER_SUCCESSES: u64 = 500;
 const PROBE_MIN_INTERVAL: Duration = Duration::from_secs(2);
 
+/// One more in a count while alive (also when the future holding it is dropped).
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn one_more(count: &'a AtomicUsize) -> Counted<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Counted(count)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A transfer slot; given back on drop.
 pub struct Slot {
     limiter: Arc<Limiter>,
@@ -151,14 +167,7 @@ impl Limiter {
     /// hold back the ones the server takes (profile 3 of `BENCH_UPLOAD_PROFILES=1 cargo bench
     /// --bench upload`: 0.74× of capacity).
     pub async fn rest(&self, wait: Duration) {
-        struct Resting<'a>(&'a AtomicUsize);
-        impl Drop for Resting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        self.resting.fetch_add(1, Ordering::SeqCst);
-        let _resting = Resting(&self.resting);
+        let _resting = Counted::one_more(&self.resting);
         self.rests.notify_waiters();
         tokio::time::sleep(wait).await;
     }
@@ -170,14 +179,7 @@ impl Limiter {
 
     /// Wait for a slot under the current limit.
     pub async fn acquire(self: &Arc<Self>) -> Slot {
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let _waiting = Waiting(&self.waiting);
+        let _waiting = Counted::one_more(&self.waiting);
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
