@@ -3,8 +3,8 @@
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often a progress line comes without a terminal, unless `--stats` says otherwise.
@@ -66,10 +66,43 @@ impl Progress {
     }
 }
 
+/// How often the bars are drawn, and how often the line reporter looks at the clock.
+const BARS_TICK: Duration = Duration::from_millis(200);
+const LINES_TICK: Duration = Duration::from_millis(100);
+
 /// Shows progress until stopped.
 pub struct Reporter {
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     join: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The reporter's stop signal: its thread waits on it between ticks, so a stop ends the wait at
+/// once. (It slept a whole tick instead, and every run's end waited for that: up to 100 ms
+/// without a terminal, 200 ms with bars.)
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    fn set(&self) {
+        if let Ok(mut s) = self.stopped.lock() {
+            *s = true;
+        }
+        self.wake.notify_all();
+    }
+
+    /// Wait up to `tick`; whether the reporter was stopped.
+    fn wait(&self, tick: Duration) -> bool {
+        let Ok(s) = self.stopped.lock() else {
+            return true;
+        };
+        match self.wake.wait_timeout_while(s, tick, |stopped| !*stopped) {
+            Ok((s, _)) => *s,
+            Err(_) => true,
+        }
+    }
 }
 
 impl Reporter {
@@ -77,8 +110,17 @@ impl Reporter {
     /// it is zero): under `quiet` it reaches the `--log-file` only (-q quiets the terminal,
     /// never the log file).
     pub fn start(progress: Arc<Progress>, quiet: bool, interval: Duration) -> Reporter {
-        let stop = Arc::new(AtomicBool::new(false));
         let bars_here = std::io::stderr().is_terminal() && !quiet;
+        Reporter::start_with(progress, bars_here, interval, LINES_TICK)
+    }
+
+    fn start_with(
+        progress: Arc<Progress>,
+        bars_here: bool,
+        interval: Duration,
+        lines_tick: Duration,
+    ) -> Reporter {
+        let stop = Arc::new(Stop::default());
         if !bars_here && interval.is_zero() {
             return Reporter { stop, join: None };
         }
@@ -89,7 +131,7 @@ impl Reporter {
                 if bars_here {
                     bars(&progress, &stop2)
                 } else {
-                    lines(&progress, &stop2, interval)
+                    lines(&progress, &stop2, interval, lines_tick)
                 }
             })
             .ok();
@@ -97,7 +139,7 @@ impl Reporter {
     }
 
     pub fn stop(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.set();
         if let Some(j) = self.join.take() {
             let _ = j.join();
         }
@@ -127,7 +169,7 @@ impl Write for TerminalWriter {
     }
 }
 
-fn bars(p: &Progress, stop: &AtomicBool) {
+fn bars(p: &Progress, stop: &Stop) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
     if let Ok(mut bars) = BARS.lock() {
         *bars = Some(multi.clone());
@@ -175,9 +217,11 @@ fn bars(p: &Progress, stop: &AtomicBool) {
             p.limit.get()
         ));
     };
-    while !stop.load(Ordering::SeqCst) {
+    loop {
         draw();
-        std::thread::sleep(Duration::from_millis(200));
+        if stop.wait(BARS_TICK) {
+            break;
+        }
     }
     draw();
     // Left where they are: a run that stopped early never shows a bar at 100%.
@@ -189,11 +233,10 @@ fn bars(p: &Progress, stop: &AtomicBool) {
     }
 }
 
-fn lines(p: &Progress, stop: &AtomicBool, interval: Duration) {
+fn lines(p: &Progress, stop: &Stop, interval: Duration, tick: Duration) {
     let started = Instant::now();
     let mut last = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(100));
+    while !stop.wait(tick) {
         if last.elapsed() < interval {
             continue;
         }
@@ -232,5 +275,29 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stopping the reporter does not wait out its tick: a run's end waited up to 100 ms for
+    /// it (200 ms on a terminal). With a tick of two minutes, a stop that waited for it would
+    /// take those minutes; it must take well under one.
+    #[test]
+    fn stopping_the_reporter_does_not_wait_for_its_tick() {
+        let progress = Arc::new(Progress::default());
+        let r = Reporter::start_with(
+            progress,
+            false,
+            Duration::from_secs(3600),
+            Duration::from_secs(120),
+        );
+        assert!(r.join.is_some(), "a line reporter thread runs");
+        let t0 = Instant::now();
+        r.stop();
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(60), "stop took {took:?}");
     }
 }
