@@ -16,9 +16,8 @@ use crate::state::writer::RecordedState;
 use crate::state::{placement, FileState};
 use crate::target::{Payload, Target, Transferred};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 /// Transfers handed to the target at once (each waits there for a slot under its limit).
 const MAX_QUEUED: usize = 128;
@@ -186,7 +185,8 @@ impl Dispatch {
 pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
     // Transfers waiting for (or holding) a target slot; the target's limiter decides how many
     // are really in flight.
-    let in_tasks = Arc::new(AtomicUsize::new(0));
+    // A permit per row in a task; all of them only while `MAX_RESTING` transfers rest.
+    let places = Arc::new(Semaphore::new(MAX_QUEUED + MAX_RESTING));
     let limiter = ctx.target.limiter();
     // Every transfer task is joined: one that panicked stops the run (it cannot leave the
     // stage waiting for its rows).
@@ -211,13 +211,15 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
     // with little left to do, piled up its rows here: 175,000 of them, 1.8 GB, at 1M files).
     let launch = |d: &mut Dispatch, running: &mut Tasks<Vec<Done>>| {
         while !d.ready.is_empty() {
-            let room = (MAX_QUEUED + limiter.resting().min(MAX_RESTING))
-                .saturating_sub(in_tasks.load(Ordering::SeqCst));
+            let in_tasks = MAX_QUEUED + MAX_RESTING - places.available_permits();
+            let room = (MAX_QUEUED + limiter.resting().min(MAX_RESTING)).saturating_sub(in_tasks);
             let n = d.ready.len().min(group_size).min(room);
-            if n == 0 {
+            let Some(permits) = (n > 0)
+                .then(|| places.clone().try_acquire_many_owned(n as u32).ok())
+                .flatten()
+            else {
                 break;
-            }
-            let permits = InTasks::hold(&in_tasks, n);
+            };
             d.launched += n;
             let rest = d.ready.split_off(n);
             let group = std::mem::replace(&mut d.ready, rest);
@@ -286,28 +288,6 @@ pub async fn stage(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Item>) {
                 }
             }
         }
-    }
-}
-
-/// Rows handed to one transfer task, counted in the stage's rows in tasks until it ends.
-struct InTasks {
-    count: Arc<AtomicUsize>,
-    rows: usize,
-}
-
-impl InTasks {
-    fn hold(count: &Arc<AtomicUsize>, rows: usize) -> InTasks {
-        count.fetch_add(rows, Ordering::SeqCst);
-        InTasks {
-            count: count.clone(),
-            rows,
-        }
-    }
-}
-
-impl Drop for InTasks {
-    fn drop(&mut self) {
-        self.count.fetch_sub(self.rows, Ordering::SeqCst);
     }
 }
 

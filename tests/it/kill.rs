@@ -447,14 +447,7 @@ fn a_claim_on_a_duplicate_does_not_adopt_the_file_its_twin_placed() {
     let ws = Workspace::empty();
     let out = ws.migrate(&twins(&ws));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let (twin, at): (i64, String) = ws
-        .db()
-        .query_row(
-            "SELECT id, target_ref FROM files WHERE state = 'uploaded'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (twin, at) = the_placed_twin(&ws, "target_ref");
     leave_the_duplicate_claimed(&ws, &at);
     let out = ws.migrate(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -473,14 +466,7 @@ fn a_claim_on_a_duplicate_upload_is_not_adopted_as_a_second_upload() {
     let run = || ws.migrate_to_cmd(&srv.base_url, &["-q"]).output().unwrap();
     let out = run();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let (twin, sha1): (i64, String) = ws
-        .db()
-        .query_row(
-            "SELECT id, sha1 FROM files WHERE state = 'uploaded'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (twin, sha1) = the_placed_twin(&ws, "sha1");
     leave_the_duplicate_claimed(&ws, &format!("sha1:{sha1}"));
     let out = run();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -501,6 +487,17 @@ fn twins(ws: &Workspace) -> [&'static str; 0] {
 }
 
 /// The duplicate's row as a run killed after claiming it (at `planned`) left it.
+/// The one row `uploaded` of the twins: its id and `column`.
+fn the_placed_twin(ws: &Workspace, column: &str) -> (i64, String) {
+    ws.db()
+        .query_row(
+            &format!("SELECT id, {column} FROM files WHERE state = 'uploaded'"),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+}
+
 fn leave_the_duplicate_claimed(ws: &Workspace, planned: &str) {
     let db = rusqlite::Connection::open(ws.state()).unwrap();
     let changed = db
