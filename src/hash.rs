@@ -204,8 +204,24 @@ pub enum HashError {
     Empty(PathBuf),
 }
 
+/// A source file opened to be hashed: a regular file that is not empty, and its size when it
+/// was opened. Opened once and stat'ed once ([`open_to_hash`]), then read by one of the
+/// `hash_opened*` functions: the hash stage decides by this size whether the file is read into
+/// memory or streamed into its staged copy.
+pub struct ToHash {
+    file: File,
+    size: u64,
+}
+
+impl ToHash {
+    /// The file's size when it was opened.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
 /// Open `path` for hashing: a regular file that is not empty, and its size.
-fn open_to_hash(path: &Path) -> Result<(File, u64), HashError> {
+pub fn open_to_hash(path: &Path) -> Result<ToHash, HashError> {
     let io_fail = |what: &'static str, source: std::io::Error| HashError::Io {
         path: path.to_path_buf(),
         what,
@@ -219,7 +235,10 @@ fn open_to_hash(path: &Path) -> Result<(File, u64), HashError> {
     if meta.len() == 0 {
         return Err(HashError::Empty(path.to_path_buf()));
     }
-    Ok((file, meta.len()))
+    Ok(ToHash {
+        file,
+        size: meta.len(),
+    })
 }
 
 /// Read a file once, hashing it (the digests of `set`) and writing each chunk to `out` as it
@@ -231,7 +250,17 @@ pub fn hash_file_into(
     set: DigestSet,
     out: &mut dyn io::Write,
 ) -> Result<(Hashed, io::Result<()>), HashError> {
-    let (mut file, _) = open_to_hash(path)?;
+    hash_opened_into(path, open_to_hash(path)?, set, out)
+}
+
+/// [`hash_file_into`] of a file already opened; `path` names it in errors.
+pub fn hash_opened_into(
+    path: &Path,
+    opened: ToHash,
+    set: DigestSet,
+    out: &mut dyn io::Write,
+) -> Result<(Hashed, io::Result<()>), HashError> {
+    let mut file = opened.file;
     let mut h = Hasher::new(set);
     let mut buf = vec![0u8; 1 << 20];
     let mut written = Ok(());
@@ -268,26 +297,24 @@ pub fn hash_file_into(
 
 /// Read a file once: hash it (the digests of `set`), and keep its bytes if it is small.
 pub fn hash_file(path: &Path, buffer_limit: u64, set: DigestSet) -> Result<Hashed, HashError> {
+    hash_opened(path, open_to_hash(path)?, buffer_limit, set)
+}
+
+/// [`hash_file`] of a file already opened; `path` names it in errors.
+pub fn hash_opened(
+    path: &Path,
+    opened: ToHash,
+    buffer_limit: u64,
+    set: DigestSet,
+) -> Result<Hashed, HashError> {
     let io_fail = |what: &'static str, source: std::io::Error| HashError::Io {
         path: path.to_path_buf(),
         what,
         source,
     };
-    let mut file = File::open(path).map_err(|e| io_fail("cannot open", e))?;
-    let meta = file.metadata().map_err(|e| io_fail("cannot stat", e))?;
-    if !meta.is_file() {
-        return Err(HashError::NotAFile(path.to_path_buf()));
-    }
-    let size = meta.len();
-    if size == 0 {
-        return Err(HashError::Empty(path.to_path_buf()));
-    }
+    let ToHash { file, size } = opened;
     if size <= buffer_limit {
-        let mut data = Vec::with_capacity(size as usize + 1);
-        // `File::read_to_end` reads the whole file in one call (through `Take`, std would read
-        // in chunks growing from 8 KiB: ~6 reads a file).
-        file.read_to_end(&mut data)
-            .map_err(|e| io_fail("cannot read", e))?;
+        let data = read_whole(&file, size).map_err(|e| io_fail("cannot read", e))?;
         if data.is_empty() {
             return Err(HashError::Empty(path.to_path_buf()));
         }
@@ -308,9 +335,33 @@ pub fn hash_file(path: &Path, buffer_limit: u64, set: DigestSet) -> Result<Hashe
     })
 }
 
+/// All of `file`, `size` bytes when it was opened, read to its end (more if it grew since):
+/// straight into the buffer's spare capacity, one `read` for the bytes and one that finds the
+/// end. (`File::read_to_end` would first stat the file again and ask for its position.)
+fn read_whole(file: &File, size: u64) -> io::Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(
+        usize::try_from(size)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1),
+    );
+    loop {
+        if data.len() == data.capacity() {
+            // It grew since it was opened: keep reading, as `read_to_end` would.
+            data.reserve(data.capacity().max(8192));
+        }
+        match rustix::io::read(file, rustix::buffer::spare_capacity(&mut data)) {
+            Ok(0) => return Ok(data),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn known_vectors() {
@@ -375,5 +426,31 @@ mod tests {
         assert_eq!(n, data.len() as u64);
         assert_eq!(d, hash_bytes(&data));
         assert_eq!(Some(sha1_hex(&data)), d.sha1);
+    }
+
+    #[test]
+    fn a_small_file_is_read_whole_and_to_its_end_even_if_it_grew_after_it_was_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("book.txt");
+        let first: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &first).unwrap();
+        let opened = open_to_hash(&path).unwrap();
+        assert_eq!(opened.size(), 5000);
+        // Appended after the stat that sized the buffer: read too, as `read_to_end` would.
+        let more = vec![7u8; 20_000];
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&more)
+            .unwrap();
+        let hashed = hash_opened(&path, opened, 1 << 20, DigestSet::Blake3).unwrap();
+        let whole = [first, more].concat();
+        assert_eq!(hashed.size, whole.len() as u64);
+        assert_eq!(hashed.data.as_deref(), Some(&whole[..]));
+        assert_eq!(hashed.digests, hash_bytes_with(&whole, DigestSet::Blake3));
+        // And a file read in the ordinary way keeps exactly its bytes.
+        let exact = hash_file(&path, 1 << 20, DigestSet::Blake3).unwrap();
+        assert_eq!(exact.data.as_deref(), Some(&whole[..]));
     }
 }

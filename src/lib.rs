@@ -10,6 +10,7 @@ pub mod commands;
 pub mod exit;
 pub mod failure;
 pub mod fault_hook;
+pub mod fd_limit;
 pub mod filter;
 pub mod hash;
 pub mod invocation;

@@ -27,6 +27,8 @@ fn main() {
         eprintln!("bookferry: {e}");
         std::process::exit(exit::NOTHING_DONE);
     }
+    // Room for the staged files a run holds open (`fd_limit`).
+    bookferry::fd_limit::raise();
     let result = match &cli.command {
         Command::Scan(a) => commands::scan::command(&cli.global, a),
         Command::Run(a) => commands::run::command(&cli.global, a),

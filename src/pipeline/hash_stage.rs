@@ -149,12 +149,18 @@ impl Job {
     fn run(self) -> Result<Read, Failure> {
         super::fault::panic_if_injected("hash", &self.path.to_string_lossy());
         let stage_in = self.target.staging(self.size).cloned();
+        // Opened and stat'ed once: its size now decides how it is read.
+        let mut opened = Some(hash::open_to_hash(&self.path)?);
         if let Some(staging) = &stage_in {
-            if let Some(read) = self.read_large_into(staging)? {
+            if let Some(read) = self.read_large_into(staging, &mut opened)? {
                 return Ok(read);
             }
         }
-        let mut hashed = hash::hash_file(&self.path, self.buffer_limit, self.digests)?;
+        let mut hashed = match opened {
+            Some(opened) => hash::hash_opened(&self.path, opened, self.buffer_limit, self.digests)?,
+            // Taken by a staged copy that could not be made: read again from the start.
+            None => hash::hash_file(&self.path, self.buffer_limit, self.digests)?,
+        };
         let extracted = match (&hashed.data, self.parse) {
             (Some(data), Some((format, rel))) => Some(metadata::extract(&format, data, &rel)),
             _ => None,
@@ -183,14 +189,23 @@ impl Job {
     /// by chunk (else the transfer would read it a second time to copy it). `None` when the
     /// file fits the buffer (read whole, as above) or no staged file could be made; a staged
     /// copy that could not be written whole is dropped, and the transfer copies the file.
-    fn read_large_into(&self, staging: &Staging) -> Result<Option<Read>, Failure> {
-        let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
-        if size <= self.buffer_limit {
+    fn read_large_into(
+        &self,
+        staging: &Staging,
+        opened: &mut Option<hash::ToHash>,
+    ) -> Result<Option<Read>, Failure> {
+        if opened
+            .as_ref()
+            .is_none_or(|o| o.size() <= self.buffer_limit)
+        {
             return Ok(None);
         }
         let mut read = None;
         let staged = Staged::write_with(staging, self.row_id, |out| {
-            let (r, written) = match hash::hash_file_into(&self.path, self.digests, out) {
+            let Some(file) = opened.take() else {
+                return Err(std::io::Error::other("the source was taken"));
+            };
+            let (r, written) = match hash::hash_opened_into(&self.path, file, self.digests, out) {
                 Ok((h, w)) => (Ok(h), w),
                 Err(e) => (
                     Err(e),

@@ -319,7 +319,13 @@ fn close_open(mut stack: Vec<Element>) -> Option<Element> {
             }
         }
     }
-    stack.pop().and_then(|doc| doc.elements().next().cloned())
+    // The document's first element, moved out of it (a clone would copy the whole tree).
+    stack.pop().and_then(|doc| {
+        doc.children.into_iter().find_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    })
 }
 
 #[cfg(test)]
