@@ -250,17 +250,17 @@ pub fn hash_file_into(
     set: DigestSet,
     out: &mut dyn io::Write,
 ) -> Result<(Hashed, io::Result<()>), HashError> {
-    hash_opened_into(path, open_to_hash(path)?, set, out)
+    hash_opened_into(path, &mut open_to_hash(path)?, set, out)
 }
 
-/// [`hash_file_into`] of a file already opened; `path` names it in errors.
+/// [`hash_file_into`] of a file already opened (and not read yet); `path` names it in errors.
 pub fn hash_opened_into(
     path: &Path,
-    opened: ToHash,
+    opened: &mut ToHash,
     set: DigestSet,
     out: &mut dyn io::Write,
 ) -> Result<(Hashed, io::Result<()>), HashError> {
-    let mut file = opened.file;
+    let file = &mut opened.file;
     let mut h = Hasher::new(set);
     let mut buf = vec![0u8; 1 << 20];
     let mut written = Ok(());

@@ -150,17 +150,13 @@ impl Job {
         super::fault::panic_if_injected("hash", &self.path.to_string_lossy());
         let stage_in = self.target.staging(self.size).cloned();
         // Opened and stat'ed once: its size now decides how it is read.
-        let mut opened = Some(hash::open_to_hash(&self.path)?);
+        let mut opened = hash::open_to_hash(&self.path)?;
         if let Some(staging) = &stage_in {
             if let Some(read) = self.read_large_into(staging, &mut opened)? {
                 return Ok(read);
             }
         }
-        let mut hashed = match opened {
-            Some(opened) => hash::hash_opened(&self.path, opened, self.buffer_limit, self.digests)?,
-            // Taken by a staged copy that could not be made: read again from the start.
-            None => hash::hash_file(&self.path, self.buffer_limit, self.digests)?,
-        };
+        let mut hashed = hash::hash_opened(&self.path, opened, self.buffer_limit, self.digests)?;
         let extracted = match (&hashed.data, self.parse) {
             (Some(data), Some((format, rel))) => Some(metadata::extract(&format, data, &rel)),
             _ => None,
@@ -192,20 +188,15 @@ impl Job {
     fn read_large_into(
         &self,
         staging: &Staging,
-        opened: &mut Option<hash::ToHash>,
+        opened: &mut hash::ToHash,
     ) -> Result<Option<Read>, Failure> {
-        if opened
-            .as_ref()
-            .is_none_or(|o| o.size() <= self.buffer_limit)
-        {
+        if opened.size() <= self.buffer_limit {
             return Ok(None);
         }
         let mut read = None;
+        // `fill` runs only once a staged file is made; else `opened` is still unread.
         let staged = Staged::write_with(staging, self.row_id, |out| {
-            let Some(file) = opened.take() else {
-                return Err(std::io::Error::other("the source was taken"));
-            };
-            let (r, written) = match hash::hash_opened_into(&self.path, file, self.digests, out) {
+            let (r, written) = match hash::hash_opened_into(&self.path, opened, self.digests, out) {
                 Ok((h, w)) => (Ok(h), w),
                 Err(e) => (
                     Err(e),
