@@ -12,6 +12,11 @@
 #   cp -r SRC DST && sync -f DST                           (the reference)
 #   bookferry --state S run --from SRC --to DST -q         (copy mode, default layout)
 #   rclone copy --transfers 8 SRC DST && sync -f DST       (skipped without rclone)
+#   bookferry … --layout '{source_path}.{ext}'             (the source's tree, as cp and rclone
+#                                                           make it: no folder per book)
+# The default layout makes an author and a title folder for each book (~2 per file here, where
+# cp makes one per source folder); the last line times making just those folders (mkdir -p of
+# each placed file's folder, one process), to show what the layout costs on its own.
 # and for bookferry: CPU µs per file (user + system), peak RSS, the rate of the first and the
 # last tenth of the files (from the state DB's `uploaded` events), the state DB's final size per
 # file, and the bytes written for the state DB: the state DB lives on an ext4 filesystem of its
@@ -164,7 +169,7 @@ say "== 1. $FILES small files (make-corpus.py --avg-kib $KIB --dup-rate 0), $REP
 mkdir -p "$DATA"
 if [ -n "$LOOP" ]; then
     # Room for the corpus and every copy of it (a file and, for bookferry, a folder per book).
-    copies=$((REPEAT * 3 + 1))
+    copies=$((REPEAT * 4 + 1))
     truncate -s $((FILES * 24 * copies / 1024 + 1024))M "$WORK/datafs.img"
     mkfs.ext4 -q -F -N $((FILES * 2 * copies + 100000)) "$WORK/datafs.img"
     DATA_LOOP=$(losetup --find --show "$WORK/datafs.img")
@@ -177,7 +182,7 @@ n_src=$(find "$SRC" -type f | wc -l)
 say "corpus: $n_src files, $(($(du -sk "$SRC" | cut -f1) / 1024)) MiB"
 OUT=$DATA/out
 mkdir -p "$OUT"
-TOOLS=(cp bookferry)
+TOOLS=(cp bookferry bookferry-tree)
 command -v rclone >/dev/null && TOOLS+=(rclone) || say "rclone not found: its row is skipped"
 declare -A WALL
 BF_CPU=() BF_RSS=() BF_FIRST=() BF_LAST=() BF_DBW=() BF_DB=()
@@ -192,6 +197,10 @@ for round in $(seq 1 "$REPEAT"); do
         case $tool in
         cp) timed bash -c 'cp -r "$1" "$2" && sync -f "$2"' _ "$SRC" "$dest" ;;
         rclone) timed bash -c 'rclone copy -q --transfers 8 "$1" "$2" && sync -f "$2"' _ "$SRC" "$dest" ;;
+        bookferry-tree)
+            timed "$BIN" --state "$MNT/state-tree-$round.db" run --from "$SRC" --to "$dest" -q \
+                --layout '{source_path}.{ext}'
+            ;;
         bookferry)
             state=$MNT/state-$round.db
             [ -n "$LOOP" ] && { sync -f "$MNT"; w0=$(loop_written); }
@@ -219,6 +228,8 @@ if [ -n "${WALL[rclone]:-}" ]; then
     rc_ms=$(med_ms rclone)
     say "  rclone copy --transfers 8 + sync $(secs "$rc_ms") s; bookferry = $(ratio "$bf_ms" "$rc_ms")× rclone (goal < 1)"
 fi
+tree_ms=$(med_ms bookferry-tree)
+say "  bookferry --layout '{source_path}.{ext}' (the source's tree, as cp and rclone copy it): $(secs "$tree_ms") s = $(ratio "$tree_ms" "$cp_ms")× cp$([ -n "${WALL[rclone]:-}" ] && echo ", $(ratio "$tree_ms" "$rc_ms")× rclone")"
 cpu=$(median "${BF_CPU[@]}")
 say "  bookferry CPU: $cpu s = $(awk -v c="$cpu" -v n="$n_src" 'BEGIN { printf "%.0f", c * 1e6 / n }') µs per file; peak RSS $(($(median "${BF_RSS[@]}") / 1024)) MiB"
 first=$(median "${BF_FIRST[@]}")
@@ -230,6 +241,18 @@ if [ ${#BF_DBW[@]} -gt 0 ]; then
     dbw=$(median "${BF_DBW[@]}")
     say "  written for the state DB: $((dbw / 1024 / 1024)) MiB = $(ratio "$dbw" "$db")× its final size (goal ≤ 4)"
 fi
+# What the default layout's folders cost alone: the folders of round 1's placed files, made
+# afresh (one process, mkdir of each new folder), page cache warm, then synced.
+n_dirs=$(find "$OUT/bookferry-1" -type d | wc -l)
+(cd "$OUT/bookferry-1" && find . -type d) >"$WORK/dirs"
+sync
+timed python3 -c '
+import os, sys
+root = sys.argv[1]
+for line in open(sys.argv[2]):
+    os.makedirs(os.path.join(root, line.rstrip("\n")), exist_ok=True)
+os.sync()' "$OUT/folders-only" "$WORK/dirs"
+say "  the default layout's $n_dirs folders alone (mkdir, then sync): $(secs "$MS") s = $(ratio "$MS" "$cp_ms")× cp's whole run; the source has $(find "$SRC" -type d | wc -l)"
 
 [ "$MILLION" = 1 ] || { say ""; say "(SCALE_MILLION=1 adds the $MFILES-file part)"; exit 0; }
 
