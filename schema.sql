@@ -16,6 +16,8 @@
 -- indexes `files_blake3` and `files_sha1`.
 -- Version 12 (12_contents_unplaced.sql) adds the trigger `files_unplaced_content`: a row's
 -- `contents_placed` entry is deleted when its BLAKE3 changes or is cleared.
+-- Version 13 (13_contents_prefix.sql) keys `contents_placed` by `blake3_prefix`, the first 16
+-- hex digits of the BLAKE3, in place of the whole BLAKE3.
 --
 -- Times are Unix epoch milliseconds (UTC); query them with
 -- `datetime(col / 1000, 'unixepoch')`.

@@ -433,10 +433,10 @@ async fn record(ctx: &Ctx, item: &Item, res: Result<Transferred, Failure>) -> Op
             t.bytes_sent = placed.bytes_sent;
             t.bytes_read = placed.bytes_read;
             t.target_ref = Some(placed.target_ref.clone());
-            t.detail = placed
-                .detail
-                .clone()
-                .or_else(|| Some(format!("→ {}", placed.target_ref)));
+            // Where it went is the row's `target_ref`; the event says only what that does not
+            // (a calibre book's id, a file found there already). The scan's event that puts an
+            // `uploaded` row back names the place it had.
+            t.detail = placed.detail.clone();
             if let Some(new) = placed.new_digests {
                 t.sha1 = new.sha1;
                 t.blake3 = Some(new.blake3);

@@ -154,6 +154,12 @@ pub fn write_batch(conn: &mut Connection, run: i64, batch: &ScanBatch) -> Result
             let id = tx.last_insert_rowid();
             event.execute(params![id, run, now, None::<String>, "scanned"])?;
         }
+        let mut again_event = tx.prepare_cached(
+            "INSERT INTO events (file_id, run_id, at, from_state, to_state, detail)
+             SELECT id, ?2, ?3, ?4, 'pending', ?5 || CASE WHEN state = 'uploaded'
+                 AND target_ref IS NOT NULL THEN ' (placed at ' || target_ref || ')' ELSE '' END
+             FROM files WHERE id = ?1",
+        )?;
         let mut reset = tx.prepare_cached(
             "UPDATE files SET state = 'pending', path = ?2, size = ?3, mtime_ns = ?4,
                  sha1 = NULL, blake3 = NULL, metadata = ?5, metadata_origin = ?6, warnings = NULL,
@@ -165,6 +171,9 @@ pub fn write_batch(conn: &mut Connection, run: i64, batch: &ScanBatch) -> Result
         // A file to migrate again: back to `pending` with what the scan saw, and why.
         let mut migrate_again =
             |id: i64, f: &ScannedFile, from: FileState, why: &str| -> rusqlite::Result<()> {
+                // Before the reset: an `uploaded` row's event names the place its copy had (the
+                // `uploaded` event does not repeat the row's `target_ref`).
+                again_event.execute(params![id, run, now, from.as_str(), why])?;
                 let (md, origin) = metadata_columns(f);
                 reset.execute(params![
                     id,
@@ -176,7 +185,6 @@ pub fn write_batch(conn: &mut Connection, run: i64, batch: &ScanBatch) -> Result
                     None::<i64>,
                     now
                 ])?;
-                event.execute(params![id, run, now, from.as_str(), why])?;
                 Ok(())
             };
         for (id, old_state, f) in &batch.changed {

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/10_verify_sidecars.sql"),
     include_str!("migrations/11_contents_placed.sql"),
     include_str!("migrations/12_contents_unplaced.sql"),
+    include_str!("migrations/13_contents_prefix.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -544,11 +544,8 @@ impl HttpTarget {
                 bytes_read: if streamed { p.size } else { 0 },
                 already_present: duplicate,
                 new_digests: None,
-                detail: Some(if duplicate {
-                    format!("server already held it as {id}")
-                } else {
-                    format!("stored as {id}")
-                }),
+                // The id is the row's `target_ref`; the event notes only a duplicate.
+                detail: duplicate.then(|| "the server already held it".to_string()),
             }));
         }
         if status == StatusCode::UNPROCESSABLE_ENTITY {

@@ -67,6 +67,30 @@ fn rescan_after_modifying_adding_and_deleting_source_files() {
         hex(&sha1_of(&bytes))
     );
     assert_eq!(ws.count(&format!("SELECT COUNT(*) FROM events e JOIN files f ON f.id = e.file_id WHERE f.source_ref = '{}' AND e.to_state = 'hashed'", modified.path.replace('\'', "''"))), 2);
+    // Its history names the place of the copy it had; no `uploaded` event repeats the row's
+    // `target_ref` (the row holds it).
+    let again: String = ws
+        .db()
+        .query_row(
+            "SELECT e.detail FROM events e JOIN files f ON f.id = e.file_id
+             WHERE f.source_ref = ?1 AND e.from_state = 'uploaded'",
+            [&modified.path],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        again,
+        format!(
+            "source file changed (size or mtime); migrating it again (placed at {modified_target})"
+        )
+    );
+    assert_eq!(
+        ws.count(
+            "SELECT COUNT(*) FROM events e JOIN files f ON f.id = e.file_id
+             WHERE e.to_state = 'uploaded' AND instr(e.detail, f.target_ref) > 0"
+        ),
+        0
+    );
     // The deleted, already migrated file stays done, noted gone; its copy stays.
     let (state, gone): (String, i64) = ws
         .db()

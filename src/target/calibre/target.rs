@@ -302,10 +302,7 @@ impl CalibreTarget {
                 } else {
                     ""
                 };
-                placed.detail = Some(format!(
-                    "→ calibre book #{}{how}: {}",
-                    slot.book_id, slot.rel_path
-                ));
+                placed.detail = Some(format!("→ calibre book #{}{how}", slot.book_id));
                 Ok(Transferred::Placed(placed))
             }
             Err(e) => {

@@ -276,7 +276,7 @@ impl CalibreServerTarget {
             target_ref: book.to_string(),
             bytes_sent: p.size,
             bytes_read: if p.data.is_some() { 0 } else { p.size },
-            detail: Some(format!("added to book {book} as its {format}")),
+            detail: Some(format!("added as the book's {format}")),
             ..Placed::default()
         }))
     }
