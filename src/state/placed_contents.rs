@@ -133,20 +133,39 @@ mod tests {
     const DIGEST: &str = "printf('%016x%016x%016x%016x', (id * 2654435761) % 4294967291,
         id * 40503, (id * 7919) % 100003, id)";
 
+    /// `n` rows, of which rows 1..=`placed` are `uploaded` with random-looking BLAKE3s and
+    /// merged into `contents_placed`.
+    fn placed(n: usize, placed: i64) -> (tempfile::TempDir, crate::state::Conn) {
+        let (dir, mut conn) = rows(n);
+        conn.execute(
+            &format!("UPDATE files SET state = 'uploaded', blake3 = {DIGEST} WHERE id <= ?1"),
+            [placed],
+        )
+        .unwrap();
+        merge(&mut conn).unwrap();
+        (dir, conn)
+    }
+
+    /// The ids `uploaded_with` answers for `asked`, in order.
+    fn placed_ids(conn: &Connection, asked: &[String]) -> Vec<i64> {
+        let mut ids: Vec<i64> = uploaded_with(conn, asked, false)
+            .unwrap()
+            .into_values()
+            .flatten()
+            .map(|(_, id, _)| id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// A commit of the writer moves neighbouring rows on: to `hashed` (each gets a random
     /// BLAKE3), then to `uploaded`. Either writes about the pages of those rows, not a page of
     /// a content index per row: an index on `files.blake3` (schema version 7) took ~1 random
     /// page per row, half of what a 100,000-file run wrote to its state DB.
     #[test]
     fn hashing_and_placing_neighbouring_rows_write_few_content_index_pages() {
-        let (_dir, mut conn) = rows(20_000);
         // Half the rows placed by an earlier run, and indexed.
-        conn.execute(
-            &format!("UPDATE files SET state = 'uploaded', blake3 = {DIGEST} WHERE id <= 10000"),
-            [],
-        )
-        .unwrap();
-        merge(&mut conn).unwrap();
+        let (_dir, conn) = placed(20_000, 10_000);
         checkpoint(&conn);
         // The pages of 1,000 rows, rewritten without touching an index.
         conn.execute(
@@ -210,13 +229,7 @@ mod tests {
     /// version 11, it took ~84 bytes of a 100,000-file state DB's 1,405 per file).
     #[test]
     fn an_entry_of_the_placed_contents_takes_few_bytes() {
-        let (_dir, mut conn) = rows(20_000);
-        conn.execute(
-            &format!("UPDATE files SET state = 'uploaded', blake3 = {DIGEST}"),
-            [],
-        )
-        .unwrap();
-        merge(&mut conn).unwrap();
+        let (_dir, conn) = placed(20_000, 20_000);
         let (entries, bytes): (i64, i64) = conn
             .query_row(
                 "SELECT (SELECT COUNT(*) FROM contents_placed),
@@ -272,16 +285,7 @@ mod tests {
             w.extend(ids.iter().map(|&id| digest(id)));
             w
         };
-        let found = |conn: &Connection, ids: &[i64]| -> Vec<i64> {
-            let mut v: Vec<i64> = uploaded_with(conn, &wanted(ids), false)
-                .unwrap()
-                .into_values()
-                .flatten()
-                .map(|(_, id, _)| id)
-                .collect();
-            v.sort();
-            v
-        };
+        let found = |conn: &Connection, ids: &[i64]| placed_ids(conn, &wanted(ids));
         assert_eq!(found(&conn, &[4321]), Vec::<i64>::new(), "not merged yet");
         assert_eq!(merge(&mut conn).unwrap(), 5000);
         assert_eq!(merge(&mut conn).unwrap(), 0, "nothing left to merge");
@@ -354,13 +358,7 @@ mod tests {
         let db = Db::open(&dir.path().join("state.db")).unwrap();
         let conn = db.conn().unwrap();
         let asked: Vec<String> = [7, 200, 201].iter().map(|&id| digest(id)).collect();
-        let mut found: Vec<i64> = uploaded_with(&conn, &asked, false)
-            .unwrap()
-            .into_values()
-            .flatten()
-            .map(|(_, id, _)| id)
-            .collect();
-        found.sort();
+        let found = placed_ids(&conn, &asked);
         assert_eq!(found, [7, 200], "the placed rows, not the hashed one");
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -405,13 +403,7 @@ mod tests {
         );
         // Version 13 keyed them by their first 16 hex digits: still found, the stale not.
         let asked: Vec<String> = [5, 11, 12, 300].iter().map(|&id| digest(id)).collect();
-        let mut found: Vec<i64> = uploaded_with(&conn, &asked, false)
-            .unwrap()
-            .into_values()
-            .flatten()
-            .map(|(_, id, _)| id)
-            .collect();
-        found.sort();
+        let found = placed_ids(&conn, &asked);
         assert_eq!(found, [12, 300]);
     }
 }
